@@ -1,0 +1,235 @@
+"""The runner: per processor, find the files it has not processed, run it on each, commit, mark.
+
+Rules (each one tested in ``tests/test_runner.py``):
+- a stable file (size unchanged and mtime <= processed_at) is skipped without reading or hashing it;
+- a file whose content hash equals the stored one is skipped (its processed_at moves forward);
+- a file that only grew (size larger, the 4 KiB before the stored offset unchanged) is read from the
+  stored offset; anything else is read from byte 0;
+- a processor that raises on a file leaves it unmarked (retried next run); the other files go on;
+- a wrong return type counts as 0 items and the file is marked; 0 items still marks the file;
+- a missing sessions root gives all-zero stats.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipelines.processors.contract import ProcessorResult, SessionProcessor
+from resources.sessions import MalformedLine, SessionFile, compute_file_hash, tail_fingerprint, walk_sessions
+from resources.state import (
+    ProcessedMark,
+    ProcessorFileState,
+    StateStore,
+    load_processor_state,
+    mark_processed,
+    record_malformed_lines,
+    record_session_files,
+)
+
+FILES_PER_CONNECTION = 256
+"""Files processed per short-lived DuckDB connection, so other processes get the file in between."""
+MAX_ERRORS_REPORTED = 20
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Task:
+    file: SessionFile
+    file_hash: str
+    start_offset: int
+    items_before: int
+
+
+def empty_stats() -> dict:
+    return {
+        "scanned": 0,
+        "processed": 0,
+        "skipped": 0,
+        "errors": 0,
+        "items_extracted": 0,
+        "lines_malformed": 0,
+        "bytes_read": 0,
+        "vanished": 0,
+        "error_files": [],
+    }
+
+
+def run_processors(
+    processors: Sequence[SessionProcessor],
+    sessions_root: Path | str,
+    state: StateStore,
+    projects: set[str] | None = None,
+    logger: logging.Logger | None = None,
+) -> dict[str, dict]:
+    """Run every processor over the new and changed files under ``sessions_root``.
+
+    Returns ``{processor_name: {scanned, processed, skipped, errors, items_extracted, ...}}``.
+    """
+    logger = logger or log
+    files = list(walk_sessions(sessions_root, projects))
+    results = {p.name: empty_stats() for p in processors}
+    if not files:
+        return results
+    with state.connect() as conn:
+        states = {p.name: load_processor_state(conn, p.name) for p in processors}
+    hashes: dict[str, str | None] = {}
+    for processor in processors:
+        stats = results[processor.name]
+        stats["scanned"] = len(files)
+        tasks, unchanged = _plan(files, states[processor.name], hashes, stats)
+        _execute(processor, tasks, unchanged, state, stats, logger)
+    _record_files(files, hashes, state)
+    return results
+
+
+def _plan(
+    files: list[SessionFile],
+    previous: dict[str, ProcessorFileState],
+    hashes: dict[str, str | None],
+    stats: dict,
+) -> tuple[list[_Task], list[ProcessedMark]]:
+    """Split files into work to do and unchanged-content files whose processed_at only moves forward."""
+    tasks: list[_Task] = []
+    unchanged: list[ProcessedMark] = []
+    now = datetime.now(UTC)
+    for f in files:
+        prev = previous.get(f.key)
+        if prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at):
+            stats["skipped"] += 1
+            continue
+        if f.key not in hashes:
+            try:
+                hashes[f.key] = compute_file_hash(f.path)
+            except FileNotFoundError:
+                hashes[f.key] = None
+            except OSError as exc:
+                _report_error(stats, f.key, exc)
+                continue
+        file_hash = hashes[f.key]
+        if file_hash is None:
+            stats["vanished"] += 1
+            continue
+        if prev is not None and prev.file_hash == file_hash:
+            stats["skipped"] += 1
+            unchanged.append(
+                ProcessedMark(f.key, f.project, prev.items_extracted, file_hash, f.size, prev.byte_offset,
+                              prev.tail_hash, now)
+            )
+            continue
+        offset = _resume_offset(f, prev)
+        tasks.append(_Task(f, file_hash, offset, prev.items_extracted if offset and prev else 0))
+    return tasks, unchanged
+
+
+def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
+    if prev is None or prev.byte_offset <= 0 or f.size < prev.byte_offset:
+        return 0
+    try:
+        same_prefix = tail_fingerprint(f.path, prev.byte_offset) == prev.tail_hash
+    except OSError:
+        return 0
+    return prev.byte_offset if same_prefix else 0
+
+
+def _execute(
+    processor: SessionProcessor,
+    tasks: list[_Task],
+    unchanged: list[ProcessedMark],
+    state: StateStore,
+    stats: dict,
+    logger: logging.Logger,
+) -> None:
+    if unchanged:
+        with state.connect() as conn:
+            mark_processed(conn, processor.name, unchanged)
+    processor.begin_run()
+    commit_every = processor.commit_every_files or max(len(tasks), 1)
+    pending: list[ProcessedMark] = []
+    malformed: list[tuple[str, MalformedLine]] = []
+    for start in range(0, len(tasks), FILES_PER_CONNECTION):
+        chunk = tasks[start : start + FILES_PER_CONNECTION]
+        with state.connect() as conn:
+            for i, task in enumerate(chunk):
+                mark = _process_one(processor, task, conn, stats, malformed, logger)
+                if mark is not None:
+                    pending.append(mark)
+                is_last = start + i + 1 == len(tasks)
+                if pending and (len(pending) >= commit_every or is_last):
+                    _commit(processor, conn, pending, malformed, stats, logger)
+                    pending, malformed = [], []
+    stats.update(processor.end_run())
+
+
+def _process_one(processor, task: _Task, conn, stats: dict, malformed: list, logger) -> ProcessedMark | None:
+    f = task.file
+    started = datetime.now(UTC)
+    try:
+        result = processor.process_session(f.path, f.project, f.key, conn, start_offset=task.start_offset)
+    except FileNotFoundError:
+        stats["vanished"] += 1
+        logger.warning("%s: %s vanished while being read; it will be picked up if it returns", processor.name, f.key)
+        return None
+    except Exception as exc:  # failure isolation: one bad file never stops the others
+        _report_error(stats, f.key, exc)
+        logger.warning("%s failed on %s (will retry next run): %s", processor.name, f.key, exc, exc_info=True)
+        return None
+    if not isinstance(result, ProcessorResult):
+        logger.warning("%s returned %r for %s; counting 0 items", processor.name, type(result).__name__, f.key)
+        result = ProcessorResult(items_count=0)
+    end_offset = result.end_offset if result.end_offset is not None else f.size
+    try:
+        tail = tail_fingerprint(f.path, end_offset) if end_offset > 0 else None
+    except OSError:
+        tail = None
+    stats["lines_malformed"] += len(result.malformed)
+    stats["bytes_read"] += result.bytes_read
+    malformed.extend((f.key, m) for m in result.malformed)
+    items = task.items_before + _as_count(result.items_count)
+    return ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
+
+
+def _as_count(value) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stats: dict, logger) -> None:
+    """Commit the processor's batch, then mark its files; a failed commit leaves them all unmarked."""
+    try:
+        processor.commit(conn)
+    except Exception as exc:
+        _report_error(stats, "<commit>", exc, count=len(pending))
+        logger.error("%s commit failed; %d files stay unprocessed: %s", processor.name, len(pending), exc,
+                     exc_info=True)
+        return
+    mark_processed(conn, processor.name, pending)
+    record_malformed_lines(conn, malformed)
+    stats["processed"] += len(pending)
+    stats["items_extracted"] += sum(m.items_extracted for m in pending)
+
+
+def _report_error(stats: dict, key: str, exc: BaseException, count: int = 1) -> None:
+    stats["errors"] += count
+    if len(stats["error_files"]) < MAX_ERRORS_REPORTED:
+        stats["error_files"].append({"file": key, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _record_files(files: list[SessionFile], hashes: dict[str, str | None], state: StateStore) -> None:
+    rows = [
+        {"path": f.key, "project": f.project, "size": f.size, "mtime_ns": f.mtime_ns,
+         "file_hash": hashes.get(f.key), "byte_offset": None}
+        for f in files
+    ]
+    with state.connect() as conn:
+        record_session_files(conn, rows)
+
+
+def _ns(ts: datetime) -> int:
+    return int(ts.timestamp() * 1_000_000) * 1000

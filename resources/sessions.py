@@ -1,0 +1,191 @@
+"""Reading a sessions tree: walk, stat, hash, and stream JSONL line by line with byte offsets.
+
+Files can be hundreds of MB and may be appended to while we read, so nothing here reads a whole
+file into one string: lines are streamed, and a final line without its newline that does not parse
+yet is left for the next read (the writer is probably mid-line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+HASH_CHUNK = 1 << 20
+TAIL_FINGERPRINT_BYTES = 4096
+"""How many bytes before a stored offset are re-read to tell an appended file from a rewritten one."""
+MAX_LINE_BYTES = 256 << 20
+"""Lines longer than this are skipped as malformed instead of being held in memory."""
+PREVIEW_BYTES = 200
+
+
+@dataclass(frozen=True)
+class SessionFile:
+    """One transcript on disk. ``key`` is the POSIX path relative to the root; ``project`` its first part."""
+
+    key: str
+    path: Path
+    project: str
+    size: int
+    mtime_ns: int
+
+
+def walk_sessions(root: Path | str, projects: set[str] | None = None) -> Iterator[SessionFile]:
+    """Yield every regular ``*.jsonl`` file under ``root/<project>/``, recursively.
+
+    Top-level entries that are not directories are skipped, symlinks are never followed (so nothing
+    outside the root is read), and only ``projects`` are walked when given. A missing root yields
+    nothing; a directory that vanishes or cannot be listed mid-walk is skipped.
+    """
+    root = Path(root)
+    try:
+        top = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in sorted(top, key=lambda e: e.name):
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        if projects is not None and entry.name not in projects:
+            continue
+        yield from _walk_dir(Path(entry.path), entry.name, entry.name)
+
+
+def _walk_dir(directory: Path, project: str, rel: str) -> Iterator[SessionFile]:
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        entry_rel = f"{rel}/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_dir(Path(entry.path), project, entry_rel)
+        elif entry.name.endswith(".jsonl"):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield SessionFile(entry_rel, Path(entry.path), project, st.st_size, st.st_mtime_ns)
+
+
+def compute_file_hash(path: Path | str) -> str:
+    """SHA-256 of the file's bytes, hex. Streams; deterministic and content-based."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def tail_fingerprint(path: Path | str, offset: int) -> str | None:
+    """SHA-256 of the up-to-4 KiB just before ``offset``; None when the file is shorter than that."""
+    start = max(0, offset - TAIL_FINGERPRINT_BYTES)
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(offset - start)
+    if len(data) != offset - start:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class MalformedLine:
+    byte_offset: int
+    length: int
+    error: str
+    preview: str
+
+
+@dataclass
+class ParseStats:
+    """What a read saw: lines yielded, blank and malformed lines skipped, bytes consumed."""
+
+    lines: int = 0
+    blank: int = 0
+    malformed: list[MalformedLine] = field(default_factory=list)
+    bytes_read: int = 0
+    end_offset: int = 0
+
+    @property
+    def malformed_count(self) -> int:
+        return len(self.malformed)
+
+
+@dataclass(frozen=True)
+class JsonLine:
+    """One parsed line: the object and where its bytes start in the file."""
+
+    offset: int
+    obj: dict
+
+
+def iter_jsonl(path: Path | str, start_offset: int = 0, stats: ParseStats | None = None) -> Iterator[JsonLine]:
+    """Stream the JSON objects of ``path`` from ``start_offset``, one line at a time.
+
+    Blank lines and lines that are not a JSON object are skipped and counted in ``stats`` (malformed
+    ones with offset and a preview). ``stats.end_offset`` ends at the first byte not consumed: a final
+    line with no newline that does not parse is not consumed, so the next read starts at it.
+    """
+    stats = stats if stats is not None else ParseStats()
+    stats.end_offset = start_offset
+    with open(path, "rb") as f:
+        f.seek(start_offset)
+        offset = start_offset
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                length = len(raw) + _skip_to_newline(f)
+                stats.malformed.append(MalformedLine(offset, length, "line too long", _preview(raw)))
+                offset += length
+                stats.end_offset = offset
+                continue
+            complete = raw.endswith(b"\n")
+            stripped = raw.strip()
+            if not stripped:
+                if complete:
+                    stats.blank += 1
+                    offset += len(raw)
+                    stats.end_offset = offset
+                continue
+            try:
+                obj = orjson.loads(stripped)
+            except orjson.JSONDecodeError as exc:
+                if not complete:
+                    break  # probably a line still being written: leave it for the next read
+                stats.malformed.append(MalformedLine(offset, len(raw), f"invalid JSON: {exc}", _preview(raw)))
+                obj = None
+            if obj is not None and not isinstance(obj, dict):
+                stats.malformed.append(
+                    MalformedLine(offset, len(raw), f"not a JSON object: {type(obj).__name__}", _preview(raw))
+                )
+                obj = None
+            line_offset = offset
+            offset += len(raw)
+            stats.end_offset = offset
+            if obj is not None:
+                stats.lines += 1
+                yield JsonLine(line_offset, obj)
+    stats.bytes_read += stats.end_offset - start_offset
+
+
+def _skip_to_newline(f) -> int:
+    skipped = 0
+    while True:
+        chunk = f.readline(HASH_CHUNK)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def _preview(raw: bytes) -> str:
+    return raw[:PREVIEW_BYTES].decode("utf-8", errors="replace")
+
+
+def parse_jsonl(path: Path | str) -> tuple[list[dict], ParseStats]:
+    """All JSON objects of a (small) file, skipping blank and malformed lines; returns them and the stats."""
+    stats = ParseStats()
+    return [line.obj for line in iter_jsonl(path, 0, stats)], stats

@@ -1,0 +1,98 @@
+"""Every path and knob sessionlake reads from the environment, in one place.
+
+`Settings.from_env()` is the only reader of ``SESSIONLAKE_*`` variables; everything else takes a
+`Settings` (or one of its paths) as an argument, so tests build one pointing at a tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}={value!r} is not a number") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(_env_float(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Paths are absolute; derived folders hang off ``home``."""
+
+    home: Path
+    sessions_dir: Path
+    price_file: Path | None = None
+    cost_mode: str = "auto"
+    embedder: str | None = None
+    embedder_model: str | None = None
+    capture_max_size: int = 10_000
+    capture_max_record_bytes: int = 1 << 20
+    lance_versions_threshold: int = 100
+    lance_small_fragments_threshold: int = 32
+    lance_retention_floor_sec: float = 3600.0
+    pack_gc_live_packs_threshold: int = 8
+    pack_gc_grace_sec: float = 3600.0
+    sensor_max_new_partitions: int = 500
+
+    @property
+    def state_path(self) -> Path:
+        return self.home / "state.duckdb"
+
+    @property
+    def lance_dir(self) -> Path:
+        return self.home / "lance"
+
+    @property
+    def packs_dir(self) -> Path:
+        return self.home / "packs"
+
+    @property
+    def capture_dir(self) -> Path:
+        return self.home / "capture"
+
+    @property
+    def provenance_overflow_dir(self) -> Path:
+        return self.home / "provenance-overflow"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where malformed session lines are kept so a person can find what was skipped."""
+        return self.home / "quarantine"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        price_file = os.environ.get("SESSIONLAKE_PRICE_FILE")
+        return cls(
+            home=_env_path("SESSIONLAKE_HOME", Path.home() / ".sessionlake").resolve(),
+            sessions_dir=_env_path("SESSIONLAKE_SESSIONS_DIR", Path.home() / ".claude" / "projects").resolve(),
+            price_file=Path(price_file).expanduser() if price_file else None,
+            cost_mode=os.environ.get("SESSIONLAKE_COST_MODE", "auto"),
+            embedder=os.environ.get("SESSIONLAKE_EMBEDDER") or None,
+            embedder_model=os.environ.get("SESSIONLAKE_EMBEDDER_MODEL") or None,
+            capture_max_size=_env_int("SESSIONLAKE_CAPTURE_MAX_SIZE", 10_000),
+            capture_max_record_bytes=_env_int("SESSIONLAKE_CAPTURE_MAX_RECORD_BYTES", 1 << 20),
+            lance_versions_threshold=_env_int("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", 100),
+            lance_small_fragments_threshold=_env_int("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", 32),
+            lance_retention_floor_sec=_env_float("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", 3600.0),
+            pack_gc_live_packs_threshold=_env_int("SESSIONLAKE_PACK_GC_LIVE_PACKS", 8),
+            pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0),
+            sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500),
+        )
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
