@@ -1,0 +1,67 @@
+"""Thin Dagster resources over the plain storage classes.
+
+They live together here, not beside each class, because the storage modules must stay importable
+without Dagster: ``sessionlake capture`` runs on the hot path of every prompt and cannot pay for
+importing it. Each resource resolves `Settings` from the environment, overridden by its own fields
+(set them in ``definitions.py`` or in run config), and builds the plain object on demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+
+from resources.settings import Settings
+
+
+class SessionlakeResource(dg.ConfigurableResource):
+    """Base: where the data home and the sessions tree are. Empty means "from the environment"."""
+
+    home: str = ""
+    sessions_dir: str = ""
+
+    def settings(self) -> Settings:
+        settings = Settings.from_env()
+        if self.home:
+            settings = replace(settings, home=Path(self.home).expanduser().resolve())
+        if self.sessions_dir:
+            settings = replace(settings, sessions_dir=Path(self.sessions_dir).expanduser().resolve())
+        return settings
+
+
+class StateResource(SessionlakeResource):
+    """The DuckDB warehouse (`resources.state.StateStore`)."""
+
+    def store(self):
+        from resources.state import StateStore
+
+        return StateStore.from_settings(self.settings())
+
+
+class LanceResource(SessionlakeResource):
+    """The Lance memory tables (`resources.lance.LanceStore`)."""
+
+    def store(self):
+        from resources.lance import LanceStore
+
+        return LanceStore.from_settings(self.settings())
+
+
+class PackResource(SessionlakeResource):
+    """The content-addressed archive (`resources.packs.PackStore`)."""
+
+    def store(self):
+        from resources.packs import PackStore
+
+        return PackStore.from_settings(self.settings())
+
+
+class CaptureQueueResource(SessionlakeResource):
+    """The capture inbox (`resources.capture_queue.CaptureQueue`)."""
+
+    def queue(self):
+        from resources.capture_queue import CaptureQueue
+
+        return CaptureQueue.from_settings(self.settings())
