@@ -1,0 +1,133 @@
+"""LanceStore on real Lance tables in a tmp dir: schemas, one-commit upserts, provenance, events, FTS."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from resources.lance import (
+    EDGES,
+    EVENTS,
+    RECORDS,
+    RECORDS_SCHEMA,
+    TABLE_NAMES,
+    TEXT_INDEX,
+    LanceStore,
+    edge_id,
+    new_record,
+    query_events,
+    write_event,
+)
+from resources.settings import Settings
+
+
+@pytest.fixture
+def store(tmp_path) -> LanceStore:
+    return LanceStore(tmp_path / "lance")
+
+
+def _rec(i: int, text: str | None = None, **kw) -> dict:
+    return new_record(f"r{i}", text or f"prompt number {i}", tier="episodic", **kw)
+
+
+def test_tables_are_created_with_their_schemas(store):
+    for name in TABLE_NAMES:
+        assert store.count(name) == 0
+    assert store.open_table(RECORDS).schema.names == RECORDS_SCHEMA.names
+    assert sorted(p.name for p in store.root.iterdir()) == sorted(f"{n}.lance" for n in TABLE_NAMES)
+    with pytest.raises(ValueError, match="unknown table"):
+        store.open_table("nope")
+
+
+def test_from_settings_uses_the_data_home(tmp_path):
+    store = LanceStore.from_settings(Settings(home=tmp_path, sessions_dir=tmp_path / "s"))
+    assert store.root == tmp_path / "lance"
+    assert store.provenance_overflow_dir == tmp_path / "provenance-overflow"
+    assert store.embedding is None
+
+
+def test_upsert_is_one_commit_per_call_and_idempotent(store):
+    store.upsert_records([_rec(0)])  # creates the table and its indexes
+    before = store.version(RECORDS)
+    rows = [_rec(i) for i in range(500)]
+    assert store.upsert_records(rows) == 500
+    after_first = store.version(RECORDS)
+    # one merge commit + one index refresh, whatever the number of rows
+    assert after_first - before <= 2
+    assert store.upsert_records(rows) == 500
+    assert store.count(RECORDS) == 500
+    assert store.upsert_records([]) == 0
+    assert store.upsert_edges([]) == 0
+
+
+def test_empty_batch_commits_nothing(store):
+    store.upsert_records([_rec(1)])
+    version = store.version(RECORDS)
+    store.upsert_records([])
+    store.append_provenance_batch([])
+    assert store.version(RECORDS) == version
+
+
+def test_get_decodes_provenance_and_reupsert_keeps_it(store):
+    store.upsert_records([_rec(1, timestamp="2025-06-08T10:47:08.446Z", tags=["b", "a", "a"])])
+    rec = store.get("r1")
+    assert rec["provenance"] == []
+    assert rec["timestamp"] == datetime(2025, 6, 8, 10, 47, 8, 446000, tzinfo=UTC)
+    assert rec["tags"] == ["a", "b"]
+    created = rec["created_at"]
+    assert store.append_provenance_batch([("r1", {"cue": "x"}), ("missing", {"cue": "y"}), ("r1", {"cue": "z"})]) == 1
+    store.upsert_records([_rec(1, text="edited text")])
+    rec = store.get("r1")
+    assert rec["text"] == "edited text"
+    assert [e["cue"] for e in rec["provenance"]] == ["x", "z"]
+    assert rec["created_at"] == created
+    assert store.get("missing") is None
+
+
+def test_provenance_batch_is_one_commit(store):
+    store.upsert_records([_rec(i) for i in range(50)])
+    version = store.version(RECORDS)
+    pairs = [(f"r{i % 50}", {"n": i}) for i in range(200)]
+    assert store.append_provenance_batch(pairs) == 50
+    assert store.version(RECORDS) == version + 1
+    assert [e["n"] for e in store.get("r7")["provenance"]] == [7, 57, 107, 157]
+
+
+def test_edges_have_stable_ids(store):
+    rows = [{"src": "a", "dst": "b", "edge_type": "reply_to"}, {"src": "a", "dst": "b", "edge_type": "reply_to"},
+            {"src": "b", "dst": "c", "edge_type": "reply_to", "weight": 2}]
+    assert store.upsert_edges(rows) == 2
+    store.upsert_edges(rows)
+    assert store.count(EDGES) == 2
+    ids = set(store.open_table(EDGES).to_arrow()["id"].to_pylist())
+    assert edge_id("a", "b", "reply_to") in ids
+
+
+def test_fts_index_is_kept_current(store):
+    store.upsert_records([_rec(i) for i in range(20)])
+    store.upsert_records([_rec(100, "a distinctive walrus prompt")])
+    stats = store.open_table(RECORDS).index_stats(TEXT_INDEX)
+    assert stats.num_unindexed_rows == 0 and stats.num_indexed_rows == 21
+    hits = store.open_table(RECORDS).search("walrus", query_type="fts").limit(5).to_list()
+    assert [h["id"] for h in hits] == ["r100"]
+
+
+def test_events_newest_first_with_filters(store):
+    write_event(store, "ingest", {"files": 3})
+    time.sleep(0.002)
+    cutoff = datetime.now(UTC)
+    write_event(store, "maintenance", {"versions": 5}, severity="warning")
+    write_event(store, "ingest", {"files": 1}, severity="error")
+    events = query_events(store)
+    assert [e["kind"] for e in events] == ["ingest", "maintenance", "ingest"]
+    assert events[0]["data"] == {"files": 1}
+    assert [e["data"]["files"] for e in query_events(store, kind="ingest")] == [1, 3]
+    assert [e["kind"] for e in query_events(store, severity="warning")] == ["maintenance"]
+    assert len(query_events(store, since=cutoff)) == 2
+    assert len(query_events(store, limit=1)) == 1
+    assert query_events(store, kind="nothing") == []
+    assert store.count(EVENTS) == 3
+    with pytest.raises(ValueError, match="severity"):
+        write_event(store, "x", {}, severity="loud")
