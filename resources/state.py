@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from resources.sessions import MalformedLine
+from resources.sessions import MalformedLine, SessionFile
 from resources.settings import Settings
 
 LOCK_WAIT_SEC = 120.0
@@ -105,6 +105,42 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
                 preview VARCHAR,
                 seen_at TIMESTAMPTZ NOT NULL,
                 PRIMARY KEY (session_key, byte_offset)
+            )""",
+        ),
+    ),
+    (
+        4,
+        (
+            # The archive (resources/packs.py). A pack row is written only after its file is durable;
+            # `tombstoned` packs are deleted by a sweep after the grace period, then their row goes.
+            """CREATE TABLE IF NOT EXISTS packs (
+                pack_key VARCHAR PRIMARY KEY,
+                repo VARCHAR NOT NULL,
+                bytes BIGINT NOT NULL,
+                object_count BIGINT NOT NULL,
+                snapshot_count BIGINT NOT NULL,
+                state VARCHAR NOT NULL CHECK (state IN ('live', 'tombstoned')),
+                created_at TIMESTAMPTZ NOT NULL,
+                tombstoned_at TIMESTAMPTZ
+            )""",
+            """CREATE TABLE IF NOT EXISTS pack_index (
+                repo VARCHAR NOT NULL,
+                object_id VARCHAR NOT NULL,
+                pack_key VARCHAR NOT NULL,
+                size BIGINT NOT NULL,
+                stored_size BIGINT NOT NULL,
+                PRIMARY KEY (repo, object_id)
+            )""",
+            """CREATE TABLE IF NOT EXISTS snapshots (
+                repo VARCHAR NOT NULL,
+                session_key VARCHAR NOT NULL,
+                file_hash VARCHAR NOT NULL,
+                size BIGINT NOT NULL,
+                mtime_ns BIGINT NOT NULL,
+                chunks VARCHAR[] NOT NULL,
+                pack_key VARCHAR NOT NULL,
+                archived_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (repo, session_key, file_hash)
             )""",
         ),
     ),
@@ -348,3 +384,26 @@ def record_malformed_lines(conn: duckdb.DuckDBPyConnection, lines: Sequence[tupl
              seen_at = excluded.seen_at""",
         [[key, m.byte_offset, m.length, m.error, m.preview, now] for key, m in lines],
     )
+
+
+def scan_session_files(conn: duckdb.DuckDBPyConnection, files: Sequence[SessionFile], projects: set[str]) -> dict:
+    """Compare ``files`` (what is on disk for ``projects``) with ``session_files`` and record them.
+
+    Returns counts of ``new``, ``changed`` (size or mtime moved) and ``missing`` (known, no longer on
+    disk: the archive still has them). Reads no file content.
+    """
+    known = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT path, size, mtime_ns FROM session_files WHERE list_contains(?, project)", [sorted(projects)]
+        ).fetchall()
+    }
+    on_disk = {f.key for f in files}
+    new = sum(1 for f in files if f.key not in known)
+    changed = sum(1 for f in files if f.key in known and known[f.key] != (f.size, f.mtime_ns))
+    record_session_files(conn, [
+        {"path": f.key, "project": f.project, "size": f.size, "mtime_ns": f.mtime_ns, "file_hash": None,
+         "byte_offset": None}
+        for f in files
+    ])
+    return {"new": new, "changed": changed, "missing": len(set(known) - on_disk)}

@@ -1,0 +1,120 @@
+"""The usage processor: one warehouse row per API response, counted once (see resources/usage.py).
+
+Only a top-level ``message.usage`` counts, on lines whose ``type`` is ``assistant`` or absent (older
+writers omit it); ``progress`` lines that embed copies of subagent messages are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from pipelines.processors.contract import ProcessorResult, SessionProcessor
+from resources.pricing import PriceTable
+from resources.sessions import ParseStats, iter_jsonl
+from resources.usage import best_copy_rank, sync_prices, upsert_usage
+
+ROWS_PER_COMMIT_FILES = 500
+
+
+def usage_row(obj: dict, offset: int, session_key: str, project: str) -> dict | None:
+    """The warehouse row for one transcript line, or None if the line carries no billable usage."""
+    if obj.get("type", "assistant") != "assistant":
+        return None
+    message = obj.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+        return None
+    ts = _parse_ts(obj.get("timestamp"))
+    if ts is None:
+        return None
+    usage = message["usage"]
+    message_id = message.get("id")
+    request_id = obj.get("requestId")
+    if message_id and request_id:
+        key = f"{message_id}:{request_id}"
+    elif message_id:
+        key = str(message_id)
+    else:  # nothing to de-duplicate on: the line's own position is its identity
+        key = "pos:" + hashlib.sha256(f"{session_key}\0{offset}".encode()).hexdigest()[:32]
+    cache_split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
+    cost = obj.get("costUSD")
+    return {
+        "dedup_key": key,
+        "message_id": message_id,
+        "request_id": request_id,
+        "ts": ts,
+        "session_id": obj.get("sessionId"),
+        "session_key": session_key,
+        "project": project,
+        "model": message.get("model"),
+        "git_branch": obj.get("gitBranch") or None,
+        "cwd": obj.get("cwd"),
+        "is_sidechain": bool(obj.get("isSidechain", False)),
+        "agent_id": obj.get("agentId"),
+        "input_tokens": _int(usage.get("input_tokens")),
+        "output_tokens": _int(usage.get("output_tokens")),
+        "cache_creation_tokens": _int(usage.get("cache_creation_input_tokens")),
+        "cache_read_tokens": _int(usage.get("cache_read_input_tokens")),
+        "cache_creation_1h_tokens": _int(cache_split.get("ephemeral_1h_input_tokens")),
+        "cost_usd": float(cost) if isinstance(cost, int | float) else None,
+        "line_offset": offset,
+    }
+
+
+class UsageProcessor(SessionProcessor):
+    """Turns assistant lines into ``usage_messages`` rows, batched per commit."""
+
+    name = "usage"
+    commit_every_files = ROWS_PER_COMMIT_FILES
+
+    def __init__(self, prices: PriceTable | None = None):
+        self.prices = prices or PriceTable.load()
+        self._batch: dict[str, dict] = {}
+        self.rows_written = 0
+
+    def begin_run(self) -> None:
+        self._batch.clear()
+        self.rows_written = 0
+
+    def process_session(self, session_path: Path, username: str, session_key: str,
+                        conn: duckdb.DuckDBPyConnection, *, start_offset: int = 0) -> ProcessorResult:
+        stats = ParseStats()
+        best: dict[str, dict] = {}
+        for line in iter_jsonl(session_path, start_offset, stats):
+            row = usage_row(line.obj, line.offset, session_key, username)
+            if row is not None:
+                _keep_best(best, row)
+        for row in best.values():
+            _keep_best(self._batch, row)
+        return ProcessorResult(items_count=len(best), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
+                               malformed=stats.malformed)
+
+    def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
+        sync_prices(conn, self.prices)
+        self.rows_written += upsert_usage(conn, list(self._batch.values()), self.prices)
+        self._batch.clear()
+
+    def end_run(self) -> dict:
+        return {"rows_written": self.rows_written}
+
+
+def _keep_best(rows: dict[str, dict], row: dict) -> None:
+    current = rows.get(row["dedup_key"])
+    if current is None or best_copy_rank(row) > best_copy_rank(current):
+        rows[row["dedup_key"]] = row
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _parse_ts(value) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

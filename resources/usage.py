@@ -1,0 +1,118 @@
+"""Writing the usage warehouse: one row per API response, de-duplicated, costed from the price table.
+
+A response is written as several transcript lines sharing ``message.id`` and ``requestId``; input and
+cache counts repeat and ``output_tokens`` is final only on the last. The row kept per key is the
+best copy: a non-sidechain copy beats a sidechain one, then the larger token total wins. The same rule
+decides within a batch and against rows already stored, so re-ingesting a grown or rewritten file
+never double-counts and never loses the final output count.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from resources.pricing import PriceTable
+
+USAGE_SCHEMA = pa.schema(
+    [
+        ("dedup_key", pa.string()),
+        ("message_id", pa.string()),
+        ("request_id", pa.string()),
+        ("ts", pa.timestamp("ms", tz="UTC")),
+        ("session_id", pa.string()),
+        ("session_key", pa.string()),
+        ("project", pa.string()),
+        ("model", pa.string()),
+        ("git_branch", pa.string()),
+        ("cwd", pa.string()),
+        ("is_sidechain", pa.bool_()),
+        ("agent_id", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("cache_creation_tokens", pa.int64()),
+        ("cache_read_tokens", pa.int64()),
+        ("cache_creation_1h_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("line_offset", pa.int64()),
+    ]
+)
+
+_COLUMNS = [f.name for f in USAGE_SCHEMA]
+
+# Higher is better: non-sidechain first, then the larger token total.
+_RANK = "(CASE WHEN {t}.is_sidechain THEN 0 ELSE 1 END, {t}.input_tokens + {t}.output_tokens " \
+        "+ {t}.cache_creation_tokens + {t}.cache_read_tokens)"
+
+_COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * b.output_tokens
+    + p.cache_write_per_mtok * (b.cache_creation_tokens - b.cache_creation_1h_tokens)
+    + p.cache_write_1h_per_mtok * b.cache_creation_1h_tokens
+    + p.cache_read_per_mtok * b.cache_read_tokens) / 1e6"""
+
+
+def best_copy_rank(row: dict) -> tuple[int, int]:
+    """The in-Python twin of the SQL rank, for de-duplicating a batch before it is written."""
+    total = row["input_tokens"] + row["output_tokens"] + row["cache_creation_tokens"] + row["cache_read_tokens"]
+    return (0 if row["is_sidechain"] else 1, total)
+
+
+def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: PriceTable) -> int:
+    """Write ``rows`` (one per key, already the best copy within the batch); returns rows written.
+
+    A stored row is replaced only by a better copy. Computed cost comes from ``model_prices``.
+    """
+    if not rows:
+        return 0
+    _store_prices(conn, prices, {r["model"] for r in rows if r["model"]})
+    batch = pa.Table.from_pylist(rows, schema=USAGE_SCHEMA)
+    conn.register("_usage_batch", batch)
+    try:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "dedup_key")
+        conn.execute(
+            f"""INSERT INTO usage_messages ({", ".join(_COLUMNS)}, computed_cost_usd)
+                SELECT {", ".join("b." + c for c in _COLUMNS)}, {_COMPUTED_COST}
+                FROM _usage_batch b LEFT JOIN model_prices p ON p.model = b.model
+                ON CONFLICT (dedup_key) DO UPDATE SET {updates},
+                   computed_cost_usd = excluded.computed_cost_usd
+                WHERE {_RANK.format(t="excluded")} > {_RANK.format(t="usage_messages")}"""
+        )
+    finally:
+        conn.unregister("_usage_batch")
+    return len(rows)
+
+
+def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
+    """Re-cost every stored row if the price table changed since the last sync; True if it did."""
+    fingerprint = prices.fingerprint()
+    row = conn.execute("SELECT value FROM meta WHERE key = 'price_fingerprint'").fetchone()
+    if row and row[0] == fingerprint:
+        return False
+    rows = conn.execute("SELECT DISTINCT model FROM usage_messages WHERE model IS NOT NULL").fetchall()
+    models = {r[0] for r in rows}
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute("DELETE FROM model_prices")
+        _store_prices(conn, prices, models)
+        conn.execute(
+            f"""UPDATE usage_messages b SET computed_cost_usd = (
+                    SELECT {_COMPUTED_COST} FROM model_prices p WHERE p.model = b.model)"""
+        )
+        conn.execute(
+            "INSERT INTO meta VALUES ('price_fingerprint', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [fingerprint],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+def _store_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable, models: set[str]) -> None:
+    known = {r[0] for r in conn.execute("SELECT model FROM model_prices").fetchall()}
+    new = prices.resolve(models - known)
+    if new:
+        conn.executemany(
+            "INSERT INTO model_prices VALUES (?, ?, ?, ?, ?, ?)",
+            [[m, p.input, p.output, p.cache_write, p.cache_write_1h, p.cache_read] for m, p in new.items()],
+        )
