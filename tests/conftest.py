@@ -1,0 +1,37 @@
+"""Shared fixtures: the sample sessions (copied so tests may change them) and a tmp data home."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from resources.settings import Settings
+from resources.state import StateStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLES = FIXTURES / "claude-code-1.0.17"
+SAMPLE_PROJECT = "-Users-chip-dev-ai-music"
+
+
+@pytest.fixture
+def samples_root(tmp_path: Path) -> Path:
+    """A writable copy of the four sample sessions, laid out as ~/.claude/projects."""
+    root = tmp_path / "projects"
+    shutil.copytree(SAMPLES, root)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@pytest.fixture
+def settings(tmp_path: Path, samples_root: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for a tmp data home over the sample sessions, also exported to the environment."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SESSIONLAKE_HOME", str(home))
+    monkeypatch.setenv("SESSIONLAKE_SESSIONS_DIR", str(samples_root))
+    return Settings.from_env()
+
+
+@pytest.fixture
+def state(settings: Settings) -> StateStore:
+    return StateStore.from_settings(settings)
