@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from resources.pricing import COST_MODES, UNPRICED_MODELS
+
+if TYPE_CHECKING:
+    import duckdb
 
 REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "blocks")
 BLOCK_HOURS = 5
