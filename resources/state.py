@@ -157,6 +157,16 @@ def is_lock_conflict(exc: BaseException) -> bool:
     )
 
 
+def fetch_one(conn: duckdb.DuckDBPyConnection, sql: str, params=None) -> tuple | None:
+    """The first row of ``sql`` (or None), with the result fully consumed.
+
+    DuckDB 2 refuses further work on a connection (``register``, ...) while a result is only partly
+    fetched, which ``fetchone()`` leaves behind; use this instead.
+    """
+    rows = conn.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     """Bring the schema to `LATEST_VERSION`; safe on every start and on a database at any older version.
 
@@ -165,7 +175,7 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)"
     )
-    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    current = fetch_one(conn, "SELECT coalesce(max(version), 0) FROM schema_version")[0]
     for version, statements in MIGRATIONS:
         if version <= current:
             continue
@@ -226,7 +236,7 @@ class StateStore:
 
     def schema_version(self) -> int:
         with self.connect() as conn:
-            return conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+            return fetch_one(conn, "SELECT max(version) FROM schema_version")[0]
 
 
 @dataclass(frozen=True)
@@ -326,10 +336,11 @@ def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Seque
 
 def is_processed(conn: duckdb.DuckDBPyConnection, processor: str, session_file: str, file_hash: str) -> bool:
     """A file is processed for `processor` only if the stored hash equals the current one."""
-    row = conn.execute(
+    row = fetch_one(
+        conn,
         "SELECT file_hash FROM session_processor_state WHERE processor_name = ? AND session_file = ?",
         [processor, session_file],
-    ).fetchone()
+    )
     return row is not None and row[0] == file_hash
 
 

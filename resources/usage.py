@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from resources.pricing import PriceTable
+from resources.state import fetch_one
 
 USAGE_SCHEMA = pa.schema(
     [
@@ -84,7 +85,7 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
 def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
     """Re-cost every stored row if the price table changed since the last sync; True if it did."""
     fingerprint = prices.fingerprint()
-    row = conn.execute("SELECT value FROM meta WHERE key = 'price_fingerprint'").fetchone()
+    row = fetch_one(conn, "SELECT value FROM meta WHERE key = 'price_fingerprint'")
     if row and row[0] == fingerprint:
         return False
     rows = conn.execute("SELECT DISTINCT model FROM usage_messages WHERE model IS NOT NULL").fetchall()
