@@ -127,7 +127,8 @@ def _plan(
 
 
 def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
-    if prev is None or prev.byte_offset <= 0 or f.size < prev.byte_offset:
+    # Only a file that grew can be resumed; same size with a new hash was rewritten in place.
+    if prev is None or prev.byte_offset <= 0 or f.size <= prev.file_size:
         return 0
     try:
         same_prefix = tail_fingerprint(f.path, prev.byte_offset) == prev.tail_hash

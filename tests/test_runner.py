@@ -1,0 +1,180 @@
+"""The processor runner: which files each processor sees, failure isolation, marking rules."""
+
+import os
+import time
+
+import pipelines.processors.runner as runner
+from pipelines.processors.contract import ProcessorResult, SessionProcessor
+from pipelines.processors.runner import run_processors
+from resources.sessions import ParseStats, iter_jsonl
+from resources.state import load_processor_state
+
+
+class LineCounter(SessionProcessor):
+    """Counts JSON lines per file and remembers what it was asked to read (a real, tiny processor)."""
+
+    def __init__(self, name="lines", fail_on=(), result_override=None):
+        self.name = name
+        self.fail_on = set(fail_on)
+        self.result_override = result_override
+        self.calls: list[tuple[str, int]] = []
+        self.committed: list[str] = []
+        self._batch: list[str] = []
+
+    def process_session(self, session_path, username, session_key, conn, *, start_offset=0):
+        self.calls.append((session_key, start_offset))
+        if session_key in self.fail_on:
+            raise ValueError(f"cannot handle {session_key}")
+        stats = ParseStats()
+        n = sum(1 for _ in iter_jsonl(session_path, start_offset, stats))
+        self._batch.append(session_key)
+        if self.result_override is not None:
+            return self.result_override
+        return ProcessorResult(items_count=n, end_offset=stats.end_offset, bytes_read=stats.bytes_read,
+                               malformed=stats.malformed)
+
+    def commit(self, conn):
+        self.committed.extend(self._batch)
+        self._batch.clear()
+
+
+def _write(root, key, lines):
+    path = root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def _bump_mtime(path):
+    later = time.time() + 5
+    os.utime(path, (later, later))
+
+
+def test_first_run_processes_everything_second_run_nothing(samples_root, state):
+    first = run_processors([LineCounter()], samples_root, state)["lines"]
+    assert (first["scanned"], first["processed"], first["errors"], first["items_extracted"]) == (4, 4, 0, 235)
+    second = run_processors([LineCounter()], samples_root, state)["lines"]
+    assert (second["processed"], second["skipped"]) == (0, 4)
+
+
+def test_stable_files_are_not_hashed(samples_root, state, monkeypatch):
+    run_processors([LineCounter()], samples_root, state)
+    hashed = []
+    real = runner.compute_file_hash
+    monkeypatch.setattr(runner, "compute_file_hash", lambda p: hashed.append(p) or real(p))
+    run_processors([LineCounter()], samples_root, state)
+    assert hashed == []
+
+
+def test_touched_file_is_rehashed_then_skipped_if_content_is_the_same(samples_root, state):
+    run_processors([LineCounter()], samples_root, state)
+    path = next(samples_root.rglob("fed8ce56*.jsonl"))
+    _bump_mtime(path)
+    proc = LineCounter()
+    stats = run_processors([proc], samples_root, state)["lines"]
+    assert proc.calls == [] and stats["skipped"] == 4
+    path.write_text(path.read_text().replace("e", "E", 1))  # same size, new content
+    _bump_mtime(path)
+    proc = LineCounter()
+    stats = run_processors([proc], samples_root, state)["lines"]
+    assert [c[0] for c in proc.calls] == [path.relative_to(samples_root).as_posix()]
+    assert proc.calls[0][1] == 0  # rewritten, so read from the start
+
+
+def test_grown_file_is_read_from_where_the_last_run_stopped(tmp_path, state):
+    root = tmp_path / "tree"
+    path = _write(root, "p/s.jsonl", ['{"n": 1}', '{"n": 2}'])
+    run_processors([LineCounter()], root, state)
+    with open(path, "a") as f:
+        f.write('{"n": 3}\n')
+    proc = LineCounter()
+    stats = run_processors([proc], root, state)["lines"]
+    assert proc.calls == [("p/s.jsonl", 18)]
+    assert stats["bytes_read"] == 9
+    with state.connect() as conn:
+        assert load_processor_state(conn, "lines")["p/s.jsonl"].items_extracted == 3
+
+
+def test_processors_are_independent(samples_root, state):
+    run_processors([LineCounter("a")], samples_root, state)
+    b = LineCounter("b")
+    stats = run_processors([LineCounter("a"), b], samples_root, state)
+    assert stats["a"]["processed"] == 0 and stats["b"]["processed"] == 4 and len(b.calls) == 4
+
+
+def test_a_failing_file_stays_unmarked_and_is_retried_while_others_go_on(samples_root, state):
+    bad = "-Users-chip-dev-ai-music/fed8ce56-bc79-401f-a83e-af084253362f.jsonl"
+    failing, other = LineCounter("usage", fail_on={bad}), LineCounter("other")
+    stats = run_processors([failing, other], samples_root, state)
+    assert (stats["usage"]["processed"], stats["usage"]["errors"]) == (3, 1)
+    assert stats["usage"]["error_files"][0]["file"] == bad
+    assert stats["other"]["processed"] == 4
+    retry = LineCounter("usage")
+    again = run_processors([retry], samples_root, state)["usage"]
+    assert [c[0] for c in retry.calls] == [bad] and again["processed"] == 1
+
+
+def test_zero_items_still_marks_and_a_wrong_return_type_counts_as_zero(samples_root, state):
+    stats = run_processors([LineCounter("empty", result_override=ProcessorResult(items_count=0))], samples_root, state)
+    assert (stats["empty"]["processed"], stats["empty"]["items_extracted"]) == (4, 0)
+    stats = run_processors([LineCounter("weird", result_override={"items": 5})], samples_root, state)
+    assert (stats["weird"]["processed"], stats["weird"]["items_extracted"], stats["weird"]["errors"]) == (4, 0, 0)
+    assert run_processors([LineCounter("weird")], samples_root, state)["weird"]["processed"] == 0
+
+
+def test_failed_commit_leaves_every_file_of_the_batch_unmarked(samples_root, state):
+    class BrokenCommit(LineCounter):
+        def commit(self, conn):
+            raise OSError("disk full")
+
+    stats = run_processors([BrokenCommit("usage")], samples_root, state)["usage"]
+    assert (stats["processed"], stats["errors"]) == (0, 4)
+    assert run_processors([LineCounter("usage")], samples_root, state)["usage"]["processed"] == 4
+
+
+def test_missing_root_gives_zero_stats(tmp_path, state):
+    stats = run_processors([LineCounter()], tmp_path / "missing", state)["lines"]
+    assert {k: v for k, v in stats.items() if k != "error_files"} == dict.fromkeys(
+        ["scanned", "processed", "skipped", "errors", "items_extracted", "lines_malformed", "bytes_read", "vanished"],
+        0,
+    )
+
+
+def test_file_deleted_mid_run_is_reported_not_failed(samples_root, state):
+    victim = next(samples_root.rglob("ff71dbed*.jsonl"))
+
+    class DeletesAFile(LineCounter):
+        def process_session(self, session_path, *args, **kwargs):
+            if victim.exists():
+                victim.unlink()
+            return super().process_session(session_path, *args, **kwargs)
+
+    stats = run_processors([DeletesAFile()], samples_root, state)["lines"]
+    assert stats["vanished"] == 1 and stats["errors"] == 0 and stats["processed"] == 3
+
+
+def test_unreadable_file_is_reported_and_retried(samples_root, state, monkeypatch):
+    real = runner.compute_file_hash
+    locked = next(samples_root.rglob("ba79134d*.jsonl"))
+
+    def unreadable(path):
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(runner, "compute_file_hash", unreadable)
+    stats = run_processors([LineCounter()], samples_root, state)["lines"]
+    assert (stats["processed"], stats["errors"]) == (3, 1)
+    assert "Permission denied" in stats["error_files"][0]["error"]
+    monkeypatch.setattr(runner, "compute_file_hash", real)
+    assert run_processors([LineCounter()], samples_root, state)["lines"]["processed"] == 1
+
+
+def test_malformed_lines_are_kept_for_a_person_to_find(tmp_path, state):
+    root = tmp_path / "tree"
+    _write(root, "p/s.jsonl", ['{"n": 1}', "{oops", '{"n": 2}'])
+    stats = run_processors([LineCounter()], root, state)["lines"]
+    assert stats["lines_malformed"] == 1
+    with state.connect() as conn:
+        rows = conn.execute("SELECT session_key, byte_offset, preview FROM malformed_lines").fetchall()
+    assert rows == [("p/s.jsonl", 9, "{oops\n")]
