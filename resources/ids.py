@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+_lock = threading.Lock()
+_last = 0
 
 
 def new_ulid() -> str:
-    """A 26-character ULID: 48-bit millisecond time + 80 random bits; sorts by creation time."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    """A 26-character ULID: 48-bit millisecond time + 80 random bits.
+
+    Monotonic within a process: a ULID made in the same millisecond as the previous one is the
+    previous one plus one, so names built from them sort in creation order.
+    """
+    global _last
+    candidate = (time.time_ns() // 1_000_000) << _RANDOM_BITS | int.from_bytes(os.urandom(10), "big")
+    with _lock:
+        if candidate >> _RANDOM_BITS <= _last >> _RANDOM_BITS:
+            candidate = _last + 1
+        _last = candidate
     chars = []
     for _ in range(26):
-        value, digit = divmod(value, 32)
+        candidate, digit = divmod(candidate, 32)
         chars.append(_CROCKFORD[digit])
     return "".join(reversed(chars))
 

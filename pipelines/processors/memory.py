@@ -1,0 +1,176 @@
+"""The memory processor: every prompt and answer text becomes a Lance record, threads become edges.
+
+- A ``user`` line whose content is a string or has ``text`` blocks (not ``tool_result``, not
+  ``isMeta``) and an ``assistant`` line's ``text`` blocks become one ``records`` row (tier
+  ``episodic``), id = the line's ``uuid``, else a hash of session key + byte offset.
+- ``reply_to`` edges go from a record to its nearest ancestor record along ``parentUuid`` (skipping
+  tool-use and tool-result lines); when the chain leaves the lines read, to the last parentUuid seen.
+- A ``summary`` line tags every record of the session that holds its ``leafUuid`` (in this run's batch
+  or already stored); when the leaf is nowhere to be found, the records of the summary's own file.
+- The whole run is one ``merge_insert`` per table (``commit_every_files = None``); a grown file is
+  read from its stored offset only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from pipelines.processors.contract import ProcessorResult, SessionProcessor
+from resources.ids import stable_id
+from resources.lance import EDGES, RECORDS, LanceStore, new_edge, new_record, sql_str, write_event
+from resources.sessions import ParseStats, iter_jsonl
+
+SUMMARY_SESSIONS_PER_QUERY = 500
+
+
+def line_text(obj: dict) -> tuple[str, str] | None:
+    """``(role, text)`` for a prompt or answer line, or None for anything else."""
+    kind = obj.get("type")
+    if kind not in ("user", "assistant") or obj.get("isMeta"):
+        return None
+    message = obj.get("message")
+    if not isinstance(message, dict):
+        return None
+    content = message.get("content")
+    if isinstance(content, str):
+        text = content if kind == "user" else ""
+    elif isinstance(content, list):
+        parts = [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        text = "\n\n".join(p for p in parts if isinstance(p, str))
+    else:
+        return None
+    text = text.strip()
+    return (kind, text) if text else None
+
+
+class MemoryProcessor(SessionProcessor):
+    """Batches records, edges and summaries per run; ``commit`` writes each table once."""
+
+    name = "memory"
+    commit_every_files = None
+
+    def __init__(self, store: LanceStore):
+        self.store = store
+        self._records: dict[str, dict] = {}
+        self._edges: list[dict] = []
+        self._summaries: list[tuple[str | None, str, str | None]] = []
+        self._stats: dict = {}
+        self._versions_before: dict[str, int] = {}
+
+    def begin_run(self) -> None:
+        self._records, self._edges, self._summaries = {}, [], []
+        self._stats = {"records_written": 0, "edges_written": 0, "summaries_attached": 0, "commits": 0}
+        self._versions_before = {t: self.store.version(t) for t in (RECORDS, EDGES)}
+
+    def process_session(
+        self,
+        session_path: Path,
+        username: str,
+        session_key: str,
+        conn: duckdb.DuckDBPyConnection,
+        *,
+        start_offset: int = 0,
+    ) -> ProcessorResult:
+        stats = ParseStats()
+        records: list[dict] = []
+        parents: dict[str, str | None] = {}
+        record_ids: set[str] = set()
+        links: list[tuple[str, str]] = []
+        summaries: list[tuple[str | None, str]] = []
+        file_session: str | None = None
+        for line in iter_jsonl(session_path, start_offset, stats):
+            obj = line.obj
+            if obj.get("type") == "summary":
+                if isinstance(obj.get("summary"), str) and obj["summary"].strip():
+                    summaries.append((obj.get("leafUuid"), obj["summary"].strip()))
+                continue
+            uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
+            parent = obj.get("parentUuid") if isinstance(obj.get("parentUuid"), str) else None
+            if uuid:
+                parents[uuid] = parent
+            file_session = file_session or obj.get("sessionId")
+            found = line_text(obj)
+            if found is None:
+                continue
+            role, text = found
+            record_id = uuid or stable_id(session_key, line.offset)
+            message = obj.get("message") or {}
+            records.append(new_record(
+                record_id, text, tier="episodic", role=role, session_id=obj.get("sessionId"),
+                session_key=session_key, project=username, timestamp=obj.get("timestamp"),
+                model=message.get("model"), git_branch=obj.get("gitBranch") or None,
+            ))
+            record_ids.add(record_id)
+            if parent:
+                links.append((record_id, parent))
+        edges = [new_edge(src, _nearest_record(parent, parents, record_ids), "reply_to") for src, parent in links]
+        self._records.update((r["id"], r) for r in records)
+        self._edges.extend(edges)
+        self._summaries.extend((leaf, text, file_session) for leaf, text in summaries)
+        return ProcessorResult(items_count=len(records), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
+                               malformed=stats.malformed)
+
+    def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
+        records = list(self._records.values())
+        tagged = self._attach_summaries(records)
+        written = self.store.upsert_records(records + tagged)
+        edges = self.store.upsert_edges(self._edges)
+        self._stats["records_written"] += written
+        self._stats["edges_written"] += edges
+        self._stats["commits"] += 1
+        self._records, self._edges, self._summaries = {}, [], []
+
+    def end_run(self) -> dict:
+        stats = dict(self._stats)
+        for table in (RECORDS, EDGES):
+            version = self.store.version(table)
+            stats[f"lance_version_{table}"] = version
+            stats[f"lance_versions_added_{table}"] = version - self._versions_before.get(table, version)
+        if stats.get("commits"):
+            write_event(self.store, "memory_ingest", stats)
+        return stats
+
+    def _attach_summaries(self, records: list[dict]) -> list[dict]:
+        """Add summary tags to batched records; return stored records of tagged sessions, re-tagged."""
+        if not self._summaries:
+            return []
+        session_of = {r["id"]: r["session_id"] for r in records}
+        missing = [leaf for leaf, _, _ in self._summaries if leaf and leaf not in session_of]
+        for rid, row in self.store.get_many(missing).items():
+            session_of[rid] = row["session_id"]
+        tags: dict[str, set[str]] = {}
+        for leaf, text, own_session in self._summaries:
+            session = session_of.get(leaf) or own_session
+            if session:
+                tags.setdefault(session, set()).add(text)
+                self._stats["summaries_attached"] += 1
+        for record in records:
+            extra = tags.get(record["session_id"])
+            if extra:
+                record["tags"] = sorted(set(record["tags"]) | extra)
+        batched = {r["id"] for r in records}
+        stored: list[dict] = []
+        sessions = sorted(tags)
+        for start in range(0, len(sessions), SUMMARY_SESSIONS_PER_QUERY):
+            chunk = sessions[start : start + SUMMARY_SESSIONS_PER_QUERY]
+            where = "session_id IN (" + ",".join(sql_str(s) for s in chunk) + ")"
+            for row in self.store.records_where(where):
+                new_tags = set(row["tags"] or []) | tags[row["session_id"]]
+                if row["id"] not in batched and new_tags != set(row["tags"] or []):
+                    stored.append({**row, "tags": sorted(new_tags)})
+        return stored
+
+
+def _nearest_record(parent: str, parents: dict[str, str | None], record_ids: set[str]) -> str:
+    """Walk up ``parentUuid`` from ``parent`` to the first record; stop where the chain leaves the lines read."""
+    seen: set[str] = set()
+    node = parent
+    while node not in record_ids and node in parents and node not in seen:
+        seen.add(node)
+        up = parents[node]
+        if up is None:
+            return node
+        node = up
+    return node

@@ -1,0 +1,107 @@
+"""Recall: the best records for a cue, each leaving a provenance entry behind.
+
+``recall`` ranks with the full-text index on ``records.text`` (BM25), records that contain the cue
+as an exact phrase first; when the records table has vectors and a cue embedding is available (given,
+or computed by the configured embedder) it runs a hybrid search (vector + full text, fused by
+reciprocal rank). Each returned record gets one provenance entry ``{ts, cue, session_id}`` through
+``store.record_provenance``: queued when the write-behind queue is on, written before returning when
+it is off.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import orjson
+
+from resources.lance import RECORDS, VECTOR_COLUMN, LanceStore, as_utc, sql_str, utcnow
+
+CANDIDATE_FACTOR = 3
+MIN_CANDIDATES = 30
+RESULT_COLUMNS = ["id", "tier", "text", "role", "session_id", "session_key", "project", "timestamp", "model",
+                  "git_branch", "tags", "provenance"]
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def recall_filter(project: str | None = None, since: datetime | str | None = None) -> str | None:
+    """The Lance SQL filter for the optional project and since bounds (None when unbounded)."""
+    clauses = []
+    if project:
+        clauses.append(f"project = {sql_str(project)}")
+    if since:
+        clauses.append(f"timestamp >= TIMESTAMP {sql_str(as_utc(since).strftime('%Y-%m-%d %H:%M:%S.%f'))}")
+    return " AND ".join(clauses) or None
+
+
+def recall(
+    store: LanceStore,
+    cue: str,
+    session_id: str | None,
+    k: int = 10,
+    project: str | None = None,
+    since: datetime | str | None = None,
+    cue_embedding=None,
+) -> list[dict]:
+    """Up to ``k`` records for ``cue``, best first, with ``score`` and decoded ``provenance``.
+
+    ``session_id`` names who is recalling; it goes into the provenance entry appended to every hit.
+    An empty cue (no word characters) returns nothing and writes nothing.
+    """
+    if k <= 0 or not _WORD.search(cue or ""):
+        return []
+    table = store.open_table(RECORDS)
+    where = recall_filter(project, since)
+    hybrid = VECTOR_COLUMN in table.schema.names and (cue_embedding is not None or store.embedding is not None)
+    rows = _hybrid(table, cue, cue_embedding, where, k) if hybrid else _full_text(table, cue, where, k)
+    for row in rows:
+        row["provenance"] = orjson.loads(row.get("provenance") or "[]")
+    if rows:
+        entry = {"ts": utcnow().isoformat(), "cue": cue, "session_id": session_id}
+        store.record_provenance([(row["id"], entry) for row in rows])
+    return rows
+
+
+def _full_text(table, cue: str, where: str | None, k: int) -> list[dict]:
+    query = table.search(cue, query_type="fts", fts_columns="text").select([*RESULT_COLUMNS, "_score"])
+    if where:
+        query = query.where(where, prefilter=True)
+    hits = query.limit(max(k * CANDIDATE_FACTOR, MIN_CANDIDATES)).to_list()
+    phrase = " ".join(_WORD.findall(cue.lower()))
+    # exact-phrase hits first, BM25 order otherwise (sort is stable)
+    hits.sort(key=lambda h: phrase not in " ".join(_WORD.findall((h.get("text") or "").lower())))
+    return [_result(h, h.get("_score")) for h in hits[:k]]
+
+
+def _hybrid(table, cue: str, cue_embedding, where: str | None, k: int) -> list[dict]:
+    if cue_embedding is not None:
+        query = table.search(query_type="hybrid", vector_column_name=VECTOR_COLUMN, fts_columns="text")
+        query = query.vector(list(cue_embedding)).text(cue)
+    else:
+        query = table.search(cue, query_type="hybrid", vector_column_name=VECTOR_COLUMN, fts_columns="text")
+    query = query.select(RESULT_COLUMNS)
+    if where:
+        query = query.where(where, prefilter=True)
+    return [_result(h, h.get("_relevance_score")) for h in query.limit(k).to_list()]
+
+
+def _result(hit: dict, score) -> dict:
+    row = {c: hit.get(c) for c in RESULT_COLUMNS}
+    row["score"] = float(score) if score is not None else None
+    return row
+
+
+def snippet(text: str, cue: str, width: int = 160, mark: tuple[str, str] = ("[", "]")) -> str:
+    """A one-line window of ``text`` around the first cue word, every cue word wrapped in ``mark``."""
+    flat = " ".join((text or "").split())
+    words = {w.lower() for w in _WORD.findall(cue or "")}
+    if not words:
+        return flat[:width]
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\w*",
+                         re.IGNORECASE)
+    first = pattern.search(flat)
+    start = max(0, (first.start() if first else 0) - width // 3)
+    window = flat[start : start + width]
+    prefix = "…" if start > 0 else ""
+    suffix = "…" if start + width < len(flat) else ""
+    return prefix + pattern.sub(lambda m: f"{mark[0]}{m.group(0)}{mark[1]}", window) + suffix
