@@ -1,0 +1,388 @@
+"""PackStore: the content-addressed archive of session files (packs on disk, index in DuckDB).
+
+Objects are chunks of session bytes (`resources.pack_format`); a snapshot is one version of one file
+(its ordered chunk ids). Each archive commit writes one pack per project ("repo"), then registers it
+in one DuckDB transaction: a ``packs`` row, one ``pack_index`` row per new object (primary key
+(repo, object_id): an object is indexed once per repo) and the ``snapshots``. GC, the sweep and
+verification live in `resources.pack_gc`; this module reads and writes packs.
+
+Every DuckDB access goes through `StateStore.connect()`, one short unit of work at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import duckdb
+
+from resources.pack_format import (
+    ObjectEntry,
+    PackCorrupt,
+    PackError,
+    Snapshot,
+    StoredObject,
+    pack_path,
+    read_object,
+    scan_pack_file,
+    write_pack,
+)
+from resources.settings import Settings
+from resources.state import StateStore, fetch_one
+
+
+def repo_of(session_key: str) -> str:
+    """The repo of a session key is the project: its first path component."""
+    return session_key.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class PendingObject:
+    """A new object waiting for its pack: id, raw size, and how to fetch its stored form."""
+
+    object_id: str
+    size: int
+    stored_size: int
+
+
+@dataclass(frozen=True)
+class ArchivedVersion:
+    """A snapshot row: one archived version of one session file."""
+
+    snapshot: Snapshot
+    pack_key: str
+    archived_at: datetime
+
+
+class ObjectReader:
+    """Objects of one repo, located through the index and read from packs verified on first use.
+
+    Each pack is hashed once, in full, when the reader first needs it, and kept open, so a sweep
+    deleting the file afterwards does not break the reads. When a pack has vanished between the
+    index read and the open (GC moved its objects), the index is re-read once.
+    """
+
+    def __init__(self, store: PackStore, repo: str):
+        self.store = store
+        self.repo = repo
+        self._where: dict[str, tuple[str, ObjectEntry]] = {}
+        self._files: dict[str, object] = {}
+
+    def locate(self, object_ids: Iterable[str]) -> None:
+        wanted = sorted(set(object_ids) - self._where.keys())
+        if wanted:
+            self._load(self.store.index_lookup(self.repo, wanted), wanted, retry=True)
+
+    def load(self, where: dict[str, str]) -> None:
+        """Make objects readable from the packs an index read already named: ``{object_id: pack_key}``."""
+        self._load(where, sorted(where), retry=True)
+
+    def _load(self, where: dict[str, str], wanted: list[str], retry: bool) -> None:
+        missing = [oid for oid in wanted if oid not in where]
+        if missing:
+            raise PackError(f"{self.repo}: {len(missing)} objects are not in the archive index, e.g. {missing[0]}")
+        by_pack: dict[str, list[str]] = {}
+        for oid in wanted:
+            by_pack.setdefault(where[oid], []).append(oid)
+        for key, oids in sorted(by_pack.items()):
+            try:
+                listing = self._open(key)
+            except FileNotFoundError:
+                if not retry:
+                    raise PackError(f"{self.repo}: pack {key} is missing from {self.store.packs_dir}") from None
+                self._load(self.store.index_lookup(self.repo, oids), oids, retry=False)
+                continue
+            for oid in oids:
+                if oid not in listing:
+                    raise PackCorrupt(f"pack {key} does not hold {oid}, although the index says so")
+                self._where[oid] = (key, listing[oid])
+
+    def _open(self, key: str) -> dict[str, ObjectEntry]:
+        path = pack_path(self.store.packs_dir, key)
+        f = open(path, "rb")  # noqa: SIM115 - kept open until close(), see the class docstring
+        try:
+            listing = scan_pack_file(f, path, key)
+        except BaseException:
+            f.close()
+            raise
+        self._files[key] = f
+        return {e.object_id: e for e in listing.objects}
+
+    def get(self, object_id: str) -> StoredObject:
+        if object_id not in self._where:
+            self.locate([object_id])
+        key, entry = self._where[object_id]
+        return read_object(self._files[key], entry)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PackStore:
+    """Packs under ``packs_dir`` and their index in ``state``; tombstones are swept after ``grace_sec``."""
+
+    def __init__(self, packs_dir: Path | str, state: StateStore, grace_sec: float = 3600.0):
+        self.packs_dir = Path(packs_dir)
+        self.state = state
+        self.grace_sec = grace_sec
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PackStore:
+        return cls(settings.packs_dir, StateStore.from_settings(settings), settings.pack_gc_grace_sec)
+
+    # -- index reads ------------------------------------------------------------------------------
+
+    def index_lookup(self, repo: str, object_ids: Sequence[str]) -> dict[str, str]:
+        """``{object_id: pack_key}`` for the ids the index knows in ``repo``."""
+        with self.state.connect() as conn:
+            rows = conn.execute(
+                "SELECT object_id, pack_key FROM pack_index WHERE repo = ? AND list_contains(?, object_id)",
+                [repo, list(object_ids)],
+            ).fetchall()
+        return dict(rows)
+
+    def repos(self) -> list[str]:
+        with self.state.connect() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT repo FROM packs ORDER BY repo").fetchall()]
+
+    def live_packs(self, repo: str | None = None) -> list[dict]:
+        """Live pack rows (key, repo, bytes, object_count, snapshot_count, created_at), oldest first."""
+        sql = """SELECT pack_key, repo, bytes, object_count, snapshot_count, created_at FROM packs
+                 WHERE state = 'live' AND (? IS NULL OR repo = ?) ORDER BY repo, created_at, pack_key"""
+        with self.state.connect() as conn:
+            rows = conn.execute(sql, [repo, repo]).fetchall()
+        cols = ("key", "repo", "bytes", "object_count", "snapshot_count", "created_at")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def versions(self, repo: str, session_key: str | None = None) -> list[ArchivedVersion]:
+        """Archived versions of ``repo`` (or of one session), by session key then time."""
+        sql = """SELECT session_key, size, file_hash, mtime_ns, chunks, pack_key, archived_at FROM snapshots
+                 WHERE repo = ? AND (? IS NULL OR session_key = ?)
+                 ORDER BY session_key, mtime_ns, archived_at, file_hash"""
+        with self.state.connect() as conn:
+            rows = conn.execute(sql, [repo, session_key, session_key]).fetchall()
+        return [ArchivedVersion(Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])), r[5], r[6]) for r in rows]
+
+    def repo_stats(self, repo: str) -> dict:
+        """Numbers for metadata: live packs and their bytes, objects, raw and stored object bytes,
+        versions and their bytes; ``dedup_ratio`` = version bytes / unique object bytes and
+        ``compression_ratio`` = unique object bytes / stored bytes."""
+        with self.state.connect() as conn:
+            packs, pack_bytes = conn.execute(
+                "SELECT count(*), coalesce(sum(bytes), 0) FROM packs WHERE repo = ? AND state = 'live'", [repo]
+            ).fetchall()[0]
+            objects, raw, stored = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0) FROM pack_index "
+                "WHERE repo = ?", [repo]
+            ).fetchall()[0]
+            versions, version_bytes, sessions = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0), count(DISTINCT session_key) FROM snapshots "
+                "WHERE repo = ?", [repo]
+            ).fetchall()[0]
+        return {
+            "live_packs": int(packs), "pack_bytes": int(pack_bytes), "objects": int(objects),
+            "object_bytes": int(raw), "stored_bytes": int(stored), "sessions": int(sessions),
+            "versions": int(versions), "version_bytes": int(version_bytes),
+            "dedup_ratio": round(version_bytes / raw, 3) if raw else 1.0,
+            "compression_ratio": round(raw / stored, 3) if stored else 1.0,
+        }
+
+    # -- writes (the archive processor) -----------------------------------------------------------
+
+    @staticmethod
+    def latest_snapshot(conn: duckdb.DuckDBPyConnection, repo: str, session_key: str) -> Snapshot | None:
+        """The most recently archived version of a session file, to store only its new tail."""
+        row = fetch_one(
+            conn,
+            """SELECT session_key, size, file_hash, mtime_ns, chunks FROM snapshots
+               WHERE repo = ? AND session_key = ? ORDER BY archived_at DESC, size DESC LIMIT 1""",
+            [repo, session_key],
+        )
+        return Snapshot(row[0], row[1], row[2], row[3], tuple(row[4])) if row else None
+
+    def add_pack(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        repo: str,
+        objects: Sequence[PendingObject],
+        load: Callable[[str], StoredObject],
+        snapshots: Sequence[Snapshot],
+    ) -> dict | None:
+        """Write one pack with the objects and snapshots ``repo`` does not hold yet, then register it.
+
+        ``load(object_id)`` returns an object's stored form; it is called once per new object, in id
+        order. Returns ``{key, bytes, object_count, snapshot_count}``, or None when nothing is new.
+        The file is durable before the one transaction that adds its rows commits.
+        """
+        known_objects = set(self._known(conn, "pack_index", "object_id", repo, [o.object_id for o in objects]))
+        new_objects = sorted({o.object_id: o for o in objects if o.object_id not in known_objects}.values(),
+                             key=lambda o: o.object_id)
+        known_versions = set(self._known(conn, "snapshots", "session_key || '@' || file_hash", repo,
+                                         [f"{s.session_key}@{s.file_hash}" for s in snapshots]))
+        new_snapshots = sorted({(s.session_key, s.file_hash): s for s in snapshots
+                                if f"{s.session_key}@{s.file_hash}" not in known_versions}.values(),
+                               key=Snapshot.sort_key)
+        if not new_objects and not new_snapshots:
+            return None
+        key, _path, nbytes = write_pack(self.packs_dir, (load(o.object_id) for o in new_objects), len(new_objects),
+                                        new_snapshots, len(new_snapshots))
+        now = datetime.now(UTC)
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(
+                """INSERT INTO packs VALUES (?, ?, ?, ?, ?, 'live', ?, NULL)
+                   ON CONFLICT (pack_key) DO UPDATE SET state = 'live', tombstoned_at = NULL""",
+                [key, repo, nbytes, len(new_objects), len(new_snapshots), now],
+            )
+            conn.executemany(
+                "INSERT INTO pack_index VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [[repo, o.object_id, key, o.size, o.stored_size] for o in new_objects],
+            )
+            conn.executemany(
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [[repo, s.session_key, s.file_hash, s.size, s.mtime_ns, list(s.chunks), key, now]
+                 for s in new_snapshots],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return {"key": key, "bytes": nbytes, "object_count": len(new_objects), "snapshot_count": len(new_snapshots)}
+
+    @staticmethod
+    def _known(conn, table: str, expr: str, repo: str, values: list[str]) -> list[str]:
+        if not values:
+            return []
+        return [r[0] for r in conn.execute(
+            f"SELECT {expr} FROM {table} WHERE repo = ? AND list_contains(?, {expr})", [repo, values]
+        ).fetchall()]
+
+    # -- reads: fetch and restore -----------------------------------------------------------------
+
+    def reader(self, repo: str) -> ObjectReader:
+        return ObjectReader(self, repo)
+
+    def fetch(self, repo: str, want: Iterable[str | tuple[str, str]], have: Iterable[str] = (),
+              dest_dir: Path | str | None = None) -> dict:
+        """Write a pack with the wanted versions' snapshots and their objects, minus ``have``.
+
+        ``want`` holds session keys (every version) or ``(session_key, file_hash)`` pairs. The pack
+        goes to ``dest_dir`` (default ``<packs_dir>/fetched``). Returns ``{key, path, bytes,
+        object_count, snapshot_count}``; the same request gives the same pack before and after GC.
+        """
+        by_key: dict[str, list[Snapshot]] = {}
+        for v in self.versions(repo):
+            by_key.setdefault(v.snapshot.session_key, []).append(v.snapshot)
+        chosen: dict[tuple[str, str], Snapshot] = {}
+        for item in want:
+            session_key, file_hash = (item, None) if isinstance(item, str) else item
+            matches = [s for s in by_key.get(session_key, []) if file_hash in (None, s.file_hash)]
+            if not matches:
+                raise PackError(f"{repo}: no archived version of {session_key}"
+                                + (f" with hash {file_hash}" if file_hash else ""))
+            chosen.update(((s.session_key, s.file_hash), s) for s in matches)
+        snapshots = sorted(chosen.values(), key=Snapshot.sort_key)
+        ids = sorted({c for s in snapshots for c in s.chunks} - set(have))
+        with self.reader(repo) as reader:
+            reader.locate(ids)
+            key, path, nbytes = write_pack(Path(dest_dir) if dest_dir else self.packs_dir / "fetched",
+                                           (reader.get(i) for i in ids), len(ids), snapshots, len(snapshots))
+        return {"key": key, "path": str(path), "bytes": nbytes, "object_count": len(ids),
+                "snapshot_count": len(snapshots)}
+
+    def restore(self, repo: str, dest_dir: Path | str, session_key: str | None = None,
+                at: datetime | None = None) -> list[dict]:
+        """Rebuild the files of ``repo`` (or one session) under ``dest_dir/<session key>``, byte for byte.
+
+        Each file gets its latest version whose mtime is not after ``at`` (default: the latest). A
+        restored file is hash-checked before it is renamed into place and gets its original mtime.
+        An existing file with other content is never overwritten: it is reported as ``conflict``.
+        Returns one ``{session_key, path, size, file_hash, status}`` per file, status one of
+        ``restored``, ``identical``, ``conflict``.
+        """
+        at_ns = int(at.timestamp() * 1_000_000_000) if at is not None else None
+        latest: dict[str, Snapshot] = {}
+        for v in self.versions(repo, session_key):
+            if at_ns is None or v.snapshot.mtime_ns <= at_ns:
+                latest[v.snapshot.session_key] = v.snapshot  # rows come in time order: the last one wins
+        if not latest:
+            what = session_key or f"project {repo}"
+            raise PackError(f"no archived version of {what}" + (f" at or before {at.isoformat()}" if at else ""))
+        dest_dir = Path(dest_dir)
+        results = []
+        with self.reader(repo) as reader:
+            reader.locate({c for s in latest.values() for c in s.chunks})
+            for snap in latest.values():
+                target = dest_dir / _safe_relative(snap.session_key)
+                status = _existing_status(target, snap)
+                if status is None:
+                    _write_version(reader, snap, target)
+                    status = "restored"
+                results.append({"session_key": snap.session_key, "path": str(target), "size": snap.size,
+                                "file_hash": snap.file_hash, "status": status})
+        return results
+
+    # -- maintenance (resources.pack_gc) ----------------------------------------------------------
+
+    def gc_repo(self, repo: str) -> dict:
+        """Consolidate the live packs of ``repo`` into one; see `resources.pack_gc.gc_repo`."""
+        from resources.pack_gc import gc_repo
+
+        return gc_repo(self, repo)
+
+    def sweep(self, now: datetime | None = None) -> dict:
+        """Delete tombstoned packs, orphan packs and temp files older than the grace period."""
+        from resources.pack_gc import sweep
+
+        return sweep(self, now)
+
+    def verify(self, repos: Sequence[str] | None = None) -> dict:
+        """Re-hash every pack and resolve every index row; see `resources.pack_gc.verify`."""
+        from resources.pack_gc import verify
+
+        return verify(self, repos)
+
+
+def _safe_relative(session_key: str) -> PurePosixPath:
+    rel = PurePosixPath(session_key)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise PackError(f"refusing to restore to unsafe path {session_key!r}")
+    return rel
+
+
+def _existing_status(target: Path, snap: Snapshot) -> str | None:
+    if not target.exists():
+        return None
+    with open(target, "rb") as f:
+        same = hashlib.file_digest(f, "sha256").hexdigest() == snap.file_hash
+    return "identical" if same else "conflict"
+
+
+def _write_version(reader: ObjectReader, snap: Snapshot, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.restore.tmp")
+    digest = hashlib.sha256()
+    try:
+        with open(temp, "wb") as out:
+            for chunk_id in snap.chunks:
+                data = reader.get(chunk_id).raw()
+                digest.update(data)
+                out.write(data)
+        if digest.hexdigest() != snap.file_hash or temp.stat().st_size != snap.size:
+            raise PackCorrupt(f"restored bytes of {snap.session_key} do not match its archived hash")
+        os.utime(temp, ns=(snap.mtime_ns, snap.mtime_ns))
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
