@@ -1,7 +1,8 @@
 """The ``sessionlake`` console script.
 
-Each command group lives in ``pipelines/commands/<group>.py`` with ``register(subparsers)`` that adds
-its parser and sets ``handler``. Handlers import their heavy dependencies (Dagster, LanceDB, DuckDB)
+Each command lives in ``pipelines/commands/<command>.py`` (module name = command name) with
+``register(subparsers)`` that adds its parser and sets ``handler``; only the module of the command
+being run is imported. Handlers import their heavy dependencies (Dagster, LanceDB, DuckDB)
 inside the function, so a hot-path command such as ``capture`` starts in milliseconds.
 """
 
@@ -20,19 +21,22 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sessionlake",
         description="Keep every AI coding-agent session: usage warehouse, searchable memory, byte-exact archive.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in commands:
         importlib.import_module(f"pipelines.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the command being run, so `capture` does not pay for the others' imports.
+    only = (argv[0],) if argv and argv[0] in COMMAND_MODULES else COMMAND_MODULES
+    args = build_parser(only).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

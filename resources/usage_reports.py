@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from resources.pricing import COST_MODES, UNPRICED_MODELS
+from resources.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
+from resources.usage import sync_prices
 
 if TYPE_CHECKING:
     import duckdb
@@ -70,12 +71,16 @@ class ReportFilter:
         return " AND ".join(clauses), params
 
 
-def usage_report(conn: duckdb.DuckDBPyConnection, kind: str, flt: ReportFilter | None = None) -> dict:
+def usage_report(conn: duckdb.DuckDBPyConnection, kind: str, flt: ReportFilter | None = None,
+                 prices: PriceTable | None = None) -> dict:
     """The report ``kind`` (one of `REPORTS`) as a ccusage-shaped dict with a ``totals`` object.
 
-    ``unpricedModels`` lists models that had tokens but no price (their cost counts as 0).
+    With ``prices``, stored rows are re-costed first if that table differs from the one they were
+    costed with. ``unpricedModels`` lists models that had tokens but no price (costed at 0).
     """
     flt = flt or ReportFilter()
+    if prices is not None:
+        sync_prices(conn, prices)
     if kind not in REPORTS:
         raise ValueError(f"unknown report {kind!r}: expected one of {', '.join(REPORTS)}")
     where, params = flt.where()

@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from resources.pricing import PriceTable
     from resources.settings import Settings
     from resources.state import StateStore
     from resources.usage_reports import ReportFilter, usage_report
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                        mode=args.mode or settings.cost_mode)
     with StateStore.from_settings(settings).connect() as conn:
         try:
-            report = usage_report(conn, args.report, flt)
+            report = usage_report(conn, args.report, flt, PriceTable.load(settings.price_file))
         except Exception as exc:  # bad time zone, bad mode: one line, not a traceback
             print(f"sessionlake usage: {exc}", file=sys.stderr)
             return 2
