@@ -1,0 +1,129 @@
+"""The capture inbox in Dagster: sensor on a real instance, the asset and job on real Lance and folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.capture import DEPTH_TAG, capture_queue_sensor, capture_records, defs, ingest_capture
+from pipelines.tags import POOL_MEMORY, WRITES_LANCE
+from resources.capture_drain import drain_to_lance
+from resources.capture_queue import CaptureQueue
+from resources.configurable import CaptureQueueResource, LanceResource
+from resources.lance import LanceStore
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def queue(home) -> CaptureQueue:
+    return CaptureQueue(home / "capture")
+
+
+@pytest.fixture
+def resources(home) -> dict:
+    return {"capture_queue": CaptureQueueResource(home=str(home)), "lance": LanceResource(home=str(home))}
+
+
+def _tick(instance, resources, cursor=None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    return capture_queue_sensor(context)
+
+
+def test_sensor_requests_one_run_per_newest_ulid_and_reports_depth(queue, resources):
+    with dg.instance_for_test() as instance:
+        empty = _tick(instance, resources)
+        assert not empty.run_requests and "depth 0" in empty.skip_reason.skip_message
+        assert json.loads(empty.cursor)["depth"] == 0
+
+        ulids = [queue.append({"text": f"note {i}"}) for i in range(3)]
+        result = _tick(instance, resources, cursor=empty.cursor)
+        [request] = result.run_requests
+        assert request.run_key == f"capture:{ulids[-1]}" and request.tags[DEPTH_TAG] == "3"
+        assert json.loads(result.cursor) == {"depth": 3, "newest_ulid": ulids[-1]}
+
+        again = _tick(instance, resources, cursor=result.cursor)
+        assert [r.run_key for r in again.run_requests] == [request.run_key]  # same key: Dagster runs it once
+
+        newer = queue.append({"text": "one more"})
+        assert _tick(instance, resources, cursor=again.cursor).run_requests[0].run_key == f"capture:{newer}"
+
+
+def test_materialize_drains_into_lance_with_ulid_ids(queue, resources, home):
+    ulids = [queue.append({"text": f"captured thought {i}", "session_id": "s1", "role": "user",
+                           "project": "-w-shop"}) for i in range(5)]
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([capture_records], resources=resources, instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("capture_records")[0].metadata
+    assert metadata["records_ingested"].value == 5 and metadata["lance_commits"].value == 1
+    assert metadata["queue_depth_after"].value == 0
+    rows = LanceStore(home / "lance").get_many(ulids)
+    assert sorted(rows) == sorted(ulids)
+    row = rows[ulids[2]]
+    assert row["text"] == "captured thought 2" and row["tier"] == "capture"
+    assert row["session_id"] == "s1" and row["role"] == "user" and row["project"] == "-w-shop"
+    assert row["timestamp"] is not None
+    assert queue.pending_count() == 0 and not list(queue.dir.glob("pending-*"))
+
+
+def test_job_is_tagged_and_pooled_and_batches_commits(queue, resources, home):
+    assert ingest_capture.tags[next(iter(WRITES_LANCE))] == "true"
+    assert capture_records.op.pool == POOL_MEMORY
+    for i in range(7):
+        queue.append({"text": f"batch me {i}"})
+    job = dg.Definitions.merge(defs, dg.Definitions(resources=resources)).resolve_job_def("ingest_capture")
+    store = LanceStore(home / "lance")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, run_config={"ops": {"capture_records": {"config": {"batch_size": 3}}}})
+    assert result.success
+    assert store.count("records") == 7
+    [materialization] = result.asset_materializations_for_node("capture_records")
+    assert materialization.metadata["lance_commits"].value == 3
+
+
+def test_redrain_after_a_crash_between_commit_and_delete_adds_no_duplicates(queue, home, tmp_path):
+    for text in ("alpha", "beta", "gamma"):
+        queue.append({"text": text})
+    saved = tmp_path / "saved"
+    shutil.copytree(queue.dir, saved)  # the files as they were when the run died after committing
+    store = LanceStore(home / "lance")
+    assert drain_to_lance(queue, store).records == 3
+    for path in saved.glob("pending-*.json"):
+        shutil.copy(path, queue.dir / path.name)
+    again = drain_to_lance(queue, store)
+    assert again.records == 3 and store.count("records") == 3
+    assert queue.pending_count() == 0
+
+
+def test_records_without_text_are_kept_as_json(queue, home):
+    ulid = queue.append({"event": "deploy", "service": "checkout", "timestamp": "not a time"})
+    store = LanceStore(home / "lance")
+    drain_to_lance(queue, store)
+    row = store.get(ulid)
+    assert json.loads(row["text"]) == {"event": "deploy", "service": "checkout", "timestamp": "not a time"}
+    assert row["tier"] == "capture" and row["timestamp"] is not None  # falls back to appended_at
+
+
+def test_asset_check_warns_about_overflow(home, resources):
+    queue = CaptureQueue(home / "capture", max_size=2)
+    for i in range(4):
+        queue.append({"text": str(i)})
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([capture_records, *defs.asset_checks], resources=resources, instance=instance)
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["overflow_envelopes"].value == 2 and "requeue_overflow" in check.description
+    assert queue.requeue_overflow() == 2
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([capture_records, *defs.asset_checks], resources=resources, instance=instance)
+    assert result.get_asset_check_evaluations()[0].passed
+    assert LanceStore(home / "lance").count("records") == 4
