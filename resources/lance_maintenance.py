@@ -1,0 +1,296 @@
+"""Lance storage health: measure the tables, compact them, prune old versions, report.
+
+Contract:
+- `measure_table(store, name)` is cheap (no manifest is read beyond the latest): versions are the
+  ``*.manifest`` files under ``<table>.lance/_versions/``, bytes are everything in the table folder
+  (manifests included, which is where un-pruned history lives), fragments and rows come from
+  ``Table.stats()``. The sensor, the asset checks and the helper all use it.
+- `optimize_lance_storage(store, retention, phase)` compacts data files, brings indexes up to date and
+  removes versions older than ``retention`` for ``records``, ``edges`` and ``events``, in that order of
+  steps (so the index and compaction commits are pruned in the same call). It returns
+  ``{table: entry}`` for exactly those three tables and never raises for a table's failure: the entry
+  gets ``error`` and the other tables are still processed. It writes one ``lance_storage_optimized``
+  event per call.
+- A commit conflict with a concurrent writer is retried with backoff on a freshly opened dataset; only
+  if it persists does the entry get an ``error`` (the next run tries again). Nothing is ever deleted
+  that a live commit may still need: ``delete_unverified`` stays False, and tagged versions are kept
+  instead of failing the prune.
+- The module constants are read once, at import, from ``SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC``
+  (default 3600) and ``SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC`` (default 86400).
+
+Measured on lancedb 0.40.0 / pylance 14 (what this design relies on): sync ``Table.optimize()`` returns
+None and its prune raises on a tagged old version, after which the index step is skipped; the pylance
+steps used here return stats and ``cleanup_old_versions(error_if_tagged_old_versions=False)`` skips
+tagged versions. A handle opened before another writer committed makes optimize a no-op, so every step
+opens the table again. ``Table.stats()`` bytes leave out manifests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from resources.lance import EVENTS, TABLE_NAMES, write_event
+from resources.settings import _env_float
+
+log = logging.getLogger(__name__)
+
+
+def _positive_env(name: str, default: float, *, allow_zero: bool) -> float:
+    value = _env_float(name, default)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'} seconds")
+    return value
+
+
+LANCE_OPTIMIZE_INTERVAL_SEC = _positive_env("SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC", 3600.0, allow_zero=False)
+"""How often the health sensor optimizes even when no threshold is crossed (``periodic``)."""
+LANCE_OPTIMIZE_RETENTION_SEC = _positive_env("SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC", 86400.0, allow_zero=True)
+"""Versions younger than this survive a prune; the job refuses less than the settings' floor unless forced."""
+
+PHASES = ("startup", "periodic", "threshold", "manual")
+OPTIMIZED_EVENT = "lance_storage_optimized"
+SKIPPED_EVENT = "lance_storage_optimize_skipped"
+MEASURES = ("rows", "versions", "size_bytes", "fragments", "small_fragments")
+"""Each report entry holds ``<measure>_before`` and ``<measure>_after`` for these."""
+
+CONFLICT_ATTEMPTS = 6
+CONFLICT_BASE_DELAY_SEC = 0.1
+_CONFLICT_MARKERS = ("preempted by concurrent", "failed to commit after", "commit conflict", "retryable commit")
+
+
+class RetentionBelowFloor(ValueError):
+    """A retention shorter than the floor was asked for without ``force``."""
+
+
+def check_retention(retention_sec: float, floor_sec: float, force: bool = False) -> None:
+    """Raise `RetentionBelowFloor` if ``retention_sec`` is under ``floor_sec`` and not forced.
+
+    A short retention deletes files that other processes' open handles, or a commit being prepared,
+    still read; the floor keeps scheduled runs clear of that. Negative retention is always refused.
+    """
+    if retention_sec < 0:
+        raise RetentionBelowFloor(f"retention must be >= 0 seconds, got {retention_sec}")
+    if retention_sec < floor_sec and not force:
+        raise RetentionBelowFloor(
+            f"retention {retention_sec:g}s is below the floor of {floor_sec:g}s "
+            "(SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC); pass force to run it anyway, only when no other "
+            "process uses the Lance tables"
+        )
+
+
+@dataclass(frozen=True)
+class TableHealth:
+    """One table's storage shape at one moment."""
+
+    name: str
+    rows: int
+    versions: int
+    size_bytes: int
+    fragments: int
+    small_fragments: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def table_dir(store, name: str) -> Path:
+    return Path(store.root) / f"{name}.lance"
+
+
+def _folder_bytes(path: Path) -> int:
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except FileNotFoundError:  # removed by a concurrent prune while we walked
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def count_versions(store, name: str) -> int:
+    """Manifests on disk (one per retained version), counted without reading any of them."""
+    versions = table_dir(store, name) / "_versions"
+    try:
+        return sum(1 for e in os.scandir(versions) if e.name.endswith(".manifest"))
+    except FileNotFoundError:
+        return 0
+
+
+def measure_table(store, name: str) -> TableHealth:
+    """Rows, versions, bytes on disk and fragments of table ``name`` (opened fresh; raises if it cannot be)."""
+    stats = store.open_table(name).stats()
+    fragments = stats["fragment_stats"]
+    return TableHealth(
+        name=name,
+        rows=int(stats["num_rows"]),
+        versions=count_versions(store, name),
+        size_bytes=_folder_bytes(table_dir(store, name)),
+        fragments=int(fragments["num_fragments"]),
+        small_fragments=int(fragments["num_small_fragments"]),
+    )
+
+
+def measure_store(store) -> dict[str, TableHealth | str]:
+    """`measure_table` for every table; a table that cannot be measured maps to its error string."""
+    out: dict[str, TableHealth | str] = {}
+    for name in TABLE_NAMES:
+        try:
+            out[name] = measure_table(store, name)
+        except Exception as exc:
+            out[name] = _describe(exc)
+    return out
+
+
+def threshold_breaches(health: dict[str, TableHealth | str], versions_threshold: int,
+                       small_fragments_threshold: int) -> list[str]:
+    """Why the tables need an optimize now, one line per crossed threshold (empty: healthy)."""
+    reasons = []
+    for name, h in health.items():
+        if isinstance(h, str):
+            continue
+        if h.versions > versions_threshold:
+            reasons.append(f"{name}: {h.versions} versions > {versions_threshold}")
+        if h.small_fragments > small_fragments_threshold:
+            reasons.append(f"{name}: {h.small_fragments} small fragments > {small_fragments_threshold}")
+    return reasons
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """True for a concurrent-commit conflict, which a later attempt on a fresh handle can get past."""
+    from lance.commit import CommitConflictError
+
+    if isinstance(exc, CommitConflictError):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _CONFLICT_MARKERS)
+
+
+class CommitConflictPersisted(RuntimeError):
+    """Every attempt of a step hit a commit conflict; the next maintenance run tries again."""
+
+
+def _with_conflict_retry(step: str, fn: Callable[[], object], retries: list[int]):
+    """Run ``fn`` (which must open the table itself); on a commit conflict wait and run it again."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_commit_conflict(exc):
+                raise
+            retries[0] += 1
+            attempt += 1
+            if attempt >= CONFLICT_ATTEMPTS:
+                raise CommitConflictPersisted(
+                    f"{step}: commit conflict persisted after {CONFLICT_ATTEMPTS} attempts, retry later: {exc}"
+                ) from exc
+            time.sleep(CONFLICT_BASE_DELAY_SEC * 2 ** (attempt - 1))
+
+
+def _optimize_table(store, name: str, retention: timedelta, retries: list[int]) -> dict:
+    """Compact, update indexes, prune; each step on a dataset opened right before it."""
+
+    def dataset():
+        return store.open_table(name).to_lance()
+
+    compaction = _with_conflict_retry("compact", lambda: dataset().optimize.compact_files(), retries)
+    _with_conflict_retry("index", lambda: dataset().optimize.optimize_indices(), retries)
+    prune = _with_conflict_retry("prune", lambda: dataset().cleanup_old_versions(
+        older_than=retention, delete_unverified=False, error_if_tagged_old_versions=False), retries)
+    return {
+        "fragments_removed": int(compaction.fragments_removed),
+        "fragments_added": int(compaction.fragments_added),
+        "versions_removed": int(prune.old_versions),
+        "bytes_removed": int(prune.bytes_removed),
+    }
+
+
+def _empty_entry() -> dict:
+    entry = {f"{m}_{when}": None for m in MEASURES for when in ("before", "after")}
+    entry.update(fragments_removed=None, fragments_added=None, versions_removed=None, bytes_removed=None,
+                 conflict_retries=0, elapsed_sec=0.0)
+    return entry
+
+
+def optimize_table_entry(store, name: str, retention: timedelta) -> dict:
+    """One table's report entry; failures land in ``error`` (naming the step), never raised."""
+    started = time.perf_counter()
+    entry = _empty_entry()
+    retries = [0]
+    step = "open"
+    try:
+        before = measure_table(store, name)
+        entry.update({f"{m}_before": getattr(before, m) for m in MEASURES})
+        step = "optimize"
+        entry.update(_optimize_table(store, name, retention, retries))
+        step = "measure"
+        after = measure_table(store, name)
+        entry.update({f"{m}_after": getattr(after, m) for m in MEASURES})
+    except Exception as exc:
+        entry["error"] = f"{step} {name}: {_describe(exc)}"
+    entry["conflict_retries"] = retries[0]
+    entry["elapsed_sec"] = round(time.perf_counter() - started, 4)
+    return entry
+
+
+def optimize_lance_storage(store, retention: timedelta = timedelta(seconds=LANCE_OPTIMIZE_RETENTION_SEC),
+                           phase: str = "manual") -> dict:
+    """Optimize ``records``, ``edges`` and ``events``; return ``{table: entry}`` for exactly those three.
+
+    Each entry has ``rows``/``versions``/``size_bytes``/``fragments``/``small_fragments`` ``_before`` and
+    ``_after``, the compaction and prune counts, ``conflict_retries`` and ``elapsed_sec``; a table that
+    failed also has ``error`` (its unknown numbers are None). Takes any retention >= 0 (the floor is the
+    caller's rule, see `check_retention`). Raises ValueError only for an unknown ``phase`` or a negative
+    retention, before touching anything.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, not {phase!r}")
+    if retention < timedelta(0):
+        raise ValueError(f"retention must not be negative, got {retention}")
+    started = time.perf_counter()
+    report = {name: optimize_table_entry(store, name, retention) for name in TABLE_NAMES}
+    total = round(time.perf_counter() - started, 4)
+    failed = [name for name, entry in report.items() if "error" in entry]
+    try:
+        write_event(store, OPTIMIZED_EVENT, {
+            "phase": phase, "retention_days": retention.total_seconds() / 86400.0,
+            "retention_sec": retention.total_seconds(), "per_table": report, "total_elapsed_sec": total,
+        }, severity="warning" if failed else "info")
+    except Exception as exc:  # the report is the result; a broken events table is already in it
+        log.warning("could not write the %s event (%s table: %s)", OPTIMIZED_EVENT, EVENTS, _describe(exc))
+    return report
+
+
+def format_report_table(report: dict) -> str:
+    """The before/after table as Markdown (readable in a terminal and in the Dagster UI)."""
+    lines = ["| table | rows | versions | size (bytes) | fragments | small fragments | sec | status |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def pair(entry, measure):
+        b, a = entry.get(f"{measure}_before"), entry.get(f"{measure}_after")
+        return f"{'?' if b is None else f'{b:,}'} → {'?' if a is None else f'{a:,}'}"
+
+    for name, entry in report.items():
+        status = entry["error"].replace("|", "/") if "error" in entry else "ok"
+        cells = [name, *(pair(entry, m) for m in MEASURES), f"{entry['elapsed_sec']:.2f}", status]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,260 @@
+"""The Lance optimize/cleanup helper on real Lance tables in a tmp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from lance.commit import CommitConflictError
+
+from resources import lance_maintenance as lm
+from resources.lance import (
+    EDGES,
+    EVENTS,
+    RECORDS,
+    TABLE_NAMES,
+    LanceStore,
+    new_edge,
+    new_record,
+    query_events,
+    write_event,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = ("rows_before", "rows_after", "versions_before", "versions_after", "size_bytes_before",
+            "size_bytes_after", "fragments_before", "fragments_after", "elapsed_sec")
+
+pytestmark = pytest.mark.filterwarnings("ignore:optimize")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LanceStore(tmp_path / "lance")
+
+
+def ten_small_writes(store):
+    for i in range(10):
+        store.upsert_records([new_record(f"r{i}", f"lance maintenance note {i}", tier="episodic")])
+        store.upsert_edges([new_edge(f"r{i}", f"r{i + 1}", "next")])
+        write_event(store, "test_write", {"i": i})
+
+
+def test_report_has_exactly_the_three_tables_and_every_field(store):
+    ten_small_writes(store)
+    report = lm.optimize_lance_storage(store, timedelta(0))
+    assert set(report) == set(TABLE_NAMES) == {RECORDS, EDGES, EVENTS}
+    for entry in report.values():
+        assert set(REQUIRED) <= set(entry)
+        assert "error" not in entry
+        assert entry["elapsed_sec"] >= 0
+
+
+def test_ten_small_writes_versions_drop_rows_kept_and_recall_still_works(store):
+    ten_small_writes(store)
+    report = lm.optimize_lance_storage(store, timedelta(0))
+    for name in TABLE_NAMES:
+        entry = report[name]
+        assert entry["rows_before"] == entry["rows_after"] == 10, name
+        assert entry["versions_after"] < entry["versions_before"], name
+        assert entry["fragments_after"] < entry["fragments_before"], name
+        assert entry["size_bytes_after"] < entry["size_bytes_before"], name
+    # the report's own event is one more commit on events, after it was measured
+    assert lm.count_versions(store, EVENTS) == report[EVENTS]["versions_after"] + 1
+    hits = store.open_table(RECORDS).search("maintenance", query_type="fts").limit(100).to_arrow()
+    assert sorted(hits["id"].to_pylist()) == sorted(f"r{i}" for i in range(10))
+
+
+def test_retention_keeps_young_versions_but_still_compacts(store):
+    ten_small_writes(store)
+    versions = lm.count_versions(store, EDGES)
+    report = lm.optimize_lance_storage(store, timedelta(hours=1))
+    assert report[EDGES]["versions_removed"] == 0
+    assert report[EDGES]["versions_after"] > versions
+    assert report[EDGES]["fragments_after"] == 1
+    assert report[EDGES]["rows_after"] == 10
+
+
+def test_a_table_that_cannot_be_opened_gets_error_and_the_others_are_optimized(store):
+    ten_small_writes(store)
+    for manifest in (lm.table_dir(store, EDGES) / "_versions").glob("*.manifest"):
+        manifest.write_bytes(b"not a manifest")
+    report = lm.optimize_lance_storage(store, timedelta(0))
+    assert set(report) == set(TABLE_NAMES)
+    assert "edges" in report[EDGES]["error"] and report[EDGES]["error"].startswith("open")
+    assert report[EDGES]["rows_after"] is None
+    for name in (RECORDS, EVENTS):
+        assert "error" not in report[name]
+        assert report[name]["versions_after"] < report[name]["versions_before"]
+    event = query_events(store, kind=lm.OPTIMIZED_EVENT)[0]
+    assert event["severity"] == "warning"
+    assert "error" in event["data"]["per_table"][EDGES]
+
+
+def test_each_call_writes_one_optimized_event_with_phase_and_report(store):
+    ten_small_writes(store)
+    report = lm.optimize_lance_storage(store, timedelta(days=2), phase="threshold")
+    events = query_events(store, kind=lm.OPTIMIZED_EVENT)
+    assert len(events) == 1
+    data = events[0]["data"]
+    assert data["phase"] == "threshold"
+    assert data["retention_days"] == pytest.approx(2.0)
+    assert data["per_table"] == json.loads(json.dumps(report))
+    assert data["total_elapsed_sec"] >= 0
+    lm.optimize_lance_storage(store, timedelta(days=2))
+    assert [e["data"]["phase"] for e in query_events(store, kind=lm.OPTIMIZED_EVENT)] == ["manual", "threshold"]
+
+
+def test_bad_phase_or_negative_retention_is_refused_before_touching_anything(store):
+    ten_small_writes(store)
+    before = lm.count_versions(store, RECORDS)
+    with pytest.raises(ValueError, match="phase"):
+        lm.optimize_lance_storage(store, timedelta(0), phase="sometimes")
+    with pytest.raises(ValueError, match="negative"):
+        lm.optimize_lance_storage(store, timedelta(seconds=-1))
+    assert lm.count_versions(store, RECORDS) == before
+    assert query_events(store, kind=lm.OPTIMIZED_EVENT) == []
+
+
+def test_tagged_old_version_is_kept_and_does_not_fail_the_prune(store):
+    ten_small_writes(store)
+    table = store.open_table(EDGES)
+    tagged = table.version - 3
+    table.tags.create("before-migration", tagged)
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="tagged"):
+        warnings.simplefilter("ignore")
+        store.open_table(EDGES).optimize(cleanup_older_than=timedelta(0))  # what lancedb's own optimize does
+    report = lm.optimize_lance_storage(store, timedelta(0))
+    assert "error" not in report[EDGES]
+    assert report[EDGES]["versions_after"] == 2  # the tagged version and the latest
+    old = store.open_table(EDGES)
+    old.checkout("before-migration")
+    assert old.count_rows() == 7
+
+
+def test_measure_counts_manifests_only(store):
+    ten_small_writes(store)
+    health = lm.measure_table(store, EDGES)
+    files = os.listdir(lm.table_dir(store, EDGES) / "_versions")
+    assert "latest_version_hint.json" in files
+    assert health.versions == len(files) - 1 == 11
+    assert health.rows == 10 and health.fragments == 10 and health.small_fragments == 10
+    breaches = lm.threshold_breaches(lm.measure_store(store), versions_threshold=10, small_fragments_threshold=9)
+    assert "edges: 11 versions > 10" in breaches
+    assert "events: 10 small fragments > 9" in breaches
+    assert lm.threshold_breaches(lm.measure_store(store), 100, 32) == []
+
+
+def test_retention_floor_rule():
+    lm.check_retention(3600, 3600)
+    lm.check_retention(0, 3600, force=True)
+    with pytest.raises(lm.RetentionBelowFloor, match="below the floor"):
+        lm.check_retention(60, 3600)
+    with pytest.raises(lm.RetentionBelowFloor, match=">= 0"):
+        lm.check_retention(-1, 3600, force=True)
+
+
+def test_commit_conflict_is_retried_with_backoff_then_reported(monkeypatch):
+    monkeypatch.setattr(lm, "CONFLICT_BASE_DELAY_SEC", 0.001)
+    calls = []
+
+    def flaky():
+        calls.append(time.perf_counter())
+        if len(calls) < 3:
+            raise CommitConflictError("This Rewrite transaction was preempted by concurrent transaction Append")
+        return "done"
+
+    retries = [0]
+    assert lm._with_conflict_retry("compact", flaky, retries) == "done"
+    assert retries == [2] and len(calls) == 3
+
+    def always():
+        raise OSError("failed to commit after 20 retries")
+
+    with pytest.raises(lm.CommitConflictPersisted, match="retry later"):
+        lm._with_conflict_retry("prune", always, [0])
+
+    def broken():
+        raise RuntimeError("corrupt file")
+
+    with pytest.raises(RuntimeError, match="corrupt"):
+        lm._with_conflict_retry("compact", broken, [0])
+
+
+RELOAD = """
+import importlib, os
+import resources.lance_maintenance as m
+print(m.LANCE_OPTIMIZE_INTERVAL_SEC, m.LANCE_OPTIMIZE_RETENTION_SEC)
+del os.environ["SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC"], os.environ["SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC"]
+importlib.reload(m)
+print(m.LANCE_OPTIMIZE_INTERVAL_SEC, m.LANCE_OPTIMIZE_RETENTION_SEC)
+os.environ["SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC"] = "soon"
+try:
+    importlib.reload(m)
+except ValueError as exc:
+    print("refused", exc)
+"""
+
+
+def test_constants_come_from_env_at_import_and_default_on_reimport_without_it():
+    env = {**os.environ, "SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC": "120",
+           "SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC": "7200.5"}
+    out = subprocess.run([sys.executable, "-c", RELOAD], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "120.0 7200.5"
+    assert lines[1] == "3600.0 86400.0"
+    assert lines[2].startswith("refused SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC='soon' is not a number")
+
+
+WRITER = r"""
+import sys, time
+from pathlib import Path
+from resources.lance import LanceStore, new_record
+store = LanceStore(sys.argv[1])
+stop = Path(sys.argv[2])
+batch = 0
+while not stop.exists() and batch < 400:
+    rows = [new_record(f"w{batch}-{i}", f"concurrent row {batch} {i}", tier="episodic") for i in range(3)]
+    while True:
+        try:
+            store.upsert_records(rows)
+            break
+        except Exception as exc:  # unacknowledged: a real writer retries the same batch (same ids)
+            print("retry", type(exc).__name__, flush=True, file=sys.stderr)
+            time.sleep(0.05)
+    print(" ".join(r["id"] for r in rows), flush=True)
+    batch += 1
+    time.sleep(0.02)
+"""
+
+
+def test_writer_in_another_process_loses_nothing_while_optimize_runs(store, tmp_path):
+    ten_small_writes(store)
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(store.root), str(stop)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = writer.stdout.readline()
+        assert first, writer.stderr.read()
+        reports = []
+        deadline = time.monotonic() + 20
+        while len(reports) < 3 and time.monotonic() < deadline:
+            reports.append(lm.optimize_lance_storage(store, timedelta(0), phase="threshold"))
+    finally:
+        stop.touch()
+        rest, _err = writer.communicate(timeout=60)
+    acknowledged = (first + rest).split()
+    assert len(acknowledged) > 3
+    ids = store.open_table(RECORDS).search().select(["id"]).limit(None).to_arrow()["id"].to_pylist()
+    assert len(ids) == len(set(ids)), "a row was duplicated"
+    assert set(acknowledged) <= set(ids), "an acknowledged row was lost"
+    assert len(ids) == 10 + len(acknowledged)
+    assert all("error" not in r[RECORDS] or "retry later" in r[RECORDS]["error"] for r in reports)
