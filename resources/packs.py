@@ -166,6 +166,21 @@ class PackStore:
         cols = ("key", "repo", "bytes", "object_count", "snapshot_count", "created_at")
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
+    def pack_counts(self) -> dict[str, dict]:
+        """Per repo: ``live`` and ``tombstoned`` pack counts and ``live_digest``, a digest of the live
+        pack keys that changes whenever an ingest or a GC changes the repo's packs."""
+        with self.state.connect() as conn:
+            rows = conn.execute(
+                """SELECT repo, count(*) FILTER (state = 'live'), count(*) FILTER (state = 'tombstoned'),
+                          coalesce(list_sort(list(pack_key) FILTER (state = 'live')), [])
+                   FROM packs GROUP BY repo ORDER BY repo"""
+            ).fetchall()
+        return {
+            repo: {"live": int(live), "tombstoned": int(dead),
+                   "live_digest": hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()}
+            for repo, live, dead, keys in rows
+        }
+
     def versions(self, repo: str, session_key: str | None = None) -> list[ArchivedVersion]:
         """Archived versions of ``repo`` (or of one session), by session key then time."""
         sql = """SELECT session_key, size, file_hash, mtime_ns, chunks, pack_key, archived_at FROM snapshots

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from archive_support import grow, ingest, pack_store, rewrite, session_files
-from conftest import SAMPLE_PROJECT
 
 from resources import pack_format
+from tests.archive_support import grow, ingest, pack_store, rewrite, session_files
+from tests.conftest import SAMPLE_PROJECT
 
 BIG = f"{SAMPLE_PROJECT}/d3ad4cdc-5657-435d-98fa-0035d53e383d.jsonl"
 SMALL = f"{SAMPLE_PROJECT}/fed8ce56-bc79-401f-a83e-af084253362f.jsonl"

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from archive_support import grow, ingest, pack_store, rewrite, session_files
-from conftest import SAMPLE_PROJECT
 
 from resources.pack_format import pack_path
+from tests.archive_support import grow, ingest, pack_store, rewrite, session_files
+from tests.conftest import SAMPLE_PROJECT
 
 CHILD = Path(__file__).with_name("pack_gc_child.py")
 BIG = f"{SAMPLE_PROJECT}/d3ad4cdc-5657-435d-98fa-0035d53e383d.jsonl"

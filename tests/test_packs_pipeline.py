@@ -1,0 +1,133 @@
+"""Pack GC in Dagster with real resources on tmp dirs: the asset, its check, the sensor and the schedule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from pipelines import packs as pack_pipelines
+from pipelines.packs import consolidated_packs, pack_gc_daily, pack_gc_sensor
+from resources.configurable import PackResource
+from tests.archive_support import grow, ingest, pack_store
+from tests.conftest import SAMPLE_PROJECT
+
+BIG = f"{SAMPLE_PROJECT}/d3ad4cdc-5657-435d-98fa-0035d53e383d.jsonl"
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("projects", [SAMPLE_PROJECT])
+        yield instance
+
+
+@pytest.fixture
+def resources(settings):
+    return {"packs": PackResource(home=str(settings.home), sessions_dir=str(settings.sessions_dir))}
+
+
+def _ingests(settings, root, n: int):
+    store = pack_store(settings)
+    ingest(store, root)
+    for i in range(n - 1):
+        grow(root / BIG, tag=f"ingest-{i}")
+        ingest(store, root)
+    return store
+
+
+def _materialize(instance, resources):
+    return dg.materialize([consolidated_packs], partition_key=SAMPLE_PROJECT, resources=resources,
+                          instance=instance, raise_on_error=False)
+
+
+def test_consolidated_packs_gc_metadata_and_passing_check(settings, samples_root, instance, resources):
+    store = _ingests(settings, samples_root, 3)
+    objects = store.repo_stats(SAMPLE_PROJECT)["objects"]
+
+    result = _materialize(instance, resources)
+
+    assert result.success
+    [mat] = result.asset_materializations_for_node("consolidated_packs")
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert (meta["packs_before"], meta["packs_after"]) == (3, 1)
+    assert meta["objects_before"] == meta["objects_after"] == objects
+    assert meta["bytes_after"] < meta["bytes_before"] + 1024
+    assert meta["compression_ratio"] > 3  # JSONL compresses well with zstd
+    assert meta["dedup_ratio"] > 1.5  # 6 versions share the prefixes of the grown file
+    assert meta["consolidated_key"] == store.live_packs(SAMPLE_PROJECT)[0]["key"]
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["index_rows"].value == objects
+
+
+def test_check_fails_naming_an_altered_pack(settings, samples_root, instance, resources):
+    store = _ingests(settings, samples_root, 1)
+    [pack] = store.live_packs(SAMPLE_PROJECT)
+    path = store.packs_dir / f"{pack['key'].split(':')[1]}.mpack"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    result = _materialize(instance, resources)
+
+    assert result.success  # GC skipped the single pack; the check reports the damage
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert pack["key"] in check.metadata["details"].value
+
+
+def test_sensor_requests_gc_above_threshold_once_per_state(settings, samples_root, instance, resources,
+                                                           monkeypatch):
+    monkeypatch.setenv("SESSIONLAKE_PACK_GC_LIVE_PACKS", "2")
+    store = _ingests(settings, samples_root, 2)
+    tick = lambda: pack_gc_sensor(dg.build_sensor_context(instance=instance, resources=resources))  # noqa: E731
+
+    assert tick().skip_reason is not None  # 2 live packs: not above the threshold
+
+    grow(samples_root / BIG, tag="third")
+    ingest(store, samples_root)
+    first, again = tick(), tick()
+    [request] = first.run_requests
+    assert request.partition_key == SAMPLE_PROJECT
+    assert [r.run_key for r in again.run_requests] == [request.run_key]  # same state, same request
+
+    grow(samples_root / BIG, tag="fourth")
+    ingest(store, samples_root)
+    [changed] = tick().run_requests
+    assert changed.run_key != request.run_key
+
+    assert _materialize(instance, resources).success
+    assert tick().skip_reason is not None
+
+
+def test_sensor_registers_a_project_it_does_not_know(settings, samples_root, resources, monkeypatch):
+    monkeypatch.setenv("SESSIONLAKE_PACK_GC_LIVE_PACKS", "1")
+    _ingests(settings, samples_root, 2)
+    with dg.instance_for_test() as fresh:
+        result = pack_gc_sensor(dg.build_sensor_context(instance=fresh, resources=resources))
+    [add] = result.dynamic_partitions_requests
+    assert list(add.partition_keys) == [SAMPLE_PROJECT]
+    assert [r.partition_key for r in result.run_requests] == [SAMPLE_PROJECT]
+
+
+def test_daily_schedule_requests_projects_with_packs_to_consolidate_or_sweep(settings, samples_root, instance,
+                                                                              resources):
+    store = _ingests(settings, samples_root, 2)
+    when = datetime(2026, 1, 2, 3, 30, tzinfo=UTC)
+    tick = lambda: pack_gc_daily(  # noqa: E731
+        dg.build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=when))
+    [request] = tick()
+    assert request.partition_key == SAMPLE_PROJECT and request.run_key.endswith("2026-01-02")
+
+    assert _materialize(instance, resources).success
+    assert [r.partition_key for r in tick()] == [SAMPLE_PROJECT]  # one live pack, tombstones still to sweep
+    store.sweep(datetime.now(UTC) + timedelta(seconds=store.grace_sec + 1))
+    assert isinstance(tick(), dg.SkipReason)
+
+
+def test_definitions_resolve_with_bound_resources(resources):
+    defs = dg.Definitions.merge(pack_pipelines.defs, dg.Definitions(resources=resources))
+    job = defs.resolve_job_def("pack_gc")
+    assert job.partitions_def is not None
+    assert {s.name for s in defs.resolve_all_job_defs()} >= {"pack_gc"}
