@@ -13,10 +13,13 @@ import importlib
 import sys
 
 COMMAND_MODULES = (
+    "archive",
     "capture",
     "demo",
     "dev",
     "ingest",
+    "recall",
+    "restore",
     "usage",
 )
 

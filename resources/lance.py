@@ -288,7 +288,9 @@ class LanceStore:
     def append_provenance_batch(self, pairs: Sequence[tuple[str, dict]]) -> int:
         """Append each ``(record_id, entry)`` to its record's provenance list, in order, in ONE commit.
 
-        Ids that do not exist are ignored. Returns the number of records changed.
+        Ids that do not exist are ignored. Returns the number of records changed. Only the
+        ``provenance`` and ``updated_at`` columns are sent, so Lance rewrites those columns in place and
+        the rows stay in the text index.
         """
         if not pairs:
             return 0
@@ -307,16 +309,21 @@ class LanceStore:
             "provenance": pa.array([orjson.dumps(v).decode() for v in lists.values()], pa.string()),
             "updated_at": pa.array([now] * len(lists), _TS),
         })
-        table.merge_insert("id").when_matched_update_all().execute(data)
+        # through Lance itself: LanceDB's merge would try to re-embed ``text``, which this source lacks
+        table.to_lance().merge_insert("id").when_matched_update_all().execute(data)
         return len(lists)
 
     def record_provenance(self, pairs: Sequence[tuple[str, dict]]) -> None:
-        """Queue the pairs when the write-behind queue is on, else append them now on this thread."""
+        """Queue the pairs when the write-behind queue is on, else append them now on this thread.
+
+        The synchronous path also refreshes the text index (a no-op unless the write moved rows out of
+        it): an unindexed row's BM25 score would differ from its indexed neighbours'.
+        """
         queue = self._queue
         if queue is not None:
             queue.enqueue(pairs)
-        else:
-            self.append_provenance_batch(pairs)
+        elif self.append_provenance_batch(pairs):
+            self.refresh_indexes()
 
     def enable_provenance_queue(self, coalesce_ms: float = 50, **options):
         """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it."""

@@ -5,8 +5,9 @@
   ``episodic``), id = the line's ``uuid``, else a hash of session key + byte offset.
 - ``reply_to`` edges go from a record to its nearest ancestor record along ``parentUuid`` (skipping
   tool-use and tool-result lines); when the chain leaves the lines read, to the last parentUuid seen.
-- A ``summary`` line tags every record of the session that holds its ``leafUuid`` (in this run's batch
-  or already stored); when the leaf is nowhere to be found, the records of the summary's own file.
+- A ``summary`` line tags every record of the session that holds its ``leafUuid`` (any line read in
+  this run, or a stored record); when the leaf is nowhere to be found, the records of the summary's
+  own file.
 - The whole run is one ``merge_insert`` per table (``commit_every_files = None``); a grown file is
   read from its stored offset only.
 """
@@ -56,11 +57,12 @@ class MemoryProcessor(SessionProcessor):
         self._records: dict[str, dict] = {}
         self._edges: list[dict] = []
         self._summaries: list[tuple[str | None, str, str | None]] = []
+        self._line_sessions: dict[str, str] = {}
         self._stats: dict = {}
         self._versions_before: dict[str, int] = {}
 
     def begin_run(self) -> None:
-        self._records, self._edges, self._summaries = {}, [], []
+        self._records, self._edges, self._summaries, self._line_sessions = {}, [], [], {}
         self._stats = {"records_written": 0, "edges_written": 0, "summaries_attached": 0, "commits": 0}
         self._versions_before = {t: self.store.version(t) for t in (RECORDS, EDGES)}
 
@@ -80,6 +82,7 @@ class MemoryProcessor(SessionProcessor):
         links: list[tuple[str, str]] = []
         summaries: list[tuple[str | None, str]] = []
         file_session: str | None = None
+        line_sessions: dict[str, str] = {}
         for line in iter_jsonl(session_path, start_offset, stats):
             obj = line.obj
             if obj.get("type") == "summary":
@@ -88,9 +91,12 @@ class MemoryProcessor(SessionProcessor):
                 continue
             uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
             parent = obj.get("parentUuid") if isinstance(obj.get("parentUuid"), str) else None
+            session_id = obj.get("sessionId") if isinstance(obj.get("sessionId"), str) else None
             if uuid:
                 parents[uuid] = parent
-            file_session = file_session or obj.get("sessionId")
+                if session_id:
+                    line_sessions[uuid] = session_id
+            file_session = file_session or session_id
             found = line_text(obj)
             if found is None:
                 continue
@@ -109,6 +115,7 @@ class MemoryProcessor(SessionProcessor):
         self._records.update((r["id"], r) for r in records)
         self._edges.extend(edges)
         self._summaries.extend((leaf, text, file_session) for leaf, text in summaries)
+        self._line_sessions.update(line_sessions)
         return ProcessorResult(items_count=len(records), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
                                malformed=stats.malformed)
 
@@ -120,7 +127,7 @@ class MemoryProcessor(SessionProcessor):
         self._stats["records_written"] += written
         self._stats["edges_written"] += edges
         self._stats["commits"] += 1
-        self._records, self._edges, self._summaries = {}, [], []
+        self._records, self._edges, self._summaries, self._line_sessions = {}, [], [], {}
 
     def end_run(self) -> dict:
         stats = dict(self._stats)
@@ -136,7 +143,7 @@ class MemoryProcessor(SessionProcessor):
         """Add summary tags to batched records; return stored records of tagged sessions, re-tagged."""
         if not self._summaries:
             return []
-        session_of = {r["id"]: r["session_id"] for r in records}
+        session_of = {**self._line_sessions, **{r["id"]: r["session_id"] for r in records}}
         missing = [leaf for leaf, _, _ in self._summaries if leaf and leaf not in session_of]
         for rid, row in self.store.get_many(missing).items():
             session_of[rid] = row["session_id"]
