@@ -32,24 +32,36 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from resources.capture_files import (
+    LOCK_SUFFIX,
+    PENDING_PREFIX,
+    PENDING_SUFFIX,
+    TEMP_PREFIX,
+    Claim,
+    append_jsonl,
+    claimable_files,
+    flocked,
+    fsync_dir,
+    is_pending_name,
+    now_iso,
+    ulid_from_path,
+    write_all,
+)
 from resources.ids import new_ulid as generate_ulid
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_SIZE = 10_000
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
-DEFAULT_BATCH_SIZE = 500
+DEFAULT_BATCH_SIZE = 2000
+MAX_BATCH_BYTES = 64 << 20
+"""A batch is handed over at ``batch_size`` envelopes or this many bytes, whichever comes first."""
 STALE_TEMP_SEC = 3600.0
 """A temp file this old belongs to a writer that died before publishing; ingest removes it."""
 
-PENDING_PREFIX = "pending-"
-PENDING_SUFFIX = ".json"
-LOCK_SUFFIX = ".lock"
-TEMP_PREFIX = ".tmp-"
 OVERFLOW_DIR = "overflow"
 CORRUPT_DIR = "corrupt"
 OVERFLOW_AUDIT_LOG = ".overflow-audit.log"
@@ -58,8 +70,6 @@ _DEPTH_FILE = ".depth"
 _APPEND_LOCK = ".append.lock"
 _CANDIDATES_FILE = ".overflow-candidates"
 _CANDIDATES_PER_SCAN = 1024
-_ULID_LEN = 26
-_ULID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 class CaptureQueueError(Exception):
@@ -81,64 +91,6 @@ class Envelope:
     ulid: str
     appended_at: str
     record: dict
-
-
-def ulid_from_path(path: str | os.PathLike) -> str:
-    """The ULID in a ``pending-<ULID>.json`` (or ``.lock``) file name; ValueError for any other name."""
-    name = os.path.basename(os.fspath(path))
-    for suffix in (PENDING_SUFFIX, LOCK_SUFFIX):
-        if name.startswith(PENDING_PREFIX) and name.endswith(suffix):
-            ulid = name[len(PENDING_PREFIX):-len(suffix)]
-            if len(ulid) == _ULID_LEN and _ULID_CHARS.issuperset(ulid):
-                return ulid
-    raise ValueError(f"{name!r} is not a capture queue file name (pending-<ULID>.json)")
-
-
-def _is_pending_name(name: str) -> bool:
-    return (name.startswith(PENDING_PREFIX) and name.endswith(PENDING_SUFFIX)
-            and len(name) == len(PENDING_PREFIX) + _ULID_LEN + len(PENDING_SUFFIX))
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-@contextlib.contextmanager
-def _flocked(path: Path, mode: int) -> Iterator[int]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, mode)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-class _Claim:
-    """An exclusive flock on ``pending-<ULID>.lock``, held while the envelope is in flight."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path, self.fd = path, fd
-        self.lock_path = path.with_suffix(LOCK_SUFFIX)
-
-    def release(self, *, remove_lock: bool) -> None:
-        if remove_lock:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.lock_path)
-        os.close(self.fd)
 
 
 class CaptureQueue:
@@ -192,15 +144,15 @@ class CaptureQueue:
         """Durably publish ``record`` and return its ULID (see the module docstring)."""
         data = self.encode_record(record)
         self._ensure_dirs()
-        with _flocked(self.dir / _APPEND_LOCK, fcntl.LOCK_SH):
+        with flocked(self.dir / _APPEND_LOCK, fcntl.LOCK_SH):
             ulid = generate_ulid()
             envelope = b'{"ulid":"%s","appended_at":"%s","schema_version":%d,"record":%s}' % (
-                ulid.encode(), _now_iso().encode(), SCHEMA_VERSION, data)
+                ulid.encode(), now_iso().encode(), SCHEMA_VERSION, data)
             temp = self.dir / f"{TEMP_PREFIX}{ulid}{PENDING_SUFFIX}"
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
-                    _write_all(fd, envelope)
+                    write_all(fd, envelope)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -209,8 +161,8 @@ class CaptureQueue:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
                 raise
-            _fsync_dir(self.dir)
-            with _flocked(self.dir / _DEPTH_FILE, fcntl.LOCK_EX) as depth_fd:
+            fsync_dir(self.dir)
+            with flocked(self.dir / _DEPTH_FILE, fcntl.LOCK_EX) as depth_fd:
                 depth = self._read_depth(depth_fd) + 1
                 if depth > self.max_size:
                     depth = self._prune(depth)
@@ -225,7 +177,7 @@ class CaptureQueue:
     def _pending_names(self, folder: Path | None = None) -> list[str]:
         try:
             with os.scandir(folder or self.dir) as entries:
-                return [e.name for e in entries if _is_pending_name(e.name)]
+                return [e.name for e in entries if is_pending_name(e.name)]
         except FileNotFoundError:
             return []
 
@@ -286,28 +238,19 @@ class CaptureQueue:
             depth -= 1
         candidates_file.write_text("\n".join(candidates))
         if moved:
-            _fsync_dir(self.overflow_dir)
-            _fsync_dir(self.dir)
-            self._audit(self.overflow_audit_log, [
+            fsync_dir(self.overflow_dir)
+            fsync_dir(self.dir)
+            append_jsonl(self.overflow_audit_log, [
                 {"reason": "queue_overflow", "dropped_ulid": ulid, "queue_size_before_prune": before,
-                 "max_size": self.max_size, "moved_to": OVERFLOW_DIR, "ts": _now_iso()}
+                 "max_size": self.max_size, "moved_to": OVERFLOW_DIR, "ts": now_iso()}
                 for ulid, before in moved])
         return depth
-
-    @staticmethod
-    def _audit(log: Path, entries: list[dict]) -> None:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        try:
-            _write_all(fd, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _recount(self) -> int:
         """Reset the depth counter to the real count, with no publish in flight."""
         self._ensure_dirs()
-        with _flocked(self.dir / _APPEND_LOCK, fcntl.LOCK_EX), \
-                _flocked(self.dir / _DEPTH_FILE, fcntl.LOCK_EX) as depth_fd:
+        with flocked(self.dir / _APPEND_LOCK, fcntl.LOCK_EX), \
+                flocked(self.dir / _DEPTH_FILE, fcntl.LOCK_EX) as depth_fd:
             depth = self.pending_count()
             self._write_depth(depth_fd, depth)
             with contextlib.suppress(FileNotFoundError):
@@ -315,7 +258,7 @@ class CaptureQueue:
         return depth
 
     def _adjust_depth(self, delta: int) -> None:
-        with _flocked(self.dir / _DEPTH_FILE, fcntl.LOCK_EX) as depth_fd:
+        with flocked(self.dir / _DEPTH_FILE, fcntl.LOCK_EX) as depth_fd:
             self._write_depth(depth_fd, self._read_depth(depth_fd) + delta)
 
     def requeue_overflow(self) -> int:
@@ -328,8 +271,8 @@ class CaptureQueue:
         for name in names:
             os.replace(self.overflow_dir / name, self.dir / name)
         if names:
-            _fsync_dir(self.dir)
-            _fsync_dir(self.overflow_dir)
+            fsync_dir(self.dir)
+            fsync_dir(self.overflow_dir)
             self._recount()
         return len(names)
 
@@ -350,21 +293,24 @@ class CaptureQueue:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self._sweep_leftovers()
         mismatched: list[tuple[str, object]] = []
-        batch: list[tuple[_Claim, Envelope]] = []
-        done = 0
+        batch_size = min(batch_size, claimable_files())
+        batch: list[tuple[Claim, Envelope]] = []
+        batch_bytes = done = 0
         try:
-            for path in self.list_pending():
+            for name in sorted(self._pending_names()):
                 if limit is not None and done + len(batch) >= limit:
                     break
-                claim = self._claim(path)
+                claim = self._claim(name)
                 if claim is None:
                     continue
-                envelope = self._read_claimed(claim, mismatched)
+                envelope, size = self._read_claimed(claim, mismatched)
                 if envelope is None:
                     continue
                 batch.append((claim, envelope))
-                if len(batch) >= batch_size:
+                batch_bytes += size
+                if len(batch) >= batch_size or batch_bytes >= MAX_BATCH_BYTES:
                     done += self._deliver(batch, handler)
+                    batch_bytes = 0
             if batch:
                 done += self._deliver(batch, handler)
         finally:
@@ -379,60 +325,66 @@ class CaptureQueue:
                 f"sessionlake reads schema_version {SCHEMA_VERSION}; left in place, first: {first}")
         return done
 
-    def _claim(self, path: Path) -> _Claim | None:
-        lock_path = path.with_suffix(LOCK_SUFFIX)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def _claim(self, name: str) -> Claim | None:
+        """Lock ``name``'s lock file without blocking; None when another process holds it."""
+        folder = str(self.dir)
+        fd = os.open(os.path.join(folder, name[:-len(PENDING_SUFFIX)] + LOCK_SUFFIX),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
-        claim = _Claim(path, fd)
-        if not path.exists():  # finished or moved by another process between listing and locking
-            claim.release(remove_lock=True)
-            return None
-        return claim
+        return Claim(folder, name, fd)
 
-    def _read_claimed(self, claim: _Claim, mismatched: list) -> Envelope | None:
-        """The claimed envelope, or None after dealing with a corrupt or foreign-version file."""
-        ulid = ulid_from_path(claim.path)
+    def _read_claimed(self, claim: Claim, mismatched: list) -> tuple[Envelope | None, int]:
+        """The claimed envelope and its size; (None, 0) after dealing with a gone, corrupt or foreign file."""
+        ulid = ulid_from_path(claim.name)
         try:
-            raw = claim.path.read_bytes()
-            obj = json.loads(raw)
-        except FileNotFoundError:
+            fd = os.open(claim.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # finished or moved by another process between listing and locking
             claim.release(remove_lock=True)
-            return None
+            return None, 0
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        raw = b"".join(chunks)
+        try:
+            obj = json.loads(raw)
         except ValueError as exc:  # bad JSON or bad UTF-8
             self._quarantine(claim, ulid, f"invalid JSON: {exc}")
-            return None
+            return None, 0
         if not isinstance(obj, dict):
             self._quarantine(claim, ulid, f"envelope is a JSON {type(obj).__name__}, not an object")
-            return None
+            return None, 0
         if obj.get("schema_version") != SCHEMA_VERSION:
-            mismatched.append((claim.path.name, obj.get("schema_version")))
+            mismatched.append((claim.name, obj.get("schema_version")))
             claim.release(remove_lock=True)
-            return None
+            return None, 0
         if not isinstance(obj.get("record"), dict):
             self._quarantine(claim, ulid, "envelope has no record object")
-            return None
-        return Envelope(ulid=ulid, appended_at=str(obj.get("appended_at") or ""), record=obj["record"])
+            return None, 0
+        return Envelope(ulid=ulid, appended_at=str(obj.get("appended_at") or ""), record=obj["record"]), len(raw)
 
-    def _quarantine(self, claim: _Claim, ulid: str, reason: str) -> None:
+    def _quarantine(self, claim: Claim, ulid: str, reason: str) -> None:
         self._adjust_depth(-1)  # before the move: a crash in between leaves the count low, never high
-        os.replace(claim.path, self.corrupt_dir / claim.path.name)
-        _fsync_dir(self.dir)
-        self._audit(self.corrupt_audit_log, [{"reason": "corrupt_envelope", "ulid": ulid, "error": reason,
-                                              "moved_to": CORRUPT_DIR, "ts": _now_iso()}])
+        os.replace(claim.path, self.corrupt_dir / claim.name)
+        fsync_dir(self.dir)
+        append_jsonl(self.corrupt_audit_log, [{"reason": "corrupt_envelope", "ulid": ulid, "error": reason,
+                                              "moved_to": CORRUPT_DIR, "ts": now_iso()}])
         claim.release(remove_lock=True)
 
-    def _deliver(self, batch: list[tuple[_Claim, Envelope]], handler: Callable[[list[Envelope]], object]) -> int:
+    def _deliver(self, batch: list[tuple[Claim, Envelope]], handler: Callable[[list[Envelope]], object]) -> int:
         """Run ``handler`` on the batch; on success remove its files and empty ``batch`` in place."""
         handler([envelope for _, envelope in batch])
         self._adjust_depth(-len(batch))
         for claim, _ in batch:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(claim.path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         for claim, _ in batch:
             claim.release(remove_lock=True)
         count = len(batch)
@@ -454,6 +406,6 @@ class CaptureQueue:
                         os.unlink(entry.path)
             elif (entry.name.startswith(PENDING_PREFIX) and entry.name.endswith(LOCK_SUFFIX)
                   and entry.name[:-len(LOCK_SUFFIX)] + PENDING_SUFFIX not in names):
-                claim = self._claim(Path(entry.path).with_suffix(PENDING_SUFFIX))
-                if claim is not None:  # the envelope reappeared (requeued): leave it for the drain
-                    claim.release(remove_lock=False)
+                claim = self._claim(entry.name[:-len(LOCK_SUFFIX)] + PENDING_SUFFIX)
+                if claim is not None:  # keep it if the envelope reappeared meanwhile (requeued)
+                    claim.release(remove_lock=not os.path.exists(claim.path))
