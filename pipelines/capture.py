@@ -50,8 +50,8 @@ def capture_inbox_nothing_set_aside(capture_queue: CaptureQueueResource) -> dg.A
     corrupt = sum(1 for p in queue.corrupt_dir.glob("pending-*.json")) if queue.corrupt_dir.exists() else 0
     advice = []
     if overflow:
-        advice.append(f"{overflow} envelope(s) in {queue.overflow_dir} (the queue was full): drain, then "
-                      "CaptureQueue.requeue_overflow()")
+        advice.append(f"{overflow} envelope(s) in {queue.overflow_dir} (the queue was full): once drained, "
+                      "run `sessionlake capture --requeue-overflow`")
     if corrupt:
         advice.append(f"{corrupt} unreadable envelope(s) in {queue.corrupt_dir}; see {queue.corrupt_audit_log}")
     return dg.AssetCheckResult(

@@ -115,3 +115,13 @@ def test_capture_does_not_import_dagster_or_lancedb(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.decode().strip() == "[]"
     assert len(records(tmp_path)) == 1
+
+
+def test_requeue_overflow(tmp_path):
+    queue = CaptureQueue(tmp_path / "capture", max_size=2)
+    for i in range(5):
+        queue.append({"text": str(i)})
+    done = capture(tmp_path, "--requeue-overflow")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"requeued 3 envelope(s); pending now 5\n"
+    assert [r["text"] for r in records(tmp_path)] == ["0", "1", "2", "3", "4"]

@@ -121,7 +121,7 @@ def test_asset_check_warns_about_overflow(home, resources):
         result = dg.materialize([capture_records, *defs.asset_checks], resources=resources, instance=instance)
     [check] = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["overflow_envelopes"].value == 2 and "requeue_overflow" in check.description
+    assert check.metadata["overflow_envelopes"].value == 2 and "--requeue-overflow" in check.description
     assert queue.requeue_overflow() == 2
     with dg.instance_for_test() as instance:
         result = dg.materialize([capture_records, *defs.asset_checks], resources=resources, instance=instance)

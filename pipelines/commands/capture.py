@@ -7,7 +7,8 @@ library and ``resources.capture_queue``: no Dagster, no LanceDB. Input, one of:
 - ``--from-hook``: a Claude Code hook payload on stdin. ``UserPromptSubmit`` captures ``prompt``,
   ``Stop`` / ``SubagentStop`` capture ``last_assistant_message``; an event with nothing to capture
   exits 0 and writes nothing.
-``--tier`` and ``--session-id`` set those fields. Invalid input exits 1 with a one-line reason on
+``--tier`` and ``--session-id`` set those fields. ``--requeue-overflow`` moves envelopes a full queue
+set aside back into it. Invalid input exits 1 with a one-line reason on
 stderr and writes nothing. With ``--from-hook`` the ULID goes to stderr, because Claude Code adds a
 UserPromptSubmit hook's stdout to the prompt; the exit code is never 2, which would block the prompt.
 """
@@ -41,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--session-id", help="session the record belongs to")
     p.add_argument("--from-hook", action="store_true",
                    help="stdin is a Claude Code hook payload (UserPromptSubmit, Stop, SubagentStop)")
+    p.add_argument("--requeue-overflow", action="store_true",
+                   help="move envelopes set aside by a full queue (overflow/) back into it, print how many")
     p.set_defaults(handler=run)
 
 
@@ -51,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         queue = CaptureQueue.from_settings(settings)
+        if args.requeue_overflow:
+            print(f"requeued {queue.requeue_overflow()} envelope(s); pending now {queue.pending_count()}")
+            return 0
         record = build_record(args, lambda: _read_stdin(4 * queue.max_record_bytes))
         if record is None:
             print("sessionlake capture: nothing to capture in this hook event", file=sys.stderr)
