@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -113,20 +114,23 @@ class ParseStats:
         return len(self.malformed)
 
 
-@dataclass(frozen=True)
-class JsonLine:
+class JsonLine(NamedTuple):
     """One parsed line: the object and where its bytes start in the file."""
 
     offset: int
     obj: dict
 
 
-def iter_jsonl(path: Path | str, start_offset: int = 0, stats: ParseStats | None = None) -> Iterator[JsonLine]:
+def iter_jsonl(
+    path: Path | str, start_offset: int = 0, stats: ParseStats | None = None, contains: bytes | None = None
+) -> Iterator[JsonLine]:
     """Stream the JSON objects of ``path`` from ``start_offset``, one line at a time.
 
     Blank lines and lines that are not a JSON object are skipped and counted in ``stats`` (malformed
     ones with offset and a preview). ``stats.end_offset`` ends at the first byte not consumed: a final
     line with no newline that does not parse is not consumed, so the next read starts at it.
+    With ``contains``, complete lines without those bytes are passed over unparsed (a reader that
+    only wants some lines need not pay for decoding the rest; it also does not see their defects).
     """
     stats = stats if stats is not None else ParseStats()
     stats.end_offset = start_offset
@@ -144,6 +148,10 @@ def iter_jsonl(path: Path | str, start_offset: int = 0, stats: ParseStats | None
                 stats.end_offset = offset
                 continue
             complete = raw.endswith(b"\n")
+            if contains is not None and complete and contains not in raw:
+                offset += len(raw)
+                stats.end_offset = offset
+                continue
             stripped = raw.strip()
             if not stripped:
                 if complete:

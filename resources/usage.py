@@ -51,12 +51,6 @@ _COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * b.o
     + p.cache_read_per_mtok * b.cache_read_tokens) / 1e6"""
 
 
-def best_copy_rank(row: dict) -> tuple[int, int]:
-    """The in-Python twin of the SQL rank, for de-duplicating a batch before it is written."""
-    total = row["input_tokens"] + row["output_tokens"] + row["cache_creation_tokens"] + row["cache_read_tokens"]
-    return (0 if row["is_sidechain"] else 1, total)
-
-
 def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: PriceTable) -> int:
     """Write ``rows`` (one per key, already the best copy within the batch); returns rows written.
 

@@ -13,7 +13,9 @@ Rules (each one tested in ``tests/test_runner.py``):
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,7 +79,7 @@ def run_processors(
         return results
     with state.connect() as conn:
         states = {p.name: load_processor_state(conn, p.name) for p in processors}
-    hashes: dict[str, str | None] = {}
+    hashes: dict[str, str | OSError | None] = {}
     for processor in processors:
         stats = results[processor.name]
         stats["scanned"] = len(files)
@@ -90,27 +92,26 @@ def run_processors(
 def _plan(
     files: list[SessionFile],
     previous: dict[str, ProcessorFileState],
-    hashes: dict[str, str | None],
+    hashes: dict[str, str | OSError | None],
     stats: dict,
 ) -> tuple[list[_Task], list[ProcessedMark]]:
     """Split files into work to do and unchanged-content files whose processed_at only moves forward."""
     tasks: list[_Task] = []
     unchanged: list[ProcessedMark] = []
     now = datetime.now(UTC)
+    changed = []
     for f in files:
         prev = previous.get(f.key)
         if prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at):
             stats["skipped"] += 1
-            continue
-        if f.key not in hashes:
-            try:
-                hashes[f.key] = compute_file_hash(f.path)
-            except FileNotFoundError:
-                hashes[f.key] = None
-            except OSError as exc:
-                _report_error(stats, f.key, exc)
-                continue
+        else:
+            changed.append((f, prev))
+    _hash_files([f for f, _ in changed if f.key not in hashes], hashes)
+    for f, prev in changed:
         file_hash = hashes[f.key]
+        if isinstance(file_hash, OSError):
+            _report_error(stats, f.key, file_hash)
+            continue
         if file_hash is None:
             stats["vanished"] += 1
             continue
@@ -124,6 +125,22 @@ def _plan(
         offset = _resume_offset(f, prev)
         tasks.append(_Task(f, file_hash, offset, prev.items_extracted if offset and prev else 0))
     return tasks, unchanged
+
+
+def _hash_files(files: list[SessionFile], hashes: dict) -> None:
+    """Hash ``files`` on every core (hashlib releases the GIL); a vanished file hashes to None and an
+    unreadable one to its OSError, so the caller can report it."""
+
+    def one(f: SessionFile):
+        try:
+            return compute_file_hash(f.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        hashes.update(zip((f.key for f in files), pool.map(one, files), strict=True))
 
 
 def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
@@ -225,7 +242,7 @@ def _report_error(stats: dict, key: str, exc: BaseException, count: int = 1) -> 
 def _record_files(files: list[SessionFile], hashes: dict[str, str | None], state: StateStore) -> None:
     rows = [
         {"path": f.key, "project": f.project, "size": f.size, "mtime_ns": f.mtime_ns,
-         "file_hash": hashes.get(f.key), "byte_offset": None}
+         "file_hash": h if isinstance(h := hashes.get(f.key), str) else None, "byte_offset": None}
         for f in files
     ]
     with state.connect() as conn:

@@ -15,22 +15,24 @@ import duckdb
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.pricing import PriceTable
 from resources.sessions import ParseStats, iter_jsonl
-from resources.usage import best_copy_rank, sync_prices, upsert_usage
+from resources.usage import sync_prices, upsert_usage
 
 ROWS_PER_COMMIT_FILES = 500
 
 
-def usage_row(obj: dict, offset: int, session_key: str, project: str) -> dict | None:
-    """The warehouse row for one transcript line, or None if the line carries no billable usage."""
+def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[int, int]] | None:
+    """(de-duplication key, best-copy rank) of a line carrying billable usage, else None.
+
+    Cheap on purpose: it runs on every assistant line, and only each key's best line becomes a row.
+    """
     if obj.get("type", "assistant") != "assistant":
         return None
     message = obj.get("message")
-    if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+    if not isinstance(message, dict):
         return None
-    ts = _parse_ts(obj.get("timestamp"))
-    if ts is None:
+    usage = message.get("usage")
+    if not isinstance(usage, dict):
         return None
-    usage = message["usage"]
     message_id = message.get("id")
     request_id = obj.get("requestId")
     if message_id and request_id:
@@ -39,12 +41,23 @@ def usage_row(obj: dict, offset: int, session_key: str, project: str) -> dict | 
         key = str(message_id)
     else:  # nothing to de-duplicate on: the line's own position is its identity
         key = "pos:" + hashlib.sha256(f"{session_key}\0{offset}".encode()).hexdigest()[:32]
+    total = sum(_int(usage.get(k)) for k in _TOKEN_KEYS)
+    return key, (0 if obj.get("isSidechain") else 1, total)
+
+
+def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) -> dict | None:
+    """The warehouse row for the line ``obj`` (already known to carry usage), or None without a timestamp."""
+    ts = _parse_ts(obj.get("timestamp"))
+    if ts is None:
+        return None
+    message = obj["message"]
+    usage = message["usage"]
     cache_split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
     cost = obj.get("costUSD")
     return {
         "dedup_key": key,
-        "message_id": message_id,
-        "request_id": request_id,
+        "message_id": message.get("id"),
+        "request_id": obj.get("requestId"),
         "ts": ts,
         "session_id": obj.get("sessionId"),
         "session_key": session_key,
@@ -64,6 +77,9 @@ def usage_row(obj: dict, offset: int, session_key: str, project: str) -> dict | 
     }
 
 
+_TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
 class UsageProcessor(SessionProcessor):
     """Turns assistant lines into ``usage_messages`` rows, batched per commit."""
 
@@ -72,7 +88,7 @@ class UsageProcessor(SessionProcessor):
 
     def __init__(self, prices: PriceTable | None = None):
         self.prices = prices or PriceTable.load()
-        self._batch: dict[str, dict] = {}
+        self._batch: dict[str, tuple[tuple[int, int], dict]] = {}
         self.rows_written = 0
 
     def begin_run(self) -> None:
@@ -82,29 +98,32 @@ class UsageProcessor(SessionProcessor):
     def process_session(self, session_path: Path, username: str, session_key: str,
                         conn: duckdb.DuckDBPyConnection, *, start_offset: int = 0) -> ProcessorResult:
         stats = ParseStats()
-        best: dict[str, dict] = {}
-        for line in iter_jsonl(session_path, start_offset, stats):
-            row = usage_row(line.obj, line.offset, session_key, username)
+        best: dict[str, tuple[tuple[int, int], int, dict]] = {}
+        for offset, obj in iter_jsonl(session_path, start_offset, stats, contains=b'"usage"'):
+            keyed = response_key(obj, offset, session_key)
+            if keyed is not None:
+                key, rank = keyed
+                current = best.get(key)
+                if current is None or rank > current[0]:
+                    best[key] = (rank, offset, obj)
+        items = 0
+        for key, (rank, offset, obj) in best.items():
+            row = usage_row(key, obj, offset, session_key, username)
             if row is not None:
-                _keep_best(best, row)
-        for row in best.values():
-            _keep_best(self._batch, row)
-        return ProcessorResult(items_count=len(best), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
+                items += 1
+                current = self._batch.get(key)
+                if current is None or rank > current[0]:
+                    self._batch[key] = (rank, row)
+        return ProcessorResult(items_count=items, end_offset=stats.end_offset, bytes_read=stats.bytes_read,
                                malformed=stats.malformed)
 
     def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
         sync_prices(conn, self.prices)
-        self.rows_written += upsert_usage(conn, list(self._batch.values()), self.prices)
+        self.rows_written += upsert_usage(conn, [row for _, row in self._batch.values()], self.prices)
         self._batch.clear()
 
     def end_run(self) -> dict:
         return {"rows_written": self.rows_written}
-
-
-def _keep_best(rows: dict[str, dict], row: dict) -> None:
-    current = rows.get(row["dedup_key"])
-    if current is None or best_copy_rank(row) > best_copy_rank(current):
-        rows[row["dedup_key"]] = row
 
 
 def _int(value) -> int:
