@@ -157,13 +157,14 @@ class PackStore:
         with self.state.connect() as conn:
             return [r[0] for r in conn.execute("SELECT DISTINCT repo FROM packs ORDER BY repo").fetchall()]
 
-    def live_packs(self, repo: str | None = None) -> list[dict]:
-        """Live pack rows (key, repo, bytes, object_count, snapshot_count, created_at), oldest first."""
-        sql = """SELECT pack_key, repo, bytes, object_count, snapshot_count, created_at FROM packs
-                 WHERE state = 'live' AND (? IS NULL OR repo = ?) ORDER BY repo, created_at, pack_key"""
+    def live_packs(self, repo: str | None = None, include_tombstoned: bool = False) -> list[dict]:
+        """Pack rows (key, repo, bytes, object_count, snapshot_count, created_at, state), oldest first:
+        the live ones, or all rows still on record with ``include_tombstoned``."""
+        sql = """SELECT pack_key, repo, bytes, object_count, snapshot_count, created_at, state FROM packs
+                 WHERE (state = 'live' OR ?) AND (? IS NULL OR repo = ?) ORDER BY repo, created_at, pack_key"""
         with self.state.connect() as conn:
-            rows = conn.execute(sql, [repo, repo]).fetchall()
-        cols = ("key", "repo", "bytes", "object_count", "snapshot_count", "created_at")
+            rows = conn.execute(sql, [include_tombstoned, repo, repo]).fetchall()
+        cols = ("key", "repo", "bytes", "object_count", "snapshot_count", "created_at", "state")
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def pack_counts(self) -> dict[str, dict]:
