@@ -119,9 +119,13 @@ class ProvenanceWriteQueue:
             fits = (len(self._items) + len(items) <= self.max_queue_size
                     and self._bytes + size <= self.max_queue_bytes)
             if fits and not self._own_spills:
+                was_empty = not self._items
                 self._items.extend(items)
                 self._bytes += size
-                self._cond.notify_all()
+                # wake the worker only when it idles or its batch is full: every needless wake-up
+                # is a GIL hand-off that the next caller pays for
+                if was_empty or len(self._items) >= self.max_batch_pairs:
+                    self._cond.notify_all()
                 return
             self._spill_locked(items)
 

@@ -1,0 +1,147 @@
+"""Recall benchmark (issue 3): memory ingest versions, recall latency queue on vs off, enqueue p99.
+
+1. Ingest the 2,000-session corpus (``bench/corpus.py``) with the memory processor: Lance versions
+   added per table must stay a handful (one merge per table per run, plus index upkeep).
+2. Top ``records`` up to 100,000 rows (one more upsert) so latency is measured at that size.
+3. 1,000 recalls with the provenance queue OFF (provenance written on the caller's thread), then
+   1,000 with it ON (``coalesce_ms=50``): p50/p99 of each, Lance versions each run added, and the
+   enqueue p99 measured around every ``ProvenanceWriteQueue.enqueue`` call during the ON run.
+
+Run: ``python -m bench recall`` (``--quick``: 200 sessions, 20,000 records, 200 recalls).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.corpus import generate_corpus
+
+RECALL_P50_TARGET_MS = 20.0
+RECALL_P99_TARGET_MS = 50.0
+ENQUEUE_P99_TARGET_MS = 1.0
+INGEST_VERSIONS_TARGET = 5
+COALESCE_MS = 50
+TOP_UP_WORDS = (
+    "lance duckdb dagster sensor schedule asset partition compaction cleanup version fragment index "
+    "tokenizer parser streaming jsonl offset retry backoff lock writer reader provenance queue spill "
+    "ranking snippet highlight embedding vector hybrid tantivy bm25 merge upsert commit manifest "
+    "archive pack restore usage cost token cache model session project branch subagent summary"
+).split()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ingest(corpus: Path, home: Path):
+    from pipelines.processors.memory import MemoryProcessor
+    from pipelines.processors.runner import run_processors
+    from resources.lance import LanceStore
+    from resources.state import StateStore
+
+    store = LanceStore(home / "lance", provenance_overflow_dir=home / "provenance-overflow")
+    started = time.perf_counter()
+    stats = run_processors([MemoryProcessor(store)], corpus, StateStore(home / "state.duckdb"))["memory"]
+    if stats["errors"]:
+        raise AssertionError(f"memory ingest failed on {stats['errors']} files: {stats['error_files'][:3]}")
+    return store, stats, time.perf_counter() - started
+
+
+def _top_up(store, target: int, rng: random.Random) -> int:
+    from resources.lance import RECORDS, new_record
+
+    missing = target - store.count(RECORDS)
+    rows = [new_record(f"bench-{i}", " ".join(rng.choice(TOP_UP_WORDS) for _ in range(rng.randint(8, 60))),
+                       tier="capture", project=f"-bench-topup-{i % 20:02d}", session_id=f"topup-{i // 50}",
+                       timestamp="2025-07-01T00:00:00Z")
+            for i in range(max(missing, 0))]
+    store.upsert_records(rows)
+    return store.count(RECORDS)
+
+
+def _cues(rng: random.Random, n: int) -> list[str]:
+    from bench.corpus import WORDS
+
+    vocab = list(WORDS) + list(TOP_UP_WORDS)
+    return [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 4))) for _ in range(n)]
+
+
+def _recalls(store, cues: list[str]) -> tuple[list[float], int]:
+    from resources.lance import RECORDS
+    from resources.recall import recall
+
+    before = store.version(RECORDS)
+    latencies = []
+    for i, cue in enumerate(cues):
+        started = time.perf_counter()
+        recall(store, cue, f"bench-{i % 7}", k=10)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies, before
+
+
+def run(quick: bool = False) -> list[dict]:
+    from resources.lance import RECORDS
+
+    sessions, target, n_recalls = (200, 20_000, 200) if quick else (2000, 100_000, 1000)
+    rng = random.Random(11)
+    with tempfile.TemporaryDirectory(prefix="sessionlake-bench-recall-") as tmp:
+        tmp = Path(tmp)
+        generate_corpus(tmp / "projects", sessions=sessions)
+        store, ingest, ingest_sec = _ingest(tmp / "projects", tmp / "home")
+        records = _top_up(store, target, rng)
+        cues = _cues(rng, n_recalls)
+        _recalls(store, cues[:20])  # warm the index caches once for both modes alike
+
+        off, off_before = _recalls(store, cues)
+        off_versions = store.version(RECORDS) - off_before
+
+        queue = store.enable_provenance_queue(coalesce_ms=COALESCE_MS)
+        enqueue_ms: list[float] = []
+        real_enqueue = queue.enqueue
+
+        def timed_enqueue(pairs):
+            started = time.perf_counter()
+            real_enqueue(pairs)
+            enqueue_ms.append((time.perf_counter() - started) * 1000)
+
+        queue.enqueue = timed_enqueue
+        started = time.perf_counter()
+        on, on_before = _recalls(store, cues)
+        recall_window_sec = time.perf_counter() - started
+        queue.flush(timeout=120)
+        store.disable_provenance_queue()
+        on_versions = store.version(RECORDS) - on_before
+        windows = recall_window_sec * 1000 / COALESCE_MS
+
+    p50_on, p99_on, p50_off, p99_off = _pct(on, .5), _pct(on, .99), _pct(off, .5), _pct(off, .99)
+    enqueue_p99 = _pct(enqueue_ms, .99)
+    return [
+        {"metric": "memory ingest sessions", "value": ingest["processed"], "unit": "files"},
+        {"metric": "memory ingest time", "value": round(ingest_sec, 2), "unit": "s"},
+        {"metric": "records after top-up", "value": records, "unit": "rows"},
+        {"metric": "ingest lance versions (records)", "value": ingest["lance_versions_added_records"],
+         "unit": "versions", "target": f"<= {INGEST_VERSIONS_TARGET}",
+         "ok": ingest["lance_versions_added_records"] <= INGEST_VERSIONS_TARGET},
+        {"metric": "ingest lance versions (edges)", "value": ingest["lance_versions_added_edges"],
+         "unit": "versions", "target": f"<= {INGEST_VERSIONS_TARGET}",
+         "ok": ingest["lance_versions_added_edges"] <= INGEST_VERSIONS_TARGET},
+        {"metric": "recall p50, queue on", "value": round(p50_on, 2), "unit": "ms",
+         "baseline": round(p50_off, 2), "ratio": round(p50_off / p50_on, 2), "target": f"< {RECALL_P50_TARGET_MS}",
+         "ok": p50_on < RECALL_P50_TARGET_MS},
+        {"metric": "recall p99, queue on", "value": round(p99_on, 2), "unit": "ms",
+         "baseline": round(p99_off, 2), "ratio": round(p99_off / p99_on, 2), "target": f"< {RECALL_P99_TARGET_MS}",
+         "ok": p99_on < RECALL_P99_TARGET_MS},
+        {"metric": "recall mean, queue on / off", "value": round(statistics.fmean(on), 2), "unit": "ms",
+         "baseline": round(statistics.fmean(off), 2)},
+        {"metric": "enqueue p99", "value": round(enqueue_p99, 4), "unit": "ms",
+         "target": f"< {ENQUEUE_P99_TARGET_MS}", "ok": enqueue_p99 < ENQUEUE_P99_TARGET_MS},
+        {"metric": f"versions from {n_recalls} recalls, queue on", "value": on_versions, "unit": "versions",
+         "baseline": off_versions, "ratio": round(off_versions / max(on_versions, 1), 1),
+         "target": f"<= {int(windows) + 2} (coalesce windows + 1)", "ok": on_versions <= int(windows) + 2},
+        {"metric": "provenance batches, queue on", "value": queue.stats["batches"], "unit": "commits"},
+    ]
