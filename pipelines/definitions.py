@@ -7,11 +7,13 @@ them and binds the storage resources. Every resource reads its paths from the en
 
 import dagster as dg
 
-from pipelines import sessions
+from pipelines import capture, packs, sessions
 from resources.configurable import CaptureQueueResource, LanceResource, PackResource, StateResource
 
 defs = dg.Definitions.merge(
     sessions.defs,
+    capture.defs,
+    packs.defs,
     dg.Definitions(
         resources={
             "state": StateResource(),
