@@ -94,6 +94,8 @@ class TableHealth:
     size_bytes: int
     fragments: int
     small_fragments: int
+    prunable_versions: int | None = None
+    """Versions old enough for the retention to remove (never the latest); None when not asked for."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,8 +133,31 @@ def count_versions(store, name: str) -> int:
         return 0
 
 
-def measure_table(store, name: str) -> TableHealth:
-    """Rows, versions, bytes on disk and fragments of table ``name`` (opened fresh; raises if it cannot be)."""
+def count_prunable_versions(store, name: str, retention_sec: float) -> int:
+    """Manifests older than ``retention_sec`` by file time, minus the latest version (never pruned)."""
+    versions_dir = table_dir(store, name) / "_versions"
+    cutoff = time.time() - retention_sec
+    total = old = 0
+    try:
+        entries = list(os.scandir(versions_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not entry.name.endswith(".manifest"):
+            continue
+        total += 1
+        try:
+            old += entry.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            total -= 1
+    return max(0, min(old, total - 1))
+
+
+def measure_table(store, name: str, retention_sec: float | None = None) -> TableHealth:
+    """Rows, versions, bytes on disk and fragments of table ``name`` (opened fresh; raises if it cannot be).
+
+    With ``retention_sec`` it also counts the versions a prune with that retention would remove.
+    """
     stats = store.open_table(name).stats()
     fragments = stats["fragment_stats"]
     return TableHealth(
@@ -142,15 +167,16 @@ def measure_table(store, name: str) -> TableHealth:
         size_bytes=_folder_bytes(table_dir(store, name)),
         fragments=int(fragments["num_fragments"]),
         small_fragments=int(fragments["num_small_fragments"]),
+        prunable_versions=None if retention_sec is None else count_prunable_versions(store, name, retention_sec),
     )
 
 
-def measure_store(store) -> dict[str, TableHealth | str]:
+def measure_store(store, retention_sec: float | None = None) -> dict[str, TableHealth | str]:
     """`measure_table` for every table; a table that cannot be measured maps to its error string."""
     out: dict[str, TableHealth | str] = {}
     for name in TABLE_NAMES:
         try:
-            out[name] = measure_table(store, name)
+            out[name] = measure_table(store, name, retention_sec)
         except Exception as exc:
             out[name] = _describe(exc)
     return out
@@ -158,12 +184,19 @@ def measure_store(store) -> dict[str, TableHealth | str]:
 
 def threshold_breaches(health: dict[str, TableHealth | str], versions_threshold: int,
                        small_fragments_threshold: int) -> list[str]:
-    """Why the tables need an optimize now, one line per crossed threshold (empty: healthy)."""
+    """Why the tables need an optimize now, one line per crossed threshold (empty: healthy).
+
+    Versions count as prunable ones when measured with a retention: versions the retention keeps
+    would otherwise re-trigger an optimize that cannot remove them (and adds commits) on every tick.
+    """
     reasons = []
     for name, h in health.items():
         if isinstance(h, str):
             continue
-        if h.versions > versions_threshold:
+        if h.prunable_versions is not None:
+            if h.prunable_versions > versions_threshold:
+                reasons.append(f"{name}: {h.prunable_versions} prunable versions > {versions_threshold}")
+        elif h.versions > versions_threshold:
             reasons.append(f"{name}: {h.versions} versions > {versions_threshold}")
         if h.small_fragments > small_fragments_threshold:
             reasons.append(f"{name}: {h.small_fragments} small fragments > {small_fragments_threshold}")

@@ -1,0 +1,222 @@
+"""The maintenance job, health sensor, nightly schedule and checks on a real Dagster instance and Lance tables."""
+
+import json
+import os
+import time
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from pipelines import maintenance
+from pipelines.tags import WRITES_LANCE
+from resources import lance_maintenance as lm
+from resources.configurable import LanceResource
+from resources.lance import EDGES, RECORDS, new_edge, new_record, query_events, write_event
+
+pytestmark = pytest.mark.filterwarnings("ignore:optimize")
+
+
+@pytest.fixture
+def lance(tmp_path, monkeypatch):
+    for name in ("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD",
+                 "SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC"):
+        monkeypatch.delenv(name, raising=False)
+    return LanceResource(home=str(tmp_path / "home"))
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def small_writes(store, n=10):
+    for i in range(n):
+        store.upsert_records([new_record(f"r{i}", f"note {i}", tier="episodic")])
+        store.upsert_edges([new_edge(f"r{i}", f"r{i + 1}", "next")])
+
+
+def tick(instance, lance, cursor=None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lance": lance})
+    return maintenance.lance_health_sensor(context)
+
+
+def reason(result: dg.SensorResult) -> str:
+    return result.skip_reason.skip_message if result.skip_reason else ""
+
+
+def settled_cursor(last_request_ts: float) -> str:
+    return json.dumps({"boot": maintenance.LOCATION_BOOT_ID, "last_request_ts": last_request_ts})
+
+
+def run_job(instance, lance, run_config=None, raise_on_error=True) -> dg.ExecuteInProcessResult:
+    defs = dg.Definitions.merge(maintenance.defs, dg.Definitions(resources={"lance": lance}))
+    job = defs.resolve_job_def(maintenance.JOB_NAME)
+    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=raise_on_error)
+
+
+def phases(store) -> list[str]:
+    return [e["data"]["phase"] for e in query_events(store, kind=lm.OPTIMIZED_EVENT)]
+
+
+def checks_by_name(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+@dg.op
+def append_rows():
+    return None
+
+
+@dg.job(tags=WRITES_LANCE)
+def memory_ingest():
+    append_rows()
+
+
+def test_first_tick_requests_startup_exactly_once(instance, lance):
+    store = lance.store()
+    small_writes(store, 3)
+    first = tick(instance, lance)
+    [request] = first.run_requests
+    assert request.tags[maintenance.PHASE_TAG] == "startup"
+    run_job(instance, lance, request.run_config)
+    second = tick(instance, lance, first.cursor)
+    assert not second.run_requests and reason(second).startswith("not due")
+    assert tick(instance, lance, second.cursor).run_requests == []
+    assert phases(store) == ["startup"]
+
+
+def test_not_due_then_due_after_the_interval(instance, lance):
+    lance.store()
+    not_due = tick(instance, lance, settled_cursor(time.time()))
+    assert not_due.run_requests == []
+    assert "not due" in reason(not_due) and "periodic optimize in" in reason(not_due)
+    due = tick(instance, lance, settled_cursor(time.time() - lm.LANCE_OPTIMIZE_INTERVAL_SEC - 1))
+    [request] = due.run_requests
+    assert request.tags[maintenance.PHASE_TAG] == "periodic"
+    assert request.run_config["ops"]["lance_storage"]["config"]["phase"] == "periodic"
+    assert json.loads(due.cursor)["last_request_ts"] > time.time() - 60
+
+
+def test_threshold_crossed_on_small_fragments(instance, lance, monkeypatch):
+    small_writes(lance.store(), 10)
+    assert tick(instance, lance, settled_cursor(time.time())).run_requests == []
+    monkeypatch.setenv("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", "5")
+    [request] = tick(instance, lance, settled_cursor(time.time())).run_requests
+    assert request.tags[maintenance.PHASE_TAG] == "threshold"
+    assert "records: 10 small fragments > 5" in request.tags["sessionlake/maintenance-reason"]
+
+
+def test_versions_trigger_only_once_the_retention_can_remove_them(instance, lance, monkeypatch):
+    store = lance.store()
+    small_writes(store, 10)
+    monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "5")
+    young = tick(instance, lance, settled_cursor(time.time()))
+    assert young.run_requests == [], "versions younger than the retention cannot be pruned: no run"
+    old = time.time() - lm.LANCE_OPTIMIZE_RETENTION_SEC - 60
+    for manifest in (lm.table_dir(store, EDGES) / "_versions").glob("*.manifest"):
+        os.utime(manifest, (old, old))
+    [request] = tick(instance, lance, settled_cursor(time.time())).run_requests
+    assert "edges: 10 prunable versions > 5" in request.tags["sessionlake/maintenance-reason"]
+
+
+def test_skipped_while_a_writer_run_is_in_progress_then_runs(instance, lance):
+    store = lance.store()
+    writer = instance.create_run_for_job(memory_ingest, status=dg.DagsterRunStatus.STARTED, tags=WRITES_LANCE)
+    skipped = tick(instance, lance)
+    assert skipped.run_requests == []
+    assert "writers_active" in reason(skipped) and "memory_ingest" in reason(skipped)
+    assert skipped.cursor is None, "the startup run is still owed"
+    [event] = query_events(store, kind=lm.SKIPPED_EVENT)
+    assert event["data"]["reason"] == "writers_active" and event["data"]["phase"] == "startup"
+    instance.report_run_canceled(writer)
+    [request] = tick(instance, lance, skipped.cursor).run_requests
+    assert request.tags[maintenance.PHASE_TAG] == "startup"
+
+
+def test_never_two_maintenance_runs_at_once(instance, lance):
+    lance.store()
+    job = dg.Definitions.merge(maintenance.defs, dg.Definitions(resources={"lance": lance})).resolve_job_def(
+        maintenance.JOB_NAME)
+    instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED)
+    result = tick(instance, lance, settled_cursor(0.0))
+    assert result.run_requests == [] and "maintenance_running" in reason(result)
+    # the second guard: the maintenance step runs in its own pool (limit 1 in pipelines/dagster.yaml)
+    assert maintenance.lance_storage.op.pool == maintenance.POOL_LANCE_MAINTENANCE
+
+
+def test_nightly_schedule_runs_periodic_and_waits_for_writers(instance, lance):
+    store = lance.store()
+    context = dg.build_schedule_context(instance=instance, resources={"lance": lance})
+    request = maintenance.lance_maintenance_nightly(context)
+    assert request.tags[maintenance.PHASE_TAG] == "periodic"
+    assert request.run_config["ops"]["lance_storage"]["config"]["retention_sec"] == lm.LANCE_OPTIMIZE_RETENTION_SEC
+    instance.create_run_for_job(memory_ingest, status=dg.DagsterRunStatus.STARTED, tags=WRITES_LANCE)
+    skipped = maintenance.lance_maintenance_nightly(context)
+    assert isinstance(skipped, dg.SkipReason) and "writers_active" in skipped.skip_message
+    assert query_events(store, kind=lm.SKIPPED_EVENT)[0]["data"]["phase"] == "periodic"
+
+
+def test_job_reports_numbers_and_table_and_checks_pass(instance, lance):
+    store = lance.store()
+    small_writes(store, 10)
+    result = run_job(instance, lance, {"ops": {"lance_storage": {"config": {
+        "phase": "manual", "retention_sec": 0, "force": True}}}})
+    [mat] = result.asset_materializations_for_node("lance_storage")
+    meta = mat.metadata
+    assert meta["records_rows_before"].value == meta["records_rows_after"].value == 10
+    assert meta["records_versions_after"].value < meta["records_versions_before"].value
+    assert isinstance(meta["edges_size_bytes_after"], dg.IntMetadataValue)
+    assert isinstance(meta["events_elapsed_sec"], dg.FloatMetadataValue)
+    assert meta["tables_failed"].value == 0
+    assert "| records | 10 → 10 |" in meta["report"].value
+    checks = checks_by_name(result)
+    assert len(checks) == 6
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    assert phases(store) == ["manual"]
+
+
+def test_retention_below_floor_is_refused_unless_forced(instance, lance, monkeypatch):
+    store = lance.store()
+    small_writes(store, 3)
+    result = run_job(instance, lance, {"ops": {"lance_storage": {"config": {"retention_sec": 60}}}},
+                     raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("lance_storage")
+    assert "below the floor" in failure.error.message
+    assert phases(store) == []
+    monkeypatch.setenv("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", str(10 * 86400))
+    refused = tick(instance, lance)
+    assert refused.run_requests == [] and "below the floor" in reason(refused)
+    assert isinstance(maintenance.lance_maintenance_nightly(
+        dg.build_schedule_context(instance=instance, resources={"lance": lance})), dg.SkipReason)
+
+
+def test_version_and_fragment_checks_warn_above_and_error_at_ten_times(instance, lance, monkeypatch):
+    store = lance.store()
+    small_writes(store, 10)  # records 21 versions, edges 11; 10 small fragments each
+    monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "2")
+    monkeypatch.setenv("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", "5")
+    checks = checks_by_name(run_job(instance, lance))  # default retention: young versions stay
+    versions = checks["memory_records:lance_versions"]
+    assert not versions.passed and versions.severity == dg.AssetCheckSeverity.ERROR
+    assert "records:" in versions.description and "> 2" in versions.description
+    monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "20")
+    checks = checks_by_name(run_job(instance, lance))
+    versions = checks["memory_records:lance_versions"]
+    assert not versions.passed and versions.severity == dg.AssetCheckSeverity.WARN
+    assert checks["memory_records:lance_small_fragments"].passed, "the optimize compacted them"
+
+
+def test_rows_check_errors_when_the_last_optimize_lost_rows(instance, lance):
+    store = lance.store()
+    small_writes(store, 2)
+    report = lm.optimize_lance_storage(store, timedelta(0))
+    bad = {**report, RECORDS: {**report[RECORDS], "rows_after": report[RECORDS]["rows_before"] - 1}}
+    write_event(store, lm.OPTIMIZED_EVENT, {"phase": "manual", "retention_days": 0, "per_table": bad,
+                                            "total_elapsed_sec": 0.1})
+    [rows_check] = [c for c in maintenance.memory_checks if c.check_key.name == "lance_rows_preserved_by_optimize"]
+    result = rows_check(lance=lance)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert "records: 1 row(s) fewer" in result.description
