@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +18,8 @@ from resources.capture_drain import drain_to_lance
 from resources.capture_queue import CaptureQueue
 from resources.configurable import CaptureQueueResource, LanceResource
 from resources.lance import LanceStore
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -127,3 +132,32 @@ def test_asset_check_warns_about_overflow(home, resources):
         result = dg.materialize([capture_records, *defs.asset_checks], resources=resources, instance=instance)
     assert result.get_asset_check_evaluations()[0].passed
     assert LanceStore(home / "lance").count("records") == 4
+
+
+def _cli(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "SESSIONLAKE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_end_to_end_capture_sensor_run_recall(home, resources):
+    prompt = "the flux capacitor needs 1.21 gigawatts — Привет"
+    done = _cli(home, "capture", "--from-hook", stdin=json.dumps({
+        "session_id": "e2e-session", "hook_event_name": "UserPromptSubmit",
+        "transcript_path": "/h/.claude/projects/-w-shop/e2e-session.jsonl", "prompt": prompt}))
+    assert done.returncode == 0, done.stderr
+    ulid = done.stderr.strip()
+    with dg.instance_for_test() as instance:
+        [request] = _tick(instance, resources).run_requests
+        assert request.run_key == f"capture:{ulid}"
+        job = dg.Definitions.merge(defs, dg.Definitions(resources=resources)).resolve_job_def("ingest_capture")
+        run = job.execute_in_process(instance=instance, tags={**request.tags, "dagster/run_key": request.run_key})
+        assert run.success
+        assert not _tick(instance, resources).run_requests  # drained: nothing more to ask for
+    found = _cli(home, "recall", "flux capacitor gigawatts", "--project=-w-shop", "--json")
+    assert found.returncode == 0, found.stderr
+    [hit] = json.loads(found.stdout)
+    assert hit["id"] == ulid and hit["text"] == prompt
+    assert hit["tier"] == "capture" and hit["role"] == "user" and hit["session_id"] == "e2e-session"
+    text = _cli(home, "recall", "capacitor")
+    assert "1.21 gigawatts" in text.stdout
