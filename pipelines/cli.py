@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "demo",
     "dev",
     "ingest",
+    "maintain",
     "recall",
     "restore",
     "usage",

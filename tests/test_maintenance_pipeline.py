@@ -220,3 +220,24 @@ def test_rows_check_errors_when_the_last_optimize_lost_rows(instance, lance):
     result = rows_check(lance=lance)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert "records: 1 row(s) fewer" in result.description
+
+
+def test_cli_maintain_prints_the_table_and_refuses_a_short_retention(tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+    from resources.lance import LanceStore
+    from resources.settings import Settings
+
+    monkeypatch.setenv("SESSIONLAKE_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.delenv("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", raising=False)
+    store = LanceStore.from_settings(Settings.from_env())
+    small_writes(store, 5)
+    assert main(["maintain", "--retention", "0"]) == 2
+    assert "below the floor" in capsys.readouterr().err
+    assert phases(store) == []
+    assert main(["maintain", "--retention", "0", "--force"]) == 0
+    table = capsys.readouterr().out
+    assert "| records | 5 → 5 |" in table and "| edges | 5 → 5 | 6 → 1 |" in table
+    assert main(["maintain", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"records", "edges", "events"} and report["edges"]["rows_after"] == 5
+    assert phases(store) == ["manual", "manual"]
