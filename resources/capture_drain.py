@@ -61,8 +61,7 @@ def envelope_row(envelope: Envelope) -> dict:
     )
 
 
-def drain_to_lance(queue: CaptureQueue, store: LanceStore, batch_size: int = DEFAULT_BATCH_SIZE,
-                   limit: int | None = None) -> DrainStats:
+def drain_to_lance(queue: CaptureQueue, store: LanceStore, batch_size: int = DEFAULT_BATCH_SIZE) -> DrainStats:
     """Move pending envelopes into ``records``, oldest first, one ``upsert_records`` commit per batch.
 
     Errors from the queue (`CaptureQueueSchemaError` after the rest was drained) and from Lance
@@ -77,7 +76,7 @@ def drain_to_lance(queue: CaptureQueue, store: LanceStore, batch_size: int = DEF
         stats.records += len(batch)
 
     try:
-        queue.ingest_batches(write, batch_size=batch_size, limit=limit)
+        queue.ingest_batches(write, batch_size=batch_size)
     finally:
         stats.seconds = time.perf_counter() - started
     return stats

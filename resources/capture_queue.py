@@ -283,11 +283,12 @@ class CaptureQueue:
         return self.ingest_batches(lambda batch: handler(batch[0].record), batch_size=1)
 
     def ingest_batches(self, handler: Callable[[list[Envelope]], object],
-                       batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None) -> int:
+                       batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Hand pending envelopes to ``handler`` in lists of up to ``batch_size``, oldest first.
 
-        Returns how many envelopes were handled and removed. ``limit`` caps how many are claimed in
-        this call. See the module docstring for locking, corrupt and schema rules.
+        A batch is also handed over once it holds ``MAX_BATCH_BYTES``, and never holds more envelopes
+        than the process may keep lock files open. Returns how many envelopes were handled and
+        removed. See the module docstring for locking, corrupt and schema rules.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -298,8 +299,6 @@ class CaptureQueue:
         batch_bytes = done = 0
         try:
             for name in sorted(self._pending_names()):
-                if limit is not None and done + len(batch) >= limit:
-                    break
                 claim = self._claim(name)
                 if claim is None:
                     continue

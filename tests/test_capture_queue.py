@@ -267,6 +267,17 @@ def test_batched_ingest_hands_out_envelopes_in_batches(queue):
     assert batches[0][0].record == {"text": "0"} and batches[0][0].appended_at
 
 
+def test_batches_are_cut_by_bytes_too(queue, monkeypatch):
+    import resources.capture_queue as capture_queue
+
+    monkeypatch.setattr(capture_queue, "MAX_BATCH_BYTES", 1000)
+    for i in range(6):
+        queue.append({"text": str(i) * 300})  # ~400-byte envelopes
+    batches = []
+    assert queue.ingest_batches(batches.append, batch_size=100) == 6
+    assert [len(b) for b in batches] == [3, 3]
+
+
 def test_envelope_locked_by_another_descriptor_is_skipped(queue):
     ulids = [queue.append({"text": str(i)}) for i in range(3)]
     held = os.open(queue.dir / f"pending-{ulids[1]}.lock", os.O_RDWR | os.O_CREAT, 0o600)
