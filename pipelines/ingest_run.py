@@ -13,13 +13,15 @@ from resources.settings import Settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+PROCESSOR_ASSETS = {"usage": "usage_messages", "memory": "memory_records", "archive": "session_archive"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The run's full event log is on the instance (and in the UI); the terminal gets warnings and errors."""
 
 
 def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
            settings: Settings | None = None) -> dict:
-    """Ingest ``projects`` (default: every project on disk) with ``session_files`` plus ``assets``.
+    """Ingest ``projects`` (default: every project on disk) with ``session_files`` plus ``assets``
+    (default: every processor asset).
 
     Returns ``{run_id, success, projects, elapsed_sec, assets: {asset: {metadata numbers}}}``.
     """
@@ -44,7 +46,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         if new:
             instance.add_dynamic_partitions(projects_partitions.name, new)
         order = instance.get_dynamic_partitions(projects_partitions.name)
-        selection = {dg.AssetKey("session_files"), *(dg.AssetKey(a) for a in assets or [])}
+        assets = PROCESSOR_ASSETS.values() if assets is None else assets
+        selection = {dg.AssetKey("session_files"), *(dg.AssetKey(a) for a in assets)}
         job = defs.resolve_job_def("ingest_sessions").get_subset(asset_selection=selection)
         runs = _partition_ranges(order, set(wanted))
         for start, end in runs:

@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+
+import duckdb
 
 from resources.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
 from resources.usage import sync_prices
-
-if TYPE_CHECKING:
-    import duckdb
 
 REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "blocks")
 BLOCK_HOURS = 5
@@ -84,6 +82,10 @@ def usage_report(conn: duckdb.DuckDBPyConnection, kind: str, flt: ReportFilter |
     if kind not in REPORTS:
         raise ValueError(f"unknown report {kind!r}: expected one of {', '.join(REPORTS)}")
     where, params = flt.where()
+    try:  # an unknown zone would otherwise only fail once a row is converted, or never on an empty table
+        _query(conn, "SELECT timezone($tz, TIMESTAMPTZ '2000-01-01 00:00:00+00')", params)
+    except duckdb.Error as exc:
+        raise ValueError(f"unknown time zone {flt.timezone!r}") from exc
     report = _blocks(conn, where, params, flt) if kind == "blocks" else _grouped(conn, kind, where, params, flt)
     report["totals"] = _totals(conn, where, params, flt.mode)
     report["unpricedModels"] = _unpriced(conn, where, params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-PROCESSOR_ASSETS = {"usage": "usage_messages", "memory": "memory_records", "archive": "session_archive"}
+from pipelines.ingest_run import PROCESSOR_ASSETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.ingest_run import ingest
 
-    only = [PROCESSOR_ASSETS[name] for name in args.only] if args.only else list(PROCESSOR_ASSETS.values())
-    result = ingest(projects=args.project, assets=only)
+    result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
