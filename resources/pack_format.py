@@ -23,9 +23,10 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgpack
 import pyarrow as pa
@@ -37,8 +38,7 @@ TEMP_SUFFIX = ".tmp"
 CHUNK_BYTES = 8 << 20
 """Largest raw chunk: new bytes of a file are cut into objects of at most this size."""
 ZSTD_LEVEL = 9
-_READ_SIZE = 1 << 16
-_MAX_BUFFER = 2 * CHUNK_BYTES + (1 << 20)
+_BLOCK = 1 << 18
 
 
 class PackError(Exception):
@@ -85,12 +85,19 @@ def decompress(codec: str, content: bytes, size: int) -> bytes:
 
 @dataclass(frozen=True)
 class StoredObject:
-    """One object as it sits in a pack: still compressed."""
+    """One object with its stored (compressed) bytes in memory."""
 
     object_id: str
     codec: str
     size: int
     content: bytes
+
+    @property
+    def stored_size(self) -> int:
+        return len(self.content)
+
+    def write_content(self, put: Callable[[bytes], None]) -> None:
+        put(self.content)
 
     def raw(self) -> bytes:
         """The chunk's bytes, checked against its id."""
@@ -99,8 +106,46 @@ class StoredObject:
             raise PackCorrupt(f"object {self.object_id} does not match its content")
         return data
 
-    def as_map(self) -> dict:
-        return {"codec": self.codec, "content": self.content, "object_id": self.object_id, "size": self.size}
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    """Where one object's stored bytes sit in a file (a verified pack, or the archive spool)."""
+
+    object_id: str
+    codec: str
+    size: int
+    stored_size: int
+    start: int
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object left in its file: copied into a new pack block by block, never loaded whole."""
+
+    entry: ObjectEntry
+    file: BinaryIO
+
+    object_id = property(lambda self: self.entry.object_id)
+    codec = property(lambda self: self.entry.codec)
+    size = property(lambda self: self.entry.size)
+    stored_size = property(lambda self: self.entry.stored_size)
+
+    def write_content(self, put: Callable[[bytes], None]) -> None:
+        self.file.seek(self.entry.start)
+        left = self.entry.stored_size
+        while left > 0:
+            block = self.file.read(min(_BLOCK, left))
+            if not block:
+                raise PackCorrupt(f"object {self.object_id} is cut short in its file")
+            put(block)
+            left -= len(block)
+
+    def load(self) -> StoredObject:
+        self.file.seek(self.entry.start)
+        content = self.file.read(self.entry.stored_size)
+        if len(content) != self.entry.stored_size:
+            raise PackCorrupt(f"object {self.object_id} is cut short in its file")
+        return StoredObject(self.object_id, self.codec, self.size, content)
 
 
 @dataclass(frozen=True)
@@ -119,6 +164,15 @@ class Snapshot:
     def as_map(self) -> dict:
         return {"chunks": list(self.chunks), "file_hash": self.file_hash, "mtime_ns": self.mtime_ns,
                 "session_key": self.session_key, "size": self.size}
+
+
+def _bin_header(n: int) -> bytes:
+    """The msgpack bin8/16/32 header msgpack itself would write for ``n`` bytes."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -161,12 +215,17 @@ class PackWriter:
         self._hash.update(data)
         self.bytes += len(data)
 
-    def add_object(self, obj: StoredObject) -> None:
+    def add_object(self, obj: StoredObject | ObjectRef) -> None:
+        """Append one object; its bytes are the same ``msgpack.packb`` gives for the map, but the
+        content is streamed (an `ObjectRef` is copied block by block)."""
         if self._objects_left <= 0:
             raise ValueError("more objects than declared")
         if self._last_object is not None and obj.object_id <= self._last_object:
             raise ValueError(f"objects out of order: {obj.object_id} after {self._last_object}")
-        self._put(self._packer.pack(obj.as_map()))
+        pack = self._packer.pack
+        self._put(b"\x84" + pack("codec") + pack(obj.codec) + pack("content") + _bin_header(obj.stored_size))
+        obj.write_content(self._put)
+        self._put(pack("object_id") + pack(obj.object_id) + pack("size") + pack(obj.size))
         self._objects_left -= 1
         self._last_object = obj.object_id
         if self._objects_left == 0:
@@ -208,7 +267,7 @@ class PackWriter:
         self.close()
 
 
-def write_pack(directory: Path, objects: Iterable[StoredObject], object_count: int,
+def write_pack(directory: Path, objects: Iterable[StoredObject | ObjectRef], object_count: int,
                snapshots: Iterable[Snapshot], snapshot_count: int) -> tuple[str, Path, int]:
     """Write a whole pack from two streams (objects in id order, snapshots in sort order)."""
     with PackWriter(directory, object_count, snapshot_count) as writer:
@@ -219,34 +278,73 @@ def write_pack(directory: Path, objects: Iterable[StoredObject], object_count: i
         return writer.finish()
 
 
-class _HashingReader:
-    """A file wrapper that hashes every byte handed to the msgpack unpacker."""
+class _Stream:
+    """Sequential reads of a pack that hash every byte and track the position; skips are streamed."""
 
-    def __init__(self, f):
+    def __init__(self, f: BinaryIO, path: Path):
         self._f = f
+        self.path = path
         self.hash = hashlib.sha256()
+        self.pos = 0
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int) -> bytes:
         data = self._f.read(n)
+        if len(data) != n:
+            raise PackCorrupt(f"{self.path.name}: truncated at byte {self.pos + len(data)}")
         self.hash.update(data)
+        self.pos += n
         return data
+
+    def skip(self, n: int) -> None:
+        while n > 0:
+            n -= len(self.read(min(_BLOCK, n)))
 
     def drain(self) -> int:
         extra = 0
-        while data := self.read(_READ_SIZE):
+        while data := self._f.read(_BLOCK):
+            self.hash.update(data)
             extra += len(data)
         return extra
 
+    def _uint(self, width: int) -> int:
+        return int.from_bytes(self.read(width), "big")
 
-@dataclass(frozen=True)
-class ObjectEntry:
-    """Where one object sits in a verified pack file (byte range of its msgpack map)."""
+    def header(self, fix_base: int, fix_max: int, wide: dict[int, int]) -> int:
+        """A msgpack length (or fixint) header: fix_base..fix_max hold it inline, ``wide`` maps a
+        type byte to the width of the length that follows."""
+        t = self.read(1)[0]
+        if fix_base <= t <= fix_max:
+            return t - fix_base
+        if t in wide:
+            return self._uint(wide[t])
+        raise PackCorrupt(f"{self.path.name}: unexpected msgpack type 0x{t:02x} at byte {self.pos - 1}")
 
-    object_id: str
-    size: int
-    stored_size: int
-    start: int
-    end: int
+    def map_header(self) -> int:
+        return self.header(0x80, 0x8F, {0xDE: 2, 0xDF: 4})
+
+    def array_header(self) -> int:
+        return self.header(0x90, 0x9F, {0xDC: 2, 0xDD: 4})
+
+    def bin_header(self) -> int:
+        return self.header(0x100, 0x100, {0xC4: 1, 0xC5: 2, 0xC6: 4})
+
+    def str(self) -> str:
+        return self.read(self.header(0xA0, 0xBF, {0xD9: 1, 0xDA: 2, 0xDB: 4})).decode()
+
+    def int(self) -> int:
+        t = self.read(1)[0]
+        if t <= 0x7F or t >= 0xE0:  # positive / negative fixint
+            return t if t <= 0x7F else t - 0x100
+        widths = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+        if t not in widths:
+            raise PackCorrupt(f"{self.path.name}: expected an integer at byte {self.pos - 1}")
+        return int.from_bytes(self.read(widths[t]), "big", signed=t >= 0xD0)
+
+    def expect(self, *keys: str) -> None:
+        for key in keys:
+            got = self.str()
+            if got != key:
+                raise PackCorrupt(f"{self.path.name}: expected {key!r} at byte {self.pos}, found {got!r}")
 
 
 @dataclass
@@ -260,66 +358,77 @@ class PackListing:
     snapshots: list[Snapshot]
 
 
-def _expect(cond: bool, path: Path, what: str) -> None:
-    if not cond:
-        raise PackError(f"{path.name}: malformed pack ({what})")
-
-
 def scan_pack(path: Path, key: str) -> PackListing:
     """Verify and list the pack at ``path``; see `scan_pack_file`."""
     with open(path, "rb") as f:
         return scan_pack_file(f, path, key)
 
 
-def scan_pack_file(f, path: Path, key: str) -> PackListing:
-    """Read a whole open pack once, hashing it; list its objects (positions, not content) and snapshots.
+def scan_pack_file(f: BinaryIO, path: Path, key: str) -> PackListing:
+    """Read a whole open pack once, hashing every byte; list its objects (positions) and snapshots.
 
-    Raises PackCorrupt when the bytes do not hash to ``key`` (or do not parse), PackError when the
-    document is a different format or version.
+    Object contents are skipped in blocks, so memory does not depend on object size. Raises
+    PackCorrupt when the bytes do not hash to ``key`` or are not a version-1 pack laid out as
+    `PackWriter` writes it.
     """
-    objects: list[ObjectEntry] = []
-    snapshots: list[Snapshot] = []
     f.seek(0)
-    reader = _HashingReader(f)
-    unpacker = msgpack.Unpacker(reader, raw=False, read_size=_READ_SIZE, max_buffer_size=_MAX_BUFFER)
+    s = _Stream(f, path)
     try:
-        _expect(unpacker.read_map_header() == 4, path, "header")
-        _expect(unpacker.unpack() == "format" and unpacker.unpack() == FORMAT_NAME, path, "format name")
-        _expect(unpacker.unpack() == "version", path, "version")
-        version = unpacker.unpack()
-        _expect(unpacker.unpack() == "objects", path, "objects")
-        for _ in range(unpacker.read_array_header()):
-            start = unpacker.tell()
-            m = unpacker.unpack()
-            _expect(isinstance(m, dict) and isinstance(m.get("content"), bytes), path, "object")
-            objects.append(ObjectEntry(m["object_id"], m["size"], len(m["content"]), start, unpacker.tell()))
-        _expect(unpacker.unpack() == "snapshots", path, "snapshots")
-        for _ in range(unpacker.read_array_header()):
-            m = unpacker.unpack()
-            snapshots.append(Snapshot(m["session_key"], m["size"], m["file_hash"], m["mtime_ns"],
-                                      tuple(m["chunks"])))
-        end = unpacker.tell()
-    except (msgpack.UnpackException, ValueError, KeyError, TypeError, PackError) as exc:
-        # Altered bytes usually break parsing before the hash can be compared: that is corruption too.
-        raise PackCorrupt(f"{path.name}: unreadable pack ({type(exc).__name__}: {exc})") from exc
-    extra = reader.drain()
-    actual = "sha256:" + reader.hash.hexdigest()
+        objects, snapshots = _parse(s)
+    except (PackCorrupt, UnicodeDecodeError) as exc:
+        s.drain()
+        if "sha256:" + s.hash.hexdigest() != key:
+            raise PackCorrupt(f"{path.name}: bytes do not hash to its key {key} ({exc})") from None
+        raise PackCorrupt(f"{path.name}: {exc}") from None
+    end = s.pos
+    extra = s.drain()
+    actual = "sha256:" + s.hash.hexdigest()
     if actual != key:
         raise PackCorrupt(f"{path.name}: bytes hash to {actual}, not to its key {key}")
-    _expect(extra == 0, path, "trailing bytes")
-    if version != FORMAT_VERSION:
-        raise PackError(f"{path.name}: unsupported pack version {version!r}")
+    if extra:
+        raise PackCorrupt(f"{path.name}: {extra} trailing bytes after the pack document")
     return PackListing(key, path, end, objects, snapshots)
 
 
-def read_object(f, entry: ObjectEntry) -> StoredObject:
-    """Read one object from an open pack file at the position `scan_pack` recorded."""
-    f.seek(entry.start)
-    data = f.read(entry.end - entry.start)
-    m = msgpack.unpackb(data, raw=False)
-    if m.get("object_id") != entry.object_id:
-        raise PackCorrupt(f"object {entry.object_id} is not where its pack listed it")
-    return StoredObject(m["object_id"], m["codec"], m["size"], m["content"])
+def _parse(s: _Stream) -> tuple[list[ObjectEntry], list[Snapshot]]:
+    name = s.path.name
+    objects: list[ObjectEntry] = []
+    snapshots: list[Snapshot] = []
+    if s.map_header() != 4:
+        raise PackCorrupt(f"{name}: not a pack document")
+    s.expect("format", FORMAT_NAME, "version")
+    version = s.int()
+    if version != FORMAT_VERSION:
+        raise PackError(f"{name}: unsupported pack version {version}")
+    s.expect("objects")
+    for _ in range(s.array_header()):
+        if s.map_header() != 4:
+            raise PackCorrupt(f"{name}: malformed object at byte {s.pos}")
+        s.expect("codec")
+        codec = s.str()
+        s.expect("content")
+        stored = s.bin_header()
+        start = s.pos
+        s.skip(stored)
+        s.expect("object_id")
+        oid = s.str()
+        s.expect("size")
+        objects.append(ObjectEntry(oid, codec, s.int(), stored, start))
+    s.expect("snapshots")
+    for _ in range(s.array_header()):
+        if s.map_header() != 5:
+            raise PackCorrupt(f"{name}: malformed snapshot at byte {s.pos}")
+        s.expect("chunks")
+        chunks = tuple(s.str() for _ in range(s.array_header()))
+        s.expect("file_hash")
+        file_hash = s.str()
+        s.expect("mtime_ns")
+        mtime_ns = s.int()
+        s.expect("session_key")
+        session_key = s.str()
+        s.expect("size")
+        snapshots.append(Snapshot(session_key, s.int(), file_hash, mtime_ns, chunks))
+    return objects, snapshots
 
 
 def iter_chunks(f, length: int) -> Iterator[bytes]:

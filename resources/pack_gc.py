@@ -46,7 +46,7 @@ def gc_repo(store: PackStore, repo: str) -> dict:
     ids = sorted(where)
     with store.reader(repo) as reader:
         reader.load(where)
-        key, _path, nbytes = write_pack(store.packs_dir, (reader.get(oid) for oid in ids), len(ids),
+        key, _path, nbytes = write_pack(store.packs_dir, (reader.ref(oid) for oid in ids), len(ids),
                                         snapshots, len(snapshots))
     _swap(store, repo, keys, key, nbytes, len(ids), len(snapshots))
     with store.state.connect() as conn:

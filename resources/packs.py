@@ -22,12 +22,12 @@ import duckdb
 
 from resources.pack_format import (
     ObjectEntry,
+    ObjectRef,
     PackCorrupt,
     PackError,
     Snapshot,
     StoredObject,
     pack_path,
-    read_object,
     scan_pack_file,
     write_pack,
 )
@@ -112,11 +112,16 @@ class ObjectReader:
         self._files[key] = f
         return {e.object_id: e for e in listing.objects}
 
-    def get(self, object_id: str) -> StoredObject:
+    def ref(self, object_id: str) -> ObjectRef:
+        """The object where it lies, to be streamed into another pack."""
         if object_id not in self._where:
             self.locate([object_id])
         key, entry = self._where[object_id]
-        return read_object(self._files[key], entry)
+        return ObjectRef(entry, self._files[key])
+
+    def get(self, object_id: str) -> StoredObject:
+        """The object's stored bytes, loaded."""
+        return self.ref(object_id).load()
 
     def close(self) -> None:
         for f in self._files.values():
@@ -233,14 +238,15 @@ class PackStore:
         conn: duckdb.DuckDBPyConnection,
         repo: str,
         objects: Sequence[PendingObject],
-        load: Callable[[str], StoredObject],
+        load: Callable[[str], StoredObject | ObjectRef],
         snapshots: Sequence[Snapshot],
     ) -> dict | None:
         """Write one pack with the objects and snapshots ``repo`` does not hold yet, then register it.
 
-        ``load(object_id)`` returns an object's stored form; it is called once per new object, in id
-        order. Returns ``{key, bytes, object_count, snapshot_count}``, or None when nothing is new.
-        The file is durable before the one transaction that adds its rows commits.
+        ``load(object_id)`` returns an object's stored form (or a reference to stream it from); it is
+        called once per new object, in id order. Returns ``{key, bytes, object_count,
+        snapshot_count}``, or None when nothing is new. The file is durable before the one
+        transaction that adds its rows commits.
         """
         known_objects = set(self._known(conn, "pack_index", "object_id", repo, [o.object_id for o in objects]))
         new_objects = sorted({o.object_id: o for o in objects if o.object_id not in known_objects}.values(),
@@ -314,7 +320,7 @@ class PackStore:
         with self.reader(repo) as reader:
             reader.locate(ids)
             key, path, nbytes = write_pack(Path(dest_dir) if dest_dir else self.packs_dir / "fetched",
-                                           (reader.get(i) for i in ids), len(ids), snapshots, len(snapshots))
+                                           (reader.ref(i) for i in ids), len(ids), snapshots, len(snapshots))
         return {"key": key, "path": str(path), "bytes": nbytes, "object_count": len(ids),
                 "snapshot_count": len(snapshots)}
 

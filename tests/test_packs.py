@@ -7,6 +7,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from resources.pack_format import PackCorrupt, PackError, Snapshot, StoredObject, compress, object_id, write_pack
@@ -214,6 +215,10 @@ def test_pack_encoding_is_deterministic_and_checks_order(tmp_path):
     k1, p1, _ = write_pack(tmp_path / "a", objects, 3, [snap], 1)
     k2, p2, _ = write_pack(tmp_path / "b", objects, 3, [snap], 1)
     assert k1 == k2 and p1.read_bytes() == p2.read_bytes()
+    document = msgpack.unpackb(p1.read_bytes())  # plain msgpack: any reader can open a pack
+    assert document["format"] == "sessionlake-pack" and document["version"] == 1
+    assert [o["content"] for o in document["objects"]] == [o.content for o in objects]
+    assert document["snapshots"] == [snap.as_map()]
     assert p1.name == f"{k1.split(':')[1]}.mpack"
     assert {o.raw() for o in objects} == set(chunks)
     with pytest.raises(ValueError, match="out of order"):

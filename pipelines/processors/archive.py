@@ -22,18 +22,10 @@ from pathlib import Path
 import duckdb
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
-from resources.pack_format import TEMP_SUFFIX, Snapshot, StoredObject, compress, iter_chunks, object_id
+from resources.pack_format import TEMP_SUFFIX, ObjectEntry, ObjectRef, Snapshot, compress, iter_chunks, object_id
 from resources.packs import PackStore, PendingObject, repo_of
 
 _HASH_BLOCK = 1 << 20
-
-
-@dataclass
-class _Spooled:
-    codec: str
-    size: int
-    offset: int
-    length: int
 
 
 @dataclass
@@ -50,22 +42,21 @@ class _Spool:
         fd, name = tempfile.mkstemp(prefix=".spool-", suffix=TEMP_SUFFIX, dir=directory)
         self.path = Path(name)
         self._f = os.fdopen(fd, "w+b")
-        self.entries: dict[str, _Spooled] = {}
+        self.entries: dict[str, ObjectEntry] = {}
 
     def add(self, chunk: bytes) -> PendingObject:
         oid = object_id(chunk)
         if oid not in self.entries:
             codec, content = compress(chunk)
             self._f.seek(0, os.SEEK_END)
-            self.entries[oid] = _Spooled(codec, len(chunk), self._f.tell(), len(content))
+            self.entries[oid] = ObjectEntry(oid, codec, len(chunk), len(content), self._f.tell())
             self._f.write(content)
         e = self.entries[oid]
-        return PendingObject(oid, e.size, e.length)
+        return PendingObject(oid, e.size, e.stored_size)
 
-    def load(self, oid: str) -> StoredObject:
-        e = self.entries[oid]
-        self._f.seek(e.offset)
-        return StoredObject(oid, e.codec, e.size, self._f.read(e.length))
+    def ref(self, oid: str) -> ObjectRef:
+        self._f.flush()
+        return ObjectRef(self.entries[oid], self._f)
 
     def close(self) -> None:
         self._f.close()
@@ -132,7 +123,7 @@ class ArchiveProcessor(SessionProcessor):
     def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Write one pack per project holding what this batch added, then forget the batch."""
         for repo, batch in sorted(self._batch.items()):
-            written = self.store.add_pack(conn, repo, list(batch.objects.values()), self._spool.load,
+            written = self.store.add_pack(conn, repo, list(batch.objects.values()), self._spool.ref,
                                           batch.snapshots)
             if written:
                 self._stats["packs_written"] += 1
