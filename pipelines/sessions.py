@@ -102,12 +102,13 @@ ingest_sessions = dg.define_asset_job(
 
 def project_fingerprints(sessions_dir: os.PathLike | str) -> dict[str, str]:
     """Per project, a digest of every file's (key, size, mtime_ns): stats only, no reads."""
-    digests: dict[str, hashlib._Hash] = {}
+    entries: dict[str, list[str]] = {}
     for f in walk_sessions(sessions_dir):
-        digests.setdefault(f.project, hashlib.blake2b(digest_size=12)).update(
-            f"{f.key}\0{f.size}\0{f.mtime_ns}\n".encode()
-        )
-    return {project: d.hexdigest() for project, d in digests.items()}
+        entries.setdefault(f.project, []).append(f"{f.key}\0{f.size}\0{f.mtime_ns}")
+    return {
+        project: hashlib.blake2b("\n".join(lines).encode(), digest_size=12).hexdigest()
+        for project, lines in entries.items()
+    }
 
 
 @dg.sensor(job=ingest_sessions, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -12,6 +12,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,15 +26,22 @@ MAX_LINE_BYTES = 256 << 20
 PREVIEW_BYTES = 200
 
 
-@dataclass(frozen=True)
-class SessionFile:
-    """One transcript on disk. ``key`` is the POSIX path relative to the root; ``project`` its first part."""
+class SessionFile(NamedTuple):
+    """One transcript on disk. ``key`` is the POSIX path relative to the root; ``project`` its first part.
+
+    ``fspath`` is the absolute path as a string: walking 100,000 files must not build 100,000
+    `Path` objects when most of them are only stat-ed.
+    """
 
     key: str
-    path: Path
+    fspath: str
     project: str
     size: int
     mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.fspath)
 
 
 def walk_sessions(root: Path | str, projects: set[str] | None = None) -> Iterator[SessionFile]:
@@ -48,30 +56,30 @@ def walk_sessions(root: Path | str, projects: set[str] | None = None) -> Iterato
         top = list(os.scandir(root))
     except (FileNotFoundError, NotADirectoryError):
         return
-    for entry in sorted(top, key=lambda e: e.name):
+    for entry in sorted(top, key=attrgetter("name")):
         if not entry.is_dir(follow_symlinks=False):
             continue
         if projects is not None and entry.name not in projects:
             continue
-        yield from _walk_dir(Path(entry.path), entry.name, entry.name)
+        yield from _walk_dir(entry.path, entry.name, entry.name)
 
 
-def _walk_dir(directory: Path, project: str, rel: str) -> Iterator[SessionFile]:
+def _walk_dir(directory: str, project: str, rel: str) -> Iterator[SessionFile]:
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        entries = sorted(os.scandir(directory), key=attrgetter("name"))
     except OSError:
         return
     for entry in entries:
         entry_rel = f"{rel}/{entry.name}"
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk_dir(Path(entry.path), project, entry_rel)
+            yield from _walk_dir(entry.path, project, entry_rel)
         elif entry.name.endswith(".jsonl"):
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                yield SessionFile(entry_rel, Path(entry.path), project, st.st_size, st.st_mtime_ns)
+                yield SessionFile(entry_rel, entry.path, project, st.st_size, st.st_mtime_ns)
 
 
 def compute_file_hash(path: Path | str) -> str:

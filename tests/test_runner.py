@@ -158,7 +158,7 @@ def test_unreadable_file_is_reported_and_retried(samples_root, state, monkeypatc
     locked = next(samples_root.rglob("ba79134d*.jsonl"))
 
     def unreadable(path):
-        if path == locked:
+        if str(path) == str(locked):
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 

@@ -133,7 +133,7 @@ def _hash_files(files: list[SessionFile], hashes: dict) -> None:
 
     def one(f: SessionFile):
         try:
-            return compute_file_hash(f.path)
+            return compute_file_hash(f.fspath)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -148,7 +148,7 @@ def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
     if prev is None or prev.byte_offset <= 0 or f.size <= prev.file_size:
         return 0
     try:
-        same_prefix = tail_fingerprint(f.path, prev.byte_offset) == prev.tail_hash
+        same_prefix = tail_fingerprint(f.fspath, prev.byte_offset) == prev.tail_hash
     except OSError:
         return 0
     return prev.byte_offset if same_prefix else 0
@@ -201,7 +201,7 @@ def _process_one(processor, task: _Task, conn, stats: dict, malformed: list, log
         result = ProcessorResult(items_count=0)
     end_offset = result.end_offset if result.end_offset is not None else f.size
     try:
-        tail = tail_fingerprint(f.path, end_offset) if end_offset > 0 else None
+        tail = tail_fingerprint(f.fspath, end_offset) if end_offset > 0 else None
     except OSError:
         tail = None
     stats["lines_malformed"] += len(result.malformed)
