@@ -109,8 +109,8 @@ class ProvenanceWriteQueue:
 
     def enqueue(self, pairs: Iterable[tuple[str, dict]]) -> None:
         """Queue ``(record_id, entry)`` pairs; returns at once. Spills to disk when the queue is full."""
-        items = [(str(rid), entry, len(rid) + len(orjson.dumps(entry, default=str)) + PAIR_OVERHEAD_BYTES)
-                 for rid, entry in pairs]
+        items = [(rid, entry, len(rid) + len(orjson.dumps(entry, default=str)) + PAIR_OVERHEAD_BYTES)
+                 for rid, entry in ((str(r), e) for r, e in pairs)]
         if not items:
             return
         size = sum(i[2] for i in items)
@@ -169,6 +169,9 @@ class ProvenanceWriteQueue:
             self._drain_here()
         with self._cond:
             self._thread = None
+        if self._atexit_registered:
+            atexit.unregister(self._atexit)
+            self._atexit_registered = False
 
     def _atexit(self) -> None:
         self.stop(timeout=30)
