@@ -37,7 +37,8 @@ PACK_SUFFIX = ".mpack"
 TEMP_SUFFIX = ".tmp"
 CHUNK_BYTES = 8 << 20
 """Largest raw chunk: new bytes of a file are cut into objects of at most this size."""
-ZSTD_LEVEL = 9
+ZSTD_LEVEL = 3
+"""zstd's default: on session JSONL, level 9 saves under 1% more and compresses 6x slower."""
 _BLOCK = 1 << 18
 
 

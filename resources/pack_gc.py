@@ -48,15 +48,14 @@ def gc_repo(store: PackStore, repo: str) -> dict:
         reader.load(where)
         key, _path, nbytes = write_pack(store.packs_dir, (reader.ref(oid) for oid in ids), len(ids),
                                         snapshots, len(snapshots))
-    _swap(store, repo, keys, key, nbytes, len(ids), len(snapshots))
-    with store.state.connect() as conn:
-        after = conn.execute("SELECT count(*) FROM packs WHERE repo = ? AND state = 'live'", [repo]).fetchall()[0][0]
+    after = _swap(store, repo, keys, key, nbytes, len(ids), len(snapshots))
     return {"repo": repo, "packs_before": len(keys), "packs_after": int(after), "consolidated_key": key,
             "skipped": False, "objects": len(ids), "snapshots": len(snapshots), "bytes": nbytes}
 
 
 def _swap(store: PackStore, repo: str, old_keys: list[str], key: str, nbytes: int, objects: int,
-          snapshots: int) -> None:
+          snapshots: int) -> int:
+    """Run the swap transaction; returns the repo's live pack count after it."""
     with store.state.connect() as conn:
         conn.execute("BEGIN TRANSACTION")
         try:
@@ -65,6 +64,7 @@ def _swap(store: PackStore, repo: str, old_keys: list[str], key: str, nbytes: in
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return conn.execute("SELECT count(*) FROM packs WHERE repo = ? AND state = 'live'", [repo]).fetchall()[0][0]
 
 
 def _repoint(conn, repo: str, old_keys: list[str], key: str, nbytes: int, objects: int, snapshots: int,

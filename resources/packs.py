@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import duckdb
+import pyarrow as pa
 
 from resources.pack_format import (
     ObjectEntry,
@@ -32,7 +33,7 @@ from resources.pack_format import (
     write_pack,
 )
 from resources.settings import Settings
-from resources.state import StateStore, fetch_one
+from resources.state import StateStore
 
 
 def repo_of(session_key: str) -> str:
@@ -189,11 +190,15 @@ class PackStore:
 
     def versions(self, repo: str, session_key: str | None = None) -> list[ArchivedVersion]:
         """Archived versions of ``repo`` (or of one session), by session key then time."""
+        with self.state.connect() as conn:
+            return self._versions(conn, repo, session_key)
+
+    @staticmethod
+    def _versions(conn, repo: str, session_key: str | None) -> list[ArchivedVersion]:
         sql = """SELECT session_key, size, file_hash, mtime_ns, chunks, pack_key, archived_at FROM snapshots
                  WHERE repo = ? AND (? IS NULL OR session_key = ?)
                  ORDER BY session_key, mtime_ns, archived_at, file_hash"""
-        with self.state.connect() as conn:
-            rows = conn.execute(sql, [repo, session_key, session_key]).fetchall()
+        rows = conn.execute(sql, [repo, session_key, session_key]).fetchall()
         return [ArchivedVersion(Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])), r[5], r[6]) for r in rows]
 
     def repo_stats(self, repo: str) -> dict:
@@ -223,15 +228,15 @@ class PackStore:
     # -- writes (the archive processor) -----------------------------------------------------------
 
     @staticmethod
-    def latest_snapshot(conn: duckdb.DuckDBPyConnection, repo: str, session_key: str) -> Snapshot | None:
-        """The most recently archived version of a session file, to store only its new tail."""
-        row = fetch_one(
-            conn,
-            """SELECT session_key, size, file_hash, mtime_ns, chunks FROM snapshots
-               WHERE repo = ? AND session_key = ? ORDER BY archived_at DESC, size DESC LIMIT 1""",
-            [repo, session_key],
-        )
-        return Snapshot(row[0], row[1], row[2], row[3], tuple(row[4])) if row else None
+    def latest_snapshots(conn: duckdb.DuckDBPyConnection, repo: str) -> dict[str, Snapshot]:
+        """The most recently archived version of each session file of ``repo``, by session key, so an
+        ingest stores only the new tail of a grown file."""
+        rows = conn.execute(
+            """SELECT DISTINCT ON (session_key) session_key, size, file_hash, mtime_ns, chunks FROM snapshots
+               WHERE repo = ? ORDER BY session_key, archived_at DESC, size DESC""",
+            [repo],
+        ).fetchall()
+        return {r[0]: Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])) for r in rows}
 
     def add_pack(
         self,
@@ -268,15 +273,23 @@ class PackStore:
                    ON CONFLICT (pack_key) DO UPDATE SET state = 'live', tombstoned_at = NULL""",
                 [key, repo, nbytes, len(new_objects), len(new_snapshots), now],
             )
-            conn.executemany(
-                "INSERT INTO pack_index VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [[repo, o.object_id, key, o.size, o.stored_size] for o in new_objects],
-            )
-            conn.executemany(
-                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [[repo, s.session_key, s.file_hash, s.size, s.mtime_ns, list(s.chunks), key, now]
-                 for s in new_snapshots],
-            )
+            _insert(conn, "pack_index", "ON CONFLICT DO NOTHING", pa.table({
+                "repo": pa.array([repo] * len(new_objects), pa.string()),
+                "object_id": pa.array([o.object_id for o in new_objects], pa.string()),
+                "pack_key": pa.array([key] * len(new_objects), pa.string()),
+                "size": pa.array([o.size for o in new_objects], pa.int64()),
+                "stored_size": pa.array([o.stored_size for o in new_objects], pa.int64()),
+            }))
+            _insert(conn, "snapshots", "ON CONFLICT DO NOTHING", pa.table({
+                "repo": pa.array([repo] * len(new_snapshots), pa.string()),
+                "session_key": pa.array([s.session_key for s in new_snapshots], pa.string()),
+                "file_hash": pa.array([s.file_hash for s in new_snapshots], pa.string()),
+                "size": pa.array([s.size for s in new_snapshots], pa.int64()),
+                "mtime_ns": pa.array([s.mtime_ns for s in new_snapshots], pa.int64()),
+                "chunks": pa.array([list(s.chunks) for s in new_snapshots], pa.list_(pa.string())),
+                "pack_key": pa.array([key] * len(new_snapshots), pa.string()),
+                "archived_at": pa.array([now] * len(new_snapshots), pa.timestamp("us", tz="UTC")),
+            }))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -336,7 +349,14 @@ class PackStore:
         """
         at_ns = int(at.timestamp() * 1_000_000_000) if at is not None else None
         latest: dict[str, Snapshot] = {}
-        for v in self.versions(repo, session_key):
+        with self.state.connect() as conn:  # one short connection: the versions and where their chunks are
+            versions = self._versions(conn, repo, session_key)
+            where = dict(conn.execute(
+                """SELECT object_id, pack_key FROM pack_index WHERE repo = ? AND object_id IN
+                   (SELECT unnest(chunks) FROM snapshots WHERE repo = ? AND (? IS NULL OR session_key = ?))""",
+                [repo, repo, session_key, session_key],
+            ).fetchall())
+        for v in versions:
             if at_ns is None or v.snapshot.mtime_ns <= at_ns:
                 latest[v.snapshot.session_key] = v.snapshot  # rows come in time order: the last one wins
         if not latest:
@@ -345,7 +365,9 @@ class PackStore:
         dest_dir = Path(dest_dir)
         results = []
         with self.reader(repo) as reader:
-            reader.locate({c for s in latest.values() for c in s.chunks})
+            wanted = {c for s in latest.values() for c in s.chunks}
+            reader.load({oid: key for oid, key in where.items() if oid in wanted})
+            reader.locate(wanted)  # reports any chunk the index lost
             for snap in latest.values():
                 target = dest_dir / _safe_relative(snap.session_key)
                 status = _existing_status(target, snap)
@@ -375,6 +397,17 @@ class PackStore:
         from resources.pack_gc import verify
 
         return verify(self, repos)
+
+
+def _insert(conn: duckdb.DuckDBPyConnection, table: str, conflict: str, rows: pa.Table) -> None:
+    """Insert an Arrow batch in one statement (DuckDB's executemany runs row by row)."""
+    if rows.num_rows == 0:
+        return
+    conn.register("_pack_rows", rows)
+    try:
+        conn.execute(f"INSERT INTO {table} SELECT * FROM _pack_rows {conflict}")
+    finally:
+        conn.unregister("_pack_rows")
 
 
 def _safe_relative(session_key: str) -> PurePosixPath:

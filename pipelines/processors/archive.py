@@ -73,6 +73,7 @@ class ArchiveProcessor(SessionProcessor):
         self.store = store
         self._spool: _Spool | None = None
         self._batch: dict[str, _RepoBatch] = {}
+        self._latest: dict[str, dict[str, Snapshot]] = {}
         self._stats = self._zero_stats()
 
     @staticmethod
@@ -83,6 +84,7 @@ class ArchiveProcessor(SessionProcessor):
         self._close_spool()
         self._spool = _Spool(self.store.packs_dir)
         self._batch = {}
+        self._latest = {}
         self._stats = self._zero_stats()
 
     def process_session(
@@ -97,7 +99,9 @@ class ArchiveProcessor(SessionProcessor):
         if self._spool is None:
             self.begin_run()
         repo = repo_of(session_key)
-        previous = PackStore.latest_snapshot(conn, repo, session_key)
+        if repo not in self._latest:  # one query per project and run, not one per file
+            self._latest[repo] = PackStore.latest_snapshots(conn, repo)
+        previous = self._latest[repo].get(session_key)
         with open(session_path, "rb") as f:
             st = os.fstat(f.fileno())
             size = st.st_size  # bytes appended while we read belong to the next version
@@ -131,6 +135,7 @@ class ArchiveProcessor(SessionProcessor):
                 self._stats["pack_bytes_written"] += written["bytes"]
                 self._stats["versions_archived"] += written["snapshot_count"]
         self._batch = {}
+        self._latest = {}
 
     def end_run(self) -> dict:
         self._close_spool()
