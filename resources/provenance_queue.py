@@ -310,6 +310,11 @@ class ProvenanceWriteQueue:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            dir_fd = os.open(self.overflow_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the new name survives a power cut too
+            finally:
+                os.close(dir_fd)
         except OSError as exc:
             # Disk refused the spill: keep the pairs in memory past the bound rather than drop them.
             log.error("cannot spill %d provenance pairs to %s (%s); keeping them in memory",
