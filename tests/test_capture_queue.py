@@ -313,6 +313,24 @@ def test_handler_failure_leaves_files_then_retry_succeeds(queue):
     assert not list(queue.dir.glob("pending-*"))
 
 
+def test_failed_batch_keeps_its_files_and_locks_earlier_batches_stay_done(queue):
+    ulids = [queue.append({"text": str(i)}) for i in range(6)]
+    handed = []
+
+    def second_batch_fails(batch):
+        handed.append([e.ulid for e in batch])
+        if len(handed) == 2:
+            raise RuntimeError("commit failed")
+
+    with pytest.raises(RuntimeError, match="commit failed"):
+        queue.ingest_batches(second_batch_fails, batch_size=2)
+    assert [ulid_from_path(p) for p in queue.list_pending()] == ulids[2:]
+    assert sorted(ulid_from_path(p) for p in queue.dir.glob("pending-*.lock")) == ulids[2:4]
+    assert queue.ingest_batches(lambda batch: handed.append([e.ulid for e in batch]), batch_size=2) == 4
+    assert handed[2:] == [ulids[2:4], ulids[4:6]]
+    assert not list(queue.dir.glob("pending-*"))
+
+
 def test_unknown_schema_version_stays_and_the_rest_drains(queue):
     first = queue.append({"text": "before"})
     future = queue.dir / f"pending-{generate_ulid()}.json"

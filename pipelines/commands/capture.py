@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import PurePath
 
 DEFAULT_TIER = "capture"
@@ -95,6 +94,8 @@ def _parse_object(data: bytes, what: str) -> dict:
 
 def build_record(args: argparse.Namespace, read_stdin) -> dict | None:
     """The record to append from the arguments (and stdin, read only when needed); None: nothing to capture."""
+    from resources.capture_files import now_iso
+
     if args.from_hook:
         if args.text is not None:
             raise InputError("--from-hook reads the hook payload from stdin; drop --text")
@@ -114,7 +115,7 @@ def build_record(args: argparse.Namespace, read_stdin) -> dict | None:
     record.setdefault("tier", DEFAULT_TIER)
     if args.session_id is not None:
         record["session_id"] = args.session_id
-    record.setdefault("timestamp", datetime.now(UTC).isoformat(timespec="milliseconds"))
+    record.setdefault("timestamp", now_iso())
     return record
 
 
