@@ -63,13 +63,16 @@ def recall(
 
 
 def _full_text(table, cue: str, where: str | None, k: int) -> list[dict]:
+    words = _WORD.findall(cue.lower())
     query = table.search(cue, query_type="fts", fts_columns="text").select([*RESULT_COLUMNS, "_score"])
     if where:
         query = query.where(where, prefilter=True)
+    if len(words) == 1:  # every hit holds the one word: BM25 order is final
+        return [_result(h, h.get("_score")) for h in query.limit(k).to_list()]
     hits = query.limit(max(k * CANDIDATE_FACTOR, MIN_CANDIDATES)).to_list()
-    phrase = " ".join(_WORD.findall(cue.lower()))
+    phrase = f" {' '.join(words)} "
     # exact-phrase hits first, BM25 order otherwise (sort is stable)
-    hits.sort(key=lambda h: phrase not in " ".join(_WORD.findall((h.get("text") or "").lower())))
+    hits.sort(key=lambda h: phrase not in f" {' '.join(_WORD.findall((h.get('text') or '').lower()))} ")
     return [_result(h, h.get("_score")) for h in hits[:k]]
 
 
