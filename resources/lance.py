@@ -289,8 +289,8 @@ class LanceStore:
         """Append each ``(record_id, entry)`` to its record's provenance list, in order, in ONE commit.
 
         Ids that do not exist are ignored. Returns the number of records changed. Only the
-        ``provenance`` and ``updated_at`` columns are sent, so Lance rewrites those columns in place and
-        the rows stay in the text index.
+        ``provenance`` column is sent, so Lance rewrites that one column in place, the rows stay in the
+        text index, and ``updated_at`` keeps meaning "content last changed" (entries carry their own ts).
         """
         if not pairs:
             return 0
@@ -303,11 +303,9 @@ class LanceStore:
                 lists[record_id].append(entry)
         if not lists:
             return 0
-        now = utcnow()
         data = pa.table({
             "id": pa.array(list(lists), pa.string()),
             "provenance": pa.array([orjson.dumps(v).decode() for v in lists.values()], pa.string()),
-            "updated_at": pa.array([now] * len(lists), _TS),
         })
         # through Lance itself: LanceDB's merge would try to re-embed ``text``, which this source lacks
         table.to_lance().merge_insert("id").when_matched_update_all().execute(data)
