@@ -115,7 +115,7 @@ def test_grown_file_adds_only_its_new_lines(tmp_path, samples_root):
     assert edge_id(no_uuid["id"], "grown-1", "reply_to") in edges
 
 
-def test_malformed_lines_are_skipped_and_counted(tmp_path):
+def test_malformed_lines_skipped_untyped_lines_kept_progress_ignored(tmp_path):
     root = tmp_path / "projects" / "p"
     root.mkdir(parents=True)
     (root / "s.jsonl").write_bytes(
@@ -123,9 +123,12 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path):
         b"{not json\n"
         b'{"type":"assistant","uuid":"a1","parentUuid":"u1","sessionId":"s",'
         b'"message":{"role":"assistant","content":[{"type":"thinking","thinking":"hm"},{"type":"text","text":"hi!"}]}}\n'
+        b'{"sessionId":"s","message":{"role":"assistant","content":[{"type":"text","text":"untyped old line"}]}}\n'
+        b'{"type":"progress","sessionId":"s","message":{"role":"user","content":"progress copy"}}\n'
     )
     store = LanceStore(tmp_path / "lance")
     stats = _ingest(store, tmp_path / "projects", tmp_path / "state.duckdb")
     assert stats["lines_malformed"] == 1 and stats["errors"] == 0
     assert store.get("a1")["text"] == "hi!"
-    assert store.count(RECORDS) == 2
+    texts = sorted(store.open_table(RECORDS).to_arrow()["text"].to_pylist())
+    assert texts == ["hello there", "hi!", "untyped old line"]

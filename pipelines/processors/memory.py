@@ -27,12 +27,15 @@ SUMMARY_SESSIONS_PER_QUERY = 500
 
 
 def line_text(obj: dict) -> tuple[str, str] | None:
-    """``(role, text)`` for a prompt or answer line, or None for anything else."""
-    kind = obj.get("type")
-    if kind not in ("user", "assistant") or obj.get("isMeta"):
-        return None
+    """``(role, text)`` for a prompt or answer line, or None for anything else.
+
+    Lines without ``type`` (some older writers omit it) are judged by ``message.role``.
+    """
     message = obj.get("message")
-    if not isinstance(message, dict):
+    if not isinstance(message, dict) or obj.get("isMeta"):
+        return None
+    kind = obj.get("type", message.get("role"))
+    if kind not in ("user", "assistant"):
         return None
     content = message.get("content")
     if isinstance(content, str):
