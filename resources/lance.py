@@ -5,7 +5,7 @@ Contract:
   fresh handle, so a caller sees the latest version.
 - ``upsert_records`` / ``upsert_edges`` write a whole batch in ONE commit (``merge_insert`` on ``id``),
   and nothing at all for an empty batch: a retried run changes nothing and versions stay few.
-  Re-upserting a record keeps its provenance and ``created_at``.
+  Re-upserting a record keeps its provenance and ``created_at``; a null provenance reads as ``[]``.
 - After every records upsert the full-text index on ``records.text`` is created or brought up to date
   (one more commit), so recall stays an index lookup.
 - Provenance is a JSON list per record. ``append_provenance_batch(pairs)`` appends any number of
@@ -78,6 +78,7 @@ EVENTS_SCHEMA = pa.schema([
 ])
 
 _SCHEMAS = {RECORDS: RECORDS_SCHEMA, EDGES: EDGES_SCHEMA, EVENTS: EVENTS_SCHEMA}
+_UPSERT_SCHEMA = pa.schema([f for f in RECORDS_SCHEMA if f.name != "provenance"])
 SEVERITIES = ("debug", "info", "warning", "error")
 
 
@@ -202,22 +203,25 @@ class LanceStore:
     # -- writes ---------------------------------------------------------------------------------------
 
     def upsert_records(self, rows: list[dict]) -> int:
-        """Insert or update ``rows`` by id in one commit, keep existing provenance/created_at; refresh FTS."""
+        """Insert or update ``rows`` by id in one commit, keep existing provenance/created_at; refresh FTS.
+
+        The ``provenance`` column is never sent: an updated record keeps whatever the provenance
+        writer appended, even concurrently, and a new one starts with null (read as an empty list).
+        """
         if not rows:
             return 0
         rows = _dedupe(rows)
         table = self.open_table(RECORDS)
-        kept = self._existing(table, [r["id"] for r in rows], ["id", "provenance", "created_at"])
+        created = self._existing(table, [r["id"] for r in rows], ["id", "created_at"])
         prepared = []
         for row in rows:
             full = {**new_record(row["id"], row.get("text") or "", tier=row.get("tier") or "episodic"), **row}
             full["timestamp"] = as_utc(full.get("timestamp"))
-            old = kept.get(row["id"])
+            old = created.get(row["id"])
             if old is not None:
-                full["provenance"] = old["provenance"] or "[]"
                 full["created_at"] = old["created_at"]
             prepared.append(full)
-        data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
+        data = pa.Table.from_pylist(prepared, schema=_UPSERT_SCHEMA)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         self.refresh_indexes(table)
         return len(prepared)

@@ -112,6 +112,12 @@ def test_fts_index_is_kept_current(store):
     assert stats.num_unindexed_rows == 0 and stats.num_indexed_rows == 21
     hits = store.open_table(RECORDS).search("walrus", query_type="fts").limit(5).to_list()
     assert [h["id"] for h in hits] == ["r100"]
+    store.append_provenance_batch([("r100", {"cue": "walrus"})])
+    store.upsert_records([_rec(100, "an edited zebra prompt")])  # the text changes: the index follows
+    table = store.open_table(RECORDS)
+    assert table.search("walrus", query_type="fts").limit(5).to_list() == []
+    assert [h["id"] for h in table.search("zebra", query_type="fts").limit(5).to_list()] == ["r100"]
+    assert store.get("r100")["provenance"] == [{"cue": "walrus"}]
 
 
 def test_events_newest_first_with_filters(store):
