@@ -111,7 +111,7 @@ def _busy(exc: Exception) -> bool:
     return is_lock_conflict(exc)
 
 
-@dg.schedule(job=pack_gc, cron_schedule="30 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(job=pack_gc, cron_schedule="0 4 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
 def pack_gc_daily(context: dg.ScheduleEvaluationContext, packs: PackResource):
     """Every day, GC each project with more than one live pack or with tombstones left to sweep."""
     try:

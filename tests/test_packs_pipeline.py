@@ -114,7 +114,7 @@ def test_sensor_registers_a_project_it_does_not_know(settings, samples_root, res
 def test_daily_schedule_requests_projects_with_packs_to_consolidate_or_sweep(settings, samples_root, instance,
                                                                               resources):
     store = _ingests(settings, samples_root, 2)
-    when = datetime(2026, 1, 2, 3, 30, tzinfo=UTC)
+    when = datetime(2026, 1, 2, 4, 0, tzinfo=UTC)
     tick = lambda: pack_gc_daily(  # noqa: E731
         dg.build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=when))
     [request] = tick()
