@@ -11,6 +11,7 @@ import dagster as dg
 from pipelines.partitions import projects_partitions
 from pipelines.tags import POOL_ARCHIVE
 from resources.configurable import PackResource
+from resources.state import is_lock_conflict
 
 SENSOR_LOCK_WAIT_SEC = 15.0
 """A sensor tick waits at most this long for the warehouse, then skips (the next tick retries)."""
@@ -105,19 +106,13 @@ def _store_for_tick(packs: PackResource):
     return store
 
 
-def _busy(exc: Exception) -> bool:
-    from resources.state import is_lock_conflict
-
-    return is_lock_conflict(exc)
-
-
 @dg.schedule(job=pack_gc, cron_schedule="0 4 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
 def pack_gc_daily(context: dg.ScheduleEvaluationContext, packs: PackResource):
     """Every day, GC each project with more than one live pack or with tombstones left to sweep."""
     try:
         counts = _store_for_tick(packs).pack_counts()
     except Exception as exc:
-        if _busy(exc):
+        if is_lock_conflict(exc):
             return dg.SkipReason("the warehouse is busy; tomorrow's tick will catch up")
         raise
     known = set(context.instance.get_dynamic_partitions(projects_partitions.name))
@@ -137,7 +132,7 @@ def pack_gc_sensor(context: dg.SensorEvaluationContext, packs: PackResource):
     try:
         counts = _store_for_tick(packs).pack_counts()
     except Exception as exc:
-        if _busy(exc):
+        if is_lock_conflict(exc):
             return dg.SkipReason("the warehouse is busy; the next tick retries")
         raise
     due = sorted(r for r, c in counts.items() if c["live"] > threshold)

@@ -307,30 +307,27 @@ class _Stream:
             extra += len(data)
         return extra
 
-    def _uint(self, width: int) -> int:
-        return int.from_bytes(self.read(width), "big")
-
-    def header(self, fix_base: int, fix_max: int, wide: dict[int, int]) -> int:
-        """A msgpack length (or fixint) header: fix_base..fix_max hold it inline, ``wide`` maps a
-        type byte to the width of the length that follows."""
+    def header(self, wide: dict[int, int], fix: tuple[int, int] | None = None) -> int:
+        """A msgpack length header: ``wide`` maps a type byte to the width of the length that
+        follows; type bytes in the ``fix`` range hold the length inline."""
         t = self.read(1)[0]
-        if fix_base <= t <= fix_max:
-            return t - fix_base
+        if fix is not None and fix[0] <= t <= fix[1]:
+            return t - fix[0]
         if t in wide:
-            return self._uint(wide[t])
+            return int.from_bytes(self.read(wide[t]), "big")
         raise PackCorrupt(f"{self.path.name}: unexpected msgpack type 0x{t:02x} at byte {self.pos - 1}")
 
     def map_header(self) -> int:
-        return self.header(0x80, 0x8F, {0xDE: 2, 0xDF: 4})
+        return self.header({0xDE: 2, 0xDF: 4}, fix=(0x80, 0x8F))
 
     def array_header(self) -> int:
-        return self.header(0x90, 0x9F, {0xDC: 2, 0xDD: 4})
+        return self.header({0xDC: 2, 0xDD: 4}, fix=(0x90, 0x9F))
 
     def bin_header(self) -> int:
-        return self.header(0x100, 0x100, {0xC4: 1, 0xC5: 2, 0xC6: 4})
+        return self.header({0xC4: 1, 0xC5: 2, 0xC6: 4})
 
     def str(self) -> str:
-        return self.read(self.header(0xA0, 0xBF, {0xD9: 1, 0xDA: 2, 0xDB: 4})).decode()
+        return self.read(self.header({0xD9: 1, 0xDA: 2, 0xDB: 4}, fix=(0xA0, 0xBF))).decode()
 
     def int(self) -> int:
         t = self.read(1)[0]

@@ -43,7 +43,7 @@ def repo_of(session_key: str) -> str:
 
 @dataclass(frozen=True)
 class PendingObject:
-    """A new object waiting for its pack: id, raw size, and how to fetch its stored form."""
+    """A new object waiting for its pack: id, raw size and stored (compressed) size."""
 
     object_id: str
     size: int

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -131,3 +133,22 @@ def test_definitions_resolve_with_bound_resources(resources):
     job = defs.resolve_job_def("pack_gc")
     assert job.partitions_def is not None
     assert {s.name for s in defs.resolve_all_job_defs()} >= {"pack_gc"}
+
+
+def test_sensor_skips_while_another_process_holds_the_warehouse(settings, samples_root, instance, resources,
+                                                                monkeypatch):
+    _ingests(settings, samples_root, 1)
+    monkeypatch.setattr(pack_pipelines, "SENSOR_LOCK_WAIT_SEC", 0.3)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(60)", str(settings.state_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = pack_gc_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert isinstance(result, dg.SkipReason) and "busy" in result.skip_message
