@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.update({"SESSIONLAKE_HOME": str(home), "SESSIONLAKE_SESSIONS_DIR": str(sessions),
                        "DAGSTER_HOME": str(home / "dagster")})
     print(f"demo home: {home}\nsessions:  {sessions}\n")
-    steps = [["ingest"], ["usage", "daily"], ["usage", "session"], ["ingest"]]
+    steps = [["ingest"], ["usage", "daily"], ["usage", "session"], ["recall", "music generation", "-k", "3"],
+             ["archive", "ls"], ["ingest"]]
     for step in steps:
         print(f"$ sessionlake {' '.join(step)}")
         code = cli.main(step)
