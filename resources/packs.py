@@ -72,6 +72,7 @@ class ObjectReader:
         self.repo = repo
         self._where: dict[str, tuple[str, ObjectEntry]] = {}
         self._files: dict[str, object] = {}
+        self._listings: dict[str, dict[str, ObjectEntry]] = {}
 
     def locate(self, object_ids: Iterable[str]) -> None:
         wanted = sorted(set(object_ids) - self._where.keys())
@@ -103,6 +104,8 @@ class ObjectReader:
                 self._where[oid] = (key, listing[oid])
 
     def _open(self, key: str) -> dict[str, ObjectEntry]:
+        if key in self._listings:
+            return self._listings[key]
         path = pack_path(self.store.packs_dir, key)
         f = open(path, "rb")  # noqa: SIM115 - kept open until close(), see the class docstring
         try:
@@ -111,7 +114,8 @@ class ObjectReader:
             f.close()
             raise
         self._files[key] = f
-        return {e.object_id: e for e in listing.objects}
+        self._listings[key] = {e.object_id: e for e in listing.objects}
+        return self._listings[key]
 
     def ref(self, object_id: str) -> ObjectRef:
         """The object where it lies, to be streamed into another pack."""
@@ -128,6 +132,8 @@ class ObjectReader:
         for f in self._files.values():
             f.close()
         self._files.clear()
+        self._listings.clear()
+        self._where.clear()
 
     def __enter__(self) -> ObjectReader:
         return self
@@ -154,7 +160,7 @@ class PackStore:
         """``{object_id: pack_key}`` for the ids the index knows in ``repo``."""
         with self.state.connect() as conn:
             rows = conn.execute(
-                "SELECT object_id, pack_key FROM pack_index WHERE repo = ? AND list_contains(?, object_id)",
+                "SELECT object_id, pack_key FROM pack_index WHERE repo = ? AND object_id IN (SELECT unnest(?))",
                 [repo, list(object_ids)],
             ).fetchall()
         return dict(rows)
@@ -301,7 +307,7 @@ class PackStore:
         if not values:
             return []
         return [r[0] for r in conn.execute(
-            f"SELECT {expr} FROM {table} WHERE repo = ? AND list_contains(?, {expr})", [repo, values]
+            f"SELECT {expr} FROM {table} WHERE repo = ? AND {expr} IN (SELECT unnest(?))", [repo, values]
         ).fetchall()]
 
     # -- reads: fetch and restore -----------------------------------------------------------------
