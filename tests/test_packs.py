@@ -224,3 +224,20 @@ def test_pack_encoding_is_deterministic_and_checks_order(tmp_path):
     with pytest.raises(ValueError, match="out of order"):
         write_pack(tmp_path / "c", list(reversed(objects)), 3, [], 0)
     assert not [p for p in (tmp_path / "c").iterdir()]  # the temp file of the failed write is gone
+
+
+def test_gc_refuses_an_altered_pack_and_changes_nothing(store, samples_root):
+    _three_ingests(store, samples_root)
+    packs = store.live_packs(SAMPLE_PROJECT)
+    path = store.packs_dir / f"{packs[0]['key'].split(':')[1]}.mpack"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x20
+    path.write_bytes(bytes(data))
+    rows = _index_rows(store)
+
+    with pytest.raises(PackCorrupt, match=path.name):
+        store.gc_repo(SAMPLE_PROJECT)
+
+    assert store.live_packs(SAMPLE_PROJECT) == packs
+    assert _index_rows(store) == rows
+    assert len(list(store.packs_dir.glob("*.mpack"))) == 3 and not list(store.packs_dir.glob(".*"))
