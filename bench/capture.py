@@ -148,8 +148,11 @@ def _drain_rows(root: Path, records: int) -> list[dict]:
 
 def run(quick: bool) -> list[dict]:
     root = Path(tempfile.mkdtemp(prefix="sessionlake-bench-capture-", dir=os.environ.get("SESSIONLAKE_BENCH_DIR")))
+    load = os.getloadavg()[0]
     try:
-        rows = _throughput_rows(root, per_thread_1=300 if quick else 2000, per_thread_8=60 if quick else 400)
+        rows = [{"metric": f"machine load average at start ({os.cpu_count()} CPUs; other work shares the disk)",
+                 "value": round(load, 2), "unit": "runnable"}]
+        rows += _throughput_rows(root, per_thread_1=300 if quick else 2000, per_thread_8=60 if quick else 400)
         rows += _depth_rows(root, samples=100 if quick else 500, depth=2_000 if quick else 10_000)
         rows += _cli_rows(root, runs=7 if quick else 21)
         rows += _drain_rows(root, records=2_000 if quick else 10_000)

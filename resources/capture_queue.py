@@ -361,13 +361,13 @@ class CaptureQueue:
         except FileNotFoundError:  # finished or moved by another process between listing and locking
             claim.release(remove_lock=True)
             return None, 0
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
+        try:  # most envelopes fit one 64 KiB read; a short read of a regular file means end of file
+            raw = chunk = os.read(fd, 1 << 16)
+            while len(chunk) == 1 << 16:
+                chunk = os.read(fd, 1 << 16)
+                raw += chunk
         finally:
             os.close(fd)
-        raw = b"".join(chunks)
         try:
             obj = json.loads(raw)
         except ValueError as exc:  # bad JSON or bad UTF-8

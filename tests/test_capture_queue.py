@@ -74,6 +74,15 @@ def test_text_survives_byte_for_byte(queue):
     assert got[0]["text"] == text and got[0]["text"].encode("utf-8") == text.encode("utf-8")
 
 
+def test_large_records_round_trip(queue):
+    sizes = [65_400, 65_536 - 100, 300_000]  # around and past one read buffer
+    for size in sizes:
+        queue.append({"text": "é" * size})
+    got = []
+    assert queue.ingest_pending(got.append) == 3
+    assert [r["text"] for r in got] == ["é" * size for size in sizes]
+
+
 @pytest.mark.parametrize("record, reason", [
     (["not", "an", "object"], "JSON object"),
     ({"text": {1, 2}}, "not JSON-serialisable"),
