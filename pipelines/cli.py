@@ -36,8 +36,26 @@ def build_parser(commands: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argume
     return parser
 
 
+NAME_OPTIONS = ("--project", "--session", "--session-id")
+"""Options whose values are project or session names, which start with "-" (``-Users-me-repo``)."""
+
+
+def join_dash_values(argv: list[str]) -> list[str]:
+    """Turn ``--project -Users-me-repo`` into ``--project=-Users-me-repo`` so argparse does not read the
+    name as an option."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in NAME_OPTIONS:
+            value = next(args, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = join_dash_values(sys.argv[1:] if argv is None else argv)
     # Import only the command being run, so `capture` does not pay for the others' imports.
     only = (argv[0],) if argv and argv[0] in COMMAND_MODULES else COMMAND_MODULES
     args = build_parser(only).parse_args(argv)

@@ -50,3 +50,11 @@ def test_weekly_text_report_prints_totals(settings, tmp_path):
     out = _cli("usage", "weekly", env=env).stdout
     assert "2025-06-02" in out and "2025-06-09" in out
     assert out.strip().splitlines()[-1].split()[:3] == ["total", "293", "19,313"]
+
+
+def test_project_names_starting_with_a_dash_are_values_not_options(settings, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    assert _cli("ingest", "--only", "usage", "--project", SAMPLE_PROJECT, env=env).returncode == 0
+    result = _cli("usage", "project", "--json", "--project", SAMPLE_PROJECT, env=env)
+    assert result.returncode == 0, result.stderr
+    assert [p["project"] for p in json.loads(result.stdout)["projects"]] == [SAMPLE_PROJECT]
