@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -97,15 +97,13 @@ class TableHealth:
     prunable_versions: int | None = None
     """Versions old enough for the retention to remove (never the latest); None when not asked for."""
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def table_dir(store, name: str) -> Path:
     return Path(store.root) / f"{name}.lance"
 
 
-def _folder_bytes(path: Path) -> int:
+def folder_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``; files a concurrent prune removes mid-walk are skipped."""
     total = 0
     stack = [path]
     while stack:
@@ -164,7 +162,7 @@ def measure_table(store, name: str, retention_sec: float | None = None) -> Table
         name=name,
         rows=int(stats["num_rows"]),
         versions=count_versions(store, name),
-        size_bytes=_folder_bytes(table_dir(store, name)),
+        size_bytes=folder_bytes(table_dir(store, name)),
         fragments=int(fragments["num_fragments"]),
         small_fragments=int(fragments["num_small_fragments"]),
         prunable_versions=None if retention_sec is None else count_prunable_versions(store, name, retention_sec),
