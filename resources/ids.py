@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -11,6 +10,17 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 _lock = threading.Lock()
 _last = 0
+
+
+def _forget_after_fork() -> None:
+    # A forked child shares the parent's last ULID; incrementing from it in the same millisecond
+    # would give both processes the same ids. Start the child from fresh randomness instead.
+    global _last, _lock
+    _last = 0
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def new_ulid() -> str:
@@ -34,5 +44,7 @@ def new_ulid() -> str:
 
 def stable_id(*parts: object) -> str:
     """A 32-hex-digit id that depends only on ``parts``: the same inputs always give the same id."""
+    import hashlib  # here, not at the top: `sessionlake capture` imports this module on every prompt
+
     joined = "\x1f".join("" if p is None else str(p) for p in parts)
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]

@@ -411,3 +411,26 @@ def test_drainer_killed_mid_flight_is_retried(queue):
     assert queue.ingest_pending(seen.append) == 1
     assert seen == [{"text": "in flight when the process died"}]
     assert not list(queue.dir.glob("pending-*"))
+
+
+def test_forked_producers_never_share_a_ulid(monkeypatch):
+    from resources import ids
+
+    frozen = time.time_ns()
+    monkeypatch.setattr(ids.time, "time_ns", lambda: frozen)  # every child in the parent's millisecond
+    new_ulid = ids.new_ulid
+    read, write = os.pipe()
+    children = []
+    new_ulid()  # the parent has a "last" ULID that every child inherits
+    for _ in range(50):
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, (new_ulid() + "\n").encode())
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        ids = f.read().split()
+    assert len(ids) == 50 and len(set(ids)) == 50
