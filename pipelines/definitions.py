@@ -7,13 +7,14 @@ them and binds the storage resources. Every resource reads its paths from the en
 
 import dagster as dg
 
-from pipelines import capture, packs, sessions
+from pipelines import capture, maintenance, packs, sessions
 from resources.configurable import CaptureQueueResource, LanceResource, PackResource, StateResource
 
 defs = dg.Definitions.merge(
     sessions.defs,
     capture.defs,
     packs.defs,
+    maintenance.defs,
     dg.Definitions(
         resources={
             "state": StateResource(),
