@@ -35,3 +35,14 @@ def settings(tmp_path: Path, samples_root: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def state(settings: Settings) -> StateStore:
     return StateStore.from_settings(settings)
+
+
+@pytest.fixture(autouse=True)
+def _reset_dagster_defs_state_storage():
+    """Entering one Dagster instance twice (a fixture's ``instance_for_test()`` and then
+    ``execute_in_process(instance=...)``) leaves its defs-state storage current after both exit, and
+    a later test that loads Definitions would open that deleted instance. Reset it around each test."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
