@@ -18,11 +18,8 @@ from typing import NamedTuple
 
 import orjson
 
-HASH_CHUNK = 1 << 20
 TAIL_FINGERPRINT_BYTES = 4096
 """How many bytes before a stored offset are re-read to tell an appended file from a rewritten one."""
-MAX_LINE_BYTES = 256 << 20
-"""Lines longer than this are skipped as malformed instead of being held in memory."""
 PREVIEW_BYTES = 200
 
 
@@ -82,10 +79,21 @@ def _walk_dir(directory: str, project: str, rel: str) -> Iterator[SessionFile]:
                 yield SessionFile(entry_rel, entry.path, project, st.st_size, st.st_mtime_ns)
 
 
-def compute_file_hash(path: Path | str) -> str:
-    """SHA-256 of the file's bytes, hex. Streams; deterministic and content-based."""
+def compute_file_hash(path: Path | str, size: int | None = None) -> str:
+    """SHA-256 of the file's bytes (its first ``size`` bytes when given), hex. Streams; content-based.
+
+    Hashing exactly the size that was stat-ed keeps the hash consistent with that size while the
+    file keeps growing under us.
+    """
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        if size is None:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        digest = hashlib.sha256()
+        remaining = size
+        while remaining > 0 and (chunk := f.read(min(remaining, 1 << 20))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+        return digest.hexdigest()
 
 
 def tail_fingerprint(path: Path | str, offset: int) -> str | None:
@@ -141,60 +149,39 @@ def iter_jsonl(
     only wants some lines need not pay for decoding the rest; it also does not see their defects).
     """
     stats = stats if stats is not None else ParseStats()
-    stats.end_offset = start_offset
-    with open(path, "rb") as f:
-        f.seek(start_offset)
-        offset = start_offset
-        while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                break
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                length = len(raw) + _skip_to_newline(f)
-                stats.malformed.append(MalformedLine(offset, length, "line too long", _preview(raw)))
-                offset += length
-                stats.end_offset = offset
-                continue
-            complete = raw.endswith(b"\n")
-            if contains is not None and complete and contains not in raw:
-                offset += len(raw)
-                stats.end_offset = offset
-                continue
-            stripped = raw.strip()
-            if not stripped:
-                if complete:
-                    stats.blank += 1
-                    offset += len(raw)
-                    stats.end_offset = offset
-                continue
-            try:
-                obj = orjson.loads(stripped)
-            except orjson.JSONDecodeError as exc:
-                if not complete:
-                    break  # probably a line still being written: leave it for the next read
-                stats.malformed.append(MalformedLine(offset, len(raw), f"invalid JSON: {exc}", _preview(raw)))
-                obj = None
-            if obj is not None and not isinstance(obj, dict):
-                stats.malformed.append(
-                    MalformedLine(offset, len(raw), f"not a JSON object: {type(obj).__name__}", _preview(raw))
-                )
-                obj = None
-            line_offset = offset
-            offset += len(raw)
-            stats.end_offset = offset
-            if obj is not None:
-                stats.lines += 1
-                yield JsonLine(line_offset, obj)
-    stats.bytes_read += stats.end_offset - start_offset
-
-
-def _skip_to_newline(f) -> int:
-    skipped = 0
-    while True:
-        chunk = f.readline(HASH_CHUNK)
-        skipped += len(chunk)
-        if not chunk or chunk.endswith(b"\n"):
-            return skipped
+    offset = start_offset
+    try:
+        with open(path, "rb") as f:
+            f.seek(start_offset)
+            for raw in f:
+                size = len(raw)
+                complete = raw[-1] == 10  # b"\n"
+                if complete and contains is not None and contains not in raw:
+                    offset += size
+                    continue
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    if not complete:
+                        break  # probably a line still being written: leave it for the next read
+                    if raw.strip():
+                        stats.malformed.append(MalformedLine(offset, size, f"invalid JSON: {exc}", _preview(raw)))
+                    else:
+                        stats.blank += 1
+                    offset += size
+                    continue
+                line_offset = offset
+                offset += size
+                if type(obj) is not dict:
+                    stats.malformed.append(
+                        MalformedLine(line_offset, size, f"not a JSON object: {type(obj).__name__}", _preview(raw))
+                    )
+                elif contains is None or contains in raw:
+                    stats.lines += 1
+                    yield JsonLine(line_offset, obj)
+    finally:
+        stats.end_offset = offset
+        stats.bytes_read += offset - start_offset
 
 
 def _preview(raw: bytes) -> str:

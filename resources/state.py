@@ -65,7 +65,7 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
         3,
         (
             """CREATE TABLE IF NOT EXISTS usage_messages (
-                dedup_key VARCHAR PRIMARY KEY,
+                dedup_key VARCHAR NOT NULL,
                 message_id VARCHAR,
                 request_id VARCHAR,
                 ts TIMESTAMPTZ NOT NULL,
@@ -86,7 +86,6 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
                 computed_cost_usd DOUBLE,
                 line_offset BIGINT NOT NULL
             )""",
-            "CREATE INDEX IF NOT EXISTS usage_messages_ts ON usage_messages (ts)",
             """CREATE TABLE IF NOT EXISTS model_prices (
                 model VARCHAR PRIMARY KEY,
                 input_per_mtok DOUBLE NOT NULL,

@@ -54,23 +54,35 @@ _COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * b.o
 def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: PriceTable) -> int:
     """Write ``rows`` (one per key, already the best copy within the batch); returns rows written.
 
-    A stored row is replaced only by a better copy. Computed cost comes from ``model_prices``.
+    A stored row is replaced only by a better copy; new keys are appended. The table has no primary
+    key index (maintaining one made bulk loads several times slower), so uniqueness of ``dedup_key``
+    is this function's job: one transaction, run only under DuckDB's single-writer lock.
     """
     if not rows:
         return 0
     _store_prices(conn, prices, {r["model"] for r in rows if r["model"]})
     batch = pa.Table.from_pylist(rows, schema=USAGE_SCHEMA)
     conn.register("_usage_batch", batch)
+    priced = f"""SELECT {", ".join("b." + c for c in _COLUMNS)}, {_COMPUTED_COST} AS computed_cost_usd
+                 FROM _usage_batch b LEFT JOIN model_prices p ON p.model = b.model"""
+    conn.execute("BEGIN TRANSACTION")
     try:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "dedup_key")
+        conn.execute(
+            f"""UPDATE usage_messages SET {", ".join(f"{c} = n.{c}" for c in _COLUMNS if c != "dedup_key")},
+                   computed_cost_usd = n.computed_cost_usd
+                FROM ({priced}) n
+                WHERE usage_messages.dedup_key = n.dedup_key
+                  AND {_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}"""
+        )
         conn.execute(
             f"""INSERT INTO usage_messages ({", ".join(_COLUMNS)}, computed_cost_usd)
-                SELECT {", ".join("b." + c for c in _COLUMNS)}, {_COMPUTED_COST}
-                FROM _usage_batch b LEFT JOIN model_prices p ON p.model = b.model
-                ON CONFLICT (dedup_key) DO UPDATE SET {updates},
-                   computed_cost_usd = excluded.computed_cost_usd
-                WHERE {_RANK.format(t="excluded")} > {_RANK.format(t="usage_messages")}"""
+                SELECT * FROM ({priced}) n
+                WHERE NOT EXISTS (SELECT 1 FROM usage_messages u WHERE u.dedup_key = n.dedup_key)"""
         )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     finally:
         conn.unregister("_usage_batch")
     return len(rows)

@@ -61,7 +61,7 @@ def test_stable_files_are_not_hashed(samples_root, state, monkeypatch):
     run_processors([LineCounter()], samples_root, state)
     hashed = []
     real = runner.compute_file_hash
-    monkeypatch.setattr(runner, "compute_file_hash", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(runner, "compute_file_hash", lambda p, size=None: hashed.append(p) or real(p, size))
     run_processors([LineCounter()], samples_root, state)
     assert hashed == []
 
@@ -157,10 +157,10 @@ def test_unreadable_file_is_reported_and_retried(samples_root, state, monkeypatc
     real = runner.compute_file_hash
     locked = next(samples_root.rglob("ba79134d*.jsonl"))
 
-    def unreadable(path):
+    def unreadable(path, size=None):
         if str(path) == str(locked):
             raise PermissionError(13, "Permission denied", str(path))
-        return real(path)
+        return real(path, size)
 
     monkeypatch.setattr(runner, "compute_file_hash", unreadable)
     stats = run_processors([LineCounter()], samples_root, state)["lines"]
@@ -178,3 +178,24 @@ def test_malformed_lines_are_kept_for_a_person_to_find(tmp_path, state):
     with state.connect() as conn:
         rows = conn.execute("SELECT session_key, byte_offset, preview FROM malformed_lines").fetchall()
     assert rows == [("p/s.jsonl", 9, "{oops\n")]
+
+
+def test_file_growing_while_it_is_read_is_finished_on_the_next_run(tmp_path, state):
+    root = tmp_path / "tree"
+    path = _write(root, "p/s.jsonl", ['{"n": 1}'])
+
+    class AppendsWhileReading(LineCounter):
+        def process_session(self, session_path, *args, **kwargs):
+            with open(session_path, "a") as f:  # the agent writes a line while we read
+                f.write('{"n": 2}\n')
+            return super().process_session(session_path, *args, **kwargs)
+
+    run_processors([AppendsWhileReading()], root, state)
+    with open(path, "a") as f:
+        f.write('{"n": 3}\n')
+    _bump_mtime(path)
+    after = LineCounter()
+    run_processors([after], root, state)
+    with state.connect() as conn:
+        assert load_processor_state(conn, "lines")["p/s.jsonl"].items_extracted == 3
+    assert after.calls == [("p/s.jsonl", path.stat().st_size - 9)]  # only the line it had not seen

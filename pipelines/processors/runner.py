@@ -13,9 +13,7 @@ Rules (each one tested in ``tests/test_runner.py``):
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +30,10 @@ from resources.state import (
     record_session_files,
 )
 
-FILES_PER_CONNECTION = 256
-"""Files processed per short-lived DuckDB connection, so other processes get the file in between."""
+FILES_PER_CONNECTION = 1000
+BYTES_PER_CONNECTION = 64 << 20
+"""A DuckDB connection is held for at most this many files or bytes of session data, so other
+processes get the database in between (opening and checkpointing one costs tens of ms)."""
 MAX_ERRORS_REPORTED = 20
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,18 @@ def run_processors(
     results = {p.name: empty_stats() for p in processors}
     if not files:
         return results
-    with state.connect() as conn:
-        states = {p.name: load_processor_state(conn, p.name) for p in processors}
     hashes: dict[str, str | OSError | None] = {}
+    work: dict[str, list[_Task]] = {}
+    with state.connect() as conn:  # one short connection for all planning: opening one costs tens of ms
+        for processor in processors:
+            stats = results[processor.name]
+            stats["scanned"] = len(files)
+            previous = load_processor_state(conn, processor.name)
+            work[processor.name], unchanged = _plan(files, previous, hashes, stats)
+            mark_processed(conn, processor.name, unchanged)
+        record_session_files(conn, _session_file_rows(files, hashes))
     for processor in processors:
-        stats = results[processor.name]
-        stats["scanned"] = len(files)
-        tasks, unchanged = _plan(files, states[processor.name], hashes, stats)
-        _execute(processor, tasks, unchanged, state, stats, logger)
-    _record_files(files, hashes, state)
+        _execute(processor, work[processor.name], state, results[processor.name], logger)
     return results
 
 
@@ -99,15 +102,13 @@ def _plan(
     tasks: list[_Task] = []
     unchanged: list[ProcessedMark] = []
     now = datetime.now(UTC)
-    changed = []
     for f in files:
         prev = previous.get(f.key)
         if prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at):
             stats["skipped"] += 1
-        else:
-            changed.append((f, prev))
-    _hash_files([f for f, _ in changed if f.key not in hashes], hashes)
-    for f, prev in changed:
+            continue
+        if f.key not in hashes:
+            hashes[f.key] = _hash_or_error(f)
         file_hash = hashes[f.key]
         if isinstance(file_hash, OSError):
             _report_error(stats, f.key, file_hash)
@@ -127,20 +128,13 @@ def _plan(
     return tasks, unchanged
 
 
-def _hash_files(files: list[SessionFile], hashes: dict) -> None:
-    """Hash ``files`` on every core (hashlib releases the GIL); a vanished file hashes to None and an
-    unreadable one to its OSError, so the caller can report it."""
-
-    def one(f: SessionFile):
-        try:
-            return compute_file_hash(f.fspath)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            return exc
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        hashes.update(zip((f.key for f in files), pool.map(one, files), strict=True))
+def _hash_or_error(f: SessionFile) -> str | OSError | None:
+    try:
+        return compute_file_hash(f.fspath, f.size)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc
 
 
 def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
@@ -157,30 +151,39 @@ def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
 def _execute(
     processor: SessionProcessor,
     tasks: list[_Task],
-    unchanged: list[ProcessedMark],
     state: StateStore,
     stats: dict,
     logger: logging.Logger,
 ) -> None:
-    if unchanged:
-        with state.connect() as conn:
-            mark_processed(conn, processor.name, unchanged)
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[ProcessedMark] = []
     malformed: list[tuple[str, MalformedLine]] = []
-    for start in range(0, len(tasks), FILES_PER_CONNECTION):
-        chunk = tasks[start : start + FILES_PER_CONNECTION]
+    done = 0
+    for chunk in _connection_chunks(tasks):
         with state.connect() as conn:
-            for i, task in enumerate(chunk):
+            for task in chunk:
                 mark = _process_one(processor, task, conn, stats, malformed, logger)
                 if mark is not None:
                     pending.append(mark)
-                is_last = start + i + 1 == len(tasks)
-                if pending and (len(pending) >= commit_every or is_last):
+                done += 1
+                if pending and (len(pending) >= commit_every or done == len(tasks)):
                     _commit(processor, conn, pending, malformed, stats, logger)
                     pending, malformed = [], []
     stats.update(processor.end_run())
+
+
+def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
+    chunk: list[_Task] = []
+    size = 0
+    for task in tasks:
+        chunk.append(task)
+        size += task.file.size - task.start_offset
+        if len(chunk) >= FILES_PER_CONNECTION or size >= BYTES_PER_CONNECTION:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _process_one(processor, task: _Task, conn, stats: dict, malformed: list, logger) -> ProcessedMark | None:
@@ -239,14 +242,13 @@ def _report_error(stats: dict, key: str, exc: BaseException, count: int = 1) -> 
         stats["error_files"].append({"file": key, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def _record_files(files: list[SessionFile], hashes: dict[str, str | None], state: StateStore) -> None:
-    rows = [
+def _session_file_rows(files: list[SessionFile], hashes: dict) -> list[dict]:
+    """Rows for ``session_files``; the hash only where this run computed one (None keeps the stored one)."""
+    return [
         {"path": f.key, "project": f.project, "size": f.size, "mtime_ns": f.mtime_ns,
          "file_hash": h if isinstance(h := hashes.get(f.key), str) else None, "byte_offset": None}
         for f in files
     ]
-    with state.connect() as conn:
-        record_session_files(conn, rows)
 
 
 def _ns(ts: datetime) -> int:

@@ -17,7 +17,8 @@ from resources.pricing import PriceTable
 from resources.sessions import ParseStats, iter_jsonl
 from resources.usage import sync_prices, upsert_usage
 
-ROWS_PER_COMMIT_FILES = 500
+FILES_PER_COMMIT = 5000
+"""Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest)."""
 
 
 def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[int, int]] | None:
@@ -41,7 +42,11 @@ def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[i
         key = str(message_id)
     else:  # nothing to de-duplicate on: the line's own position is its identity
         key = "pos:" + hashlib.sha256(f"{session_key}\0{offset}".encode()).hexdigest()[:32]
-    total = sum(_int(usage.get(k)) for k in _TOKEN_KEYS)
+    try:
+        total = (usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+                 + usage.get("cache_creation_input_tokens", 0) + usage.get("cache_read_input_tokens", 0))
+    except TypeError:  # a null or non-numeric count somewhere: count the numeric ones
+        total = sum(_int(usage.get(k)) for k in _TOKEN_KEYS)
     return key, (0 if obj.get("isSidechain") else 1, total)
 
 
@@ -84,7 +89,7 @@ class UsageProcessor(SessionProcessor):
     """Turns assistant lines into ``usage_messages`` rows, batched per commit."""
 
     name = "usage"
-    commit_every_files = ROWS_PER_COMMIT_FILES
+    commit_every_files = FILES_PER_COMMIT
 
     def __init__(self, prices: PriceTable | None = None):
         self.prices = prices or PriceTable.load()
