@@ -22,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import lancedb
 import orjson
 import pyarrow as pa
 
@@ -157,6 +156,9 @@ class LanceStore:
     ) -> None:
         self.root = Path(path)
         self.root.mkdir(parents=True, exist_ok=True)
+        import lancedb  # here, not at the top: importing it costs ~2 s, and Dagster loads this module to
+        # build definitions (sensor intervals, table names) long before any table is opened
+
         self.db = lancedb.connect(str(self.root))
         self.provenance_overflow_dir = Path(provenance_overflow_dir) if provenance_overflow_dir else None
         self.embedding = _load_embedder(embedder, embedder_model) if embedder else None
