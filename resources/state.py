@@ -21,6 +21,9 @@ import pyarrow as pa
 from resources.sessions import MalformedLine, SessionFile
 from resources.settings import Settings
 
+Connection = duckdb.DuckDBPyConnection
+"""What `StateStore.connect()` yields; pipelines code names it through this alias, never through duckdb."""
+
 LOCK_WAIT_SEC = 120.0
 """How long `connect()` keeps retrying while another process holds the database file."""
 

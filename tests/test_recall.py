@@ -119,7 +119,8 @@ def test_queued_recalls_add_at_most_one_version_per_coalesce_window(store, tmp_p
     added = store.version(RECORDS) - version
     batches = queue.stats["batches"]
     # every window but the last (cut short by flush) lasted the full 200 ms
-    assert 1 <= batches <= elapsed / 0.2 + 1
+    assert batches >= 1
+    assert batches <= elapsed / 0.2 + 1
     # one commit per window, plus at most one text-index refresh when drained
     assert batches <= added <= batches + 1
     assert queue.stats["written"] == 180

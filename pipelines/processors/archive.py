@@ -19,11 +19,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.pack_format import TEMP_SUFFIX, ObjectEntry, ObjectRef, Snapshot, compress, iter_chunks, object_id
 from resources.packs import PackStore, PendingObject, repo_of
+from resources.state import Connection
 
 _HASH_BLOCK = 1 << 20
 
@@ -92,7 +91,7 @@ class ArchiveProcessor(SessionProcessor):
         session_path: Path,
         username: str,
         session_key: str,
-        conn: duckdb.DuckDBPyConnection,
+        conn: Connection,
         *,
         start_offset: int = 0,
     ) -> ProcessorResult:
@@ -124,7 +123,7 @@ class ArchiveProcessor(SessionProcessor):
         batch.snapshots.append(snapshot)
         return ProcessorResult(items_count=1, end_offset=size, bytes_read=size)
 
-    def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def commit(self, conn: Connection) -> None:
         """Write one pack per project holding what this batch added, then forget the batch."""
         for repo, batch in sorted(self._batch.items()):
             written = self.store.add_pack(conn, repo, list(batch.objects.values()), self._spool.ref,

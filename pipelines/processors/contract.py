@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from resources.sessions import MalformedLine
+from resources.state import Connection
 
 
 @dataclass
@@ -49,13 +48,13 @@ class SessionProcessor:
         session_path: Path,
         username: str,
         session_key: str,
-        conn: duckdb.DuckDBPyConnection,
+        conn: Connection,
         *,
         start_offset: int = 0,
     ) -> ProcessorResult:
         raise NotImplementedError
 
-    def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def commit(self, conn: Connection) -> None:
         """Write everything batched since the last commit. Called with a fresh short-lived connection."""
 
     def end_run(self) -> dict:

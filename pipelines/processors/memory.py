@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.ids import stable_id
 from resources.lance import EDGES, RECORDS, LanceStore, new_edge, new_record, sql_str, write_event
 from resources.sessions import ParseStats, iter_jsonl
+from resources.state import Connection
 
 SUMMARY_SESSIONS_PER_QUERY = 500
 
@@ -74,7 +73,7 @@ class MemoryProcessor(SessionProcessor):
         session_path: Path,
         username: str,
         session_key: str,
-        conn: duckdb.DuckDBPyConnection,
+        conn: Connection,
         *,
         start_offset: int = 0,
     ) -> ProcessorResult:
@@ -122,7 +121,7 @@ class MemoryProcessor(SessionProcessor):
         return ProcessorResult(items_count=len(records), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
                                malformed=stats.malformed)
 
-    def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def commit(self, conn: Connection) -> None:
         records = list(self._records.values())
         tagged = self._attach_summaries(records)
         written = self.store.upsert_records(records + tagged)

@@ -10,11 +10,10 @@ import hashlib
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
-
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.pricing import PriceTable
 from resources.sessions import ParseStats, iter_jsonl
+from resources.state import Connection
 from resources.usage import sync_prices, upsert_usage
 
 FILES_PER_COMMIT = 5000
@@ -101,7 +100,7 @@ class UsageProcessor(SessionProcessor):
         self.rows_written = 0
 
     def process_session(self, session_path: Path, username: str, session_key: str,
-                        conn: duckdb.DuckDBPyConnection, *, start_offset: int = 0) -> ProcessorResult:
+                        conn: Connection, *, start_offset: int = 0) -> ProcessorResult:
         stats = ParseStats()
         best: dict[str, tuple[tuple[int, int], int, dict]] = {}
         for offset, obj in iter_jsonl(session_path, start_offset, stats, contains=b'"usage"'):
@@ -122,7 +121,7 @@ class UsageProcessor(SessionProcessor):
         return ProcessorResult(items_count=items, end_offset=stats.end_offset, bytes_read=stats.bytes_read,
                                malformed=stats.malformed)
 
-    def commit(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def commit(self, conn: Connection) -> None:
         sync_prices(conn, self.prices)
         self.rows_written += upsert_usage(conn, [row for _, row in self._batch.values()], self.prices)
         self._batch.clear()
