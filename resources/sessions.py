@@ -150,18 +150,21 @@ def iter_jsonl(
     """
     stats = stats if stats is not None else ParseStats()
     offset = start_offset
+    lines = 0
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     try:
         with open(path, "rb") as f:
             f.seek(start_offset)
             for raw in f:
                 size = len(raw)
-                complete = raw[-1] == 10  # b"\n"
-                if complete and contains is not None and contains not in raw:
+                complete = raw[-1] == 10  # ends with b"\n"
+                wanted = contains is None or contains in raw
+                if complete and not wanted:
                     offset += size
                     continue
                 try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
+                    obj = loads(raw)
+                except decode_error as exc:
                     if not complete:
                         break  # probably a line still being written: leave it for the next read
                     if raw.strip():
@@ -176,10 +179,11 @@ def iter_jsonl(
                     stats.malformed.append(
                         MalformedLine(line_offset, size, f"not a JSON object: {type(obj).__name__}", _preview(raw))
                     )
-                elif contains is None or contains in raw:
-                    stats.lines += 1
+                elif wanted:
+                    lines += 1
                     yield JsonLine(line_offset, obj)
     finally:
+        stats.lines += lines
         stats.end_offset = offset
         stats.bytes_read += offset - start_offset
 
