@@ -69,11 +69,6 @@ class Settings:
     def provenance_overflow_dir(self) -> Path:
         return self.home / "provenance-overflow"
 
-    @property
-    def quarantine_dir(self) -> Path:
-        """Where malformed session lines are kept so a person can find what was skipped."""
-        return self.home / "quarantine"
-
     @classmethod
     def from_env(cls) -> Settings:
         price_file = os.environ.get("SESSIONLAKE_PRICE_FILE")
@@ -93,6 +88,3 @@ class Settings:
             pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0),
             sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500),
         )
-
-    def ensure_home(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
