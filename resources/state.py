@@ -252,6 +252,10 @@ class ProcessorFileState:
     tail_hash: str | None
     items_extracted: int
 
+    def is_processed(self, file_hash: str) -> bool:
+        """A file counts as processed only while its content hash equals the one stored when it was."""
+        return self.file_hash == file_hash
+
 
 def load_processor_state(
     conn: duckdb.DuckDBPyConnection, processor: str, session_files: Iterable[str] | None = None
@@ -334,16 +338,6 @@ def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Seque
         )
     finally:
         conn.unregister("_marks")
-
-
-def is_processed(conn: duckdb.DuckDBPyConnection, processor: str, session_file: str, file_hash: str) -> bool:
-    """A file is processed for `processor` only if the stored hash equals the current one."""
-    row = fetch_one(
-        conn,
-        "SELECT file_hash FROM session_processor_state WHERE processor_name = ? AND session_file = ?",
-        [processor, session_file],
-    )
-    return row is not None and row[0] == file_hash
 
 
 _SEEN_SCHEMA = pa.schema(

@@ -12,11 +12,15 @@ from resources.state import (
     MIGRATIONS,
     ProcessedMark,
     StateStore,
-    is_processed,
     load_processor_state,
     mark_processed,
     migrate,
 )
+
+
+def is_processed(conn, processor: str, key: str, file_hash: str) -> bool:
+    state = load_processor_state(conn, processor).get(key)
+    return state is not None and state.is_processed(file_hash)
 
 
 def _mark(key: str, file_hash: str, items: int = 1) -> ProcessedMark:

@@ -116,7 +116,7 @@ def _plan(
         if file_hash is None:
             stats["vanished"] += 1
             continue
-        if prev is not None and prev.file_hash == file_hash:
+        if prev is not None and prev.is_processed(file_hash):
             stats["skipped"] += 1
             unchanged.append(
                 ProcessedMark(f.key, f.project, prev.items_extracted, file_hash, f.size, prev.byte_offset,
