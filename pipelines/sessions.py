@@ -21,6 +21,7 @@ from pipelines.partitions import projects_partitions
 from pipelines.processors.runner import run_processors
 from pipelines.tags import POOL_ARCHIVE, POOL_MEMORY, POOL_USAGE, WRITES_LANCE
 from resources.configurable import LanceResource, PackResource, StateResource
+from resources.retry_marks import due_retries, record_failures
 from resources.sessions import walk_sessions
 from resources.state import scan_session_files
 
@@ -48,8 +49,13 @@ def session_files(context: dg.AssetExecutionContext, state: StateResource) -> dg
 
 
 def _run_processor(context: dg.AssetExecutionContext, state: StateResource, processor) -> dg.MaterializeResult:
-    stats = run_processors([processor], state.settings().sessions_dir, state.store(),
+    settings = state.settings()
+    stats = run_processors([processor], settings.sessions_dir, state.store(),
                            projects=set(context.partition_keys), logger=context.log)[processor.name]
+    failed = stats.pop("failed_files")
+    for project in context.partition_keys:
+        record_failures(settings.retry_dir, processor.name, project,
+                        [key for key in failed if key.split("/", 1)[0] == project])
     errors = stats.pop("error_files")
     metadata = {k: dg.MetadataValue.int(int(v)) for k, v in stats.items() if isinstance(v, int | float)}
     if errors:
@@ -113,7 +119,8 @@ def project_fingerprints(sessions_dir: os.PathLike | str) -> dict[str, str]:
 
 @dg.sensor(job=ingest_sessions, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
-    """Request ingestion for projects with new or changed files; register new projects as partitions.
+    """Request ingestion for projects with new or changed files, or with failed files due for a retry;
+    register new projects as partitions.
 
     At most ``sensor_max_new_partitions`` new projects are registered per tick (the rest next tick).
     More than `BACKFILL_ABOVE_PROJECTS` changed projects become one backfill, batched per run.
@@ -126,7 +133,8 @@ def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResour
     ready = known | set(new_projects)
     changed = sorted(p for p, fp in current.items() if p in ready and previous.get(p) != fp)
     cursor = {p: fp for p, fp in current.items() if p in ready}
-    requests = []
+    retries = {p: token for p, token in due_retries(settings.retry_dir).items() if p in ready and p not in changed}
+    requests = [dg.RunRequest(run_key=f"{p}:retry:{token}", partition_key=p) for p, token in sorted(retries.items())]
     if len(changed) > BACKFILL_ABOVE_PROJECTS:
         subset = AssetGraphSubset.from_asset_partition_set(
             {AssetKeyPartitionKey(dg.AssetKey(a), p) for a in _INGEST_ASSETS for p in changed},
@@ -134,7 +142,7 @@ def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResour
         )
         requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags=WRITES_LANCE))
     else:
-        requests = [dg.RunRequest(run_key=f"{p}:{current[p]}", partition_key=p) for p in changed]
+        requests += [dg.RunRequest(run_key=f"{p}:{current[p]}", partition_key=p) for p in changed]
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[projects_partitions.build_add_request(new_projects)] if new_projects else [],

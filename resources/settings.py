@@ -69,6 +69,11 @@ class Settings:
     def provenance_overflow_dir(self) -> Path:
         return self.home / "provenance-overflow"
 
+    @property
+    def retry_dir(self) -> Path:
+        """Markers of projects with files that failed, for the session sensor (resources/retry_marks.py)."""
+        return self.home / "retry"
+
     @classmethod
     def from_env(cls) -> Settings:
         price_file = os.environ.get("SESSIONLAKE_PRICE_FILE")

@@ -108,6 +108,7 @@ def test_a_failing_file_stays_unmarked_and_is_retried_while_others_go_on(samples
     stats = run_processors([failing, other], samples_root, state)
     assert (stats["usage"]["processed"], stats["usage"]["errors"]) == (3, 1)
     assert stats["usage"]["error_files"][0]["file"] == bad
+    assert stats["usage"]["failed_files"] == [bad]
     assert stats["other"]["processed"] == 4
     retry = LineCounter("usage")
     again = run_processors([retry], samples_root, state)["usage"]
@@ -129,12 +130,13 @@ def test_failed_commit_leaves_every_file_of_the_batch_unmarked(samples_root, sta
 
     stats = run_processors([BrokenCommit("usage")], samples_root, state)["usage"]
     assert (stats["processed"], stats["errors"]) == (0, 4)
+    assert len(stats["failed_files"]) == 4
     assert run_processors([LineCounter("usage")], samples_root, state)["usage"]["processed"] == 4
 
 
 def test_missing_root_gives_zero_stats(tmp_path, state):
     stats = run_processors([LineCounter()], tmp_path / "missing", state)["lines"]
-    assert {k: v for k, v in stats.items() if k != "error_files"} == dict.fromkeys(
+    assert {k: v for k, v in stats.items() if k not in ("error_files", "failed_files")} == dict.fromkeys(
         ["scanned", "processed", "skipped", "errors", "items_extracted", "lines_malformed", "bytes_read", "vanished"],
         0,
     )

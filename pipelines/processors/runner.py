@@ -58,6 +58,7 @@ def empty_stats() -> dict:
         "bytes_read": 0,
         "vanished": 0,
         "error_files": [],
+        "failed_files": [],
     }
 
 
@@ -226,7 +227,7 @@ def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stat
     try:
         processor.commit(conn)
     except Exception as exc:
-        _report_error(stats, "<commit>", exc, count=len(pending))
+        _report_error(stats, "<commit>", exc, failed=[m.session_file for m in pending])
         logger.error("%s commit failed; %d files stay unprocessed: %s", processor.name, len(pending), exc,
                      exc_info=True)
         return
@@ -236,8 +237,11 @@ def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stat
     stats["items_extracted"] += sum(m.items_extracted for m in pending)
 
 
-def _report_error(stats: dict, key: str, exc: BaseException, count: int = 1) -> None:
-    stats["errors"] += count
+def _report_error(stats: dict, key: str, exc: BaseException, failed: list[str] | None = None) -> None:
+    """Count and describe a failure: of file ``key``, or of a commit that leaves ``failed`` unmarked."""
+    failed = [key] if failed is None else failed
+    stats["errors"] += len(failed)
+    stats["failed_files"].extend(failed)
     if len(stats["error_files"]) < MAX_ERRORS_REPORTED:
         stats["error_files"].append({"file": key, "error": f"{type(exc).__name__}: {exc}"})
 

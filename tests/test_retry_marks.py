@@ -1,0 +1,74 @@
+"""Failed files are retried without a change to their project: markers, backoff, and the sensor."""
+
+import json
+
+import dagster as dg
+import pytest
+
+import pipelines.processors.runner as runner
+from pipelines.definitions import defs
+from pipelines.partitions import projects_partitions
+from pipelines.sessions import session_files_sensor, usage_messages
+from resources.configurable import StateResource
+from resources.retry_marks import MAX_ATTEMPTS, RETRY_BASE_SEC, due_retries, record_failures
+from tests.conftest import SAMPLE_PROJECT
+
+
+def test_backoff_doubles_per_attempt_and_gives_up_after_the_last(tmp_path):
+    retry = tmp_path / "retry"
+    record_failures(retry, "usage", "proj", ["proj/a.jsonl"], now=0)
+    assert due_retries(retry, now=RETRY_BASE_SEC - 1) == {}
+    first = due_retries(retry, now=RETRY_BASE_SEC)
+    assert list(first) == ["proj"]
+    record_failures(retry, "usage", "proj", ["proj/a.jsonl"], now=1000)  # the retry failed too
+    assert due_retries(retry, now=1000 + RETRY_BASE_SEC) == {}
+    second = due_retries(retry, now=1000 + 2 * RETRY_BASE_SEC)
+    assert list(second) == ["proj"] and second != first  # a new run key for the new attempt
+    for _ in range(MAX_ATTEMPTS):
+        record_failures(retry, "usage", "proj", ["proj/a.jsonl"], now=2000)
+    assert due_retries(retry, now=10**12) == {}  # given up: waits for the project's next change
+    assert "proj/a.jsonl" in next(retry.glob("*.json")).read_text()  # still there for a person to read
+    record_failures(retry, "usage", "proj", [], now=3000)
+    assert list(retry.glob("*.json")) == []
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(projects_partitions.name, [SAMPLE_PROJECT])
+        yield instance
+
+
+def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, monkeypatch):
+    real = runner.compute_file_hash
+    locked = next(settings.sessions_dir.rglob("ba79134d*.jsonl"))
+
+    def unreadable(path, size=None):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, size)
+
+    monkeypatch.setattr(runner, "compute_file_hash", unreadable)
+    resources = {"state": StateResource()}
+    result = dg.materialize([usage_messages], instance=instance, resources=resources, partition_key=SAMPLE_PROJECT)
+    assert result.get_asset_materialization_events()[0].materialization.metadata["errors"].value == 1
+    assert len(list(settings.retry_dir.glob("*.json"))) == 1
+
+    def tick(cursor):
+        context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
+                                          resources=resources, repository_def=defs.get_repository_def())
+        return session_files_sensor(context)
+
+    seen = tick(None)  # first sight: the ordinary change request
+    quiet = tick(seen.cursor)
+    assert quiet.run_requests == []  # the failure is fresh: not due yet
+    marker = next(settings.retry_dir.glob("*.json"))
+    body = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**body, "failed_at": body["failed_at"] - RETRY_BASE_SEC - 1}))
+    due = tick(quiet.cursor)
+    assert [(r.partition_key, ":retry:" in r.run_key) for r in due.run_requests] == [(SAMPLE_PROJECT, True)]
+
+    monkeypatch.setattr(runner, "compute_file_hash", real)  # the file became readable
+    dg.materialize([usage_messages], instance=instance, resources=resources, partition_key=SAMPLE_PROJECT)
+    assert list(settings.retry_dir.glob("*.json")) == []
+    assert tick(due.cursor).run_requests == []
