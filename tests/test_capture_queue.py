@@ -413,6 +413,7 @@ def test_drainer_killed_mid_flight_is_retried(queue):
     assert not list(queue.dir.glob("pending-*"))
 
 
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # the children only make ULIDs
 def test_forked_producers_never_share_a_ulid(monkeypatch):
     from resources import ids
 
