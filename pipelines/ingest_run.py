@@ -6,10 +6,14 @@ the run and its materializations show in the UI like a sensor-started one.
 
 from __future__ import annotations
 
+import math
 import time
 
+from pipelines.processors.runner import projects_with_work
+from resources.retry_marks import due_retries
 from resources.sessions import walk_sessions
 from resources.settings import Settings
+from resources.state import StateStore
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -19,11 +23,13 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
-           settings: Settings | None = None) -> dict:
+           settings: Settings | None = None, everything: bool = False) -> dict:
     """Ingest ``projects`` (default: every project on disk) with ``session_files`` plus ``assets``
     (default: every processor asset).
 
-    Returns ``{run_id, success, projects, elapsed_sec, assets: {asset: {metadata numbers}}}``.
+    Only projects with something to do are run: a file some selected processor has not processed at
+    its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all.
+    Returns ``{run_id, success, projects, up_to_date, elapsed_sec, assets: {asset: {metadata numbers}}}``.
     """
     import dagster as dg
 
@@ -37,8 +43,16 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     started = time.perf_counter()
     on_disk = sorted({f.project for f in walk_sessions(settings.sessions_dir)})
     wanted = sorted(set(projects) & set(on_disk)) if projects else on_disk
-    result = {"run_id": None, "success": True, "projects": wanted, "assets": {}, "elapsed_sec": 0.0}
+    assets = list(PROCESSOR_ASSETS.values()) if assets is None else assets
+    if not everything:
+        names = [name for name, asset in PROCESSOR_ASSETS.items() if asset in assets]
+        todo = projects_with_work(names, settings.sessions_dir, StateStore.from_settings(settings), set(wanted))
+        todo |= set(due_retries(settings.retry_dir, now=math.inf))
+        wanted = sorted(set(wanted) & todo)
+    result = {"run_id": None, "success": True, "projects": wanted, "up_to_date": len(on_disk) - len(wanted),
+              "assets": {}, "elapsed_sec": 0.0}
     if not wanted:
+        result["elapsed_sec"] = time.perf_counter() - started
         return result
     with dg.DagsterInstance.get() as instance:
         known = instance.get_dynamic_partitions(projects_partitions.name)
@@ -46,7 +60,6 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         if new:
             instance.add_dynamic_partitions(projects_partitions.name, new)
         order = instance.get_dynamic_partitions(projects_partitions.name)
-        assets = PROCESSOR_ASSETS.values() if assets is None else assets
         selection = {dg.AssetKey("session_files"), *(dg.AssetKey(a) for a in assets)}
         job = defs.resolve_job_def("ingest_sessions").get_subset(asset_selection=selection)
         runs = _partition_ranges(order, set(wanted))

@@ -29,13 +29,21 @@ def test_ingest_then_usage_json_then_nothing_new(settings, tmp_path):
     assert (totals["inputTokens"], totals["outputTokens"], totals["cacheCreationTokens"],
             totals["cacheReadTokens"]) == (293, 19_313, 206_624, 4_302_385)
 
-    second = _cli("ingest", "--only", "usage", "--json", env=env)
-    assert json.loads(second.stdout)["assets"]["usage_messages"]["processed"] == 0
+    second = json.loads(_cli("ingest", "--only", "usage", "--json", env=env).stdout)
+    assert (second["run_id"], second["projects"], second["up_to_date"]) == (None, [], 1)  # nothing to do: no run
+    forced = json.loads(_cli("ingest", "--only", "usage", "--all", "--json", env=env).stdout)
+    assert forced["assets"]["usage_messages"]["processed"] == 0 and forced["assets"]["usage_messages"]["skipped"] == 4
 
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         runs = instance.get_runs()
         assert [r.job_name for r in runs] == ["ingest_sessions", "ingest_sessions"]
         assert instance.get_dynamic_partitions("projects") == [SAMPLE_PROJECT]
+
+    path = next(settings.sessions_dir.rglob("fed8ce56*.jsonl"))
+    with open(path, "a") as f:
+        f.write('{"type": "summary", "summary": "later"}\n')
+    grown = json.loads(_cli("ingest", "--only", "usage", "--json", env=env).stdout)
+    assert grown["projects"] == [SAMPLE_PROJECT] and grown["assets"]["usage_messages"]["processed"] == 1
 
 
 def test_usage_rejects_a_bad_time_zone_in_one_line(settings):

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", action="append", help="only this project (repeatable); default: all")
     p.add_argument("--only", action="append", choices=sorted(PROCESSOR_ASSETS),
                    help="only these processors (repeatable); default: all")
+    p.add_argument("--all", action="store_true", dest="everything",
+                   help="run every project, not only those with new, changed or failed files")
     p.add_argument("--json", action="store_true", help="print the per-asset stats as JSON")
     p.set_defaults(handler=run)
 
@@ -20,9 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.ingest_run import ingest
 
-    result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None)
+    result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None,
+                    everything=args.everything)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
+    elif result["run_id"] is None:
+        print(f"nothing to ingest: {result['up_to_date']} project(s) up to date (--all runs them anyway)")
     else:
         print(f"run {result['run_id']} ({'success' if result['success'] else 'FAILED'}), "
               f"{len(result['projects'])} project(s), {result['elapsed_sec']:.2f}s")

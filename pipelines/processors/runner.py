@@ -93,6 +93,21 @@ def run_processors(
     return results
 
 
+def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
+    """Unchanged since it was processed, by stat alone: same size and not modified since."""
+    return prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at)
+
+
+def projects_with_work(processor_names: Sequence[str], sessions_root: Path | str, state: StateStore,
+                       projects: set[str] | None = None) -> set[str]:
+    """Projects holding a file that one of ``processor_names`` has not processed at its current size
+    and mtime (stat only, no reads): the ones a run would have anything to do for."""
+    files = list(walk_sessions(sessions_root, projects))
+    with state.connect() as conn:
+        states = [load_processor_state(conn, name) for name in processor_names]
+    return {f.project for f in files if any(not is_stable(s.get(f.key), f) for s in states)}
+
+
 def _plan(
     files: list[SessionFile],
     previous: dict[str, ProcessorFileState],
@@ -105,7 +120,7 @@ def _plan(
     now = datetime.now(UTC)
     for f in files:
         prev = previous.get(f.key)
-        if prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at):
+        if is_stable(prev, f):
             stats["skipped"] += 1
             continue
         if f.key not in hashes:
