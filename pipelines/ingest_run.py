@@ -41,12 +41,14 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     settings = settings or Settings.from_env()
     prepare_dagster_home(settings)
     started = time.perf_counter()
-    on_disk = sorted({f.project for f in walk_sessions(settings.sessions_dir)})
+    files = list(walk_sessions(settings.sessions_dir))
+    on_disk = sorted({f.project for f in files})
     wanted = sorted(set(projects) & set(on_disk)) if projects else on_disk
     assets = list(PROCESSOR_ASSETS.values()) if assets is None else assets
     if not everything:
         names = [name for name, asset in PROCESSOR_ASSETS.items() if asset in assets]
-        todo = projects_with_work(names, settings.sessions_dir, StateStore.from_settings(settings), set(wanted))
+        chosen = set(wanted)
+        todo = projects_with_work(names, [f for f in files if f.project in chosen], StateStore.from_settings(settings))
         todo |= set(due_retries(settings.retry_dir, now=math.inf))
         wanted = sorted(set(wanted) & todo)
     result = {"run_id": None, "success": True, "projects": wanted, "up_to_date": len(on_disk) - len(wanted),

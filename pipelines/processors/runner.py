@@ -98,11 +98,9 @@ def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
     return prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at)
 
 
-def projects_with_work(processor_names: Sequence[str], sessions_root: Path | str, state: StateStore,
-                       projects: set[str] | None = None) -> set[str]:
-    """Projects holding a file that one of ``processor_names`` has not processed at its current size
-    and mtime (stat only, no reads): the ones a run would have anything to do for."""
-    files = list(walk_sessions(sessions_root, projects))
+def projects_with_work(processor_names: Sequence[str], files: Sequence[SessionFile], state: StateStore) -> set[str]:
+    """Projects of ``files`` holding one that one of ``processor_names`` has not processed at its
+    current size and mtime (stat only, no reads): the ones a run would have anything to do for."""
     with state.connect() as conn:
         states = [load_processor_state(conn, name) for name in processor_names]
     return {f.project for f in files if any(not is_stable(s.get(f.key), f) for s in states)}
