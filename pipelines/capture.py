@@ -9,7 +9,7 @@ import json
 
 import dagster as dg
 
-from pipelines.tags import POOL_MEMORY, WRITES_LANCE
+from pipelines.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
 from resources.capture_queue import DEFAULT_BATCH_SIZE, ulid_from_path
 from resources.configurable import CaptureQueueResource, LanceResource
 
@@ -22,7 +22,7 @@ class CaptureIngestConfig(dg.Config):
     """Envelopes per Lance commit."""
 
 
-@dg.asset(pool=POOL_MEMORY, group_name="capture", kinds={"lancedb"})
+@dg.asset(pool=POOL_CAPTURE, group_name="capture", kinds={"lancedb"})
 def capture_records(
     context: dg.AssetExecutionContext, config: CaptureIngestConfig,
     capture_queue: CaptureQueueResource, lance: LanceResource,
@@ -63,12 +63,16 @@ def capture_inbox_nothing_set_aside(capture_queue: CaptureQueueResource) -> dg.A
 
 
 ingest_capture = dg.define_asset_job(
-    "ingest_capture", selection=[capture_records], tags=WRITES_LANCE,
-    description="Drain the capture inbox into Lance records (tier capture).",
+    "ingest_capture", selection=[capture_records], tags={QUEUE_TAG: "capture", PRIORITY_TAG: "10"},
+    executor_def=dg.in_process_executor,
+    description="Drain the capture inbox into Lance records (tier capture). Its own pool, run-queue lane and a "
+                "higher priority, so a capture never waits behind session ingestion.",
 )
 
 
-@dg.sensor(job=ingest_capture, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=ingest_capture, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every 15 s: an ingest_capture run when the capture inbox has pending records (run key = "
+                       "the newest ULID, so the same queue is requested once).")
 def capture_queue_sensor(context: dg.SensorEvaluationContext, capture_queue: CaptureQueueResource) -> dg.SensorResult:
     """Request an ingest_capture run when envelopes are pending; run_key = newest ULID; depth in the cursor."""
     pending = capture_queue.queue().list_pending()

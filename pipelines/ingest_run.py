@@ -1,13 +1,18 @@
 """Running ingest_sessions from Python or the CLI, recorded on the instance at DAGSTER_HOME.
 
-All projects go into one run over the partition range, so the CLI pays Dagster's run overhead once;
-the run and its materializations show in the UI like a sensor-started one.
+Whatever set of projects has work, it is one in-process run (one process, one step), so the CLI
+pays Dagster's run overhead once; the run and its per-project materializations show in the UI like
+a sensor-started one. Before the run claims its pool slot, runs whose process died are marked
+failed and their slots freed, and a slot held by a live run is waited for (bounded, interruptible,
+saying which run holds it).
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
+from contextlib import contextmanager
 
 from pipelines.processors.runner import projects_with_work
 from resources.retry_marks import due_retries
@@ -15,30 +20,61 @@ from resources.sessions import walk_sessions
 from resources.settings import Settings
 from resources.state import StateStore
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-PROCESSOR_ASSETS = {"usage": "usage_messages", "memory": "memory_records", "archive": "session_archive"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The run's full event log is on the instance (and in the UI); the terminal gets warnings and errors."""
 
 
+class SessionsNotFound(RuntimeError):
+    """The sessions tree to ingest is not there (named by the user and missing, or no data at the default)."""
+
+
+def _check_sessions_dir(settings: Settings) -> None:
+    root = settings.sessions_dir
+    if settings.sessions_dir_explicit and not root.is_dir():
+        raise SessionsNotFound(f"SESSIONLAKE_SESSIONS_DIR={root} does not exist (or is not a directory)")
+    if not settings.sessions_dir_explicit and not root.is_dir():
+        raise SessionsNotFound(f"no session data found: looked in {root} (Claude Code's default); "
+                               "set SESSIONLAKE_SESSIONS_DIR to the folder that holds your sessions")
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM interrupts like Ctrl-C for the duration (a wait for a slot must end on either)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
-           settings: Settings | None = None, everything: bool = False) -> dict:
+           settings: Settings | None = None, everything: bool = False, say=print) -> dict:
     """Ingest ``projects`` (default: every project on disk) with ``session_files`` plus ``assets``
-    (default: every processor asset).
+    (default: every processor asset), in one run.
 
     Only projects with something to do are run: a file some selected processor has not processed at
     its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all.
-    Returns ``{run_id, success, projects, up_to_date, elapsed_sec, assets: {asset: {metadata numbers}}}``.
+    Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
+    failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read.
     """
     import dagster as dg
 
     from pipelines.definitions import defs
     from pipelines.instance import prepare_dagster_home
     from pipelines.partitions import projects_partitions
-    from pipelines.tags import WRITES_LANCE
+    from pipelines.run_recovery import wait_for_pool
+    from pipelines.sessions import FILES_CHECK, JOB_NAME, partition_run_request
+    from pipelines.tags import POOL_INGEST, PROCESSOR_ASSETS
 
     settings = settings or Settings.from_env()
+    _check_sessions_dir(settings)
     prepare_dagster_home(settings)
     started = time.perf_counter()
     files = list(walk_sessions(settings.sessions_dir))
@@ -52,42 +88,42 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         todo |= set(due_retries(settings.retry_dir, now=math.inf))
         wanted = sorted(set(wanted) & todo)
     result = {"run_id": None, "success": True, "projects": wanted, "up_to_date": len(on_disk) - len(wanted),
-              "assets": {}, "elapsed_sec": 0.0}
+              "assets": {}, "failures": {}, "errors": 0, "elapsed_sec": 0.0}
     if not wanted:
         result["elapsed_sec"] = time.perf_counter() - started
         return result
-    with dg.DagsterInstance.get() as instance:
-        known = instance.get_dynamic_partitions(projects_partitions.name)
-        new = [p for p in on_disk if p not in set(known)]
+    with dg.DagsterInstance.get() as instance, _sigterm_interrupts():
+        known = set(instance.get_dynamic_partitions(projects_partitions.name))
+        new = [p for p in on_disk if p not in known]
         if new:
             instance.add_dynamic_partitions(projects_partitions.name, new)
         order = instance.get_dynamic_partitions(projects_partitions.name)
+        request = partition_run_request(order, wanted)
         selection = {dg.AssetKey("session_files"), *(dg.AssetKey(a) for a in assets)}
-        job = defs.resolve_job_def("ingest_sessions").get_subset(asset_selection=selection)
-        runs = _partition_ranges(order, set(wanted))
-        for start, end in runs:
-            tags = {**WRITES_LANCE, RANGE_START_TAG: start, RANGE_END_TAG: end}
-            outcome = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
-            result["run_id"] = outcome.run_id
-            result["success"] &= outcome.success
-            for event in outcome.get_asset_materialization_events():
-                mat = event.materialization
-                numbers = {k: v.value for k, v in mat.metadata.items() if isinstance(v.value, int | float)}
-                result["assets"].setdefault(mat.asset_key.to_user_string(), numbers)
+        checks = {dg.AssetCheckKey(dg.AssetKey(a), FILES_CHECK) for a in assets}
+        job = defs.resolve_job_def(JOB_NAME).get_subset(asset_selection=selection, asset_check_selection=checks)
+        wait_for_pool(instance, POOL_INGEST, settings.pool_wait_sec, say)
+        tags = dict(request.tags)
+        if request.partition_key:
+            tags["dagster/partition"] = request.partition_key
+        run_config = {**request.run_config, **QUIET}
+        outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+    result["run_id"] = outcome.run_id
+    result["success"] = outcome.success
+    for event in outcome.get_asset_materialization_events():
+        mat = event.materialization
+        totals = result["assets"].setdefault(mat.asset_key.to_user_string(), {})
+        for key, value in mat.metadata.items():
+            if isinstance(value.value, int | float) and not isinstance(value.value, bool):
+                totals[key] = totals.get(key, 0) + value.value
+    for event in outcome.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if not evaluation.passed:
+            table = evaluation.metadata.get("failed_files")
+            result["failures"][evaluation.asset_key.to_user_string()] = table.value if table else evaluation.description
+            result["errors"] += int(evaluation.metadata["files_failed"].value)
+    result["success"] = result["success"] and not result["errors"]
     result["elapsed_sec"] = time.perf_counter() - started
     return result
-
-
-def _partition_ranges(order: list[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """Contiguous runs of ``wanted`` keys in the instance's partition order, as (start, end) pairs."""
-    ranges, start, prev = [], None, None
-    for key in order:
-        if key in wanted:
-            start = start or key
-            prev = key
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
-    return ranges

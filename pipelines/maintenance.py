@@ -8,9 +8,10 @@
   later ticks ask for a ``threshold`` run when a table has more prunable versions (older than the
   retention, so a run can actually remove them) or more small fragments than the settings allow, or a
   ``periodic`` run once ``LANCE_OPTIMIZE_INTERVAL_SEC`` has passed since the last one. A wanted run is
-  skipped (tick reason + ``lance_storage_optimize_skipped`` event) while a run tagged
-  ``WRITES_LANCE_TAG`` is active or another maintenance run is queued or active, and asked for again
-  on the next tick. The cursor keeps the process id and the last request time.
+  skipped (tick reason + ``lance_storage_optimize_skipped`` event) while a run that targets a Lance
+  asset (`pipelines.tags.LANCE_ASSETS`) is active, however it was launched (sensor, CLI, UI
+  backfill), or another maintenance run is queued or active, and asked for again on the next tick.
+  The cursor keeps the process id and the last request time.
 - ``lance_maintenance_nightly``: the same run (phase ``periodic``) every night, with the same guards.
 - Checks on ``memory_records`` (tables records, edges) and ``lance_events`` (table events): versions at
   or below the threshold (WARN above, ERROR at 10x), small fragments likewise, rows unchanged across the
@@ -24,7 +25,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.tags import POOL_LANCE_MAINTENANCE, WRITES_LANCE_TAG
+from pipelines.tags import LANCE_ASSETS, POOL_LANCE_MAINTENANCE
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
 from resources.lance import EDGES, EVENTS, RECORDS, query_events, write_event
@@ -165,12 +166,26 @@ lance_maintenance = dg.define_asset_job(
 
 # -- sensor and schedule -----------------------------------------------------------------------------
 
-def blocking_reason(instance: dg.DagsterInstance) -> tuple[str, str] | None:
+def writes_lance(run: dg.DagsterRun, repository: dg.RepositoryDefinition | None) -> bool:
+    """Whether ``run`` targets an asset that commits to Lance: its asset selection, or else every asset
+    of its job (looked up in ``repository``; a job we cannot see counts as a writer, to be safe)."""
+    if run.asset_selection is not None:
+        keys = {k.to_user_string() for k in run.asset_selection}
+    elif repository is not None and repository.has_job(run.job_name):
+        keys = {k.to_user_string() for k in repository.get_job(run.job_name).asset_layer.executable_asset_keys}
+    else:
+        return run.job_name != JOB_NAME
+    return bool(keys & LANCE_ASSETS)
+
+
+def blocking_reason(instance: dg.DagsterInstance,
+                    repository: dg.RepositoryDefinition | None = None) -> tuple[str, str] | None:
     """``(reason, detail)`` when a maintenance run must wait, else None."""
-    writers = instance.get_runs(dg.RunsFilter(tags={WRITES_LANCE_TAG: "true"}, statuses=WRITER_ACTIVE), limit=5)
+    active = instance.get_runs(dg.RunsFilter(statuses=WRITER_ACTIVE), limit=200)
+    writers = [r for r in active if writes_lance(r, repository)]
     if writers:
         return "writers_active", "Lance writer run(s) in progress: " + ", ".join(
-            f"{r.job_name} {r.run_id[:8]}" for r in writers)
+            f"{r.job_name} {r.run_id[:8]}" for r in writers[:5])
     running = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME, statuses=MAINTENANCE_PENDING), limit=1)
     if running:
         return "maintenance_running", f"{JOB_NAME} run {running[0].run_id[:8]} is {running[0].status.value}"
@@ -226,7 +241,9 @@ def _parse_cursor(raw: str | None) -> dict:
 
 
 @dg.sensor(job=lance_maintenance, minimum_interval_seconds=SENSOR_MIN_INTERVAL_SEC,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Lance optimize at code-location start, when a table has too many prunable versions or "
+                       "small fragments, or every interval; waits while a run writes Lance tables.")
 def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
     """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
     cursor = _parse_cursor(context.cursor)
@@ -237,7 +254,7 @@ def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResourc
     phase, detail = wanted_phase(cursor, now, lance)
     if phase is None:
         return dg.SensorResult(skip_reason=f"not due: {detail}", cursor=context.cursor)
-    blocked = blocking_reason(context.instance)
+    blocked = blocking_reason(context.instance, context.repository_def)
     if blocked:
         return dg.SensorResult(skip_reason=_skip(lance.store(), phase, *blocked), cursor=context.cursor)
     context.log.info(f"requesting a {phase} optimize: {detail}")
@@ -246,13 +263,15 @@ def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResourc
 
 
 @dg.schedule(job=lance_maintenance, cron_schedule=NIGHTLY_CRON, execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING)
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="03:30 UTC nightly: a periodic Lance optimize with the configured retention, unless a "
+                         "run is writing Lance tables.")
 def lance_maintenance_nightly(context: dg.ScheduleEvaluationContext, lance: LanceResource):
     """Every night: a ``periodic`` optimize with the configured retention, unless writers are active."""
     refused = _retention_refused(lance)
     if refused:
         return dg.SkipReason(refused)
-    blocked = blocking_reason(context.instance)
+    blocked = blocking_reason(context.instance, context.repository_def)
     if blocked:
         return dg.SkipReason(_skip(lance.store(), "periodic", *blocked))
     return _run_request("periodic", time.time(), "nightly schedule")

@@ -1,15 +1,15 @@
 """Pack GC in Dagster: the consolidated_packs asset (per project), the pack_gc job, a daily schedule,
 a sensor that starts GC once a project piles up live packs, and the archive-verified asset check.
 
-The asset runs in the archive pool (`pipelines.tags.POOL_ARCHIVE`), the same pool as the
-session_archive asset, so archive writes and GC never run at once. The logic lives in
+The asset runs in the ingest pool (`pipelines.tags.POOL_INGEST`), the pool of the step that writes
+session_archive, so archive writes and GC never run at once. The logic lives in
 `resources.packs` / `resources.pack_gc`; this module only orchestrates and reports.
 """
 
 import dagster as dg
 
 from pipelines.partitions import projects_partitions
-from pipelines.tags import POOL_ARCHIVE
+from pipelines.tags import POOL_INGEST
 from resources.configurable import PackResource
 from resources.state import is_lock_conflict
 
@@ -40,7 +40,7 @@ def _problems_md(problems: list[dict]) -> str:
 @dg.asset(
     partitions_def=projects_partitions,
     deps=[dg.AssetKey("session_archive")],
-    pool=POOL_ARCHIVE,
+    pool=POOL_INGEST,
     group_name="archive",
     check_specs=[dg.AssetCheckSpec(VERIFIED_CHECK, asset="consolidated_packs",
                                    description="Every index row resolves and no pack fails its hash.")],
@@ -106,7 +106,9 @@ def _store_for_tick(packs: PackResource):
     return store
 
 
-@dg.schedule(job=pack_gc, cron_schedule="0 4 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(job=pack_gc, cron_schedule="0 4 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="04:00 UTC daily: pack GC for every project with more than one live pack or "
+                         "tombstones past the grace period.")
 def pack_gc_daily(context: dg.ScheduleEvaluationContext, packs: PackResource):
     """Every day, GC each project with more than one live pack or with tombstones left to sweep."""
     try:
@@ -123,7 +125,9 @@ def pack_gc_daily(context: dg.ScheduleEvaluationContext, packs: PackResource):
     return [dg.RunRequest(run_key=f"pack_gc:{r}:{day}", partition_key=r) for r in due]
 
 
-@dg.sensor(job=pack_gc, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=pack_gc, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every 5 min: pack GC for a project once it has more than SESSIONLAKE_PACK_GC_LIVE_PACKS "
+                       "live packs (default 8), one run per state of its packs.")
 def pack_gc_sensor(context: dg.SensorEvaluationContext, packs: PackResource):
     """Start GC for a project once it has more than ``pack_gc_live_packs_threshold`` live packs
     (``SESSIONLAKE_PACK_GC_LIVE_PACKS``, default 8). The run key is the digest of the project's live

@@ -1,108 +1,205 @@
-"""Session ingestion in Dagster: the session_files asset, one asset per processor, the job, the sensor.
+"""Session ingestion in Dagster: the four session assets, the one step that materializes them, the
+job, and the sensor.
 
-Everything is partitioned by project (one dynamic partition per top-level folder); per-file state
-lives in DuckDB and files are batched inside a run. The sensor reads no database: it keeps a
-fingerprint of (path, size, mtime_ns) per project in its cursor and asks for runs of the projects
-whose fingerprint moved.
+The assets are partitioned by project (one dynamic partition per top-level folder). One multi-asset
+step, `ingest_projects`, walks the selected projects once and runs every selected processor in one
+pass (one planning connection, one Lance commit per table, one pack per project), and the job runs
+it in process: a run is one process and one step, however many projects it covers. Backfills use
+`BackfillPolicy.single_run`, so a backfill over every partition is one run.
+
+Each project gets its own materialization of each asset, carrying that project's own numbers, and
+only the projects the run was asked for are materialized (a run over a partition range that the
+sensor asked for names its projects in the run config).
+
+The sensor reads no database: it keeps one digest of (path, size, mtime_ns) per project in its
+cursor, registers new projects as partitions itself (before anything else, so a failing request can
+never hold registration back), and asks for one run per tick covering every changed project.
 """
-
 
 import hashlib
 import json
 import os
 
 import dagster as dg
-
-# A sensor launches a backfill through these two; Dagster has no public constructor for them yet.
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from pipelines.partitions import projects_partitions
 from pipelines.processors.runner import run_processors
-from pipelines.tags import POOL_ARCHIVE, POOL_MEMORY, POOL_USAGE, WRITES_LANCE
+from pipelines.run_recovery import claim_run, reap_dead_runs
+from pipelines.tags import POOL_INGEST, PROCESSOR_ASSETS, QUEUE_TAG
 from resources.configurable import LanceResource, PackResource, StateResource
 from resources.retry_marks import due_retries, record_failures
 from resources.sessions import walk_sessions
+from resources.settings import Settings
 from resources.state import scan_session_files
 
-BACKFILL_ABOVE_PROJECTS = 10
-"""A tick that finds more changed projects than this launches one backfill instead of single runs."""
+JOB_NAME = "ingest_sessions"
+STEP_NAME = "ingest_projects"
+INGEST_ASSETS = ("session_files", *PROCESSOR_ASSETS.values())
+FILES_CHECK = "files_ingested"
+MAX_ERROR_ROWS = 50
 
-_INGEST_ASSETS = ("session_files", "usage_messages", "memory_records", "session_archive")
+ITEM_LABELS = {"usage": "responses_extracted", "memory": "records_extracted", "archive": "versions_extracted"}
+"""What one extracted item is, per processor: the label of ``items_extracted`` in the metadata."""
+PROCESSOR_LABELS = {
+    "scanned": "files_scanned",
+    "processed": "files_processed",
+    "skipped": "files_unchanged",
+    "errors": "files_failed",
+    "vanished": "files_vanished",
+    "lines_malformed": "lines_malformed",
+    "bytes_read": "bytes_read",
+}
+SESSION_FILES_LABELS = {"files": "files", "bytes": "bytes_on_disk", "new": "files_new", "changed": "files_changed",
+                        "missing": "files_missing"}
 
 
-@dg.asset(partitions_def=projects_partitions, group_name="sessions")
-def session_files(context: dg.AssetExecutionContext, state: StateResource) -> dg.MaterializeResult:
-    """What is on disk for the project(s): files, bytes, and how many are new, changed or gone."""
+class IngestConfig(dg.Config):
+    projects: list[str] = []
+    """Only these projects of the run's partitions (the session sensor's change set); empty: all of them."""
+
+
+def _description(what: str, processor: str | None = None) -> str:
+    if processor is None:
+        return (f"{what} Per project: files and bytes_on_disk, files_new, files_changed and files_missing "
+                "(known to the warehouse, gone from disk; the archive still has them).")
+    return (f"{what} Per project: files_scanned, files_processed, files_unchanged (skipped by stat or hash), "
+            f"files_failed, files_vanished, {ITEM_LABELS[processor]}, lines_malformed (kept in the "
+            "malformed_lines table) and bytes_read. The files_ingested check fails, with a table of the "
+            "files and errors, when any file failed.")
+
+
+SPECS = [
+    dg.AssetSpec("session_files", group_name="sessions", kinds={"duckdb"}, skippable=True,
+                 description=_description("The session files on disk, by project, recorded in DuckDB "
+                                          "`session_files`.")),
+    dg.AssetSpec("usage_messages", deps=["session_files"], group_name="sessions", kinds={"duckdb"}, skippable=True,
+                 description=_description("DuckDB `usage_messages`: one row per API response, de-duplicated "
+                                          "and costed.", "usage")),
+    dg.AssetSpec("memory_records", deps=["session_files"], group_name="sessions", kinds={"lancedb"}, skippable=True,
+                 description=_description("Lance `records` and `edges`: every prompt and answer, searchable; one "
+                                          "commit per table per run.", "memory")),
+    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions", skippable=True,
+                 description=_description("Content-addressed packs: every version of every session file, one "
+                                          "pack per project per run.", "archive")),
+]
+CHECK_SPECS = [
+    dg.AssetCheckSpec(FILES_CHECK, asset=asset,
+                      description=f"Every file the {name} processor read in the run succeeded; fails (ERROR) with "
+                                  "a table of the failing files, which are retried by the session sensor.")
+    for name, asset in PROCESSOR_ASSETS.items()
+]
+
+
+def _processors(selected: set[str], state: StateResource, lance: LanceResource, packs: PackResource) -> list:
+    """The processors behind the selected assets, imported only when selected (lancedb costs seconds)."""
+    processors = []
+    if "usage_messages" in selected:
+        from pipelines.processors.usage import UsageProcessor
+        from resources.pricing import PriceTable
+
+        processors.append(UsageProcessor(PriceTable.load(state.settings().price_file)))
+    if "memory_records" in selected:
+        from pipelines.processors.memory import MemoryProcessor
+
+        processors.append(MemoryProcessor(lance.store()))
+    if "session_archive" in selected:
+        from pipelines.processors.archive import ArchiveProcessor
+
+        processors.append(ArchiveProcessor(packs.store()))
+    return processors
+
+
+def processor_metadata(name: str, stats: dict) -> dict[str, dg.MetadataValue]:
+    """One project's (or the run's) runner numbers for a processor asset, with their labels."""
+    metadata = {label: dg.MetadataValue.int(int(stats[key])) for key, label in PROCESSOR_LABELS.items()}
+    metadata[ITEM_LABELS[name]] = dg.MetadataValue.int(int(stats["items_extracted"]))
+    return metadata
+
+
+def _error_table(rows: list[tuple[str, dict]]) -> str:
+    lines = [f"| `{project}` | `{e['file']}` | {e['error'].replace('|', '/')} |"
+             for project, e in rows[:MAX_ERROR_ROWS]]
+    more = [f"| | | ... and {len(rows) - MAX_ERROR_ROWS} more |"] if len(rows) > MAX_ERROR_ROWS else []
+    return "| project | file | error |\n|---|---|---|\n" + "\n".join(lines + more)
+
+
+def _check_result(name: str, stats: dict, projects: list[str], retry_dir) -> dg.AssetCheckResult:
+    rows = [(p, e) for p in projects for e in stats["by_project"].get(p, {}).get("error_files", [])]
+    extras = {k: v for k, v in stats.items() if k not in ("by_project", "error_files", "failed_files")
+              and k not in PROCESSOR_LABELS and k != "items_extracted" and isinstance(v, int | float)}
+    metadata = {
+        "files_failed": dg.MetadataValue.int(int(stats["errors"])),
+        "projects": dg.MetadataValue.int(len(projects)),
+        **{f"run_{k}": dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.float(v)
+           for k, v in extras.items()},
+    }
+    if rows:
+        metadata["failed_files"] = dg.MetadataValue.md(_error_table(rows))
+        metadata["retry_markers"] = dg.MetadataValue.path(str(retry_dir))
+    return dg.AssetCheckResult(
+        asset_key=PROCESSOR_ASSETS[name], check_name=FILES_CHECK, passed=not rows,
+        severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
+        description=(f"{stats['errors']} file(s) failed; they stay unprocessed and are retried (markers in "
+                     f"{retry_dir})" if rows else f"no file failed in {len(projects)} project(s)"),
+    )
+
+
+@dg.multi_asset(
+    name=STEP_NAME,
+    specs=SPECS,
+    check_specs=CHECK_SPECS,
+    partitions_def=projects_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+    pool=POOL_INGEST,
+    description="Scan the selected projects once and run every selected processor over their new and changed files.",
+)
+def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, state: StateResource,
+                    lance: LanceResource, packs: PackResource):
+    claim_run(context.instance, context.run.run_id)
     settings = state.settings()
-    projects = set(context.partition_keys)
-    files = list(walk_sessions(settings.sessions_dir, projects))
-    with state.store().connect() as conn:
-        scan = scan_session_files(conn, files, projects)
-    return dg.MaterializeResult(metadata={
-        "files": dg.MetadataValue.int(len(files)),
-        "bytes": dg.MetadataValue.int(sum(f.size for f in files)),
-        "new_files": dg.MetadataValue.int(scan["new"]),
-        "changed_files": dg.MetadataValue.int(scan["changed"]),
-        "missing_files": dg.MetadataValue.int(scan["missing"]),
-    })
-
-
-def _run_processor(context: dg.AssetExecutionContext, state: StateResource, processor) -> dg.MaterializeResult:
-    settings = state.settings()
-    stats = run_processors([processor], settings.sessions_dir, state.store(),
-                           projects=set(context.partition_keys), logger=context.log)[processor.name]
-    failed = stats.pop("failed_files")
-    for project in context.partition_keys:
-        record_failures(settings.retry_dir, processor.name, project,
-                        [key for key in failed if key.split("/", 1)[0] == project])
-    errors = stats.pop("error_files")
-    metadata = {k: dg.MetadataValue.int(int(v)) for k, v in stats.items() if isinstance(v, int | float)}
-    if errors:
-        metadata["error_files"] = dg.MetadataValue.md(
-            "| file | error |\n|---|---|\n" + "\n".join(f"| `{e['file']}` | {e['error']} |" for e in errors)
-        )
-        context.log.warning(f"{processor.name}: {stats['errors']} file(s) failed and will be retried next run")
-    return dg.MaterializeResult(metadata=metadata)
-
-
-@dg.asset(partitions_def=projects_partitions, deps=[session_files],
-          pool=POOL_USAGE, group_name="sessions")
-def usage_messages(context: dg.AssetExecutionContext, state: StateResource) -> dg.MaterializeResult:
-    """DuckDB ``usage_messages``: one row per API response, de-duplicated and costed."""
-    from pipelines.processors.usage import UsageProcessor
-    from resources.pricing import PriceTable
-
-    return _run_processor(context, state, UsageProcessor(PriceTable.load(state.settings().price_file)))
-
-
-@dg.asset(partitions_def=projects_partitions, deps=[session_files],
-          pool=POOL_MEMORY, group_name="sessions")
-def memory_records(
-    context: dg.AssetExecutionContext, state: StateResource, lance: LanceResource
-) -> dg.MaterializeResult:
-    """Lance ``records`` and ``edges``: every prompt and answer, searchable; one commit per table per run."""
-    from pipelines.processors.memory import MemoryProcessor
-
-    return _run_processor(context, state, MemoryProcessor(lance.store()))
-
-
-@dg.asset(partitions_def=projects_partitions, deps=[session_files],
-          pool=POOL_ARCHIVE, group_name="sessions")
-def session_archive(
-    context: dg.AssetExecutionContext, state: StateResource, packs: PackResource
-) -> dg.MaterializeResult:
-    """Content-addressed packs: every version of every session file, one pack per project per run."""
-    from pipelines.processors.archive import ArchiveProcessor
-
-    return _run_processor(context, state, ArchiveProcessor(packs.store()))
+    in_run = list(context.partition_keys)
+    projects = [p for p in in_run if p in set(config.projects)] if config.projects else in_run
+    if config.projects and len(projects) < len(set(config.projects)):
+        context.log.warning(f"projects not in this run's partitions, ignored: "
+                            f"{sorted(set(config.projects) - set(in_run))}")
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    files = list(walk_sessions(settings.sessions_dir, set(projects)))
+    if "session_files" in selected:
+        with state.store().connect() as conn:
+            scan = scan_session_files(conn, files, set(projects))
+        for project in projects:
+            yield dg.AssetMaterialization(
+                "session_files", partition=project,
+                metadata={label: dg.MetadataValue.int(scan[project][key]) for key, label in
+                          SESSION_FILES_LABELS.items()})
+    processors = _processors(selected, state, lance, packs)
+    if not processors:
+        return
+    results = run_processors(processors, settings.sessions_dir, state.store(), projects=set(projects),
+                             logger=context.log, files=files)
+    for processor in processors:
+        stats = results[processor.name]
+        asset = PROCESSOR_ASSETS[processor.name]
+        for project in projects:
+            per = stats["by_project"].get(project) or {**dict.fromkeys(PROCESSOR_LABELS, 0), "items_extracted": 0}
+            record_failures(settings.retry_dir, processor.name, project, per.get("failed_files", []))
+            yield dg.AssetMaterialization(asset, partition=project, metadata=processor_metadata(processor.name, per))
+        if stats["errors"]:
+            context.log.warning(f"{processor.name}: {stats['errors']} file(s) failed; retried by the session sensor")
+        yield _check_result(processor.name, stats, projects, settings.retry_dir)
 
 
 ingest_sessions = dg.define_asset_job(
-    "ingest_sessions",
-    selection=list(_INGEST_ASSETS),
-    tags=WRITES_LANCE,
-    description="Scan the sessions tree and run every processor (usage, memory, archive) on new and changed files.",
+    JOB_NAME,
+    # The Lance storage-health checks on memory_records are table-wide and slow: maintenance runs them.
+    selection=dg.AssetSelection.assets(*INGEST_ASSETS).without_checks()
+    | dg.AssetSelection.checks(*(spec.key for spec in CHECK_SPECS)),
+    executor_def=dg.in_process_executor,
+    tags={QUEUE_TAG: "ingest"},
+    description="Scan the sessions tree and run every processor (usage, memory, archive) on new and changed "
+                "files: one process, one step, one pass per run.",
 )
 
 
@@ -117,39 +214,80 @@ def project_fingerprints(sessions_dir: os.PathLike | str) -> dict[str, str]:
     }
 
 
-@dg.sensor(job=ingest_sessions, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
-    """Request ingestion for projects with new or changed files, or with failed files due for a retry;
-    register new projects as partitions.
+def partition_run_request(order: list[str], projects: list[str], run_key: str | None = None,
+                          tags: dict[str, str] | None = None) -> dg.RunRequest:
+    """One run request for ``projects`` (any subset of the partitions, in any order): one partition, or
+    the range spanning them in the instance's partition ``order`` with the exact set in the run config."""
+    position = {p: i for i, p in enumerate(order)}
+    wanted = sorted(projects, key=position.__getitem__)
+    config = dg.RunConfig(ops={STEP_NAME: IngestConfig(projects=wanted)})
+    if len(wanted) == 1:
+        return dg.RunRequest(run_key=run_key, partition_key=wanted[0], run_config=config, tags=tags or {})
+    range_tags = {ASSET_PARTITION_RANGE_START_TAG: wanted[0], ASSET_PARTITION_RANGE_END_TAG: wanted[-1]}
+    return dg.RunRequest(run_key=run_key, run_config=config, tags={**(tags or {}), **range_tags})
 
-    At most ``sensor_max_new_partitions`` new projects are registered per tick (the rest next tick).
-    More than `BACKFILL_ABOVE_PROJECTS` changed projects become one backfill, batched per run.
+
+NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+
+
+def _parse_cursor(raw: str | None) -> dict[str, str]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    digests = value.get("digests", {}) if isinstance(value, dict) else {}
+    return digests if isinstance(digests, dict) else {}
+
+
+@dg.sensor(job=ingest_sessions, minimum_interval_seconds=Settings.from_env().sensor_interval_sec,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every minute: registers new projects as partitions and asks for one ingest_sessions run "
+                       "for every project with new or changed files or failed files due for a retry.")
+def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
+    """Ingest projects with new or changed files, or with failed files due for a retry: one run per tick.
+
+    New projects are registered as partitions first (at most ``SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS``
+    per tick, the rest next tick). While an ingest run is still waiting to start, changes wait for it
+    to start and go into the next run (never dropped, never a backlog). Dead runs are reaped every tick.
     """
     settings = state.settings()
-    previous = json.loads(context.cursor) if context.cursor else {}
+    instance = context.instance
+    try:
+        reaped = reap_dead_runs(instance)
+        if reaped:
+            context.log.warning(f"marked {len(reaped)} run(s) whose process died as failed: {reaped}")
+    except Exception as exc:  # recovery is best effort: it must never stop ingestion
+        context.log.warning(f"could not check for dead runs: {exc}")
+    if not settings.sessions_dir.is_dir():
+        return dg.SensorResult(skip_reason=f"sessions directory {settings.sessions_dir} does not exist",
+                               cursor=context.cursor)
+    previous = _parse_cursor(context.cursor)
     current = project_fingerprints(settings.sessions_dir)
-    known = set(context.instance.get_dynamic_partitions(projects_partitions.name))
+    known = set(instance.get_dynamic_partitions(projects_partitions.name))
     new_projects = sorted(p for p in current if p not in known)[: settings.sensor_max_new_partitions]
+    if new_projects:
+        instance.add_dynamic_partitions(projects_partitions.name, new_projects)
     ready = known | set(new_projects)
-    changed = sorted(p for p, fp in current.items() if p in ready and previous.get(p) != fp)
-    cursor = {p: fp for p, fp in current.items() if p in ready}
-    retries = {p: token for p, token in due_retries(settings.retry_dir).items() if p in ready and p not in changed}
-    requests = [dg.RunRequest(run_key=f"{p}:retry:{token}", partition_key=p) for p, token in sorted(retries.items())]
-    if len(changed) > BACKFILL_ABOVE_PROJECTS:
-        subset = AssetGraphSubset.from_asset_partition_set(
-            {AssetKeyPartitionKey(dg.AssetKey(a), p) for a in _INGEST_ASSETS for p in changed},
-            context.repository_def.asset_graph,
-        )
-        requests.append(dg.RunRequest.for_asset_graph_subset(subset, tags=WRITES_LANCE))
-    else:
-        requests += [dg.RunRequest(run_key=f"{p}:{current[p]}", partition_key=p) for p in changed]
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[projects_partitions.build_add_request(new_projects)] if new_projects else [],
-        cursor=json.dumps(cursor, sort_keys=True),
-        skip_reason=None if requests else f"no changes in {len(current)} project(s)",
-    )
+    changed = {p for p, fp in current.items() if p in ready and previous.get(p) != fp}
+    retries = {p: token for p, token in due_retries(settings.retry_dir).items() if p in ready}
+    pending = sorted(changed | set(retries))
+    kept = {p: fp for p, fp in previous.items() if p in current}
+    if not pending:
+        return dg.SensorResult(cursor=json.dumps({"digests": kept}, sort_keys=True),
+                               skip_reason=f"no changes in {len(current)} project(s)")
+    waiting = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME, statuses=NOT_STARTED), limit=1)
+    if waiting:
+        return dg.SensorResult(
+            cursor=json.dumps({"digests": kept}, sort_keys=True),
+            skip_reason=f"{len(pending)} project(s) changed; they go into the next run once run "
+                        f"{waiting[0].run_id[:8]} ({waiting[0].status.value}) has started")
+    marks = [f"{p}\0{current.get(p, '')}\0{retries.get(p, '')}" for p in pending]
+    run_key = "ingest:" + hashlib.blake2b("\n".join(marks).encode(), digest_size=12).hexdigest()
+    order = instance.get_dynamic_partitions(projects_partitions.name)
+    request = partition_run_request(order, pending, run_key=run_key)
+    context.log.info(f"requesting one run for {len(pending)} project(s) ({len(retries)} retried)")
+    kept.update((p, current[p]) for p in pending if p in current)
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps({"digests": kept}, sort_keys=True))
 
 
-defs = dg.Definitions(assets=[session_files, usage_messages, memory_records, session_archive],
-                      jobs=[ingest_sessions], sensors=[session_files_sensor])
+defs = dg.Definitions(assets=[ingest_projects], jobs=[ingest_sessions], sensors=[session_files_sensor])

@@ -48,6 +48,12 @@ class Settings:
     pack_gc_live_packs_threshold: int = 8
     pack_gc_grace_sec: float = 3600.0
     sensor_max_new_partitions: int = 500
+    sensor_interval_sec: int = 60
+    """Minimum seconds between two session-sensor ticks (read when the code location loads)."""
+    pool_wait_sec: float = 600.0
+    """How long ``sessionlake ingest`` waits for a pool slot held by another live run before giving up."""
+    sessions_dir_explicit: bool = False
+    """``sessions_dir`` was named by the user (SESSIONLAKE_SESSIONS_DIR), not the default: missing is an error."""
 
     @property
     def state_path(self) -> Path:
@@ -92,4 +98,7 @@ class Settings:
             pack_gc_live_packs_threshold=_env_int("SESSIONLAKE_PACK_GC_LIVE_PACKS", 8),
             pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0),
             sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500),
+            sensor_interval_sec=_env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60),
+            pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0),
+            sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
         )

@@ -396,21 +396,33 @@ def record_malformed_lines(conn: duckdb.DuckDBPyConnection, lines: Sequence[tupl
 def scan_session_files(conn: duckdb.DuckDBPyConnection, files: Sequence[SessionFile], projects: set[str]) -> dict:
     """Compare ``files`` (what is on disk for ``projects``) with ``session_files`` and record them.
 
-    Returns counts of ``new``, ``changed`` (size or mtime moved) and ``missing`` (known, no longer on
-    disk: the archive still has them). Reads no file content.
+    Returns, per project of ``projects``, counts of ``files`` and ``bytes`` on disk, ``new``,
+    ``changed`` (size or mtime moved) and ``missing`` (known, no longer on disk: the archive still has
+    them). Reads no file content.
     """
     known = {
-        r[0]: (r[1], r[2])
+        r[0]: (r[1], r[2], r[3])
         for r in conn.execute(
-            "SELECT path, size, mtime_ns FROM session_files WHERE list_contains(?, project)", [sorted(projects)]
+            "SELECT path, size, mtime_ns, project FROM session_files WHERE list_contains(?, project)",
+            [sorted(projects)],
         ).fetchall()
     }
+    counts = {p: dict.fromkeys(("files", "bytes", "new", "changed", "missing"), 0) for p in projects}
+    for f in files:
+        c = counts.setdefault(f.project, dict.fromkeys(("files", "bytes", "new", "changed", "missing"), 0))
+        c["files"] += 1
+        c["bytes"] += f.size
+        if f.key not in known:
+            c["new"] += 1
+        elif known[f.key][:2] != (f.size, f.mtime_ns):
+            c["changed"] += 1
     on_disk = {f.key for f in files}
-    new = sum(1 for f in files if f.key not in known)
-    changed = sum(1 for f in files if f.key in known and known[f.key] != (f.size, f.mtime_ns))
+    for path, (_, _, project) in known.items():
+        if path not in on_disk:
+            counts[project]["missing"] += 1
     record_session_files(conn, [
         {"path": f.key, "project": f.project, "size": f.size, "mtime_ns": f.mtime_ns, "file_hash": None,
          "byte_offset": None}
         for f in files
     ])
-    return {"new": new, "changed": changed, "missing": len(set(known) - on_disk)}
+    return counts

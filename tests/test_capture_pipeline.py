@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from pipelines.capture import DEPTH_TAG, capture_queue_sensor, capture_records, defs, ingest_capture
-from pipelines.tags import POOL_MEMORY, WRITES_LANCE
+from pipelines.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
 from resources.capture_drain import drain_to_lance
 from resources.capture_queue import CaptureQueue
 from resources.configurable import CaptureQueueResource, LanceResource
@@ -79,9 +79,9 @@ def test_materialize_drains_into_lance_with_ulid_ids(queue, resources, home):
     assert queue.pending_count() == 0 and not list(queue.dir.glob("pending-*"))
 
 
-def test_job_is_tagged_and_pooled_and_batches_commits(queue, resources, home):
-    assert ingest_capture.tags[next(iter(WRITES_LANCE))] == "true"
-    assert capture_records.op.pool == POOL_MEMORY
+def test_job_has_its_own_lane_and_pool_and_batches_commits(queue, resources, home):
+    assert ingest_capture.tags[QUEUE_TAG] == "capture" and int(ingest_capture.tags[PRIORITY_TAG]) > 0
+    assert capture_records.op.pool == POOL_CAPTURE
     for i in range(7):
         queue.append({"text": f"batch me {i}"})
     job = dg.Definitions.merge(defs, dg.Definitions(resources=resources)).resolve_job_def("ingest_capture")

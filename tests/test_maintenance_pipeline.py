@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from pipelines import maintenance
-from pipelines.tags import WRITES_LANCE
+from pipelines.definitions import defs as all_defs
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
 from resources.lance import EDGES, RECORDS, new_edge, new_record, query_events, write_event
@@ -37,13 +37,32 @@ def small_writes(store, n=10):
         store.upsert_edges([new_edge(f"r{i}", f"r{i + 1}", "next")])
 
 
-def tick(instance, lance, cursor=None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lance": lance})
-    return maintenance.lance_health_sensor(context)
+def tick(instance, lance, cursor=None):
+    """One tick through Dagster's own evaluation (the daemon's path), not the decorated function."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lance": lance},
+                                      repository_def=all_defs.get_repository_def())
+    return maintenance.lance_health_sensor.evaluate_tick(context)
 
 
-def reason(result: dg.SensorResult) -> str:
-    return result.skip_reason.skip_message if result.skip_reason else ""
+def schedule_tick(instance, lance):
+    context = dg.build_schedule_context(instance=instance, resources={"lance": lance},
+                                        repository_def=all_defs.get_repository_def())
+    return maintenance.lance_maintenance_nightly.evaluate_tick(context)
+
+
+def reason(result) -> str:
+    return result.skip_message or ""
+
+
+def writer_run(instance, asset: str | None = None) -> dg.DagsterRun:
+    """A started run that writes Lance: the ingest job, or (``asset``) a UI-style backfill run of the
+    implicit asset job selecting just that asset, which carries no sessionlake tag at all."""
+    if asset is None:
+        job = all_defs.resolve_job_def("ingest_sessions")
+        return instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+    job = all_defs.resolve_implicit_global_asset_job_def()
+    return instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED,
+                                       asset_selection=frozenset({dg.AssetKey(asset)}))
 
 
 def settled_cursor(last_request_ts: float) -> str:
@@ -62,16 +81,6 @@ def phases(store) -> list[str]:
 
 def checks_by_name(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
-
-
-@dg.op
-def append_rows():
-    return None
-
-
-@dg.job(tags=WRITES_LANCE)
-def memory_ingest():
-    append_rows()
 
 
 def test_first_tick_requests_startup_exactly_once(instance, lance):
@@ -123,10 +132,10 @@ def test_versions_trigger_only_once_the_retention_can_remove_them(instance, lanc
 
 def test_skipped_while_a_writer_run_is_in_progress_then_runs(instance, lance):
     store = lance.store()
-    writer = instance.create_run_for_job(memory_ingest, status=dg.DagsterRunStatus.STARTED, tags=WRITES_LANCE)
+    writer = writer_run(instance)
     skipped = tick(instance, lance)
     assert skipped.run_requests == []
-    assert "writers_active" in reason(skipped) and "memory_ingest" in reason(skipped)
+    assert "writers_active" in reason(skipped) and "ingest_sessions" in reason(skipped)
     assert skipped.cursor is None, "the startup run is still owed"
     [event] = query_events(store, kind=lm.SKIPPED_EVENT)
     assert event["data"]["reason"] == "writers_active" and event["data"]["phase"] == "startup"
@@ -146,15 +155,25 @@ def test_never_two_maintenance_runs_at_once(instance, lance):
     assert maintenance.lance_storage.op.pool == maintenance.POOL_LANCE_MAINTENANCE
 
 
+def test_a_ui_backfill_of_memory_records_blocks_maintenance_without_any_tag(instance, lance):
+    lance.store()
+    writer_run(instance, asset="session_archive")
+    assert tick(instance, lance).run_requests, "a run that writes no Lance table does not block"
+    run = writer_run(instance, asset="memory_records")
+    assert not run.tags.get("sessionlake/queue")
+    skipped = tick(instance, lance)
+    assert skipped.run_requests == [] and "writers_active" in reason(skipped)
+    assert schedule_tick(instance, lance).skip_message.startswith("periodic optimize skipped (writers_active)")
+
+
 def test_nightly_schedule_runs_periodic_and_waits_for_writers(instance, lance):
     store = lance.store()
-    context = dg.build_schedule_context(instance=instance, resources={"lance": lance})
-    request = maintenance.lance_maintenance_nightly(context)
+    [request] = schedule_tick(instance, lance).run_requests
     assert request.tags[maintenance.PHASE_TAG] == "periodic"
     assert request.run_config["ops"]["lance_storage"]["config"]["retention_sec"] == lm.LANCE_OPTIMIZE_RETENTION_SEC
-    instance.create_run_for_job(memory_ingest, status=dg.DagsterRunStatus.STARTED, tags=WRITES_LANCE)
-    skipped = maintenance.lance_maintenance_nightly(context)
-    assert isinstance(skipped, dg.SkipReason) and "writers_active" in skipped.skip_message
+    writer_run(instance)
+    skipped = schedule_tick(instance, lance)
+    assert not skipped.run_requests and "writers_active" in skipped.skip_message
     assert query_events(store, kind=lm.SKIPPED_EVENT)[0]["data"]["phase"] == "periodic"
 
 
@@ -189,8 +208,8 @@ def test_retention_below_floor_is_refused_unless_forced(instance, lance, monkeyp
     monkeypatch.setenv("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", str(10 * 86400))
     refused = tick(instance, lance)
     assert refused.run_requests == [] and "below the floor" in reason(refused)
-    assert isinstance(maintenance.lance_maintenance_nightly(
-        dg.build_schedule_context(instance=instance, resources={"lance": lance})), dg.SkipReason)
+    nightly = schedule_tick(instance, lance)
+    assert not nightly.run_requests and "below the floor" in nightly.skip_message
 
 
 def test_version_and_fragment_checks_warn_above_and_error_at_ten_times(instance, lance, monkeypatch):

@@ -8,8 +8,8 @@ import pytest
 import pipelines.processors.runner as runner
 from pipelines.definitions import defs
 from pipelines.partitions import projects_partitions
-from pipelines.sessions import session_files_sensor, usage_messages
-from resources.configurable import StateResource
+from pipelines.sessions import STEP_NAME, ingest_projects, session_files_sensor
+from resources.configurable import LanceResource, PackResource, StateResource
 from resources.retry_marks import MAX_ATTEMPTS, RETRY_BASE_SEC, due_retries, record_failures
 from tests.conftest import SAMPLE_PROJECT
 
@@ -49,15 +49,23 @@ def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, 
         return real(path, size)
 
     monkeypatch.setattr(runner, "compute_file_hash", unreadable)
-    resources = {"state": StateResource()}
-    result = dg.materialize([usage_messages], instance=instance, resources=resources, partition_key=SAMPLE_PROJECT)
-    assert result.get_asset_materialization_events()[0].materialization.metadata["errors"].value == 1
+    resources = {"state": StateResource(), "lance": LanceResource(), "packs": PackResource()}
+
+    def ingest_usage():
+        return dg.materialize([ingest_projects], selection=["session_files", "usage_messages"], instance=instance,
+                              resources=resources, partition_key=SAMPLE_PROJECT)
+
+    result = ingest_usage()
+    [usage] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "usage_messages"]
+    assert usage.materialization.metadata["files_failed"].value == 1
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and "ba79134d" in check.metadata["failed_files"].value
     assert len(list(settings.retry_dir.glob("*.json"))) == 1
 
     def tick(cursor):
         context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
                                           resources=resources, repository_def=defs.get_repository_def())
-        return session_files_sensor(context)
+        return session_files_sensor.evaluate_tick(context)
 
     seen = tick(None)  # first sight: the ordinary change request
     quiet = tick(seen.cursor)
@@ -66,9 +74,11 @@ def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, 
     body = json.loads(marker.read_text())
     marker.write_text(json.dumps({**body, "failed_at": body["failed_at"] - RETRY_BASE_SEC - 1}))
     due = tick(quiet.cursor)
-    assert [(r.partition_key, ":retry:" in r.run_key) for r in due.run_requests] == [(SAMPLE_PROJECT, True)]
+    [request] = due.run_requests
+    assert request.partition_key == SAMPLE_PROJECT
+    assert request.run_config["ops"][STEP_NAME]["config"]["projects"] == [SAMPLE_PROJECT]
 
     monkeypatch.setattr(runner, "compute_file_hash", real)  # the file became readable
-    dg.materialize([usage_messages], instance=instance, resources=resources, partition_key=SAMPLE_PROJECT)
+    assert ingest_usage().get_asset_check_evaluations()[0].passed
     assert list(settings.retry_dir.glob("*.json")) == []
     assert tick(due.cursor).run_requests == []

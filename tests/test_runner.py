@@ -8,6 +8,7 @@ from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from pipelines.processors.runner import run_processors
 from resources.sessions import ParseStats, iter_jsonl
 from resources.state import load_processor_state
+from tests.conftest import SAMPLE_PROJECT
 
 
 class LineCounter(SessionProcessor):
@@ -131,12 +132,15 @@ def test_failed_commit_leaves_every_file_of_the_batch_unmarked(samples_root, sta
     stats = run_processors([BrokenCommit("usage")], samples_root, state)["usage"]
     assert (stats["processed"], stats["errors"]) == (0, 4)
     assert len(stats["failed_files"]) == 4
+    [project] = stats["by_project"].values()
+    assert (project["errors"], len(project["error_files"])) == (4, 4)
+    assert all(e["error"].startswith("commit failed: ") for e in project["error_files"])
     assert run_processors([LineCounter("usage")], samples_root, state)["usage"]["processed"] == 4
 
 
 def test_missing_root_gives_zero_stats(tmp_path, state):
     stats = run_processors([LineCounter()], tmp_path / "missing", state)["lines"]
-    assert {k: v for k, v in stats.items() if k not in ("error_files", "failed_files")} == dict.fromkeys(
+    assert {k: v for k, v in stats.items() if k not in ("error_files", "failed_files", "by_project")} == dict.fromkeys(
         ["scanned", "processed", "skipped", "errors", "items_extracted", "lines_malformed", "bytes_read", "vanished"],
         0,
     )
@@ -201,3 +205,17 @@ def test_file_growing_while_it_is_read_is_finished_on_the_next_run(tmp_path, sta
     with state.connect() as conn:
         assert load_processor_state(conn, "lines")["p/s.jsonl"].items_extracted == 3
     assert after.calls == [("p/s.jsonl", path.stat().st_size - 9)]  # only the line it had not seen
+
+
+def test_numbers_are_counted_per_project_and_add_up_to_the_run(samples_root, state):
+    other = samples_root / "-other-project"
+    other.mkdir()
+    (other / "one.jsonl").write_text('{"a": 1}\n{"b": 2}\nnot json\n')
+    stats = run_processors([LineCounter()], samples_root, state)["lines"]
+    per = stats["by_project"]
+    assert set(per) == {SAMPLE_PROJECT, "-other-project"}
+    assert (per["-other-project"]["scanned"], per["-other-project"]["processed"]) == (1, 1)
+    assert per["-other-project"]["bytes_read"] == (other / "one.jsonl").stat().st_size
+    assert per[SAMPLE_PROJECT]["scanned"] == 4
+    for key in ("scanned", "processed", "items_extracted", "bytes_read", "lines_malformed", "errors"):
+        assert stats[key] == sum(p[key] for p in per.values()), key

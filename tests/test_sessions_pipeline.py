@@ -1,22 +1,25 @@
-"""Dagster ingestion: the session sensor on a real instance, and the assets materialized for real."""
+"""Dagster ingestion: the session sensor through Dagster's own tick evaluation on a real instance, and
+the ingest step materialized for real, one run over several projects."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import dagster as dg
+import duckdb
 import pytest
 
 from pipelines.definitions import defs
 from pipelines.partitions import projects_partitions
 from pipelines.sessions import (
-    BACKFILL_ABOVE_PROJECTS,
+    JOB_NAME,
+    STEP_NAME,
+    partition_run_request,
     project_fingerprints,
-    session_files,
     session_files_sensor,
-    usage_messages,
 )
 from resources.configurable import StateResource
 from tests.conftest import SAMPLE_PROJECT
@@ -28,76 +31,127 @@ def instance():
         yield instance
 
 
-def _tick(instance, state, cursor=None):
-    repository = defs.get_repository_def()
+def _tick(instance, cursor=None):
+    """One tick as the daemon evaluates it: run requests resolved and validated against the job."""
     context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
-                                      resources={"state": state}, repository_def=repository)
-    return session_files_sensor(context), context
+                                      resources={"state": StateResource()},
+                                      repository_def=defs.get_repository_def())
+    return session_files_sensor.evaluate_tick(context)
 
 
-def _apply(instance, result):
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+def _projects_of(request: dg.RunRequest) -> list[str]:
+    return request.run_config["ops"][STEP_NAME]["config"]["projects"]
+
+
+def _add_project(root, name: str, sessions: int = 1, responses: int = 3) -> None:
+    """A project of ``sessions`` files with ``responses`` API responses each, ids unique to it."""
+    (root / name).mkdir()
+    for i in range(sessions):
+        lines = [json.dumps({
+            "type": "assistant", "uuid": f"{name}-{i}-{n}", "sessionId": f"{name}-{i}",
+            "requestId": f"req-{name}-{i}-{n}",
+            "timestamp": "2025-06-10T10:00:00.000Z",
+            "message": {"id": f"msg-{name}-{i}-{n}", "model": "claude-sonnet-4-20250514", "role": "assistant",
+                        "content": [{"type": "text", "text": f"answer {n} in {name}"}],
+                        "usage": {"input_tokens": 10 + n, "output_tokens": 20, "cache_creation_input_tokens": 0,
+                                  "cache_read_input_tokens": 0}},
+        }) for n in range(responses)]
+        (root / name / f"s{i}.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def test_sensor_registers_projects_requests_changes_once_and_skips_when_nothing_changed(instance, settings):
-    state = StateResource()
-    result, _ = _tick(instance, state)
-    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [[SAMPLE_PROJECT]]
-    assert [(r.partition_key, r.run_key.split(":")[0]) for r in result.run_requests] == [(SAMPLE_PROJECT,
-                                                                                         SAMPLE_PROJECT)]
-    _apply(instance, result)
+    first = _tick(instance)
+    assert instance.get_dynamic_partitions(projects_partitions.name) == [SAMPLE_PROJECT]
+    [request] = first.run_requests
+    assert request.partition_key == SAMPLE_PROJECT and _projects_of(request) == [SAMPLE_PROJECT]
 
-    again, _ = _tick(instance, state, result.cursor)
-    assert again.run_requests == [] and "no changes" in again.skip_reason.skip_message
+    again = _tick(instance, first.cursor)
+    assert again.run_requests == [] and "no changes" in again.skip_message
 
     path = next(settings.sessions_dir.rglob("fed8ce56*.jsonl"))
     with open(path, "a") as f:
         f.write('{"type": "summary", "summary": "later"}\n')
-    changed, _ = _tick(instance, state, again.cursor)
-    assert [r.partition_key for r in changed.run_requests] == [SAMPLE_PROJECT]
-    assert changed.run_requests[0].run_key != result.run_requests[0].run_key
+    [changed] = _tick(instance, again.cursor).run_requests
+    assert changed.partition_key == SAMPLE_PROJECT and changed.run_key != request.run_key
 
 
 def test_sensor_needs_no_database_even_while_a_run_holds_it(instance, settings):
+    settings.state_path.parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('x', flush=True); "
                                "time.sleep(30)", str(settings.state_path)],
         stdout=subprocess.PIPE, text=True)
-    settings.state_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         assert holder.stdout.readline().strip() == "x"
-        result, _ = _tick(instance, StateResource())
-        assert len(result.run_requests) == 1
+        assert len(_tick(instance).run_requests) == 1
     finally:
         holder.kill()
 
 
-def test_first_sight_of_many_projects_becomes_one_backfill(instance, settings):
-    for i in range(BACKFILL_ABOVE_PROJECTS + 5):
-        project = settings.sessions_dir / f"proj-{i:03d}"
-        project.mkdir()
-        (project / "s.jsonl").write_text('{"type": "summary", "summary": "x"}\n')
-    result, _ = _tick(instance, StateResource())
-    assert len(result.run_requests) == 1
-    request = result.run_requests[0]
-    assert request.requires_backfill_daemon()
-    partitions = {apk.partition_key for apk in request.asset_graph_subset.iterate_asset_partitions()}
-    assert len(partitions) == BACKFILL_ABOVE_PROJECTS + 6
+def test_many_changed_projects_become_one_run_with_the_exact_set(instance, settings):
+    for i in range(25):
+        _add_project(settings.sessions_dir, f"proj-{i:03d}")
+    first = _tick(instance)
+    [request] = first.run_requests  # the daemon path resolved it: no CheckError, no backfill
+    assert not request.requires_backfill_daemon()
+    assert len(_projects_of(request)) == 26
+    assert len(instance.get_dynamic_partitions(projects_partitions.name)) == 26
+    # later, changes to 3 projects scattered over the partition order: one run, only those 3
+    for name in ("proj-002", "proj-013", "proj-024"):
+        with open(settings.sessions_dir / name / "s0.jsonl", "a") as f:
+            f.write('{"type": "summary", "summary": "more"}\n')
+    [later] = _tick(instance, first.cursor).run_requests
+    assert _projects_of(later) == ["proj-002", "proj-013", "proj-024"]
+    assert (later.tags["dagster/asset_partition_range_start"], later.tags["dagster/asset_partition_range_end"]) == (
+        "proj-002", "proj-024")
 
 
-def test_new_partitions_are_capped_per_tick(instance, settings, monkeypatch):
+def test_changes_wait_for_a_queued_run_then_go_into_the_next_one(instance, settings):
+    first = _tick(instance)
+    job = defs.resolve_job_def(JOB_NAME)
+    queued = instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED)
+    _add_project(settings.sessions_dir, "late-project")
+    path = next(settings.sessions_dir.rglob("fed8ce56*.jsonl"))
+    with open(path, "a") as f:
+        f.write('{"type": "summary", "summary": "later"}\n')
+    waiting = _tick(instance, first.cursor)
+    assert waiting.run_requests == [] and queued.run_id[:8] in waiting.skip_message
+    assert "late-project" in instance.get_dynamic_partitions(projects_partitions.name), "registered anyway"
+    still = _tick(instance, waiting.cursor)
+    assert still.run_requests == [], "no backlog: nothing more is queued while one run waits"
+    instance.handle_run_event(queued.run_id, dg.DagsterEvent(
+        event_type_value="PIPELINE_START", job_name=JOB_NAME, message="started"))
+    [request] = _tick(instance, still.cursor).run_requests
+    assert _projects_of(request) == sorted([SAMPLE_PROJECT, "late-project"]), "coalesced, nothing dropped"
+
+
+def test_new_partitions_are_capped_per_tick_and_registered_before_any_request(instance, settings, monkeypatch):
     monkeypatch.setenv("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", "3")
     for i in range(5):
-        (settings.sessions_dir / f"p{i}").mkdir()
-        (settings.sessions_dir / f"p{i}" / "s.jsonl").write_text("{}\n")
-    result, _ = _tick(instance, StateResource())
-    assert len(result.dynamic_partitions_requests[0].partition_keys) == 3
-    _apply(instance, result)
-    cursor = json.loads(result.cursor)
-    assert len(cursor) == 3  # the other projects are picked up next tick
-    second, _ = _tick(instance, StateResource(), result.cursor)
-    assert len(second.dynamic_partitions_requests[0].partition_keys) == 3
+        _add_project(settings.sessions_dir, f"p{i}")
+    first = _tick(instance)
+    assert len(instance.get_dynamic_partitions(projects_partitions.name)) == 3
+    assert first.dynamic_partitions_requests == []  # already registered by the tick itself
+    assert len(json.loads(first.cursor)["digests"]) == 3
+    second = _tick(instance, first.cursor)
+    assert len(instance.get_dynamic_partitions(projects_partitions.name)) == 6
+    assert len(_projects_of(second.run_requests[0])) == 3
+
+
+def test_a_damaged_cursor_or_a_vanished_root_never_wedges_the_sensor(instance, settings):
+    result = _tick(instance, cursor="{not json")
+    assert len(result.run_requests) == 1
+    shutil.rmtree(settings.sessions_dir)
+    gone = _tick(instance, result.cursor)
+    assert gone.run_requests == [] and "does not exist" in gone.skip_message
+
+
+def test_cursor_is_one_digest_per_project(instance, settings):
+    for i in range(3):
+        _add_project(settings.sessions_dir, f"big-{i}", sessions=30)
+    cursor = json.loads(_tick(instance).cursor)
+    assert set(cursor) == {"digests"} and len(cursor["digests"]) == 4
+    assert all(len(digest) == 24 for digest in cursor["digests"].values())
 
 
 def test_no_change_tick_over_many_files_is_fast(tmp_path):
@@ -114,21 +168,45 @@ def test_no_change_tick_over_many_files_is_fast(tmp_path):
     assert elapsed < 5  # 10,000 files; the benchmark holds the real target (100,000 files under 1 s)
 
 
-def test_materialize_ingests_the_partition_and_reports_processor_stats(instance, settings):
-    instance.add_dynamic_partitions(projects_partitions.name, [SAMPLE_PROJECT])
-    resources = {"state": StateResource()}
-    result = dg.materialize([session_files, usage_messages], instance=instance, resources=resources,
-                            partition_key=SAMPLE_PROJECT)
-    assert result.success
-    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+def _run(instance, projects: list[str]) -> dg.ExecuteInProcessResult:
+    order = instance.get_dynamic_partitions(projects_partitions.name)
+    request = partition_run_request(order, projects)
+    tags = dict(request.tags)
+    if request.partition_key:
+        tags["dagster/partition"] = request.partition_key
+    return defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, tags=tags,
+                                                            run_config=request.run_config)
+
+
+def _metadata(result) -> dict[tuple[str, str], dict]:
+    return {(e.asset_key.to_user_string(), e.partition): {k: v.value for k, v in e.materialization.metadata.items()}
             for e in result.get_asset_materialization_events()}
-    assert meta["session_files"]["files"].value == 4 and meta["session_files"]["new_files"].value == 4
-    assert meta["usage_messages"]["processed"].value == 4
-    assert meta["usage_messages"]["items_extracted"].value == 90
-    again = dg.materialize([session_files, usage_messages], instance=instance, resources=resources,
-                           partition_key=SAMPLE_PROJECT)
-    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()}
-    assert meta["usage_messages"]["processed"].value == 0 and meta["usage_messages"]["skipped"].value == 4
-    os.remove(next(settings.sessions_dir.rglob("ff71dbed*.jsonl")))
-    gone = dg.materialize([session_files], instance=instance, resources=resources, partition_key=SAMPLE_PROJECT)
-    assert gone.get_asset_materialization_events()[0].materialization.metadata["missing_files"].value == 1
+
+
+def test_one_run_over_projects_of_different_sizes_reports_each_projects_own_numbers(instance, settings):
+    root = settings.sessions_dir
+    _add_project(root, "small", sessions=1, responses=2)
+    _add_project(root, "bystander", sessions=2)
+    instance.add_dynamic_partitions(projects_partitions.name, sorted(os.listdir(root)))
+    result = _run(instance, [SAMPLE_PROJECT, "small"])  # one run, "bystander" sits between them
+    assert result.success
+    meta = _metadata(result)
+    assert {p for _, p in meta} == {SAMPLE_PROJECT, "small"}, "only the projects asked for are materialized"
+    with duckdb.connect(str(settings.state_path), read_only=True) as conn:
+        responses = dict(conn.execute("SELECT project, count(*) FROM usage_messages GROUP BY project").fetchall())
+    for project in (SAMPLE_PROJECT, "small"):
+        files = list((root / project).rglob("*.jsonl"))
+        on_disk = sum(f.stat().st_size for f in files)
+        assert meta[("session_files", project)]["files"] == len(files)
+        assert meta[("session_files", project)]["bytes_on_disk"] == on_disk
+        usage = meta[("usage_messages", project)]
+        assert (usage["files_scanned"], usage["files_processed"], usage["bytes_read"]) == (len(files), len(files),
+                                                                                           on_disk)
+        assert usage["responses_extracted"] == responses[project]
+        assert meta[("session_archive", project)]["versions_extracted"] == len(files)
+    assert meta[("usage_messages", SAMPLE_PROJECT)]["files_scanned"] == 4
+    checks = {c.asset_key.to_user_string(): c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"usage_messages", "memory_records", "session_archive"}
+    assert all(c.passed for c in checks.values())
+    steps = {e.step_key for e in result.all_events if e.step_key}
+    assert steps == {STEP_NAME}, "one step per run: the table-wide Lance checks belong to maintenance"

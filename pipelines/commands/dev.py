@@ -1,8 +1,18 @@
-"""``sessionlake dev``: the Dagster UI and daemon for this code location, on the instance at DAGSTER_HOME."""
+"""``sessionlake dev``: the Dagster UI and daemon for this code location, on the instance at DAGSTER_HOME.
+
+It loads the location through the repo's ``workspace.yaml`` when it is there (the same file
+``dagster dev -w workspace.yaml`` reads), else through one written into DAGSTER_HOME with the same
+location name: cursors, tick history and sensor state are stored per location name, so both ways of
+starting it must agree on ``sessionlake``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+LOCATION_NAME = "sessionlake"
+REPO_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -10,6 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", default="3000")
     p.set_defaults(handler=run)
+
+
+def workspace_file(home: Path) -> Path:
+    """The workspace file that names the location `LOCATION_NAME`."""
+    if REPO_WORKSPACE.exists():
+        return REPO_WORKSPACE
+    path = home / "workspace.yaml"
+    path.write_text(f"load_from:\n  - python_module:\n      module_name: pipelines.definitions\n"
+                    f"      location_name: {LOCATION_NAME}\n")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,5 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     home = prepare_dagster_home(Settings.from_env())
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
-    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions", "-h", args.host, "-p", args.port]
+    workspace = workspace_file(home)
+    os.chdir(workspace.parent)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", args.port]
     os.execv(sys.executable, cmd)

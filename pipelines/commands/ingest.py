@@ -1,11 +1,17 @@
-"""``sessionlake ingest``: run the ingest_sessions job once, on the Dagster instance at DAGSTER_HOME."""
+"""``sessionlake ingest``: run the ingest_sessions job once, on the Dagster instance at DAGSTER_HOME.
+
+Exit status: 0 when every file was ingested (or nothing needed it), 1 when any file failed (the
+files and errors are listed; they stay unprocessed and are retried), 2 when there is no sessions
+tree to read or a pool slot stayed taken by another live run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from pipelines.ingest_run import PROCESSOR_ASSETS
+from pipelines.tags import PROCESSOR_ASSETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,18 +26,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.ingest_run import ingest
+    from pipelines.ingest_run import SessionsNotFound, ingest
+    from pipelines.run_recovery import PoolWaitTimeout
+    from resources.settings import Settings
 
-    result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None,
-                    everything=args.everything)
+    try:
+        result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None,
+                        everything=args.everything, say=lambda text: print(text, file=sys.stderr))
+    except (SessionsNotFound, PoolWaitTimeout) as exc:
+        print(f"sessionlake ingest: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif result["run_id"] is None:
         print(f"nothing to ingest: {result['up_to_date']} project(s) up to date (--all runs them anyway)")
     else:
-        print(f"run {result['run_id']} ({'success' if result['success'] else 'FAILED'}), "
-              f"{len(result['projects'])} project(s), {result['elapsed_sec']:.2f}s")
+        status = "success" if result["success"] else ("FAILED" if not result["errors"]
+                                                      else f"{result['errors']} file error(s)")
+        print(f"run {result['run_id']} ({status}), {len(result['projects'])} project(s), "
+              f"{result['elapsed_sec']:.2f}s")
         for asset, stats in result["assets"].items():
-            shown = ", ".join(f"{k} {v}" for k, v in stats.items())
-            print(f"  {asset}: {shown}")
+            print(f"  {asset}: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
+    for asset, table in result["failures"].items():
+        print(f"\n{asset}: files that failed (left unprocessed, retried by the next ingest or the sensor):\n{table}",
+              file=sys.stderr)
+    if result["failures"]:
+        print(f"\nretry markers: {Settings.from_env().retry_dir}; malformed lines: table malformed_lines "
+              "in state.duckdb", file=sys.stderr)
     return 0 if result["success"] else 1

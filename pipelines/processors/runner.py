@@ -47,19 +47,25 @@ class _Task:
     items_before: int
 
 
+COUNTS = ("scanned", "processed", "skipped", "errors", "items_extracted", "lines_malformed", "bytes_read", "vanished")
+"""The numbers the runner counts per processor, for the whole run and for each project."""
+
+
 def empty_stats() -> dict:
-    return {
-        "scanned": 0,
-        "processed": 0,
-        "skipped": 0,
-        "errors": 0,
-        "items_extracted": 0,
-        "lines_malformed": 0,
-        "bytes_read": 0,
-        "vanished": 0,
-        "error_files": [],
-        "failed_files": [],
-    }
+    """Run totals (`COUNTS`), the failures, and ``by_project``: the same counts and failures per project."""
+    return {**dict.fromkeys(COUNTS, 0), "error_files": [], "failed_files": [], "by_project": {}}
+
+
+def _project_stats(stats: dict, project: str) -> dict:
+    per = stats["by_project"].get(project)
+    if per is None:
+        per = stats["by_project"][project] = {**dict.fromkeys(COUNTS, 0), "error_files": [], "failed_files": []}
+    return per
+
+
+def _count(stats: dict, project: str, key: str, n: int = 1) -> None:
+    stats[key] += n
+    _project_stats(stats, project)[key] += n
 
 
 def run_processors(
@@ -68,13 +74,17 @@ def run_processors(
     state: StateStore,
     projects: set[str] | None = None,
     logger: logging.Logger | None = None,
+    files: Sequence[SessionFile] | None = None,
 ) -> dict[str, dict]:
-    """Run every processor over the new and changed files under ``sessions_root``.
+    """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``).
 
-    Returns ``{processor_name: {scanned, processed, skipped, errors, items_extracted, ...}}``.
+    ``files`` is the walk of those projects when the caller already has it (one walk per run).
+
+    Returns ``{processor_name: stats}`` (see `empty_stats`): run totals, the failing files, and the
+    same numbers for each project under ``by_project`` (every project with a file on disk has an entry).
     """
     logger = logger or log
-    files = list(walk_sessions(sessions_root, projects))
+    files = list(walk_sessions(sessions_root, projects) if files is None else files)
     results = {p.name: empty_stats() for p in processors}
     if not files:
         return results
@@ -83,7 +93,8 @@ def run_processors(
     with state.connect() as conn:  # one short connection for all planning: opening one costs tens of ms
         for processor in processors:
             stats = results[processor.name]
-            stats["scanned"] = len(files)
+            for f in files:
+                _count(stats, f.project, "scanned")
             previous = load_processor_state(conn, processor.name)
             work[processor.name], unchanged = _plan(files, previous, hashes, stats)
             mark_processed(conn, processor.name, unchanged)
@@ -119,19 +130,19 @@ def _plan(
     for f in files:
         prev = previous.get(f.key)
         if is_stable(prev, f):
-            stats["skipped"] += 1
+            _count(stats, f.project, "skipped")
             continue
         if f.key not in hashes:
             hashes[f.key] = _hash_or_error(f)
         file_hash = hashes[f.key]
         if isinstance(file_hash, OSError):
-            _report_error(stats, f.key, file_hash)
+            _report_error(stats, f.project, f.key, file_hash)
             continue
         if file_hash is None:
-            stats["vanished"] += 1
+            _count(stats, f.project, "vanished")
             continue
         if prev is not None and prev.is_processed(file_hash):
-            stats["skipped"] += 1
+            _count(stats, f.project, "skipped")
             unchanged.append(
                 ProcessedMark(f.key, f.project, prev.items_extracted, file_hash, f.size, prev.byte_offset,
                               prev.tail_hash, now)
@@ -206,11 +217,11 @@ def _process_one(processor, task: _Task, conn, stats: dict, malformed: list, log
     try:
         result = processor.process_session(f.path, f.project, f.key, conn, start_offset=task.start_offset)
     except FileNotFoundError:
-        stats["vanished"] += 1
+        _count(stats, f.project, "vanished")
         logger.warning("%s: %s vanished while being read; it will be picked up if it returns", processor.name, f.key)
         return None
     except Exception as exc:  # failure isolation: one bad file never stops the others
-        _report_error(stats, f.key, exc)
+        _report_error(stats, f.project, f.key, exc)
         logger.warning("%s failed on %s (will retry next run): %s", processor.name, f.key, exc, exc_info=True)
         return None
     if not isinstance(result, ProcessorResult):
@@ -221,8 +232,8 @@ def _process_one(processor, task: _Task, conn, stats: dict, malformed: list, log
         tail = tail_fingerprint(f.fspath, end_offset) if end_offset > 0 else None
     except OSError:
         tail = None
-    stats["lines_malformed"] += len(result.malformed)
-    stats["bytes_read"] += result.bytes_read
+    _count(stats, f.project, "lines_malformed", len(result.malformed))
+    _count(stats, f.project, "bytes_read", result.bytes_read)
     malformed.extend((f.key, m) for m in result.malformed)
     items = task.items_before + _as_count(result.items_count)
     return ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
@@ -240,23 +251,26 @@ def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stat
     try:
         processor.commit(conn)
     except Exception as exc:
-        _report_error(stats, "<commit>", exc, failed=[m.session_file for m in pending])
+        for mark in pending:
+            _report_error(stats, mark.username, mark.session_file, exc, prefix="commit failed: ")
         logger.error("%s commit failed; %d files stay unprocessed: %s", processor.name, len(pending), exc,
                      exc_info=True)
         return
     mark_processed(conn, processor.name, pending)
     record_malformed_lines(conn, malformed)
-    stats["processed"] += len(pending)
-    stats["items_extracted"] += sum(m.items_extracted for m in pending)
+    for mark in pending:
+        _count(stats, mark.username, "processed")
+        _count(stats, mark.username, "items_extracted", mark.items_extracted)
 
 
-def _report_error(stats: dict, key: str, exc: BaseException, failed: list[str] | None = None) -> None:
-    """Count and describe a failure: of file ``key``, or of a commit that leaves ``failed`` unmarked."""
-    failed = [key] if failed is None else failed
-    stats["errors"] += len(failed)
-    stats["failed_files"].extend(failed)
-    if len(stats["error_files"]) < MAX_ERRORS_REPORTED:
-        stats["error_files"].append({"file": key, "error": f"{type(exc).__name__}: {exc}"})
+def _report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:
+    """Count and describe the failure of file ``key``, in the run totals and in its project's."""
+    _count(stats, project, "errors")
+    error = {"file": key, "error": f"{prefix}{type(exc).__name__}: {exc}"}
+    for bucket in (stats, _project_stats(stats, project)):
+        bucket["failed_files"].append(key)
+        if len(bucket["error_files"]) < MAX_ERRORS_REPORTED:
+            bucket["error_files"].append(error)
 
 
 def _session_file_rows(files: list[SessionFile], hashes: dict) -> list[dict]:
