@@ -66,3 +66,17 @@ def test_project_names_starting_with_a_dash_are_values_not_options(settings, tmp
     result = _cli("usage", "project", "--json", "--project", SAMPLE_PROJECT, env=env)
     assert result.returncode == 0, result.stderr
     assert [p["project"] for p in json.loads(result.stdout)["projects"]] == [SAMPLE_PROJECT]
+
+
+def test_usage_for_an_unknown_project_exits_1_naming_the_closest(settings, state):
+    from pipelines.processors.runner import run_processors
+    from pipelines.processors.usage import UsageProcessor
+
+    run_processors([UsageProcessor()], settings.sessions_dir, state)
+    env = dict(os.environ)
+    typo = _cli("usage", "--project", "-Users-chip-dev-ai-musik", env=env)
+    assert typo.returncode == 1 and typo.stdout == ""
+    assert "no usage for project '-Users-chip-dev-ai-musik'" in typo.stderr and SAMPLE_PROJECT in typo.stderr
+    without_dash = _cli("usage", "project", "--json", "--project", SAMPLE_PROJECT.lstrip("-"), env=env)
+    assert without_dash.returncode == 0, without_dash.stderr
+    assert [p["project"] for p in json.loads(without_dash.stdout)["projects"]] == [SAMPLE_PROJECT]

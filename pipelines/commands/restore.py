@@ -25,7 +25,7 @@ def _time(value: str) -> datetime:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore archived session files byte for byte")
     p.add_argument("project", metavar="PROJECT",
-                   help="the project folder; one starting with '-' goes after '--', or drop the dash")
+                   help="the project folder (-home-me-app, or home-me-app)")
     p.add_argument("--session", metavar="KEY",
                    help="one session: its key (--session=PROJECT/ID.jsonl), its path inside the project, or its id")
     p.add_argument("--at", type=_time, metavar="TIME",
