@@ -126,3 +126,35 @@ def test_project_folder_names_starting_with_a_dash_need_no_double_dash(settings,
     assert typo.returncode == 2 and f"closest: {SAMPLE_PROJECT}" in typo.stderr
     unknown_option = cli(settings, "archive", "gc", "--bogus", SAMPLE_PROJECT)
     assert unknown_option.returncode == 2 and "unrecognized arguments: --bogus" in unknown_option.stderr
+
+
+def test_restore_never_writes_through_a_symlink_under_the_target(settings, samples_root, tmp_path):
+    ingest(pack_store(settings), samples_root)
+    originals = session_files(samples_root)
+    target, outside = tmp_path / "target", tmp_path / "outside"
+    target.mkdir()
+    outside.mkdir()
+    (target / SAMPLE_PROJECT).symlink_to(outside, target_is_directory=True)
+
+    result = cli(settings, "restore", SAMPLE_PROJECT, "--to", str(target), "--json")
+    assert result.returncode == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["status"] for r in rows} == {"refused"} and len(rows) == len(originals)
+    assert all(f"{SAMPLE_PROJECT} is a symlink" in r["reason"] for r in rows)
+    assert "refused" in result.stderr
+    assert list(outside.iterdir()) == []
+
+    # A symlinked file is left alone too; the other files of the project are restored.
+    (target / SAMPLE_PROJECT).unlink()
+    (target / SAMPLE_PROJECT).mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("do not touch")
+    (target / SMALL).symlink_to(secret)
+    again = cli(settings, "restore", SAMPLE_PROJECT, "--to", str(target))
+    assert again.returncode == 1
+    statuses = dict(line.split()[:2][::-1] for line in again.stdout.splitlines())
+    assert statuses[str(target / SMALL)] == "refused"
+    assert [s for p, s in statuses.items() if p != str(target / SMALL)] == ["restored"] * (len(originals) - 1)
+    assert secret.read_text() == "do not touch"
+    assert {k: v for k, v in session_files(target).items() if k != SMALL} == {
+        k: v for k, v in originals.items() if k != SMALL}
