@@ -119,10 +119,10 @@ class PriceTable:
 
     def fingerprint(self) -> str:
         """Changes whenever any name could get another price: database version, override, supplement, rules."""
-        from genai_prices import __version__
+        from importlib.metadata import version  # not the package itself: loading its data takes ~0.3 s
 
-        body = json.dumps([RULES_VERSION, __version__, _entries_json(self.overrides), _entries_json(self.supplement)],
-                          sort_keys=True, default=str)
+        body = json.dumps([RULES_VERSION, version("genai-prices"), _entries_json(self.overrides),
+                           _entries_json(self.supplement)], sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def _find(self, model: str) -> ModelPrice | None:
