@@ -51,11 +51,14 @@ _COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * b.o
     + p.cache_read_per_mtok * b.cache_read_tokens) / 1e6"""
 
 # The one price band of row b: its model, the price period of its timestamp, and the long-context tier of its
-# request input (input + cache writes + cache reads, as the providers count it).
-_BAND_MATCH = """p.model = b.model
-    AND (p.valid_from IS NULL OR b.ts >= p.valid_from) AND (p.valid_to IS NULL OR b.ts < p.valid_to)
-    AND b.input_tokens + b.cache_creation_tokens + b.cache_read_tokens > p.above_tokens
-    AND (p.up_to_tokens IS NULL OR b.input_tokens + b.cache_creation_tokens + b.cache_read_tokens <= p.up_to_tokens)"""
+# request input (input + cache writes + cache reads, as the providers count it). Open ends are coalesced rather
+# than tested with OR: with OR, DuckDB plans a nested-loop join instead of a hash join on the model.
+_REQUEST_INPUT = "(b.input_tokens + b.cache_creation_tokens + b.cache_read_tokens)"
+_BAND_MATCH = f"""p.model = b.model
+    AND b.ts >= coalesce(p.valid_from, '-infinity'::TIMESTAMPTZ)
+    AND b.ts < coalesce(p.valid_to, 'infinity'::TIMESTAMPTZ)
+    AND {_REQUEST_INPUT} > p.above_tokens
+    AND {_REQUEST_INPUT} <= coalesce(p.up_to_tokens, 9223372036854775807)"""
 
 
 def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: PriceTable) -> int:
