@@ -10,7 +10,7 @@ import json
 import dagster as dg
 
 from pipelines.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
-from resources.capture_queue import DEFAULT_BATCH_SIZE, ulid_from_path
+from resources.capture_queue import DEFAULT_BATCH_SIZE, ulid_or_none
 from resources.configurable import CaptureQueueResource, LanceResource
 
 DEPTH_TAG = "sessionlake/capture-depth"
@@ -77,7 +77,9 @@ def capture_queue_sensor(context: dg.SensorEvaluationContext, capture_queue: Cap
     """Request an ingest_capture run when envelopes are pending; run_key = newest ULID; depth in the cursor."""
     pending = capture_queue.queue().list_pending()
     depth = len(pending)
-    newest = ulid_from_path(pending[-1]) if pending else None
+    # The newest real ULID; a foreign pending-*.json alone still asks for a run, whose drain sets it aside.
+    ulids = [u for path in pending if (u := ulid_or_none(path))]
+    newest = ulids[-1] if ulids else pending[-1].name if pending else None
     previous = json.loads(context.cursor) if context.cursor else {}
     cursor = json.dumps({"depth": depth, "newest_ulid": newest or previous.get("newest_ulid")})
     if not pending:

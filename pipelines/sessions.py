@@ -124,7 +124,8 @@ def _error_table(rows: list[tuple[str, dict]]) -> str:
     return "| project | file | error |\n|---|---|---|\n" + "\n".join(lines + more)
 
 
-def _check_result(name: str, stats: dict, projects: list[str], retry_dir) -> dg.AssetCheckResult:
+def _check_result(name: str, stats: dict, projects: list[str], retry_dir,
+                  unpriced: dict[str, int]) -> dg.AssetCheckResult:
     rows = [(p, e) for p in projects for e in stats["by_project"].get(p, {}).get("error_files", [])]
     extras = {k: v for k, v in stats.items() if k not in ("by_project", "error_files", "failed_files")
               and k not in PROCESSOR_LABELS and k != "items_extracted" and isinstance(v, int | float)}
@@ -134,6 +135,9 @@ def _check_result(name: str, stats: dict, projects: list[str], retry_dir) -> dg.
         **{f"run_{k}": dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.float(v)
            for k, v in extras.items()},
     }
+    if unpriced:
+        metadata["unpriced_models"] = dg.MetadataValue.md("| model | responses |\n|---|---|\n" + "\n".join(
+            f"| `{model}` | {n:,} |" for model, n in sorted(unpriced.items())))
     if rows:
         metadata["failed_files"] = dg.MetadataValue.md(_error_table(rows))
         metadata["retry_markers"] = dg.MetadataValue.path(str(retry_dir))
@@ -188,7 +192,10 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
             yield dg.AssetMaterialization(asset, partition=project, metadata=processor_metadata(processor.name, per))
         if stats["errors"]:
             context.log.warning(f"{processor.name}: {stats['errors']} file(s) failed; retried by the session sensor")
-        yield _check_result(processor.name, stats, projects, settings.retry_dir)
+        unpriced = getattr(processor, "unpriced_models", None) or {}
+        if unpriced:
+            context.log.warning(f"models without a price (reported, never costed at $0): {sorted(unpriced)}")
+        yield _check_result(processor.name, stats, projects, settings.retry_dir, unpriced)
 
 
 ingest_sessions = dg.define_asset_job(

@@ -22,18 +22,20 @@ _ULID_LEN = 26
 _ULID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
-def ulid_from_path(path: str | os.PathLike) -> str:
-    """The ULID in a ``pending-<ULID>.json`` (or ``.lock``) file name; ValueError for any other name."""
+def ulid_or_none(path: str | os.PathLike) -> str | None:
+    """The ULID in a ``pending-<ULID>.json`` (or ``.lock``) file name, or None for any other name."""
     name = os.path.basename(os.fspath(path))
     for suffix in (PENDING_SUFFIX, LOCK_SUFFIX):
         if name.startswith(PENDING_PREFIX) and name.endswith(suffix):
             ulid = name[len(PENDING_PREFIX):-len(suffix)]
             if len(ulid) == _ULID_LEN and _ULID_CHARS.issuperset(ulid):
                 return ulid
-    raise ValueError(f"{name!r} is not a capture queue file name (pending-<ULID>.json)")
+    return None
 
 
 def is_pending_name(name: str) -> bool:
+    """A name shaped like ``pending-<26 characters>.json``. Its middle need not be a valid ULID: the drain
+    sets such foreign files aside in ``corrupt/`` instead of leaving them in the inbox."""
     return (name.startswith(PENDING_PREFIX) and name.endswith(PENDING_SUFFIX)
             and len(name) == len(PENDING_PREFIX) + _ULID_LEN + len(PENDING_SUFFIX))
 

@@ -49,7 +49,7 @@ from resources.capture_files import (
     fsync_dir,
     is_pending_name,
     now_iso,
-    ulid_from_path,
+    ulid_or_none,
     write_all,
 )
 from resources.ids import new_ulid as generate_ulid
@@ -355,7 +355,11 @@ class CaptureQueue:
 
     def _read_claimed(self, claim: Claim, mismatched: list) -> tuple[Envelope | None, int]:
         """The claimed envelope and its size; (None, 0) after dealing with a gone, corrupt or foreign file."""
-        ulid = ulid_from_path(claim.name)
+        ulid = ulid_or_none(claim.name)
+        if ulid is None:  # pending-<26 characters>.json that no sessionlake wrote: set aside, unread
+            foreign = claim.name[len(PENDING_PREFIX):-len(PENDING_SUFFIX)]
+            self._quarantine(claim, foreign, "file name is not pending-<ULID>.json: not written by sessionlake")
+            return None, 0
         try:
             fd = os.open(claim.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:  # finished or moved by another process between listing and locking

@@ -11,6 +11,7 @@ Every DuckDB access goes through `StateStore.connect()`, one short unit of work 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -350,8 +351,10 @@ class PackStore:
         Each file gets its latest version whose mtime is not after ``at`` (default: the latest). A
         restored file is hash-checked before it is renamed into place and gets its original mtime.
         An existing file with other content is never overwritten: it is reported as ``conflict``.
-        Returns one ``{session_key, path, size, file_hash, status}`` per file, status one of
-        ``restored``, ``identical``, ``conflict``.
+        Nothing is written outside ``dest_dir``: every folder below it is opened without following
+        symlinks, so a file whose folder (or the file itself) is a symlink is left alone and reported
+        as ``refused``, with a ``reason``. Returns one ``{session_key, path, size, file_hash, status}``
+        per file, status one of ``restored``, ``identical``, ``conflict``, ``refused``.
         """
         at_ns = int(at.timestamp() * 1_000_000_000) if at is not None else None
         latest: dict[str, Snapshot] = {}
@@ -369,19 +372,25 @@ class PackStore:
             what = session_key or f"project {repo}"
             raise PackError(f"no archived version of {what}" + (f" at or before {at.isoformat()}" if at else ""))
         dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
         results = []
-        with self.reader(repo) as reader:
-            wanted = {c for s in latest.values() for c in s.chunks}
-            reader.load({oid: key for oid, key in where.items() if oid in wanted})
-            reader.locate(wanted)  # reports any chunk the index lost
-            for snap in latest.values():
-                target = dest_dir / _safe_relative(snap.session_key)
-                status = _existing_status(target, snap)
-                if status is None:
-                    _write_version(reader, snap, target)
-                    status = "restored"
-                results.append({"session_key": snap.session_key, "path": str(target), "size": snap.size,
-                                "file_hash": snap.file_hash, "status": status})
+        dest_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with self.reader(repo) as reader:
+                wanted = {c for s in latest.values() for c in s.chunks}
+                reader.load({oid: key for oid, key in where.items() if oid in wanted})
+                reader.locate(wanted)  # reports any chunk the index lost
+                for snap in latest.values():
+                    rel = _safe_relative(snap.session_key)
+                    result = {"session_key": snap.session_key, "path": str(dest_dir / rel), "size": snap.size,
+                              "file_hash": snap.file_hash}
+                    try:
+                        result["status"] = _restore_file(reader, snap, dest_fd, rel)
+                    except UnsafeTarget as exc:
+                        result.update(status="refused", reason=str(exc))
+                    results.append(result)
+        finally:
+            os.close(dest_fd)
         return results
 
     # -- maintenance (resources.pack_gc) ----------------------------------------------------------
@@ -423,27 +432,73 @@ def _safe_relative(session_key: str) -> PurePosixPath:
     return rel
 
 
-def _existing_status(target: Path, snap: Snapshot) -> str | None:
-    if not target.exists():
+class UnsafeTarget(PackError):
+    """A restore target whose folder, or the file itself, is a symlink (or not a folder)."""
+
+
+def _restore_file(reader: ObjectReader, snap: Snapshot, dest_fd: int, rel: PurePosixPath) -> str:
+    parent = _open_folders(dest_fd, rel)
+    try:
+        status = _existing_status(parent, rel, snap)
+        if status is None:
+            _write_version(reader, snap, parent, rel.name)
+            status = "restored"
+        return status
+    finally:
+        os.close(parent)
+
+
+def _open_folders(dest_fd: int, rel: PurePosixPath) -> int:
+    """A descriptor of the folder ``rel`` goes in, below ``dest_fd``: each level is created if missing and
+    opened with O_NOFOLLOW, so a symlink anywhere on the way fails instead of leading out of the target."""
+    fd = os.dup(dest_fd)
+    try:
+        for depth, part in enumerate(rel.parts[:-1]):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=fd)
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:  # ELOOP for a symlink, ENOTDIR for a file
+                where = "/".join(rel.parts[: depth + 1])
+                raise UnsafeTarget(f"{where} is a symlink or not a folder; nothing written through it") from exc
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _existing_status(parent: int, rel: PurePosixPath, snap: Snapshot) -> str | None:
+    try:
+        fd = os.open(rel.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
         return None
-    with open(target, "rb") as f:
+    except OSError as exc:
+        raise UnsafeTarget(f"{rel} is a symlink; left alone") from exc
+    with open(fd, "rb") as f:
         same = hashlib.file_digest(f, "sha256").hexdigest() == snap.file_hash
     return "identical" if same else "conflict"
 
 
-def _write_version(reader: ObjectReader, snap: Snapshot, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.restore.tmp")
+def _write_version(reader: ObjectReader, snap: Snapshot, parent: int, name: str) -> None:
+    """Write the version to a temp file in ``parent``, check its hash, set its mtime, rename it to ``name``."""
+    temp = f".{name}.restore.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp, dir_fd=parent)  # a crashed restore's leftover (unlink never follows a symlink)
     digest = hashlib.sha256()
     try:
-        with open(temp, "wb") as out:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=parent)
+        with open(fd, "wb") as out:
             for chunk_id in snap.chunks:
                 data = reader.get(chunk_id).raw()
                 digest.update(data)
                 out.write(data)
-        if digest.hexdigest() != snap.file_hash or temp.stat().st_size != snap.size:
-            raise PackCorrupt(f"restored bytes of {snap.session_key} do not match its archived hash")
-        os.utime(temp, ns=(snap.mtime_ns, snap.mtime_ns))
-        os.replace(temp, target)
+            out.flush()
+            if digest.hexdigest() != snap.file_hash or os.fstat(fd).st_size != snap.size:
+                raise PackCorrupt(f"restored bytes of {snap.session_key} do not match its archived hash")
+            os.utime(fd, ns=(snap.mtime_ns, snap.mtime_ns))
+        os.replace(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
     finally:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=parent)

@@ -146,6 +146,30 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        5,
+        (
+            # Prices as bands (resources/pricing.py): per model, per price period and long-context tier.
+            # model_prices was a cache of the price table with one row per model; the old fingerprint goes
+            # with it, so the next sync re-costs every stored row.
+            "DROP TABLE IF EXISTS model_prices",
+            """CREATE TABLE IF NOT EXISTS price_bands (
+                model VARCHAR NOT NULL,
+                valid_from TIMESTAMPTZ,
+                valid_to TIMESTAMPTZ,
+                above_tokens BIGINT NOT NULL,
+                up_to_tokens BIGINT,
+                input_per_mtok DOUBLE NOT NULL,
+                output_per_mtok DOUBLE NOT NULL,
+                cache_write_per_mtok DOUBLE NOT NULL,
+                cache_write_1h_per_mtok DOUBLE NOT NULL,
+                cache_read_per_mtok DOUBLE NOT NULL,
+                matched VARCHAR NOT NULL,
+                source VARCHAR NOT NULL
+            )""",
+            "DELETE FROM meta WHERE key = 'price_fingerprint'",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

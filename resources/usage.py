@@ -12,7 +12,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from resources.pricing import PriceTable
+from resources.pricing import UNPRICED_MODELS, PriceTable
 from resources.state import fetch_one
 
 USAGE_SCHEMA = pa.schema(
@@ -50,6 +50,16 @@ _COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * b.o
     + p.cache_write_1h_per_mtok * b.cache_creation_1h_tokens
     + p.cache_read_per_mtok * b.cache_read_tokens) / 1e6"""
 
+# The one price band of row b: its model, the price period of its timestamp, and the long-context tier of its
+# request input (input + cache writes + cache reads, as the providers count it). Open ends are coalesced rather
+# than tested with OR: with OR, DuckDB plans a nested-loop join instead of a hash join on the model.
+_REQUEST_INPUT = "(b.input_tokens + b.cache_creation_tokens + b.cache_read_tokens)"
+_BAND_MATCH = f"""p.model = b.model
+    AND b.ts >= coalesce(p.valid_from, '-infinity'::TIMESTAMPTZ)
+    AND b.ts < coalesce(p.valid_to, 'infinity'::TIMESTAMPTZ)
+    AND {_REQUEST_INPUT} > p.above_tokens
+    AND {_REQUEST_INPUT} <= coalesce(p.up_to_tokens, 9223372036854775807)"""
+
 
 def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: PriceTable) -> int:
     """Write ``rows`` (one per key, already the best copy within the batch); returns rows written.
@@ -64,7 +74,7 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
     batch = pa.Table.from_pylist(rows, schema=USAGE_SCHEMA)
     conn.register("_usage_batch", batch)
     priced = f"""SELECT {", ".join("b." + c for c in _COLUMNS)}, {_COMPUTED_COST} AS computed_cost_usd
-                 FROM _usage_batch b LEFT JOIN model_prices p ON p.model = b.model"""
+                 FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(
@@ -98,11 +108,11 @@ def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
     models = {r[0] for r in rows}
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute("DELETE FROM model_prices")
+        conn.execute("DELETE FROM price_bands")
         _store_prices(conn, prices, models)
         conn.execute(
             f"""UPDATE usage_messages b SET computed_cost_usd = (
-                    SELECT {_COMPUTED_COST} FROM model_prices p WHERE p.model = b.model)"""
+                    SELECT {_COMPUTED_COST} FROM price_bands p WHERE {_BAND_MATCH})"""
         )
         conn.execute(
             "INSERT INTO meta VALUES ('price_fingerprint', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -115,11 +125,22 @@ def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
     return True
 
 
+def unpriced_models(conn: duckdb.DuckDBPyConnection, where: str = "TRUE", params: dict | None = None) -> list[dict]:
+    """``[{model, responses}]``: models with billable tokens but no price, among rows matching ``where``
+    (SQL over usage_messages, with named ``params``). What reports call ``unpricedModels``."""
+    sql = f"""SELECT coalesce(model, 'unknown'), count(*) FROM usage_messages
+              WHERE ({where}) AND computed_cost_usd IS NULL
+                AND input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0
+              GROUP BY ALL ORDER BY 1"""
+    params = {k: v for k, v in (params or {}).items() if f"${k}" in sql}
+    rows = conn.execute(sql, params).fetchall()
+    return [{"model": m, "responses": int(n)} for m, n in rows if m not in UNPRICED_MODELS]
+
+
 def _store_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable, models: set[str]) -> None:
-    known = {r[0] for r in conn.execute("SELECT model FROM model_prices").fetchall()}
-    new = prices.resolve(models - known)
-    if new:
-        conn.executemany(
-            "INSERT INTO model_prices VALUES (?, ?, ?, ?, ?, ?)",
-            [[m, p.input, p.output, p.cache_write, p.cache_write_1h, p.cache_read] for m, p in new.items()],
-        )
+    known = {r[0] for r in conn.execute("SELECT DISTINCT model FROM price_bands").fetchall()}
+    rows = [[m, b.valid_from, b.valid_to, b.above_tokens, b.up_to_tokens, b.rates.input, b.rates.output,
+             b.rates.cache_write, b.rates.cache_write_1h, b.rates.cache_read, p.matched, p.source]
+            for m, p in prices.resolve(models - known).items() for b in p.bands]
+    if rows:
+        conn.executemany("INSERT INTO price_bands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

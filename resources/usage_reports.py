@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
-from resources.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
-from resources.usage import sync_prices
+from resources.pricing import COST_MODES, PriceTable
+from resources.usage import sync_prices, unpriced_models
 
 REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "blocks")
 BLOCK_HOURS = 5
@@ -88,8 +88,13 @@ def usage_report(conn: duckdb.DuckDBPyConnection, kind: str, flt: ReportFilter |
         raise ValueError(f"unknown time zone {flt.timezone!r}") from exc
     report = _blocks(conn, where, params, flt) if kind == "blocks" else _grouped(conn, kind, where, params, flt)
     report["totals"] = _totals(conn, where, params, flt.mode)
-    report["unpricedModels"] = _unpriced(conn, where, params)
+    report["unpricedModels"] = unpriced_models(conn, where, params)
     return report
+
+
+def known_projects(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every project with usage rows, sorted."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT project FROM usage_messages ORDER BY 1").fetchall()]
 
 
 def _query(conn, sql: str, params: dict) -> list[tuple]:
@@ -141,18 +146,6 @@ def _totals(conn, where: str, params: dict, mode: str) -> dict:
     )[0]
     tokens = (int(inp), int(out), int(cw), int(cr))
     return {**dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "totalTokens": sum(tokens), "totalCost": float(cost)}
-
-
-def _unpriced(conn, where: str, params: dict) -> list[dict]:
-    rows = _query(
-        conn,
-        f"""SELECT coalesce(model, 'unknown'), count(*) FROM usage_messages
-            WHERE {where} AND computed_cost_usd IS NULL
-              AND input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0
-            GROUP BY ALL ORDER BY 1""",
-        params,
-    )
-    return [{"model": m, "responses": int(n)} for m, n in rows if m not in UNPRICED_MODELS]
 
 
 def _blocks(conn, where: str, params: dict, flt: ReportFilter) -> dict:

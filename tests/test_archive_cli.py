@@ -97,3 +97,64 @@ def test_restore_whole_project_one_session_and_a_past_version(settings, samples_
     assert missing.returncode == 2 and "no archived session 'nope'" in missing.stderr
     bad_time = cli(settings, "restore", SAMPLE_PROJECT.lstrip("-"), "--at", "yesterday", "--to", str(tmp_path / "x"))
     assert bad_time.returncode == 2 and "ISO-8601" in bad_time.stderr
+
+
+def test_project_folder_names_starting_with_a_dash_need_no_double_dash(settings, samples_root, tmp_path):
+    store = pack_store(settings)
+    ingest(store, samples_root)
+    grow(samples_root / BIG, tag="two")
+    ingest(store, samples_root)
+    originals = session_files(samples_root)
+
+    gc = cli(settings, "archive", "gc", SAMPLE_PROJECT, "--json")
+    assert gc.returncode == 0, gc.stderr
+    assert [r["repo"] for r in json.loads(gc.stdout)["results"]] == [SAMPLE_PROJECT]
+    ls = cli(settings, "archive", "ls", SAMPLE_PROJECT, "--json")
+    assert ls.returncode == 0, ls.stderr
+    assert {s["session"] for s in json.loads(ls.stdout)["sessions"]} == set(originals)
+    verify = cli(settings, "archive", "verify", "--json", SAMPLE_PROJECT)
+    assert verify.returncode == 0 and json.loads(verify.stdout)["ok"], verify.stderr
+
+    readme_form = cli(settings, "restore", "--", SAMPLE_PROJECT, "--to", str(tmp_path / "readme"))
+    assert readme_form.returncode == 0, readme_form.stderr
+    assert session_files(tmp_path / "readme") == originals
+    plain = cli(settings, "restore", SAMPLE_PROJECT, "--session", Path(SMALL).stem, "--to", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr
+    assert session_files(tmp_path / "plain") == {SMALL: originals[SMALL]}
+
+    typo = cli(settings, "archive", "ls", "-Users-chip-dev-ai-musik")
+    assert typo.returncode == 2 and f"closest: {SAMPLE_PROJECT}" in typo.stderr
+    unknown_option = cli(settings, "archive", "gc", "--bogus", SAMPLE_PROJECT)
+    assert unknown_option.returncode == 2 and "unrecognized arguments: --bogus" in unknown_option.stderr
+
+
+def test_restore_never_writes_through_a_symlink_under_the_target(settings, samples_root, tmp_path):
+    ingest(pack_store(settings), samples_root)
+    originals = session_files(samples_root)
+    target, outside = tmp_path / "target", tmp_path / "outside"
+    target.mkdir()
+    outside.mkdir()
+    (target / SAMPLE_PROJECT).symlink_to(outside, target_is_directory=True)
+
+    result = cli(settings, "restore", SAMPLE_PROJECT, "--to", str(target), "--json")
+    assert result.returncode == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["status"] for r in rows} == {"refused"} and len(rows) == len(originals)
+    assert all(f"{SAMPLE_PROJECT} is a symlink" in r["reason"] for r in rows)
+    assert "refused" in result.stderr
+    assert list(outside.iterdir()) == []
+
+    # A symlinked file is left alone too; the other files of the project are restored.
+    (target / SAMPLE_PROJECT).unlink()
+    (target / SAMPLE_PROJECT).mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("do not touch")
+    (target / SMALL).symlink_to(secret)
+    again = cli(settings, "restore", SAMPLE_PROJECT, "--to", str(target))
+    assert again.returncode == 1
+    statuses = dict(line.split()[:2][::-1] for line in again.stdout.splitlines())
+    assert statuses[str(target / SMALL)] == "refused"
+    assert [s for p, s in statuses.items() if p != str(target / SMALL)] == ["restored"] * (len(originals) - 1)
+    assert secret.read_text() == "do not touch"
+    assert {k: v for k, v in session_files(target).items() if k != SMALL} == {
+        k: v for k, v in originals.items() if k != SMALL}

@@ -38,14 +38,30 @@ def resources(home) -> dict:
 
 
 def _tick(instance, resources, cursor=None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    return capture_queue_sensor(context)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
+                                      repository_def=defs.get_repository_def())
+    return capture_queue_sensor.evaluate_tick(context)
+
+
+def test_sensor_survives_a_foreign_pending_file_and_the_run_sets_it_aside(queue, resources):
+    ulid = queue.append({"text": "real"})
+    foreign = queue.dir / f"pending-{'z' * 26}.json"  # sorts after every ULID
+    foreign.write_text("{}")
+    with dg.instance_for_test() as instance:
+        [request] = _tick(instance, resources).run_requests
+        assert request.run_key == f"capture:{ulid}"
+        foreign_only = queue.dir / f"pending-{'y' * 26}.json"
+        assert drain_to_lance(queue, LanceStore(queue.dir.parent / "lance")).records == 1
+        foreign_only.write_text("{}")
+        [alone] = _tick(instance, resources).run_requests
+        assert alone.run_key == f"capture:{foreign_only.name}"
+    assert sorted(p.name for p in queue.corrupt_dir.iterdir()) == [foreign.name]
 
 
 def test_sensor_requests_one_run_per_newest_ulid_and_reports_depth(queue, resources):
     with dg.instance_for_test() as instance:
         empty = _tick(instance, resources)
-        assert not empty.run_requests and "depth 0" in empty.skip_reason.skip_message
+        assert not empty.run_requests and "depth 0" in empty.skip_message
         assert json.loads(empty.cursor)["depth"] == 0
 
         ulids = [queue.append({"text": f"note {i}"}) for i in range(3)]

@@ -21,7 +21,7 @@ from resources.capture_queue import (
     CaptureQueueSchemaError,
     CaptureRecordError,
     generate_ulid,
-    ulid_from_path,
+    ulid_or_none,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_append_publishes_one_wellformed_envelope(queue):
     ulid = queue.append({"text": "hello", "session_id": "s1"})
     assert len(ulid) == 26 and set(ulid) <= set(CROCKFORD)
     [path] = queue.list_pending()
-    assert path.name == f"pending-{ulid}.json" and ulid_from_path(path) == ulid
+    assert path.name == f"pending-{ulid}.json" and ulid_or_none(path) == ulid
     envelope = json.loads(path.read_bytes())
     assert envelope["ulid"] == ulid and envelope["schema_version"] == SCHEMA_VERSION
     assert envelope["record"] == {"text": "hello", "session_id": "s1"}
@@ -227,13 +227,13 @@ def test_overflow_moves_only_the_excess_oldest_first_and_requeues(tmp_path):
     queue = CaptureQueue(tmp_path / "capture", max_size=100)
     ulids = [queue.append({"text": f"r{i}"}) for i in range(110)]
     assert queue.pending_count() == 100
-    assert [ulid_from_path(p) for p in queue.list_overflow()] == ulids[:10]
-    assert [ulid_from_path(p) for p in queue.list_pending()] == ulids[10:]
+    assert [ulid_or_none(p) for p in queue.list_overflow()] == ulids[:10]
+    assert [ulid_or_none(p) for p in queue.list_pending()] == ulids[10:]
     audit = [json.loads(line) for line in queue.overflow_audit_log.read_text().splitlines()]
     assert [a["dropped_ulid"] for a in audit] == ulids[:10]
     assert all(a["reason"] == "queue_overflow" and a["queue_size_before_prune"] == 101 and a["ts"] for a in audit)
     assert queue.requeue_overflow() == 10
-    assert [ulid_from_path(p) for p in queue.list_pending()] == ulids and queue.list_overflow() == []
+    assert [ulid_or_none(p) for p in queue.list_pending()] == ulids and queue.list_overflow() == []
 
 
 @pytest.mark.parametrize("max_size, appends", [(1, 5), (7, 20), (1000, 1003)])
@@ -295,7 +295,7 @@ def test_envelope_locked_by_another_descriptor_is_skipped(queue):
         seen = []
         assert queue.ingest_pending(seen.append) == 2
         assert [r["text"] for r in seen] == ["0", "2"]
-        assert [ulid_from_path(p) for p in queue.list_pending()] == [ulids[1]]
+        assert [ulid_or_none(p) for p in queue.list_pending()] == [ulids[1]]
     finally:
         os.close(held)
     assert queue.ingest_pending(seen.append) == 1 and seen[-1] == {"text": "1"}
@@ -314,7 +314,7 @@ def test_handler_failure_leaves_files_then_retry_succeeds(queue):
     with pytest.raises(RuntimeError, match="lance is down"):
         queue.ingest_pending(flaky)
     # the first was done; the failed one keeps its envelope and its lock (crash mid-flight marker)
-    assert [ulid_from_path(p) for p in queue.list_pending()] == ulids[1:]
+    assert [ulid_or_none(p) for p in queue.list_pending()] == ulids[1:]
     assert (queue.dir / f"pending-{ulids[1]}.lock").exists()
     assert not (queue.dir / f"pending-{ulids[0]}.lock").exists()
     assert queue.ingest_pending(flaky) == 2
@@ -333,8 +333,8 @@ def test_failed_batch_keeps_its_files_and_locks_earlier_batches_stay_done(queue)
 
     with pytest.raises(RuntimeError, match="commit failed"):
         queue.ingest_batches(second_batch_fails, batch_size=2)
-    assert [ulid_from_path(p) for p in queue.list_pending()] == ulids[2:]
-    assert sorted(ulid_from_path(p) for p in queue.dir.glob("pending-*.lock")) == ulids[2:4]
+    assert [ulid_or_none(p) for p in queue.list_pending()] == ulids[2:]
+    assert sorted(ulid_or_none(p) for p in queue.dir.glob("pending-*.lock")) == ulids[2:4]
     assert queue.ingest_batches(lambda batch: handed.append([e.ulid for e in batch]), batch_size=2) == 4
     assert handed[2:] == [ulids[2:4], ulids[4:6]]
     assert not list(queue.dir.glob("pending-*"))
@@ -343,7 +343,7 @@ def test_failed_batch_keeps_its_files_and_locks_earlier_batches_stay_done(queue)
 def test_unknown_schema_version_stays_and_the_rest_drains(queue):
     first = queue.append({"text": "before"})
     future = queue.dir / f"pending-{generate_ulid()}.json"
-    future.write_text(json.dumps({"ulid": ulid_from_path(future), "schema_version": 99, "record": {"text": "x"}}))
+    future.write_text(json.dumps({"ulid": ulid_or_none(future), "schema_version": 99, "record": {"text": "x"}}))
     last = queue.append({"text": "after"})
     seen = []
     with pytest.raises(CaptureQueueSchemaError, match=r"schema_version 99"):
@@ -367,7 +367,7 @@ def test_corrupt_envelope_goes_to_corrupt_and_never_blocks(queue):
     assert sorted(p.name for p in queue.corrupt_dir.iterdir()) == sorted([bad.name, not_utf8.name])
     assert (queue.corrupt_dir / bad.name).read_bytes() == b'{"ulid": "trunc'  # kept as found
     audit = [json.loads(line) for line in queue.corrupt_audit_log.read_text().splitlines()]
-    assert {a["ulid"] for a in audit} == {ulid_from_path(bad), ulid_from_path(not_utf8)}
+    assert {a["ulid"] for a in audit} == {ulid_or_none(bad), ulid_or_none(not_utf8)}
     assert all("invalid JSON" in a["error"] for a in audit)
     assert queue.pending_count() == 0 and not list(queue.dir.glob("pending-*.lock"))
 
@@ -393,11 +393,27 @@ def test_from_settings_uses_the_capture_knobs(tmp_path):
     assert queue.dir == tmp_path / "capture" and queue.max_size == 3 and queue.max_record_bytes == 64
 
 
-def test_ulid_from_path_rejects_other_names():
-    with pytest.raises(ValueError, match="not a capture queue file"):
-        ulid_from_path("/x/pending-short.json")
-    with pytest.raises(ValueError):
-        ulid_from_path(".depth")
+def test_ulid_or_none_rejects_other_names():
+    assert ulid_or_none("/x/pending-short.json") is None
+    assert ulid_or_none(".depth") is None
+    assert ulid_or_none(f"/x/pending-{'a' * 26}.json") is None  # 26 characters, but not ULID characters
+    assert ulid_or_none("/x/pending-01ARZ3NDEKTSV4RRFFQ69G5FAV.lock") == "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+@pytest.mark.parametrize("middle", ["a" * 26, "01ARZ3NDEKTSV4RRFFQ69G5FA!", "ILOU" * 6 + "00"])
+def test_a_foreign_pending_file_goes_to_corrupt_with_an_audit_line_and_no_lock(queue, middle):
+    queue.append({"text": "before"})
+    foreign = queue.dir / f"pending-{middle}.json"
+    foreign.write_text('{"not": "ours"}')
+    queue.append({"text": "after"})
+    seen = []
+    assert queue.ingest_pending(seen.append) == 2
+    assert [r["text"] for r in seen] == ["before", "after"]
+    assert not foreign.exists() and (queue.corrupt_dir / foreign.name).read_text() == '{"not": "ours"}'
+    [audit] = [json.loads(line) for line in queue.corrupt_audit_log.read_text().splitlines()]
+    assert audit["ulid"] == middle and "not pending-<ULID>.json" in audit["error"] and audit["moved_to"] == "corrupt"
+    assert list(queue.dir.glob("pending-*.lock")) == [] and queue.pending_count() == 0
+    assert queue.ingest_pending(seen.append) == 0  # nothing left to trip over
 
 
 def test_drainer_killed_mid_flight_is_retried(queue):

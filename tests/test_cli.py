@@ -109,3 +109,17 @@ def test_ingest_with_a_failing_file_exits_1_and_lists_it(settings, tmp_path):
     assert again.returncode == 0, again.stderr
     stats = json.loads(again.stdout)
     assert stats["assets"]["usage_messages"]["files_processed"] == 1 and stats["errors"] == 0
+
+
+def test_usage_for_an_unknown_project_exits_1_naming_the_closest(settings, state):
+    from pipelines.processors.runner import run_processors
+    from pipelines.processors.usage import UsageProcessor
+
+    run_processors([UsageProcessor()], settings.sessions_dir, state)
+    env = dict(os.environ)
+    typo = _cli("usage", "--project", "-Users-chip-dev-ai-musik", env=env)
+    assert typo.returncode == 1 and typo.stdout == ""
+    assert "no usage for project '-Users-chip-dev-ai-musik'" in typo.stderr and SAMPLE_PROJECT in typo.stderr
+    without_dash = _cli("usage", "project", "--json", "--project", SAMPLE_PROJECT.lstrip("-"), env=env)
+    assert without_dash.returncode == 0, without_dash.stderr
+    assert [p["project"] for p in json.loads(without_dash.stdout)["projects"]] == [SAMPLE_PROJECT]

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from pipelines import packs as pack_pipelines
+from pipelines.definitions import defs as all_defs
 from pipelines.packs import consolidated_packs, pack_gc_daily, pack_gc_sensor
 from resources.configurable import PackResource
 from tests.archive_support import grow, ingest, pack_store
@@ -37,6 +38,16 @@ def _ingests(settings, root, n: int):
         grow(root / BIG, tag=f"ingest-{i}")
         ingest(store, root)
     return store
+
+
+REPOSITORY = all_defs.get_repository_def()
+
+
+def sensor_tick(instance, resources):
+    """One pack_gc_sensor tick as the daemon evaluates it (requests resolved against the job)."""
+    context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), resources=resources,
+                                      repository_def=REPOSITORY)
+    return pack_gc_sensor.evaluate_tick(context)
 
 
 def _materialize(instance, resources):
@@ -83,9 +94,9 @@ def test_sensor_requests_gc_above_threshold_once_per_state(settings, samples_roo
                                                            monkeypatch):
     monkeypatch.setenv("SESSIONLAKE_PACK_GC_LIVE_PACKS", "2")
     store = _ingests(settings, samples_root, 2)
-    tick = lambda: pack_gc_sensor(dg.build_sensor_context(instance=instance, resources=resources))  # noqa: E731
+    tick = lambda: sensor_tick(instance, resources)  # noqa: E731
 
-    assert tick().skip_reason is not None  # 2 live packs: not above the threshold
+    assert tick().skip_message is not None  # 2 live packs: not above the threshold
 
     grow(samples_root / BIG, tag="third")
     ingest(store, samples_root)
@@ -100,14 +111,14 @@ def test_sensor_requests_gc_above_threshold_once_per_state(settings, samples_roo
     assert changed.run_key != request.run_key
 
     assert _materialize(instance, resources).success
-    assert tick().skip_reason is not None
+    assert tick().skip_message is not None
 
 
 def test_sensor_registers_a_project_it_does_not_know(settings, samples_root, resources, monkeypatch):
     monkeypatch.setenv("SESSIONLAKE_PACK_GC_LIVE_PACKS", "1")
     _ingests(settings, samples_root, 2)
     with dg.instance_for_test() as fresh:
-        result = pack_gc_sensor(dg.build_sensor_context(instance=fresh, resources=resources))
+        result = sensor_tick(fresh, resources)
     [add] = result.dynamic_partitions_requests
     assert list(add.partition_keys) == [SAMPLE_PROJECT]
     assert [r.partition_key for r in result.run_requests] == [SAMPLE_PROJECT]
@@ -117,15 +128,17 @@ def test_daily_schedule_requests_projects_with_packs_to_consolidate_or_sweep(set
                                                                               resources):
     store = _ingests(settings, samples_root, 2)
     when = datetime(2026, 1, 2, 4, 0, tzinfo=UTC)
-    tick = lambda: pack_gc_daily(  # noqa: E731
-        dg.build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=when))
-    [request] = tick()
+    tick = lambda: pack_gc_daily.evaluate_tick(dg.build_schedule_context(  # noqa: E731
+        instance=instance, resources=resources, scheduled_execution_time=when,
+        repository_def=REPOSITORY))
+    [request] = tick().run_requests
     assert request.partition_key == SAMPLE_PROJECT and request.run_key.endswith("2026-01-02")
 
     assert _materialize(instance, resources).success
-    assert [r.partition_key for r in tick()] == [SAMPLE_PROJECT]  # one live pack, tombstones still to sweep
+    # one live pack, tombstones still to sweep
+    assert [r.partition_key for r in tick().run_requests] == [SAMPLE_PROJECT]
     store.sweep(datetime.now(UTC) + timedelta(seconds=store.grace_sec + 1))
-    assert isinstance(tick(), dg.SkipReason)
+    assert not tick().run_requests and tick().skip_message
 
 
 def test_definitions_resolve_with_bound_resources(resources):
@@ -146,9 +159,9 @@ def test_sensor_skips_while_another_process_holds_the_warehouse(settings, sample
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = pack_gc_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        result = sensor_tick(instance, resources)
     finally:
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    assert isinstance(result, dg.SkipReason) and "busy" in result.skip_message
+    assert not result.run_requests and "busy" in result.skip_message

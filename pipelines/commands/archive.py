@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="re-hash every pack and check that every index row resolves")
     verify.add_argument("projects", nargs="*", metavar="PROJECT",
-                        help="default: every project (a name starting with '-' goes after '--' or without it)")
+                        help="default: every project (a folder name, with or without its leading '-')")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=run_verify)
     gc = actions.add_parser("gc", help="consolidate each project's packs into one, then sweep old tombstones")
@@ -33,15 +33,17 @@ def _store():
 
 
 def resolve_projects(store, names: list[str]) -> list[str]:
-    """Archived project names for ``names``. Claude Code project folders start with "-", which the
-    shell parser reads as an option: pass them after ``--``, or without their leading dash."""
-    known = set(store.repos())
+    """Archived project names for ``names``, each as is or without its leading "-" (Claude Code folders
+    start with one); LookupError naming the unknown ones and the closest archived projects."""
+    from pipelines.cli import closest
+
+    known = store.repos()
     resolved, unknown = [], []
     for name in names:
         match = name if name in known else f"-{name}" if f"-{name}" in known else None
         (resolved if match else unknown).append(match or name)
     if unknown:
-        raise LookupError(f"no archive for project(s): {', '.join(unknown)}")
+        raise LookupError(f"no archive for project(s): {', '.join(unknown)}; {closest(unknown[0], known)}")
     return resolved
 
 

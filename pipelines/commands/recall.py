@@ -35,8 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recall", help="search every past prompt and answer (full-text, hybrid with embeddings)")
     p.add_argument("query", help="words or a phrase to look for")
     p.add_argument("-k", type=_positive, default=10, help="how many hits (default 10)")
-    p.add_argument("--project", help="only this project: its ~/.claude/projects folder name "
-                   "(write --project=-Users-... when it starts with -)")
+    p.add_argument("--project", help="only this project: its ~/.claude/projects folder name")
     p.add_argument("--since", type=_since, help="only records at or after this date/time (UTC unless given)")
     p.add_argument("--session-id", default="cli", help="who is recalling, for provenance (default: cli)")
     p.add_argument("--json", action="store_true", help="hits as a JSON list")

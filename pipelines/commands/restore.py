@@ -2,7 +2,8 @@
 
 Files land at ``DIR/<session key>`` (so DIR can serve as a sessions root), byte for byte and
 hash-checked, with their original mtime. An existing file with other content is left alone and
-reported; the exit status is then 1.
+reported, and so is a file whose folder under DIR is a symlink (nothing is written outside DIR); the
+exit status is then 1.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _time(value: str) -> datetime:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore archived session files byte for byte")
     p.add_argument("project", metavar="PROJECT",
-                   help="the project folder; one starting with '-' goes after '--', or drop the dash")
+                   help="the project folder (-home-me-app, or home-me-app)")
     p.add_argument("--session", metavar="KEY",
                    help="one session: its key (--session=PROJECT/ID.jsonl), its path inside the project, or its id")
     p.add_argument("--at", type=_time, metavar="TIME",
@@ -69,10 +70,14 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(r))
         else:
-            print(f"{r['status']:<10} {r['path']}  ({r['size']:,} bytes)")
+            reason = f": {r['reason']}" if "reason" in r else ""
+            print(f"{r['status']:<10} {r['path']}  ({r['size']:,} bytes){reason}")
     conflicts = [r for r in results if r["status"] == "conflict"]
+    refused = [r for r in results if r["status"] == "refused"]
     if conflicts:
         print(f"sessionlake restore: {len(conflicts)} file(s) exist with other content and were left alone",
               file=sys.stderr)
-        return 1
-    return 0
+    if refused:
+        print(f"sessionlake restore: {len(refused)} file(s) refused: a symlink under {args.to} would lead "
+              "outside it", file=sys.stderr)
+    return 1 if conflicts or refused else 0

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", type=_date, help="first day included (in --timezone)")
     p.add_argument("--until", type=_date, help="last day included (in --timezone)")
     p.add_argument("--timezone", "-z", default="UTC", help="IANA zone for days and filters (default UTC)")
-    p.add_argument("--project", help="only this project")
+    p.add_argument("--project", help="only this project (its folder name; the leading '-' may be left out)")
     p.add_argument("--mode", default=None, choices=("auto", "calculate", "display"),
                    help="cost: auto (costUSD if present, else computed), calculate, display (costUSD only)")
     p.add_argument("--json", action="store_true", help="ccusage-compatible JSON")
@@ -31,16 +31,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    from dataclasses import replace
 
+    from pipelines.cli import closest
     from resources.pricing import PriceTable
     from resources.settings import Settings
     from resources.state import StateStore
-    from resources.usage_reports import ReportFilter, usage_report
+    from resources.usage_reports import ReportFilter, known_projects, usage_report
 
     settings = Settings.from_env()
     flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone, project=args.project,
                        mode=args.mode or settings.cost_mode)
     with StateStore.from_settings(settings).connect() as conn:
+        if args.project is not None:
+            known = known_projects(conn)
+            project = args.project if args.project in known else f"-{args.project}"
+            if project not in known:  # a typo would otherwise print an all-zero report
+                print(f"sessionlake usage: no usage for project {args.project!r}; {closest(args.project, known)}",
+                      file=sys.stderr)
+                return 1
+            flt = replace(flt, project=project)
         try:
             report = usage_report(conn, args.report, flt, PriceTable.load(settings.price_file))
         except Exception as exc:  # bad time zone, bad mode: one line, not a traceback

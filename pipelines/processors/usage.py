@@ -11,10 +11,10 @@ from datetime import datetime
 from pathlib import Path
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
-from resources.pricing import PriceTable
+from resources.pricing import FAST_SUFFIX, PriceTable
 from resources.sessions import ParseStats, iter_jsonl
 from resources.state import Connection
-from resources.usage import sync_prices, upsert_usage
+from resources.usage import sync_prices, unpriced_models, upsert_usage
 
 FILES_PER_COMMIT = 5000
 """Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest)."""
@@ -66,7 +66,7 @@ def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) 
         "session_id": obj.get("sessionId"),
         "session_key": session_key,
         "project": project,
-        "model": message.get("model"),
+        "model": billed_model(message.get("model"), usage),
         "git_branch": obj.get("gitBranch") or None,
         "cwd": obj.get("cwd"),
         "is_sidechain": bool(obj.get("isSidechain", False)),
@@ -79,6 +79,13 @@ def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) 
         "cost_usd": float(cost) if isinstance(cost, int | float) else None,
         "line_offset": offset,
     }
+
+
+def billed_model(model, usage: dict) -> str | None:
+    """The model name a response is reported and priced under: ``<model>-fast`` for fast mode, as ccusage does."""
+    if model and usage.get("speed") == "fast" and not model.endswith(FAST_SUFFIX):
+        return model + FAST_SUFFIX
+    return model
 
 
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -94,10 +101,13 @@ class UsageProcessor(SessionProcessor):
         self.prices = prices or PriceTable.load()
         self._batch: dict[str, tuple[tuple[int, int], dict]] = {}
         self.rows_written = 0
+        self.unpriced_models: dict[str, int] = {}
+        """Models of this run's rows that have no price, with their unpriced responses (whole warehouse)."""
 
     def begin_run(self) -> None:
         self._batch.clear()
         self.rows_written = 0
+        self.unpriced_models = {}
 
     def process_session(self, session_path: Path, username: str, session_key: str,
                         conn: Connection, *, start_offset: int = 0) -> ProcessorResult:
@@ -123,11 +133,18 @@ class UsageProcessor(SessionProcessor):
 
     def commit(self, conn: Connection) -> None:
         sync_prices(conn, self.prices)
-        self.rows_written += upsert_usage(conn, [row for _, row in self._batch.values()], self.prices)
+        rows = [row for _, row in self._batch.values()]
+        self.rows_written += upsert_usage(conn, rows, self.prices)
+        models = sorted({r["model"] for r in rows if r["model"]})
+        if models:
+            for item in unpriced_models(conn, "list_contains($models, model)", {"models": models}):
+                self.unpriced_models[item["model"]] = item["responses"]
         self._batch.clear()
 
     def end_run(self) -> dict:
-        return {"rows_written": self.rows_written}
+        """``rows_written`` and ``unpriced_responses`` (numbers for the asset metadata); the model names are
+        in `unpriced_models`."""
+        return {"rows_written": self.rows_written, "unpriced_responses": sum(self.unpriced_models.values())}
 
 
 def _int(value) -> int:
