@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "maintain",
     "recall",
     "restore",
+    "statusline",
     "usage",
 )
 

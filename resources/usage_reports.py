@@ -55,7 +55,7 @@ _SHAPE = {
             "session": ("session", "period")},
     "extra": {"project": ("projects", "project"), "model": ("models", "model"), "branch": ("branches", "gitBranch")},
 }
-_COST_SQL = {
+COST_SQL = {  # the cost of a row, per cost mode
     "auto": "coalesce(cost_usd, computed_cost_usd, 0)",
     "calculate": "coalesce(computed_cost_usd, 0)",
     "display": "coalesce(cost_usd, 0)",
@@ -136,7 +136,7 @@ def session_usage(conn: duckdb.DuckDBPyConnection, session_id: str, flt: ReportF
     rows = _query(
         conn,
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
-                   cache_read_tokens, cost_usd, {_COST_SQL[flt.mode]}
+                   cache_read_tokens, cost_usd, {COST_SQL[flt.mode]}
             FROM usage_messages WHERE {where} AND coalesce(session_id, session_key) = $session
             ORDER BY ts, session_key, line_offset""",
         {**params, "session": session_id},
@@ -174,7 +174,7 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
         conn,
         f"""SELECT {_PERIOD_SQL[kind]}, {"project" if instances else "NULL"}, coalesce(model, 'unknown'),
                    sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
-                   sum({_COST_SQL[flt.mode]}), min(ts), max(ts), any_value(project), count(*),
+                   sum({COST_SQL[flt.mode]}), min(ts), max(ts), any_value(project), count(*),
                    bool_or({_UNPRICED_SQL}),
                    min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset))
             FROM usage_messages WHERE {where}
@@ -260,7 +260,7 @@ def _blocks(conn, where: str, params: dict, flt: ReportFilter, opts: ReportOptio
     rows = _query(
         conn,
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
-                   cache_read_tokens, {_COST_SQL[flt.mode]}, {_UNPRICED_SQL}
+                   cache_read_tokens, {COST_SQL[flt.mode]}, {_UNPRICED_SQL}
             FROM usage_messages WHERE {where} ORDER BY ts, session_key, line_offset""",
         params,
     )
