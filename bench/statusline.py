@@ -81,7 +81,7 @@ def _call(argv: list[str], env: dict, payload: bytes) -> tuple[float, str]:
 
 
 def run(quick: bool) -> list[dict]:
-    sessions, calls = (200, 8) if quick else (2000, 20)
+    sessions, calls = (200, 8) if quick else (2000, 10)
     work = Path(tempfile.mkdtemp(prefix="sessionlake-bench-statusline-"))
     try:
         return _run(work, sessions, calls)

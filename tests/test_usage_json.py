@@ -243,12 +243,15 @@ def test_cli_takes_ccusage_arguments(warehouse, settings):
     unknown = _cli("claude", "session", "-i", "nope", "-j", home=home)
     assert (unknown.returncode, unknown.stdout.strip()) == (0, "null")
 
+    instances = _cli("claude", "daily", "-i", "-j", home=home)  # ccusage's short form
+    assert list(json.loads(instances.stdout)["projects"]) == ["-home-me-api", "-home-me-app"]
     table = _cli("claude", "daily", "--instances", "--breakdown", "--project-aliases=-home-me-app=My App",
                  home=home)
     assert table.returncode == 0, table.stderr
     assert "[My App]" in table.stdout and "[-home-me-api]" in table.stdout
     assert f"  - {HAIKU}" in table.stdout
 
-    for bad in (["claude", "fortnightly"], ["daily", "--id", "s-app"], ["weekly", "--start-of-week", "someday"]):
+    for bad in (["claude", "fortnightly"], ["daily", "--id", "s-app"], ["weekly", "--start-of-week", "someday"],
+                ["session", "-i"]):
         result = _cli(*bad, home=home)
         assert result.returncode == 2 and "usage:" in result.stderr

@@ -15,6 +15,9 @@ from datetime import date
 
 from resources.usage_reports import ORDERS, REPORTS, VIEWS, WEEKDAYS
 
+_INSTANCES = object()
+"""The value of a bare ``-i``: ccusage's short form of --instances (``-i ID`` is ``--id ID``)."""
+
 
 def _date(value: str) -> date:
     try:
@@ -45,11 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="row order (default: periods and blocks oldest first, sessions highest cost first)")
     p.add_argument("-w", "--start-of-week", choices=WEEKDAYS,
                    help="weekly: first day of a week (default sunday with 'claude', monday without, as ccusage)")
-    p.add_argument("--instances", action="store_true", help="daily/weekly/monthly rows per project")
+    p.add_argument("--instances", action="store_true",
+                   help="daily/weekly/monthly rows per project (-i alone means this, as in ccusage)")
     p.add_argument("--project-aliases", type=_aliases, default={},
                    help="table names for projects: NAME=ALIAS,... (JSON keeps folder names, as ccusage does)")
     p.add_argument("-b", "--breakdown", action="store_true", help="table: a line per model under each row")
-    p.add_argument("-i", "--id", help="session: the responses of this one session")
+    p.add_argument("-i", "--id", nargs="?", const=_INSTANCES,
+                   help="session: the responses of this one session (without a value: --instances)")
     p.add_argument("-j", "--json", action="store_true", help="ccusage 20's JSON")
     p.set_defaults(handler=run, parser=p)
 
@@ -70,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from resources.usage_reports import ReportFilter, ReportOptions, session_usage, usage_report
 
     view, kind = _view_and_report(args.parser, args.words)
+    if args.id is _INSTANCES:  # ccusage's -i: --instances on period reports, --id ID on sessions
+        if kind == "session":
+            args.parser.error("-i/--id needs a session id")
+        args.id, args.instances = None, True
     if args.id is not None and kind != "session":
         args.parser.error("--id goes with the session report")
     settings = Settings.from_env()
