@@ -126,8 +126,8 @@ def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: 
     else:
         groups = [(None, next(v for k, v in report.items() if k != "totals"))]
     field = next((f for f in _LABELS if groups and groups[0][1] and f in groups[0][1][0]), "date")
-    header = ("project" if field == "project" else field, "input", "output", "cache write", "cache read",
-              "total tokens", "cost USD")
+    label = {"daily": "date", "weekly": "week", "monthly": "month", "session": "session"}.get(kind, field)
+    header = (label, "input", "output", "cache write", "cache read", "total tokens", "cost USD")
     rows = []
     for project, entries in groups:
         if project is not None:
