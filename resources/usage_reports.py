@@ -18,7 +18,7 @@ Filters and the time zone are applied in SQL: one query per report, aggregated p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
@@ -34,6 +34,8 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 """In ISO order (``isodow`` 1-7)."""
 DEFAULT_START_OF_WEEK = {"all": "monday", "claude": "sunday"}
 """What ccusage 20.0.24 does: ``ccusage weekly`` starts weeks on Monday, ``ccusage claude weekly`` on Sunday."""
+RECENT_DAYS = 3
+"""``blocks --recent``: blocks started this many days before now, as ccusage."""
 AGENT = "claude"
 """The agent of every warehouse row today; source adapters for other agents will add an agent column."""
 
@@ -95,13 +97,17 @@ class ReportFilter:
 class ReportOptions:
     """How a report is shaped: ``view`` (see the module doc), ``order`` (None: the report's default),
     ``start_of_week`` (None: the view's default), ``instances`` (period rows grouped by project,
-    ``{"projects": {name: [rows]}}``), and ``now`` (which block is active; default: the clock)."""
+    ``{"projects": {name: [rows]}}``), ``now`` (which block is active; default: the clock), and for
+    blocks ``active`` (only the active one) and ``recent`` (those started in the last 3 days, and the
+    active one)."""
 
     view: str = "all"
     order: str | None = None
     start_of_week: str | None = None
     instances: bool = False
     now: datetime | None = None
+    active: bool = False
+    recent: bool = False
 
     def __post_init__(self):
         if self.view not in VIEWS:
@@ -264,7 +270,13 @@ def _blocks(conn, where: str, params: dict, flt: ReportFilter, opts: ReportOptio
             FROM usage_messages WHERE {where} ORDER BY ts, session_key, line_offset""",
         params,
     )
-    blocks = build_blocks((BlockEntry(*r[:6], float(r[6])) for r in rows), opts.now)
+    now = opts.now or datetime.now(UTC)
+    blocks = build_blocks((BlockEntry(*r[:6], float(r[6])) for r in rows), now)
+    if opts.active:
+        blocks = [b for b in blocks if b["isActive"]]
+    elif opts.recent:
+        since = iso_z(now - timedelta(days=RECENT_DAYS))
+        blocks = [b for b in blocks if b["startTime"] >= since or b["isActive"]]
     if opts.order == "desc":
         blocks.reverse()
     return {"blocks": blocks, "totals": _totals(r[1:8] for r in rows)}

@@ -196,6 +196,11 @@ def test_blocks_have_gaps_and_the_active_block_has_burn_rate_and_projection(ware
     }
     assert [b["id"][:13] for b in _report(warehouse, "blocks", order="desc")["blocks"]][:2] == [
         "2026-01-12T10", "gap-2026-01-1"]
+    assert [b["id"] for b in _report(warehouse, "blocks", active=True)["blocks"]] == ["2026-01-12T10:00:00.000Z"]
+    with warehouse.connect() as conn:  # two days later: nothing active, three days back reaches Jan 11
+        later = usage_report(conn, "blocks", opts=ReportOptions(now=datetime(2026, 1, 14, tzinfo=UTC), recent=True))
+    assert [b["id"] for b in later["blocks"]] == ["2026-01-12T00:00:00.000Z", "gap-2026-01-12T05:30:00.000Z",
+                                                  "2026-01-12T10:00:00.000Z"]
 
 
 def test_session_id_lists_its_responses(warehouse):

@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="daily/weekly/monthly rows per project (-i alone means this, as in ccusage)")
     p.add_argument("--project-aliases", type=_aliases, default={},
                    help="table names for projects: NAME=ALIAS,... (JSON keeps folder names, as ccusage does)")
+    p.add_argument("-a", "--active", action="store_true", help="blocks: only the active block")
+    p.add_argument("-r", "--recent", action="store_true", help="blocks: those of the last 3 days")
     p.add_argument("-b", "--breakdown", action="store_true", help="table: a line per model under each row")
     p.add_argument("-i", "--id", nargs="?", const=_INSTANCES,
                    help="session: the responses of this one session (without a value: --instances)")
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone, project=args.project,
                            mode=args.mode or settings.cost_mode)
         opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
-                             instances=args.instances)
+                             instances=args.instances, active=args.active, recent=args.recent)
         prices = PriceTable.load(settings.price_file)
         with StateStore.from_settings(settings).connect() as conn:
             if args.id is not None:
