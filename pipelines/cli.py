@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "prices",
     "recall",
     "restore",
+    "statusline",
     "usage",
 )
 

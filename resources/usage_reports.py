@@ -1,52 +1,76 @@
-"""Usage reports over the warehouse, shaped like ccusage's JSON so scripts written for it keep working.
+"""Usage reports over the warehouse, in ccusage 20's JSON shapes so scripts written for it keep working.
 
-Filters (since/until/project) and the time zone are applied in SQL; only aggregated rows (or, for
-5-hour blocks, one small row per response in range) come back to Python.
+ccusage 20 has two views, and so do these reports:
+- ``all`` (``ccusage daily --json``): rows keyed by ``period`` with ``agent: "all"`` and
+  ``metadata.agents``; the session list is named ``session``, one row per agent's session
+  (``agent``, ``metadata.lastActivity``);
+- ``claude`` (``ccusage claude daily --json``): rows keyed by ``date``, ``week``, ``month``, and
+  ``sessions[]`` with ``sessionId``, ``projectPath``, ``firstActivity``, ``lastActivity``.
+In both, ``modelBreakdowns`` come highest cost first (a model without a price gets
+``missingPricing: true``), ``totals.unpricedModels`` names the models without a price (only when
+there are any), and timestamps read ``2026-01-10T09:15:00.000Z``. Periods come oldest first and
+sessions highest cost first, unless ``order`` says otherwise. sessionlake adds the project, model and
+branch reports (highest cost first) and a ``responses`` count per row.
+
+Filters and the time zone are applied in SQL: one query per report, aggregated per period and model.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
-from resources.pricing import COST_MODES, PriceTable
-from resources.usage import sync_prices, unpriced_models
+from resources.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
+from resources.usage import sync_prices
+from resources.usage_blocks import BlockEntry, build_blocks, iso_z
 
 REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "blocks")
-BLOCK_HOURS = 5
+PERIOD_REPORTS = ("daily", "weekly", "monthly")
+VIEWS = ("all", "claude")
+ORDERS = ("asc", "desc")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+"""In ISO order (``isodow`` 1-7)."""
+DEFAULT_START_OF_WEEK = {"all": "monday", "claude": "sunday"}
+"""What ccusage 20.0.24 does: ``ccusage weekly`` starts weeks on Monday, ``ccusage claude weekly`` on Sunday."""
+RECENT_DAYS = 3
+"""``blocks --recent``: blocks started this many days before now, as ccusage."""
+AGENT = "claude"
+"""The agent of every warehouse row today; source adapters for other agents will add an agent column."""
 
 _PERIOD_SQL = {
     "daily": "strftime(timezone($tz, ts), '%Y-%m-%d')",
-    "weekly": "strftime(date_trunc('week', timezone($tz, ts)), '%Y-%m-%d')",
+    "weekly": "strftime(CAST(timezone($tz, ts) AS DATE)"
+              " - CAST((isodow(timezone($tz, ts)) - $week_start + 7) % 7 AS INTEGER), '%Y-%m-%d')",
     "monthly": "strftime(timezone($tz, ts), '%Y-%m')",
     "session": "coalesce(session_id, session_key)",
     "project": "project",
     "model": "coalesce(model, 'unknown')",
     "branch": "coalesce(git_branch, '(no branch)')",
 }
-# ccusage's top-level list name and period field name, per report.
+# (list name, period field) per view and report.
 _SHAPE = {
-    "daily": ("daily", "date"),
-    "weekly": ("weekly", "week"),
-    "monthly": ("monthly", "month"),
-    "session": ("sessions", "sessionId"),
-    "project": ("projects", "project"),
-    "model": ("models", "model"),
-    "branch": ("branches", "gitBranch"),
+    "claude": {"daily": ("daily", "date"), "weekly": ("weekly", "week"), "monthly": ("monthly", "month"),
+               "session": ("sessions", "sessionId")},
+    "all": {"daily": ("daily", "period"), "weekly": ("weekly", "period"), "monthly": ("monthly", "period"),
+            "session": ("session", "period")},
+    "extra": {"project": ("projects", "project"), "model": ("models", "model"), "branch": ("branches", "gitBranch")},
 }
-_COST_SQL = {
+COST_SQL = {  # the cost of a row, per cost mode
     "auto": "coalesce(cost_usd, computed_cost_usd, 0)",
     "calculate": "coalesce(computed_cost_usd, 0)",
     "display": "coalesce(cost_usd, 0)",
 }
+_UNPRICED_SQL = ("computed_cost_usd IS NULL"
+                 " AND input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0")
 _TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
 
 
 @dataclass(frozen=True)
 class ReportFilter:
+    """Which rows a report covers: days (in ``timezone``), project, and the cost mode."""
+
     since: date | None = None
     until: date | None = None
     timezone: str = "UTC"
@@ -69,27 +93,79 @@ class ReportFilter:
         return " AND ".join(clauses), params
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """How a report is shaped: ``view`` (see the module doc), ``order`` (None: the report's default),
+    ``start_of_week`` (None: the view's default), ``instances`` (period rows grouped by project,
+    ``{"projects": {name: [rows]}}``), ``now`` (which block is active; default: the clock), and for
+    blocks ``active`` (only the active one) and ``recent`` (those started in the last 3 days, and the
+    active one)."""
+
+    view: str = "all"
+    order: str | None = None
+    start_of_week: str | None = None
+    instances: bool = False
+    now: datetime | None = None
+    active: bool = False
+    recent: bool = False
+
+    def __post_init__(self):
+        if self.view not in VIEWS:
+            raise ValueError(f"view {self.view!r}: expected one of {', '.join(VIEWS)}")
+        if self.order is not None and self.order not in ORDERS:
+            raise ValueError(f"order {self.order!r}: expected asc or desc")
+        if self.start_of_week is not None and self.start_of_week not in WEEKDAYS:
+            raise ValueError(f"start of week {self.start_of_week!r}: expected one of {', '.join(WEEKDAYS)}")
+
+
 def usage_report(conn: duckdb.DuckDBPyConnection, kind: str, flt: ReportFilter | None = None,
-                 prices: PriceTable | None = None) -> dict:
+                 prices: PriceTable | None = None, opts: ReportOptions | None = None) -> dict:
     """The report ``kind`` (one of `REPORTS`) as a ccusage-shaped dict with a ``totals`` object.
 
     With ``prices``, stored rows are re-costed first if that table differs from the one they were
-    costed with. ``unpricedModels`` lists models that had tokens but no price (costed at 0).
+    costed with.
     """
-    flt = flt or ReportFilter()
-    if prices is not None:
-        sync_prices(conn, prices)
+    flt, opts = flt or ReportFilter(), opts or ReportOptions()
     if kind not in REPORTS:
         raise ValueError(f"unknown report {kind!r}: expected one of {', '.join(REPORTS)}")
+    where, params = _prepare(conn, flt, prices)
+    if kind == "blocks":
+        return _blocks(conn, where, params, flt, opts)
+    return _grouped(conn, kind, where, params, flt, opts)
+
+
+def session_usage(conn: duckdb.DuckDBPyConnection, session_id: str, flt: ReportFilter | None = None,
+                  prices: PriceTable | None = None) -> dict | None:
+    """``ccusage session --id``: one session's responses in time order, or None if it has none."""
+    flt = flt or ReportFilter()
+    where, params = _prepare(conn, flt, prices)
+    rows = _query(
+        conn,
+        f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
+                   cache_read_tokens, cost_usd, {COST_SQL[flt.mode]}
+            FROM usage_messages WHERE {where} AND coalesce(session_id, session_key) = $session
+            ORDER BY ts, session_key, line_offset""",
+        {**params, "session": session_id},
+    )
+    if not rows:
+        return None
+    # costUSD per entry is the transcript's own figure (0 when it has none), as ccusage prints it.
+    entries = [{"timestamp": iso_z(ts), "model": model, "inputTokens": inp, "outputTokens": out,
+                "cacheCreationTokens": cw, "cacheReadTokens": cr, "costUSD": float(file_cost or 0.0)}
+               for ts, model, inp, out, cw, cr, file_cost, _ in rows]
+    return {"sessionId": session_id, "totalCost": sum(float(r[7]) for r in rows),
+            "totalTokens": sum(r[2] + r[3] + r[4] + r[5] for r in rows), "entries": entries}
+
+
+def _prepare(conn, flt: ReportFilter, prices: PriceTable | None) -> tuple[str, dict]:
+    if prices is not None:
+        sync_prices(conn, prices)
     where, params = flt.where()
     try:  # an unknown zone would otherwise only fail once a row is converted, or never on an empty table
         _query(conn, "SELECT timezone($tz, TIMESTAMPTZ '2000-01-01 00:00:00+00')", params)
     except duckdb.Error as exc:
         raise ValueError(f"unknown time zone {flt.timezone!r}") from exc
-    report = _blocks(conn, where, params, flt) if kind == "blocks" else _grouped(conn, kind, where, params, flt)
-    report["totals"] = _totals(conn, where, params, flt.mode)
-    report["unpricedModels"] = unpriced_models(conn, where, params)
-    return report
+    return where, params
 
 
 def known_projects(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -102,89 +178,110 @@ def _query(conn, sql: str, params: dict) -> list[tuple]:
     return conn.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).fetchall()
 
 
-def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter) -> dict:
-    period = _PERIOD_SQL[kind]
+def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts: ReportOptions) -> dict:
+    instances = opts.instances and kind in PERIOD_REPORTS
+    week_start = WEEKDAYS.index(opts.start_of_week or DEFAULT_START_OF_WEEK[opts.view]) + 1
     rows = _query(
         conn,
-        f"""SELECT {period} AS period, coalesce(model, 'unknown') AS model,
+        f"""SELECT {_PERIOD_SQL[kind]}, {"project" if instances else "NULL"}, coalesce(model, 'unknown'),
                    sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
-                   sum({_COST_SQL[flt.mode]}), max(ts), any_value(project), count(*)
+                   sum({COST_SQL[flt.mode]}), min(ts), max(ts), any_value(project), count(*),
+                   bool_or({_UNPRICED_SQL}),
+                   min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset))
             FROM usage_messages WHERE {where}
-            GROUP BY ALL ORDER BY period, model""",
-        params,
+            GROUP BY ALL""",
+        {**params, "week_start": week_start},
     )
-    list_name, field_name = _SHAPE[kind]
-    entries: dict[str, dict] = {}
-    for period_value, model, inp, out, cw, cr, cost, last_ts, project, responses in rows:
-        entry = entries.setdefault(period_value, {field_name: period_value, **dict.fromkeys(_TOKEN_FIELDS, 0),
-                                                  "totalTokens": 0, "totalCost": 0.0, "modelsUsed": [],
-                                                  "modelBreakdowns": [], "responses": 0})
+    view = "extra" if kind in _SHAPE["extra"] else opts.view
+    list_name, field = _SHAPE[view][kind]
+    entries: dict[tuple, dict] = {}
+    for period, group, model, inp, out, cw, cr, cost, first, last, project, responses, unpriced, seen in rows:
+        entry = entries.get((group, period))
+        if entry is None:
+            entry = entries[(group, period)] = {
+                field: period, **dict.fromkeys(_TOKEN_FIELDS, 0), "totalTokens": 0, "totalCost": 0.0,
+                "responses": 0, "modelBreakdowns": [], "_seen": {}, "_first": first, "_last": last,
+                "_project": project}
+            if group is not None:
+                entry["project"] = group
         tokens = (int(inp), int(out), int(cw), int(cr))
         for name, value in zip(_TOKEN_FIELDS, tokens, strict=True):
             entry[name] += value
         entry["totalTokens"] += sum(tokens)
         entry["totalCost"] += float(cost)
         entry["responses"] += int(responses)
-        entry["modelsUsed"].append(model)
-        entry["modelBreakdowns"].append({"modelName": model, **dict(zip(_TOKEN_FIELDS, tokens, strict=True)),
-                                         "cost": float(cost)})
-        if kind == "session":
-            last = last_ts.astimezone(UTC).isoformat() if last_ts else None
-            entry["lastActivity"] = max(filter(None, [entry.get("lastActivity"), last]), default=None)
-            entry["projectPath"] = project
-    return {list_name: list(entries.values())}
+        breakdown = {"modelName": model, **dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "cost": float(cost)}
+        if unpriced and model not in UNPRICED_MODELS:
+            breakdown["missingPricing"] = True
+        entry["modelBreakdowns"].append(breakdown)
+        entry["_seen"][model] = (seen["d"], seen["k"], seen["o"])
+        entry["_first"], entry["_last"] = min(entry["_first"], first), max(entry["_last"], last)
+    rows_out = [_finish(entry, kind, view) for entry in entries.values()]
+    report = _order(rows_out, kind, field, opts.order)
+    result = {list_name: report}
+    if instances:
+        by_project: dict[str, list[dict]] = {}
+        for entry in report:
+            by_project.setdefault(entry["project"], []).append(entry)
+        result = {"projects": dict(sorted(by_project.items()))}
+    result["totals"] = _totals((r[2], *r[3:8], r[12]) for r in rows)
+    return result
 
 
-def _totals(conn, where: str, params: dict, mode: str) -> dict:
-    inp, out, cw, cr, cost = _query(
-        conn,
-        f"""SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-                   coalesce(sum(cache_creation_tokens), 0), coalesce(sum(cache_read_tokens), 0),
-                   coalesce(sum({_COST_SQL[mode]}), 0)
-            FROM usage_messages WHERE {where}""",
-        params,
-    )[0]
-    tokens = (int(inp), int(out), int(cw), int(cr))
-    return {**dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "totalTokens": sum(tokens), "totalCost": float(cost)}
+def _finish(entry: dict, kind: str, view: str) -> dict:
+    """Turn an accumulated row into its published shape (see the module doc)."""
+    seen = entry.pop("_seen")
+    first, last, project = entry.pop("_first"), entry.pop("_last"), entry.pop("_project")
+    entry["modelBreakdowns"].sort(key=lambda b: (-b["cost"], b["modelName"]))
+    # A per-agent row lists models as they first appear; an "all" row merges agents' lists, sorted.
+    merged = view == "all" and kind in PERIOD_REPORTS
+    entry["modelsUsed"] = sorted(seen) if merged else sorted(seen, key=seen.__getitem__)
+    if view == "all":
+        entry["agent"] = "all" if merged else AGENT
+        entry["metadata"] = {"agents": [AGENT]} if merged else {
+            "lastActivity": iso_z(last), "firstActivity": iso_z(first), "projectPath": project}
+    elif kind == "session":
+        entry.update(firstActivity=iso_z(first), lastActivity=iso_z(last), projectPath=project)
+    return entry
 
 
-def _blocks(conn, where: str, params: dict, flt: ReportFilter) -> dict:
-    """5-hour billing windows: a block starts at its first entry floored to the hour and ends 5 h later;
-    an entry after the block's end, or 5 h after the previous entry, starts a new block."""
+def _order(rows: list[dict], kind: str, field: str, order: str | None) -> list[dict]:
+    if kind in PERIOD_REPORTS:
+        rows.sort(key=lambda e: e[field], reverse=order == "desc")
+    else:  # sessions and the extra reports: highest cost first unless asked for ascending
+        rows.sort(key=lambda e: (-e["totalCost"], e[field]))
+        if order == "asc":
+            rows.reverse()
+    return rows
+
+
+def _totals(items) -> dict:
+    """Totals over ``(model, input, output, cache write, cache read, cost, unpriced)`` tuples."""
+    items = list(items)
+    tokens = [sum(int(item[i]) for item in items) for i in range(1, 5)]
+    totals = {**dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "totalTokens": sum(tokens),
+              "totalCost": sum(float(item[5]) for item in items)}
+    unpriced = sorted({item[0] for item in items if item[6] and item[0] not in UNPRICED_MODELS})
+    if unpriced:
+        totals["unpricedModels"] = unpriced
+    return totals
+
+
+def _blocks(conn, where: str, params: dict, flt: ReportFilter, opts: ReportOptions) -> dict:
     rows = _query(
         conn,
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
-                   cache_read_tokens, {_COST_SQL[flt.mode]}
-            FROM usage_messages WHERE {where} ORDER BY ts""",
+                   cache_read_tokens, {COST_SQL[flt.mode]}, {_UNPRICED_SQL}
+            FROM usage_messages WHERE {where} ORDER BY ts, session_key, line_offset""",
         params,
     )
-    span = timedelta(hours=BLOCK_HOURS)
-    blocks: list[dict] = []
-    current: dict | None = None
-    last_ts: datetime | None = None
-    for ts, model, inp, out, cw, cr, cost in rows:
-        ts = ts.astimezone(UTC)
-        if current is None or ts >= current["_end"] or (last_ts is not None and ts - last_ts >= span):
-            start = ts.replace(minute=0, second=0, microsecond=0)
-            current = {"_end": start + span, "id": start.isoformat(), "startTime": start.isoformat(),
-                       "endTime": (start + span).isoformat(), "entries": 0, "isGap": False,
-                       "tokenCounts": defaultdict(int), "costUSD": 0.0, "_models": {}}
-            blocks.append(current)
-        current["entries"] += 1
-        current["actualEndTime"] = ts.isoformat()
-        counts = current["tokenCounts"]
-        counts["inputTokens"] += inp
-        counts["outputTokens"] += out
-        counts["cacheCreationInputTokens"] += cw
-        counts["cacheReadInputTokens"] += cr
-        current["costUSD"] += float(cost)
-        current["_models"][model] = None
-        last_ts = ts
-    now = datetime.now(UTC)
-    for block in blocks:
-        end = block.pop("_end")
-        block["models"] = list(block.pop("_models"))
-        block["tokenCounts"] = dict(block["tokenCounts"])
-        block["totalTokens"] = sum(block["tokenCounts"].values())
-        block["isActive"] = now < end and last_ts is not None and now - last_ts < span and block is blocks[-1]
-    return {"blocks": blocks}
+    now = opts.now or datetime.now(UTC)
+    blocks = build_blocks((BlockEntry(*r[:6], float(r[6])) for r in rows), now)
+    if opts.active:
+        blocks = [b for b in blocks if b["isActive"]]
+    elif opts.recent:
+        since = iso_z(now - timedelta(days=RECENT_DAYS))
+        blocks = [b for b in blocks if b["startTime"] >= since or b["isActive"]]
+    if opts.order == "desc":
+        blocks.reverse()
+    return {"blocks": blocks, "totals": _totals(r[1:8] for r in rows)}

@@ -75,7 +75,7 @@ def test_costs_to_the_cent_for_every_current_model_through_the_cli(settings, sam
     ingest = _cli("ingest", "--only", "usage", "--json", env=env)
     assert ingest.returncode == 0, ingest.stderr
 
-    sessions = _cli("usage", "session", "--mode", "calculate", "--json", env=env)
+    sessions = _cli("usage", "claude", "session", "--mode", "calculate", "--json", env=env)
     assert sessions.returncode == 0, sessions.stderr
     report = json.loads(sessions.stdout)
     by_id = {s["sessionId"]: s for s in report["sessions"]}
@@ -83,7 +83,7 @@ def test_costs_to_the_cent_for_every_current_model_through_the_cli(settings, sam
         assert by_id[session_id]["modelsUsed"] == [reported_model], session_id
         assert round(by_id[session_id]["totalCost"], 2) == round(expected, 2), session_id
         assert by_id[session_id]["totalCost"] == pytest.approx(expected, abs=1e-9), session_id
-    assert report["unpricedModels"] == [{"model": "claude-opus-4-9", "responses": 1}]
+    assert report["totals"]["unpricedModels"] == ["claude-opus-4-9"]
     assert "no price for model claude-opus-4-9" in sessions.stderr
 
     projects = json.loads(_cli("usage", "project", "--mode", "calculate", "--json", env=env).stdout)

@@ -122,7 +122,7 @@ def test_cost_modes_and_unpriced_models(tmp_path, state):
     assert _totals(state, mode="auto")["totalCost"] == pytest.approx(1.5 + one)
     assert _totals(state, mode="display")["totalCost"] == pytest.approx(1.5)
     with state.connect() as conn:
-        assert usage_report(conn, "daily")["unpricedModels"] == [{"model": "mystery-model-9", "responses": 1}]
+        assert usage_report(conn, "daily")["totals"]["unpricedModels"] == ["mystery-model-9"]
 
 
 def test_price_override_file_recosts_stored_rows(samples_root, state, tmp_path):
@@ -145,15 +145,15 @@ def test_reports_apply_time_zone_and_date_filters(samples_root, state):
         only_10th = usage_report(conn, "daily", ReportFilter(since=date(2025, 6, 10), until=date(2025, 6, 10)))
         blocks = usage_report(conn, "blocks")
         sessions = usage_report(conn, "session")
-    assert [d["date"] for d in utc["daily"]] == ["2025-06-08", "2025-06-10"]
-    assert [d["date"] for d in tokyo["daily"]] == ["2025-06-08", "2025-06-10"]
+    assert [d["period"] for d in utc["daily"]] == ["2025-06-08", "2025-06-10"]
+    assert [d["period"] for d in tokyo["daily"]] == ["2025-06-08", "2025-06-10"]
     assert tokyo["totals"] == utc["totals"]
-    assert [d["date"] for d in only_10th["daily"]] == ["2025-06-10"]
+    assert [d["period"] for d in only_10th["daily"]] == ["2025-06-10"]
     assert only_10th["totals"]["outputTokens"] == utc["daily"][1]["outputTokens"]
     assert sum(b["entries"] for b in blocks["blocks"]) == 90
-    assert all(b["startTime"].endswith(":00:00+00:00") for b in blocks["blocks"])
-    assert sum(s["totalTokens"] for s in sessions["sessions"]) == utc["totals"]["totalTokens"]
-    assert {s["projectPath"] for s in sessions["sessions"]} == {"-Users-chip-dev-ai-music"}
+    assert all(b["startTime"].endswith(":00:00.000Z") for b in blocks["blocks"] if not b["isGap"])
+    assert sum(s["totalTokens"] for s in sessions["session"]) == utc["totals"]["totalTokens"]
+    assert {s["metadata"]["projectPath"] for s in sessions["session"]} == {"-Users-chip-dev-ai-music"}
 
 
 def test_daily_json_has_ccusage_field_names(samples_root, state):
@@ -161,7 +161,7 @@ def test_daily_json_has_ccusage_field_names(samples_root, state):
     with state.connect() as conn:
         report = usage_report(conn, "daily")
     day = report["daily"][0]
-    for field in ("date", "inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens", "totalTokens",
+    for field in ("period", "inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens", "totalTokens",
                   "totalCost", "modelsUsed", "modelBreakdowns"):
         assert field in day
     assert set(report["totals"]) >= {"inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens",
