@@ -41,6 +41,19 @@ class SessionFile(NamedTuple):
         return Path(self.fspath)
 
 
+def session_file_at(sessions_root: Path | str, path: Path | str) -> SessionFile | None:
+    """The `SessionFile` for ``path`` if it is a ``.jsonl`` file under ``<root>/<project>/``, else None."""
+    root, path = Path(sessions_root).resolve(), Path(path).resolve()
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return None
+    if len(rel.parts) < 2 or path.suffix != ".jsonl":
+        return None
+    st = os.stat(path)
+    return SessionFile(rel.as_posix(), str(path), rel.parts[0], st.st_size, st.st_mtime_ns)
+
+
 def walk_sessions(root: Path | str, projects: set[str] | None = None) -> Iterator[SessionFile]:
     """Yield every regular ``*.jsonl`` file under ``root/<project>/``, recursively.
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import orjson
 
-from pipelines.processors.runner import run_processors
-from pipelines.processors.top_up import session_file, top_up_file
+from pipelines.processors.runner import run_processors, top_up_file
 from pipelines.processors.usage import UsageProcessor
+from resources.sessions import session_file_at
 
 MODEL = "claude-sonnet-4-20250514"
 COST = (10 * 3 + 1000 * 15 + 2000 * 3.75 + 20000 * 0.3) / 1e6  # 0.0285
@@ -79,22 +79,22 @@ def test_tops_up_only_the_live_session_and_prints_ccusage_line(settings, state):
 def test_top_up_reads_a_grown_file_from_its_stored_offset(settings, state):
     now = datetime.now(UTC)
     path = _session(settings.sessions_dir, "-w-app", "s", [now - timedelta(minutes=3)])
-    file = session_file(settings.sessions_dir, path)
+    file = session_file_at(settings.sessions_dir, path)
     with state.connect() as conn:
         first = top_up_file(UsageProcessor(), file, conn)
         assert (first["processed"], first["bytes_read"]) == (1, path.stat().st_size)
         size = path.stat().st_size
         with open(path, "ab") as f:
             f.write(_response("s", "next", now))
-        second = top_up_file(UsageProcessor(), session_file(settings.sessions_dir, path), conn)
+        second = top_up_file(UsageProcessor(), session_file_at(settings.sessions_dir, path), conn)
         assert (second["processed"], second["bytes_read"]) == (1, path.stat().st_size - size)
-        unchanged = top_up_file(UsageProcessor(), session_file(settings.sessions_dir, path), conn)
+        unchanged = top_up_file(UsageProcessor(), session_file_at(settings.sessions_dir, path), conn)
         assert (unchanged["processed"], unchanged["skipped"], unchanged["bytes_read"]) == (0, 1, 0)
         assert conn.execute("SELECT count(*) FROM usage_messages").fetchall()[0][0] == 2
     # a run afterwards has nothing left to do for the usage processor
     after = run_processors([UsageProcessor()], settings.sessions_dir, state, projects={"-w-app"})["usage"]
     assert (after["scanned"], after["processed"]) == (1, 0)
-    assert session_file(settings.sessions_dir, settings.home / "elsewhere.jsonl") is None
+    assert session_file_at(settings.sessions_dir, settings.home / "elsewhere.jsonl") is None
 
 
 def test_claude_codes_context_window_and_no_active_block(settings):

@@ -95,9 +95,10 @@ def cached_status_line(payload: dict, args: argparse.Namespace) -> str:
 def status_line(payload: dict, timezone: str | None = None, cost_source: str = "auto",
                 now: datetime | None = None) -> str:
     """The line for ``payload``, from the warehouse in ``SESSIONLAKE_HOME`` (topped up first)."""
-    from pipelines.processors.top_up import session_file, top_up_file
+    from pipelines.processors.runner import top_up_file
     from pipelines.processors.usage import UsageProcessor
     from resources.pricing import PriceTable
+    from resources.sessions import session_file_at
     from resources.settings import Settings
     from resources.state import StateStore
     from resources.usage_now import live_usage
@@ -111,7 +112,7 @@ def status_line(payload: dict, timezone: str | None = None, cost_source: str = "
     if session_id is None and transcript:
         session_id = PurePath(transcript).stem
     with StateStore(settings.state_path, lock_wait_sec=LOCK_WAIT_SEC).connect() as conn:
-        file = session_file(settings.sessions_dir, transcript) if transcript else None
+        file = session_file_at(settings.sessions_dir, transcript) if transcript else None
         if file is not None:
             stats = top_up_file(UsageProcessor(PriceTable.load(settings.price_file)), file, conn)
             for error in stats["error_files"]:

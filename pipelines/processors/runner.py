@@ -21,6 +21,7 @@ from pathlib import Path
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.sessions import MalformedLine, SessionFile, compute_file_hash, tail_fingerprint, walk_sessions
 from resources.state import (
+    Connection,
     ProcessedMark,
     ProcessorFileState,
     StateStore,
@@ -102,6 +103,27 @@ def run_processors(
     for processor in processors:
         _execute(processor, work[processor.name], state, results[processor.name], logger)
     return results
+
+
+def top_up_file(processor: SessionProcessor, file: SessionFile, conn: Connection,
+                logger: logging.Logger | None = None) -> dict:
+    """Bring ``processor``'s rows for the one ``file`` up to date, in the caller's connection (the
+    statusline does this on every prompt for the live session). The same rules as a run: unchanged by
+    stat or hash is skipped, grown is read from its stored offset, the mark follows the commit.
+    Returns the stats, as `run_processors` does for a processor."""
+    logger = logger or log
+    stats = empty_stats()
+    _count(stats, file.project, "scanned")
+    tasks, unchanged = _plan([file], load_processor_state(conn, processor.name, [file.key]), {}, stats)
+    mark_processed(conn, processor.name, unchanged)
+    processor.begin_run()
+    malformed: list = []
+    for task in tasks:
+        mark = _process_one(processor, task, conn, stats, malformed, logger)
+        if mark is not None:
+            _commit(processor, conn, [mark], malformed, stats, logger)
+    stats.update(processor.end_run())
+    return stats
 
 
 def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
