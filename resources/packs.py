@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -383,6 +383,21 @@ class PackStore:
                 results.append({"session_key": snap.session_key, "path": str(target), "size": snap.size,
                                 "file_hash": snap.file_hash, "status": status})
         return results
+
+    def export_versions(self, repo: str, snapshots: Sequence[Snapshot],
+                        dest_dir: Path | str) -> Iterator[tuple[Snapshot, Path]]:
+        """Write each of ``snapshots`` (versions of ``repo``), in the order given, to a file under
+        ``dest_dir``, hash-checked, and yield it with its path; each file is deleted before the next
+        one is written, so a whole project never sits on disk twice."""
+        with self.reader(repo) as reader:
+            reader.locate({c for s in snapshots for c in s.chunks})
+            for n, snap in enumerate(snapshots):
+                target = Path(dest_dir) / f"version-{n}.jsonl"
+                _write_version(reader, snap, target)
+                try:
+                    yield snap, target
+                finally:
+                    target.unlink(missing_ok=True)
 
     # -- maintenance (resources.pack_gc) ----------------------------------------------------------
 
