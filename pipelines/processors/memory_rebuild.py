@@ -6,8 +6,9 @@ a table lost to a missing or unreadable ``_versions/`` can be rebuilt. `rebuild_
 1. sets aside every Lance table whose folder exists but cannot be opened (moved to
    ``lance/broken/``, never deleted); a readable table is kept and merged into, so its provenance and
    captured records survive;
-2. runs the memory processor over every archived version of every session file, project by project,
-   in the order the archive saw them, each version written to a temp file that is deleted after it;
+2. runs the memory processor over every observation of every archived session file, project by
+   project, in the order the archive saw them (so the content seen last wins, as in the ingest), each
+   version written to a temp file that is deleted after it;
 3. commits once, like an ingest run: one ``merge_insert`` per table.
 
 Processor state is left alone: it says every archived file is in memory, which is true again.
@@ -40,7 +41,7 @@ def rebuild_memory(lance: LanceStore, packs: PackStore, state: StateStore) -> di
     with tempfile.TemporaryDirectory(prefix=".memory-rebuild-", dir=packs.packs_dir.parent) as scratch:
         for repo in packs.repos():
             report["projects"] += 1
-            versions = [v.snapshot for v in packs.versions(repo)]
+            versions = [o.snapshot for o in packs.timeline(repo)]
             try:
                 for snap, path in packs.export_versions(repo, versions, scratch):
                     try:
