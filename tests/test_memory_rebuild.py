@@ -37,6 +37,8 @@ def test_a_table_without_versions_fails_loudly_and_rebuilds_from_the_archive(set
     assert "records" in maintain.stdout and "exists but cannot be opened" in maintain.stdout
     assert "sessionlake memory rebuild" in maintain.stdout
     assert not (table / "_versions").exists(), "the broken table was recreated over its files"
+    recall = _cli("recall", "push to github", env=env)
+    assert recall.returncode == 1 and recall.stderr.startswith("sessionlake recall: Lance table 'records'")
     ingest = _cli("ingest", "--all", "--only", "memory", "--json", env=env)
     assert ingest.returncode == 1 and not json.loads(ingest.stdout)["success"]
     assert not (table / "_versions").exists()
