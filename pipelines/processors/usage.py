@@ -29,8 +29,7 @@ MAX_TOKENS = 2**63 - 1
 
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 _CACHE_SPLIT_KEYS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
-_STRING_FIELDS = (("requestId", None), ("sessionId", None), ("gitBranch", None), ("cwd", None),
-                  ("agentId", None), ("id", "message"), ("model", "message"))
+_STRING_FIELDS = ("requestId", "sessionId", "gitBranch", "cwd", "agentId", "message.id", "message.model")
 
 
 def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[int, int]] | None:
@@ -51,12 +50,12 @@ def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[i
         return None
     total = _check_counts(usage, _TOKEN_KEYS, "usage.")
     split = usage.get("cache_creation")
-    if isinstance(split, dict):
+    if split.__class__ is dict:
         _check_counts(split, _CACHE_SPLIT_KEYS, "usage.cache_creation.")
-    for name, parent in _STRING_FIELDS:
-        value = (message if parent else obj).get(name)
-        if value is not None and not isinstance(value, str):
-            raise MalformedUsage(f"{parent + '.' if parent else ''}{name} is not a string: {value!r}"[:200])
+    for value in (obj.get("requestId"), obj.get("sessionId"), obj.get("gitBranch"), obj.get("cwd"),
+                  obj.get("agentId"), message.get("id"), message.get("model")):
+        if value is not None and value.__class__ is not str:
+            raise MalformedUsage(_wrong_string(obj, message))
     if _parse_ts(obj.get("timestamp")) is None:
         raise MalformedUsage(f"timestamp is not an ISO-8601 time: {obj.get('timestamp')!r}"[:200])
     message_id = message.get("id")
@@ -76,11 +75,10 @@ def _check_counts(counts: dict, keys: tuple[str, ...], prefix: str) -> int:
     total = 0
     for key in keys:
         value = counts.get(key)
-        if value is None:
-            continue
-        if type(value) is not int or not 0 <= value <= MAX_TOKENS:  # bool is an int subclass: refused too
+        if value.__class__ is int and 0 <= value <= MAX_TOKENS:  # exact class: a bool is refused
+            total += value
+        elif value is not None:
             raise MalformedUsage(f"{prefix}{key} is not a token count (an integer 0..2^63-1): {value!r}"[:200])
-        total += value
     if total > MAX_TOKENS:
         raise MalformedUsage(f"{prefix}* token counts add up to {total}, more than 2^63-1")
     return total
@@ -161,14 +159,22 @@ class UsageProcessor(SessionProcessor):
         return {"rows_written": self.rows_written}
 
 
+def _wrong_string(obj: dict, message: dict) -> str:
+    """Which text field of a line is not a string (the slow path of `response_key`)."""
+    values = {name: (message if name.startswith("message.") else obj).get(name.removeprefix("message."))
+              for name in _STRING_FIELDS}
+    name, value = next((n, v) for n, v in values.items() if v is not None and not isinstance(v, str))
+    return f"{name} is not a string: {value!r}"[:200]
+
+
 def _int(value) -> int:
     return value or 0  # validated by response_key: an int or None
 
 
 def _parse_ts(value) -> datetime | None:
-    if not isinstance(value, str):
+    if value.__class__ is not str:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)  # Python 3.11+ reads the trailing "Z"
     except ValueError:
         return None
