@@ -11,6 +11,7 @@ Every DuckDB access goes through `StateStore.connect()`, one short unit of work 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -414,18 +415,24 @@ class PackStore:
                                 "file_hash": snap.file_hash, "status": status})
         return results
 
-    def export_versions(self, repo: str, snapshots: Sequence[Snapshot],
-                        dest_dir: Path | str) -> Iterator[tuple[Snapshot, Path]]:
-        """Write each of ``snapshots`` (versions of ``repo``), in the order given, to a file under
-        ``dest_dir``, hash-checked, and yield it with its path; each file is deleted before the next
-        one is written, so a whole project never sits on disk twice."""
-        with self.reader(repo) as reader:
-            reader.locate({c for s in snapshots for c in s.chunks})
-            for n, snap in enumerate(snapshots):
+    def export_versions(self, versions: Sequence[tuple[str, Snapshot]],
+                        dest_dir: Path | str) -> Iterator[tuple[str, Snapshot, Path]]:
+        """Write each of ``versions`` (``(repo, snapshot)`` pairs), in the order given, to a file under
+        ``dest_dir``, hash-checked, and yield ``(repo, snapshot, path)``; each file is deleted before the
+        next one is written, so the archive never sits on disk twice. One reader per repo is kept open
+        for the whole walk, so each pack is verified once however the repos interleave."""
+        wanted: dict[str, set[str]] = {}
+        for repo, snap in versions:
+            wanted.setdefault(repo, set()).update(snap.chunks)
+        with contextlib.ExitStack() as stack:
+            readers = {repo: stack.enter_context(self.reader(repo)) for repo in wanted}
+            for repo, chunks in wanted.items():
+                readers[repo].locate(chunks)
+            for n, (repo, snap) in enumerate(versions):
                 target = Path(dest_dir) / f"version-{n}.jsonl"
-                _write_version(reader, snap, target)
+                _write_version(readers[repo], snap, target)
                 try:
-                    yield snap, target
+                    yield repo, snap, target
                 finally:
                     target.unlink(missing_ok=True)
 

@@ -27,11 +27,9 @@ def run_rebuild(args: argparse.Namespace) -> int:
     from resources.lance import LanceStore
     from resources.packs import PackStore
     from resources.settings import Settings
-    from resources.state import StateStore
 
     settings = Settings.from_env()
-    report = rebuild_memory(LanceStore.from_settings(settings), PackStore.from_settings(settings),
-                            StateStore.from_settings(settings))
+    report = rebuild_memory(LanceStore.from_settings(settings), PackStore.from_settings(settings))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -40,6 +38,6 @@ def run_rebuild(args: argparse.Namespace) -> int:
         print(f"rebuilt from {report['versions']:,} archived version(s) in {report['projects']} project(s): "
               f"{report['records_written']:,} records, {report['edges_written']:,} edges")
     for error in report["errors"]:
-        print(f"sessionlake memory rebuild: {error['project']} {error['session_key'] or ''}: {error['error']}",
-              file=sys.stderr)
+        where = error["session_key"] or error["project"] or "archive"
+        print(f"sessionlake memory rebuild: {where}: {error['error']}", file=sys.stderr)
     return 1 if report["errors"] else 0
