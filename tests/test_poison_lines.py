@@ -84,17 +84,21 @@ def test_memory_keeps_the_file_when_one_line_has_a_bad_timestamp(tmp_path, state
             "message": {"role": "user", "content": "prompt with a broken time"}},
            {"type": "user", "uuid": "u3", "parentUuid": "u2", "sessionId": ["s"], "timestamp": TS,
             "message": {"role": "user", "content": "prompt with a list for a session id"}},
-           {"type": "assistant", "uuid": "a1", "parentUuid": "u3", "sessionId": "s", "timestamp": TS,
+           {"type": "user", "uuid": "u4", "parentUuid": "u3", "sessionId": "s",
+            "timestamp": "0001-01-01T00:00:00+14:00",
+            "message": {"role": "user", "content": "before year 1 in UTC"}},
+           {"type": "assistant", "uuid": "a1", "parentUuid": "u4", "sessionId": "s", "timestamp": TS,
             "message": {"role": "assistant", "content": [{"type": "text", "text": "the answer"}]}})
     _write(root / "q" / "t.jsonl", {"type": "user", "uuid": "q1", "sessionId": "t", "timestamp": TS,
                                     "message": {"role": "user", "content": "another project"}})
     store = LanceStore(tmp_path / "lance")
     stats = run_processors([MemoryProcessor(store)], root, state)["memory"]
-    assert stats["errors"] == 0 and stats["processed"] == 2 and stats["lines_malformed"] == 2
+    assert stats["errors"] == 0 and stats["processed"] == 2 and stats["lines_malformed"] == 3
     texts = sorted(store.open_table(RECORDS).to_arrow()["text"].to_pylist())
     assert texts == ["another project", "first prompt", "the answer"]
     assert [e for _, _, e, _ in _malformed(state)] == ["timestamp is not an ISO-8601 time: 'not-a-time'",
-                                                       "session_id is not a string: ['s']"]
+                                                       "session_id is not a string: ['s']",
+                                                       "timestamp is not an ISO-8601 time: '0001-01-01T00:00:00+14:00'"]
     assert run_processors([MemoryProcessor(store)], root, state)["memory"]["processed"] == 0
 
 
@@ -107,7 +111,7 @@ def test_cli_ingest_with_a_count_of_2_63_keeps_every_other_row(settings, tmp_pat
                          timeout=300)
     assert run.returncode == 0, run.stderr
     usage = json.loads(run.stdout)["assets"]["usage_messages"]
-    assert (usage["processed"], usage["errors"], usage["lines_malformed"]) == (5, 0, 1)
+    assert (usage["files_processed"], usage["files_failed"], usage["lines_malformed"]) == (5, 0, 1)
     report = subprocess.run([*cli, "usage", "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert json.loads(report.stdout)["totals"]["outputTokens"] == SAMPLE_TOTALS["outputTokens"] + 40
     with duckdb.connect(str(settings.state_path), read_only=True) as conn:

@@ -64,7 +64,7 @@ def record_fields(obj: dict) -> dict:
             raise ValueError(f"{name} is not a string: {value!r}"[:200])
     try:
         values["timestamp"] = as_utc(values["timestamp"])
-    except ValueError:
+    except (ValueError, OverflowError):  # not ISO-8601, or beyond year 1..9999 once in UTC
         raise ValueError(f"timestamp is not an ISO-8601 time: {values['timestamp']!r}"[:200]) from None
     return values
 
@@ -151,6 +151,9 @@ class MemoryProcessor(SessionProcessor):
         self._stats["records_written"] += written
         self._stats["edges_written"] += edges
         self._stats["commits"] += 1
+        self.discard()
+
+    def discard(self) -> None:
         self._records, self._edges, self._summaries, self._line_sessions = {}, [], [], {}
 
     def end_run(self) -> dict:

@@ -155,6 +155,9 @@ class UsageProcessor(SessionProcessor):
         self.rows_written += upsert_usage(conn, [row for _, row in self._batch.values()], self.prices)
         self._batch.clear()
 
+    def discard(self) -> None:
+        self._batch.clear()
+
     def end_run(self) -> dict:
         return {"rows_written": self.rows_written}
 
