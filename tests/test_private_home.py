@@ -46,12 +46,10 @@ def test_everything_the_cli_writes_is_private(settings, umask):
         assert result.returncode == 0, result.stderr
         return result
 
-    run("-m", "pipelines.cli", "ingest")
+    run("-m", "pipelines.cli", "ingest")  # the warehouse, the Lance tables, a pack, the Dagster instance
     run("-m", "pipelines.cli", "capture", "--text", "the staging key is in the vault")
     run("-c", SPILL_AND_DRAIN)
-    run("-m", "pipelines.cli", "recall", "push to github")
-    run("-m", "pipelines.cli", "maintain")
-    run("-m", "pipelines.cli", "archive", "gc")
+    run("-m", "pipelines.cli", "maintain")  # compaction rewrites the Lance files
     run("-m", "pipelines.cli", "restore", SAMPLE_PROJECT[1:], "--to", str(settings.home / "restored"))
 
     modes = _modes(settings.home)
