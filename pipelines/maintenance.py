@@ -15,7 +15,9 @@
 - ``lance_maintenance_nightly``: the same run (phase ``periodic``) every night, with the same guards.
 - Checks on ``memory_records`` (tables records, edges) and ``lance_events`` (table events): versions at
   or below the threshold (WARN above, ERROR at 10x), small fragments likewise, rows unchanged across the
-  last optimize. They run after ``lance_storage`` in the maintenance job.
+  last optimize, and every table readable (ERROR naming the table when its folder exists but Lance
+  cannot open it; the repair is ``sessionlake memory rebuild``). They run after ``lance_storage`` in the
+  maintenance job.
 """
 
 import json
@@ -121,8 +123,18 @@ def _rows_result(store, tables: tuple[str, ...]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True, description="rows unchanged across the last optimize", metadata=metadata)
 
 
+def _unreadable_result(store, tables: tuple[str, ...]) -> dg.AssetCheckResult | None:
+    """An ERROR result naming every table of ``tables`` that exists but cannot be opened, else None."""
+    broken = store.unreadable_tables(tables)
+    if not broken:
+        return None
+    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                               description="; ".join(str(exc) for exc in broken.values()),
+                               metadata={"unreadable_tables": dg.MetadataValue.text(", ".join(broken))})
+
+
 def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChecksDefinition]:
-    """The three storage-health checks of one Lance table asset backed by ``tables``."""
+    """The four storage-health checks of one Lance table asset backed by ``tables``."""
     label = ", ".join(tables)
 
     @dg.asset_check(asset=asset_key, name="lance_versions", additional_deps=[lance_storage],
@@ -138,6 +150,9 @@ def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChec
                                 f"(WARN above, ERROR at {ERROR_FACTOR}x).")
     def small_fragments_check(lance: LanceResource) -> dg.AssetCheckResult:
         store = lance.store()
+        unreadable = _unreadable_result(store, tables)
+        if unreadable is not None:
+            return unreadable
         counts = {t: lm.measure_table(store, t).small_fragments for t in tables}
         return _threshold_result(counts, lance.settings().lance_small_fragments_threshold, "small fragments")
 
@@ -147,7 +162,14 @@ def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChec
     def rows_check(lance: LanceResource) -> dg.AssetCheckResult:
         return _rows_result(lance.store(), tables)
 
-    return [versions_check, small_fragments_check, rows_check]
+    @dg.asset_check(asset=asset_key, name="lance_tables_readable", additional_deps=[lance_storage],
+                    description=f"Every table of {label} opens (ERROR when a folder exists that Lance cannot "
+                                "open: never recreated empty; repair with `sessionlake memory rebuild`).")
+    def readable_check(lance: LanceResource) -> dg.AssetCheckResult:
+        unreadable = _unreadable_result(lance.store(), tables)
+        return unreadable or dg.AssetCheckResult(passed=True, description=f"{label}: every table opens")
+
+    return [versions_check, small_fragments_check, rows_check, readable_check]
 
 
 lance_events = dg.AssetSpec(

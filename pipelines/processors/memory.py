@@ -8,6 +8,8 @@
 - A ``summary`` line tags every record of the session that holds its ``leafUuid`` (any line read in
   this run, or a stored record); when the leaf is nowhere to be found, the records of the summary's
   own file.
+- A prompt or answer line whose timestamp is not ISO-8601, or whose session id, model or branch is
+  not a string, is malformed: counted and kept in ``malformed_lines``; the rest of the file is used.
 - The whole run is one ``merge_insert`` per table (``commit_every_files = None``); a grown file is
   read from its stored offset only.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.ids import stable_id
-from resources.lance import EDGES, RECORDS, LanceStore, new_edge, new_record, sql_str, write_event
+from resources.lance import EDGES, RECORDS, LanceStore, as_utc, new_edge, new_record, sql_str, write_event
 from resources.sessions import ParseStats, iter_jsonl
 from resources.state import Connection
 
@@ -46,6 +48,25 @@ def line_text(obj: dict) -> tuple[str, str] | None:
         return None
     text = text.strip()
     return (kind, text) if text else None
+
+
+def record_fields(obj: dict) -> dict:
+    """``session_id``, ``timestamp``, ``model`` and ``git_branch`` of a prompt or answer line.
+
+    Raises ValueError naming the field when one is present but cannot be stored (a timestamp that is
+    not ISO-8601, a text field that is not a string): the line is then malformed, and only that line
+    is lost, never the file or the run's commit.
+    """
+    values = {"session_id": obj.get("sessionId"), "timestamp": obj.get("timestamp"),
+              "model": obj["message"].get("model"), "git_branch": obj.get("gitBranch") or None}
+    for name, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} is not a string: {value!r}"[:200])
+    try:
+        values["timestamp"] = as_utc(values["timestamp"])
+    except (ValueError, OverflowError):  # not ISO-8601, or beyond year 1..9999 once in UTC
+        raise ValueError(f"timestamp is not an ISO-8601 time: {values['timestamp']!r}"[:200]) from None
+    return values
 
 
 class MemoryProcessor(SessionProcessor):
@@ -103,13 +124,14 @@ class MemoryProcessor(SessionProcessor):
             if found is None:
                 continue
             role, text = found
+            try:
+                fields = record_fields(obj)
+            except ValueError as exc:
+                stats.reject(line, str(exc))
+                continue
             record_id = uuid or stable_id(session_key, line.offset)
-            message = obj.get("message") or {}
-            records.append(new_record(
-                record_id, text, tier="episodic", role=role, session_id=obj.get("sessionId"),
-                session_key=session_key, project=username, timestamp=obj.get("timestamp"),
-                model=message.get("model"), git_branch=obj.get("gitBranch") or None,
-            ))
+            records.append(new_record(record_id, text, tier="episodic", role=role, session_key=session_key,
+                                      project=username, **fields))
             record_ids.add(record_id)
             if parent:
                 links.append((record_id, parent))
@@ -129,6 +151,9 @@ class MemoryProcessor(SessionProcessor):
         self._stats["records_written"] += written
         self._stats["edges_written"] += edges
         self._stats["commits"] += 1
+        self.discard()
+
+    def discard(self) -> None:
         self._records, self._edges, self._summaries, self._line_sessions = {}, [], [], {}
 
     def end_run(self) -> dict:
