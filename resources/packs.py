@@ -436,9 +436,11 @@ class PackStore:
             readers = {repo: stack.enter_context(self.reader(repo)) for repo in wanted}
             for repo, chunks in wanted.items():
                 readers[repo].locate(chunks)
+            dest_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+            stack.callback(os.close, dest_fd)
             for n, (repo, snap) in enumerate(versions):
                 target = Path(dest_dir) / f"version-{n}.jsonl"
-                _write_version(readers[repo], snap, target)
+                _write_version(readers[repo], snap, dest_fd, target.name)
                 try:
                     yield repo, snap, target
                 finally:
