@@ -182,6 +182,7 @@ events_checks = storage_checks("lance_events", (EVENTS,))
 lance_maintenance = dg.define_asset_job(
     JOB_NAME,
     selection=dg.AssetSelection.assets(lance_storage) | dg.AssetSelection.checks(*memory_checks, *events_checks),
+    executor_def=dg.in_process_executor,  # 7 short steps: a process each cost minutes on a busy machine
     description="Compact the Lance tables, update indexes, prune old versions; then check their health.",
 )
 

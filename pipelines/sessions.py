@@ -79,7 +79,7 @@ SPECS = [
     dg.AssetSpec("memory_records", deps=["session_files"], group_name="sessions", kinds={"lancedb"}, skippable=True,
                  description=_description("Lance `records` and `edges`: every prompt and answer, searchable; one "
                                           "commit per table per run.", "memory")),
-    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions", skippable=True,
+    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions", kinds={"msgpack"}, skippable=True,
                  description=_description("Content-addressed packs: every version of every session file, one "
                                           "pack per project per run.", "archive")),
 ]
