@@ -265,8 +265,10 @@ def _parse_cursor(raw: str | None) -> dict:
 
 @dg.sensor(job=lance_maintenance, minimum_interval_seconds=SENSOR_MIN_INTERVAL_SEC,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Lance optimize at code-location start, when a table has too many prunable versions or "
-                       "small fragments, or every interval; waits while a run writes Lance tables.")
+           description=f"Every {SENSOR_MIN_INTERVAL_SEC} s: a lance_maintenance run at code-location start, when a "
+                       "table has more prunable versions or small fragments than its threshold, or "
+                       f"{lm.LANCE_OPTIMIZE_INTERVAL_SEC:.0f} s after the last one "
+                       "(SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC); skips while a run writes Lance tables.")
 def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
     """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
     cursor = _parse_cursor(context.cursor)

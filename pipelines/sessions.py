@@ -246,10 +246,16 @@ def _parse_cursor(raw: str | None) -> dict[str, str]:
     return digests if isinstance(digests, dict) else {}
 
 
-@dg.sensor(job=ingest_sessions, minimum_interval_seconds=Settings.from_env().sensor_interval_sec,
+SENSOR_INTERVAL_SEC = Settings.from_env().sensor_interval_sec
+"""Read once, at import, from ``SESSIONLAKE_SENSOR_INTERVAL_SEC`` (default 60)."""
+
+
+@dg.sensor(job=ingest_sessions, minimum_interval_seconds=SENSOR_INTERVAL_SEC,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Every minute: registers new projects as partitions and asks for one ingest_sessions run "
-                       "for every project with new or changed files or failed files due for a retry.")
+           description=f"Every {SENSOR_INTERVAL_SEC} s (SESSIONLAKE_SENSOR_INTERVAL_SEC): registers new projects "
+                       "as partitions and asks for one ingest_sessions run for every project with new or changed "
+                       "files or failed files due for a retry; while a run is still queued, changes wait for the "
+                       "next one.")
 def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
     """Ingest projects with new or changed files, or with failed files due for a retry: one run per tick.
 
