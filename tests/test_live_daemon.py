@@ -213,6 +213,10 @@ def test_live_daemon_ingests_backfills_and_reingests_only_what_changed(tmp_path:
         assert usage[CHANGED[0]]["bytes_read"] == appended_bytes, "a grown file is read from where the last run stopped"
         assert usage[CHANGED[1]]["bytes_read"] == new_file.stat().st_size
         assert usage[CHANGED[1]]["responses_extracted"] == new_totals["responses"]
+        # what this run extracted, not the grown file's running total: the partitions' numbers add up
+        assert usage[CHANGED[0]]["responses_extracted"] == extra_totals["responses"], usage[CHANGED[0]]
+        archive = by_partition(live.materializations("session_archive"), rerun["runId"])
+        assert [archive[p]["versions_extracted"] for p in CHANGED] == [1, 1], archive
 
         ticks = live.sensor_ticks(limit=200)
         report["sensor_cursor_bytes"] = len(ticks[0]["sensorCursor"] or "")

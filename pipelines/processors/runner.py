@@ -183,6 +183,7 @@ def _execute(
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[ProcessedMark] = []
+    fresh: dict[str, int] = {}  # per file, the items this run extracted (the mark keeps the file's total)
     malformed: list[tuple[str, MalformedLine]] = []
     done = 0
     for chunk in _connection_chunks(tasks):
@@ -191,9 +192,10 @@ def _execute(
                 mark = _process_one(processor, task, conn, stats, malformed, logger)
                 if mark is not None:
                     pending.append(mark)
+                    fresh[mark.session_file] = mark.items_extracted - task.items_before
                 done += 1
                 if pending and (len(pending) >= commit_every or done == len(tasks)):
-                    _commit(processor, conn, pending, malformed, stats, logger)
+                    _commit(processor, conn, pending, malformed, stats, logger, fresh)
                     pending, malformed = [], []
     stats.update(processor.end_run())
 
@@ -246,8 +248,12 @@ def _as_count(value) -> int:
         return 0
 
 
-def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stats: dict, logger) -> None:
-    """Commit the processor's batch, then mark its files; a failed commit leaves them all unmarked."""
+def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stats: dict, logger,
+            fresh: dict[str, int]) -> None:
+    """Commit the processor's batch, then mark its files; a failed commit leaves them all unmarked.
+
+    ``items_extracted`` counts what this run extracted (``fresh``), not the file's running total
+    that the mark stores: a grown file read from where the last run stopped adds only its new items."""
     try:
         processor.commit(conn)
     except Exception as exc:
@@ -260,7 +266,7 @@ def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stat
     record_malformed_lines(conn, malformed)
     for mark in pending:
         _count(stats, mark.username, "processed")
-        _count(stats, mark.username, "items_extracted", mark.items_extracted)
+        _count(stats, mark.username, "items_extracted", fresh[mark.session_file])
 
 
 def _report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:
