@@ -27,6 +27,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from pipelines.run_targets import targets_any
 from pipelines.tags import LANCE_ASSETS, POOL_LANCE_MAINTENANCE
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
@@ -182,30 +183,17 @@ events_checks = storage_checks("lance_events", (EVENTS,))
 lance_maintenance = dg.define_asset_job(
     JOB_NAME,
     selection=dg.AssetSelection.assets(lance_storage) | dg.AssetSelection.checks(*memory_checks, *events_checks),
-    executor_def=dg.in_process_executor,  # 7 short steps: a process each cost minutes on a busy machine
     description="Compact the Lance tables, update indexes, prune old versions; then check their health.",
 )
 
 
 # -- sensor and schedule -----------------------------------------------------------------------------
 
-def writes_lance(run: dg.DagsterRun, repository: dg.RepositoryDefinition | None) -> bool:
-    """Whether ``run`` targets an asset that commits to Lance: its asset selection, or else every asset
-    of its job (looked up in ``repository``; a job we cannot see counts as a writer, to be safe)."""
-    if run.asset_selection is not None:
-        keys = {k.to_user_string() for k in run.asset_selection}
-    elif repository is not None and repository.has_job(run.job_name):
-        keys = {k.to_user_string() for k in repository.get_job(run.job_name).asset_layer.executable_asset_keys}
-    else:
-        return run.job_name != JOB_NAME
-    return bool(keys & LANCE_ASSETS)
-
-
 def blocking_reason(instance: dg.DagsterInstance,
                     repository: dg.RepositoryDefinition | None = None) -> tuple[str, str] | None:
     """``(reason, detail)`` when a maintenance run must wait, else None."""
     active = instance.get_runs(dg.RunsFilter(statuses=WRITER_ACTIVE), limit=200)
-    writers = [r for r in active if writes_lance(r, repository)]
+    writers = [r for r in active if r.job_name != JOB_NAME and targets_any(r, repository, LANCE_ASSETS)]
     if writers:
         return "writers_active", "Lance writer run(s) in progress: " + ", ".join(
             f"{r.job_name} {r.run_id[:8]}" for r in writers[:5])

@@ -97,7 +97,6 @@ def consolidated_packs(context: dg.AssetExecutionContext, packs: PackResource):
 pack_gc = dg.define_asset_job(
     "pack_gc",
     selection=[consolidated_packs],
-    executor_def=dg.in_process_executor,
     description="Consolidate a project's packs into one (pack GC), sweep tombstones past the grace period, verify.",
 )
 

@@ -26,6 +26,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pipelines.partitions import projects_partitions
 from pipelines.processors.runner import run_processors
 from pipelines.run_recovery import claim_run, reap_dead_runs
+from pipelines.run_targets import targets_any
 from pipelines.tags import POOL_INGEST, PROCESSOR_ASSETS, QUEUE_TAG
 from resources.configurable import LanceResource, PackResource, StateResource
 from resources.retry_marks import due_retries, record_failures
@@ -203,7 +204,6 @@ ingest_sessions = dg.define_asset_job(
     # The Lance storage-health checks on memory_records are table-wide and slow: maintenance runs them.
     selection=dg.AssetSelection.assets(*INGEST_ASSETS).without_checks()
     | dg.AssetSelection.checks(*(spec.key for spec in CHECK_SPECS)),
-    executor_def=dg.in_process_executor,
     tags={QUEUE_TAG: "ingest"},
     description="Scan the sessions tree and run every processor (usage, memory, archive) on new and changed "
                 "files: one process, one step, one pass per run.",
@@ -288,7 +288,8 @@ def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResour
     if not pending:
         return dg.SensorResult(cursor=json.dumps({"digests": kept}, sort_keys=True),
                                skip_reason=f"no changes in {len(current)} project(s)")
-    waiting = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME, statuses=NOT_STARTED), limit=1)
+    waiting = [r for r in instance.get_runs(dg.RunsFilter(statuses=NOT_STARTED), limit=50)
+               if targets_any(r, context.repository_def, INGEST_ASSETS)]  # a queued UI backfill counts too
     if waiting:
         return dg.SensorResult(
             cursor=json.dumps({"digests": kept}, sort_keys=True),

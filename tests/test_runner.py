@@ -92,6 +92,8 @@ def test_grown_file_is_read_from_where_the_last_run_stopped(tmp_path, state):
     stats = run_processors([proc], root, state)["lines"]
     assert proc.calls == [("p/s.jsonl", 18)]
     assert stats["bytes_read"] == 9
+    # the run extracted one item (its numbers add up across runs); the state keeps the file's total
+    assert stats["items_extracted"] == stats["by_project"]["p"]["items_extracted"] == 1
     with state.connect() as conn:
         assert load_processor_state(conn, "lines")["p/s.jsonl"].items_extracted == 3
 

@@ -312,7 +312,8 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: 
     for t in pending:
         project = t.mark.username
         _count(stats, project, "processed")
-        _count(stats, project, "items_extracted", t.mark.items_extracted)
+        # this run's items: the mark keeps the file's running total, and a grown file adds only its new ones
+        _count(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)
         _count(stats, project, "lines_malformed", len(t.malformed))
         _count(stats, project, "bytes_read", t.bytes_read)
 
