@@ -12,7 +12,7 @@
   ``WRITES_LANCE_TAG`` is active or another maintenance run is queued or active, and asked for again
   on the next tick. The cursor keeps the process id and the last request time.
 - ``lance_maintenance_nightly``: the same run (phase ``periodic``) every night, with the same guards.
-- Checks on ``memory_records`` (tables records, edges) and ``lance_events`` (table events): versions at
+- Checks on ``memory_records`` (tables records, edges, provenance) and ``lance_events`` (table events): versions at
   or below the threshold (WARN above, ERROR at 10x), small fragments likewise, rows unchanged across the
   last optimize. They run after ``lance_storage`` in the maintenance job.
 """
@@ -27,7 +27,7 @@ import dagster as dg
 from pipelines.tags import POOL_LANCE_MAINTENANCE, WRITES_LANCE_TAG
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
-from resources.lance import EDGES, EVENTS, RECORDS, query_events, write_event
+from resources.lance import EDGES, EVENTS, PROVENANCE, RECORDS, query_events, write_event
 
 JOB_NAME = "lance_maintenance"
 PHASE_TAG = "sessionlake/maintenance-phase"
@@ -153,7 +153,7 @@ lance_events = dg.AssetSpec(
     "lance_events", group_name="maintenance", kinds={"lancedb"},
     description="Lance events table: operational events (optimize reports and skips, queue spills, ...).",
 )
-memory_checks = storage_checks("memory_records", (RECORDS, EDGES))
+memory_checks = storage_checks("memory_records", (RECORDS, EDGES, PROVENANCE))
 events_checks = storage_checks("lance_events", (EVENTS,))
 
 lance_maintenance = dg.define_asset_job(

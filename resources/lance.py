@@ -1,16 +1,24 @@
-"""LanceStore: the one door to the Lance memory tables (records, edges, events).
+"""LanceStore: the one door to the Lance memory tables (records, edges, events, provenance).
 
 Contract:
-- Three tables with explicit schemas, created on first use. ``open_table(name)`` always returns a
+- Four tables with explicit schemas, created on first use. ``open_table(name)`` always returns a
   fresh handle, so a caller sees the latest version.
 - ``upsert_records`` / ``upsert_edges`` write a whole batch in ONE commit (``merge_insert`` on ``id``),
   and nothing at all for an empty batch: a retried run changes nothing and versions stay few.
-  Re-upserting a record keeps its provenance and ``created_at``; a null provenance reads as ``[]``.
-- After every records upsert the full-text index on ``records.text`` is created or brought up to date
-  (one more commit), so recall stays an index lookup.
-- Provenance is a JSON list per record. ``append_provenance_batch(pairs)`` appends any number of
-  entries to any number of records in one commit; ``record_provenance`` routes through the
-  write-behind queue when it is enabled (``enable_provenance_queue``), else writes on the caller's thread.
+  Re-upserting a record keeps its provenance and ``created_at``.
+- The full-text index on ``records.text`` is created by the first records upsert and afterwards
+  brought up to date only once ``FTS_REFRESH_ROWS`` rows are unindexed (by an upsert or by
+  maintenance), not on every upsert: each refresh rewrites the whole index. Lance's FTS query also
+  scans the unindexed rows (flat BM25, deleted rows excluded), so recall finds a record the moment it
+  is written, and the scores of indexed rows do not change.
+- Provenance is append-only: one row per entry in the ``provenance`` table (``record_id``, ``ts``,
+  ``cue``, ``session_id`` and the whole entry as JSON), never a rewrite of ``records``.
+  ``append_provenance_batch(pairs)`` appends any number of entries to any number of records in one
+  commit; ``get(id)["provenance"]`` is that record's entries in append order (entry ids are ULIDs,
+  monotonic within a process). ``record_provenance`` routes through the write-behind queue when it
+  is enabled (``enable_provenance_queue``), else writes on the caller's thread.
+- A store written before the provenance table existed (a JSON ``provenance`` column on ``records``)
+  is migrated when a `LanceStore` is opened on it, see `migrate_provenance_column`.
 - Embeddings are optional: with ``embedder`` set (a LanceDB embedding-registry name), ``records``
   gets a ``vector`` column that LanceDB fills from ``text`` on every write.
 """
@@ -30,13 +38,20 @@ from resources.ids import new_ulid, stable_id
 RECORDS = "records"
 EDGES = "edges"
 EVENTS = "events"
-TABLE_NAMES = (RECORDS, EDGES, EVENTS)
+PROVENANCE = "provenance"
+TABLE_NAMES = (RECORDS, EDGES, EVENTS, PROVENANCE)
 SCHEMA_VERSION = 1
 TEXT_INDEX = "text_idx"
 ID_INDEX = "id_idx"
 VECTOR_COLUMN = "vector"
+RECORD_ID_INDEX = "record_id_idx"
 ID_LOOKUP_CHUNK = 2000
 """Ids per ``id IN (...)`` lookup, so one filter never grows unbounded."""
+FTS_REFRESH_ROWS = 2000
+"""Unindexed rows that make a write or a maintenance run rebuild an index (the full-text one above all).
+
+A refresh rewrites the whole index (~70 bytes per row, measured at 7,000 rows), while every recall
+scans the unindexed rows; this bounds both: see ``python -m bench recall`` and ``lance_health``."""
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -53,7 +68,6 @@ RECORDS_SCHEMA = pa.schema([
     pa.field("git_branch", pa.string()),
     pa.field("tags", pa.list_(pa.string())),
     pa.field("language", pa.string()),
-    pa.field("provenance", pa.string()),
     pa.field("created_at", _TS),
     pa.field("updated_at", _TS),
     pa.field("schema_version", pa.int32()),
@@ -76,8 +90,18 @@ EVENTS_SCHEMA = pa.schema([
     pa.field("data", pa.string()),
 ])
 
-_SCHEMAS = {RECORDS: RECORDS_SCHEMA, EDGES: EDGES_SCHEMA, EVENTS: EVENTS_SCHEMA}
-_UPSERT_SCHEMA = pa.schema([f for f in RECORDS_SCHEMA if f.name != "provenance"])
+PROVENANCE_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("record_id", pa.string(), nullable=False),
+    pa.field("ts", _TS),
+    pa.field("cue", pa.string()),
+    pa.field("session_id", pa.string()),
+    pa.field("entry", pa.string()),
+])
+"""One row per provenance entry. ``id`` orders a record's entries; ``entry`` (JSON) is what ``get`` returns,
+the other columns are there to query by."""
+
+_SCHEMAS = {RECORDS: RECORDS_SCHEMA, EDGES: EDGES_SCHEMA, EVENTS: EVENTS_SCHEMA, PROVENANCE: PROVENANCE_SCHEMA}
 SEVERITIES = ("debug", "info", "warning", "error")
 
 
@@ -109,12 +133,12 @@ def new_record(
     tags: Iterable[str] = (),
     language: str | None = None,
 ) -> dict:
-    """A complete ``records`` row: empty provenance, created/updated now, the current schema version."""
+    """A complete ``records`` row: created/updated now, the current schema version."""
     now = utcnow()
     return {
         "id": id, "tier": tier, "text": text, "role": role, "session_id": session_id,
         "session_key": session_key, "project": project, "timestamp": as_utc(timestamp), "model": model,
-        "git_branch": git_branch, "tags": sorted(set(tags)), "language": language, "provenance": "[]",
+        "git_branch": git_branch, "tags": sorted(set(tags)), "language": language,
         "created_at": now, "updated_at": now, "schema_version": SCHEMA_VERSION,
     }
 
@@ -164,6 +188,10 @@ class LanceStore:
         self.embedding = _load_embedder(embedder, embedder_model) if embedder else None
         self._queue = None
         self._queue_lock = threading.Lock()
+        if (self.root / f"{RECORDS}.lance").exists():
+            from resources.provenance_migration import migrate_provenance_column
+
+            migrate_provenance_column(self)
 
     @classmethod
     def from_settings(cls, settings) -> LanceStore:
@@ -205,10 +233,11 @@ class LanceStore:
     # -- writes ---------------------------------------------------------------------------------------
 
     def upsert_records(self, rows: list[dict]) -> int:
-        """Insert or update ``rows`` by id in one commit, keep existing provenance/created_at; refresh FTS.
+        """Insert or update ``rows`` by id in one commit, keep existing created_at; apply the FTS policy.
 
-        The ``provenance`` column is never sent: an updated record keeps whatever the provenance
-        writer appended, even concurrently, and a new one starts with null (read as an empty list).
+        Provenance lives in its own table, so an updated record keeps every entry appended to it, even
+        concurrently. The first upsert creates the indexes; later ones refresh the full-text index
+        only once ``FTS_REFRESH_ROWS`` rows are unindexed (see the module docstring).
         """
         if not rows:
             return 0
@@ -223,9 +252,9 @@ class LanceStore:
             if old is not None:
                 full["created_at"] = old["created_at"]
             prepared.append(full)
-        data = pa.Table.from_pylist(prepared, schema=_UPSERT_SCHEMA)
+        data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        self.refresh_indexes(table)
+        self.refresh_indexes(RECORDS, min_unindexed=FTS_REFRESH_ROWS, table=table)
         return len(prepared)
 
     def upsert_edges(self, rows: list[dict]) -> int:
@@ -240,20 +269,34 @@ class LanceStore:
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         return len(rows)
 
-    def refresh_indexes(self, table=None) -> None:
-        """Create the FTS index on ``records.text`` and the id index, or add unindexed rows to them."""
+    def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, table=None) -> bool:
+        """Create table ``name``'s indexes if missing (once it has rows), and bring every index of it
+        that has at least ``min_unindexed`` unindexed rows up to date. True when it committed anything.
+
+        ``records`` gets a B-tree on ``id`` and the full-text index on ``text``; ``provenance`` a
+        B-tree on ``record_id``. Both the write path and maintenance call this with
+        ``FTS_REFRESH_ROWS``: an index rebuild rewrites the whole index, and queries scan the rest.
+        """
         from lancedb.index import FTS, BTree
 
-        table = table if table is not None else self.open_table(RECORDS)
-        names = {index.name for index in table.list_indices()}
-        if ID_INDEX not in names:
-            table.create_index("id", config=BTree(), name=ID_INDEX)
-        if TEXT_INDEX not in names:
-            table.create_index("text", config=FTS(with_position=True), name=TEXT_INDEX)
-            return
-        stats = table.index_stats(TEXT_INDEX)
-        if stats is not None and stats.num_unindexed_rows > 0:
-            table.to_lance().optimize.optimize_indices(index_names=[TEXT_INDEX, ID_INDEX])
+        wanted = {RECORDS: {ID_INDEX: ("id", BTree()), TEXT_INDEX: ("text", FTS(with_position=True))},
+                  PROVENANCE: {RECORD_ID_INDEX: ("record_id", BTree())}}.get(name, {})
+        table = table if table is not None else self.open_table(name)
+        existing = [index.name for index in table.list_indices()]
+        created = False
+        if any(n not in existing for n in wanted) and table.count_rows() > 0:
+            for index_name, (column, config) in wanted.items():
+                if index_name not in existing:
+                    table.create_index(column, config=config, name=index_name)
+                    created = True
+        stale = []
+        for index_name in existing:
+            stats = table.index_stats(index_name)
+            if stats is not None and stats.num_unindexed_rows >= max(min_unindexed, 1):
+                stale.append(index_name)
+        if stale:
+            table.to_lance().optimize.optimize_indices(index_names=stale)
+        return created or bool(stale)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -269,20 +312,21 @@ class LanceStore:
         return found
 
     def get_many(self, ids: Sequence[str]) -> dict[str, dict]:
-        """Full records by id (provenance decoded to a list); missing ids are absent from the result."""
+        """Full records by id, each with ``provenance`` (its entries, in order); missing ids are absent."""
         table = self.open_table(RECORDS)
         columns = [n for n in table.schema.names if n != VECTOR_COLUMN]
         rows = self._existing(table, list(dict.fromkeys(ids)), columns)
-        for row in rows.values():
-            row["provenance"] = orjson.loads(row["provenance"] or "[]")
+        entries = self.provenance_of(list(rows))
+        for rid, row in rows.items():
+            row["provenance"] = entries.get(rid, [])
         return rows
 
     def get(self, record_id: str) -> dict | None:
-        """The record with id ``record_id`` (provenance decoded to a list), or None."""
+        """The record with id ``record_id`` (with its provenance entries, in order), or None."""
         return self.get_many([record_id]).get(record_id)
 
     def records_where(self, where: str, columns: list[str] | None = None) -> list[dict]:
-        """Every record matching a Lance SQL filter (provenance left as stored JSON)."""
+        """Every record matching a Lance SQL filter (records columns only, no provenance)."""
         table = self.open_table(RECORDS)
         query = table.search().where(where).limit(None)
         if columns:
@@ -291,43 +335,47 @@ class LanceStore:
 
     # -- provenance -----------------------------------------------------------------------------------
 
-    def append_provenance_batch(self, pairs: Sequence[tuple[str, dict]]) -> int:
-        """Append each ``(record_id, entry)`` to its record's provenance list, in order, in ONE commit.
+    def provenance_of(self, record_ids: Sequence[str]) -> dict[str, list[dict]]:
+        """``{record_id: [entry, ...]}`` in append order, for the ids that have any entries."""
+        out: dict[str, list[dict]] = {}
+        ids = list(dict.fromkeys(record_ids))
+        if not ids:
+            return out
+        table = self.open_table(PROVENANCE)
+        rows: list[tuple[str, str, str]] = []
+        for start in range(0, len(ids), ID_LOOKUP_CHUNK):
+            chunk = ids[start : start + ID_LOOKUP_CHUNK]
+            where = "record_id IN (" + ",".join(sql_str(i) for i in chunk) + ")"
+            found = table.search().where(where).select(["id", "record_id", "entry"]).limit(None).to_arrow()
+            rows += zip(found["id"].to_pylist(), found["record_id"].to_pylist(), found["entry"].to_pylist(),
+                        strict=True)
+        for _, rid, entry in sorted(rows):
+            out.setdefault(rid, []).append(orjson.loads(entry))
+        return out
 
-        Ids that do not exist are ignored. Returns the number of records changed. Only the
-        ``provenance`` column is sent, so Lance rewrites that one column in place, the rows stay in the
-        text index, and ``updated_at`` keeps meaning "content last changed" (entries carry their own ts).
+    def append_provenance_batch(self, pairs: Sequence[tuple[str, dict]]) -> int:
+        """Append each ``(record_id, entry)`` as a row of ``provenance``, in order, in ONE commit.
+
+        Ids that are not in ``records`` are ignored. Returns the number of distinct records that got
+        entries. An append never touches ``records`` and never conflicts with another process's append
+        (Lance rebases concurrent appends), so no entry is lost to a concurrent writer.
         """
         if not pairs:
             return 0
-        table = self.open_table(RECORDS)
-        ids = list(dict.fromkeys(record_id for record_id, _ in pairs))
-        current = self._existing(table, ids, ["id", "provenance"])
-        lists = {rid: orjson.loads(row["provenance"] or "[]") for rid, row in current.items()}
-        for record_id, entry in pairs:
-            if record_id in lists:
-                lists[record_id].append(entry)
-        if not lists:
+        known = set(self._existing(self.open_table(RECORDS), list(dict.fromkeys(r for r, _ in pairs)), ["id"]))
+        rows = [provenance_row(new_ulid(), rid, entry) for rid, entry in pairs if rid in known]
+        if not rows:
             return 0
-        data = pa.table({
-            "id": pa.array(list(lists), pa.string()),
-            "provenance": pa.array([orjson.dumps(v).decode() for v in lists.values()], pa.string()),
-        })
-        # through Lance itself: LanceDB's merge would try to re-embed ``text``, which this source lacks
-        table.to_lance().merge_insert("id").when_matched_update_all().execute(data)
-        return len(lists)
+        self.open_table(PROVENANCE).add(pa.Table.from_pylist(rows, schema=PROVENANCE_SCHEMA))
+        return len({row["record_id"] for row in rows})
 
     def record_provenance(self, pairs: Sequence[tuple[str, dict]]) -> None:
-        """Queue the pairs when the write-behind queue is on, else append them now on this thread.
-
-        The synchronous path also refreshes the text index (a no-op unless the write moved rows out of
-        it): an unindexed row's BM25 score would differ from its indexed neighbours'.
-        """
+        """Queue the pairs when the write-behind queue is on, else append them now on this thread."""
         queue = self._queue
         if queue is not None:
             queue.enqueue(pairs)
-        elif self.append_provenance_batch(pairs):
-            self.refresh_indexes()
+        else:
+            self.append_provenance_batch(pairs)
 
     def enable_provenance_queue(self, coalesce_ms: float = 50, **options):
         """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it."""
@@ -351,6 +399,18 @@ class LanceStore:
     @property
     def provenance_queue(self):
         return self._queue
+
+
+def provenance_row(entry_id: str, record_id: str, entry: dict) -> dict:
+    """A ``provenance`` row: the entry's ``ts``/``cue``/``session_id`` as columns, the whole entry as JSON."""
+    try:
+        ts = as_utc(entry.get("ts"))
+    except (AttributeError, TypeError, ValueError):
+        ts = None
+    cue, session_id = entry.get("cue"), entry.get("session_id")
+    return {"id": entry_id, "record_id": record_id, "ts": ts,
+            "cue": None if cue is None else str(cue), "session_id": None if session_id is None else str(session_id),
+            "entry": orjson.dumps(entry, default=str).decode()}
 
 
 def _load_embedder(name: str, model: str | None):

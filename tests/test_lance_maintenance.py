@@ -18,8 +18,11 @@ from resources import lance_maintenance as lm
 from resources.lance import (
     EDGES,
     EVENTS,
+    PROVENANCE,
+    RECORD_ID_INDEX,
     RECORDS,
     TABLE_NAMES,
+    TEXT_INDEX,
     LanceStore,
     new_edge,
     new_record,
@@ -44,12 +47,13 @@ def ten_small_writes(store):
         store.upsert_records([new_record(f"r{i}", f"lance maintenance note {i}", tier="episodic")])
         store.upsert_edges([new_edge(f"r{i}", f"r{i + 1}", "next")])
         write_event(store, "test_write", {"i": i})
+        store.append_provenance_batch([(f"r{i}", {"cue": f"note {i}"})])
 
 
-def test_report_has_exactly_the_three_tables_and_every_field(store):
+def test_report_has_exactly_the_four_tables_and_every_field(store):
     ten_small_writes(store)
     report = lm.optimize_lance_storage(store, timedelta(0))
-    assert set(report) == set(TABLE_NAMES) == {RECORDS, EDGES, EVENTS}
+    assert set(report) == set(TABLE_NAMES) == {RECORDS, EDGES, EVENTS, PROVENANCE}
     for entry in report.values():
         assert set(REQUIRED) <= set(entry)
         assert "error" not in entry
@@ -69,6 +73,19 @@ def test_ten_small_writes_versions_drop_rows_kept_and_recall_still_works(store):
     assert lm.count_versions(store, EVENTS) == report[EVENTS]["versions_after"] + 1
     hits = store.open_table(RECORDS).search("maintenance", query_type="fts").limit(100).to_arrow()
     assert sorted(hits["id"].to_pylist()) == sorted(f"r{i}" for i in range(10))
+    assert [e["cue"] for e in store.get("r3")["provenance"]] == ["note 3"]
+
+
+def test_maintenance_creates_missing_indexes_and_rebuilds_fts_only_past_the_policy(store, monkeypatch):
+    ten_small_writes(store)  # the first upsert indexed r0; r1..r9 were added after it
+    assert store.open_table(PROVENANCE).list_indices() == []
+    lm.optimize_lance_storage(store, timedelta(0))
+    records = store.open_table(RECORDS)
+    assert records.index_stats(TEXT_INDEX).num_unindexed_rows == 9  # under FTS_REFRESH_ROWS: left alone
+    assert store.open_table(PROVENANCE).index_stats(RECORD_ID_INDEX).num_indexed_rows == 10
+    monkeypatch.setattr(lm, "FTS_REFRESH_ROWS", 9)
+    lm.optimize_lance_storage(store, timedelta(0))
+    assert store.open_table(RECORDS).index_stats(TEXT_INDEX).num_unindexed_rows == 0
 
 
 def test_retention_keeps_young_versions_but_still_compacts(store):
@@ -89,7 +106,7 @@ def test_a_table_that_cannot_be_opened_gets_error_and_the_others_are_optimized(s
     assert set(report) == set(TABLE_NAMES)
     assert "edges" in report[EDGES]["error"] and report[EDGES]["error"].startswith("open")
     assert report[EDGES]["rows_after"] is None
-    for name in (RECORDS, EVENTS):
+    for name in (RECORDS, EVENTS, PROVENANCE):
         assert "error" not in report[name]
         assert report[name]["versions_after"] < report[name]["versions_before"]
     event = query_events(store, kind=lm.OPTIMIZED_EVENT)[0]
