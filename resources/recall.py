@@ -7,7 +7,9 @@ moment it is written and indexed rows keep their scores. When the records table 
 cue embedding is available (given, or computed by the configured embedder) it runs a hybrid search
 (vector + full text, fused by reciprocal rank). Each returned record gets one provenance entry
 ``{ts, cue, session_id}`` through ``store.record_provenance``: queued when the write-behind queue is
-on, written before returning when it is off.
+on, written before returning when it is off. Hits do not carry their provenance: reading it is a
+second query per recall (5-60 ms, growing with the provenance table's unindexed fragments), and
+with the queue on it would be stale anyway; ``store.get(id)["provenance"]`` has it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def recall(
     since: datetime | str | None = None,
     cue_embedding=None,
 ) -> list[dict]:
-    """Up to ``k`` records for ``cue``, best first, with ``score`` and ``provenance`` (entries before this one).
+    """Up to ``k`` records for ``cue``, best first, with ``score``; their provenance is ``store.get(id)``'s.
 
     ``session_id`` names who is recalling; it goes into the provenance entry appended to every hit.
     An empty cue (no word characters) returns nothing and writes nothing.
@@ -54,9 +56,6 @@ def recall(
     where = recall_filter(project, since)
     hybrid = VECTOR_COLUMN in table.schema.names and (cue_embedding is not None or store.embedding is not None)
     rows = _hybrid(table, cue, cue_embedding, where, k) if hybrid else _full_text(table, cue, where, k)
-    entries = store.provenance_of([row["id"] for row in rows])
-    for row in rows:
-        row["provenance"] = entries.get(row["id"], [])
     if rows:
         entry = {"ts": utcnow().isoformat(), "cue": cue, "session_id": session_id}
         store.record_provenance([(row["id"], entry) for row in rows])

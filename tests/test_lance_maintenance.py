@@ -18,6 +18,7 @@ from resources import lance_maintenance as lm
 from resources.lance import (
     EDGES,
     EVENTS,
+    INDEX_DELTA_ROWS,
     PROVENANCE,
     RECORD_ID_INDEX,
     RECORDS,
@@ -76,16 +77,25 @@ def test_ten_small_writes_versions_drop_rows_kept_and_recall_still_works(store):
     assert [e["cue"] for e in store.get("r3")["provenance"]] == ["note 3"]
 
 
-def test_maintenance_creates_missing_indexes_and_rebuilds_fts_only_past_the_policy(store, monkeypatch):
+def test_maintenance_creates_missing_indexes_adds_segments_and_merges_them_by_policy(store, monkeypatch):
     ten_small_writes(store)  # the first upsert indexed r0; r1..r9 were added after it
     assert store.open_table(PROVENANCE).list_indices() == []
     lm.optimize_lance_storage(store, timedelta(0))
-    records = store.open_table(RECORDS)
-    assert records.index_stats(TEXT_INDEX).num_unindexed_rows == 9  # under FTS_REFRESH_ROWS: left alone
+
+    def text_index():
+        stats = store.open_table(RECORDS).index_stats(TEXT_INDEX)
+        return stats.num_unindexed_rows, stats.num_indices
+
+    assert INDEX_DELTA_ROWS > 9 and text_index() == (9, 1)  # too few rows for a segment: left alone
     assert store.open_table(PROVENANCE).index_stats(RECORD_ID_INDEX).num_indexed_rows == 10
-    monkeypatch.setattr(lm, "FTS_REFRESH_ROWS", 9)
+    monkeypatch.setattr(lm, "INDEX_DELTA_ROWS", 9)
     lm.optimize_lance_storage(store, timedelta(0))
-    assert store.open_table(RECORDS).index_stats(TEXT_INDEX).num_unindexed_rows == 0
+    assert text_index() == (0, 2)  # a new segment; the first one is not rewritten
+    monkeypatch.setattr(lm, "INDEX_MAX_SEGMENTS", 1)
+    lm.optimize_lance_storage(store, timedelta(0))
+    assert text_index() == (0, 1)  # merged
+    hits = store.open_table(RECORDS).search("maintenance", query_type="fts").limit(100).to_arrow()
+    assert sorted(hits["id"].to_pylist()) == sorted(f"r{i}" for i in range(10))
 
 
 def test_retention_keeps_young_versions_but_still_compacts(store):

@@ -10,7 +10,7 @@ import pytest
 from resources.lance import (
     EDGES,
     EVENTS,
-    FTS_REFRESH_ROWS,
+    INDEX_DELTA_ROWS,
     PROVENANCE,
     RECORDS,
     RECORDS_SCHEMA,
@@ -55,8 +55,8 @@ def test_upsert_is_one_commit_per_call_and_idempotent(store):
     before = store.version(RECORDS)
     rows = [_rec(i) for i in range(500)]
     assert store.upsert_records(rows) == 500
-    # one merge commit, whatever the number of rows; 499 new rows stay under the index refresh policy
-    assert store.version(RECORDS) == before + 1
+    # one merge commit, whatever the number of rows, plus one that indexes the new rows as a segment
+    assert store.version(RECORDS) == before + 2
     assert store.upsert_records(rows) == 500
     assert store.count(RECORDS) == 500
     assert store.upsert_records([]) == 0
@@ -134,13 +134,15 @@ def test_fts_is_rebuilt_by_policy_and_unindexed_rows_are_found_meanwhile(store):
     assert _fts(store, "walrus") == []
     assert [i for i, _ in _fts(store, "zebra")] == ["r100"]
     assert store.get("r100")["provenance"] == [{"cue": "walrus"}]
-    # past FTS_REFRESH_ROWS unindexed rows the upsert rebuilds the index (one more commit)
+    # from INDEX_DELTA_ROWS unindexed rows on, the upsert indexes them as a new segment (one more
+    # commit), leaving the first segment as it is
     version = store.version(RECORDS)
-    store.upsert_records([_rec(1000 + i, f"bulk row {i}") for i in range(FTS_REFRESH_ROWS)])
+    store.upsert_records([_rec(1000 + i, f"bulk row {i}") for i in range(INDEX_DELTA_ROWS)])
     assert store.version(RECORDS) == version + 2
     stats = store.open_table(RECORDS).index_stats(TEXT_INDEX)
-    assert stats.num_unindexed_rows == 0 and stats.num_indexed_rows == 21 + FTS_REFRESH_ROWS
+    assert (stats.num_unindexed_rows, stats.num_indexed_rows, stats.num_indices) == (0, 21 + INDEX_DELTA_ROWS, 2)
     assert [i for i, _ in _fts(store, "zebra")] == ["r100"]
+    assert {i: s for i, s in _fts(store, "bulk row 7", k=3)}.keys() >= {"r1007"}
 
 
 def test_events_newest_first_with_filters(store):

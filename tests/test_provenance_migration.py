@@ -68,7 +68,6 @@ def test_entries_move_out_of_the_column_counted_then_the_column_is_dropped(tmp_p
     hits = recall(store, "walrus migration", "after", k=3)
     assert hits and store.open_table(RECORDS).index_stats(TEXT_INDEX).num_indexed_rows == N
     for hit in hits:
-        assert hit["provenance"] == expected.get(hit["id"], [])
         after = store.get(hit["id"])["provenance"]
         assert after[:-1] == expected.get(hit["id"], []) and after[-1]["session_id"] == "after"
     # opening again is a no-op
