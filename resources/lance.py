@@ -9,8 +9,9 @@ Contract:
 - Index policy (`refresh_indexes`): the first records upsert creates the full-text index on
   ``records.text`` and the id index. After that a write never rebuilds an index: once
   ``INDEX_DELTA_ROWS`` rows are outside it, they are indexed as a new segment (bytes in proportion to
-  those rows, not to the table), and maintenance merges an index's segments once there are more than
-  ``INDEX_MAX_SEGMENTS``. Lance's FTS query scans the unindexed rows itself (flat BM25, merged with
+  those rows, not to the table); maintenance indexes every row left and keeps each index at two
+  segments, base and recent, rewriting the whole index only when the recent rows reach
+  ``INDEX_TIER_RATIO`` of the base. Lance's FTS query scans the unindexed rows itself (flat BM25, merged with
   the indexed hits, deleted rows excluded), so recall finds a record the moment it is written.
 - Provenance is append-only: one row per entry in the ``provenance`` table (``record_id``, ``ts``,
   ``cue``, ``session_id`` and the whole entry as JSON), never a rewrite of ``records``.
@@ -30,7 +31,6 @@ import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import orjson
 import pyarrow as pa
@@ -55,8 +55,9 @@ INDEX_DELTA_ROWS = 100
 Every query scans the unindexed rows (about 40 us per record for full text, measured with 7,000
 records on the 2-core dev box); a segment of 20 rows costs ~10 KB, where rebuilding the whole
 full-text index costs ~76 bytes per row of the table (0.53 MB at 7,000 rows)."""
-INDEX_MAX_SEGMENTS = 8
-"""Maintenance merges an index's segments into one (a full rewrite) once it has more than this."""
+INDEX_TIER_RATIO = 0.25
+"""Maintenance merges an index into one segment (a full rewrite) once its recent rows reach this share
+of its base segment's rows; until then it rewrites only the recent ones, see `refresh_indexes`."""
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -108,8 +109,6 @@ the other columns are there to query by."""
 
 _SCHEMAS = {RECORDS: RECORDS_SCHEMA, EDGES: EDGES_SCHEMA, EVENTS: EVENTS_SCHEMA, PROVENANCE: PROVENANCE_SCHEMA}
 SEVERITIES = ("debug", "info", "warning", "error")
-_NO_STATS = SimpleNamespace(num_unindexed_rows=0, num_indices=0)
-"""What ``index_stats`` stands for when it returns None (an index Lance cannot describe): nothing to do."""
 
 
 def utcnow() -> datetime:
@@ -276,14 +275,17 @@ class LanceStore:
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         return len(rows)
 
-    def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, max_segments: int | None = None,
+    def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, tiered: bool = False,
                         table=None) -> bool:
         """Apply the index policy to table ``name``; True when it committed anything.
 
         Creates the table's indexes if missing (once it has rows): ``records`` gets a B-tree on ``id``
-        and the full-text index on ``text``, ``provenance`` a B-tree on ``record_id``. Indexes the rows
-        outside an existing index as a new segment once there are ``min_unindexed`` of them. With
-        ``max_segments``, merges the segments of an index that has more into one (a full rewrite).
+        and the full-text index on ``text``, ``provenance`` a B-tree on ``record_id``. Without
+        ``tiered`` (the write path), indexes the rows outside an index as a new segment once there are
+        ``min_unindexed`` of them. With ``tiered`` (maintenance), every index ends as at most two
+        segments: the base and one recent segment, into which the newer segments and the unindexed
+        rows are merged (a rewrite of those rows only); once the recent rows reach
+        ``INDEX_TIER_RATIO`` of the base, everything is merged into one (the only full rewrite).
         """
         from lancedb.index import FTS, BTree
 
@@ -291,24 +293,21 @@ class LanceStore:
                   PROVENANCE: {RECORD_ID_INDEX: ("record_id", BTree())}}.get(name, {})
         table = table if table is not None else self.open_table(name)
         existing = [index.name for index in table.list_indices()]
-        created = False
+        changed = False
         if any(n not in existing for n in wanted) and table.count_rows() > 0:
             for index_name, (column, config) in wanted.items():
                 if index_name not in existing:
                     table.create_index(column, config=config, name=index_name)
-                    created = True
-        stale = [n for n in existing if (table.index_stats(n) or _NO_STATS).num_unindexed_rows >= max(min_unindexed, 1)]
-        if stale:
-            table.to_lance().optimize.optimize_indices(index_names=stale, num_indices_to_merge=0)
-            table = self.open_table(name)  # the optimize committed through another handle
-        merged = False
-        for index_name in existing if max_segments is not None else ():
-            segments = (table.index_stats(index_name) or _NO_STATS).num_indices
-            if segments > max_segments:
-                table.to_lance().optimize.optimize_indices(index_names=[index_name], num_indices_to_merge=segments)
-                table = self.open_table(name)
-                merged = True
-        return created or bool(stale) or merged
+                    changed = True
+        dataset = table.to_lance()
+        by_merge: dict[int, list[str]] = {}
+        for index_name in existing:
+            merge = _segments_to_merge(dataset, index_name, max(min_unindexed, 1), tiered)
+            if merge is not None:
+                by_merge.setdefault(merge, []).append(index_name)
+        for merge, names in by_merge.items():  # one commit per distinct merge, so usually one
+            self.open_table(name).to_lance().optimize.optimize_indices(index_names=names, num_indices_to_merge=merge)
+        return changed or bool(by_merge)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -411,6 +410,21 @@ class LanceStore:
     @property
     def provenance_queue(self):
         return self._queue
+
+
+def _segments_to_merge(dataset, index_name: str, min_unindexed: int, tiered: bool) -> int | None:
+    """``num_indices_to_merge`` for `refresh_indexes`' policy (0: add a segment), or None: leave it."""
+    stats = dataset.stats.index_stats(index_name)
+    unindexed = int(stats.get("num_unindexed_rows") or 0)
+    segments = list(stats.get("num_indexed_rows_per_delta") or [])
+    if not tiered:
+        return 0 if unindexed >= min_unindexed else None
+    recent = sum(segments[1:]) + unindexed
+    if segments and recent >= INDEX_TIER_RATIO * segments[0] and (unindexed or len(segments) > 1):
+        return len(segments)
+    if unindexed >= min_unindexed or len(segments) > 2:
+        return max(len(segments) - 1, 0)
+    return None
 
 
 def provenance_row(entry_id: str, record_id: str, entry: dict) -> dict:

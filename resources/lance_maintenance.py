@@ -8,9 +8,9 @@ Contract:
 - `optimize_lance_storage(store, retention, phase)` compacts data files, applies the index policy and
   removes versions older than ``retention`` for every table of ``TABLE_NAMES`` (``records``,
   ``edges``, ``events``, ``provenance``), in that order of steps (so the index and compaction commits
-  are pruned in the same call). The index step is `LanceStore.refresh_indexes`: missing indexes are
-  created, ``INDEX_DELTA_ROWS`` or more unindexed rows become a new index segment, and an index with
-  more than ``INDEX_MAX_SEGMENTS`` segments is merged into one (the only full rewrite of an index). It
+  are pruned in the same call). The index step is ``LanceStore.refresh_indexes(tiered=True)``: missing
+  indexes are created and every unindexed row is indexed, each index kept at a base and a recent
+  segment, rewritten whole only once the recent rows reach ``INDEX_TIER_RATIO`` of the base. It
   returns ``{table: entry}`` for exactly those tables and never raises for a table's failure: the
   entry gets ``error`` and the other tables are still processed. It writes one
   ``lance_storage_optimized`` event per call.
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from resources.lance import EVENTS, INDEX_DELTA_ROWS, INDEX_MAX_SEGMENTS, TABLE_NAMES, write_event
+from resources.lance import EVENTS, TABLE_NAMES, write_event
 from resources.settings import _env_float
 
 log = logging.getLogger(__name__)
@@ -247,8 +247,7 @@ def _optimize_table(store, name: str, retention: timedelta, retries: list[int]) 
         return store.open_table(name).to_lance()
 
     compaction = _with_conflict_retry("compact", lambda: dataset().optimize.compact_files(), retries)
-    _with_conflict_retry("index", lambda: store.refresh_indexes(
-        name, min_unindexed=INDEX_DELTA_ROWS, max_segments=INDEX_MAX_SEGMENTS), retries)
+    _with_conflict_retry("index", lambda: store.refresh_indexes(name, tiered=True), retries)
     prune = _with_conflict_retry("prune", lambda: dataset().cleanup_old_versions(
         older_than=retention, delete_unverified=False, error_if_tagged_old_versions=False), retries)
     return {

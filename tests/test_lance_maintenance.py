@@ -18,7 +18,7 @@ from resources import lance_maintenance as lm
 from resources.lance import (
     EDGES,
     EVENTS,
-    INDEX_DELTA_ROWS,
+    INDEX_TIER_RATIO,
     PROVENANCE,
     RECORD_ID_INDEX,
     RECORDS,
@@ -77,25 +77,34 @@ def test_ten_small_writes_versions_drop_rows_kept_and_recall_still_works(store):
     assert [e["cue"] for e in store.get("r3")["provenance"]] == ["note 3"]
 
 
-def test_maintenance_creates_missing_indexes_adds_segments_and_merges_them_by_policy(store, monkeypatch):
-    ten_small_writes(store)  # the first upsert indexed r0; r1..r9 were added after it
+def test_maintenance_indexes_every_row_and_keeps_a_base_and_a_recent_segment(store):
+    ten_small_writes(store)
     assert store.open_table(PROVENANCE).list_indices() == []
+    store.upsert_records([new_record(f"b{i}", f"base note {i}", tier="episodic") for i in range(30)])
+
+    def segments():  # rows per text-index segment, oldest first, and the rows no segment covers
+        stats = store.open_table(RECORDS).to_lance().stats.index_stats(TEXT_INDEX)
+        return stats["num_indexed_rows_per_delta"], stats["num_unindexed_rows"]
+
+    assert segments() == ([1], 39)  # r0 made the index; the rest came in batches under INDEX_DELTA_ROWS
     lm.optimize_lance_storage(store, timedelta(0))
-
-    def text_index():
-        stats = store.open_table(RECORDS).index_stats(TEXT_INDEX)
-        return stats.num_unindexed_rows, stats.num_indices
-
-    assert INDEX_DELTA_ROWS > 9 and text_index() == (9, 1)  # too few rows for a segment: left alone
+    assert segments() == ([40], 0)  # 39 recent rows >= INDEX_TIER_RATIO of 1: merged into one
     assert store.open_table(PROVENANCE).index_stats(RECORD_ID_INDEX).num_indexed_rows == 10
-    monkeypatch.setattr(lm, "INDEX_DELTA_ROWS", 9)
+    for i in range(3):
+        store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
     lm.optimize_lance_storage(store, timedelta(0))
-    assert text_index() == (0, 2)  # a new segment; the first one is not rewritten
-    monkeypatch.setattr(lm, "INDEX_MAX_SEGMENTS", 1)
+    assert segments() == ([40, 3], 0)  # only the new rows were indexed, as the recent segment
+    for i in range(3, 5):
+        store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
     lm.optimize_lance_storage(store, timedelta(0))
-    assert text_index() == (0, 1)  # merged
-    hits = store.open_table(RECORDS).search("maintenance", query_type="fts").limit(100).to_arrow()
-    assert sorted(hits["id"].to_pylist()) == sorted(f"r{i}" for i in range(10))
+    assert segments() == ([40, 5], 0)  # the recent segment was rewritten with them, the base was not
+    assert 5 < INDEX_TIER_RATIO * 40 <= 10
+    for i in range(5, 10):
+        store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
+    lm.optimize_lance_storage(store, timedelta(0))
+    assert segments() == ([50], 0)  # recent reached INDEX_TIER_RATIO of the base: one segment again
+    hits = store.open_table(RECORDS).search("note", query_type="fts").limit(100).to_arrow()
+    assert len(hits) == 50
 
 
 def test_retention_keeps_young_versions_but_still_compacts(store):
