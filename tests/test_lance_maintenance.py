@@ -18,6 +18,8 @@ from resources import lance_maintenance as lm
 from resources.lance import (
     EDGES,
     EVENTS,
+    ID_INDEX,
+    INDEX_DELTA_ROWS,
     INDEX_TIER_RATIO,
     PROVENANCE,
     RECORD_ID_INDEX,
@@ -92,8 +94,12 @@ def test_maintenance_indexes_every_row_and_keeps_a_base_and_a_recent_segment(sto
     assert store.open_table(PROVENANCE).index_stats(RECORD_ID_INDEX).num_indexed_rows == 10
     for i in range(3):
         store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
+        store.append_provenance_batch([(f"n{i}", {"cue": "new"})])
     lm.optimize_lance_storage(store, timedelta(0))
     assert segments() == ([40, 3], 0)  # only the new rows were indexed, as the recent segment
+    # B-trees wait for INDEX_DELTA_ROWS: scanning a few unindexed ids is cheaper than a segment
+    assert store.open_table(RECORDS).index_stats(ID_INDEX).num_unindexed_rows == 42 < INDEX_DELTA_ROWS
+    assert store.open_table(PROVENANCE).index_stats(RECORD_ID_INDEX).num_unindexed_rows == 3
     for i in range(3, 5):
         store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
     lm.optimize_lance_storage(store, timedelta(0))
