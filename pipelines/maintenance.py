@@ -13,7 +13,7 @@
   backfill), or another maintenance run is queued or active, and asked for again on the next tick.
   The cursor keeps the process id and the last request time.
 - ``lance_maintenance_nightly``: the same run (phase ``periodic``) every night, with the same guards.
-- Checks on ``memory_records`` (tables records, edges) and ``lance_events`` (table events): versions at
+- Checks on ``memory_records`` (tables records, edges, provenance) and ``lance_events`` (table events): versions at
   or below the threshold (WARN above, ERROR at 10x), small fragments likewise, rows unchanged across the
   last optimize, and every table readable (ERROR naming the table when its folder exists but Lance
   cannot open it; the repair is ``sessionlake memory rebuild``). They run after ``lance_storage`` in the
@@ -31,7 +31,7 @@ from pipelines.run_targets import targets_any
 from pipelines.tags import LANCE_ASSETS, POOL_LANCE_MAINTENANCE
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
-from resources.lance import EDGES, EVENTS, RECORDS, query_events, write_event
+from resources.lance import EDGES, EVENTS, PROVENANCE, RECORDS, query_events, write_event
 
 JOB_NAME = "lance_maintenance"
 PHASE_TAG = "sessionlake/maintenance-phase"
@@ -177,7 +177,7 @@ lance_events = dg.AssetSpec(
     "lance_events", group_name="maintenance", kinds={"lancedb"},
     description="Lance events table: operational events (optimize reports and skips, queue spills, ...).",
 )
-memory_checks = storage_checks("memory_records", (RECORDS, EDGES))
+memory_checks = storage_checks("memory_records", (RECORDS, EDGES, PROVENANCE))
 events_checks = storage_checks("lance_events", (EVENTS,))
 
 lance_maintenance = dg.define_asset_job(

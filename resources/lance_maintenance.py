@@ -5,12 +5,15 @@ Contract:
   ``*.manifest`` files under ``<table>.lance/_versions/``, bytes are everything in the table folder
   (manifests included, which is where un-pruned history lives), fragments and rows come from
   ``Table.stats()``. The sensor, the asset checks and the helper all use it.
-- `optimize_lance_storage(store, retention, phase)` compacts data files, brings indexes up to date and
-  removes versions older than ``retention`` for ``records``, ``edges`` and ``events``, in that order of
-  steps (so the index and compaction commits are pruned in the same call). It returns
-  ``{table: entry}`` for exactly those three tables and never raises for a table's failure: the entry
-  gets ``error`` and the other tables are still processed. It writes one ``lance_storage_optimized``
-  event per call.
+- `optimize_lance_storage(store, retention, phase)` compacts data files, applies the index policy and
+  removes versions older than ``retention`` for every table of ``TABLE_NAMES`` (``records``,
+  ``edges``, ``events``, ``provenance``), in that order of steps (so the index and compaction commits
+  are pruned in the same call). The index step is ``LanceStore.refresh_indexes(tiered=True)``: missing
+  indexes are created and every unindexed row is indexed, each index kept at a base and a recent
+  segment, rewritten whole only once the recent rows reach ``INDEX_TIER_RATIO`` of the base. It
+  returns ``{table: entry}`` for exactly those tables and never raises for a table's failure: the
+  entry gets ``error`` and the other tables are still processed. It writes one
+  ``lance_storage_optimized`` event per call.
 - A commit conflict with a concurrent writer is retried with backoff on a freshly opened dataset; only
   if it persists does the entry get an ``error`` (the next run tries again). Nothing is ever deleted
   that a live commit may still need: ``delete_unverified`` stays False, and tagged versions are kept
@@ -244,7 +247,7 @@ def _optimize_table(store, name: str, retention: timedelta, retries: list[int]) 
         return store.open_table(name).to_lance()
 
     compaction = _with_conflict_retry("compact", lambda: dataset().optimize.compact_files(), retries)
-    _with_conflict_retry("index", lambda: dataset().optimize.optimize_indices(), retries)
+    _with_conflict_retry("index", lambda: store.refresh_indexes(name, tiered=True), retries)
     prune = _with_conflict_retry("prune", lambda: dataset().cleanup_old_versions(
         older_than=retention, delete_unverified=False, error_if_tagged_old_versions=False), retries)
     return {
@@ -285,7 +288,7 @@ def optimize_table_entry(store, name: str, retention: timedelta) -> dict:
 
 def optimize_lance_storage(store, retention: timedelta = timedelta(seconds=LANCE_OPTIMIZE_RETENTION_SEC),
                            phase: str = "manual") -> dict:
-    """Optimize ``records``, ``edges`` and ``events``; return ``{table: entry}`` for exactly those three.
+    """Optimize every table of ``TABLE_NAMES``; return ``{table: entry}`` for exactly those.
 
     Each entry has ``rows``/``versions``/``size_bytes``/``fragments``/``small_fragments`` ``_before`` and
     ``_after``, the compaction and prune counts, ``conflict_retries`` and ``elapsed_sec``; a table that

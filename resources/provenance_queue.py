@@ -14,9 +14,8 @@ Rules (each one tested in ``tests/test_provenance_queue.py``):
   ``<name>.failed-<timestamp>.jsonl`` and is never picked up or renamed again.
 - A failing write is retried with exponential backoff, then the batch and everything queued after it
   are spilled: never dropped, never raised to the caller.
-- Should a write move records out of the full-text index (when Lance rewrites whole rows rather than
-  the provenance column), their BM25 scores would skew; the worker brings the index up to date when
-  it goes idle, on flush and on stop (no commit when nothing is unindexed).
+- A batch is one append to the ``provenance`` table and never touches ``records`` (or its text
+  index), so each coalescing window costs exactly one Lance version.
 - ``flush(timeout)`` drains the queue and this process's spill files; ``stop()`` drains and ends the
   worker (spilling what cannot be written); ``start()`` registers an atexit handler that stops, so
   interpreter exit loses nothing.
@@ -90,7 +89,6 @@ class ProvenanceWriteQueue:
         self._thread: threading.Thread | None = None
         self._atexit_registered = False
         self._reload_not_before = 0.0
-        self._index_dirty = False
 
     # -- caller side ----------------------------------------------------------------------------------
 
@@ -182,9 +180,8 @@ class ProvenanceWriteQueue:
         while True:
             with self._cond:
                 while not self._items and not self._stopping:
-                    if self._urgent and (self._index_dirty or (
-                            self._own_spills and time.monotonic() >= self._reload_not_before)):
-                        break  # a flush waits on the index refresh or on our spill files
+                    if self._urgent and self._own_spills and time.monotonic() >= self._reload_not_before:
+                        break  # a flush waits on our spill files
                     if not self._cond.wait(WORKER_IDLE_POLL_S) and not self._items:
                         break  # idle: look for spill files
                 if not self._items and self._stopping:
@@ -192,8 +189,6 @@ class ProvenanceWriteQueue:
                 batch = self._next_batch_locked() if self._items else []
             if batch:
                 self._write(batch)
-            elif self._index_dirty:
-                self._refresh_index()
             if self.pending() <= self.low_water:
                 self._reload_spills()
         self._drain_here()
@@ -230,7 +225,6 @@ class ProvenanceWriteQueue:
                 with self._cond:
                     self.stats["written"] += len(pairs)
                     self.stats["batches"] += 1
-                    self._index_dirty = True
                     self._inflight = 0
                     self._cond.notify_all()
                 return True
@@ -265,8 +259,6 @@ class ProvenanceWriteQueue:
                     self._inflight = n
             if batch is None:
                 if reloaded:
-                    if self._index_dirty:
-                        self._refresh_index()
                     return
                 self._reload_spills(all_files=True)
                 reloaded = True
@@ -278,21 +270,7 @@ class ProvenanceWriteQueue:
             return self._drained_locked()
 
     def _drained_locked(self) -> bool:
-        return not self._items and not self._inflight and not self._own_spills and not self._index_dirty
-
-    def _refresh_index(self) -> None:
-        """Bring the store's full-text index over the rewritten records up to date (one commit).
-
-        Done when the queue goes idle or is flushed, not after every batch: a burst of recalls costs one
-        version per coalescing window plus one here.
-        """
-        try:
-            self.store.refresh_indexes()
-        except Exception as exc:  # the rows are written; the next ingest or maintenance run indexes them
-            log.warning("provenance queue could not refresh the text index: %s", exc)
-        with self._cond:
-            self._index_dirty = False
-            self._cond.notify_all()
+        return not self._items and not self._inflight and not self._own_spills
 
     # -- spill files ----------------------------------------------------------------------------------
 

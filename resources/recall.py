@@ -1,11 +1,15 @@
 """Recall: the best records for a cue, each leaving a provenance entry behind.
 
 ``recall`` ranks with the full-text index on ``records.text`` (BM25), records that contain the cue
-as an exact phrase first; when the records table has vectors and a cue embedding is available (given,
-or computed by the configured embedder) it runs a hybrid search (vector + full text, fused by
-reciprocal rank). Each returned record gets one provenance entry ``{ts, cue, session_id}`` through
-``store.record_provenance``: queued when the write-behind queue is on, written before returning when
-it is off.
+as an exact phrase first. Rows the index does not cover yet are scanned by Lance's FTS query itself
+(flat BM25 over the unindexed fragments, merged with the indexed hits), so a record is found the
+moment it is written and indexed rows keep their scores. When the records table has vectors and a
+cue embedding is available (given, or computed by the configured embedder) it runs a hybrid search
+(vector + full text, fused by reciprocal rank). Each returned record gets one provenance entry
+``{ts, cue, session_id}`` through ``store.record_provenance``: queued when the write-behind queue is
+on, written before returning when it is off. Hits do not carry their provenance: reading it is a
+second query per recall (5-60 ms, growing with the provenance table's unindexed fragments), and
+with the queue on it would be stale anyway; ``store.get(id)["provenance"]`` has it.
 """
 
 from __future__ import annotations
@@ -13,14 +17,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-import orjson
-
 from resources.lance import RECORDS, VECTOR_COLUMN, LanceStore, as_utc, sql_str, utcnow
 
 CANDIDATE_FACTOR = 3
 MIN_CANDIDATES = 30
 RESULT_COLUMNS = ["id", "tier", "text", "role", "session_id", "session_key", "project", "timestamp", "model",
-                  "git_branch", "tags", "provenance"]
+                  "git_branch", "tags"]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -43,7 +45,7 @@ def recall(
     since: datetime | str | None = None,
     cue_embedding=None,
 ) -> list[dict]:
-    """Up to ``k`` records for ``cue``, best first, with ``score`` and decoded ``provenance``.
+    """Up to ``k`` records for ``cue``, best first, with ``score``; their provenance is ``store.get(id)``'s.
 
     ``session_id`` names who is recalling; it goes into the provenance entry appended to every hit.
     An empty cue (no word characters) returns nothing and writes nothing.
@@ -54,8 +56,6 @@ def recall(
     where = recall_filter(project, since)
     hybrid = VECTOR_COLUMN in table.schema.names and (cue_embedding is not None or store.embedding is not None)
     rows = _hybrid(table, cue, cue_embedding, where, k) if hybrid else _full_text(table, cue, where, k)
-    for row in rows:
-        row["provenance"] = orjson.loads(row.get("provenance") or "[]")
     if rows:
         entry = {"ts": utcnow().isoformat(), "cue": cue, "session_id": session_id}
         store.record_provenance([(row["id"], entry) for row in rows])

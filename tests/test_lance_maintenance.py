@@ -18,8 +18,14 @@ from resources import lance_maintenance as lm
 from resources.lance import (
     EDGES,
     EVENTS,
+    ID_INDEX,
+    INDEX_DELTA_ROWS,
+    INDEX_TIER_RATIO,
+    PROVENANCE,
+    RECORD_ID_INDEX,
     RECORDS,
     TABLE_NAMES,
+    TEXT_INDEX,
     LanceStore,
     new_edge,
     new_record,
@@ -44,12 +50,13 @@ def ten_small_writes(store):
         store.upsert_records([new_record(f"r{i}", f"lance maintenance note {i}", tier="episodic")])
         store.upsert_edges([new_edge(f"r{i}", f"r{i + 1}", "next")])
         write_event(store, "test_write", {"i": i})
+        store.append_provenance_batch([(f"r{i}", {"cue": f"note {i}"})])
 
 
-def test_report_has_exactly_the_three_tables_and_every_field(store):
+def test_report_has_exactly_the_four_tables_and_every_field(store):
     ten_small_writes(store)
     report = lm.optimize_lance_storage(store, timedelta(0))
-    assert set(report) == set(TABLE_NAMES) == {RECORDS, EDGES, EVENTS}
+    assert set(report) == set(TABLE_NAMES) == {RECORDS, EDGES, EVENTS, PROVENANCE}
     for entry in report.values():
         assert set(REQUIRED) <= set(entry)
         assert "error" not in entry
@@ -69,6 +76,41 @@ def test_ten_small_writes_versions_drop_rows_kept_and_recall_still_works(store):
     assert lm.count_versions(store, EVENTS) == report[EVENTS]["versions_after"] + 1
     hits = store.open_table(RECORDS).search("maintenance", query_type="fts").limit(100).to_arrow()
     assert sorted(hits["id"].to_pylist()) == sorted(f"r{i}" for i in range(10))
+    assert [e["cue"] for e in store.get("r3")["provenance"]] == ["note 3"]
+
+
+def test_maintenance_indexes_every_row_and_keeps_a_base_and_a_recent_segment(store):
+    ten_small_writes(store)
+    assert store.open_table(PROVENANCE).list_indices() == []
+    store.upsert_records([new_record(f"b{i}", f"base note {i}", tier="episodic") for i in range(30)])
+
+    def segments():  # rows per text-index segment, oldest first, and the rows no segment covers
+        stats = store.open_table(RECORDS).to_lance().stats.index_stats(TEXT_INDEX)
+        return stats["num_indexed_rows_per_delta"], stats["num_unindexed_rows"]
+
+    assert segments() == ([1], 39)  # r0 made the index; the rest came in batches under INDEX_DELTA_ROWS
+    lm.optimize_lance_storage(store, timedelta(0))
+    assert segments() == ([40], 0)  # 39 recent rows >= INDEX_TIER_RATIO of 1: merged into one
+    assert store.open_table(PROVENANCE).index_stats(RECORD_ID_INDEX).num_indexed_rows == 10
+    for i in range(3):
+        store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
+        store.append_provenance_batch([(f"n{i}", {"cue": "new"})])
+    lm.optimize_lance_storage(store, timedelta(0))
+    assert segments() == ([40, 3], 0)  # only the new rows were indexed, as the recent segment
+    # B-trees wait for INDEX_DELTA_ROWS: scanning a few unindexed ids is cheaper than a segment
+    assert store.open_table(RECORDS).index_stats(ID_INDEX).num_unindexed_rows == 42 < INDEX_DELTA_ROWS
+    assert store.open_table(PROVENANCE).index_stats(RECORD_ID_INDEX).num_unindexed_rows == 3
+    for i in range(3, 5):
+        store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
+    lm.optimize_lance_storage(store, timedelta(0))
+    assert segments() == ([40, 5], 0)  # the recent segment was rewritten with them, the base was not
+    assert 5 < INDEX_TIER_RATIO * 40 <= 10
+    for i in range(5, 10):
+        store.upsert_records([new_record(f"n{i}", f"new note {i}", tier="episodic")])
+    lm.optimize_lance_storage(store, timedelta(0))
+    assert segments() == ([50], 0)  # recent reached INDEX_TIER_RATIO of the base: one segment again
+    hits = store.open_table(RECORDS).search("note", query_type="fts").limit(100).to_arrow()
+    assert len(hits) == 50
 
 
 def test_retention_keeps_young_versions_but_still_compacts(store):
@@ -89,7 +131,7 @@ def test_a_table_that_cannot_be_opened_gets_error_and_the_others_are_optimized(s
     assert set(report) == set(TABLE_NAMES)
     assert "edges" in report[EDGES]["error"] and report[EDGES]["error"].startswith("open")
     assert report[EDGES]["rows_after"] is None
-    for name in (RECORDS, EVENTS):
+    for name in (RECORDS, EVENTS, PROVENANCE):
         assert "error" not in report[name]
         assert report[name]["versions_after"] < report[name]["versions_before"]
     event = query_events(store, kind=lm.OPTIMIZED_EVENT)[0]

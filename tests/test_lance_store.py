@@ -10,6 +10,8 @@ import pytest
 from resources.lance import (
     EDGES,
     EVENTS,
+    INDEX_DELTA_ROWS,
+    PROVENANCE,
     RECORDS,
     RECORDS_SCHEMA,
     TABLE_NAMES,
@@ -53,9 +55,8 @@ def test_upsert_is_one_commit_per_call_and_idempotent(store):
     before = store.version(RECORDS)
     rows = [_rec(i) for i in range(500)]
     assert store.upsert_records(rows) == 500
-    after_first = store.version(RECORDS)
-    # one merge commit + one index refresh, whatever the number of rows
-    assert after_first - before <= 2
+    # one merge commit, whatever the number of rows, plus one that indexes the new rows as a segment
+    assert store.version(RECORDS) == before + 2
     assert store.upsert_records(rows) == 500
     assert store.count(RECORDS) == 500
     assert store.upsert_records([]) == 0
@@ -88,11 +89,17 @@ def test_get_decodes_provenance_and_reupsert_keeps_it(store):
 
 def test_provenance_batch_is_one_commit(store):
     store.upsert_records([_rec(i) for i in range(50)])
-    version = store.version(RECORDS)
+    records, version = store.version(RECORDS), store.version(PROVENANCE)
     pairs = [(f"r{i % 50}", {"n": i}) for i in range(200)]
     assert store.append_provenance_batch(pairs) == 50
-    assert store.version(RECORDS) == version + 1
+    assert store.version(PROVENANCE) == version + 1
+    assert store.version(RECORDS) == records  # append-only: records is never rewritten for provenance
     assert [e["n"] for e in store.get("r7")["provenance"]] == [7, 57, 107, 157]
+    assert store.count(PROVENANCE) == 200
+    store.append_provenance_batch([("r7", {"n": 1000, "cue": "late", "session_id": "s", "ts": "2025-06-08T10:00:00Z"})])
+    assert [e["n"] for e in store.get("r7")["provenance"]] == [7, 57, 107, 157, 1000]
+    row = store.open_table(PROVENANCE).search().where("cue = 'late'").to_list()[0]
+    assert (row["record_id"], row["session_id"], row["ts"]) == ("r7", "s", datetime(2025, 6, 8, 10, tzinfo=UTC))
 
 
 def test_edges_have_stable_ids(store):
@@ -105,19 +112,37 @@ def test_edges_have_stable_ids(store):
     assert edge_id("a", "b", "reply_to") in ids
 
 
-def test_fts_index_is_kept_current(store):
-    store.upsert_records([_rec(i) for i in range(20)])
+def _fts(store, cue: str, k: int = 5) -> list[tuple[str, float]]:
+    hits = store.open_table(RECORDS).search(cue, query_type="fts").select(["id", "_score"]).limit(k).to_list()
+    return [(h["id"], h["_score"]) for h in hits]
+
+
+def test_fts_is_rebuilt_by_policy_and_unindexed_rows_are_found_meanwhile(store):
+    store.upsert_records([_rec(i) for i in range(20)])  # the first upsert builds the index
+    indexed = _fts(store, "prompt number", k=20)
+    version = store.version(RECORDS)
     store.upsert_records([_rec(100, "a distinctive walrus prompt")])
+    assert store.version(RECORDS) == version + 1  # no index rewrite for one new row
     stats = store.open_table(RECORDS).index_stats(TEXT_INDEX)
-    assert stats.num_unindexed_rows == 0 and stats.num_indexed_rows == 21
-    hits = store.open_table(RECORDS).search("walrus", query_type="fts").limit(5).to_list()
-    assert [h["id"] for h in hits] == ["r100"]
+    assert (stats.num_indexed_rows, stats.num_unindexed_rows) == (20, 1)
+    assert [i for i, _ in _fts(store, "walrus")] == ["r100"]  # found before the index catches up
+    # indexed rows keep their scores (so their order, ties aside) next to an unindexed row
+    mixed = _fts(store, "prompt number", k=21)
+    assert {i: s for i, s in mixed if i != "r100"} == dict(indexed) and "r100" in dict(mixed)
     store.append_provenance_batch([("r100", {"cue": "walrus"})])
-    store.upsert_records([_rec(100, "an edited zebra prompt")])  # the text changes: the index follows
-    table = store.open_table(RECORDS)
-    assert table.search("walrus", query_type="fts").limit(5).to_list() == []
-    assert [h["id"] for h in table.search("zebra", query_type="fts").limit(5).to_list()] == ["r100"]
+    store.upsert_records([_rec(100, "an edited zebra prompt")])  # the text changes: search follows
+    assert _fts(store, "walrus") == []
+    assert [i for i, _ in _fts(store, "zebra")] == ["r100"]
     assert store.get("r100")["provenance"] == [{"cue": "walrus"}]
+    # from INDEX_DELTA_ROWS unindexed rows on, the upsert indexes them as a new segment (one more
+    # commit), leaving the first segment as it is
+    version = store.version(RECORDS)
+    store.upsert_records([_rec(1000 + i, f"bulk row {i}") for i in range(INDEX_DELTA_ROWS)])
+    assert store.version(RECORDS) == version + 2
+    stats = store.open_table(RECORDS).index_stats(TEXT_INDEX)
+    assert (stats.num_unindexed_rows, stats.num_indexed_rows, stats.num_indices) == (0, 21 + INDEX_DELTA_ROWS, 2)
+    assert [i for i, _ in _fts(store, "zebra")] == ["r100"]
+    assert {i: s for i, s in _fts(store, "bulk row 7", k=3)}.keys() >= {"r1007"}
 
 
 def test_events_newest_first_with_filters(store):

@@ -214,14 +214,14 @@ def test_retention_below_floor_is_refused_unless_forced(instance, lance, monkeyp
 
 def test_version_and_fragment_checks_warn_above_and_error_at_ten_times(instance, lance, monkeypatch):
     store = lance.store()
-    small_writes(store, 10)  # records 21 versions, edges 11; 10 small fragments each
-    monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "2")
+    small_writes(store, 10)  # records ~14 versions (one per upsert, index creation), edges 11; 10 small fragments
+    monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "1")
     monkeypatch.setenv("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", "5")
     checks = checks_by_name(run_job(instance, lance))  # default retention: young versions stay
     versions = checks["memory_records:lance_versions"]
     assert not versions.passed and versions.severity == dg.AssetCheckSeverity.ERROR
-    assert "records:" in versions.description and "> 2" in versions.description
-    monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "20")
+    assert "records:" in versions.description and "> 1" in versions.description
+    monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "10")
     checks = checks_by_name(run_job(instance, lance))
     versions = checks["memory_records:lance_versions"]
     assert not versions.passed and versions.severity == dg.AssetCheckSeverity.WARN
@@ -258,7 +258,7 @@ def test_cli_maintain_prints_the_table_and_refuses_a_short_retention(tmp_path, m
     assert "| records | 5 → 5 |" in table and "| edges | 5 → 5 | 6 → 1 |" in table
     assert main(["maintain", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"records", "edges", "events"} and report["edges"]["rows_after"] == 5
+    assert set(report) == {"records", "edges", "events", "provenance"} and report["edges"]["rows_after"] == 5
     assert phases(store) == ["manual", "manual"]
 
 

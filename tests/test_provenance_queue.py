@@ -10,7 +10,7 @@ import time
 import pytest
 
 from resources import provenance_queue as pq
-from resources.lance import RECORDS, LanceStore, new_record
+from resources.lance import PROVENANCE, RECORDS, LanceStore, new_record
 from resources.provenance_queue import ProvenanceWriteQueue
 
 N_RECORDS = 20
@@ -71,14 +71,15 @@ def test_enqueue_never_waits_on_a_slow_write(store, overflow):
 def test_pairs_within_the_window_are_one_commit(store, overflow):
     calls: list[int] = []
     _slow(store, 0.0, calls)
-    version = store.version(RECORDS)
+    records, version = store.version(RECORDS), store.version(PROVENANCE)
     queue = _queue(store, overflow, coalesce_ms=300)
     for n in range(100):
         queue.enqueue([(f"r{n % N_RECORDS}", {"n": n})])
     assert queue.flush(timeout=10)
     queue.stop()
     assert calls == [100]
-    assert store.version(RECORDS) == version + 1
+    assert store.version(PROVENANCE) == version + 1
+    assert store.version(RECORDS) == records  # provenance never rewrites records
     assert queue.stats["batches"] == 1
 
 

@@ -13,7 +13,7 @@ from lancedb.embeddings import TextEmbeddingFunction, register
 from pipelines.cli import main
 from pipelines.processors.memory import MemoryProcessor
 from pipelines.processors.runner import run_processors
-from resources.lance import RECORDS, VECTOR_COLUMN, LanceStore, new_record
+from resources.lance import PROVENANCE, RECORDS, TEXT_INDEX, VECTOR_COLUMN, LanceStore, new_record
 from resources.recall import recall, snippet
 from resources.state import StateStore
 
@@ -74,16 +74,17 @@ def test_filters_by_project_and_since(store):
 
 
 def test_sync_provenance_lands_before_recall_returns(store):
-    version = store.version(RECORDS)
+    records, version = store.version(RECORDS), store.version(PROVENANCE)
     hits = recall(store, "push to github", "session-A", k=2)
-    assert store.version(RECORDS) == version + 1  # one commit for all hits
+    assert store.version(PROVENANCE) == version + 1  # one append for all hits
+    assert store.version(RECORDS) == records
     for hit in hits:
         prov = store.get(hit["id"])["provenance"]
         assert [(e["cue"], e["session_id"]) for e in prov] == [("push to github", "session-A")]
         assert prov[0]["ts"]
     recall(store, "push to github", "session-B", k=1)
     assert [e["session_id"] for e in store.get(hits[0]["id"])["provenance"]] == ["session-A", "session-B"]
-    assert recall(store, "push to github", "session-C", k=1)[0]["provenance"][-1]["session_id"] == "session-B"
+    assert "provenance" not in recall(store, "push to github", "session-C", k=1)[0]
 
 
 def test_queued_recall_returns_before_a_slow_write_finishes(store, tmp_path):
@@ -109,21 +110,42 @@ def test_queued_recall_returns_before_a_slow_write_finishes(store, tmp_path):
 
 def test_queued_recalls_add_at_most_one_version_per_coalesce_window(store, tmp_path):
     queue = store.enable_provenance_queue(coalesce_ms=200, overflow_dir=tmp_path / "overflow")
-    version = store.version(RECORDS)
+    records, version = store.version(RECORDS), store.version(PROVENANCE)
     started = time.perf_counter()
     for i in range(60):
         recall(store, ("music", "conda", "github")[i % 3], f"s{i}", k=3)
     assert queue.flush(timeout=30)
     elapsed = time.perf_counter() - started
     store.disable_provenance_queue()
-    added = store.version(RECORDS) - version
+    added = store.version(PROVENANCE) - version
     batches = queue.stats["batches"]
     # every window but the last (cut short by flush) lasted the full 200 ms
     assert batches >= 1
     assert batches <= elapsed / 0.2 + 1
-    # one commit per window, plus at most one text-index refresh when drained
-    assert batches <= added <= batches + 1
+    # exactly one append per window, and nothing at all on records
+    assert added == batches
+    assert store.version(RECORDS) == records
     assert queue.stats["written"] == 180
+
+
+def test_a_record_written_a_moment_ago_is_recalled_before_the_index_catches_up(store):
+    indexed = recall(store, "push to github", "s1", k=5)
+    store.upsert_records([
+        new_record("fresh-1", "walrus notes: please push to github tonight", tier="capture", project=PROJECT),
+        new_record("fresh-2", "github walrus push, later, to somewhere", tier="capture", project=PROJECT),
+    ])
+    stats = store.open_table(RECORDS).index_stats(TEXT_INDEX)
+    assert stats.num_unindexed_rows == 2  # the index has not caught up
+    assert [h["id"] for h in recall(store, "walrus", "s1", k=5)] in (["fresh-1", "fresh-2"], ["fresh-2", "fresh-1"])
+    hits = recall(store, "push to github", "s1", k=10, project=PROJECT)
+    ids = [h["id"] for h in hits]
+    # exact-phrase hits first (indexed or not), the word-only match after them, and the
+    # indexed hits keep their order and scores
+    assert "fresh-1" in ids and "fresh-2" in ids and ids.index("fresh-2") > ids.index(PUSH_PROMPT)
+    phrase = [h["id"] for h in hits if "push to github" in " ".join(h["text"].lower().split())]
+    assert ids[: len(phrase)] == phrase
+    old = [(h["id"], h["score"]) for h in hits if h["id"] in {i["id"] for i in indexed}]
+    assert old == [(h["id"], h["score"]) for h in indexed][: len(old)]
 
 
 def test_snippet_highlights_cue_words():

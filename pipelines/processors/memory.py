@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
@@ -28,7 +29,7 @@ from resources.sessions import ParseStats, iter_jsonl
 from resources.state import Connection
 
 SUMMARY_SESSIONS_PER_QUERY = 500
-FILES_PER_COMMIT = 2000
+FILES_PER_COMMIT = 1000
 """Records of this many files are held before a commit (a run over 20,000 sessions held all of them)."""
 
 
@@ -88,7 +89,9 @@ class MemoryProcessor(SessionProcessor):
         self._pending_summaries: list[tuple[str | None, str, str | None]] = []
         self._tags: dict[str, set[str]] = {}
         self._line_sessions: dict[str, str] = {}
-        self._run_line_sessions: dict[str, str] = {}
+        self._run_line_sessions: dict[int, str] = {}
+        """Session of every line of the run's committed files, by ``hash(uuid)``: summary leaves may point
+        at any line, and a million uuid strings would cost hundreds of MB (sessions are interned)."""
         self._stats: dict = {}
         self._versions_before: dict[str, int] = {}
 
@@ -127,7 +130,7 @@ class MemoryProcessor(SessionProcessor):
             if uuid:
                 parents[uuid] = parent
                 if session_id:
-                    line_sessions[uuid] = session_id
+                    line_sessions[uuid] = sys.intern(session_id)
             file_session = file_session or session_id
             found = line_text(obj)
             if found is None:
@@ -153,7 +156,7 @@ class MemoryProcessor(SessionProcessor):
                                malformed=stats.malformed)
 
     def commit(self, conn: Connection) -> None:
-        self._run_line_sessions.update(self._line_sessions)
+        self._run_line_sessions.update((hash(uuid), session) for uuid, session in self._line_sessions.items())
         self._pending_summaries.extend(self._summaries)
         records = list(self._records.values())
         tagged = self._attach_summaries(records, final=False)
@@ -187,7 +190,9 @@ class MemoryProcessor(SessionProcessor):
         still unresolved go to their own file's session."""
         grown: dict[str, set[str]] = {}
         if self._pending_summaries:
-            session_of = {**self._run_line_sessions, **{r["id"]: r["session_id"] for r in records}}
+            session_of = {leaf: self._run_line_sessions[hash(leaf)] for leaf, _, _ in self._pending_summaries
+                          if leaf and hash(leaf) in self._run_line_sessions}
+            session_of.update((r["id"], r["session_id"]) for r in records)
             missing = [leaf for leaf, _, _ in self._pending_summaries if leaf and leaf not in session_of]
             for rid, row in self.store.get_many(missing).items():
                 session_of[rid] = row["session_id"]
