@@ -5,7 +5,8 @@ output counts), then written the way agents write them: split over several lines
 and requestId, output final only on the last, duplicated lines, sidechain copies, progress and user
 lines carrying usage that must not count, lines without ``type``, garbage and blank lines. Files grow
 at random byte offsets (mid-line too) and are rewritten between ingests; every ingest runs the real
-usage processor through the runner on a real DuckDB file, and the stored rows must equal a reference
+usage processor through the runner (or one file through the statusline's top-up) on a real DuckDB
+file, and the stored rows must equal a reference
 computed in this file from the generated responses, never from our code.
 
 The profile in conftest.py derandomizes the search (the same examples every run);
@@ -24,10 +25,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.processors.runner import run_processors
+from pipelines.processors.runner import run_processors, top_up_file
 from pipelines.processors.usage import UsageProcessor
 from resources.pricing import PriceTable
-from resources.sessions import ParseStats, iter_jsonl
+from resources.sessions import ParseStats, iter_jsonl, session_file_at
 from resources.state import StateStore
 from resources.usage_reports import usage_report
 
@@ -232,7 +233,7 @@ def _sessions(draw):
         files[draw(st.integers(0, len(files) - 1))].lines.append(line)
     for f in files:
         f.lines = draw(st.permutations(f.lines))
-    steps = draw(st.lists(st.tuples(st.sampled_from(["grow", "grow", "rewrite", "ingest"]),
+    steps = draw(st.lists(st.tuples(st.sampled_from(["grow", "grow", "rewrite", "ingest", "top_up"]),
                                     st.integers(0, len(files) - 1), st.floats(0, 1)), max_size=8))
     return responses, files, steps
 
@@ -292,10 +293,14 @@ def test_usage_totals_equal_the_reference_however_files_grow_and_are_rewritten(c
         root.mkdir()
         seen: dict = {}  # identity -> best (rank, output) a reader was shown so far
 
-        def ingest() -> None:
-            stats = run_processors([UsageProcessor(PRICES)], root, state)["usage"]
+        def ingest(only: SessionFile | None = None) -> None:
+            if only is None:
+                stats = run_processors([UsageProcessor(PRICES)], root, state)["usage"]
+            else:  # what the statusline does for the live session: that one file, the same rules
+                with state.connect() as conn:
+                    stats = top_up_file(UsageProcessor(PRICES), session_file_at(root, root / only.key), conn)
             assert stats["errors"] == 0, stats["error_files"]
-            for f in files:
+            for f in files if only is None else [only]:
                 for line in _visible(f):
                     if line[0] not in seen or _rank(line) > seen[line[0]][0]:
                         seen[line[0]] = (_rank(line), line[2])
@@ -309,6 +314,9 @@ def test_usage_totals_equal_the_reference_however_files_grow_and_are_rewritten(c
                 f.lines = rng.sample(f.lines, len(f.lines))
                 _render(f)
                 _write(root, f, int(len(f.content) * fraction), rewrite=True)
+            elif action == "top_up":
+                if (root / f.key).exists():
+                    ingest(only=f)
             else:
                 ingest()
         for f in files:
