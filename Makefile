@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo dev test bench lint
+.PHONY: install demo dev test bench lint screenshots
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,18 @@ test: install  ## the test suite
 
 bench: install  ## benchmarks: prints tables, writes bench/results/*.json
 	$(BIN)/python -m bench
+
+# The README's UI screenshots: Chromium from Debian packages (apt-get needs root; skipped when
+# $(CHROMIUM) is there) driven by playwright-core from npm, installed into the ignored $(NODE_PREFIX)/.
+CHROMIUM ?= /usr/bin/chromium
+NODE_PREFIX ?= .node
+PLAYWRIGHT_CORE ?= playwright-core@1.65.1
+
+screenshots: install  ## retake tests/screenshots/*.png from a real `sessionlake dev` (not part of `make test`)
+	test -x $(CHROMIUM) || { apt-get update && apt-get install -y chromium; }
+	test -d $(NODE_PREFIX)/node_modules/playwright-core || npm install --prefix $(NODE_PREFIX) --no-save \
+		--no-package-lock --no-audit --no-fund $(PLAYWRIGHT_CORE)
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.screenshots.take --node-path $(NODE_PREFIX)/node_modules
 
 lint: install
 	$(BIN)/ruff check .

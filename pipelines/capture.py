@@ -64,7 +64,6 @@ def capture_inbox_nothing_set_aside(capture_queue: CaptureQueueResource) -> dg.A
 
 ingest_capture = dg.define_asset_job(
     "ingest_capture", selection=[capture_records], tags={QUEUE_TAG: "capture", PRIORITY_TAG: "10"},
-    executor_def=dg.in_process_executor,
     description="Drain the capture inbox into Lance records (tier capture). Its own pool, run-queue lane and a "
                 "higher priority, so a capture never waits behind session ingestion.",
 )

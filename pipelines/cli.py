@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "dev",
     "ingest",
     "maintain",
+    "memory",
     "prices",
     "recall",
     "restore",

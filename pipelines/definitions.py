@@ -16,6 +16,10 @@ defs = dg.Definitions.merge(
     packs.defs,
     maintenance.defs,
     dg.Definitions(
+        # Every job without an executor of its own runs its steps in the run's process, above all the
+        # implicit asset job that UI materializations and GraphQL/UI backfills run as: without this, a
+        # backfill of the session assets ran multiprocess (one subprocess per step, seconds each).
+        executor=dg.in_process_executor,
         resources={
             "state": StateResource(),
             "lance": LanceResource(),

@@ -17,7 +17,7 @@ INSTANCE_YAML = Path(__file__).with_name("dagster.yaml")
 
 def prepare_dagster_home(settings: Settings) -> Path:
     """Make sure ``DAGSTER_HOME`` is set and holds a dagster.yaml; returns the folder."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").expanduser().resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")

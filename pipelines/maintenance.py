@@ -15,7 +15,9 @@
 - ``lance_maintenance_nightly``: the same run (phase ``periodic``) every night, with the same guards.
 - Checks on ``memory_records`` (tables records, edges) and ``lance_events`` (table events): versions at
   or below the threshold (WARN above, ERROR at 10x), small fragments likewise, rows unchanged across the
-  last optimize. They run after ``lance_storage`` in the maintenance job.
+  last optimize, and every table readable (ERROR naming the table when its folder exists but Lance
+  cannot open it; the repair is ``sessionlake memory rebuild``). They run after ``lance_storage`` in the
+  maintenance job.
 """
 
 import json
@@ -25,6 +27,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from pipelines.run_targets import targets_any
 from pipelines.tags import LANCE_ASSETS, POOL_LANCE_MAINTENANCE
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
@@ -121,8 +124,18 @@ def _rows_result(store, tables: tuple[str, ...]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True, description="rows unchanged across the last optimize", metadata=metadata)
 
 
+def _unreadable_result(store, tables: tuple[str, ...]) -> dg.AssetCheckResult | None:
+    """An ERROR result naming every table of ``tables`` that exists but cannot be opened, else None."""
+    broken = store.unreadable_tables(tables)
+    if not broken:
+        return None
+    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                               description="; ".join(str(exc) for exc in broken.values()),
+                               metadata={"unreadable_tables": dg.MetadataValue.text(", ".join(broken))})
+
+
 def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChecksDefinition]:
-    """The three storage-health checks of one Lance table asset backed by ``tables``."""
+    """The four storage-health checks of one Lance table asset backed by ``tables``."""
     label = ", ".join(tables)
 
     @dg.asset_check(asset=asset_key, name="lance_versions", additional_deps=[lance_storage],
@@ -138,6 +151,9 @@ def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChec
                                 f"(WARN above, ERROR at {ERROR_FACTOR}x).")
     def small_fragments_check(lance: LanceResource) -> dg.AssetCheckResult:
         store = lance.store()
+        unreadable = _unreadable_result(store, tables)
+        if unreadable is not None:
+            return unreadable
         counts = {t: lm.measure_table(store, t).small_fragments for t in tables}
         return _threshold_result(counts, lance.settings().lance_small_fragments_threshold, "small fragments")
 
@@ -147,7 +163,14 @@ def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChec
     def rows_check(lance: LanceResource) -> dg.AssetCheckResult:
         return _rows_result(lance.store(), tables)
 
-    return [versions_check, small_fragments_check, rows_check]
+    @dg.asset_check(asset=asset_key, name="lance_tables_readable", additional_deps=[lance_storage],
+                    description=f"Every table of {label} opens (ERROR when a folder exists that Lance cannot "
+                                "open: never recreated empty; repair with `sessionlake memory rebuild`).")
+    def readable_check(lance: LanceResource) -> dg.AssetCheckResult:
+        unreadable = _unreadable_result(lance.store(), tables)
+        return unreadable or dg.AssetCheckResult(passed=True, description=f"{label}: every table opens")
+
+    return [versions_check, small_fragments_check, rows_check, readable_check]
 
 
 lance_events = dg.AssetSpec(
@@ -166,23 +189,11 @@ lance_maintenance = dg.define_asset_job(
 
 # -- sensor and schedule -----------------------------------------------------------------------------
 
-def writes_lance(run: dg.DagsterRun, repository: dg.RepositoryDefinition | None) -> bool:
-    """Whether ``run`` targets an asset that commits to Lance: its asset selection, or else every asset
-    of its job (looked up in ``repository``; a job we cannot see counts as a writer, to be safe)."""
-    if run.asset_selection is not None:
-        keys = {k.to_user_string() for k in run.asset_selection}
-    elif repository is not None and repository.has_job(run.job_name):
-        keys = {k.to_user_string() for k in repository.get_job(run.job_name).asset_layer.executable_asset_keys}
-    else:
-        return run.job_name != JOB_NAME
-    return bool(keys & LANCE_ASSETS)
-
-
 def blocking_reason(instance: dg.DagsterInstance,
                     repository: dg.RepositoryDefinition | None = None) -> tuple[str, str] | None:
     """``(reason, detail)`` when a maintenance run must wait, else None."""
     active = instance.get_runs(dg.RunsFilter(statuses=WRITER_ACTIVE), limit=200)
-    writers = [r for r in active if writes_lance(r, repository)]
+    writers = [r for r in active if r.job_name != JOB_NAME and targets_any(r, repository, LANCE_ASSETS)]
     if writers:
         return "writers_active", "Lance writer run(s) in progress: " + ", ".join(
             f"{r.job_name} {r.run_id[:8]}" for r in writers[:5])
@@ -242,8 +253,10 @@ def _parse_cursor(raw: str | None) -> dict:
 
 @dg.sensor(job=lance_maintenance, minimum_interval_seconds=SENSOR_MIN_INTERVAL_SEC,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Lance optimize at code-location start, when a table has too many prunable versions or "
-                       "small fragments, or every interval; waits while a run writes Lance tables.")
+           description=f"Every {SENSOR_MIN_INTERVAL_SEC} s: a lance_maintenance run at code-location start, when a "
+                       "table has more prunable versions or small fragments than its threshold, or "
+                       f"{lm.LANCE_OPTIMIZE_INTERVAL_SEC:.0f} s after the last one "
+                       "(SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC); skips while a run writes Lance tables.")
 def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
     """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
     cursor = _parse_cursor(context.cursor)

@@ -49,7 +49,8 @@ def consolidated_packs(context: dg.AssetExecutionContext, packs: PackResource):
     """One live pack per project: GC consolidates the project's packs, then sweeps what is past grace.
 
     Metadata: packs, bytes and objects before and after, the dedup ratio (bytes of every archived
-    version / bytes of unique objects) and the compression ratio (object bytes / stored bytes).
+    version / bytes of unique objects), the compression ratio (object bytes / stored bytes), and
+    projects_skipped (projects that already had at most one live pack).
     """
     store = packs.store()
     repos = sorted(context.partition_keys)
@@ -71,7 +72,7 @@ def consolidated_packs(context: dg.AssetExecutionContext, packs: PackResource):
         "versions": dg.MetadataValue.int(a["versions"]),
         "dedup_ratio": dg.MetadataValue.float(a["dedup_ratio"]),
         "compression_ratio": dg.MetadataValue.float(a["compression_ratio"]),
-        "skipped": dg.MetadataValue.int(sum(r["skipped"] for r in results)),
+        "projects_skipped": dg.MetadataValue.int(sum(r["skipped"] for r in results)),
         "packs_swept": dg.MetadataValue.int(swept["tombstoned_deleted"] + swept["orphans_deleted"]),
         "bytes_freed": dg.MetadataValue.int(swept["bytes_freed"]),
     }

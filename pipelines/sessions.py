@@ -26,6 +26,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pipelines.partitions import projects_partitions
 from pipelines.processors.runner import run_processors
 from pipelines.run_recovery import claim_run, reap_dead_runs
+from pipelines.run_targets import targets_any
 from pipelines.tags import POOL_INGEST, PROCESSOR_ASSETS, QUEUE_TAG
 from resources.configurable import LanceResource, PackResource, StateResource
 from resources.retry_marks import due_retries, record_failures
@@ -79,7 +80,7 @@ SPECS = [
     dg.AssetSpec("memory_records", deps=["session_files"], group_name="sessions", kinds={"lancedb"}, skippable=True,
                  description=_description("Lance `records` and `edges`: every prompt and answer, searchable; one "
                                           "commit per table per run.", "memory")),
-    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions", skippable=True,
+    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions", kinds={"msgpack"}, skippable=True,
                  description=_description("Content-addressed packs: every version of every session file, one "
                                           "pack per project per run.", "archive")),
 ]
@@ -203,7 +204,6 @@ ingest_sessions = dg.define_asset_job(
     # The Lance storage-health checks on memory_records are table-wide and slow: maintenance runs them.
     selection=dg.AssetSelection.assets(*INGEST_ASSETS).without_checks()
     | dg.AssetSelection.checks(*(spec.key for spec in CHECK_SPECS)),
-    executor_def=dg.in_process_executor,
     tags={QUEUE_TAG: "ingest"},
     description="Scan the sessions tree and run every processor (usage, memory, archive) on new and changed "
                 "files: one process, one step, one pass per run.",
@@ -246,10 +246,16 @@ def _parse_cursor(raw: str | None) -> dict[str, str]:
     return digests if isinstance(digests, dict) else {}
 
 
-@dg.sensor(job=ingest_sessions, minimum_interval_seconds=Settings.from_env().sensor_interval_sec,
+SENSOR_INTERVAL_SEC = Settings.from_env().sensor_interval_sec
+"""Read once, at import, from ``SESSIONLAKE_SENSOR_INTERVAL_SEC`` (default 60)."""
+
+
+@dg.sensor(job=ingest_sessions, minimum_interval_seconds=SENSOR_INTERVAL_SEC,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Every minute: registers new projects as partitions and asks for one ingest_sessions run "
-                       "for every project with new or changed files or failed files due for a retry.")
+           description=f"Every {SENSOR_INTERVAL_SEC} s (SESSIONLAKE_SENSOR_INTERVAL_SEC): registers new projects "
+                       "as partitions and asks for one ingest_sessions run for every project with new or changed "
+                       "files or failed files due for a retry; while a run is still queued, changes wait for the "
+                       "next one.")
 def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
     """Ingest projects with new or changed files, or with failed files due for a retry: one run per tick.
 
@@ -282,7 +288,8 @@ def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResour
     if not pending:
         return dg.SensorResult(cursor=json.dumps({"digests": kept}, sort_keys=True),
                                skip_reason=f"no changes in {len(current)} project(s)")
-    waiting = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME, statuses=NOT_STARTED), limit=1)
+    waiting = [r for r in instance.get_runs(dg.RunsFilter(statuses=NOT_STARTED), limit=50)
+               if targets_any(r, context.repository_def, INGEST_ASSETS)]  # a queued UI backfill counts too
     if waiting:
         return dg.SensorResult(
             cursor=json.dumps({"digests": kept}, sort_keys=True),

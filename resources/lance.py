@@ -3,6 +3,10 @@
 Contract:
 - Three tables with explicit schemas, created on first use. ``open_table(name)`` always returns a
   fresh handle, so a caller sees the latest version.
+- A table is created only when its folder does not exist. A folder Lance cannot open (``_versions/``
+  missing or unreadable) raises `LanceTableUnreadable` and is never written over: the memory it held
+  is not silently replaced by an empty table. ``set_aside(name)`` moves such a folder out of the way
+  (kept under ``broken/``) so ``sessionlake memory rebuild`` can re-derive it.
 - ``upsert_records`` / ``upsert_edges`` write a whole batch in ONE commit (``merge_insert`` on ``id``),
   and nothing at all for an empty batch: a retried run changes nothing and versions stay few.
   Re-upserting a record keeps its provenance and ``created_at``; a null provenance reads as ``[]``.
@@ -17,7 +21,9 @@ Contract:
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +43,10 @@ ID_INDEX = "id_idx"
 VECTOR_COLUMN = "vector"
 ID_LOOKUP_CHUNK = 2000
 """Ids per ``id IN (...)`` lookup, so one filter never grows unbounded."""
+BROKEN_DIR = "broken"
+"""Under the Lance root: table folders set aside because Lance could not open them."""
+OPEN_RETRY_SEC = 0.2
+"""A folder that will not open is tried once more after this pause: another process may be creating it."""
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -143,6 +153,17 @@ def _dedupe(rows: list[dict]) -> list[dict]:
     return list({row["id"]: row for row in rows}.values())
 
 
+class LanceTableUnreadable(RuntimeError):
+    """A table's folder exists but Lance cannot open it; it is left exactly as it is."""
+
+    def __init__(self, name: str, path: Path, cause: BaseException):
+        self.table, self.path = name, path
+        super().__init__(
+            f"Lance table {name!r} at {path} exists but cannot be opened ({type(cause).__name__}: {cause}); "
+            "it was left untouched. `sessionlake memory rebuild` sets it aside and re-derives records and "
+            "edges from the archive")
+
+
 class LanceStore:
     """The Lance database under ``path``; see the module docstring for the contract."""
 
@@ -172,14 +193,47 @@ class LanceStore:
 
     # -- tables ---------------------------------------------------------------------------------------
 
+    def table_path(self, name: str) -> Path:
+        return self.root / f"{name}.lance"
+
     def open_table(self, name: str):
-        """A fresh handle on table ``name`` (created with its schema if missing)."""
+        """A fresh handle on table ``name``, created with its schema only if its folder does not exist.
+
+        Raises `LanceTableUnreadable` when the folder exists and Lance cannot open it.
+        """
         if name not in _SCHEMAS:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+        path = self.table_path(name)
+        if not os.path.lexists(path):
+            return self._create_table(name)
         try:
             return self.db.open_table(name)
-        except ValueError:
-            return self._create_table(name)
+        except Exception:
+            time.sleep(OPEN_RETRY_SEC)
+        try:
+            return self.db.open_table(name)
+        except Exception as exc:
+            raise LanceTableUnreadable(name, path, exc) from exc
+
+    def unreadable_tables(self, names: Iterable[str] = TABLE_NAMES) -> dict[str, LanceTableUnreadable]:
+        """The tables among ``names`` whose folder exists but cannot be opened, with the error."""
+        found = {}
+        for name in names:
+            try:
+                self.open_table(name)
+            except LanceTableUnreadable as exc:
+                found[name] = exc
+        return found
+
+    def set_aside(self, name: str) -> Path:
+        """Move the folder of table ``name`` to ``broken/<name>.lance-<UTC time>`` and return the new path.
+
+        The next ``open_table`` creates the table afresh; the old files stay for a person to inspect.
+        """
+        target = self.root / BROKEN_DIR / f"{name}.lance-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
+        target.parent.mkdir(exist_ok=True)
+        os.rename(self.table_path(name), target)
+        return target
 
     def _create_table(self, name: str):
         schema = _SCHEMAS[name]

@@ -99,7 +99,7 @@ class TableHealth:
 
 
 def table_dir(store, name: str) -> Path:
-    return Path(store.root) / f"{name}.lance"
+    return store.table_path(name)
 
 
 def folder_bytes(path: Path) -> int:

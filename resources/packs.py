@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -58,6 +58,14 @@ class ArchivedVersion:
     snapshot: Snapshot
     pack_key: str
     archived_at: datetime
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One time an ingest saw a version on disk: the version, with the mtime it had then."""
+
+    snapshot: Snapshot
+    observed_at: datetime
 
 
 class ObjectReader:
@@ -208,6 +216,20 @@ class PackStore:
         rows = conn.execute(sql, [repo, session_key, session_key]).fetchall()
         return [ArchivedVersion(Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])), r[5], r[6]) for r in rows]
 
+    def timeline(self, repo: str, session_key: str | None = None) -> list[Observation]:
+        """Every observation of ``repo``'s versions (or one session's), by session key then time seen."""
+        with self.state.connect() as conn:
+            return self._timeline(conn, repo, session_key)
+
+    @staticmethod
+    def _timeline(conn, repo: str, session_key: str | None) -> list[Observation]:
+        sql = """SELECT o.session_key, s.size, o.file_hash, o.mtime_ns, s.chunks, o.observed_at
+                 FROM snapshot_observations o JOIN snapshots s USING (repo, session_key, file_hash)
+                 WHERE o.repo = ? AND (? IS NULL OR o.session_key = ?)
+                 ORDER BY o.session_key, o.observed_at, o.mtime_ns"""
+        rows = conn.execute(sql, [repo, session_key, session_key]).fetchall()
+        return [Observation(Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])), r[5]) for r in rows]
+
     def repo_stats(self, repo: str) -> dict:
         """Numbers for metadata: live packs and their bytes, objects, raw and stored object bytes,
         versions and their bytes; ``dedup_ratio`` = version bytes / unique object bytes and
@@ -236,14 +258,9 @@ class PackStore:
 
     @staticmethod
     def latest_snapshots(conn: duckdb.DuckDBPyConnection, repo: str) -> dict[str, Snapshot]:
-        """The most recently archived version of each session file of ``repo``, by session key, so an
-        ingest stores only the new tail of a grown file."""
-        rows = conn.execute(
-            """SELECT DISTINCT ON (session_key) session_key, size, file_hash, mtime_ns, chunks FROM snapshots
-               WHERE repo = ? ORDER BY session_key, archived_at DESC, size DESC""",
-            [repo],
-        ).fetchall()
-        return {r[0]: Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])) for r in rows}
+        """The version of each session file of ``repo`` seen last, by session key, so an ingest stores
+        only the new tail of a grown file."""
+        return latest_observed(PackStore._timeline(conn, repo, None))
 
     def add_pack(
         self,
@@ -256,8 +273,9 @@ class PackStore:
         """Write one pack with the objects and snapshots ``repo`` does not hold yet, then register it.
 
         ``load(object_id)`` returns an object's stored form (or a reference to stream it from); it is
-        called once per new object, in id order. Returns ``{key, bytes, object_count,
-        snapshot_count}``, or None when nothing is new. The file is durable before the one
+        called once per new object, in id order. Every one of ``snapshots`` is also recorded as an
+        observation (the timeline), new or not. Returns ``{key, bytes, object_count,
+        snapshot_count}``, or None when no pack was needed. The file is durable before the one
         transaction that adds its rows commits.
         """
         known_objects = set(self._known(conn, "pack_index", "object_id", repo, [o.object_id for o in objects]))
@@ -268,11 +286,18 @@ class PackStore:
         new_snapshots = sorted({(s.session_key, s.file_hash): s for s in snapshots
                                 if f"{s.session_key}@{s.file_hash}" not in known_versions}.values(),
                                key=Snapshot.sort_key)
-        if not new_objects and not new_snapshots:
+        now = datetime.now(UTC)
+        if not new_objects and not new_snapshots:  # known versions seen again (a file reverted): the timeline
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                _observe(conn, repo, snapshots, now)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             return None
         key, _path, nbytes = write_pack(self.packs_dir, (load(o.object_id) for o in new_objects), len(new_objects),
                                         new_snapshots, len(new_snapshots))
-        now = datetime.now(UTC)
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(
@@ -297,6 +322,7 @@ class PackStore:
                 "pack_key": pa.array([key] * len(new_snapshots), pa.string()),
                 "archived_at": pa.array([now] * len(new_snapshots), pa.timestamp("us", tz="UTC")),
             }))
+            _observe(conn, repo, snapshots, now)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -348,8 +374,10 @@ class PackStore:
                 at: datetime | None = None) -> list[dict]:
         """Rebuild the files of ``repo`` (or one session) under ``dest_dir/<session key>``, byte for byte.
 
-        Each file gets its latest version whose mtime is not after ``at`` (default: the latest). A
-        restored file is hash-checked before it is renamed into place and gets its original mtime.
+        Each file gets the version seen last (default), or with ``at`` the version that was on disk
+        then: of the observations whose mtime is not after ``at``, the one with the latest mtime. A file
+        that went A, B, A restores as A. A restored file is hash-checked before it is renamed into
+        place and gets the mtime it had when it was seen.
         An existing file with other content is never overwritten: it is reported as ``conflict``.
         Nothing is written outside ``dest_dir``: every folder below it is opened without following
         symlinks, so a file whose folder (or the file itself) is a symlink is left alone and reported
@@ -357,17 +385,19 @@ class PackStore:
         per file, status one of ``restored``, ``identical``, ``conflict``, ``refused``.
         """
         at_ns = int(at.timestamp() * 1_000_000_000) if at is not None else None
-        latest: dict[str, Snapshot] = {}
         with self.state.connect() as conn:  # one short connection: the versions and where their chunks are
-            versions = self._versions(conn, repo, session_key)
+            timeline = self._timeline(conn, repo, session_key)
             where = dict(conn.execute(
                 """SELECT object_id, pack_key FROM pack_index WHERE repo = ? AND object_id IN
                    (SELECT unnest(chunks) FROM snapshots WHERE repo = ? AND (? IS NULL OR session_key = ?))""",
                 [repo, repo, session_key, session_key],
             ).fetchall())
-        for v in versions:
-            if at_ns is None or v.snapshot.mtime_ns <= at_ns:
-                latest[v.snapshot.session_key] = v.snapshot  # rows come in time order: the last one wins
+        if at_ns is None:
+            latest = latest_observed(timeline)
+        else:
+            on_disk = sorted((o for o in timeline if o.snapshot.mtime_ns <= at_ns),
+                             key=lambda o: (o.snapshot.mtime_ns, o.observed_at))
+            latest = {o.snapshot.session_key: o.snapshot for o in on_disk}  # the last one wins
         if not latest:
             what = session_key or f"project {repo}"
             raise PackError(f"no archived version of {what}" + (f" at or before {at.isoformat()}" if at else ""))
@@ -392,6 +422,29 @@ class PackStore:
         finally:
             os.close(dest_fd)
         return results
+
+    def export_versions(self, versions: Sequence[tuple[str, Snapshot]],
+                        dest_dir: Path | str) -> Iterator[tuple[str, Snapshot, Path]]:
+        """Write each of ``versions`` (``(repo, snapshot)`` pairs), in the order given, to a file under
+        ``dest_dir``, hash-checked, and yield ``(repo, snapshot, path)``; each file is deleted before the
+        next one is written, so the archive never sits on disk twice. One reader per repo is kept open
+        for the whole walk, so each pack is verified once however the repos interleave."""
+        wanted: dict[str, set[str]] = {}
+        for repo, snap in versions:
+            wanted.setdefault(repo, set()).update(snap.chunks)
+        with contextlib.ExitStack() as stack:
+            readers = {repo: stack.enter_context(self.reader(repo)) for repo in wanted}
+            for repo, chunks in wanted.items():
+                readers[repo].locate(chunks)
+            dest_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+            stack.callback(os.close, dest_fd)
+            for n, (repo, snap) in enumerate(versions):
+                target = Path(dest_dir) / f"version-{n}.jsonl"
+                _write_version(readers[repo], snap, dest_fd, target.name)
+                try:
+                    yield repo, snap, target
+                finally:
+                    target.unlink(missing_ok=True)
 
     # -- maintenance (resources.pack_gc) ----------------------------------------------------------
 
@@ -423,6 +476,24 @@ def _insert(conn: duckdb.DuckDBPyConnection, table: str, conflict: str, rows: pa
         conn.execute(f"INSERT INTO {table} SELECT * FROM _pack_rows {conflict}")
     finally:
         conn.unregister("_pack_rows")
+
+
+def latest_observed(timeline: Iterable[Observation]) -> dict[str, Snapshot]:
+    """Per session key, the version of the last observation in ``timeline`` (ordered by time seen)."""
+    return {o.snapshot.session_key: o.snapshot for o in timeline}
+
+
+def _observe(conn: duckdb.DuckDBPyConnection, repo: str, snapshots: Sequence[Snapshot], now: datetime) -> None:
+    """Record that ``snapshots`` were on disk now (seen again with the same mtime: the time moves)."""
+    snapshots = list({(s.session_key, s.file_hash, s.mtime_ns): s for s in snapshots}.values())
+    _insert(conn, "snapshot_observations", "ON CONFLICT DO UPDATE SET observed_at = excluded.observed_at",
+            pa.table({
+                "repo": pa.array([repo] * len(snapshots), pa.string()),
+                "session_key": pa.array([s.session_key for s in snapshots], pa.string()),
+                "file_hash": pa.array([s.file_hash for s in snapshots], pa.string()),
+                "mtime_ns": pa.array([s.mtime_ns for s in snapshots], pa.int64()),
+                "observed_at": pa.array([now] * len(snapshots), pa.timestamp("us", tz="UTC")),
+            }))
 
 
 def _safe_relative(session_key: str) -> PurePosixPath:

@@ -304,7 +304,7 @@ class ProvenanceWriteQueue:
         try:
             self.overflow_dir.mkdir(parents=True, exist_ok=True)
             name = f"{new_ulid()}-{os.getpid()}.jsonl"
-            fd = os.open(self.overflow_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(self.overflow_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.write(fd, body)
                 os.fsync(fd)

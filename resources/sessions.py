@@ -142,12 +142,18 @@ class ParseStats:
     def malformed_count(self) -> int:
         return len(self.malformed)
 
+    def reject(self, line: JsonLine, error: str) -> None:
+        """Count a line that parsed but that a reader cannot use (a value out of range, a wrong type)
+        as malformed, with its offset and a preview, like a line that is not JSON."""
+        self.malformed.append(MalformedLine(line.offset, line.size, error, _preview(orjson.dumps(line.obj))))
+
 
 class JsonLine(NamedTuple):
-    """One parsed line: the object and where its bytes start in the file."""
+    """One parsed line: the object, where its bytes start in the file and how many there are."""
 
     offset: int
     obj: dict
+    size: int
 
 
 def iter_jsonl(
@@ -197,7 +203,7 @@ def iter_jsonl(
                     )
                 elif wanted:
                     lines += 1
-                    yield JsonLine(line_offset, obj)
+                    yield JsonLine(line_offset, obj, size)
     finally:
         stats.lines += lines
         stats.end_offset = offset

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from resources.private_home import make_private
+
 
 def _env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
@@ -76,14 +78,20 @@ class Settings:
         return self.home / "provenance-overflow"
 
     @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance the CLI uses when ``DAGSTER_HOME`` is not set (pipelines/instance.py)."""
+        return self.home / "dagster"
+
+    @property
     def retry_dir(self) -> Path:
         """Markers of projects with files that failed, for the session sensor (resources/retry_marks.py)."""
         return self.home / "retry"
 
     @classmethod
     def from_env(cls) -> Settings:
+        """The settings, with the data home made private (`resources.private_home.make_private`)."""
         price_file = os.environ.get("SESSIONLAKE_PRICE_FILE")
-        return cls(
+        settings = cls(
             home=_env_path("SESSIONLAKE_HOME", Path.home() / ".sessionlake").resolve(),
             sessions_dir=_env_path("SESSIONLAKE_SESSIONS_DIR", Path.home() / ".claude" / "projects").resolve(),
             price_file=Path(price_file).expanduser() if price_file else None,
@@ -102,3 +110,5 @@ class Settings:
             pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0),
             sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
         )
+        make_private(settings)
+        return settings

@@ -170,6 +170,23 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "DELETE FROM meta WHERE key = 'price_fingerprint'",
         ),
     ),
+    (
+        6,
+        (
+            # The archive's timeline: every time an ingest saw a version on disk (a file that goes
+            # A -> B -> A has two observations of A). `snapshots` holds each content once.
+            """CREATE TABLE IF NOT EXISTS snapshot_observations (
+                repo VARCHAR NOT NULL,
+                session_key VARCHAR NOT NULL,
+                file_hash VARCHAR NOT NULL,
+                mtime_ns BIGINT NOT NULL,
+                observed_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (repo, session_key, file_hash, mtime_ns)
+            )""",
+            """INSERT INTO snapshot_observations
+               SELECT repo, session_key, file_hash, mtime_ns, archived_at FROM snapshots ON CONFLICT DO NOTHING""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -45,6 +45,9 @@ _COLUMNS = [f.name for f in USAGE_SCHEMA]
 _RANK = "(CASE WHEN {t}.is_sidechain THEN 0 ELSE 1 END, {t}.input_tokens + {t}.output_tokens " \
         "+ {t}.cache_creation_tokens + {t}.cache_read_tokens)"
 
+# A session key without its project folder: equal for the same file after the folder was renamed.
+_IN_PROJECT = "substr({t}.session_key, length({t}.project) + 1)"
+
 _COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * b.output_tokens
     + p.cache_write_per_mtok * (b.cache_creation_tokens - b.cache_creation_1h_tokens)
     + p.cache_write_1h_per_mtok * b.cache_creation_1h_tokens
@@ -64,7 +67,8 @@ _BAND_MATCH = f"""p.model = b.model
 def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: PriceTable) -> int:
     """Write ``rows`` (one per key, already the best copy within the batch); returns rows written.
 
-    A stored row is replaced only by a better copy; new keys are appended. The table has no primary
+    A stored row is replaced only by a better copy, or by an equal copy of the same file under
+    another project folder (the folder was renamed: the row follows it); new keys are appended. The table has no primary
     key index (maintaining one made bulk loads several times slower), so uniqueness of ``dedup_key``
     is this function's job: one transaction, run only under DuckDB's single-writer lock.
     """
@@ -82,7 +86,10 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
                    computed_cost_usd = n.computed_cost_usd
                 FROM ({priced}) n
                 WHERE usage_messages.dedup_key = n.dedup_key
-                  AND {_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}"""
+                  AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
+                       OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
+                           AND n.project <> usage_messages.project
+                           AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")}))"""
         )
         conn.execute(
             f"""INSERT INTO usage_messages ({", ".join(_COLUMNS)}, computed_cost_usd)

@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from pipelines.capture import DEPTH_TAG, capture_queue_sensor, capture_records, defs, ingest_capture
+from pipelines.definitions import defs as all_defs
 from pipelines.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
 from resources.capture_drain import drain_to_lance
 from resources.capture_queue import CaptureQueue
@@ -39,7 +40,7 @@ def resources(home) -> dict:
 
 def _tick(instance, resources, cursor=None) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
-                                      repository_def=defs.get_repository_def())
+                                      repository_def=all_defs.get_repository_def())
     return capture_queue_sensor.evaluate_tick(context)
 
 

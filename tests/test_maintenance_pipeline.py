@@ -191,7 +191,7 @@ def test_job_reports_numbers_and_table_and_checks_pass(instance, lance):
     assert meta["tables_failed"].value == 0
     assert "| records | 10 → 10 |" in meta["report"].value
     checks = checks_by_name(result)
-    assert len(checks) == 6
+    assert len(checks) == 8
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
     assert phases(store) == ["manual"]
 
@@ -260,3 +260,23 @@ def test_cli_maintain_prints_the_table_and_refuses_a_short_retention(tmp_path, m
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"records", "edges", "events"} and report["edges"]["rows_after"] == 5
     assert phases(store) == ["manual", "manual"]
+
+
+def test_a_table_lance_cannot_open_is_an_error_check_and_is_never_recreated(instance, lance):
+    store = lance.store()
+    small_writes(store, 3)
+    versions = lm.table_dir(store, EDGES) / "_versions"
+    for manifest in versions.glob("*.manifest"):
+        manifest.write_bytes(b"garbage")
+    result = run_job(instance, lance, raise_on_error=False)
+    [mat] = result.asset_materializations_for_node("lance_storage")
+    assert mat.metadata["tables_failed"].value == 1
+    assert "| edges |" in mat.metadata["report"].value and "cannot be opened" in mat.metadata["report"].value
+    checks = checks_by_name(result)
+    readable = checks["memory_records:lance_tables_readable"]
+    assert not readable.passed and readable.severity == dg.AssetCheckSeverity.ERROR
+    assert "'edges'" in readable.description and "sessionlake memory rebuild" in readable.description
+    assert checks["lance_events:lance_tables_readable"].passed
+    fragments = checks["memory_records:lance_small_fragments"]
+    assert not fragments.passed and fragments.severity == dg.AssetCheckSeverity.ERROR
+    assert sorted(p.read_bytes() for p in versions.glob("*.manifest")) == [b"garbage"] * 4, "recreated"

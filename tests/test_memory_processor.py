@@ -132,3 +132,22 @@ def test_malformed_lines_skipped_untyped_lines_kept_progress_ignored(tmp_path):
     assert store.get("a1")["text"] == "hi!"
     texts = sorted(store.open_table(RECORDS).to_arrow()["text"].to_pylist())
     assert texts == ["hello there", "hi!", "untyped old line"]
+
+
+def test_commits_every_file_give_the_same_records_and_summary_tags_as_one_commit(tmp_path, samples_root):
+    """Bounded memory: records are committed every FILES_PER_COMMIT files. A summary whose leaf is in a
+    file of a later commit (or of an earlier one) must tag the same session as in a single commit."""
+    one = LanceStore(tmp_path / "one")
+    run_processors([MemoryProcessor(one)], samples_root, StateStore(tmp_path / "one.duckdb"))
+    many = LanceStore(tmp_path / "many")
+    per_file = MemoryProcessor(many)
+    per_file.commit_every_files = 1
+    stats = run_processors([per_file], samples_root, StateStore(tmp_path / "many.duckdb"))["memory"]
+    assert stats["commits"] >= 4
+
+    def by_id(store):
+        return {r["id"]: (r["text"], r["session_id"], sorted(r["tags"] or [])) for r in store.records_where("TRUE")}
+
+    expected = by_id(one)
+    assert any(tags for _, _, tags in expected.values()), "the samples carry summaries"
+    assert by_id(many) == expected

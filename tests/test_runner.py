@@ -92,6 +92,8 @@ def test_grown_file_is_read_from_where_the_last_run_stopped(tmp_path, state):
     stats = run_processors([proc], root, state)["lines"]
     assert proc.calls == [("p/s.jsonl", 18)]
     assert stats["bytes_read"] == 9
+    # the run extracted one item (its numbers add up across runs); the state keeps the file's total
+    assert stats["items_extracted"] == stats["by_project"]["p"]["items_extracted"] == 1
     with state.connect() as conn:
         assert load_processor_state(conn, "lines")["p/s.jsonl"].items_extracted == 3
 
@@ -219,3 +221,59 @@ def test_numbers_are_counted_per_project_and_add_up_to_the_run(samples_root, sta
     assert per[SAMPLE_PROJECT]["scanned"] == 4
     for key in ("scanned", "processed", "items_extracted", "bytes_read", "lines_malformed", "errors"):
         assert stats[key] == sum(p[key] for p in per.values()), key
+
+
+class NonNegative(SessionProcessor):
+    """Writes every line's ``n`` to a DuckDB table that refuses negatives, all files in one transaction:
+    one file's bad row fails the whole commit, as a value a processor let through would."""
+
+    name = "nonneg"
+    commit_every_files = None
+
+    def __init__(self):
+        self.rows: list[tuple[str, int]] = []
+        self.commits = 0
+
+    def process_session(self, session_path, username, session_key, conn, *, start_offset=0):
+        stats = ParseStats()
+        rows = [(session_key, line.obj["n"]) for line in iter_jsonl(session_path, start_offset, stats)]
+        self.rows.extend(rows)
+        return ProcessorResult(items_count=len(rows), end_offset=stats.end_offset, bytes_read=stats.bytes_read)
+
+    def commit(self, conn):
+        self.commits += 1
+        conn.execute("CREATE TABLE IF NOT EXISTS nonneg (session_key VARCHAR, n BIGINT CHECK (n >= 0))")
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.executemany("INSERT INTO nonneg VALUES (?, ?)", self.rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.rows = []
+
+    def discard(self):
+        self.rows = []
+
+
+def test_a_failed_commit_is_split_until_the_one_failing_file_is_found(tmp_path, state):
+    root = tmp_path / "tree"
+    keys = [f"p{i % 2}/s{i:02}.jsonl" for i in range(16)]
+    for i, key in enumerate(keys):
+        _write(root, key, ['{"n": 1}', '{"n": -1}' if i == 11 else '{"n": 2}'])
+    proc = NonNegative()
+    stats = run_processors([proc], root, state)["nonneg"]
+    assert (stats["processed"], stats["errors"], stats["failed_files"]) == (15, 1, [keys[11]])
+    [error] = stats["by_project"]["p1"]["error_files"]
+    assert error["file"] == keys[11] and error["error"].startswith("commit failed: ") and "CHECK" in error["error"]
+    assert stats["items_extracted"] == 30 and stats["bytes_read"] == sum((root / k).stat().st_size for k in keys
+                                                                           if k != keys[11])
+    assert proc.commits <= 1 + 2 * 4, "a binary split, not one commit per file"
+    with state.connect() as conn:
+        stored = conn.execute("SELECT session_key, count(*) FROM nonneg GROUP BY 1 ORDER BY 1").fetchall()
+        assert stored == [(k, 2) for k in sorted(keys) if k != keys[11]], "every other file committed once"
+        assert set(load_processor_state(conn, "nonneg")) == set(keys) - {keys[11]}
+    again = run_processors([NonNegative()], root, state)["nonneg"]
+    assert (again["processed"], again["errors"], again["skipped"]) == (0, 1, 15)
+    _write(root, keys[11], ['{"n": 1}', '{"n": 3}'])
+    assert run_processors([NonNegative()], root, state)["nonneg"]["processed"] == 1

@@ -210,3 +210,21 @@ def test_one_run_over_projects_of_different_sizes_reports_each_projects_own_numb
     assert all(c.passed for c in checks.values())
     steps = {e.step_key for e in result.all_events if e.step_key}
     assert steps == {STEP_NAME}, "one step per run: the table-wide Lance checks belong to maintenance"
+
+
+def test_a_queued_ui_backfill_of_the_session_assets_also_holds_changes_for_the_next_run(instance, settings):
+    first = _tick(instance)
+    job = defs.resolve_implicit_global_asset_job_def()
+    backfill_run = instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED,
+                                               asset_selection=frozenset({dg.AssetKey("usage_messages")}))
+    capture_run = instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED,
+                                              asset_selection=frozenset({dg.AssetKey("capture_records")}))
+    path = next(settings.sessions_dir.rglob("fed8ce56*.jsonl"))
+    with open(path, "a") as f:
+        f.write('{"type": "summary", "summary": "later"}\n')
+    waiting = _tick(instance, first.cursor)
+    assert waiting.run_requests == [] and backfill_run.run_id[:8] in waiting.skip_message
+    instance.report_run_canceled(backfill_run)
+    [request] = _tick(instance, waiting.cursor).run_requests  # the queued capture run holds nothing back
+    assert instance.get_run_by_id(capture_run.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+    assert _projects_of(request) == [SAMPLE_PROJECT]

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from resources.lance import LanceStore
+    from resources.lance import LanceStore, LanceTableUnreadable
     from resources.recall import recall, snippet
     from resources.settings import Settings
 
@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     store = LanceStore.from_settings(settings)
-    hits = recall(store, args.query, args.session_id, k=args.k, project=args.project, since=args.since)
+    try:
+        hits = recall(store, args.query, args.session_id, k=args.k, project=args.project, since=args.since)
+    except LanceTableUnreadable as exc:
+        print(f"sessionlake recall: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         out = [{**_plain(hit), "rank": i, "snippet": snippet(hit["text"], args.query, SNIPPET_WIDTH, ("**", "**"))}
                for i, hit in enumerate(hits, 1)]

@@ -133,6 +133,10 @@ class ArchiveProcessor(SessionProcessor):
                 self._stats["objects_written"] += written["object_count"]
                 self._stats["pack_bytes_written"] += written["bytes"]
                 self._stats["versions_archived"] += written["snapshot_count"]
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget the batch; its chunks stay unreferenced in the spool until the run ends."""
         self._batch = {}
         self._latest = {}
 

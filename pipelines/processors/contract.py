@@ -4,7 +4,8 @@ The runner (``runner.py``) decides which files a processor sees and from which b
 processor only turns lines into rows. Rows for one file are built locally and handed to the batch
 only when the file succeeded, so a file that raises contributes nothing. ``commit`` writes the batch
 (one DuckDB transaction, one Lance commit per table, one pack per project); files are marked
-processed only after the commit that holds their rows succeeded.
+processed only after the commit that holds their rows succeeded; after a failed commit the runner
+calls ``discard`` and processes the files again in halves.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class SessionProcessor:
 
     def commit(self, conn: Connection) -> None:
         """Write everything batched since the last commit. Called with a fresh short-lived connection."""
+
+    def discard(self) -> None:
+        """Drop everything batched since the last commit, which failed. The runner then processes those
+        files again in smaller batches to find the one the commit could not take."""
 
     def end_run(self) -> dict:
         """Called once after the last commit; returns extra stats for the run's metadata."""

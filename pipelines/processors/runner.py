@@ -6,6 +6,8 @@ Rules (each one tested in ``tests/test_runner.py``):
 - a file that only grew (size larger, the 4 KiB before the stored offset unchanged) is read from the
   stored offset; anything else is read from byte 0;
 - a processor that raises on a file leaves it unmarked (retried next run); the other files go on;
+- a commit that fails is split: its files are processed again in halves, each committed on its own,
+  down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
 - a wrong return type counts as 0 items and the file is marked; 0 items still marks the file;
 - a missing sessions root gives all-zero stats.
 """
@@ -36,6 +38,9 @@ BYTES_PER_CONNECTION = 64 << 20
 """A DuckDB connection is held for at most this many files or bytes of session data, so other
 processes get the database in between (opening and checkpointing one costs tens of ms)."""
 MAX_ERRORS_REPORTED = 20
+SPLIT_BUDGET = 4
+"""Splitting a failed commit re-processes at most this many times its files: one bad file costs about
+2x, and a failure that is no file's fault (a full disk) gives up after a few rounds, not one commit per file."""
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,16 @@ class _Task:
     file_hash: str
     start_offset: int
     items_before: int
+
+
+@dataclass
+class _Done:
+    """A file the processor took, waiting for the commit that holds its rows."""
+
+    task: _Task
+    mark: ProcessedMark
+    malformed: list[MalformedLine]
+    bytes_read: int
 
 
 COUNTS = ("scanned", "processed", "skipped", "errors", "items_extracted", "lines_malformed", "bytes_read", "vanished")
@@ -117,11 +132,10 @@ def top_up_file(processor: SessionProcessor, file: SessionFile, conn: Connection
     tasks, unchanged = _plan([file], load_processor_state(conn, processor.name, [file.key]), {}, stats)
     mark_processed(conn, processor.name, unchanged)
     processor.begin_run()
-    malformed: list = []
     for task in tasks:
-        mark = _process_one(processor, task, conn, stats, malformed, logger)
-        if mark is not None:
-            _commit(processor, conn, [mark], malformed, stats, logger)
+        taken = _process_one(processor, task, conn, stats, logger)
+        if taken is not None:
+            _commit(processor, conn, [taken], stats, logger)
     stats.update(processor.end_run())
     return stats
 
@@ -204,19 +218,18 @@ def _execute(
 ) -> None:
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
-    pending: list[ProcessedMark] = []
-    malformed: list[tuple[str, MalformedLine]] = []
+    pending: list[_Done] = []
     done = 0
     for chunk in _connection_chunks(tasks):
         with state.connect() as conn:
             for task in chunk:
-                mark = _process_one(processor, task, conn, stats, malformed, logger)
-                if mark is not None:
-                    pending.append(mark)
+                taken = _process_one(processor, task, conn, stats, logger)
+                if taken is not None:
+                    pending.append(taken)
                 done += 1
                 if pending and (len(pending) >= commit_every or done == len(tasks)):
-                    _commit(processor, conn, pending, malformed, stats, logger)
-                    pending, malformed = [], []
+                    _commit(processor, conn, pending, stats, logger)
+                    pending = []
     stats.update(processor.end_run())
 
 
@@ -233,7 +246,7 @@ def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
         yield chunk
 
 
-def _process_one(processor, task: _Task, conn, stats: dict, malformed: list, logger) -> ProcessedMark | None:
+def _process_one(processor, task: _Task, conn, stats: dict, logger) -> _Done | None:
     f = task.file
     started = datetime.now(UTC)
     try:
@@ -254,11 +267,9 @@ def _process_one(processor, task: _Task, conn, stats: dict, malformed: list, log
         tail = tail_fingerprint(f.fspath, end_offset) if end_offset > 0 else None
     except OSError:
         tail = None
-    _count(stats, f.project, "lines_malformed", len(result.malformed))
-    _count(stats, f.project, "bytes_read", result.bytes_read)
-    malformed.extend((f.key, m) for m in result.malformed)
     items = task.items_before + _as_count(result.items_count)
-    return ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
+    mark = ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
+    return _Done(task, mark, list(result.malformed), result.bytes_read)
 
 
 def _as_count(value) -> int:
@@ -268,21 +279,43 @@ def _as_count(value) -> int:
         return 0
 
 
-def _commit(processor, conn, pending: list[ProcessedMark], malformed: list, stats: dict, logger) -> None:
-    """Commit the processor's batch, then mark its files; a failed commit leaves them all unmarked."""
+def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: list[int] | None = None) -> None:
+    """Commit the processor's batch, then mark its files and keep their malformed lines.
+
+    A failed commit is split to find the file it could not take: the batch is discarded, and each half
+    is processed again and committed on its own, down to single files. Only files whose own commit
+    fails stay unmarked and are reported; re-processing stops at `SPLIT_BUDGET` times the batch,
+    after which what is left is reported as failed together.
+    """
     try:
         processor.commit(conn)
     except Exception as exc:
-        for mark in pending:
-            _report_error(stats, mark.username, mark.session_file, exc, prefix="commit failed: ")
-        logger.error("%s commit failed; %d files stay unprocessed: %s", processor.name, len(pending), exc,
-                     exc_info=True)
+        processor.discard()
+        budget = [SPLIT_BUDGET * len(pending)] if budget is None else budget
+        if len(pending) == 1 or budget[0] < len(pending):
+            for taken in pending:
+                _report_error(stats, taken.mark.username, taken.mark.session_file, exc, prefix="commit failed: ")
+            logger.error("%s commit failed; %d file(s) stay unprocessed: %s", processor.name, len(pending), exc,
+                         exc_info=True)
+            return
+        logger.warning("%s commit of %d files failed (%s); committing them in halves to find the file",
+                       processor.name, len(pending), exc)
+        budget[0] -= len(pending)
+        middle = len(pending) // 2
+        for half in (pending[:middle], pending[middle:]):
+            again = [t for t in (_process_one(processor, p.task, conn, stats, logger) for p in half) if t]
+            if again:
+                _commit(processor, conn, again, stats, logger, budget)
         return
-    mark_processed(conn, processor.name, pending)
-    record_malformed_lines(conn, malformed)
-    for mark in pending:
-        _count(stats, mark.username, "processed")
-        _count(stats, mark.username, "items_extracted", mark.items_extracted)
+    mark_processed(conn, processor.name, [t.mark for t in pending])
+    record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
+    for t in pending:
+        project = t.mark.username
+        _count(stats, project, "processed")
+        # this run's items: the mark keeps the file's running total, and a grown file adds only its new ones
+        _count(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)
+        _count(stats, project, "lines_malformed", len(t.malformed))
+        _count(stats, project, "bytes_read", t.bytes_read)
 
 
 def _report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:

@@ -1,0 +1,40 @@
+"""The peer of ``sessionlake ingest``: the same three processors called directly, without Dagster.
+
+``ingest_direct(settings)`` builds UsageProcessor, MemoryProcessor and ArchiveProcessor as the
+ingest step does and calls `run_processors` once. ``python -m bench.direct`` does the same in a new
+process (settings from the environment) and prints the totals as JSON, so it pays Python start-up
+and imports like the CLI does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from resources.settings import Settings
+
+TOTALS = ("scanned", "processed", "errors", "items_extracted", "bytes_read")
+
+
+def ingest_direct(settings: Settings) -> dict[str, dict]:
+    """``{processor: {TOTALS}}`` of one `run_processors` call over the whole sessions tree."""
+    from pipelines.processors.archive import ArchiveProcessor
+    from pipelines.processors.memory import MemoryProcessor
+    from pipelines.processors.runner import run_processors
+    from pipelines.processors.usage import UsageProcessor
+    from resources.lance import LanceStore
+    from resources.packs import PackStore
+    from resources.pricing import PriceTable
+    from resources.state import StateStore
+
+    processors = [UsageProcessor(PriceTable.load(settings.price_file)),
+                  MemoryProcessor(LanceStore.from_settings(settings)),
+                  ArchiveProcessor(PackStore.from_settings(settings))]
+    results = run_processors(processors, settings.sessions_dir, StateStore.from_settings(settings))
+    return {name: {k: stats[k] for k in TOTALS} for name, stats in results.items()}
+
+
+if __name__ == "__main__":
+    totals = ingest_direct(Settings.from_env())
+    print(json.dumps(totals))
+    sys.exit(1 if any(t["errors"] for t in totals.values()) else 0)
