@@ -163,7 +163,8 @@ def iter_jsonl(
 
     Blank lines and lines that are not a JSON object are skipped and counted in ``stats`` (malformed
     ones with offset and a preview). ``stats.end_offset`` ends at the first byte not consumed: a final
-    line with no newline that does not parse is not consumed, so the next read starts at it.
+    line with no newline is consumed only when it is a whole JSON object, so the next read starts at
+    a line still being written (``1`` of ``10`` is a valid number, yet only the start of a line).
     With ``contains``, complete lines without those bytes are passed over unparsed (a reader that
     only wants some lines need not pay for decoding the rest; it also does not see their defects).
     """
@@ -192,6 +193,8 @@ def iter_jsonl(
                         stats.blank += 1
                     offset += size
                     continue
+                if not complete and type(obj) is not dict:
+                    break  # ``1`` of ``10`` or ``"a"`` of ``"a"b``: a valid prefix of a longer line, not a line
                 line_offset = offset
                 offset += size
                 if type(obj) is not dict:

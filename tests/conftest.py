@@ -1,9 +1,12 @@
 """Shared fixtures: the sample sessions (copied so tests may change them) and a tmp data home."""
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from resources.settings import Settings
 from resources.state import StateStore
@@ -46,3 +49,15 @@ def _reset_dagster_defs_state_storage():
 
     with set_defs_state_storage(None):
         yield
+
+
+# Property tests (hypothesis): reproducible by default. The "ci" profile derandomizes (the same examples
+# on every run, so a failure in CI fails the same way on a laptop) and keeps no example database; set
+# SESSIONLAKE_HYPOTHESIS_PROFILE=explore for a random search that remembers failures in .hypothesis/.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+hypothesis_settings.register_profile(
+    "explore", derandomize=False, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+hypothesis_settings.load_profile(os.environ.get("SESSIONLAKE_HYPOTHESIS_PROFILE", "ci"))

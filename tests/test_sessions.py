@@ -80,6 +80,21 @@ def test_final_line_without_newline_that_parses_is_consumed(tmp_path):
     assert stats.end_offset == path.stat().st_size
 
 
+def test_a_final_line_that_is_only_a_valid_prefix_waits_for_the_rest(tmp_path):
+    # found by tests/test_properties.py: "1" is valid JSON, but as the last bytes of a growing file it is
+    # the start of "10"; consuming it counted one malformed line as two, at the wrong offsets
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{}\n1')
+    first = ParseStats()
+    assert [line.obj for line in iter_jsonl(path, 0, first)] == [{}]
+    assert first.end_offset == 3 and first.malformed_count == 0
+    with open(path, "ab") as f:
+        f.write(b'0\n')
+    rest = ParseStats()
+    assert list(iter_jsonl(path, first.end_offset, rest)) == []
+    assert [(m.byte_offset, m.length) for m in rest.malformed] == [(3, 3)]
+
+
 def test_hash_is_content_based(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"x": 1}\n')
