@@ -74,6 +74,14 @@ def marked_pids(marker: str) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``."""
     members = []
@@ -182,19 +190,20 @@ class LiveDagster:
             time.sleep(0.2)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        for pid in marked_pids(self.marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        end = time.monotonic() + 10
-        while marked_pids(self.marker) and time.monotonic() < end:
-            time.sleep(0.2)
-        survivors = marked_pids(self.marker) + _group_members(pgid)
+        # SIGKILL again until none is left: a process may have been spawned (a run worker, a compute-log
+        # tail) between the group kill and the marker scan.
+        end = time.monotonic() + 30
+        while (survivors := marked_pids(self.marker) + _group_members(pgid)) and time.monotonic() < end:
+            for pid in survivors:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
         self.proc = None
         self._log.close()
         if survivors:
-            raise LiveDagsterError(f"processes survived stop(): {survivors}")
+            raise LiveDagsterError(f"processes survived stop(): {[(pid, _cmdline(pid)) for pid in survivors]}")
 
     # -- GraphQL -----------------------------------------------------------------------------
 
