@@ -246,7 +246,7 @@ def _parse_cursor(raw: str | None) -> dict[str, str]:
     return digests if isinstance(digests, dict) else {}
 
 
-SENSOR_INTERVAL_SEC = Settings.from_env().sensor_interval_sec
+SENSOR_INTERVAL_SEC = Settings.sensor_interval_from_env()
 """Read once, at import, from ``SESSIONLAKE_SENSOR_INTERVAL_SEC`` (default 60)."""
 
 

@@ -50,8 +50,6 @@ class Settings:
     pack_gc_live_packs_threshold: int = 8
     pack_gc_grace_sec: float = 3600.0
     sensor_max_new_partitions: int = 500
-    sensor_interval_sec: int = 60
-    """Minimum seconds between two session-sensor ticks (read when the code location loads)."""
     pool_wait_sec: float = 600.0
     """How long ``sessionlake ingest`` waits for a pool slot held by another live run before giving up."""
     sessions_dir_explicit: bool = False
@@ -87,6 +85,12 @@ class Settings:
         """Markers of projects with files that failed, for the session sensor (resources/retry_marks.py)."""
         return self.home / "retry"
 
+    @staticmethod
+    def sensor_interval_from_env() -> int:
+        """``SESSIONLAKE_SENSOR_INTERVAL_SEC`` alone, without touching the data home: the code location
+        reads it when it loads, long before anything is written."""
+        return _env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60)
+
     @classmethod
     def from_env(cls) -> Settings:
         """The settings, with the data home made private (`resources.private_home.make_private`)."""
@@ -106,7 +110,6 @@ class Settings:
             pack_gc_live_packs_threshold=_env_int("SESSIONLAKE_PACK_GC_LIVE_PACKS", 8),
             pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0),
             sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500),
-            sensor_interval_sec=_env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60),
             pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0),
             sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
         )
