@@ -88,7 +88,8 @@ class Workload:
             store.upsert_records(rows)
 
     def _next_op(self):
-        from resources.lance import new_edge, new_record, write_event
+        from resources.lance import new_edge, new_record
+        from resources.lance_events import write_event
 
         rng = self.rng
         roll = rng.random()

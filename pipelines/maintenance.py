@@ -31,7 +31,8 @@ from pipelines.run_targets import targets_any
 from pipelines.tags import LANCE_ASSETS, POOL_LANCE_MAINTENANCE
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
-from resources.lance import EDGES, EVENTS, PROVENANCE, RECORDS, query_events, write_event
+from resources.lance import EDGES, EVENTS, PROVENANCE, RECORDS
+from resources.lance_events import query_events, write_event
 
 JOB_NAME = "lance_maintenance"
 PHASE_TAG = "sessionlake/maintenance-phase"

@@ -29,9 +29,8 @@ from resources.lance import (
     LanceStore,
     new_edge,
     new_record,
-    query_events,
-    write_event,
 )
+from resources.lance_events import query_events, write_event
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("rows_before", "rows_after", "versions_before", "versions_after", "size_bytes_before",

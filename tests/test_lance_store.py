@@ -19,9 +19,8 @@ from resources.lance import (
     LanceStore,
     edge_id,
     new_record,
-    query_events,
-    write_event,
 )
+from resources.lance_events import query_events, write_event
 from resources.settings import Settings
 
 

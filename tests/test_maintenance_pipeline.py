@@ -12,7 +12,8 @@ from pipelines import maintenance
 from pipelines.definitions import defs as all_defs
 from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
-from resources.lance import EDGES, RECORDS, new_edge, new_record, query_events, write_event
+from resources.lance import EDGES, RECORDS, new_edge, new_record
+from resources.lance_events import query_events, write_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:optimize")
 
