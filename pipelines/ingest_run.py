@@ -116,10 +116,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         for key, value in mat.metadata.items():
             if isinstance(value.value, int | float) and not isinstance(value.value, bool):
                 totals[key] = totals.get(key, 0) + value.value
-    for event in outcome.all_events:
-        if event.event_type_value != "ASSET_CHECK_EVALUATION":
-            continue
-        evaluation = event.event_specific_data
+    for evaluation in outcome.get_asset_check_evaluations():
         if not evaluation.passed:
             table = evaluation.metadata.get("failed_files")
             result["failures"][evaluation.asset_key.to_user_string()] = table.value if table else evaluation.description
