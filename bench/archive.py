@@ -28,7 +28,7 @@ def _tree_bytes(root: Path) -> int:
 
 
 def _store(home: Path):
-    from resources.packs import PackStore
+    from resources.archive.packs import PackStore
     from resources.state import StateStore
 
     return PackStore(home / "packs", StateStore(home / "state.duckdb"))
@@ -68,7 +68,7 @@ def _copy_files(paths: list[Path], dest: Path) -> float:
 def _rewrite_packs(store, repos: list[str], dest: Path) -> float:
     """Seconds to verify and stream the live packs of ``repos`` into one pack each, as GC does
     between its two DuckDB steps (no index reads, no swap transaction)."""
-    from resources.pack_format import ObjectRef, pack_path, scan_pack_file, write_pack
+    from resources.archive.pack_format import ObjectRef, pack_path, scan_pack_file, write_pack
 
     groups = {r: [p["key"] for p in store.live_packs(r)] for r in repos}
     started = time.perf_counter()

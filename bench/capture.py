@@ -21,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from resources.capture_drain import drain_to_lance
-from resources.capture_queue import DEFAULT_MAX_SIZE, CaptureQueue
-from resources.lance import LanceStore
+from resources.capture.drain import drain_to_lance
+from resources.capture.queue import DEFAULT_MAX_SIZE, CaptureQueue
+from resources.memory.lance import LanceStore
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = {"text": "Remember: the staging deploy needs the VPN; Привет 😀", "session_id": "bench", "role": "user"}

@@ -22,10 +22,10 @@ def ingest_direct(settings: Settings) -> dict[str, dict]:
     from pipelines.processors.memory import MemoryProcessor
     from pipelines.processors.runner import run_processors
     from pipelines.processors.usage import UsageProcessor
-    from resources.lance import LanceStore
-    from resources.packs import PackStore
-    from resources.pricing import PriceTable
+    from resources.archive.packs import PackStore
+    from resources.memory.lance import LanceStore
     from resources.state import StateStore
+    from resources.usage.pricing import PriceTable
 
     processors = [UsageProcessor(PriceTable.load(settings.price_file)),
                   MemoryProcessor(LanceStore.from_settings(settings)),

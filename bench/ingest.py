@@ -46,7 +46,7 @@ def _usage_ingest(root: Path, home: Path, expected: dict) -> float:
     from pipelines.processors.runner import run_processors
     from pipelines.processors.usage import UsageProcessor
     from resources.state import StateStore
-    from resources.usage_reports import usage_report
+    from resources.usage.reports import usage_report
 
     state = StateStore(home / "state.duckdb")
     started = time.perf_counter()

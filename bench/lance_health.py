@@ -79,7 +79,7 @@ class Workload:
         """Wall time each store spent in its writes: what a writer feels."""
 
     def seed(self) -> None:
-        from resources.lance import new_record
+        from resources.memory.lance import new_record
 
         rng = random.Random(1)
         rows = [new_record(f"r{i}", _text(rng), tier="episodic", session_id=f"s{i % 97}")
@@ -88,8 +88,8 @@ class Workload:
             store.upsert_records(rows)
 
     def _next_op(self):
-        from resources.lance import new_edge, new_record
-        from resources.lance_events import write_event
+        from resources.memory.events import write_event
+        from resources.memory.lance import new_edge, new_record
 
         rng = self.rng
         roll = rng.random()
@@ -122,7 +122,7 @@ class SensorPolicy:
 
     def __init__(self, store, settings):
         from pipelines.maintenance import SENSOR_MIN_INTERVAL_SEC
-        from resources import lance_maintenance as lm
+        from resources.memory import maintenance as lm
 
         self.lm, self.store, self.settings = lm, store, settings
         self.tick_every_sim = float(SENSOR_MIN_INTERVAL_SEC)
@@ -185,7 +185,7 @@ class SensorPolicy:
 
 def _ideal_copy(source, dest: Path):
     """(c): every table of ``source`` written in one commit, then its indexes built once."""
-    from resources.lance import TABLE_NAMES, LanceStore
+    from resources.memory.lance import TABLE_NAMES, LanceStore
 
     ideal = LanceStore(dest)
     for name in TABLE_NAMES:
@@ -211,8 +211,8 @@ def _cold_query_sec(paths: list[Path], reps: int = 5) -> list[float]:
 
 
 def _shape(store) -> tuple[int, int]:
-    from resources import lance_maintenance as lm
-    from resources.lance import TABLE_NAMES
+    from resources.memory import maintenance as lm
+    from resources.memory.lance import TABLE_NAMES
 
     health = [lm.measure_table(store, name) for name in TABLE_NAMES]
     return sum(h.versions for h in health), sum(h.size_bytes for h in health)
@@ -242,7 +242,7 @@ def _lost_or_duplicated(expected: dict[str, list[tuple]], got: dict[str, list[tu
 
 def _bytes_by_folder(store) -> dict[str, int]:
     """Where (b)'s bytes are: data files, index files, manifests, transactions, deletion files."""
-    from resources.lance_maintenance import folder_bytes
+    from resources.memory.maintenance import folder_bytes
 
     out: dict[str, int] = {}
     for table in Path(store.root).glob("*.lance"):
@@ -254,8 +254,8 @@ def _bytes_by_folder(store) -> dict[str, int]:
 
 def bytes_per_write(root: Path, seed_records: int) -> dict[str, float]:
     """Bytes on disk added per provenance entry (alone, and in a batch of 100) and per new record."""
-    from resources.lance import INDEX_DELTA_ROWS, TABLE_NAMES, LanceStore, new_record
-    from resources.lance_maintenance import folder_bytes, table_dir
+    from resources.memory.lance import INDEX_DELTA_ROWS, TABLE_NAMES, LanceStore, new_record
+    from resources.memory.maintenance import folder_bytes, table_dir
 
     store = LanceStore(root)
     Workload(seed_records, [store]).seed()
@@ -290,7 +290,7 @@ def _row(metric, value, unit, baseline=None, target=None, limit=None):
 
 
 def run(quick: bool) -> list[dict]:
-    from resources.lance import LanceStore
+    from resources.memory.lance import LanceStore
     from resources.settings import Settings
 
     warnings.filterwarnings("ignore", message="optimize")

@@ -44,7 +44,7 @@ def _pct(values: list[float], q: float) -> float:
 def _ingest(corpus: Path, home: Path):
     from pipelines.processors.memory import MemoryProcessor
     from pipelines.processors.runner import run_processors
-    from resources.lance import LanceStore
+    from resources.memory.lance import LanceStore
     from resources.state import StateStore
 
     store = LanceStore(home / "lance", provenance_overflow_dir=home / "provenance-overflow")
@@ -56,7 +56,7 @@ def _ingest(corpus: Path, home: Path):
 
 
 def _top_up(store, target: int, rng: random.Random) -> int:
-    from resources.lance import RECORDS, new_record
+    from resources.memory.lance import RECORDS, new_record
 
     rows = [new_record(f"bench-{i}", " ".join(rng.choice(TOP_UP_WORDS) for _ in range(rng.randint(8, 60))),
                        tier="capture", project=f"-bench-topup-{i % 20:02d}", session_id=f"topup-{i // 50}",
@@ -75,13 +75,13 @@ def _cues(rng: random.Random, n: int) -> list[str]:
 
 def _versions(store) -> int:
     """Versions of the tables a recall writes to: provenance, and records (which it must leave alone)."""
-    from resources.lance import PROVENANCE, RECORDS
+    from resources.memory.lance import PROVENANCE, RECORDS
 
     return store.version(RECORDS) + store.version(PROVENANCE)
 
 
 def _recalls(store, cues: list[str]) -> tuple[list[float], int]:
-    from resources.recall import recall
+    from resources.memory.recall import recall
 
     before = _versions(store)
     latencies = []
@@ -93,7 +93,7 @@ def _recalls(store, cues: list[str]) -> tuple[list[float], int]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from resources.lance import INDEX_DELTA_ROWS, RECORDS, TEXT_INDEX
+    from resources.memory.lance import INDEX_DELTA_ROWS, RECORDS, TEXT_INDEX
 
     sessions, target, n_recalls = (200, 20_000, 200) if quick else (2000, 100_000, 1000)
     rng = random.Random(11)

@@ -10,7 +10,7 @@ import json
 import dagster as dg
 
 from pipelines.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
-from resources.capture_queue import DEFAULT_BATCH_SIZE, ulid_or_none
+from resources.capture.queue import DEFAULT_BATCH_SIZE, ulid_or_none
 from resources.configurable import CaptureQueueResource, LanceResource
 
 DEPTH_TAG = "sessionlake/capture-depth"
@@ -28,7 +28,7 @@ def capture_records(
     capture_queue: CaptureQueueResource, lance: LanceResource,
 ) -> dg.MaterializeResult:
     """Lance ``records`` rows (tier ``capture``) drained from the capture inbox; id = ULID, one commit per batch."""
-    from resources.capture_drain import drain_to_lance
+    from resources.capture.drain import drain_to_lance
 
     queue = capture_queue.queue()
     store = lance.store()

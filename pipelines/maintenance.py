@@ -29,10 +29,10 @@ import dagster as dg
 
 from pipelines.run_targets import targets_any
 from pipelines.tags import LANCE_ASSETS, POOL_LANCE_MAINTENANCE
-from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
-from resources.lance import EDGES, EVENTS, PROVENANCE, RECORDS
-from resources.lance_events import query_events, write_event
+from resources.memory import maintenance as lm
+from resources.memory.events import query_events, write_event
+from resources.memory.lance import EDGES, EVENTS, PROVENANCE, RECORDS
 
 JOB_NAME = "lance_maintenance"
 PHASE_TAG = "sessionlake/maintenance-phase"

@@ -3,7 +3,7 @@ a sensor that starts GC once a project piles up live packs, and the archive-veri
 
 The asset runs in the ingest pool (`pipelines.tags.POOL_INGEST`), the pool of the step that writes
 session_archive, so archive writes and GC never run at once. The logic lives in
-`resources.packs` / `resources.pack_gc`; this module only orchestrates and reports.
+`resources.archive.packs` / `resources.archive.gc`; this module only orchestrates and reports.
 """
 
 import dagster as dg

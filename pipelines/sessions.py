@@ -97,7 +97,7 @@ def _processors(selected: set[str], state: StateResource, lance: LanceResource, 
     processors = []
     if "usage_messages" in selected:
         from pipelines.processors.usage import UsageProcessor
-        from resources.pricing import PriceTable
+        from resources.usage.pricing import PriceTable
 
         processors.append(UsageProcessor(PriceTable.load(state.settings().price_file)))
     if "memory_records" in selected:

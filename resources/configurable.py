@@ -41,27 +41,27 @@ class StateResource(SessionlakeResource):
 
 
 class LanceResource(SessionlakeResource):
-    """The Lance memory tables (`resources.lance.LanceStore`)."""
+    """The Lance memory tables (`resources.memory.lance.LanceStore`)."""
 
     def store(self):
-        from resources.lance import LanceStore
+        from resources.memory.lance import LanceStore
 
         return LanceStore.from_settings(self.settings())
 
 
 class PackResource(SessionlakeResource):
-    """The content-addressed archive (`resources.packs.PackStore`)."""
+    """The content-addressed archive (`resources.archive.packs.PackStore`)."""
 
     def store(self):
-        from resources.packs import PackStore
+        from resources.archive.packs import PackStore
 
         return PackStore.from_settings(self.settings())
 
 
 class CaptureQueueResource(SessionlakeResource):
-    """The capture inbox (`resources.capture_queue.CaptureQueue`)."""
+    """The capture inbox (`resources.capture.queue.CaptureQueue`)."""
 
     def queue(self):
-        from resources.capture_queue import CaptureQueue
+        from resources.capture.queue import CaptureQueue
 
         return CaptureQueue.from_settings(self.settings())

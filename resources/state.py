@@ -113,7 +113,7 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         4,
         (
-            # The archive (resources/packs.py). A pack row is written only after its file is durable;
+            # The archive (resources/archive/packs.py). A pack row is written only after its file is durable;
             # `tombstoned` packs are deleted by a sweep after the grace period, then their row goes.
             """CREATE TABLE IF NOT EXISTS packs (
                 pack_key VARCHAR PRIMARY KEY,
@@ -149,7 +149,7 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         5,
         (
-            # Prices as bands (resources/pricing.py): per model, per price period and long-context tier.
+            # Prices as bands (resources/usage/pricing.py): per model, per price period and long-context tier.
             # model_prices was a cache of the price table with one row per model; the old fingerprint goes
             # with it, so the next sync re-costs every stored row.
             "DROP TABLE IF EXISTS model_prices",

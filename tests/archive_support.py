@@ -8,7 +8,7 @@ import orjson
 
 from pipelines.processors.archive import ArchiveProcessor
 from pipelines.processors.runner import run_processors
-from resources.packs import PackStore
+from resources.archive.packs import PackStore
 from resources.settings import Settings
 
 

@@ -1,5 +1,5 @@
 """Child process for tests/test_kill_anywhere.py: drain the capture inbox into Lance, as the
-``capture_records`` asset does (``resources.capture_drain.drain_to_lance``), from the settings in
+``capture_records`` asset does (``resources.capture.drain.drain_to_lance``), from the settings in
 the environment. Usage: ``python tests/capture_drain_child.py BATCH_SIZE``; prints the stats.
 Small batches make many Lance commits, so a SIGKILL can land between any two of them.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resources.capture_drain import drain_to_lance  # noqa: E402
-from resources.capture_queue import CaptureQueue  # noqa: E402
-from resources.lance import LanceStore  # noqa: E402
+from resources.capture.drain import drain_to_lance  # noqa: E402
+from resources.capture.queue import CaptureQueue  # noqa: E402
+from resources.memory.lance import LanceStore  # noqa: E402
 from resources.settings import Settings  # noqa: E402
 
 

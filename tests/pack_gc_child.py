@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resources import pack_format, pack_gc  # noqa: E402
-from resources.packs import PackStore  # noqa: E402
+from resources.archive import gc as pack_gc  # noqa: E402
+from resources.archive import pack_format  # noqa: E402
+from resources.archive.packs import PackStore  # noqa: E402
 from resources.state import StateStore  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from resources import pack_format
+from resources.archive import pack_format
 from tests.archive_support import grow, ingest, pack_store, rewrite, session_files
 from tests.conftest import SAMPLE_PROJECT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.capture_queue import CaptureQueue
+from resources.capture.queue import CaptureQueue
 
 REPO = Path(__file__).resolve().parents[1]
 

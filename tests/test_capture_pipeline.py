@@ -15,10 +15,10 @@ import pytest
 from pipelines.capture import DEPTH_TAG, capture_queue_sensor, capture_records, defs, ingest_capture
 from pipelines.definitions import defs as all_defs
 from pipelines.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
-from resources.capture_drain import drain_to_lance
-from resources.capture_queue import CaptureQueue
+from resources.capture.drain import drain_to_lance
+from resources.capture.queue import CaptureQueue
 from resources.configurable import CaptureQueueResource, LanceResource
-from resources.lance import LanceStore
+from resources.memory.lance import LanceStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.capture_queue import (
+from resources.capture.queue import (
     SCHEMA_VERSION,
     CaptureQueue,
     CaptureQueueSchemaError,
@@ -192,7 +192,7 @@ def test_fifty_threads_appending_at_once(queue):
 
 def _spawn_appenders(queue_dir: Path, processes: int, each: int, max_size: int) -> list[str]:
     code = (
-        "import sys\nfrom resources.capture_queue import CaptureQueue\n"
+        "import sys\nfrom resources.capture.queue import CaptureQueue\n"
         f"q = CaptureQueue(sys.argv[1], max_size={max_size})\n"
         f"print('\\n'.join(q.append({{'text': f'p{{sys.argv[2]}} {{i}}'}}) for i in range({each})))\n"
     )
@@ -277,7 +277,7 @@ def test_batched_ingest_hands_out_envelopes_in_batches(queue):
 
 
 def test_batches_are_cut_by_bytes_too(queue, monkeypatch):
-    import resources.capture_queue as capture_queue
+    import resources.capture.queue as capture_queue
 
     monkeypatch.setattr(capture_queue, "MAX_BATCH_BYTES", 1000)
     for i in range(6):
@@ -418,7 +418,7 @@ def test_a_foreign_pending_file_goes_to_corrupt_with_an_audit_line_and_no_lock(q
 
 def test_drainer_killed_mid_flight_is_retried(queue):
     ulid = queue.append({"text": "in flight when the process died"})
-    code = ("import os, sys\nfrom resources.capture_queue import CaptureQueue\n"
+    code = ("import os, sys\nfrom resources.capture.queue import CaptureQueue\n"
             "CaptureQueue(sys.argv[1]).ingest_pending(lambda record: os._exit(9))\n")
     proc = subprocess.run([sys.executable, "-c", code, str(queue.dir)], cwd=REPO, capture_output=True, timeout=60)
     assert proc.returncode == 9

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 from bench.corpus import generate_corpus
-from resources.capture_queue import CaptureQueue
-from resources.lance import LanceStore
-from resources.packs import PackStore
+from resources.archive.packs import PackStore
+from resources.capture.queue import CaptureQueue
+from resources.memory.lance import LanceStore
 from resources.settings import Settings
 from resources.state import StateStore
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from lance.commit import CommitConflictError
 
-from resources import lance_maintenance as lm
-from resources.lance import (
+from resources.memory import maintenance as lm
+from resources.memory.events import query_events, write_event
+from resources.memory.lance import (
     EDGES,
     EVENTS,
     ID_INDEX,
@@ -30,7 +31,6 @@ from resources.lance import (
     new_edge,
     new_record,
 )
-from resources.lance_events import query_events, write_event
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("rows_before", "rows_after", "versions_before", "versions_after", "size_bytes_before",
@@ -230,7 +230,7 @@ def test_commit_conflict_is_retried_with_backoff_then_reported(monkeypatch):
 
 RELOAD = """
 import importlib, os
-import resources.lance_maintenance as m
+import resources.memory.maintenance as m
 print(m.LANCE_OPTIMIZE_INTERVAL_SEC, m.LANCE_OPTIMIZE_RETENTION_SEC)
 del os.environ["SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC"], os.environ["SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC"]
 importlib.reload(m)
@@ -258,7 +258,7 @@ def test_constants_come_from_env_at_import_and_default_on_reimport_without_it():
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from resources.lance import LanceStore, new_record
+from resources.memory.lance import LanceStore, new_record
 store = LanceStore(sys.argv[1])
 stop = Path(sys.argv[2])
 batch = 0

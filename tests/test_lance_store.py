@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from resources.lance import (
+from resources.memory.events import query_events, write_event
+from resources.memory.lance import (
     EDGES,
     EVENTS,
     INDEX_DELTA_ROWS,
@@ -20,7 +21,6 @@ from resources.lance import (
     edge_id,
     new_record,
 )
-from resources.lance_events import query_events, write_event
 from resources.settings import Settings
 
 

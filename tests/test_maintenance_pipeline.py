@@ -10,10 +10,10 @@ import pytest
 
 from pipelines import maintenance
 from pipelines.definitions import defs as all_defs
-from resources import lance_maintenance as lm
 from resources.configurable import LanceResource
-from resources.lance import EDGES, RECORDS, new_edge, new_record
-from resources.lance_events import query_events, write_event
+from resources.memory import maintenance as lm
+from resources.memory.events import query_events, write_event
+from resources.memory.lance import EDGES, RECORDS, new_edge, new_record
 
 pytestmark = pytest.mark.filterwarnings("ignore:optimize")
 
@@ -244,7 +244,7 @@ def test_rows_check_errors_when_the_last_optimize_lost_rows(instance, lance):
 
 def test_cli_maintain_prints_the_table_and_refuses_a_short_retention(tmp_path, monkeypatch, capsys):
     from pipelines.cli import main
-    from resources.lance import LanceStore
+    from resources.memory.lance import LanceStore
     from resources.settings import Settings
 
     monkeypatch.setenv("SESSIONLAKE_HOME", str(tmp_path / "cli-home"))

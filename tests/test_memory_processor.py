@@ -9,8 +9,8 @@ import orjson
 from pipelines.processors.memory import MemoryProcessor
 from pipelines.processors.runner import run_processors
 from resources.ids import stable_id
-from resources.lance import EDGES, RECORDS, LanceStore, edge_id
-from resources.lance_events import query_events
+from resources.memory.events import query_events
+from resources.memory.lance import EDGES, RECORDS, LanceStore, edge_id
 from resources.state import StateStore
 
 PROJECT = "-Users-chip-dev-ai-music"

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from resources.lance import EDGES, RECORDS, LanceStore
+from resources.memory.lance import EDGES, RECORDS, LanceStore
 
 RECORD_FIELDS = ("id", "tier", "text", "role", "session_id", "session_key", "project", "timestamp", "model",
                  "git_branch", "tags")

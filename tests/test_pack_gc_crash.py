@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.pack_format import pack_path
+from resources.archive.pack_format import pack_path
 from tests.archive_support import grow, ingest, pack_store, rewrite, session_files
 from tests.conftest import SAMPLE_PROJECT
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from resources.pack_format import PackCorrupt, PackError, Snapshot, StoredObject, compress, object_id, write_pack
+from resources.archive.pack_format import (
+    PackCorrupt,
+    PackError,
+    Snapshot,
+    StoredObject,
+    compress,
+    object_id,
+    write_pack,
+)
 from tests.archive_support import grow, ingest, pack_store, rewrite, session_files
 from tests.conftest import SAMPLE_PROJECT
 

@@ -10,7 +10,7 @@ import duckdb
 from pipelines.processors.memory import MemoryProcessor
 from pipelines.processors.runner import run_processors
 from pipelines.processors.usage import UsageProcessor
-from resources.lance import RECORDS, LanceStore
+from resources.memory.lance import RECORDS, LanceStore
 from tests.test_usage import SAMPLE_TOTALS, _assistant, _totals
 
 TS = "2025-06-10T13:00:00.000Z"

@@ -10,7 +10,7 @@ import sys
 import orjson
 import pytest
 
-from resources.pricing import PriceTable
+from resources.usage.pricing import PriceTable
 from tests.conftest import SAMPLE_PROJECT
 
 # One response's usage, the same for every model below (input + cache writes + reads = 194,000, under 200k).

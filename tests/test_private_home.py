@@ -12,9 +12,9 @@ from tests.conftest import SAMPLE_PROJECT
 # Spill provenance to overflow files (the store refuses writes), then drain the capture inbox: the two
 # writers the CLI has no command for, run the way a hook or a notebook would, through the Python API.
 SPILL_AND_DRAIN = """
-from resources.capture_drain import drain_to_lance
-from resources.capture_queue import CaptureQueue
-from resources.lance import LanceStore
+from resources.capture.drain import drain_to_lance
+from resources.capture.queue import CaptureQueue
+from resources.memory.lance import LanceStore
 from resources.settings import Settings
 
 settings = Settings.from_env()

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 
 from pipelines.processors.runner import run_processors, top_up_file
 from pipelines.processors.usage import UsageProcessor
-from resources.pricing import PriceTable
 from resources.sessions import ParseStats, iter_jsonl, session_file_at
 from resources.state import StateStore
-from resources.usage_reports import usage_report
+from resources.usage.pricing import PriceTable
+from resources.usage.reports import usage_report
 
 SCALE = float(os.environ.get("SESSIONLAKE_PROPERTY_SCALE", "1"))
 PRICES = PriceTable.load()  # loaded once: the runner test builds a processor per ingest

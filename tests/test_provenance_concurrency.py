@@ -10,8 +10,8 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from resources import lance_maintenance as lm
-from resources.lance import PROVENANCE, LanceStore, new_record
+from resources.memory import maintenance as lm
+from resources.memory.lance import PROVENANCE, LanceStore, new_record
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS_SHARED = [f"r{i}" for i in range(5)]
@@ -20,7 +20,7 @@ ENTRIES_PER_PROCESS = 300
 APPENDER = r"""
 import sys, time
 from pathlib import Path
-from resources.lance import LanceStore
+from resources.memory.lance import LanceStore
 store = LanceStore(sys.argv[1])
 name, go = sys.argv[2], Path(sys.argv[3])
 while not go.exists():

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 from lancedb.index import FTS, BTree
 
-from resources import provenance_migration as pm
-from resources.lance import (
+from resources.memory import provenance_migration as pm
+from resources.memory.lance import (
     ID_INDEX,
     PROVENANCE,
     RECORDS,
@@ -18,7 +18,7 @@ from resources.lance import (
     LanceStore,
     new_record,
 )
-from resources.recall import recall
+from resources.memory.recall import recall
 
 N = 60
 OLD_RECORDS_SCHEMA = RECORDS_SCHEMA.insert(RECORDS_SCHEMA.get_field_index("created_at"),

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from resources import provenance_queue as pq
-from resources.lance import PROVENANCE, RECORDS, LanceStore, new_record
-from resources.provenance_queue import ProvenanceWriteQueue
+from resources.memory import provenance_queue as pq
+from resources.memory.lance import PROVENANCE, RECORDS, LanceStore, new_record
+from resources.memory.provenance_queue import ProvenanceWriteQueue
 
 N_RECORDS = 20
 

@@ -13,8 +13,8 @@ from lancedb.embeddings import TextEmbeddingFunction, register
 from pipelines.cli import main
 from pipelines.processors.memory import MemoryProcessor
 from pipelines.processors.runner import run_processors
-from resources.lance import PROVENANCE, RECORDS, TEXT_INDEX, VECTOR_COLUMN, LanceStore, new_record
-from resources.recall import recall, snippet
+from resources.memory.lance import PROVENANCE, RECORDS, TEXT_INDEX, VECTOR_COLUMN, LanceStore, new_record
+from resources.memory.recall import recall, snippet
 from resources.state import StateStore
 
 PROJECT = "-Users-chip-dev-ai-music"

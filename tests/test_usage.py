@@ -8,8 +8,8 @@ import pytest
 
 from pipelines.processors.runner import run_processors
 from pipelines.processors.usage import UsageProcessor
-from resources.pricing import PriceTable
-from resources.usage_reports import ReportFilter, usage_report
+from resources.usage.pricing import PriceTable
+from resources.usage.reports import ReportFilter, usage_report
 
 SAMPLE_TOTALS = {"inputTokens": 293, "outputTokens": 19_313, "cacheCreationTokens": 206_624,
                  "cacheReadTokens": 4_302_385}

@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.processors.runner import run_processors
 from pipelines.processors.usage import UsageProcessor
-from resources.usage_reports import ReportOptions, session_usage, usage_report
+from resources.usage.reports import ReportOptions, session_usage, usage_report
 
 SONNET, OPUS, HAIKU, MYSTERY = ("claude-sonnet-4-20250514", "claude-opus-4-20250514", "claude-3-5-haiku-20241022",
                                 "mystery-model-9")

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _store():
-    from resources.packs import PackStore
+    from resources.archive.packs import PackStore
     from resources.settings import Settings
 
     return PackStore.from_settings(Settings.from_env())
@@ -67,7 +67,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_gc(args: argparse.Namespace) -> int:
-    from resources.pack_format import PackError
+    from resources.archive.pack_format import PackError
 
     store = _store()
     try:

@@ -1,7 +1,7 @@
 """``sessionlake capture``: append one record to the capture inbox and print its ULID.
 
 It runs on the hot path of every prompt (as a Claude Code hook), so it imports only the standard
-library and ``resources.capture_queue``: no Dagster, no LanceDB. Input, one of:
+library and ``resources.capture.queue``: no Dagster, no LanceDB. Input, one of:
 - a JSON object on stdin with a non-empty string ``text`` (other fields are kept);
 - ``--text "..."``;
 - ``--from-hook``: a Claude Code hook payload on stdin. ``UserPromptSubmit`` captures ``prompt``,
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resources.capture_queue import CaptureQueue, CaptureRecordError
+    from resources.capture.queue import CaptureQueue, CaptureRecordError
     from resources.settings import Settings
 
     try:
@@ -94,7 +94,7 @@ def _parse_object(data: bytes, what: str) -> dict:
 
 def build_record(args: argparse.Namespace, read_stdin) -> dict | None:
     """The record to append from the arguments (and stdin, read only when needed); None: nothing to capture."""
-    from resources.capture_files import now_iso
+    from resources.capture.files import now_iso
 
     if args.from_hook:
         if args.text is not None:

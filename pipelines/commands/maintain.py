@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from resources import lance_maintenance as lm
-    from resources.lance import LanceStore
+    from resources.memory import maintenance as lm
+    from resources.memory.lance import LanceStore
     from resources.settings import Settings
 
     settings = Settings.from_env()

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_rebuild(args: argparse.Namespace) -> int:
     from pipelines.processors.memory_rebuild import rebuild_memory
-    from resources.lance import LanceStore
-    from resources.packs import PackStore
+    from resources.archive.packs import PackStore
+    from resources.memory.lance import LanceStore
     from resources.settings import Settings
 
     settings = Settings.from_env()

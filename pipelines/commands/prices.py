@@ -2,7 +2,7 @@
 
 Without MODEL: every model in the warehouse, and every entry of the override file and of the shipped
 supplement. Sources: ``override`` (SESSIONLAKE_PRICE_FILE), ``database`` (genai-prices, exact name),
-``alias`` (a date-stamped name of a database model), ``supplement`` (resources/prices.json), or ``none``:
+``alias`` (a date-stamped name of a database model), ``supplement`` (resources/usage/prices.json), or ``none``:
 unpriced, costed at nothing and named on stderr. Exit 0; 1 when a MODEL asked for has no price; 2 when
 the price file is unreadable.
 """
@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resources.pricing import PriceTable
     from resources.settings import Settings
     from resources.state import StateStore
+    from resources.usage.pricing import PriceTable
 
     settings = Settings.from_env()
     try:
@@ -62,7 +62,7 @@ def _entry(model: str, price, responses: int | None) -> dict:
 
 
 def _text(entries: list[dict]) -> str:
-    from resources.pricing import Rates, rates_text
+    from resources.usage.pricing import Rates, rates_text
 
     header = ("model", "source", "matched", "when", "request input", "USD/MTok: input / output / 5m write / "
               "1h write / read")

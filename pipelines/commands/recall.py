@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from resources.lance import LanceStore, LanceTableUnreadable
-    from resources.recall import recall, snippet
+    from resources.memory.lance import LanceStore, LanceTableUnreadable
+    from resources.memory.recall import recall, snippet
     from resources.settings import Settings
 
     settings = Settings.from_env()

@@ -51,8 +51,8 @@ def resolve_session(project: str, wanted: str, keys: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.commands.archive import resolve_projects
-    from resources.pack_format import PackError
-    from resources.packs import PackStore
+    from resources.archive.pack_format import PackError
+    from resources.archive.packs import PackStore
     from resources.settings import Settings
 
     store = PackStore.from_settings(Settings.from_env())

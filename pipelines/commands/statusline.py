@@ -70,8 +70,8 @@ def _read_payload() -> dict:
 
 def cached_status_line(payload: dict, args: argparse.Namespace) -> str:
     """`status_line`, or the line cached for the same session, transcript and payload (see the module doc)."""
-    from resources.line_cache import LineCache
     from resources.settings import Settings
+    from resources.usage.line_cache import LineCache
 
     transcript = payload.get("transcript_path") if isinstance(payload.get("transcript_path"), str) else None
     try:
@@ -97,11 +97,11 @@ def status_line(payload: dict, timezone: str | None = None, cost_source: str = "
     """The line for ``payload``, from the warehouse in ``SESSIONLAKE_HOME`` (topped up first)."""
     from pipelines.processors.runner import top_up_file
     from pipelines.processors.usage import UsageProcessor
-    from resources.pricing import PriceTable
     from resources.sessions import session_file_at
     from resources.settings import Settings
     from resources.state import StateStore
-    from resources.usage_now import live_usage
+    from resources.usage.now import live_usage
+    from resources.usage.pricing import PriceTable
 
     settings = Settings.from_env()
     now = now or datetime.now(UTC)

@@ -3,7 +3,7 @@
 ``--json`` prints what ccusage 20 prints for the same command: ``sessionlake usage daily --json`` is
 ``ccusage daily --json`` (all agents: ``period``, ``agent``, ``metadata.agents``), and
 ``sessionlake usage claude daily --json`` is ``ccusage claude daily --json`` (``date``, ``sessions[]``
-with ``firstActivity``). See resources/usage_reports.py for the shapes.
+with ``firstActivity``). See resources/usage/reports.py for the shapes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import sys
 from datetime import date
 
-from resources.usage_reports import ORDERS, REPORTS, VIEWS, WEEKDAYS
+from resources.usage.reports import ORDERS, REPORTS, VIEWS, WEEKDAYS
 
 _INSTANCES = object()
 """The value of a bare ``-i``: ccusage's short form of --instances (``-i ID`` is ``--id ID``)."""
@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from pipelines.cli import closest
-    from resources.pricing import PriceTable
     from resources.settings import Settings
     from resources.state import StateStore
-    from resources.usage_reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
+    from resources.usage.pricing import PriceTable
+    from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
 
     view, kind = _view_and_report(args.parser, args.words)
     if args.id is _INSTANCES:  # ccusage's -i: --instances on period reports, --id ID on sessions

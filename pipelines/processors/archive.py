@@ -20,8 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
-from resources.pack_format import TEMP_SUFFIX, ObjectEntry, ObjectRef, Snapshot, compress, iter_chunks, object_id
-from resources.packs import PackStore, PendingObject, repo_of
+from resources.archive.pack_format import (
+    TEMP_SUFFIX,
+    ObjectEntry,
+    ObjectRef,
+    Snapshot,
+    compress,
+    iter_chunks,
+    object_id,
+)
+from resources.archive.packs import PackStore, PendingObject, repo_of
 from resources.state import Connection
 
 _HASH_BLOCK = 1 << 20

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.ids import stable_id
-from resources.lance import EDGES, RECORDS, LanceStore, as_utc, new_edge, new_record, sql_str
-from resources.lance_events import write_event
+from resources.memory.events import write_event
+from resources.memory.lance import EDGES, RECORDS, LanceStore, as_utc, new_edge, new_record, sql_str
 from resources.sessions import ParseStats, iter_jsonl
 from resources.state import Connection
 

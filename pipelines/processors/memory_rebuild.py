@@ -21,9 +21,9 @@ from __future__ import annotations
 import tempfile
 
 from pipelines.processors.memory import MemoryProcessor
-from resources.lance import TABLE_NAMES, LanceStore
-from resources.pack_format import PackError
-from resources.packs import PackStore
+from resources.archive.pack_format import PackError
+from resources.archive.packs import PackStore
+from resources.memory.lance import TABLE_NAMES, LanceStore
 
 NO_STATE = None
 """The memory processor keeps no DuckDB state (it never touches the connection it is handed), so the

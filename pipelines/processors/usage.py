@@ -1,4 +1,4 @@
-"""The usage processor: one warehouse row per API response, counted once (see resources/usage.py).
+"""The usage processor: one warehouse row per API response, counted once (see resources/usage/warehouse.py).
 
 Only a top-level ``message.usage`` counts, on lines whose ``type`` is ``assistant`` or absent (older
 writers omit it); ``progress`` lines that embed copies of subagent messages are ignored.
@@ -11,10 +11,10 @@ from datetime import datetime
 from pathlib import Path
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
-from resources.pricing import FAST_SUFFIX, PriceTable
 from resources.sessions import ParseStats, iter_jsonl
 from resources.state import Connection
-from resources.usage import sync_prices, unpriced_models, upsert_usage
+from resources.usage.pricing import FAST_SUFFIX, PriceTable
+from resources.usage.warehouse import sync_prices, unpriced_models, upsert_usage
 
 FILES_PER_COMMIT = 5000
 """Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest)."""

@@ -13,10 +13,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from resources.pack_format import PACK_SUFFIX, TEMP_SUFFIX, PackError, Snapshot, pack_path, scan_pack, write_pack
+from resources.archive.pack_format import (
+    PACK_SUFFIX,
+    TEMP_SUFFIX,
+    PackError,
+    Snapshot,
+    pack_path,
+    scan_pack,
+    write_pack,
+)
 
 if TYPE_CHECKING:
-    from resources.packs import PackStore
+    from resources.archive.packs import PackStore
 
 
 def gc_repo(store: PackStore, repo: str) -> dict:

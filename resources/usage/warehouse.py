@@ -12,8 +12,8 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from resources.pricing import UNPRICED_MODELS, PriceTable
 from resources.state import fetch_one
+from resources.usage.pricing import UNPRICED_MODELS, PriceTable
 
 USAGE_SCHEMA = pa.schema(
     [

@@ -14,8 +14,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from resources.capture_queue import DEFAULT_BATCH_SIZE, CaptureQueue, Envelope
-from resources.lance import LanceStore, as_utc, new_record
+from resources.capture.queue import DEFAULT_BATCH_SIZE, CaptureQueue, Envelope
+from resources.memory.lance import LanceStore, as_utc, new_record
 
 CAPTURE_TIER = "capture"
 _TEXT_COLUMNS = ("role", "session_id", "session_key", "project", "model", "git_branch", "language")

@@ -1,10 +1,10 @@
 """PackStore: the content-addressed archive of session files (packs on disk, index in DuckDB).
 
-Objects are chunks of session bytes (`resources.pack_format`); a snapshot is one version of one file
+Objects are chunks of session bytes (`resources.archive.pack_format`); a snapshot is one version of one file
 (its ordered chunk ids). Each archive commit writes one pack per project ("repo"), then registers it
 in one DuckDB transaction: a ``packs`` row, one ``pack_index`` row per new object (primary key
 (repo, object_id): an object is indexed once per repo) and the ``snapshots``. GC, the sweep and
-verification live in `resources.pack_gc`; this module reads and writes packs.
+verification live in `resources.archive.gc`; this module reads and writes packs.
 
 Every DuckDB access goes through `StateStore.connect()`, one short unit of work at a time.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from resources.pack_format import (
+from resources.archive.pack_format import (
     ObjectEntry,
     ObjectRef,
     PackCorrupt,
@@ -33,7 +33,7 @@ from resources.pack_format import (
     scan_pack_file,
     write_pack,
 )
-from resources.pack_restore import UnsafeTarget, restore_file, safe_relative, write_version
+from resources.archive.restore import UnsafeTarget, restore_file, safe_relative, write_version
 from resources.settings import Settings
 from resources.state import StateStore
 
@@ -447,23 +447,23 @@ class PackStore:
                 finally:
                     target.unlink(missing_ok=True)
 
-    # -- maintenance (resources.pack_gc) ----------------------------------------------------------
+    # -- maintenance (resources.archive.gc) ----------------------------------------------------------
 
     def gc_repo(self, repo: str) -> dict:
-        """Consolidate the live packs of ``repo`` into one; see `resources.pack_gc.gc_repo`."""
-        from resources.pack_gc import gc_repo
+        """Consolidate the live packs of ``repo`` into one; see `resources.archive.gc.gc_repo`."""
+        from resources.archive.gc import gc_repo
 
         return gc_repo(self, repo)
 
     def sweep(self, now: datetime | None = None) -> dict:
         """Delete tombstoned packs, orphan packs and temp files older than the grace period."""
-        from resources.pack_gc import sweep
+        from resources.archive.gc import sweep
 
         return sweep(self, now)
 
     def verify(self, repos: Sequence[str] | None = None) -> dict:
-        """Re-hash every pack and resolve every index row; see `resources.pack_gc.verify`."""
-        from resources.pack_gc import verify
+        """Re-hash every pack and resolve every index row; see `resources.archive.gc.verify`."""
+        from resources.archive.gc import verify
 
         return verify(self, repos)
 

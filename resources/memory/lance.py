@@ -217,7 +217,7 @@ class LanceStore:
         self._queue = None
         self._queue_lock = threading.Lock()
         if (self.root / f"{RECORDS}.lance").exists():
-            from resources.provenance_migration import migrate_provenance_column
+            from resources.memory.provenance_migration import migrate_provenance_column
 
             # An unreadable records table is not migrated: whatever opens it next reports it
             # (maintain, recall, ingest), and `sessionlake memory rebuild` repairs it.
@@ -449,7 +449,7 @@ class LanceStore:
 
     def enable_provenance_queue(self, coalesce_ms: float = 50, **options):
         """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it."""
-        from resources.provenance_queue import ProvenanceWriteQueue
+        from resources.memory.provenance_queue import ProvenanceWriteQueue
 
         with self._queue_lock:
             if self._queue is None:

@@ -9,7 +9,7 @@ import orjson
 import pyarrow as pa
 
 from resources.ids import new_ulid
-from resources.lance import EVENTS, EVENTS_SCHEMA, LanceStore, as_utc, sql_str, utcnow
+from resources.memory.lance import EVENTS, EVENTS_SCHEMA, LanceStore, as_utc, sql_str, utcnow
 
 SEVERITIES = ("debug", "info", "warning", "error")
 

@@ -23,7 +23,7 @@ Contract:
 The depth is tracked in ``.depth`` (a counter updated under ``flock``) so ``append`` can tell when
 to prune without listing; every ingest recounts it. Appenders hold ``.append.lock`` shared while they
 publish, so a recount (exclusive) never races a publish that has not been counted yet. File names,
-durable-write and flock helpers live in ``resources/capture_files.py``.
+durable-write and flock helpers live in ``resources/capture/files.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.capture_files import (
+from resources.capture.files import (
     LOCK_SUFFIX,
     PENDING_PREFIX,
     PENDING_SUFFIX,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from resources.lance import RECORDS, VECTOR_COLUMN, LanceStore, as_utc, sql_str, utcnow
+from resources.memory.lance import RECORDS, VECTOR_COLUMN, LanceStore, as_utc, sql_str, utcnow
 
 CANDIDATE_FACTOR = 3
 MIN_CANDIDATES = 30

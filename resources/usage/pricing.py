@@ -8,7 +8,7 @@ A model name from a transcript gets a price only by one of these, first match wi
    lists for that model, is exactly the model name;
 3. ``alias``: the same, for the model name with its date stamp removed (``claude-sonnet-4-20250514`` ->
    ``claude-sonnet-4``);
-4. ``supplement``: ``resources/prices.json``, provider list prices the database does not have yet
+4. ``supplement``: ``resources/usage/prices.json``, provider list prices the database does not have yet
    (same matching as an override).
 
 A name is never priced by a family prefix: ``claude-opus-4-6`` is not ``claude-opus-4``, and a model
@@ -200,8 +200,8 @@ def _undated(model: str) -> str | None:
 
 @cache
 def _shipped_supplement() -> dict[str, tuple[PriceBand, ...]]:
-    text = importlib_resources.files("resources").joinpath("prices.json").read_text()
-    return parse_price_file(text, "resources/prices.json")
+    text = importlib_resources.files("resources.usage").joinpath("prices.json").read_text()
+    return parse_price_file(text, "resources/usage/prices.json")
 
 
 @cache

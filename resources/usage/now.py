@@ -1,7 +1,7 @@
 """The live figures a status line shows, read from the warehouse in one connection.
 
 `live_usage` returns one session's cost, the cost between two instants (a day in the user's zone),
-the active 5-hour block (as `resources.usage_blocks` builds it) and the context size of the
+the active 5-hour block (as `resources.usage.blocks` builds it) and the context size of the
 session's last response. Blocks are rebuilt only from the last pause longer than a block onward:
 a block always starts fresh after such a pause, so the active block is the same as over all rows
 (looking back at most `LOOKBACK_DAYS`).
@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from resources.usage_blocks import BLOCK_HOURS, BlockEntry, active_block, build_blocks
-from resources.usage_reports import COST_SQL
+from resources.usage.blocks import BLOCK_HOURS, BlockEntry, active_block, build_blocks
+from resources.usage.reports import COST_SQL
 
 LOOKBACK_DAYS = 7
 """Rows older than this are not read; only a week of use without one 5-hour pause would shift the block."""

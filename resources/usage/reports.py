@@ -22,9 +22,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
-from resources.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
-from resources.usage import sync_prices
-from resources.usage_blocks import BlockEntry, build_blocks, iso_z
+from resources.usage.blocks import BlockEntry, build_blocks, iso_z
+from resources.usage.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
+from resources.usage.warehouse import sync_prices
 
 REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "blocks")
 PERIOD_REPORTS = ("daily", "weekly", "monthly")

@@ -21,7 +21,7 @@ import os
 import orjson
 import pyarrow as pa
 
-from resources.lance import (
+from resources.memory.lance import (
     PROVENANCE,
     PROVENANCE_SCHEMA,
     RECORDS,

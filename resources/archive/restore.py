@@ -14,10 +14,10 @@ import os
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from resources.pack_format import PackCorrupt, PackError, Snapshot
+from resources.archive.pack_format import PackCorrupt, PackError, Snapshot
 
 if TYPE_CHECKING:
-    from resources.packs import ObjectReader
+    from resources.archive.packs import ObjectReader
 
 
 def safe_relative(session_key: str) -> PurePosixPath:

@@ -1,0 +1,1 @@
+"""Permanent archive: content-addressed msgpack packs, their index, restore and GC."""

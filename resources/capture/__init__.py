@@ -1,0 +1,1 @@
+"""Capture inbox: the durable queue live producers (hooks) write to, and its drain into memory."""

@@ -1,0 +1,1 @@
+"""Searchable memory in LanceDB: the store's tables, recall, provenance, operational events and maintenance."""

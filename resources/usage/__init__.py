@@ -1,0 +1,1 @@
+"""Usage warehouse: DuckDB tables, prices, reports, 5-hour blocks and the status line's live figures."""
