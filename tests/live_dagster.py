@@ -36,6 +36,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from pipelines.instance import install_instance_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "sessionlake"
 MARKER_ENV = "SESSIONLAKE_LIVE_DAGSTER_ID"
@@ -131,9 +133,7 @@ class LiveDagster:
         bindir = Path(sys.executable).parent
         if self.command == "dagster":
             self.dagster_home.mkdir(parents=True, exist_ok=True)
-            yaml = self.dagster_home / "dagster.yaml"
-            if not yaml.exists():
-                yaml.write_bytes((REPO / "pipelines" / "dagster.yaml").read_bytes())
+            install_instance_yaml(self.dagster_home)
             cmd = [str(bindir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)]
         else:
             cmd = [str(bindir / "sessionlake"), "dev", "--host", "127.0.0.1", "--port", str(self.port)]

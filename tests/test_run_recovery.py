@@ -3,7 +3,6 @@ again; a slot held by a live run is waited for with a message, a bound, and Ctrl
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import dagster as dg
 import pytest
 
 from bench.corpus import generate_corpus
-from pipelines.instance import INSTANCE_YAML
+from pipelines.instance import install_instance_yaml
 from pipelines.run_recovery import HOST_TAG, PROCESS_TAG, claim_run, process_tag
 from pipelines.sessions import JOB_NAME, STEP_NAME
 from pipelines.tags import POOL_INGEST
@@ -33,9 +32,8 @@ def _instance(tmp_path):
     """The instance at the test's DAGSTER_HOME, made (with the shipped dagster.yaml) on first use, so a
     test never races a CLI process creating its storage."""
     home = tmp_path / "dagster"
-    if not (home / "dagster.yaml").exists():
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    home.mkdir(parents=True, exist_ok=True)
+    install_instance_yaml(home)
     return dg.DagsterInstance.from_config(str(home))
 
 

@@ -1,0 +1,94 @@
+"""The pooled SQLite event log (pipelines/event_log_storage.py) on a real instance made from the shipped
+dagster.yaml: runs, materializations and pool slots work, Dagster's default storage reads the same files,
+and a run's live log watch fires while its commits still sit in the WAL."""
+
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from pipelines.event_log_storage import OPEN_RUN_DATABASES, PooledSqliteEventLogStorage
+from pipelines.instance import install_instance_yaml
+
+PARTITIONS = [f"p{i}" for i in range(30)]
+
+
+@dg.op
+def emit(context):
+    for key in PARTITIONS:
+        context.log_event(dg.AssetMaterialization(asset_key="x", partition=key, metadata={"rows": len(key)}))
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def emit_job():
+    emit()
+
+
+@pytest.fixture
+def home(tmp_path):
+    folder = tmp_path / "dagster"
+    folder.mkdir()
+    install_instance_yaml(folder)
+    return folder
+
+
+def test_the_shipped_instance_writes_through_the_pool_and_the_default_storage_reads_the_same_files(home):
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        result = emit_job.execute_in_process(instance=instance)
+        assert result.success
+        assert len(instance.fetch_materializations(dg.AssetKey("x"), limit=100).records) == len(PARTITIONS)
+        logged = len(instance.all_logs(result.run_id))
+
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as default:
+        assert not isinstance(default.event_log_storage, PooledSqliteEventLogStorage)
+        assert len(default.all_logs(result.run_id)) == logged
+        records = default.fetch_materializations(dg.AssetKey("x"), limit=100).records
+        assert sorted(r.partition_key for r in records) == sorted(PARTITIONS)
+
+
+def test_pool_slots_are_claimed_and_freed_through_the_pooled_storage(home):
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.set_concurrency_slots("some_pool", 1)
+        first = instance.event_log_storage.claim_concurrency_slot("some_pool", "run-a", "step")
+        second = instance.event_log_storage.claim_concurrency_slot("some_pool", "run-b", "step")
+        assert (first.is_claimed, second.is_claimed) == (True, False)
+        instance.event_log_storage.free_concurrency_slots_for_run("run-a")
+        assert instance.event_log_storage.claim_concurrency_slot("some_pool", "run-b", "step").is_claimed
+
+
+def test_a_watch_sees_events_committed_to_the_wal_before_any_checkpoint(home):
+    with dg.DagsterInstance.from_config(str(home)) as writer, dg.DagsterInstance.from_config(str(home)) as reader:
+        run = writer.create_run_for_job(emit_job)
+        writer.report_engine_event("the run database exists before the watch starts", run)
+        seen: list[str] = []
+        got_all = threading.Event()
+
+        def on_event(entry, _cursor):
+            seen.append(entry.message)
+            if sum(m.startswith("ping") for m in seen) == 3:
+                got_all.set()
+
+        reader.event_log_storage.watch(run.run_id, None, on_event)
+        try:
+            for i in range(3):
+                time.sleep(0.2)
+                writer.report_engine_event(f"ping {i}", run)
+            shard = home / "history" / "runs" / f"{run.run_id}.db"
+            assert shard.with_name(shard.name + "-wal").stat().st_size > 0  # still in the WAL: no checkpoint
+            assert got_all.wait(timeout=30), f"the watch saw only {seen}"
+        finally:
+            reader.event_log_storage.end_watch(run.run_id, on_event)
+
+
+def test_a_long_lived_process_keeps_only_the_newest_run_databases_open(home):
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        runs = [instance.create_run_for_job(emit_job) for _ in range(OPEN_RUN_DATABASES + 3)]
+        for run in runs:
+            instance.report_engine_event("hello", run)
+        open_runs = [name for name in storage._engines if name != "index"]
+        assert open_runs == [run.run_id for run in runs[-OPEN_RUN_DATABASES:]]
+        assert all(len(instance.all_logs(run.run_id)) >= 1 for run in runs)  # closed ones reopen on demand
