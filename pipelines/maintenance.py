@@ -227,21 +227,30 @@ def _retention_refused(lance: LanceResource) -> str | None:
 
 
 def wanted_phase(cursor: dict, now: float, lance: LanceResource) -> tuple[str | None, str]:
-    """The phase a run is due for now (None: not due) and why, in words."""
-    if cursor.get("boot") != LOCATION_BOOT_ID:
-        return "startup", "first tick since the code location started"
+    """The phase a run is due for now (None: not due) and why, in words.
+
+    At code-location start an optimize runs only when it has work: a prunable version or more than
+    one small fragment in some table. A fresh home has neither, and its first ingest runs alone.
+    """
     settings = lance.settings()
     health = lm.measure_store(lance.store(), retention_sec=lm.LANCE_OPTIMIZE_RETENTION_SEC)
+    if cursor.get("boot") != LOCATION_BOOT_ID and _has_work(health):
+        return "startup", "first tick since the code location started"
     breaches = lm.threshold_breaches(health, settings.lance_versions_threshold,
                                      settings.lance_small_fragments_threshold)
     if breaches:
         return "threshold", "; ".join(breaches)
-    since = now - float(cursor.get("last_request_ts", 0.0))
+    since = now - float(cursor.get("last_request_ts", now))
     if since >= lm.LANCE_OPTIMIZE_INTERVAL_SEC:
         return "periodic", f"{since:,.0f}s since the last optimize (interval {lm.LANCE_OPTIMIZE_INTERVAL_SEC:,.0f}s)"
     shape = ", ".join(f"{t}: {h.versions} versions, {h.small_fragments} small fragments" if not isinstance(h, str)
                       else f"{t}: {h}" for t, h in health.items())
     return None, f"healthy ({shape}); periodic optimize in {lm.LANCE_OPTIMIZE_INTERVAL_SEC - since:,.0f}s"
+
+
+def _has_work(health: dict[str, lm.TableHealth | str]) -> bool:
+    return any(not isinstance(h, str) and ((h.prunable_versions or 0) > 0 or h.small_fragments > 1)
+               for h in health.values())
 
 
 def _parse_cursor(raw: str | None) -> dict:
@@ -267,7 +276,8 @@ def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResourc
     now = time.time()
     phase, detail = wanted_phase(cursor, now, lance)
     if phase is None:
-        return dg.SensorResult(skip_reason=f"not due: {detail}", cursor=context.cursor)
+        return dg.SensorResult(skip_reason=f"not due: {detail}",
+                               cursor=json.dumps({"last_request_ts": now, **cursor, "boot": LOCATION_BOOT_ID}))
     blocked = blocking_reason(context.instance, context.repository_def)
     if blocked:
         return dg.SensorResult(skip_reason=_skip(lance.store(), phase, *blocked), cursor=context.cursor)

@@ -97,6 +97,15 @@ def test_first_tick_requests_startup_exactly_once(instance, lance):
     assert phases(store) == ["startup"]
 
 
+def test_a_fresh_home_gets_no_startup_run_and_the_start_is_remembered(instance, lance):
+    lance.store()
+    first = tick(instance, lance)
+    assert first.run_requests == [] and reason(first).startswith("not due: healthy")
+    assert json.loads(first.cursor)["boot"] == maintenance.LOCATION_BOOT_ID
+    small_writes(lance.store(), 3)
+    assert tick(instance, lance, first.cursor).run_requests == [], "startup is over: only thresholds and the interval"
+
+
 def test_not_due_then_due_after_the_interval(instance, lance):
     lance.store()
     not_due = tick(instance, lance, settled_cursor(time.time()))
@@ -133,6 +142,7 @@ def test_versions_trigger_only_once_the_retention_can_remove_them(instance, lanc
 
 def test_skipped_while_a_writer_run_is_in_progress_then_runs(instance, lance):
     store = lance.store()
+    small_writes(store, 3)
     writer = writer_run(instance)
     skipped = tick(instance, lance)
     assert skipped.run_requests == []
@@ -157,7 +167,7 @@ def test_never_two_maintenance_runs_at_once(instance, lance):
 
 
 def test_a_ui_backfill_of_memory_records_blocks_maintenance_without_any_tag(instance, lance):
-    lance.store()
+    small_writes(lance.store(), 3)
     writer_run(instance, asset="session_archive")
     assert tick(instance, lance).run_requests, "a run that writes no Lance table does not block"
     run = writer_run(instance, asset="memory_records")
