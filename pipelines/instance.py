@@ -53,10 +53,14 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 def postgres_configs(path: Path) -> list[dict]:
     """The Postgres connection settings (``postgres_url`` or ``postgres_db``) that the instance file at
-    ``path`` names, one per store; empty when it keeps its storage elsewhere (SQLite)."""
+    ``path`` names, one per store; empty when it keeps its storage elsewhere (SQLite). Raises
+    `InstanceConfigError` when the file is not YAML."""
     import yaml
 
-    config = yaml.safe_load(path.read_text()) or {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InstanceConfigError(f"{path} is not valid YAML: {exc}") from exc
     found = [config["storage"]["postgres"]] if "postgres" in (config.get("storage") or {}) else []
     found += [store.get("config") or {} for key in STORAGE_KEYS if (store := config.get(key))
               and str(store.get("module", "")).startswith("dagster_postgres")]
