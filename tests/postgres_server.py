@@ -55,7 +55,9 @@ class PostgresServer:
         self.host = "127.0.0.1"
 
     @classmethod
-    def start(cls, bindir: Path | None = None) -> PostgresServer:
+    def start(cls, bindir: Path | None = None, fsync: bool = False) -> PostgresServer:
+        """``fsync``: durable commits as in production (benchmarks); tests run without, since a test
+        server need not survive a power cut and the machine's disk is shared."""
         bindir = bindir or find_binaries()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found")
@@ -70,9 +72,9 @@ class PostgresServer:
                 os.chown(folder / "pwfile", user.pw_uid, user.pw_gid)
             server._run("initdb", "-D", str(folder / "data"), "-U", SUPERUSER, "--pwfile", str(folder / "pwfile"),
                         "--auth", "scram-sha-256", "-E", "UTF8", "--no-sync")
-            # fsync off: a test server need not survive a power cut, and the machine's disk is shared
+            options = f"-h {server.host} -p {server.port} -k {folder}" + ("" if fsync else " -c fsync=off")
             server._run("pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "server.log"), "-w", "-t", "60",
-                        "-o", f"-h {server.host} -p {server.port} -k {folder} -c fsync=off", "start")
+                        "-o", options, "start")
         except BaseException:
             server._remove()
             raise
