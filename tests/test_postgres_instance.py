@@ -8,6 +8,7 @@ subprocess (the run, its per-partition materializations and the pool limits in P
 run's slot freed before the wait), a wait for a slot held by a live run, and a real `sessionlake dev`
 whose daemon runs the sensor's run and a backfill over every partition (each run in a worker process
 of its own). Bad instance settings end `sessionlake ingest` with exit 2 and a message saying what to do.
+A changed pool default fails on Postgres (Dagster issue 33552), and the README's workaround holds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -187,6 +189,26 @@ def test_sessionlake_dev_on_postgres_runs_the_sensor_and_a_backfill_in_worker_pr
             assert run.status == dg.DagsterRunStatus.SUCCESS
             assert int(run.tags[PROCESS_TAG].split(":")[0]) != dev_pid, "a run worker of its own"
         assert instance.get_materialized_partitions(dg.AssetKey("usage_messages")) == set(projects)
+
+
+def test_a_changed_pool_default_breaks_on_postgres_and_the_documented_workaround_holds(pg_instance, tmp_path):
+    """Dagster issue 33552, as the README describes it: remove the README's note once this fails."""
+    import sqlalchemy.exc
+
+    _init_pool(pg_instance)
+    home = tmp_path / "dagster"
+    (home / "dagster.yaml").write_text((home / "dagster.yaml").read_text().replace("default_limit: 1",
+                                                                                   "default_limit: 2"))
+    with dg.DagsterInstance.from_config(str(home)) as changed, \
+            pytest.raises(sqlalchemy.exc.InternalError, match="InFailedSqlTransaction"):
+        changed.event_log_storage.initialize_concurrency_limit_to_default(POOL_INGEST)
+    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "concurrency", "set", POOL_INGEST,
+                           "2"], env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    with dg.DagsterInstance.from_config(str(home)) as changed:
+        (pool,) = [p for p in changed.event_log_storage.get_pool_limits() if p.name == POOL_INGEST]
+        assert (pool.limit, pool.from_default) == (2, False), "set by hand: Dagster no longer re-initializes it"
 
 
 @pytest.mark.parametrize("case", ["unset", "sqlite_home", "default_driver", "unreachable"])
