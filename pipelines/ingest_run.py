@@ -62,12 +62,13 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     Only projects with something to do are run: a file some selected processor has not processed at
     its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all.
     Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
-    failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read.
+    failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read, and
+    `pipelines.instance.InstanceConfigError` when the Dagster instance cannot be opened.
     """
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.instance import prepare_dagster_home
+    from pipelines.instance import open_instance, prepare_dagster_home
     from pipelines.partitions import projects_partitions
     from pipelines.run_recovery import wait_for_pool
     from pipelines.sessions import FILES_CHECK, JOB_NAME, partition_run_request
@@ -92,7 +93,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     if not wanted:
         result["elapsed_sec"] = time.perf_counter() - started
         return result
-    with dg.DagsterInstance.get() as instance, _sigterm_interrupts():
+    with open_instance() as instance, _sigterm_interrupts():
         known = set(instance.get_dynamic_partitions(projects_partitions.name))
         new = [p for p in on_disk if p not in known]
         if new:

@@ -32,6 +32,17 @@ def _env_int(name: str, default: int) -> int:
     return int(_env_float(name, default))
 
 
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default), case-insensitive."""
+    value = (os.environ.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={os.environ[name]!r}: use one of {', '.join(choices)} (default {choices[0]})")
+    return value
+
+
+DAGSTER_STORAGES = ("sqlite", "postgres")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Paths are absolute; derived folders hang off ``home``."""
@@ -52,6 +63,8 @@ class Settings:
     sensor_max_new_partitions: int = 500
     pool_wait_sec: float = 600.0
     """How long ``sessionlake ingest`` waits for a pool slot held by another live run before giving up."""
+    dagster_storage: str = "sqlite"
+    """Which instance template (pipelines/instance.py) a new ``DAGSTER_HOME`` gets: ``sqlite`` or ``postgres``."""
     sessions_dir_explicit: bool = False
     """``sessions_dir`` was named by the user (SESSIONLAKE_SESSIONS_DIR), not the default: missing is an error."""
 
@@ -111,6 +124,7 @@ class Settings:
             pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0),
             sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500),
             pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0),
+            dagster_storage=_env_choice("SESSIONLAKE_DAGSTER_STORAGE", DAGSTER_STORAGES),
             sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
         )
         make_private(settings)

@@ -3,7 +3,8 @@
 It loads the location through the repo's ``workspace.yaml`` when it is there (the same file
 ``dagster dev -w workspace.yaml`` reads), else through one written into DAGSTER_HOME with the same
 location name: cursors, tick history and sensor state are stored per location name, so both ways of
-starting it must agree on ``sessionlake``.
+starting it must agree on ``sessionlake``. Exits 2, saying why, when a setting is invalid or the
+Dagster instance cannot be opened (a Postgres instance is opened once before Dagster starts).
 """
 
 from __future__ import annotations
@@ -36,10 +37,18 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from pipelines.instance import prepare_dagster_home
+    from pipelines.instance import InstanceConfigError, open_instance, postgres_configs, prepare_dagster_home
     from resources.settings import Settings
 
-    home = prepare_dagster_home(Settings.from_env())
+    try:
+        home = prepare_dagster_home(Settings.from_env())
+        if postgres_configs(home / "dagster.yaml"):
+            # reach the server now, with one clear error, and create the schema once, before the
+            # webserver, the daemon and its threads all race to
+            open_instance().dispose()
+    except (ValueError, InstanceConfigError) as exc:
+        print(f"sessionlake dev: {exc}", file=sys.stderr)
+        return 2
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
     workspace = workspace_file(home)
     os.chdir(workspace.parent)

@@ -1,8 +1,9 @@
 """``sessionlake ingest``: run the ingest_sessions job once, on the Dagster instance at DAGSTER_HOME.
 
 Exit status: 0 when every file was ingested (or nothing needed it), 1 when any file failed (the
-files and errors are listed; they stay unprocessed and are retried), 2 when there is no sessions
-tree to read or a pool slot stayed taken by another live run.
+files and errors are listed; they stay unprocessed and are retried), 2 when a setting is invalid,
+there is no sessions tree to read, the Dagster instance cannot be opened (say, its Postgres server), or a pool slot
+stayed taken by another live run.
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.ingest_run import SessionsNotFound, ingest
+    from pipelines.instance import InstanceConfigError
     from pipelines.run_recovery import PoolWaitTimeout
     from resources.settings import Settings
 
     try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a bad SESSIONLAKE_* value
+        print(f"sessionlake ingest: {exc}", file=sys.stderr)
+        return 2
+    try:
         result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None,
-                        everything=args.everything, say=lambda text: print(text, file=sys.stderr))
-    except (SessionsNotFound, PoolWaitTimeout) as exc:
+                        settings=settings, everything=args.everything, say=lambda text: print(text, file=sys.stderr))
+    except (SessionsNotFound, InstanceConfigError, PoolWaitTimeout) as exc:
         print(f"sessionlake ingest: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -51,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{asset}: files that failed (left unprocessed, retried by the next ingest or the sensor):\n{table}",
               file=sys.stderr)
     if result["failures"]:
-        print(f"\nretry markers: {Settings.from_env().retry_dir}; malformed lines: table malformed_lines "
+        print(f"\nretry markers: {settings.retry_dir}; malformed lines: table malformed_lines "
               "in state.duckdb", file=sys.stderr)
     return 0 if result["success"] else 1
