@@ -38,11 +38,6 @@ from resources.settings import Settings
 from resources.state import StateStore
 
 
-def repo_of(session_key: str) -> str:
-    """The repo of a session key is the project: its first path component."""
-    return session_key.split("/", 1)[0]
-
-
 @dataclass(frozen=True)
 class PendingObject:
     """A new object waiting for its pack: id, raw size and stored (compressed) size."""
