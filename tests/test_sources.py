@@ -237,3 +237,18 @@ def test_an_existing_warehouse_keeps_its_claude_rows_and_keys(tmp_path):
             == [("claude", 0, "-home-me-app", "-home-me-app/s.jsonl")]
         [row] = usage_report(conn, "daily", opts=ReportOptions(view="claude"))["daily"]
     assert (row["date"], row["inputTokens"], row["outputTokens"]) == ("2025-06-10", 5, 7)
+
+
+def test_other_agents_memory_rebuilds_from_the_archive_after_their_files_are_gone(tmp_path, agent_home):
+    settings = _settings(tmp_path, agent_home)
+    _ingest(settings, MemoryProcessor(LanceStore.from_settings(settings)),
+            ArchiveProcessor(PackStore.from_settings(settings)))
+    before = sorted(r["id"] for r in LanceStore.from_settings(settings).records_where("TRUE", ["id"]))
+    shutil.rmtree(settings.lance_dir / "records.lance" / "_versions")
+    shutil.rmtree(agent_home)  # the agents deleted their files: only the archive has them
+    env = {**_env(tmp_path, agent_home), "SESSIONLAKE_AGENTS": "claude"}
+    rebuilt = _cli(env, "memory", "rebuild", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["errors"] == []
+    # OpenCode's records come back from its database (the JSON storage's text parts need their message files)
+    assert sorted(r["id"] for r in LanceStore.from_settings(settings).records_where("TRUE", ["id"])) == before

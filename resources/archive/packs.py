@@ -435,7 +435,8 @@ class PackStore:
             dest_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
             stack.callback(os.close, dest_fd)
             for n, (repo, snap) in enumerate(versions):
-                target = Path(dest_dir) / f"version-{n}.jsonl"
+                # the original's suffix: an adapter tells a Gemini .json or an OpenCode .db by it
+                target = Path(dest_dir) / f"version-{n}{Path(snap.session_key).suffix}"
                 write_version(readers[repo], snap, dest_fd, target.name)
                 try:
                     yield repo, snap, target
