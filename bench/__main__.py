@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("ingest", "capture", "recall", "lance_health", "archive", "statusline", "orchestration", "postgres")
+BENCHMARKS = ("ingest", "capture", "recall", "lance_health", "archive", "statusline", "orchestration", "postgres",
+              "agents")
 RESULTS_DIR = Path(__file__).parent / "results"
 
 

@@ -17,20 +17,22 @@ TOTALS = ("scanned", "processed", "errors", "items_extracted", "bytes_read")
 
 
 def ingest_direct(settings: Settings) -> dict[str, dict]:
-    """``{processor: {TOTALS}}`` of one `run_processors` call over the whole sessions tree."""
+    """``{processor: {TOTALS}}`` of one `run_processors` call over every agent's files, as ingest walks them."""
     from pipelines.processors.archive import ArchiveProcessor
     from pipelines.processors.memory import MemoryProcessor
     from pipelines.processors.runner import run_processors
     from pipelines.processors.usage import UsageProcessor
     from resources.archive.packs import PackStore
     from resources.memory.lance import LanceStore
+    from resources.sources import found_sources, walk_all
     from resources.state import StateStore
     from resources.usage.pricing import PriceTable
 
     processors = [UsageProcessor(PriceTable.load(settings.price_file)),
                   MemoryProcessor(LanceStore.from_settings(settings)),
                   ArchiveProcessor(PackStore.from_settings(settings))]
-    results = run_processors(processors, settings.sessions_dir, StateStore.from_settings(settings))
+    files = list(walk_all(found_sources(settings)))
+    results = run_processors(processors, settings.sessions_dir, StateStore.from_settings(settings), files=files)
     return {name: {k: stats[k] for k in TOTALS} for name, stats in results.items()}
 
 

@@ -8,9 +8,8 @@ default options, alternating, in two cases:
   does: ccusage's cache is keyed on the transcript, sessionlake tops up that file);
 - unchanged: called again at once with nothing new (both tools reuse their last line for 1 s);
 - idle: called again after that second (no cache; what a refresh without a new message costs).
-The peer is the npm package ccusage, pinned to `CCUSAGE_VERSION` (the newest 20.x whose native
-binary installs here) and installed into a cache folder outside the repository; without npm or node,
-or if the install fails, the peer is skipped with a message. Both lines are also checked to show the
+The peer is the npm package ccusage, pinned in bench/ccusage.py; without npm or node, or if the
+install fails, the peer is skipped with a message. Both lines are also checked to show the
 same session, today and block costs for the same state of the tree.
 """
 
@@ -30,14 +29,12 @@ from pathlib import Path
 
 import orjson
 
+from bench.ccusage import ccusage_launcher
 from bench.corpus import generate_corpus
 from pipelines.processors.runner import run_processors
 from pipelines.processors.usage import UsageProcessor
 from resources.state import StateStore
 
-CCUSAGE_VERSION = "20.0.24"
-CCUSAGE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sessionlake-bench" / (
-    f"ccusage-{CCUSAGE_VERSION}")
 LIVE_PROJECT = "-home-dev-live"
 LIVE_SESSION = "5f1c0a3e-live-4d2b-9c1e-bench0000001"
 MODEL = "claude-sonnet-4-20250514"
@@ -58,17 +55,8 @@ def _response(n: int, ts: datetime) -> bytes:
 
 
 def _ccusage() -> tuple[list[str] | None, str]:
-    """The ccusage launcher (installing the pinned version once), or None and why not."""
-    launcher = CCUSAGE_DIR / "node_modules" / ".bin" / "ccusage"
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        return None, "node or npm is not installed"
-    if not launcher.exists():
-        CCUSAGE_DIR.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["npm", "install", "--prefix", str(CCUSAGE_DIR), "--no-audit", "--no-fund",
-                                 f"ccusage@{CCUSAGE_VERSION}"], capture_output=True, text=True, timeout=600)
-        if result.returncode != 0 or not launcher.exists():
-            return None, f"npm install ccusage@{CCUSAGE_VERSION} failed: {result.stderr.strip()[-300:]}"
-    return [str(launcher), "statusline"], ""
+    launcher, why = ccusage_launcher()
+    return ([launcher, "statusline"] if launcher else None), why
 
 
 def _call(argv: list[str], env: dict, payload: bytes) -> tuple[float, str]:

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 from pipelines.processors.runner import projects_with_work
 from resources.retry_marks import due_retries
-from resources.sessions import walk_sessions
 from resources.settings import Settings
+from resources.sources import found_sources, walk_all
 from resources.state import StateStore
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -28,13 +28,19 @@ class SessionsNotFound(RuntimeError):
     """The sessions tree to ingest is not there (named by the user and missing, or no data at the default)."""
 
 
-def _check_sessions_dir(settings: Settings) -> None:
+def _found_sources(settings: Settings) -> list:
+    """The sources to read; `SessionsNotFound` when the Claude Code folder the user named is missing,
+    or when no agent's folder exists at all."""
     root = settings.sessions_dir
     if settings.sessions_dir_explicit and not root.is_dir():
         raise SessionsNotFound(f"SESSIONLAKE_SESSIONS_DIR={root} does not exist (or is not a directory)")
-    if not settings.sessions_dir_explicit and not root.is_dir():
-        raise SessionsNotFound(f"no session data found: looked in {root} (Claude Code's default); "
-                               "set SESSIONLAKE_SESSIONS_DIR to the folder that holds your sessions")
+    sources = found_sources(settings)
+    if not sources:
+        looked = "; ".join(f"{agent}: {path}" for agent, path in settings.agent_roots().items())
+        raise SessionsNotFound(f"no session data found: looked in {looked} (the agents' defaults); "
+                               "set SESSIONLAKE_SESSIONS_DIR (Claude Code) or SESSIONLAKE_<AGENT>_DIR to the "
+                               "folder that holds your sessions")
+    return sources
 
 
 @contextmanager
@@ -75,10 +81,10 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     from pipelines.tags import POOL_INGEST, PROCESSOR_ASSETS
 
     settings = settings or Settings.from_env()
-    _check_sessions_dir(settings)
+    sources = _found_sources(settings)
     prepare_dagster_home(settings)
     started = time.perf_counter()
-    files = list(walk_sessions(settings.sessions_dir))
+    files = list(walk_all(sources))
     on_disk = sorted({f.project for f in files})
     wanted = sorted(set(projects) & set(on_disk)) if projects else on_disk
     assets = list(PROCESSOR_ASSETS.values()) if assets is None else assets
@@ -88,7 +94,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         todo = projects_with_work(names, [f for f in files if f.project in chosen], StateStore.from_settings(settings))
         todo |= set(due_retries(settings.retry_dir, now=math.inf))
         wanted = sorted(set(wanted) & todo)
-    result = {"run_id": None, "success": True, "projects": wanted, "up_to_date": len(on_disk) - len(wanted),
+    result = {"run_id": None, "success": True, "agents": [s.agent for s in sources], "projects": wanted,
+              "up_to_date": len(on_disk) - len(wanted),
               "assets": {}, "failures": {}, "errors": 0, "elapsed_sec": 0.0}
     if not wanted:
         result["elapsed_sec"] = time.perf_counter() - started

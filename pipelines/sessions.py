@@ -1,7 +1,9 @@
 """Session ingestion in Dagster: the four session assets, the one step that materializes them, the
 job, and the sensor.
 
-The assets are partitioned by project (one dynamic partition per top-level folder). One multi-asset
+The assets are partitioned by project (one dynamic partition per project of every agent found:
+Claude Code's project folders as they are, other agents' projects as ``<agent>:<project>``, see
+resources/sources/). One multi-asset
 step, `ingest_projects`, walks the selected projects once and runs every selected processor in one
 pass (one planning connection, one Lance commit per table, one pack per project), and the job runs
 it in process: a run is one process and one step, however many projects it covers. Backfills use
@@ -18,7 +20,7 @@ never hold registration back), and asks for one run per tick covering every chan
 
 import hashlib
 import json
-import os
+from collections.abc import Iterable
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -30,8 +32,9 @@ from pipelines.run_targets import targets_any
 from pipelines.tags import POOL_INGEST, PROCESSOR_ASSETS, QUEUE_TAG
 from resources.configurable import LanceResource, PackResource, StateResource
 from resources.retry_marks import due_retries, record_failures
-from resources.sessions import walk_sessions
+from resources.sessions import SessionFile
 from resources.settings import Settings
+from resources.sources import found_sources, walk_all
 from resources.state import scan_session_files
 
 JOB_NAME = "ingest_sessions"
@@ -170,7 +173,7 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
         context.log.warning(f"projects not in this run's partitions, ignored: "
                             f"{sorted(set(config.projects) - set(in_run))}")
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    files = list(walk_sessions(settings.sessions_dir, set(projects)))
+    files = list(walk_all(found_sources(settings), set(projects)))
     if "session_files" in selected:
         with state.store().connect() as conn:
             scan = scan_session_files(conn, files, set(projects))
@@ -210,10 +213,11 @@ ingest_sessions = dg.define_asset_job(
 )
 
 
-def project_fingerprints(sessions_dir: os.PathLike | str) -> dict[str, str]:
-    """Per project, a digest of every file's (key, size, mtime_ns): stats only, no reads."""
+def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:
+    """Per project, a digest of every file's (key, size, mtime_ns) (stats only: the walk reads no file
+    but a new Codex rollout's first line, once, for its project)."""
     entries: dict[str, list[str]] = {}
-    for f in walk_sessions(sessions_dir):
+    for f in files:
         entries.setdefault(f.project, []).append(f"{f.key}\0{f.size}\0{f.mtime_ns}")
     return {
         project: hashlib.blake2b("\n".join(lines).encode(), digest_size=12).hexdigest()
@@ -271,11 +275,12 @@ def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResour
             context.log.warning(f"marked {len(reaped)} run(s) whose process died as failed: {reaped}")
     except Exception as exc:  # recovery is best effort: it must never stop ingestion
         context.log.warning(f"could not check for dead runs: {exc}")
-    if not settings.sessions_dir.is_dir():
-        return dg.SensorResult(skip_reason=f"sessions directory {settings.sessions_dir} does not exist",
-                               cursor=context.cursor)
+    sources = found_sources(settings)
+    if not sources:
+        looked = "; ".join(f"{agent}: {root} does not exist" for agent, root in settings.agent_roots().items())
+        return dg.SensorResult(skip_reason=f"no session data ({looked})", cursor=context.cursor)
     previous = _parse_cursor(context.cursor)
-    current = project_fingerprints(settings.sessions_dir)
+    current = project_fingerprints(walk_all(sources))
     known = set(instance.get_dynamic_partitions(projects_partitions.name))
     new_projects = sorted(p for p in current if p not in known)[: settings.sensor_max_new_partitions]
     if new_projects:

@@ -21,13 +21,16 @@ class SessionlakeResource(dg.ConfigurableResource):
 
     home: str = ""
     sessions_dir: str = ""
+    codex_home: str = ""
+    gemini_dir: str = ""
+    opencode_dir: str = ""
+    qwen_dir: str = ""
 
     def settings(self) -> Settings:
         settings = Settings.from_env()
-        if self.home:
-            settings = replace(settings, home=Path(self.home).expanduser().resolve())
-        if self.sessions_dir:
-            settings = replace(settings, sessions_dir=Path(self.sessions_dir).expanduser().resolve())
+        for name in ("home", "sessions_dir", "codex_home", "gemini_dir", "opencode_dir", "qwen_dir"):
+            if getattr(self, name):
+                settings = replace(settings, **{name: Path(getattr(self, name)).expanduser().resolve()})
         return settings
 
 

@@ -67,6 +67,20 @@ class Settings:
     """Which instance template (pipelines/instance.py) a new ``DAGSTER_HOME`` gets: ``sqlite`` or ``postgres``."""
     sessions_dir_explicit: bool = False
     """``sessions_dir`` was named by the user (SESSIONLAKE_SESSIONS_DIR), not the default: missing is an error."""
+    codex_home: Path | None = None
+    """Codex's home (``sessions/``, ``archived_sessions/``); None: Codex is not read."""
+    gemini_dir: Path | None = None
+    """Gemini CLI's ``.gemini`` folder (``tmp/<project>/chats/``); None: Gemini is not read."""
+    opencode_dir: Path | None = None
+    """OpenCode's data folder (``opencode.db``, ``storage/``); None: OpenCode is not read."""
+    qwen_dir: Path | None = None
+    """Qwen Code's ``.qwen`` folder (``projects/<project>/chats/``); None: Qwen Code is not read."""
+
+    def agent_roots(self) -> dict[str, Path]:
+        """Each agent that is read, with its root (which may not exist: such an agent is skipped)."""
+        roots = {"claude": self.sessions_dir, "codex": self.codex_home, "gemini": self.gemini_dir,
+                 "opencode": self.opencode_dir, "qwen": self.qwen_dir}
+        return {agent: root for agent, root in roots.items() if root is not None}
 
     @property
     def state_path(self) -> Path:
@@ -104,6 +118,26 @@ class Settings:
         reads it when it loads, long before anything is written."""
         return _env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60)
 
+    @staticmethod
+    def agent_roots_from_env() -> dict[str, Path]:
+        """Where each agent keeps its sessions, found the way ccusage finds them, each overridable with
+        ``SESSIONLAKE_<AGENT>_DIR``; ``SESSIONLAKE_AGENTS`` (comma-separated) limits which are read."""
+        home = Path.home()
+        codex = os.environ.get("CODEX_HOME", "").split(",")[0].strip()
+        gemini = os.environ.get("GEMINI_CLI_HOME")
+        data = os.environ.get("XDG_DATA_HOME")
+        defaults = {
+            "codex": _env_path("SESSIONLAKE_CODEX_DIR", Path(codex).expanduser() if codex else home / ".codex"),
+            "gemini": _env_path("SESSIONLAKE_GEMINI_DIR",
+                                (Path(gemini).expanduser() if gemini else home) / ".gemini"),
+            "opencode": _env_path("SESSIONLAKE_OPENCODE_DIR",
+                                  (Path(data).expanduser() if data else home / ".local" / "share") / "opencode"),
+            "qwen": _env_path("SESSIONLAKE_QWEN_DIR", home / ".qwen"),
+        }
+        wanted = os.environ.get("SESSIONLAKE_AGENTS", "").strip()
+        enabled = {a.strip() for a in wanted.split(",") if a.strip()} if wanted else set(defaults)
+        return {agent: root.resolve() for agent, root in defaults.items() if agent in enabled}
+
     @classmethod
     def from_env(cls) -> Settings:
         """The settings, with the data home made private (`resources.private_home.make_private`)."""
@@ -126,6 +160,10 @@ class Settings:
             pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0),
             dagster_storage=_env_choice("SESSIONLAKE_DAGSTER_STORAGE", DAGSTER_STORAGES),
             sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
+            codex_home=(roots := cls.agent_roots_from_env()).get("codex"),
+            gemini_dir=roots.get("gemini"),
+            opencode_dir=roots.get("opencode"),
+            qwen_dir=roots.get("qwen"),
         )
         make_private(settings)
         return settings

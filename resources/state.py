@@ -187,6 +187,18 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
                SELECT repo, session_key, file_hash, mtime_ns, archived_at FROM snapshots ON CONFLICT DO NOTHING""",
         ),
     ),
+    (
+        7,
+        (
+            # Sources other than Claude Code (resources/sources/): each row says which agent wrote it, and
+            # the output some agents report apart from output_tokens (Gemini's thoughts, OpenCode's
+            # reasoning). Every row stored before is Claude Code's; its session keys and project names
+            # (the partition keys) are unchanged, so nothing else moves.
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS agent VARCHAR DEFAULT 'claude'",
+            "UPDATE usage_messages SET agent = 'claude' WHERE agent IS NULL",
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS extra_output_tokens BIGINT DEFAULT 0",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -16,6 +16,13 @@ SAMPLES = FIXTURES / "claude-code-1.0.17"
 SAMPLE_PROJECT = "-Users-chip-dev-ai-music"
 
 
+@pytest.fixture(autouse=True)
+def _only_the_agents_a_test_names(monkeypatch: pytest.MonkeyPatch):
+    """Claude Code only, unless a test names other agents' folders: a developer's own ~/.codex or
+    ~/.gemini must never leak into a test (or into the CLI processes it starts)."""
+    monkeypatch.setenv("SESSIONLAKE_AGENTS", "claude")
+
+
 @pytest.fixture
 def samples_root(tmp_path: Path) -> Path:
     """A writable copy of the four sample sessions, laid out as ~/.claude/projects."""

@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     home = Path(args.home or tempfile.mkdtemp(prefix="sessionlake-demo-")).resolve()
     sessions = home / "sessions"
     shutil.copytree(source, sessions, dirs_exist_ok=True)
+    # only the samples: not the Codex, Gemini, ... sessions this machine's user may have
     os.environ.update({"SESSIONLAKE_HOME": str(home), "SESSIONLAKE_SESSIONS_DIR": str(sessions),
-                       "DAGSTER_HOME": str(home / "dagster")})
+                       "DAGSTER_HOME": str(home / "dagster"), "SESSIONLAKE_AGENTS": "claude"})
     print(f"demo home: {home}\nsessions:  {sessions}\n")
     steps = [["ingest"], ["usage", "daily"], ["usage", "session"], ["recall", "music generation", "-k", "3"],
              ["archive", "ls"], ["ingest"]]

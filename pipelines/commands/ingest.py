@@ -46,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif result["run_id"] is None:
+        print(f"agents found: {', '.join(result['agents'])}")
         print(f"nothing to ingest: {result['up_to_date']} project(s) up to date (--all runs them anyway)")
     else:
         status = "success" if result["success"] else ("FAILED" if not result["errors"]
                                                       else f"{result['errors']} file error(s)")
+        print(f"agents found: {', '.join(result['agents'])}")
         print(f"run {result['run_id']} ({status}), {len(result['projects'])} project(s), "
               f"{result['elapsed_sec']:.2f}s")
         for asset, stats in result["assets"].items():

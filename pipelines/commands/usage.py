@@ -3,7 +3,8 @@
 ``--json`` prints what ccusage 20 prints for the same command: ``sessionlake usage daily --json`` is
 ``ccusage daily --json`` (all agents: ``period``, ``agent``, ``metadata.agents``), and
 ``sessionlake usage claude daily --json`` is ``ccusage claude daily --json`` (``date``, ``sessions[]``
-with ``firstActivity``). See resources/usage/reports.py for the shapes.
+with ``firstActivity``; Claude Code's rows only). ``--agent A`` keeps one agent's rows, ``--by-agent``
+adds a per-agent breakdown to every row. See resources/usage/reports.py for the shapes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-u", "--until", type=_date, help="last day included (in --timezone)")
     p.add_argument("-z", "--timezone", default="UTC", help="IANA zone for days and filters (default UTC)")
     p.add_argument("-p", "--project", help="only this project (its folder name; the leading '-' may be left out)")
+    p.add_argument("--agent", help="only this agent's usage: claude, codex, gemini, opencode, qwen (default: all)")
+    p.add_argument("--by-agent", action="store_true",
+                   help="a breakdown per agent under each row (JSON: agents[], as ccusage --by-agent)")
     p.add_argument("-m", "--mode", default=None, choices=("auto", "calculate", "display"),
                    help="cost: auto (costUSD if present, else computed), calculate, display (costUSD only)")
     p.add_argument("-o", "--order", choices=ORDERS,
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.cli import closest
     from resources.settings import Settings
+    from resources.sources import AGENTS
     from resources.state import StateStore
     from resources.usage.pricing import PriceTable
     from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
@@ -86,12 +91,15 @@ def run(args: argparse.Namespace) -> int:
         args.id, args.instances = None, True
     if args.id is not None and kind != "session":
         args.parser.error("--id goes with the session report")
+    if args.agent is not None and args.agent not in AGENTS:
+        args.parser.error(f"--agent {args.agent!r}: expected one of {', '.join(AGENTS)}")
     settings = Settings.from_env()
     try:
         flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone, project=args.project,
-                           mode=args.mode or settings.cost_mode)
+                           mode=args.mode or settings.cost_mode, agent=args.agent)
         opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
-                             instances=args.instances, active=args.active, recent=args.recent)
+                             instances=args.instances, by_agent=args.by_agent, active=args.active,
+                             recent=args.recent)
         prices = PriceTable.load(settings.price_file)
         with StateStore.from_settings(settings).connect() as conn:
             if args.project is not None:
@@ -115,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(format_session(report) if args.id is not None
-              else format_report(kind, report, breakdown=args.breakdown, aliases=args.project_aliases))
+              else format_report(kind, report, breakdown=args.breakdown, aliases=args.project_aliases,
+                                 by_agent=args.by_agent))
     for model in (report or {}).get("totals", {}).get("unpricedModels", []):
         print(f"warning: no price for model {model} (its responses are counted at $0); "
               "add it with SESSIONLAKE_PRICE_FILE", file=sys.stderr)
@@ -125,8 +134,10 @@ def run(args: argparse.Namespace) -> int:
 _LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch")
 
 
-def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: dict | None = None) -> str:
-    """A plain-text table of the report, with a totals line (``breakdown``: a line per model)."""
+def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: dict | None = None,
+                  by_agent: bool = False) -> str:
+    """A plain-text table of the report, with a totals line (``breakdown``: a line per model;
+    ``by_agent``: a line per agent)."""
     aliases = aliases or {}
     if kind == "blocks":
         header = ("block start (UTC)", "entries", "total tokens", "cost USD", "models")
@@ -148,6 +159,9 @@ def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: 
         for e in entries:
             label = aliases.get(e[field], e[field]) if field == "project" else e[field]
             rows.append((label, *_token_cells(e), e["totalTokens"], e["totalCost"]))
+            if by_agent:
+                rows.extend((f"  [{a['agent']}]", *_token_cells(a), a["totalTokens"], a["totalCost"])
+                            for a in e.get("agents", []))
             if breakdown:
                 rows.extend((f"  - {b['modelName']}", *_token_cells(b), sum(_token_cells(b)), b["cost"])
                             for b in e["modelBreakdowns"])

@@ -29,7 +29,7 @@ from resources.archive.pack_format import (
     iter_chunks,
     object_id,
 )
-from resources.archive.packs import PackStore, PendingObject, repo_of
+from resources.archive.packs import PackStore, PendingObject
 from resources.state import Connection
 
 _HASH_BLOCK = 1 << 20
@@ -105,7 +105,7 @@ class ArchiveProcessor(SessionProcessor):
     ) -> ProcessorResult:
         if self._spool is None:
             self.begin_run()
-        repo = repo_of(session_key)
+        repo = username  # the project: for Claude Code, the first part of the key (`repo_of`)
         if repo not in self._latest:  # one query per project and run, not one per file
             self._latest[repo] = PackStore.latest_snapshots(conn, repo)
         previous = self._latest[repo].get(session_key)

@@ -1,15 +1,16 @@
 """The memory processor: every prompt and answer text becomes a Lance record, threads become edges.
 
-- A ``user`` line whose content is a string or has ``text`` blocks (not ``tool_result``, not
-  ``isMeta``) and an ``assistant`` line's ``text`` blocks become one ``records`` row (tier
-  ``episodic``), id = the line's ``uuid``, else a hash of session key + byte offset.
-- ``reply_to`` edges go from a record to its nearest ancestor record along ``parentUuid`` (skipping
-  tool-use and tool-result lines); when the chain leaves the lines read, to the last parentUuid seen.
-- A ``summary`` line tags every record of the session that holds its ``leafUuid`` (any line read in
-  this run, or a stored record); when the leaf is nowhere to be found, the records of the summary's
-  own file.
-- A prompt or answer line whose timestamp is not ISO-8601, or whose session id, model or branch is
-  not a string, is malformed: counted and kept in ``malformed_lines``; the rest of the file is used.
+Agent-neutral: the file's source adapter (resources/sources/) yields `MemoryItem`s (what counts as a
+prompt or answer, and how lines thread, is the adapter's: Claude Code's is in ``claude.py``).
+- Each item with a ``record`` becomes one ``records`` row (tier ``episodic``), id = the item's id,
+  else a hash of session key + offset.
+- ``reply_to`` edges go from a record to its nearest ancestor record along the items' parents
+  (skipping items without a record, e.g. tool-use lines); when the chain leaves the items read, to
+  the last parent seen.
+- A summary item tags every record of the session that holds its leaf (any item read in this run,
+  or a stored record); when the leaf is nowhere to be found, the records of the summary's own file.
+- An item the adapter cannot store (a timestamp that is not ISO-8601, a text field that is not a
+  string) is malformed: counted and kept in ``malformed_lines``; the rest of the file is used.
 - Records and edges are written every `FILES_PER_COMMIT` files (one ``merge_insert`` per table per
   commit: a small run is one commit, a first ingest of a huge tree a few, in bounded memory); a grown
   file is read from its stored offset only. Summary tags span commits: a summary whose leaf comes in
@@ -25,55 +26,14 @@ from pathlib import Path
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.ids import stable_id
 from resources.memory.events import write_event
-from resources.memory.lance import EDGES, RECORDS, LanceStore, as_utc, new_edge, new_record, sql_str
-from resources.sessions import ParseStats, iter_jsonl
+from resources.memory.lance import EDGES, RECORDS, LanceStore, new_edge, new_record, sql_str
+from resources.sessions import ParseStats
+from resources.sources import source_type
 from resources.state import Connection
 
 SUMMARY_SESSIONS_PER_QUERY = 500
 FILES_PER_COMMIT = 1000
 """Records of this many files are held before a commit (a run over 20,000 sessions held all of them)."""
-
-
-def line_text(obj: dict) -> tuple[str, str] | None:
-    """``(role, text)`` for a prompt or answer line, or None for anything else.
-
-    Lines without ``type`` (some older writers omit it) are judged by ``message.role``.
-    """
-    message = obj.get("message")
-    if not isinstance(message, dict) or obj.get("isMeta"):
-        return None
-    kind = obj.get("type", message.get("role"))
-    if kind not in ("user", "assistant"):
-        return None
-    content = message.get("content")
-    if isinstance(content, str):
-        text = content if kind == "user" else ""
-    elif isinstance(content, list):
-        parts = [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"]
-        text = "\n\n".join(p for p in parts if isinstance(p, str))
-    else:
-        return None
-    text = text.strip()
-    return (kind, text) if text else None
-
-
-def record_fields(obj: dict) -> dict:
-    """``session_id``, ``timestamp``, ``model`` and ``git_branch`` of a prompt or answer line.
-
-    Raises ValueError naming the field when one is present but cannot be stored (a timestamp that is
-    not ISO-8601, a text field that is not a string): the line is then malformed, and only that line
-    is lost, never the file or the run's commit.
-    """
-    values = {"session_id": obj.get("sessionId"), "timestamp": obj.get("timestamp"),
-              "model": obj["message"].get("model"), "git_branch": obj.get("gitBranch") or None}
-    for name, value in values.items():
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{name} is not a string: {value!r}"[:200])
-    try:
-        values["timestamp"] = as_utc(values["timestamp"])
-    except (ValueError, OverflowError):  # not ISO-8601, or beyond year 1..9999 once in UTC
-        raise ValueError(f"timestamp is not an ISO-8601 time: {values['timestamp']!r}"[:200]) from None
-    return values
 
 
 class MemoryProcessor(SessionProcessor):
@@ -119,35 +79,25 @@ class MemoryProcessor(SessionProcessor):
         summaries: list[tuple[str | None, str]] = []
         file_session: str | None = None
         line_sessions: dict[str, str] = {}
-        for line in iter_jsonl(session_path, start_offset, stats):
-            obj = line.obj
-            if obj.get("type") == "summary":
-                if isinstance(obj.get("summary"), str) and obj["summary"].strip():
-                    summaries.append((obj.get("leafUuid"), obj["summary"].strip()))
+        for item in source_type(session_key).memory(session_path, session_key, username, start_offset, stats):
+            if item.summary is not None:
+                summaries.append(item.summary)
                 continue
-            uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
-            parent = obj.get("parentUuid") if isinstance(obj.get("parentUuid"), str) else None
-            session_id = obj.get("sessionId") if isinstance(obj.get("sessionId"), str) else None
-            if uuid:
-                parents[uuid] = parent
-                if session_id:
-                    line_sessions[uuid] = sys.intern(session_id)
-            file_session = file_session or session_id
-            found = line_text(obj)
-            if found is None:
+            if item.id:
+                parents[item.id] = item.parent
+                if item.session_id:
+                    line_sessions[item.id] = sys.intern(item.session_id)
+            file_session = file_session or item.session_id
+            if item.record is None:
                 continue
-            role, text = found
-            try:
-                fields = record_fields(obj)
-            except ValueError as exc:
-                stats.reject(line, str(exc))
-                continue
-            record_id = uuid or stable_id(session_key, line.offset)
+            fields = dict(item.record)
+            role, text = fields.pop("role"), fields.pop("text")
+            record_id = item.id or stable_id(session_key, item.offset)
             records.append(new_record(record_id, text, tier="episodic", role=role, session_key=session_key,
                                       project=username, **fields))
             record_ids.add(record_id)
-            if parent:
-                links.append((record_id, parent))
+            if item.parent:
+                links.append((record_id, item.parent))
         edges = [new_edge(src, _nearest_record(parent, parents, record_ids), "reply_to") for src, parent in links]
         self._records.update((r["id"], r) for r in records)
         self._edges.extend(edges)

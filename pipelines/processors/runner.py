@@ -4,7 +4,8 @@ Rules (each one tested in ``tests/test_runner.py``):
 - a stable file (size unchanged and mtime <= processed_at) is skipped without reading or hashing it;
 - a file whose content hash equals the stored one is skipped (its processed_at moves forward);
 - a file that only grew (size larger, the 4 KiB before the stored offset unchanged) is read from the
-  stored offset; anything else is read from byte 0;
+  stored offset if its agent only appends (`resources.sources.base.Source.append_only`); anything
+  else is read from byte 0;
 - a processor that raises on a file leaves it unmarked (retried next run); the other files go on;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from resources.sessions import MalformedLine, SessionFile, compute_file_hash, tail_fingerprint, walk_sessions
+from resources.sources import source_type
 from resources.state import (
     Connection,
     ProcessedMark,
@@ -199,8 +201,9 @@ def _hash_or_error(f: SessionFile) -> str | OSError | None:
 
 
 def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
-    # Only a file that grew can be resumed; same size with a new hash was rewritten in place.
-    if prev is None or prev.byte_offset <= 0 or f.size <= prev.file_size:
+    # Only a file that grew can be resumed, and only if its agent only appends; same size with a new
+    # hash was rewritten in place.
+    if prev is None or prev.byte_offset <= 0 or f.size <= prev.file_size or not source_type(f.key).append_only:
         return 0
     try:
         same_prefix = tail_fingerprint(f.fspath, prev.byte_offset) == prev.tail_hash

@@ -38,11 +38,6 @@ from resources.settings import Settings
 from resources.state import StateStore
 
 
-def repo_of(session_key: str) -> str:
-    """The repo of a session key is the project: its first path component."""
-    return session_key.split("/", 1)[0]
-
-
 @dataclass(frozen=True)
 class PendingObject:
     """A new object waiting for its pack: id, raw size and stored (compressed) size."""
@@ -440,7 +435,8 @@ class PackStore:
             dest_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
             stack.callback(os.close, dest_fd)
             for n, (repo, snap) in enumerate(versions):
-                target = Path(dest_dir) / f"version-{n}.jsonl"
+                # the original's suffix: an adapter tells a Gemini .json or an OpenCode .db by it
+                target = Path(dest_dir) / f"version-{n}{Path(snap.session_key).suffix}"
                 write_version(readers[repo], snap, dest_fd, target.name)
                 try:
                     yield repo, snap, target

@@ -17,7 +17,7 @@ Filters and the time zone are applied in SQL: one query per report, aggregated p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import duckdb
@@ -36,8 +36,8 @@ DEFAULT_START_OF_WEEK = {"all": "monday", "claude": "sunday"}
 """What ccusage 20.0.24 does: ``ccusage weekly`` starts weeks on Monday, ``ccusage claude weekly`` on Sunday."""
 RECENT_DAYS = 3
 """``blocks --recent``: blocks started this many days before now, as ccusage."""
-AGENT = "claude"
-"""The agent of every warehouse row today; source adapters for other agents will add an agent column."""
+CLAUDE = "claude"
+"""The agent of the ``claude`` view (``ccusage claude ...``): only Claude Code's rows."""
 
 _PERIOD_SQL = {
     "daily": "strftime(timezone($tz, ts), '%Y-%m-%d')",
@@ -69,13 +69,14 @@ _TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheRea
 
 @dataclass(frozen=True)
 class ReportFilter:
-    """Which rows a report covers: days (in ``timezone``), project, and the cost mode."""
+    """Which rows a report covers: days (in ``timezone``), project, agent, and the cost mode."""
 
     since: date | None = None
     until: date | None = None
     timezone: str = "UTC"
     project: str | None = None
     mode: str = "auto"
+    agent: str | None = None
 
     def where(self) -> tuple[str, dict]:
         if self.mode not in COST_MODES:
@@ -90,6 +91,9 @@ class ReportFilter:
         if self.project:
             clauses.append("project = $project")
             params["project"] = self.project
+        if self.agent:
+            clauses.append("agent = $agent")
+            params["agent"] = self.agent
         return " AND ".join(clauses), params
 
 
@@ -97,14 +101,16 @@ class ReportFilter:
 class ReportOptions:
     """How a report is shaped: ``view`` (see the module doc), ``order`` (None: the report's default),
     ``start_of_week`` (None: the view's default), ``instances`` (period rows grouped by project,
-    ``{"projects": {name: [rows]}}``), ``now`` (which block is active; default: the clock), and for
-    blocks ``active`` (only the active one) and ``recent`` (those started in the last 3 days, and the
-    active one)."""
+    ``{"projects": {name: [rows]}}``), ``by_agent`` (every row of the ``all`` view gets ``agents``:
+    the same numbers per agent, by agent name, as ``ccusage --by-agent`` prints them),
+    ``now`` (which block is active; default: the clock), and for blocks ``active`` (only the active
+    one) and ``recent`` (those started in the last 3 days, and the active one)."""
 
     view: str = "all"
     order: str | None = None
     start_of_week: str | None = None
     instances: bool = False
+    by_agent: bool = False
     now: datetime | None = None
     active: bool = False
     recent: bool = False
@@ -128,6 +134,10 @@ def usage_report(conn: duckdb.DuckDBPyConnection, kind: str, flt: ReportFilter |
     flt, opts = flt or ReportFilter(), opts or ReportOptions()
     if kind not in REPORTS:
         raise ValueError(f"unknown report {kind!r}: expected one of {', '.join(REPORTS)}")
+    if opts.view == CLAUDE:
+        if flt.agent not in (None, CLAUDE):
+            raise ValueError(f"the claude view holds Claude Code's rows only, not {flt.agent!r}'s")
+        flt = replace(flt, agent=CLAUDE)
     where, params = _prepare(conn, flt, prices)
     if kind == "blocks":
         return _blocks(conn, where, params, flt, opts)
@@ -142,7 +152,7 @@ def session_usage(conn: duckdb.DuckDBPyConnection, session_id: str, flt: ReportF
     rows = _query(
         conn,
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
-                   cache_read_tokens, cost_usd, {COST_SQL[flt.mode]}
+                   cache_read_tokens, cost_usd, {COST_SQL[flt.mode]}, extra_output_tokens
             FROM usage_messages WHERE {where} AND coalesce(session_id, session_key) = $session
             ORDER BY ts, session_key, line_offset""",
         {**params, "session": session_id},
@@ -152,9 +162,9 @@ def session_usage(conn: duckdb.DuckDBPyConnection, session_id: str, flt: ReportF
     # costUSD per entry is the transcript's own figure (0 when it has none), as ccusage prints it.
     entries = [{"timestamp": iso_z(ts), "model": model, "inputTokens": inp, "outputTokens": out,
                 "cacheCreationTokens": cw, "cacheReadTokens": cr, "costUSD": float(file_cost or 0.0)}
-               for ts, model, inp, out, cw, cr, file_cost, _ in rows]
+               for ts, model, inp, out, cw, cr, file_cost, _, _ in rows]
     return {"sessionId": session_id, "totalCost": sum(float(r[7]) for r in rows),
-            "totalTokens": sum(r[2] + r[3] + r[4] + r[5] for r in rows), "entries": entries}
+            "totalTokens": sum(r[2] + r[3] + r[4] + r[5] + r[8] for r in rows), "entries": entries}
 
 
 def _prepare(conn, flt: ReportFilter, prices: PriceTable | None) -> tuple[str, dict]:
@@ -173,6 +183,11 @@ def known_projects(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT project FROM usage_messages ORDER BY 1").fetchall()]
 
 
+def known_agents(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every agent with usage rows, sorted."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT agent FROM usage_messages ORDER BY 1").fetchall()]
+
+
 def _query(conn, sql: str, params: dict) -> list[tuple]:
     """Run ``sql`` with the named parameters it references (DuckDB rejects unused ones)."""
     return conn.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).fetchall()
@@ -187,36 +202,30 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
                    sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
                    sum({COST_SQL[flt.mode]}), min(ts), max(ts), any_value(project), count(*),
                    bool_or({_UNPRICED_SQL}),
-                   min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset))
+                   min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset)),
+                   agent, sum(extra_output_tokens)
             FROM usage_messages WHERE {where}
             GROUP BY ALL""",
         {**params, "week_start": week_start},
     )
     view = "extra" if kind in _SHAPE["extra"] else opts.view
     list_name, field = _SHAPE[view][kind]
+    per_agent = view == "all" and kind == "session"  # ccusage lists each agent's session on its own
     entries: dict[tuple, dict] = {}
-    for period, group, model, inp, out, cw, cr, cost, first, last, project, responses, unpriced, seen in rows:
-        entry = entries.get((group, period))
-        if entry is None:
-            entry = entries[(group, period)] = {
-                field: period, **dict.fromkeys(_TOKEN_FIELDS, 0), "totalTokens": 0, "totalCost": 0.0,
-                "responses": 0, "modelBreakdowns": [], "_seen": {}, "_first": first, "_last": last,
-                "_project": project}
-            if group is not None:
-                entry["project"] = group
-        tokens = (int(inp), int(out), int(cw), int(cr))
-        for name, value in zip(_TOKEN_FIELDS, tokens, strict=True):
-            entry[name] += value
-        entry["totalTokens"] += sum(tokens)
-        entry["totalCost"] += float(cost)
-        entry["responses"] += int(responses)
-        breakdown = {"modelName": model, **dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "cost": float(cost)}
-        if unpriced and model not in UNPRICED_MODELS:
-            breakdown["missingPricing"] = True
-        entry["modelBreakdowns"].append(breakdown)
-        entry["_seen"][model] = (seen["d"], seen["k"], seen["o"])
-        entry["_first"], entry["_last"] = min(entry["_first"], first), max(entry["_last"], last)
-    rows_out = [_finish(entry, kind, view) for entry in entries.values()]
+    for (period, group, model, inp, out, cw, cr, cost, first, last, project, responses, unpriced, seen, agent,
+         extra) in rows:
+        entry = _entry(entries, (group, period, agent if per_agent else None), field, period, first, last, project)
+        if group is not None:
+            entry["project"] = group
+        numbers = ((int(inp), int(out), int(cw), int(cr)), int(extra), float(cost), int(responses), unpriced,
+                   (seen["d"], seen["k"], seen["o"]), first, last)
+        targets = [entry]
+        if opts.by_agent:
+            targets.append(_entry(entry["_by_agent"], agent, field, period, first, last, project))
+        for target in targets:
+            _add(target, model, *numbers)
+            target["_agents"].add(agent)
+    rows_out = [_finish(entry, kind, view, field) for entry in entries.values()]
     report = _order(rows_out, kind, field, opts.order)
     result = {list_name: report}
     if instances:
@@ -224,25 +233,70 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
         for entry in report:
             by_project.setdefault(entry["project"], []).append(entry)
         result = {"projects": dict(sorted(by_project.items()))}
-    result["totals"] = _totals((r[2], *r[3:8], r[12]) for r in rows)
+    result["totals"] = _totals((r[2], *r[3:8], r[12], r[15]) for r in rows)
     return result
 
 
-def _finish(entry: dict, kind: str, view: str) -> dict:
+def _entry(entries: dict, key, field: str, period, first, last, project) -> dict:
+    entry = entries.get(key)
+    if entry is None:
+        entry = entries[key] = {
+            field: period, **dict.fromkeys(_TOKEN_FIELDS, 0), "totalTokens": 0, "totalCost": 0.0,
+            "responses": 0, "modelBreakdowns": [], "_seen": {}, "_first": first, "_last": last,
+            "_project": project, "_agents": set(), "_by_agent": {}}
+    return entry
+
+
+def _add(entry: dict, model: str, tokens: tuple[int, int, int, int], extra: int, cost: float, responses: int,
+         unpriced: bool, seen: tuple, first, last) -> None:
+    """Add one (period, model, agent) group's numbers to a row (``extra``: output reported apart from
+    ``outputTokens``, counted in ``totalTokens`` only, as ccusage does)."""
+    for name, value in zip(_TOKEN_FIELDS, tokens, strict=True):
+        entry[name] += value
+    entry["totalTokens"] += sum(tokens) + extra
+    entry["totalCost"] += cost
+    entry["responses"] += responses
+    same = next((b for b in entry["modelBreakdowns"] if b["modelName"] == model), None)
+    if same is None:
+        same = {"modelName": model, **dict.fromkeys(_TOKEN_FIELDS, 0), "cost": 0.0}
+        entry["modelBreakdowns"].append(same)
+    for name, value in zip(_TOKEN_FIELDS, tokens, strict=True):
+        same[name] += value
+    same["cost"] += cost
+    if unpriced and model not in UNPRICED_MODELS:
+        same["missingPricing"] = True
+    entry["_seen"][model] = min(entry["_seen"].get(model, seen), seen)
+    entry["_first"], entry["_last"] = min(entry["_first"], first), max(entry["_last"], last)
+
+
+def _finish(entry: dict, kind: str, view: str, field: str) -> dict:
     """Turn an accumulated row into its published shape (see the module doc)."""
-    seen = entry.pop("_seen")
+    seen, agents, by_agent = entry.pop("_seen"), sorted(entry.pop("_agents")), entry.pop("_by_agent")
     first, last, project = entry.pop("_first"), entry.pop("_last"), entry.pop("_project")
     entry["modelBreakdowns"].sort(key=lambda b: (-b["cost"], b["modelName"]))
     # A per-agent row lists models as they first appear; an "all" row merges agents' lists, sorted.
     merged = view == "all" and kind in PERIOD_REPORTS
     entry["modelsUsed"] = sorted(seen) if merged else sorted(seen, key=seen.__getitem__)
     if view == "all":
-        entry["agent"] = "all" if merged else AGENT
-        entry["metadata"] = {"agents": [AGENT]} if merged else {
+        entry["agent"] = "all" if merged else agents[0]
+        entry["metadata"] = {"agents": agents} if merged else {
             "lastActivity": iso_z(last), "firstActivity": iso_z(first), "projectPath": project}
     elif kind == "session":
         entry.update(firstActivity=iso_z(first), lastActivity=iso_z(last), projectPath=project)
+    if by_agent:
+        entry["agents"] = [_finish_agent(by_agent[agent], kind, field) for agent in sorted(by_agent)]
     return entry
+
+
+def _finish_agent(sub: dict, kind: str, field: str) -> dict:
+    """One agent's share of a row, as ccusage 20's ``--by-agent`` prints it: ``agent``, the token
+    fields, ``totalCost``, ``modelBreakdowns`` and ``modelsUsed`` (plus ``responses``)."""
+    agent = next(iter(sub["_agents"]))
+    _finish(sub, kind, "claude", field)
+    for name in (field, "firstActivity", "lastActivity", "projectPath"):
+        sub.pop(name, None)
+    sub["agent"] = agent
+    return sub
 
 
 def _order(rows: list[dict], kind: str, field: str, order: str | None) -> list[dict]:
@@ -256,10 +310,11 @@ def _order(rows: list[dict], kind: str, field: str, order: str | None) -> list[d
 
 
 def _totals(items) -> dict:
-    """Totals over ``(model, input, output, cache write, cache read, cost, unpriced)`` tuples."""
+    """Totals over ``(model, input, output, cache write, cache read, cost, unpriced, extra output)`` tuples."""
     items = list(items)
     tokens = [sum(int(item[i]) for item in items) for i in range(1, 5)]
-    totals = {**dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "totalTokens": sum(tokens),
+    extra = sum(int(item[7]) for item in items)
+    totals = {**dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "totalTokens": sum(tokens) + extra,
               "totalCost": sum(float(item[5]) for item in items)}
     unpriced = sorted({item[0] for item in items if item[6] and item[0] not in UNPRICED_MODELS})
     if unpriced:
@@ -271,7 +326,7 @@ def _blocks(conn, where: str, params: dict, flt: ReportFilter, opts: ReportOptio
     rows = _query(
         conn,
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
-                   cache_read_tokens, {COST_SQL[flt.mode]}, {_UNPRICED_SQL}
+                   cache_read_tokens, {COST_SQL[flt.mode]}, {_UNPRICED_SQL}, extra_output_tokens
             FROM usage_messages WHERE {where} ORDER BY ts, session_key, line_offset""",
         params,
     )
@@ -284,4 +339,4 @@ def _blocks(conn, where: str, params: dict, flt: ReportFilter, opts: ReportOptio
         blocks = [b for b in blocks if b["startTime"] >= since or b["isActive"]]
     if opts.order == "desc":
         blocks.reverse()
-    return {"blocks": blocks, "totals": _totals(r[1:8] for r in rows)}
+    return {"blocks": blocks, "totals": _totals(r[1:9] for r in rows)}

@@ -36,6 +36,8 @@ USAGE_SCHEMA = pa.schema(
         ("cache_creation_1h_tokens", pa.int64()),
         ("cost_usd", pa.float64()),
         ("line_offset", pa.int64()),
+        ("agent", pa.string()),
+        ("extra_output_tokens", pa.int64()),
     ]
 )
 
@@ -43,12 +45,12 @@ _COLUMNS = [f.name for f in USAGE_SCHEMA]
 
 # Higher is better: non-sidechain first, then the larger token total.
 _RANK = "(CASE WHEN {t}.is_sidechain THEN 0 ELSE 1 END, {t}.input_tokens + {t}.output_tokens " \
-        "+ {t}.cache_creation_tokens + {t}.cache_read_tokens)"
+        "+ {t}.cache_creation_tokens + {t}.cache_read_tokens + {t}.extra_output_tokens)"
 
 # A session key without its project folder: equal for the same file after the folder was renamed.
 _IN_PROJECT = "substr({t}.session_key, length({t}.project) + 1)"
 
-_COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * b.output_tokens
+_COMPUTED_COST = """(p.input_per_mtok * b.input_tokens + p.output_per_mtok * (b.output_tokens + b.extra_output_tokens)
     + p.cache_write_per_mtok * (b.cache_creation_tokens - b.cache_creation_1h_tokens)
     + p.cache_write_1h_per_mtok * b.cache_creation_1h_tokens
     + p.cache_read_per_mtok * b.cache_read_tokens) / 1e6"""

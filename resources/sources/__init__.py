@@ -1,0 +1,42 @@
+"""Source adapters, one per agent (see `resources.sources.base`): which exist, which are found, and
+which one a session key belongs to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from resources.sessions import SessionFile
+from resources.settings import Settings
+from resources.sources.base import Source
+from resources.sources.claude import ClaudeSource
+from resources.sources.codex import CodexSource
+from resources.sources.gemini import GeminiSource
+from resources.sources.opencode import OpenCodeSource
+from resources.sources.qwen import QwenSource
+
+SOURCE_TYPES: dict[str, type[Source]] = {
+    "claude": ClaudeSource, "codex": CodexSource, "gemini": GeminiSource, "opencode": OpenCodeSource,
+    "qwen": QwenSource}
+AGENTS = tuple(SOURCE_TYPES)
+
+
+def agent_of(session_key: str) -> str:
+    """The agent of a session key: ``<agent>:...`` for every agent but Claude Code, whose keys (its
+    project folder names never hold a ``:``) are unchanged."""
+    head, sep, _ = session_key.partition(":")
+    return head if sep and head in SOURCE_TYPES else "claude"
+
+
+def source_type(session_key: str) -> type[Source]:
+    return SOURCE_TYPES[agent_of(session_key)]
+
+
+def found_sources(settings: Settings) -> list[Source]:
+    """A source for each agent whose root is a folder; a missing root is skipped."""
+    return [SOURCE_TYPES[agent](root) for agent, root in settings.agent_roots().items() if root.is_dir()]
+
+
+def walk_all(sources: list[Source], projects: set[str] | None = None) -> Iterator[SessionFile]:
+    """Every session file of every source (of ``projects`` when given)."""
+    for source in sources:
+        yield from source.walk(projects)
