@@ -464,14 +464,17 @@ class LanceStore:
         else:
             self.append_provenance_batch(pairs)
 
-    def enable_provenance_queue(self, coalesce_ms: float = 50, **options):
-        """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it."""
+    def enable_provenance_queue(self, **options):
+        """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it.
+
+        ``options`` are the queue's (``coalesce_ms``, bounds, ...); the overflow folder defaults to the store's.
+        """
         from resources.memory.provenance_queue import ProvenanceWriteQueue
 
         with self._queue_lock:
             if self._queue is None:
                 options.setdefault("overflow_dir", self.provenance_overflow_dir)
-                queue = ProvenanceWriteQueue(self, coalesce_ms=coalesce_ms, **options)
+                queue = ProvenanceWriteQueue(self, **options)
                 queue.start()
                 self._queue = queue
             return self._queue
