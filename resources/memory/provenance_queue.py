@@ -14,9 +14,11 @@ Rules (each one tested in ``tests/test_provenance_queue.py``):
   ``<name>.failed-<timestamp>.jsonl`` and is never picked up or renamed again.
 - A failing write is retried with exponential backoff, then the batch and everything queued after it
   are spilled: never dropped, never raised to the caller.
-- Each entry gets its id (a ULID) when it is enqueued and keeps it through retries and spill files.
-  A write that raised may still have committed, so a retry, and the write of a reloaded spill file,
-  skips the entries whose id already landed: none is appended twice.
+- Each entry gets its id (a ULID) before the first attempt to write it, and keeps it through retries
+  and spill files. A write that raised may still have committed, so a retry, and the write of a
+  reloaded spill file of attempted entries, skips the entries whose id already landed: none is
+  appended twice. (Not at enqueue: ``os.urandom`` releases the GIL, and getting it back behind the
+  worker made enqueue p99 1 ms.)
 - A batch is one append to the ``provenance`` table and never touches ``records`` (or its text
   index), so each coalescing window costs exactly one Lance version.
 - ``flush(timeout)`` drains the queue and this process's spill files; ``stop()`` drains and ends the
@@ -61,9 +63,10 @@ class _Pair(NamedTuple):
     entry: dict
     size: int
     """Bytes it counts against ``max_queue_bytes``."""
-    entry_id: str
-    may_have_landed: bool
-    """Read back from a spill file: an earlier write of it may have committed before failing."""
+    entry_id: str | None = None
+    """Given before the first attempt to write it, kept through retries and spill files."""
+    may_have_landed: bool = False
+    """Read back from a spill file with its id: an earlier write may have committed before failing."""
 
 
 class ProvenanceWriteQueue:
@@ -125,8 +128,7 @@ class ProvenanceWriteQueue:
 
     def enqueue(self, pairs: Iterable[tuple[str, dict]]) -> None:
         """Queue ``(record_id, entry)`` pairs; returns at once. Spills to disk when the queue is full."""
-        items = [_Pair(rid, entry, len(rid) + len(orjson.dumps(entry, default=str)) + PAIR_OVERHEAD_BYTES,
-                       new_ulid(), False)
+        items = [_Pair(rid, entry, len(rid) + len(orjson.dumps(entry, default=str)) + PAIR_OVERHEAD_BYTES)
                  for rid, entry in ((str(r), e) for r, e in pairs)]
         if not items:
             return
@@ -226,6 +228,7 @@ class ProvenanceWriteQueue:
 
     def _write(self, batch: list[_Pair]) -> bool:
         """Append one batch with retries; on final failure spill it and everything queued after it."""
+        batch = [i if i.entry_id else i._replace(entry_id=new_ulid()) for i in batch]
         pairs = [(i.record_id, i.entry) for i in batch]
         entry_ids = [i.entry_id for i in batch]
         delay = self.retry_backoff_s
@@ -299,8 +302,9 @@ class ProvenanceWriteQueue:
         """Write ``items`` to a new spill file (exclusive create + fsync). Called with the lock held."""
         if not items:
             return
-        body = b"".join(orjson.dumps({"id": i.record_id, "entry": i.entry, "entry_id": i.entry_id}, default=str)
-                        + b"\n" for i in items)
+        body = b"".join(orjson.dumps({"id": i.record_id, "entry": i.entry,
+                                      **({"entry_id": i.entry_id} if i.entry_id else {})}, default=str) + b"\n"
+                        for i in items)
         try:
             self.overflow_dir.mkdir(parents=True, exist_ok=True)
             name = f"{new_ulid()}-{os.getpid()}.jsonl"
@@ -375,7 +379,8 @@ class ProvenanceWriteQueue:
     def _read_spill(self, path: Path) -> list[_Pair] | None:
         """The pairs of a spill file; a malformed file is quarantined and None returned.
 
-        A line without ``entry_id`` (written before entries had ids) gets a new one.
+        A line without ``entry_id`` (never attempted, or written before entries had ids) gets one
+        when it is written.
         """
         try:
             raw = path.read_bytes()
@@ -387,10 +392,10 @@ class ProvenanceWriteQueue:
                 if not line.strip():
                     continue
                 obj = orjson.loads(line)
-                rid, entry, entry_id = obj["id"], obj["entry"], obj.get("entry_id") or new_ulid()
-                if not isinstance(rid, str) or not isinstance(entry, dict) or not isinstance(entry_id, str):
-                    raise ValueError("pair must be {'id': str, 'entry': object, 'entry_id': str}")
-                items.append(_Pair(rid, entry, len(line) + PAIR_OVERHEAD_BYTES, entry_id, True))
+                rid, entry, entry_id = obj["id"], obj["entry"], obj.get("entry_id")
+                if not isinstance(rid, str) or not isinstance(entry, dict) or not isinstance(entry_id, str | None):
+                    raise ValueError("pair must be {'id': str, 'entry': object, 'entry_id'?: str}")
+                items.append(_Pair(rid, entry, len(line) + PAIR_OVERHEAD_BYTES, entry_id, entry_id is not None))
             return items
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
