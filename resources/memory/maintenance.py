@@ -5,7 +5,8 @@ Contract:
   ``*.manifest`` files under ``<table>.lance/_versions/``, bytes are everything in the table folder
   (manifests included, which is where un-pruned history lives), fragments and rows come from
   ``Table.stats()``. The sensor, the asset checks and the helper all use it.
-- `optimize_lance_storage(store, retention, phase)` compacts data files, applies the index policy and
+- `optimize_lance_storage(store, retention, phase)` compacts data files (size-tiered, see
+  `compaction_exclusions`: a run rewrites the young fragments, not the whole table), applies the index policy and
   removes versions older than ``retention`` for every table of ``TABLE_NAMES`` (``records``,
   ``edges``, ``events``, ``provenance``), in that order of steps (so the index and compaction commits
   are pruned in the same call). The index step is ``LanceStore.refresh_indexes(tiered=True)``: missing
