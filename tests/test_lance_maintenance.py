@@ -112,6 +112,36 @@ def test_maintenance_indexes_every_row_and_keeps_a_base_and_a_recent_segment(sto
     assert len(hits) == 50
 
 
+def test_compaction_is_size_tiered_a_big_fragment_is_left_alone_until_the_newer_rows_catch_up(store):
+    store.open_table(EVENTS).add([{"id": f"bulk{i:03d}", "kind": "bulk", "data": "{}"} for i in range(400)])
+    for i in range(20):
+        write_event(store, "small", {"i": i})
+
+    def fragments():
+        return [(f.fragment_id, f.count_rows()) for f in store.open_table(EVENTS).to_lance().get_fragments()]
+
+    first = fragments()[0]
+    lm.optimize_lance_storage(store, timedelta(0))  # 400 >= 4 x 20: only the 20 small ones are merged
+    assert fragments()[0] == first and [n for _, n in fragments()] == [400, 20, 1]  # 1: the report's event
+    for i in range(90):
+        write_event(store, "small", {"i": i})
+    lm.optimize_lance_storage(store, timedelta(0))  # 400 < 4 x 111: everything merges into one
+    assert [n for _, n in fragments()] == [511, 1]
+
+
+def test_compaction_exclusions_tiers_by_rows_and_rewrites_a_fragment_with_deletions():
+    from types import SimpleNamespace
+
+    def frag(id, rows, deleted=0):
+        return SimpleNamespace(id=id, physical_rows=rows, num_deletions=deleted)
+
+    assert lm.compaction_exclusions([]) == []
+    assert lm.compaction_exclusions([frag(0, 1000)]) == []  # nothing newer: nothing to protect it from
+    assert lm.compaction_exclusions([frag(0, 1000), frag(1, 200), frag(2, 10), frag(3, 5)]) == [0, 1]
+    assert lm.compaction_exclusions([frag(0, 1000), frag(1, 300)]) == []  # 1000 < 4 x 300
+    assert lm.compaction_exclusions([frag(0, 1000, deleted=150), frag(1, 5)]) == []
+
+
 def test_retention_keeps_young_versions_but_still_compacts(store):
     ten_small_writes(store)
     versions = lm.count_versions(store, EDGES)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from resources.ids import new_ulid
 from resources.memory.events import query_events, write_event
 from resources.memory.lance import (
     EDGES,
@@ -99,6 +100,21 @@ def test_provenance_batch_is_one_commit(store):
     assert [e["n"] for e in store.get("r7")["provenance"]] == [7, 57, 107, 157, 1000]
     row = store.open_table(PROVENANCE).search().where("cue = 'late'").to_list()[0]
     assert (row["record_id"], row["session_id"], row["ts"]) == ("r7", "s", datetime(2025, 6, 8, 10, tzinfo=UTC))
+
+
+def test_a_retried_provenance_batch_with_the_same_entry_ids_lands_once(store):
+    store.upsert_records([_rec(i) for i in range(3)])
+    pairs = [("r1", {"n": 1}), ("r2", {"n": 2}), ("r1", {"n": 3})]
+    ids = [new_ulid() for _ in pairs]
+    assert store.append_provenance_batch(pairs[:2], ids[:2]) == 2  # the first attempt landed in part
+    version = store.version(PROVENANCE)
+    assert store.append_provenance_batch(pairs, ids, retried=True) == 1
+    assert store.append_provenance_batch(pairs, ids, retried=True) == 0
+    assert store.version(PROVENANCE) == version + 1  # a retry with nothing left to add commits nothing
+    assert [e["n"] for e in store.get("r1")["provenance"]] == [1, 3]
+    assert store.count(PROVENANCE) == 3
+    with pytest.raises(ValueError, match="2 entry ids for 3 pairs"):
+        store.append_provenance_batch(pairs, ids[:2])
 
 
 def test_edges_have_stable_ids(store):

@@ -20,7 +20,7 @@ from resources.settings import Settings
 settings = Settings.from_env()
 store = LanceStore.from_settings(settings)
 assert drain_to_lance(CaptureQueue.from_settings(settings), store).records == 1
-store.append_provenance_batch = lambda pairs: (_ for _ in ()).throw(OSError("store down"))
+store.append_provenance_batch = lambda *args, **kwargs: (_ for _ in ()).throw(OSError("store down"))
 queue = store.enable_provenance_queue(coalesce_ms=1, max_queue_size=1)
 queue.enqueue([("r1", {"n": 1}), ("r2", {"n": 2})])
 queue.stop()

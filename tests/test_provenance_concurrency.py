@@ -20,19 +20,23 @@ ENTRIES_PER_PROCESS = 300
 APPENDER = r"""
 import sys, time
 from pathlib import Path
+from resources.ids import new_ulid
 from resources.memory.lance import LanceStore
 store = LanceStore(sys.argv[1])
 name, go = sys.argv[2], Path(sys.argv[3])
 while not go.exists():
     time.sleep(0.005)
-n = 0
+n, retried = 0, False
 while n < int(sys.argv[4]):
     pairs = [(f"r{(n + j) % 5}", {"proc": name, "n": n + j}) for j in range(1 + n % 3)]
+    ids = ids if retried else [new_ulid() for _ in pairs]
     try:
-        store.append_provenance_batch(pairs)
-    except Exception as exc:  # not acknowledged, tried again: had it landed anyway, the test sees a duplicate
+        store.append_provenance_batch(pairs, ids, retried=retried)
+    except Exception as exc:  # not acknowledged: tried again with the same ids, so it cannot land twice
         print("error", type(exc).__name__, exc, file=sys.stderr, flush=True)
+        retried = True
         continue
+    retried = False
     print(" ".join(str(e["n"]) for _, e in pairs), flush=True)
     n += len(pairs)
 """

@@ -38,11 +38,11 @@ def _slow(store, seconds: float, calls: list | None = None):
     """Wrap the store's batch append so every write takes ``seconds`` (and optionally log batch sizes)."""
     real = store.append_provenance_batch
 
-    def slow(pairs):
+    def slow(pairs, *args, **kwargs):
         time.sleep(seconds)
         if calls is not None:
             calls.append(len(pairs))
-        return real(pairs)
+        return real(pairs, *args, **kwargs)
 
     store.append_provenance_batch = slow
 
@@ -166,11 +166,11 @@ def test_failing_write_is_retried_with_backoff(store, overflow):
     real = store.append_provenance_batch
     failures = {"left": 2}
 
-    def flaky(pairs):
+    def flaky(pairs, *args, **kwargs):
         if failures["left"]:
             failures["left"] -= 1
             raise OSError("store briefly unavailable")
-        return real(pairs)
+        return real(pairs, *args, **kwargs)
 
     store.append_provenance_batch = flaky
     queue = _queue(store, overflow, coalesce_ms=1, retry_backoff_s=0.01)
@@ -182,15 +182,67 @@ def test_failing_write_is_retried_with_backoff(store, overflow):
     assert not overflow.exists()
 
 
+def _commits_then_raises(store, times: int):
+    """Wrap the batch append so its first ``times`` calls commit and then raise, like a lost reply."""
+    real = store.append_provenance_batch
+    left = {"n": times}
+
+    def lands_then_fails(pairs, *args, **kwargs):
+        written = real(pairs, *args, **kwargs)
+        if left["n"]:
+            left["n"] -= 1
+            raise OSError("committed, but the caller never heard")
+        return written
+
+    store.append_provenance_batch = lands_then_fails
+
+
+def test_a_retry_after_a_write_that_landed_appends_nothing_twice(store, overflow):
+    _commits_then_raises(store, 2)
+    queue = _queue(store, overflow, coalesce_ms=1, retry_backoff_s=0.01)
+    queue.enqueue([("r5", {"n": 1}), ("r5", {"n": 2}), ("r6", {"n": 3})])
+    assert queue.flush(timeout=10)
+    queue.stop()
+    assert queue.stats["retries"] == 2
+    assert _entries(store, "r5") == [1, 2]
+    assert _entries(store, "r6") == [3]
+    assert store.count(PROVENANCE) == 3
+
+
+def test_a_spilled_batch_that_had_landed_is_not_appended_again_on_reload(store, overflow):
+    _commits_then_raises(store, 3)  # every attempt of the first batch lands and raises: it is spilled
+    queue = _queue(store, overflow, coalesce_ms=1, max_retries=2, retry_backoff_s=0.005)
+    queue.enqueue([("r7", {"n": n}) for n in range(4)])
+    deadline = time.monotonic() + 10
+    while not queue.stats["spilled_files"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queue.stats["spilled_files"] == 1
+    queue.enqueue([("r7", {"n": 4})])  # spilled behind the first file, to keep the order
+    assert queue.flush(timeout=10)  # reloads both files and writes them, skipping what landed
+    queue.stop()
+    assert _entries(store, "r7") == [0, 1, 2, 3, 4]
+    assert queue.stats["reloaded_files"] == queue.stats["spilled_files"] == 2
+
+
+def test_spill_files_written_before_entry_ids_still_load(store, overflow):
+    overflow.mkdir()
+    (overflow / "01ARZ3NDEKTSV4RRFFQ69G5FAW-999.jsonl").write_text('{"id": "r4", "entry": {"n": 41}}\n')
+    queue = _queue(store, overflow, coalesce_ms=1)
+    queue.flush(timeout=10)
+    queue.stop(timeout=10)
+    assert _entries(store, "r4") == [41]
+    assert list(overflow.iterdir()) == []
+
+
 def test_failing_store_spills_never_drops_never_raises(store, overflow):
     real = store.append_provenance_batch
     down = threading.Event()
     down.set()
 
-    def maybe_down(pairs):
+    def maybe_down(pairs, *args, **kwargs):
         if down.is_set():
             raise OSError("disk full")
-        return real(pairs)
+        return real(pairs, *args, **kwargs)
 
     store.append_provenance_batch = maybe_down
     queue = _queue(store, overflow, coalesce_ms=1, max_retries=2, retry_backoff_s=0.005)
@@ -208,7 +260,7 @@ def test_failing_store_spills_never_drops_never_raises(store, overflow):
 def test_stop_spills_when_the_store_is_down_and_a_new_queue_recovers(store, overflow):
     real = store.append_provenance_batch
 
-    def down(pairs):
+    def down(pairs, *args, **kwargs):
         raise OSError("store gone")
 
     store.append_provenance_batch = down

@@ -90,9 +90,9 @@ def test_sync_provenance_lands_before_recall_returns(store):
 def test_queued_recall_returns_before_a_slow_write_finishes(store, tmp_path):
     real = store.append_provenance_batch
 
-    def slow(pairs):
+    def slow(pairs, *args, **kwargs):
         time.sleep(1.0)
-        return real(pairs)
+        return real(pairs, *args, **kwargs)
 
     store.append_provenance_batch = slow
     store.enable_provenance_queue(coalesce_ms=10, overflow_dir=tmp_path / "overflow")

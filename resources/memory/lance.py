@@ -21,9 +21,10 @@ Contract:
 - Provenance is append-only: one row per entry in the ``provenance`` table (``record_id``, ``ts``,
   ``cue``, ``session_id`` and the whole entry as JSON), never a rewrite of ``records``.
   ``append_provenance_batch(pairs)`` appends any number of entries to any number of records in one
-  commit; ``get(id)["provenance"]`` is that record's entries in append order (entry ids are ULIDs,
-  monotonic within a process). ``record_provenance`` routes through the write-behind queue when it
-  is enabled (``enable_provenance_queue``), else writes on the caller's thread.
+  commit; ``get(id)["provenance"]`` is that record's entries in the order they were made (entry ids
+  are ULIDs, monotonic within a process). A retried append passes the entries' ids again and
+  appends none twice. ``record_provenance`` routes through the write-behind queue when it is
+  enabled (``enable_provenance_queue``), else writes on the caller's thread.
 - A store written before the provenance table existed (a JSON ``provenance`` column on ``records``)
   is migrated when a `LanceStore` is opened on it, see `migrate_provenance_column`.
 - Embeddings are optional: with ``embedder`` set (a LanceDB embedding-registry name), ``records``
@@ -423,20 +424,36 @@ class LanceStore:
             out.setdefault(rid, []).append(orjson.loads(entry))
         return out
 
-    def append_provenance_batch(self, pairs: Sequence[tuple[str, dict]]) -> int:
+    def append_provenance_batch(self, pairs: Sequence[tuple[str, dict]], entry_ids: Sequence[str] | None = None,
+                                *, retried: bool = False) -> int:
         """Append each ``(record_id, entry)`` as a row of ``provenance``, in order, in ONE commit.
 
         Ids that are not in ``records`` are ignored. Returns the number of distinct records that got
         entries. An append never touches ``records`` and never conflicts with another process's append
         (Lance rebases concurrent appends), so no entry is lost to a concurrent writer.
+
+        ``entry_ids`` (one per pair) are the entries' own ids, made once when each entry was made (a
+        ULID: a record's entries are listed in id order); without them each row gets a new one. A call
+        that raised may still have committed, so a caller that repeats it passes the same ids with
+        ``retried``: entries whose id is already in the table are skipped and none lands twice. Only
+        a retry pays for that check (a scan of the table's ids).
         """
         if not pairs:
             return 0
+        if entry_ids is None:
+            entry_ids = [new_ulid() for _ in pairs]
+        elif len(entry_ids) != len(pairs):
+            raise ValueError(f"{len(entry_ids)} entry ids for {len(pairs)} pairs")
         known = set(self._existing(self.open_table(RECORDS), list(dict.fromkeys(r for r, _ in pairs)), ["id"]))
-        rows = [provenance_row(new_ulid(), rid, entry) for rid, entry in pairs if rid in known]
+        rows = [provenance_row(eid, rid, entry) for eid, (rid, entry) in zip(entry_ids, pairs, strict=True)
+                if rid in known]
+        table = self.open_table(PROVENANCE)
+        if retried and rows:
+            landed = set(self._existing(table, [row["id"] for row in rows], ["id"]))
+            rows = [row for row in rows if row["id"] not in landed]
         if not rows:
             return 0
-        self.open_table(PROVENANCE).add(pa.Table.from_pylist(rows, schema=PROVENANCE_SCHEMA))
+        table.add(pa.Table.from_pylist(rows, schema=PROVENANCE_SCHEMA))
         return len({row["record_id"] for row in rows})
 
     def record_provenance(self, pairs: Sequence[tuple[str, dict]]) -> None:
@@ -447,14 +464,17 @@ class LanceStore:
         else:
             self.append_provenance_batch(pairs)
 
-    def enable_provenance_queue(self, coalesce_ms: float = 50, **options):
-        """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it."""
+    def enable_provenance_queue(self, **options):
+        """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it.
+
+        ``options`` are the queue's (``coalesce_ms``, bounds, ...); the overflow folder defaults to the store's.
+        """
         from resources.memory.provenance_queue import ProvenanceWriteQueue
 
         with self._queue_lock:
             if self._queue is None:
                 options.setdefault("overflow_dir", self.provenance_overflow_dir)
-                queue = ProvenanceWriteQueue(self, coalesce_ms=coalesce_ms, **options)
+                queue = ProvenanceWriteQueue(self, **options)
                 queue.start()
                 self._queue = queue
             return self._queue

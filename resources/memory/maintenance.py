@@ -5,7 +5,8 @@ Contract:
   ``*.manifest`` files under ``<table>.lance/_versions/``, bytes are everything in the table folder
   (manifests included, which is where un-pruned history lives), fragments and rows come from
   ``Table.stats()``. The sensor, the asset checks and the helper all use it.
-- `optimize_lance_storage(store, retention, phase)` compacts data files, applies the index policy and
+- `optimize_lance_storage(store, retention, phase)` compacts data files (size-tiered, see
+  `compaction_exclusions`: a run rewrites the young fragments, not the whole table), applies the index policy and
   removes versions older than ``retention`` for every table of ``TABLE_NAMES`` (``records``,
   ``edges``, ``events``, ``provenance``), in that order of steps (so the index and compaction commits
   are pruned in the same call). The index step is ``LanceStore.refresh_indexes(tiered=True)``: missing
@@ -62,6 +63,12 @@ OPTIMIZED_EVENT = "lance_storage_optimized"
 SKIPPED_EVENT = "lance_storage_optimize_skipped"
 MEASURES = ("rows", "versions", "size_bytes", "fragments", "small_fragments")
 """Each report entry holds ``<measure>_before`` and ``<measure>_after`` for these."""
+
+COMPACTION_TIER_RATIO = 4
+"""Compaction leaves a fragment alone while it holds this many times the rows of all newer fragments
+together (see `compaction_exclusions`)."""
+DELETED_SHARE_TO_REWRITE = 0.1
+"""A fragment with this share of its rows deleted is always compacted (Lance's own default threshold)."""
 
 CONFLICT_ATTEMPTS = 6
 CONFLICT_BASE_DELAY_SEC = 0.1
@@ -241,13 +248,40 @@ def _with_conflict_retry(step: str, fn: Callable[[], object], retries: list[int]
             time.sleep(CONFLICT_BASE_DELAY_SEC * 2 ** (attempt - 1))
 
 
+def compaction_exclusions(fragments) -> list[int]:
+    """Ids of the fragments (pylance ``FragmentMetadata``, oldest first) that compaction should leave alone.
+
+    Size-tiered, as in an LSM tree: a fragment is left alone while its rows are at least
+    ``COMPACTION_TIER_RATIO`` times the rows of every newer fragment together, unless a tenth of it
+    is deleted. Lance's own planner merges every fragment under its target (a million rows), so each
+    run rewrote a whole append-only table to absorb a few new rows: bytes per run grew with the table.
+    Tiered, a run rewrites the young tail, a fragment is rewritten about once per quadrupling of the
+    rows after it, and a table keeps a few fragments per factor of four in size.
+    """
+    excluded, newer = [], 0
+    for fragment in reversed(list(fragments)):
+        physical = int(fragment.physical_rows or 0)
+        deleted = int(fragment.num_deletions or 0)
+        live = physical - deleted
+        if newer and live >= COMPACTION_TIER_RATIO * newer and deleted < DELETED_SHARE_TO_REWRITE * physical:
+            excluded.append(int(fragment.id))
+        newer += live
+    return sorted(excluded)
+
+
+def _compact(dataset):
+    excluded = compaction_exclusions(fragment.metadata for fragment in dataset.get_fragments())
+    return dataset.optimize.compact_files(excluded_fragment_ids=excluded or None)
+
+
 def _optimize_table(store, name: str, retention: timedelta, retries: list[int]) -> dict:
-    """Compact, update indexes, prune; each step on a dataset opened right before it."""
+    """Compact (size-tiered, see `compaction_exclusions`), update indexes, prune; each step on a dataset
+    opened right before it."""
 
     def dataset():
         return store.open_table(name).to_lance()
 
-    compaction = _with_conflict_retry("compact", lambda: dataset().optimize.compact_files(), retries)
+    compaction = _with_conflict_retry("compact", lambda: _compact(dataset()), retries)
     _with_conflict_retry("index", lambda: store.refresh_indexes(name, tiered=True), retries)
     prune = _with_conflict_retry("prune", lambda: dataset().cleanup_old_versions(
         older_than=retention, delete_unverified=False, error_if_tagged_old_versions=False), retries)

@@ -14,6 +14,11 @@ Rules (each one tested in ``tests/test_provenance_queue.py``):
   ``<name>.failed-<timestamp>.jsonl`` and is never picked up or renamed again.
 - A failing write is retried with exponential backoff, then the batch and everything queued after it
   are spilled: never dropped, never raised to the caller.
+- Each entry gets its id (a ULID) before the first attempt to write it, and keeps it through retries
+  and spill files. A write that raised may still have committed, so a retry, and the write of a
+  reloaded spill file of attempted entries, skips the entries whose id already landed: none is
+  appended twice. (Not at enqueue: ``os.urandom`` releases the GIL, and getting it back behind the
+  worker made enqueue p99 1 ms.)
 - A batch is one append to the ``provenance`` table and never touches ``records`` (or its text
   index), so each coalescing window costs exactly one Lance version.
 - ``flush(timeout)`` drains the queue and this process's spill files; ``stop()`` drains and ends the
@@ -33,11 +38,16 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 from resources.ids import new_ulid
 
+COALESCE_MS = 250
+"""Default coalescing window. Under sustained recall the queue commits once per window plus the write,
+so the window sets the version count: 1,000 back-to-back recalls at 100,000 records made 133
+versions at 50 ms (see ``python -m bench recall``). Nobody waits on it: ``flush`` and exit write at once."""
 WORKER_IDLE_POLL_S = 0.5
 """How long the idle worker sleeps before looking for spill files to reload."""
 FAILED_WRITE_PAUSE_S = 1.0
@@ -48,13 +58,24 @@ _SPILL_NAME = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}-\d+\.jsonl$")
 log = logging.getLogger(__name__)
 
 
+class _Pair(NamedTuple):
+    record_id: str
+    entry: dict
+    size: int
+    """Bytes it counts against ``max_queue_bytes``."""
+    entry_id: str | None = None
+    """Given before the first attempt to write it, kept through retries and spill files."""
+    may_have_landed: bool = False
+    """Read back from a spill file with its id: an earlier write may have committed before failing."""
+
+
 class ProvenanceWriteQueue:
     """Write-behind queue of ``(record_id, entry)`` pairs in front of ``store.append_provenance_batch``."""
 
     def __init__(
         self,
         store,
-        coalesce_ms: float = 50,
+        coalesce_ms: float = COALESCE_MS,
         max_queue_size: int = 100_000,
         max_batch_pairs: int = 10_000,
         overflow_dir: Path | str | None = None,
@@ -79,7 +100,7 @@ class ProvenanceWriteQueue:
         self.retry_backoff_s = retry_backoff_s
         self.stats = {"enqueued": 0, "written": 0, "batches": 0, "retries": 0, "spilled_files": 0,
                       "spilled_pairs": 0, "reloaded_files": 0, "failed_files": 0}
-        self._items: deque[tuple[str, dict, int]] = deque()
+        self._items: deque[_Pair] = deque()
         self._bytes = 0
         self._own_spills: set[str] = set()
         self._inflight = 0
@@ -107,11 +128,11 @@ class ProvenanceWriteQueue:
 
     def enqueue(self, pairs: Iterable[tuple[str, dict]]) -> None:
         """Queue ``(record_id, entry)`` pairs; returns at once. Spills to disk when the queue is full."""
-        items = [(rid, entry, len(rid) + len(orjson.dumps(entry, default=str)) + PAIR_OVERHEAD_BYTES)
+        items = [_Pair(rid, entry, len(rid) + len(orjson.dumps(entry, default=str)) + PAIR_OVERHEAD_BYTES)
                  for rid, entry in ((str(r), e) for r, e in pairs)]
         if not items:
             return
-        size = sum(i[2] for i in items)
+        size = sum(i.size for i in items)
         with self._cond:
             self.stats["enqueued"] += len(items)
             fits = (len(self._items) + len(items) <= self.max_queue_size
@@ -193,7 +214,7 @@ class ProvenanceWriteQueue:
                 self._reload_spills()
         self._drain_here()
 
-    def _next_batch_locked(self) -> list[tuple[str, dict, int]]:
+    def _next_batch_locked(self) -> list[_Pair]:
         """Wait out the coalescing window (unless full, flushing or stopping), then take one batch."""
         deadline = time.monotonic() + self.coalesce_s
         while (len(self._items) < self.max_batch_pairs and not self._urgent and not self._stopping
@@ -201,17 +222,20 @@ class ProvenanceWriteQueue:
             self._cond.wait(left)
         n = min(len(self._items), self.max_batch_pairs)
         batch = [self._items.popleft() for _ in range(n)]
-        self._bytes -= sum(i[2] for i in batch)
+        self._bytes -= sum(i.size for i in batch)
         self._inflight = n
         return batch
 
-    def _write(self, batch: list[tuple[str, dict, int]]) -> bool:
+    def _write(self, batch: list[_Pair]) -> bool:
         """Append one batch with retries; on final failure spill it and everything queued after it."""
-        pairs = [(rid, entry) for rid, entry, _ in batch]
+        batch = [i if i.entry_id else i._replace(entry_id=new_ulid()) for i in batch]
+        pairs = [(i.record_id, i.entry) for i in batch]
+        entry_ids = [i.entry_id for i in batch]
         delay = self.retry_backoff_s
         for attempt in range(self.max_retries + 1):
             try:
-                self.store.append_provenance_batch(pairs)
+                self.store.append_provenance_batch(
+                    pairs, entry_ids, retried=attempt > 0 or any(i.may_have_landed for i in batch))
             except Exception as exc:  # never raised into recall: retried, then spilled
                 if attempt == self.max_retries:
                     log.warning("provenance write failed %d times, spilling %d pairs: %s",
@@ -236,7 +260,7 @@ class ProvenanceWriteQueue:
             self._cond.notify_all()
         return False
 
-    def _take_all_locked(self) -> list[tuple[str, dict, int]]:
+    def _take_all_locked(self) -> list[_Pair]:
         items = list(self._items)
         self._items.clear()
         self._bytes = 0
@@ -255,7 +279,7 @@ class ProvenanceWriteQueue:
                 if self._items:
                     n = min(len(self._items), self.max_batch_pairs)
                     batch = [self._items.popleft() for _ in range(n)]
-                    self._bytes -= sum(i[2] for i in batch)
+                    self._bytes -= sum(i.size for i in batch)
                     self._inflight = n
             if batch is None:
                 if reloaded:
@@ -274,11 +298,13 @@ class ProvenanceWriteQueue:
 
     # -- spill files ----------------------------------------------------------------------------------
 
-    def _spill_locked(self, items: list[tuple[str, dict, int]]) -> None:
+    def _spill_locked(self, items: list[_Pair]) -> None:
         """Write ``items`` to a new spill file (exclusive create + fsync). Called with the lock held."""
         if not items:
             return
-        body = b"".join(orjson.dumps({"id": rid, "entry": entry}, default=str) + b"\n" for rid, entry, _ in items)
+        body = b"".join(orjson.dumps({"id": i.record_id, "entry": i.entry,
+                                      **({"entry_id": i.entry_id} if i.entry_id else {})}, default=str) + b"\n"
+                        for i in items)
         try:
             self.overflow_dir.mkdir(parents=True, exist_ok=True)
             name = f"{new_ulid()}-{os.getpid()}.jsonl"
@@ -298,7 +324,7 @@ class ProvenanceWriteQueue:
             log.error("cannot spill %d provenance pairs to %s (%s); keeping them in memory",
                       len(items), self.overflow_dir, exc)
             self._items.extend(items)
-            self._bytes += sum(i[2] for i in items)
+            self._bytes += sum(i.size for i in items)
             return
         self._own_spills.add(name)
         self.stats["spilled_files"] += 1
@@ -329,7 +355,7 @@ class ProvenanceWriteQueue:
             items = self._read_spill(path)
             if items is None:
                 continue
-            size = sum(i[2] for i in items)
+            size = sum(i.size for i in items)
             with self._cond:
                 room = (not self._items or all_files
                         or (len(self._items) + len(items) <= self.max_queue_size
@@ -350,8 +376,12 @@ class ProvenanceWriteQueue:
                 self.stats["reloaded_files"] += 1
                 self._cond.notify_all()
 
-    def _read_spill(self, path: Path) -> list[tuple[str, dict, int]] | None:
-        """The pairs of a spill file; a malformed file is quarantined and None returned."""
+    def _read_spill(self, path: Path) -> list[_Pair] | None:
+        """The pairs of a spill file; a malformed file is quarantined and None returned.
+
+        A line without ``entry_id`` (never attempted, or written before entries had ids) gets one
+        when it is written.
+        """
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -362,10 +392,10 @@ class ProvenanceWriteQueue:
                 if not line.strip():
                     continue
                 obj = orjson.loads(line)
-                rid, entry = obj["id"], obj["entry"]
-                if not isinstance(rid, str) or not isinstance(entry, dict):
-                    raise ValueError("pair must be {'id': str, 'entry': object}")
-                items.append((rid, entry, len(line) + PAIR_OVERHEAD_BYTES))
+                rid, entry, entry_id = obj["id"], obj["entry"], obj.get("entry_id")
+                if not isinstance(rid, str) or not isinstance(entry, dict) or not isinstance(entry_id, str | None):
+                    raise ValueError("pair must be {'id': str, 'entry': object, 'entry_id'?: str}")
+                items.append(_Pair(rid, entry, len(line) + PAIR_OVERHEAD_BYTES, entry_id, entry_id is not None))
             return items
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
