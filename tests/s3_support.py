@@ -10,6 +10,7 @@ Lance's conditional-put commits rely on.
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -33,6 +34,8 @@ class S3Server:
 
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
 
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
