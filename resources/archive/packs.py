@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from resources.archive.pack_files import BucketPackFiles, LocalPackFiles
 from resources.archive.pack_format import (
     ObjectEntry,
     ObjectRef,
@@ -29,7 +30,6 @@ from resources.archive.pack_format import (
     PackError,
     Snapshot,
     StoredObject,
-    pack_path,
     scan_pack_file,
     write_pack,
 )
@@ -105,7 +105,7 @@ class ObjectReader:
                 listing = self._open(key)
             except FileNotFoundError:
                 if not retry:
-                    raise PackError(f"{self.repo}: pack {key} is missing from {self.store.packs_dir}") from None
+                    raise PackError(f"{self.repo}: pack {key} is missing from {self.store.files.describe()}") from None
                 self._load(self.store.index_lookup(self.repo, oids), oids, retry=False)
                 continue
             for oid in oids:
@@ -116,10 +116,9 @@ class ObjectReader:
     def _open(self, key: str) -> dict[str, ObjectEntry]:
         if key in self._listings:
             return self._listings[key]
-        path = pack_path(self.store.packs_dir, key)
-        f = open(path, "rb")  # noqa: SIM115 - kept open until close(), see the class docstring
+        f = self.store.files.open(key)  # kept open until close(), see the class docstring
         try:
-            listing = scan_pack_file(f, path, key)
+            listing = scan_pack_file(f, Path(BucketPackFiles.name(key)), key)
         except BaseException:
             f.close()
             raise
@@ -153,16 +152,29 @@ class ObjectReader:
 
 
 class PackStore:
-    """Packs under ``packs_dir`` and their index in ``state``; tombstones are swept after ``grace_sec``."""
+    """Packs under ``packs_dir`` (or in ``files``, a bucket) and their index in ``state``; tombstones are
+    swept after ``grace_sec``. With a bucket, ``packs_dir`` holds only temp files."""
 
-    def __init__(self, packs_dir: Path | str, state: StateStore, grace_sec: float = 3600.0):
+    def __init__(self, packs_dir: Path | str, state: StateStore, grace_sec: float = 3600.0,
+                 files: LocalPackFiles | BucketPackFiles | None = None):
         self.packs_dir = Path(packs_dir)
         self.state = state
         self.grace_sec = grace_sec
+        self.files = files or LocalPackFiles(self.packs_dir)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PackStore:
-        return cls(settings.packs_dir, StateStore.from_settings(settings), settings.pack_gc_grace_sec)
+        """Packs under ``SESSIONLAKE_STORAGE_URI``'s ``packs/`` when set, else in the home's ``packs/``."""
+        files = BucketPackFiles(settings.storage.child("packs").blobs(), settings.packs_dir) \
+            if settings.storage_uri else None
+        return cls(settings.packs_dir, StateStore.from_settings(settings), settings.pack_gc_grace_sec, files)
+
+    def write_pack(self, objects: Iterable[StoredObject | ObjectRef], object_count: int,
+                   snapshots: Iterable[Snapshot], snapshot_count: int) -> tuple[str, int]:
+        """Write a pack (`write_pack`) where this store keeps them; returns ``(key, bytes)`` once it is durable."""
+        key, path, nbytes = write_pack(self.files.write_dir, objects, object_count, snapshots, snapshot_count)
+        self.files.publish(key, path)
+        return key, nbytes
 
     # -- index reads ------------------------------------------------------------------------------
 
@@ -297,8 +309,8 @@ class PackStore:
                 conn.execute("ROLLBACK")
                 raise
             return None
-        key, _path, nbytes = write_pack(self.packs_dir, (load(o.object_id) for o in new_objects), len(new_objects),
-                                        new_snapshots, len(new_snapshots))
+        key, nbytes = self.write_pack((load(o.object_id) for o in new_objects), len(new_objects),
+                                      new_snapshots, len(new_snapshots))
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(
