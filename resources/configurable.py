@@ -65,3 +65,11 @@ class CaptureQueueResource(SessionlakeResource):
         from resources.capture.queue import CaptureQueue
 
         return CaptureQueue.from_settings(self.settings())
+
+
+class TeamResource(SessionlakeResource):
+    """The team bucket (SESSIONLAKE_TEAM_URI): the manifests machines push, and where their packs are."""
+
+    def location(self):
+        """The team `StorageLocation`, or None when no team bucket is configured."""
+        return self.settings().team

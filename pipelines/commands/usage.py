@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-u", "--until", type=_date, help="last day included (in --timezone)")
     p.add_argument("-z", "--timezone", default="UTC", help="IANA zone for days and filters (default UTC)")
     p.add_argument("-p", "--project", help="only this project (its folder name; the leading '-' may be left out)")
+    p.add_argument("--user", help="only rows pushed by this user (a team deployment)")
+    p.add_argument("--machine", help="only rows pushed from this machine (a team deployment)")
     p.add_argument("-m", "--mode", default=None, choices=("auto", "calculate", "display"),
                    help="cost: auto (costUSD if present, else computed), calculate, display (costUSD only)")
     p.add_argument("-o", "--order", choices=ORDERS,
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
         flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone, project=args.project,
-                           mode=args.mode or settings.cost_mode)
+                           mode=args.mode or settings.cost_mode, user=args.user, machine=args.machine)
         opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
                              instances=args.instances, active=args.active, recent=args.recent)
         prices = PriceTable.load(settings.price_file)
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-_LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch")
+_LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch", "user", "machine")
 
 
 def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: dict | None = None) -> str:

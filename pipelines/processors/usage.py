@@ -156,7 +156,7 @@ class UsageProcessor(SessionProcessor):
         for key, (rank, offset, obj) in best.items():
             current = self._batch.get(key)
             if current is None or rank > current[0]:
-                self._batch[key] = (rank, usage_row(key, obj, offset, session_key, username))
+                self._batch[key] = (rank, {**usage_row(key, obj, offset, session_key, username), **self.origin})
         return ProcessorResult(items_count=len(best), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
                                malformed=stats.malformed)
 

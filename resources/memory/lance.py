@@ -354,7 +354,16 @@ class LanceStore:
             prepared.append(full)
         data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS, table=table)
+        try:
+            self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS, table=table)
+        except Exception as exc:
+            from resources.memory.maintenance import is_commit_conflict
+
+            if not is_commit_conflict(exc):
+                raise
+            # The rows are committed; another writer changed the indexes at the same moment (two first
+            # upserts both create them). Unindexed rows are still found, and the next write or
+            # maintenance indexes them.
         return len(prepared)
 
     def upsert_edges(self, rows: list[dict]) -> int:

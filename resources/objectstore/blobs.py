@@ -1,11 +1,12 @@
 """`Blobs`: the few object-store operations sessionlake needs, on one bucket prefix, through boto3.
 
 Contract:
-- ``put_file_if_absent`` / ``put_bytes_if_absent`` are atomic create-only writes: one ``PutObject``
-  with ``If-None-Match: *``. S3 makes an object visible whole or not at all, and refuses (412) a
-  create over an existing key, so of two concurrent writers of one key exactly one wins and nothing
-  is ever overwritten. They return True when this call created the object, False when it existed.
-  A file body is streamed from disk (boto3 reads it in blocks), so memory does not grow with its size.
+- ``put_file_if_absent`` / ``put_fileobj_if_absent`` / ``put_bytes_if_absent`` are atomic create-only
+  writes: one ``PutObject`` with ``If-None-Match: *``. S3 makes an object visible whole or not at
+  all, and refuses (412) a create over an existing key, so of two concurrent writers of one key
+  exactly one wins and nothing is ever overwritten. They return True when this call created the
+  object, False when it existed. A file body is streamed from disk (boto3 reads it in blocks), so
+  memory does not grow with its size.
 - ``download`` streams an object into an open binary file in `BLOCK` pieces; ``get_bytes`` is for
   small objects (manifests). A missing key raises FileNotFoundError in both.
 - ``list`` yields `BlobInfo` (name below the prefix, size, last-modified time), in key order.
@@ -72,6 +73,10 @@ class Blobs:
     def put_file_if_absent(self, name: str, path: Path | str) -> bool:
         with open(path, "rb") as body:
             return self._put_if_absent(name, body)
+
+    def put_fileobj_if_absent(self, name: str, body: BinaryIO) -> bool:
+        """Like `put_file_if_absent`, from an open binary file positioned at its start."""
+        return self._put_if_absent(name, body)
 
     def put_bytes_if_absent(self, name: str, data: bytes) -> bool:
         return self._put_if_absent(name, data)

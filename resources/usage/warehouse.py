@@ -36,6 +36,8 @@ USAGE_SCHEMA = pa.schema(
         ("cache_creation_1h_tokens", pa.int64()),
         ("cost_usd", pa.float64()),
         ("line_offset", pa.int64()),
+        ("user_name", pa.string()),
+        ("machine", pa.string()),
     ]
 )
 
