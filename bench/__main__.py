@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("ingest", "capture", "recall", "lance_health", "archive", "statusline", "orchestration")
+BENCHMARKS = ("ingest", "capture", "recall", "lance_health", "archive", "statusline", "orchestration", "team")
 RESULTS_DIR = Path(__file__).parent / "results"
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from pipelines.processors.runner import _count, _report_error, empty_stats
 from resources.archive.pack_format import PackError, Snapshot
@@ -83,7 +85,8 @@ class _Run:
         self.stats = {p.name: empty_stats() for p in processors}
         self.team = {"manifests": 0, "manifests_skipped": 0, "packs": 0, "packs_skipped": 0, "versions": 0,
                      "pack_bytes": 0, "failed_packs": []}
-        self.seen: dict[str, dict[str, _Seen]] = {p.name: {} for p in processors}
+        self.seen: dict[str, dict[str, _Seen | None]] = {p.name: {} for p in processors}
+        """Per processor and session key: what it last processed (None: nothing yet)."""
         self.marks: dict[str, list[ProcessedMark]] = {p.name: [] for p in processors}
         self.pending_manifests: list[Manifest] = []
         self.pending_packs: list[tuple[str, Manifest]] = []
@@ -117,7 +120,9 @@ class _Run:
         origin = {"user_name": manifest.user, "machine": manifest.machine}
         with self.store.reader(repo) as reader:
             try:
-                snapshots = self.store.adopt(key, repo, reader)
+                with self.store.state.connect() as conn:  # one connection per pack: opening one costs ~0.1 s
+                    snapshots = self.store.adopt(key, repo, reader, conn)
+                    sizes = self._prefetch(conn, repo, snapshots, reader)
             except (PackError, FileNotFoundError, OSError) as exc:
                 self.team["failed_packs"].append({"pack": key, "manifest": manifest.name,
                                                   "error": f"{type(exc).__name__}: {exc}"})
@@ -126,10 +131,10 @@ class _Run:
             self.packs_this_run.add(key)
             self.team["packs"] += 1
             self.team["pack_bytes"] += nbytes
-            return self._versions(manifest, key, repo, snapshots, reader, origin)
+            return self._versions(manifest, key, repo, snapshots, reader, origin, sizes)
 
     def _versions(self, manifest: Manifest, key: str, repo: str, snapshots: list[Snapshot], reader,
-                  origin: dict) -> bool:
+                  origin: dict, sizes: dict[str, int]) -> bool:
         ok = True
         self.store.files.write_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".team-ingest-", dir=self.store.files.write_dir) as scratch:
@@ -137,17 +142,18 @@ class _Run:
                 self.team["versions"] += 1
                 for p in self.processors:
                     p.origin = origin
-                    ok &= self._process(p, reader, repo, snap, Path(scratch))
+                    ok &= self._process(p, reader, repo, snap, Path(scratch), sizes)
                 self.pending_versions.append((snap, manifest, key))
                 self.files += 1
         if ok:
             self.pending_packs.append((key, manifest))
         return ok
 
-    def _process(self, processor: SessionProcessor, reader, repo: str, snap: Snapshot, scratch: Path) -> bool:
+    def _process(self, processor: SessionProcessor, reader, repo: str, snap: Snapshot, scratch: Path,
+                 sizes: dict[str, int]) -> bool:
         stats = self.stats[processor.name]
         _count(stats, repo, "scanned")
-        prev = self._previous(processor.name, snap.session_key)
+        prev = self.seen[processor.name][snap.session_key]
         if prev is not None and prev.file_hash == snap.file_hash:
             _count(stats, repo, "skipped")
             return True
@@ -156,7 +162,7 @@ class _Run:
         start = prev.byte_offset if grown else 0
         path = scratch / "version.jsonl"
         try:
-            _write_from(self.store, reader, repo, snap, start, path)
+            _write_from(reader, snap, start, sizes, path)
             result = processor.process_session(path, repo, snap.session_key, None, start_offset=start)
         except Exception as exc:  # one bad version never stops the others
             _report_error(stats, repo, snap.session_key, exc)
@@ -177,18 +183,29 @@ class _Run:
         _count(stats, repo, "bytes_read", result.bytes_read)
         return True
 
-    def _previous(self, name: str, session_key: str) -> _Seen | None:
-        seen = self.seen[name]
-        if session_key not in seen:
-            with self.store.state.connect() as conn:
-                state: ProcessorFileState | None = load_processor_state(conn, name, [session_key]).get(session_key)
-                if state is None:
-                    return None
-                row = conn.execute("SELECT chunks FROM snapshots WHERE session_key = ? AND file_hash = ? LIMIT 1",
-                                   [session_key, state.file_hash]).fetchone()
-            seen[session_key] = _Seen(state.file_hash, state.file_size, state.byte_offset,
-                                      tuple(row[0]) if row else None, state.items_extracted)
-        return seen[session_key]
+    def _prefetch(self, conn, repo: str, snapshots: list[Snapshot], reader) -> dict[str, int]:
+        """On ``conn``: each processor's state of these sessions (and the chunks of the version it
+        saw), where the versions' chunks are (loaded into ``reader``); returns the chunks' sizes."""
+        keys = sorted({s.session_key for s in snapshots})
+        chunk_ids = sorted({c for s in snapshots for c in s.chunks})
+        for p in self.processors:
+            seen = self.seen[p.name]
+            states: dict[str, ProcessorFileState] = load_processor_state(
+                conn, p.name, [k for k in keys if k not in seen])
+            chunks = {(k, h): tuple(c) for k, h, c in conn.execute(
+                "SELECT session_key, file_hash, chunks FROM snapshots WHERE list_contains(?, session_key)",
+                [list(states)]).fetchall()} if states else {}
+            for key in keys:
+                if key not in seen:
+                    st = states.get(key)
+                    seen[key] = None if st is None else _Seen(
+                        st.file_hash, st.file_size, st.byte_offset, chunks.get((key, st.file_hash)),
+                        st.items_extracted)
+        rows = conn.execute(
+            "SELECT object_id, pack_key, size FROM pack_index WHERE repo = ? AND object_id IN (SELECT unnest(?))",
+            [repo, chunk_ids]).fetchall()
+        reader.load({oid: key for oid, key, _ in rows})
+        return {oid: size for oid, _, size in rows}
 
     def flush(self) -> None:
         """Commit every processor, then mark the versions, packs and manifests they covered."""
@@ -202,13 +219,12 @@ class _Run:
                 self.marks[p.name] = []
             conn.execute("BEGIN TRANSACTION")
             try:
-                conn.executemany("INSERT INTO team_snapshots VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                 [[s.session_key, s.file_hash, m.user, m.machine, key]
-                                  for s, m, key in self.pending_versions])
-                conn.executemany("INSERT INTO team_packs VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                 [[key, m.name, m.user, m.machine, now] for key, m in self.pending_packs])
-                conn.executemany("INSERT INTO team_manifests VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                 [[m.name, m.user, m.machine, len(m.packs), now] for m in self.pending_manifests])
+                _insert(conn, "team_snapshots", ["session_key", "file_hash", "user_name", "machine", "pack_key"],
+                        [[s.session_key, s.file_hash, m.user, m.machine, key] for s, m, key in self.pending_versions])
+                _insert(conn, "team_packs", ["pack_key", "manifest", "user_name", "machine", "ingested_at"],
+                        [[key, m.name, m.user, m.machine, now] for key, m in self.pending_packs])
+                _insert(conn, "team_manifests", ["manifest", "user_name", "machine", "packs", "ingested_at"],
+                        [[m.name, m.user, m.machine, len(m.packs), now] for m in self.pending_manifests])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -217,10 +233,20 @@ class _Run:
         self.files = 0
 
 
-def _write_from(store: PackStore, reader, repo: str, snap: Snapshot, start: int, path: Path) -> None:
+def _insert(conn, table: str, columns: list[str], rows: list[list]) -> None:
+    """Insert ``rows`` in one statement through Arrow (DuckDB's executemany runs row by row); keeps existing keys."""
+    if not rows:
+        return
+    conn.register("_team_rows", pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows]))
+    try:
+        conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM _team_rows ON CONFLICT DO NOTHING")
+    finally:
+        conn.unregister("_team_rows")
+
+
+def _write_from(reader, snap: Snapshot, start: int, sizes: dict[str, int], path: Path) -> None:
     """Write the bytes of ``snap`` from ``start`` on to ``path``, at their offsets (a sparse file
-    before ``start``). Every chunk is checked against its id as it is read."""
-    sizes = store.object_sizes(repo, snap.chunks) if start else {}
+    before ``start``); ``sizes`` are the chunks' raw sizes. Every chunk read is checked against its id."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with open(fd, "wb") as out:
         pos = 0

@@ -349,12 +349,12 @@ class PackStore:
             raise
         return {"key": key, "bytes": nbytes, "object_count": len(new_objects), "snapshot_count": len(new_snapshots)}
 
-    def adopt(self, key: str, repo: str, reader: ObjectReader) -> list[Snapshot]:
+    def adopt(self, key: str, repo: str, reader: ObjectReader, conn: duckdb.DuckDBPyConnection) -> list[Snapshot]:
         """Register a pack that is already in this store's files (a pushed pack in a team bucket).
 
         The pack is opened and verified through ``reader`` (a reader of ``repo``, which keeps it open,
         so reading its objects next costs no second download) and must hold only sessions of
-        ``repo``; then, in one transaction, it becomes a live pack with its objects indexed (an object
+        ``repo``; then, in one transaction on ``conn``, it becomes a live pack with its objects indexed (an object
         ``repo`` already indexes keeps its pack) and its snapshots recorded, new or not, as observed
         now. Adopting a pack twice changes nothing but the observation time. Returns its snapshots.
         """
@@ -364,43 +364,35 @@ class PackStore:
             raise PackError(f"pack {key} holds sessions outside project {repo}, e.g. {strays[0]}")
         now = datetime.now(UTC)
         objects = listing.objects
-        with self.state.connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.execute("""INSERT INTO packs VALUES (?, ?, ?, ?, ?, 'live', ?, NULL)
-                                ON CONFLICT (pack_key) DO NOTHING""",
-                             [key, repo, listing.bytes, len(objects), len(listing.snapshots), now])
-                _insert(conn, "pack_index", "ON CONFLICT DO NOTHING", pa.table({
-                    "repo": pa.array([repo] * len(objects), pa.string()),
-                    "object_id": pa.array([o.object_id for o in objects], pa.string()),
-                    "pack_key": pa.array([key] * len(objects), pa.string()),
-                    "size": pa.array([o.size for o in objects], pa.int64()),
-                    "stored_size": pa.array([o.stored_size for o in objects], pa.int64()),
-                }))
-                snaps = listing.snapshots
-                _insert(conn, "snapshots", "ON CONFLICT DO NOTHING", pa.table({
-                    "repo": pa.array([repo] * len(snaps), pa.string()),
-                    "session_key": pa.array([s.session_key for s in snaps], pa.string()),
-                    "file_hash": pa.array([s.file_hash for s in snaps], pa.string()),
-                    "size": pa.array([s.size for s in snaps], pa.int64()),
-                    "mtime_ns": pa.array([s.mtime_ns for s in snaps], pa.int64()),
-                    "chunks": pa.array([list(s.chunks) for s in snaps], pa.list_(pa.string())),
-                    "pack_key": pa.array([key] * len(snaps), pa.string()),
-                    "archived_at": pa.array([now] * len(snaps), pa.timestamp("us", tz="UTC")),
-                }))
-                _observe(conn, repo, snaps, now)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute("""INSERT INTO packs VALUES (?, ?, ?, ?, ?, 'live', ?, NULL)
+                            ON CONFLICT (pack_key) DO NOTHING""",
+                         [key, repo, listing.bytes, len(objects), len(listing.snapshots), now])
+            _insert(conn, "pack_index", "ON CONFLICT DO NOTHING", pa.table({
+                "repo": pa.array([repo] * len(objects), pa.string()),
+                "object_id": pa.array([o.object_id for o in objects], pa.string()),
+                "pack_key": pa.array([key] * len(objects), pa.string()),
+                "size": pa.array([o.size for o in objects], pa.int64()),
+                "stored_size": pa.array([o.stored_size for o in objects], pa.int64()),
+            }))
+            snaps = listing.snapshots
+            _insert(conn, "snapshots", "ON CONFLICT DO NOTHING", pa.table({
+                "repo": pa.array([repo] * len(snaps), pa.string()),
+                "session_key": pa.array([s.session_key for s in snaps], pa.string()),
+                "file_hash": pa.array([s.file_hash for s in snaps], pa.string()),
+                "size": pa.array([s.size for s in snaps], pa.int64()),
+                "mtime_ns": pa.array([s.mtime_ns for s in snaps], pa.int64()),
+                "chunks": pa.array([list(s.chunks) for s in snaps], pa.list_(pa.string())),
+                "pack_key": pa.array([key] * len(snaps), pa.string()),
+                "archived_at": pa.array([now] * len(snaps), pa.timestamp("us", tz="UTC")),
+            }))
+            _observe(conn, repo, snaps, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return listing.snapshots
-
-    def object_sizes(self, repo: str, object_ids: Sequence[str]) -> dict[str, int]:
-        """Raw sizes of objects ``repo`` indexes, by id."""
-        with self.state.connect() as conn:
-            return dict(conn.execute(
-                "SELECT object_id, size FROM pack_index WHERE repo = ? AND object_id IN (SELECT unnest(?))",
-                [repo, list(object_ids)]).fetchall())
 
     @staticmethod
     def _known(conn, table: str, expr: str, repo: str, values: list[str]) -> list[str]:
