@@ -40,7 +40,7 @@ class SessionProcessor:
 
     name: str = ""
     commit_every_files: int | None = None
-    origin: dict[str, str] = {}  # noqa: RUF012 - only ever replaced, never mutated
+    origin: dict[str, str] = {}  # shared default: only ever replaced, never mutated
     """Who the next files come from (``user_name``, ``machine``): set per pack by a team ingest, empty for
     this machine's own sessions. A processor that writes rows may attribute them with it."""
 
