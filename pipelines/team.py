@@ -111,9 +111,10 @@ def team_manifest_sensor(context: dg.SensorEvaluationContext, team: TeamResource
     """List manifests named within the lookback; request a run for those not requested before."""
     from resources.team.manifests import list_manifest_names
 
-    location = team.location()
+    location = team.central_location()
     if location is None:
-        return dg.SensorResult(skip_reason="no team bucket: SESSIONLAKE_TEAM_URI is not set")
+        return dg.SensorResult(skip_reason="not a team's central deployment: SESSIONLAKE_TEAM_URI is unset or "
+                                           "SESSIONLAKE_STORAGE_URI differs from it")
     start = _window_start(datetime.now(UTC))
     seen = set(json.loads(context.cursor)["seen"]) if context.cursor else set()
     listed = list(list_manifest_names(location.blobs(), start_after=start))

@@ -70,6 +70,8 @@ class CaptureQueueResource(SessionlakeResource):
 class TeamResource(SessionlakeResource):
     """The team bucket (SESSIONLAKE_TEAM_URI): the manifests machines push, and where their packs are."""
 
-    def location(self):
-        """The team `StorageLocation`, or None when no team bucket is configured."""
-        return self.settings().team
+    def central_location(self):
+        """The team `StorageLocation` when this is the team's central deployment (SESSIONLAKE_TEAM_URI set
+        and SESSIONLAKE_STORAGE_URI equal to it), else None: a machine that only pushes ingests nothing."""
+        settings = self.settings()
+        return settings.team if settings.team_uri and settings.storage_uri == settings.team_uri else None

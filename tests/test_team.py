@@ -186,6 +186,19 @@ def test_a_push_killed_half_way_completes_on_the_next_run_without_duplicates(s3_
     assert _central_view(central, s3_location)[0] == want_totals
 
 
+def test_the_sensor_ingests_nothing_on_a_machine_that_only_pushes(s3_location, tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSIONLAKE_HOME", str(tmp_path / "laptop"))
+    monkeypatch.setenv("SESSIONLAKE_TEAM_URI", s3_location.uri)
+    monkeypatch.delenv("SESSIONLAKE_STORAGE_URI", raising=False)
+    s3_location.blobs().put_bytes_if_absent("manifests/20261201T000000000000Z-0123456789abcdef.json", b"{}")
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(),
+                                      repository_def=pipelines.definitions.defs.get_repository_def(),
+                                      resources={"team": TeamResource()})
+        result = team_manifest_sensor.evaluate_tick(ctx)
+    assert not result.run_requests and "central deployment" in result.skip_message
+
+
 def test_push_without_a_team_bucket_says_what_to_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SESSIONLAKE_TEAM_URI",)}
     env["SESSIONLAKE_HOME"] = str(tmp_path / "home")
