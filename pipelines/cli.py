@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "maintain",
     "memory",
     "prices",
+    "push",
     "recall",
     "restore",
     "statusline",

@@ -7,14 +7,15 @@ them and binds the storage resources. Every resource reads its paths from the en
 
 import dagster as dg
 
-from pipelines import capture, maintenance, packs, sessions
-from resources.configurable import CaptureQueueResource, LanceResource, PackResource, StateResource
+from pipelines import capture, maintenance, packs, sessions, team
+from resources.configurable import CaptureQueueResource, LanceResource, PackResource, StateResource, TeamResource
 
 defs = dg.Definitions.merge(
     sessions.defs,
     capture.defs,
     packs.defs,
     maintenance.defs,
+    team.defs,
     dg.Definitions(
         # Every job without an executor of its own runs its steps in the run's process, above all the
         # implicit asset job that UI materializations and GraphQL/UI backfills run as: without this, a
@@ -25,6 +26,7 @@ defs = dg.Definitions.merge(
             "lance": LanceResource(),
             "packs": PackResource(),
             "capture_queue": CaptureQueueResource(),
+            "team": TeamResource(),
         }
     ),
 )

@@ -10,7 +10,7 @@ QUEUE_TAG = "sessionlake/queue"
 """Run-queue lane (`pipelines/dagster.yaml` limits each): ``ingest`` or ``capture``."""
 PRIORITY_TAG = "dagster/priority"
 
-LANCE_ASSETS = frozenset({"memory_records", "capture_records"})
+LANCE_ASSETS = frozenset({"memory_records", "capture_records", "team_sessions"})
 """Assets whose materialization commits to Lance tables: Lance maintenance waits for any run that
 targets one of them, however the run was launched (sensor, CLI, UI backfill, GraphQL)."""
 

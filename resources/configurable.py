@@ -68,3 +68,13 @@ class CaptureQueueResource(SessionlakeResource):
         from resources.capture.queue import CaptureQueue
 
         return CaptureQueue.from_settings(self.settings())
+
+
+class TeamResource(SessionlakeResource):
+    """The team bucket (SESSIONLAKE_TEAM_URI): the manifests machines push, and where their packs are."""
+
+    def central_location(self):
+        """The team `StorageLocation` when this is the team's central deployment (SESSIONLAKE_TEAM_URI set
+        and SESSIONLAKE_STORAGE_URI equal to it), else None: a machine that only pushes ingests nothing."""
+        settings = self.settings()
+        return settings.team if settings.team_uri and settings.storage_uri == settings.team_uri else None

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,13 @@ def _env_float(name: str, default: float) -> float:
         return float(value)
     except ValueError as exc:
         raise ValueError(f"{name}={value!r} is not a number") from exc
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (a container)
+        return f"uid-{os.getuid()}"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -75,6 +84,14 @@ class Settings:
     """OpenCode's data folder (``opencode.db``, ``storage/``); None: OpenCode is not read."""
     qwen_dir: Path | None = None
     """Qwen Code's ``.qwen`` folder (``projects/<project>/chats/``); None: Qwen Code is not read."""
+    storage_uri: str | None = None
+    """``s3://bucket/prefix`` for the Lance tables and the packs (SESSIONLAKE_STORAGE_URI); None: under ``home``."""
+    team_uri: str | None = None
+    """The team bucket ``sessionlake push`` sends to and the central deployment ingests from (SESSIONLAKE_TEAM_URI)."""
+    user: str = ""
+    """Who this machine's pushes are attributed to (SESSIONLAKE_USER, default the login name)."""
+    machine: str = ""
+    """This machine's name in pushes (SESSIONLAKE_MACHINE, default the host name)."""
 
     def agent_roots(self) -> dict[str, Path]:
         """Each agent that is read, with its root (which may not exist: such an agent is skipped)."""
@@ -92,7 +109,22 @@ class Settings:
 
     @property
     def packs_dir(self) -> Path:
+        """The packs; with a storage URI, only temp files of packs being written (the packs are in the bucket)."""
         return self.home / "packs"
+
+    @property
+    def storage(self):
+        """The `StorageLocation` of ``storage_uri``, or None when everything stays under ``home``."""
+        from resources.objectstore.location import StorageLocation
+
+        return StorageLocation.parse(self.storage_uri) if self.storage_uri else None
+
+    @property
+    def team(self):
+        """The `StorageLocation` of ``team_uri``, or None."""
+        from resources.objectstore.location import StorageLocation
+
+        return StorageLocation.parse(self.team_uri) if self.team_uri else None
 
     @property
     def capture_dir(self) -> Path:
@@ -164,6 +196,11 @@ class Settings:
             gemini_dir=roots.get("gemini"),
             opencode_dir=roots.get("opencode"),
             qwen_dir=roots.get("qwen"),
+            storage_uri=os.environ.get("SESSIONLAKE_STORAGE_URI") or None,
+            team_uri=os.environ.get("SESSIONLAKE_TEAM_URI") or None,
+            user=os.environ.get("SESSIONLAKE_USER") or _login(),
+            machine=os.environ.get("SESSIONLAKE_MACHINE") or socket.gethostname(),
         )
+        _ = settings.storage, settings.team  # parsed now, so a bad URI fails at start, not half way through a run
         make_private(settings)
         return settings

@@ -199,6 +199,47 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS extra_output_tokens BIGINT DEFAULT 0",
         ),
     ),
+    (
+        8,
+        (
+            # Team deployments (resources/team/): who a row came from. NULL on rows ingested from this
+            # machine's own sessions folder; set on rows the central deployment ingests from pushed packs.
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS user_name VARCHAR",
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS machine VARCHAR",
+            # On a machine that pushes: which packs are already in which team bucket.
+            """CREATE TABLE IF NOT EXISTS pushed_packs (
+                remote VARCHAR NOT NULL,
+                pack_key VARCHAR NOT NULL,
+                manifest VARCHAR NOT NULL,
+                pushed_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (remote, pack_key)
+            )""",
+            # On the central deployment: manifests and packs ingested (a pack pushed by two machines
+            # is read once), and the first user and machine that pushed each session version.
+            """CREATE TABLE IF NOT EXISTS team_manifests (
+                manifest VARCHAR PRIMARY KEY,
+                user_name VARCHAR NOT NULL,
+                machine VARCHAR NOT NULL,
+                packs BIGINT NOT NULL,
+                ingested_at TIMESTAMPTZ NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS team_packs (
+                pack_key VARCHAR PRIMARY KEY,
+                manifest VARCHAR NOT NULL,
+                user_name VARCHAR NOT NULL,
+                machine VARCHAR NOT NULL,
+                ingested_at TIMESTAMPTZ NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS team_snapshots (
+                session_key VARCHAR NOT NULL,
+                file_hash VARCHAR NOT NULL,
+                user_name VARCHAR NOT NULL,
+                machine VARCHAR NOT NULL,
+                pack_key VARCHAR NOT NULL,
+                PRIMARY KEY (session_key, file_hash)
+            )""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

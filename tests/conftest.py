@@ -15,6 +15,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = FIXTURES / "claude-code-1.0.17"
 SAMPLE_PROJECT = "-Users-chip-dev-ai-music"
 
+pytest_plugins = ["tests.s3_support"]  # s3_server, s3_location: a loopback S3 API server
+
 
 @pytest.fixture(autouse=True)
 def _only_the_agents_a_test_names(monkeypatch: pytest.MonkeyPatch):

@@ -40,7 +40,7 @@ def main() -> None:
     if point == "mid_write":
         pack_format.PackWriter.add_object = after(pack_format.PackWriter.add_object, point)
     elif point == "after_pack_write":
-        pack_gc.write_pack = after(pack_gc.write_pack, point)
+        PackStore.write_pack = after(PackStore.write_pack, point)
     elif point == "in_txn":
         pack_gc._repoint = after(pack_gc._repoint, point)
     elif point == "after_commit":

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from resources.settings import Settings
 
     settings = Settings.from_env()
-    if not settings.lance_dir.exists():
+    if settings.storage_uri is None and not settings.lance_dir.exists():  # a bucket's tables are created on use
         print(f"sessionlake recall: no memory at {settings.lance_dir} yet; run `sessionlake ingest` first",
               file=sys.stderr)
         return 1

@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", help="only this agent's usage: claude, codex, gemini, opencode, qwen (default: all)")
     p.add_argument("--by-agent", action="store_true",
                    help="a breakdown per agent under each row (JSON: agents[], as ccusage --by-agent)")
+    p.add_argument("--user", help="only rows pushed by this user (a team deployment)")
+    p.add_argument("--machine", help="only rows pushed from this machine (a team deployment)")
     p.add_argument("-m", "--mode", default=None, choices=("auto", "calculate", "display"),
                    help="cost: auto (costUSD if present, else computed), calculate, display (costUSD only)")
     p.add_argument("-o", "--order", choices=ORDERS,
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
         flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone, project=args.project,
-                           mode=args.mode or settings.cost_mode, agent=args.agent)
+                           mode=args.mode or settings.cost_mode, agent=args.agent, user=args.user,
+                           machine=args.machine)
         opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
                              instances=args.instances, by_agent=args.by_agent, active=args.active,
                              recent=args.recent)
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-_LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch")
+_LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch", "user", "machine")
 
 
 def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: dict | None = None,

@@ -40,6 +40,9 @@ class SessionProcessor:
 
     name: str = ""
     commit_every_files: int | None = None
+    origin: dict[str, str] = {}  # shared default: only ever replaced, never mutated
+    """Who the next files come from (``user_name``, ``machine``): set per pack by a team ingest, empty for
+    this machine's own sessions. A processor that writes rows may attribute them with it."""
 
     def begin_run(self) -> None:
         """Called once before the first file of a run."""

@@ -46,7 +46,7 @@ class UsageProcessor(SessionProcessor):
             items += 1
             current = self._batch.get(key)
             if current is None or rank > current[0]:
-                self._batch[key] = (rank, row)
+                self._batch[key] = (rank, {**row, **self.origin})
         return ProcessorResult(items_count=items, end_offset=stats.end_offset, bytes_read=stats.bytes_read,
                                malformed=stats.malformed)
 

@@ -11,6 +11,7 @@ resolved an old key a moment ago still finds its file.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resources.archive.pack_format import (
@@ -18,9 +19,7 @@ from resources.archive.pack_format import (
     TEMP_SUFFIX,
     PackError,
     Snapshot,
-    pack_path,
-    scan_pack,
-    write_pack,
+    scan_pack_file,
 )
 
 if TYPE_CHECKING:
@@ -54,8 +53,7 @@ def gc_repo(store: PackStore, repo: str) -> dict:
     ids = sorted(where)
     with store.reader(repo) as reader:
         reader.load(where)
-        key, _path, nbytes = write_pack(store.packs_dir, (reader.ref(oid) for oid in ids), len(ids),
-                                        snapshots, len(snapshots))
+        key, nbytes = store.write_pack((reader.ref(oid) for oid in ids), len(ids), snapshots, len(snapshots))
     after = _swap(store, repo, keys, key, nbytes, len(ids), len(snapshots))
     return {"repo": repo, "packs_before": len(keys), "packs_after": int(after), "consolidated_key": key,
             "skipped": False, "objects": len(ids), "snapshots": len(snapshots), "bytes": nbytes}
@@ -102,7 +100,11 @@ def _repoint(conn, repo: str, old_keys: list[str], key: str, nbytes: int, object
 def sweep(store: PackStore, now: datetime | None = None) -> dict:
     """Delete what no reader can need any more, once it is older than ``store.grace_sec``:
     tombstoned packs (file, then row), pack files with no row (a crash before registration), and
-    temp files of interrupted writes. Returns counts and ``bytes_freed``."""
+    temp files of interrupted writes. Returns counts and ``bytes_freed``.
+
+    In a bucket, a pack with no row is left alone (counted in ``orphans_kept``): the bucket may be a
+    team's, where such a pack is usually one a machine pushed and the central ingest has not read yet.
+    """
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=store.grace_sec)
     with store.state.connect() as conn:
@@ -114,38 +116,37 @@ def sweep(store: PackStore, now: datetime | None = None) -> dict:
         ).fetchall()
     freed = 0
     for key, nbytes in due:
-        try:
-            pack_path(store.packs_dir, key).unlink()
+        if store.files.delete(key):
             freed += nbytes
-        except FileNotFoundError:
-            pass
     with store.state.connect() as conn:
         if due:
             conn.execute("DELETE FROM packs WHERE state = 'tombstoned' AND list_contains(?, pack_key)",
                          [[k for k, _ in due]])
         known = {r[0] for r in conn.execute("SELECT pack_key FROM packs").fetchall()}
-    orphans = temps = 0
+    orphans = kept = temps = 0
     limit = cutoff.timestamp()
-    for path in sorted(store.packs_dir.glob("*")) if store.packs_dir.is_dir() else []:
-        if not path.is_file():
+    for pack in list(store.files.stored()):
+        if f"sha256:{pack.name[: -len(PACK_SUFFIX)]}" in known or pack.modified > limit:
             continue
-        is_temp = path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
-        is_orphan = (not path.name.startswith(".") and path.name.endswith(PACK_SUFFIX)
-                     and f"sha256:{path.name[: -len(PACK_SUFFIX)]}" not in known)
-        if not (is_temp or is_orphan):
+        if store.files.in_bucket:
+            kept += 1
             continue
+        if store.files.delete(f"sha256:{pack.name[: -len(PACK_SUFFIX)]}"):
+            freed += pack.size
+            orphans += 1
+    write_dir = store.files.write_dir
+    for path in sorted(write_dir.glob(f".*{TEMP_SUFFIX}")) if write_dir.is_dir() else []:
         try:
             st = path.stat()
-            if st.st_mtime > limit:
+            if not path.is_file() or st.st_mtime > limit:
                 continue
             path.unlink()
         except FileNotFoundError:
             continue
         freed += st.st_size
-        orphans += is_orphan
-        temps += is_temp
-    return {"tombstoned_deleted": len(due), "orphans_deleted": orphans, "temp_deleted": temps,
-            "bytes_freed": freed}
+        temps += 1
+    return {"tombstoned_deleted": len(due), "orphans_deleted": orphans, "orphans_kept": kept,
+            "temp_deleted": temps, "bytes_freed": freed}
 
 
 def verify(store: PackStore, repos=None) -> dict:
@@ -184,12 +185,13 @@ def verify(store: PackStore, repos=None) -> dict:
     problems = []
     checked = nbytes = 0
     for key, repo, state in packs:
-        path = pack_path(store.packs_dir, key)
+        name = Path(f"{key.partition(':')[2]}{PACK_SUFFIX}")
         try:
-            listing = scan_pack(path, key)
+            with store.files.open(key) as f:
+                listing = scan_pack_file(f, name, key)
         except FileNotFoundError:
             if state == "live":
-                problems.append({"repo": repo, "pack": key, "problem": f"live pack file {path.name} is missing"})
+                problems.append({"repo": repo, "pack": key, "problem": f"live pack file {name} is missing"})
             continue
         except PackError as exc:
             problems.append({"repo": repo, "pack": key, "problem": str(exc)})

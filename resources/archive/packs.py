@@ -22,20 +22,28 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from resources.archive.pack_files import BucketPackFiles, LocalPackFiles
 from resources.archive.pack_format import (
     ObjectEntry,
     ObjectRef,
     PackCorrupt,
     PackError,
+    PackListing,
     Snapshot,
     StoredObject,
-    pack_path,
     scan_pack_file,
     write_pack,
 )
 from resources.archive.restore import UnsafeTarget, restore_file, safe_relative, write_version
 from resources.settings import Settings
 from resources.state import StateStore
+
+
+def _claude_project(session_key: str) -> str | None:
+    """A Claude Code key's project (its first path component); None for other agents' ``agent:...`` keys,
+    whose project is not part of the key (the manifest names it)."""
+    first = session_key.split("/", 1)[0]
+    return None if ":" in first else first
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ class ObjectReader:
                 listing = self._open(key)
             except FileNotFoundError:
                 if not retry:
-                    raise PackError(f"{self.repo}: pack {key} is missing from {self.store.packs_dir}") from None
+                    raise PackError(f"{self.repo}: pack {key} is missing from {self.store.files.describe()}") from None
                 self._load(self.store.index_lookup(self.repo, oids), oids, retry=False)
                 continue
             for oid in oids:
@@ -109,18 +117,23 @@ class ObjectReader:
                 self._where[oid] = (key, listing[oid])
 
     def _open(self, key: str) -> dict[str, ObjectEntry]:
-        if key in self._listings:
-            return self._listings[key]
-        path = pack_path(self.store.packs_dir, key)
-        f = open(path, "rb")  # noqa: SIM115 - kept open until close(), see the class docstring
+        if key not in self._listings:
+            self.open_pack(key)
+        return self._listings[key]
+
+    def open_pack(self, key: str) -> PackListing:
+        """Open and verify pack ``key`` (kept open until close(), see the class docstring); its listing."""
+        f = self.store.files.open(key)
         try:
-            listing = scan_pack_file(f, path, key)
+            listing = scan_pack_file(f, Path(BucketPackFiles.name(key)), key)
         except BaseException:
             f.close()
             raise
+        if key in self._files:
+            self._files[key].close()
         self._files[key] = f
         self._listings[key] = {e.object_id: e for e in listing.objects}
-        return self._listings[key]
+        return listing
 
     def ref(self, object_id: str) -> ObjectRef:
         """The object where it lies, to be streamed into another pack."""
@@ -148,16 +161,29 @@ class ObjectReader:
 
 
 class PackStore:
-    """Packs under ``packs_dir`` and their index in ``state``; tombstones are swept after ``grace_sec``."""
+    """Packs under ``packs_dir`` (or in ``files``, a bucket) and their index in ``state``; tombstones are
+    swept after ``grace_sec``. With a bucket, ``packs_dir`` holds only temp files."""
 
-    def __init__(self, packs_dir: Path | str, state: StateStore, grace_sec: float = 3600.0):
+    def __init__(self, packs_dir: Path | str, state: StateStore, grace_sec: float = 3600.0,
+                 files: LocalPackFiles | BucketPackFiles | None = None):
         self.packs_dir = Path(packs_dir)
         self.state = state
         self.grace_sec = grace_sec
+        self.files = files or LocalPackFiles(self.packs_dir)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PackStore:
-        return cls(settings.packs_dir, StateStore.from_settings(settings), settings.pack_gc_grace_sec)
+        """Packs under ``SESSIONLAKE_STORAGE_URI``'s ``packs/`` when set, else in the home's ``packs/``."""
+        files = BucketPackFiles(settings.storage.child("packs").blobs(), settings.packs_dir) \
+            if settings.storage_uri else None
+        return cls(settings.packs_dir, StateStore.from_settings(settings), settings.pack_gc_grace_sec, files)
+
+    def write_pack(self, objects: Iterable[StoredObject | ObjectRef], object_count: int,
+                   snapshots: Iterable[Snapshot], snapshot_count: int) -> tuple[str, int]:
+        """Write a pack (`write_pack`) where this store keeps them; returns ``(key, bytes)`` once it is durable."""
+        key, path, nbytes = write_pack(self.files.write_dir, objects, object_count, snapshots, snapshot_count)
+        self.files.publish(key, path)
+        return key, nbytes
 
     # -- index reads ------------------------------------------------------------------------------
 
@@ -292,8 +318,8 @@ class PackStore:
                 conn.execute("ROLLBACK")
                 raise
             return None
-        key, _path, nbytes = write_pack(self.packs_dir, (load(o.object_id) for o in new_objects), len(new_objects),
-                                        new_snapshots, len(new_snapshots))
+        key, nbytes = self.write_pack((load(o.object_id) for o in new_objects), len(new_objects),
+                                      new_snapshots, len(new_snapshots))
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(
@@ -324,6 +350,51 @@ class PackStore:
             conn.execute("ROLLBACK")
             raise
         return {"key": key, "bytes": nbytes, "object_count": len(new_objects), "snapshot_count": len(new_snapshots)}
+
+    def adopt(self, key: str, repo: str, reader: ObjectReader, conn: duckdb.DuckDBPyConnection) -> list[Snapshot]:
+        """Register a pack that is already in this store's files (a pushed pack in a team bucket).
+
+        The pack is opened and verified through ``reader`` (a reader of ``repo``, which keeps it open,
+        so reading its objects next costs no second download) and must hold only sessions of
+        ``repo``; then, in one transaction on ``conn``, it becomes a live pack with its objects indexed (an object
+        ``repo`` already indexes keeps its pack) and its snapshots recorded, new or not, as observed
+        now. Adopting a pack twice changes nothing but the observation time. Returns its snapshots.
+        """
+        listing = reader.open_pack(key)
+        strays = sorted({s.session_key for s in listing.snapshots if _claude_project(s.session_key) not in (None, repo)})
+        if strays:
+            raise PackError(f"pack {key} holds sessions outside project {repo}, e.g. {strays[0]}")
+        now = datetime.now(UTC)
+        objects = listing.objects
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute("""INSERT INTO packs VALUES (?, ?, ?, ?, ?, 'live', ?, NULL)
+                            ON CONFLICT (pack_key) DO NOTHING""",
+                         [key, repo, listing.bytes, len(objects), len(listing.snapshots), now])
+            _insert(conn, "pack_index", "ON CONFLICT DO NOTHING", pa.table({
+                "repo": pa.array([repo] * len(objects), pa.string()),
+                "object_id": pa.array([o.object_id for o in objects], pa.string()),
+                "pack_key": pa.array([key] * len(objects), pa.string()),
+                "size": pa.array([o.size for o in objects], pa.int64()),
+                "stored_size": pa.array([o.stored_size for o in objects], pa.int64()),
+            }))
+            snaps = listing.snapshots
+            _insert(conn, "snapshots", "ON CONFLICT DO NOTHING", pa.table({
+                "repo": pa.array([repo] * len(snaps), pa.string()),
+                "session_key": pa.array([s.session_key for s in snaps], pa.string()),
+                "file_hash": pa.array([s.file_hash for s in snaps], pa.string()),
+                "size": pa.array([s.size for s in snaps], pa.int64()),
+                "mtime_ns": pa.array([s.mtime_ns for s in snaps], pa.int64()),
+                "chunks": pa.array([list(s.chunks) for s in snaps], pa.list_(pa.string())),
+                "pack_key": pa.array([key] * len(snaps), pa.string()),
+                "archived_at": pa.array([now] * len(snaps), pa.timestamp("us", tz="UTC")),
+            }))
+            _observe(conn, repo, snaps, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return listing.snapshots
 
     @staticmethod
     def _known(conn, table: str, expr: str, repo: str, values: list[str]) -> list[str]:

@@ -27,6 +27,11 @@ Contract:
   enabled (``enable_provenance_queue``), else writes on the caller's thread.
 - A store written before the provenance table existed (a JSON ``provenance`` column on ``records``)
   is migrated when a `LanceStore` is opened on it, see `migrate_provenance_column`.
+- The database is a folder, or a `StorageLocation` (``s3://bucket/prefix/lance``, from
+  ``SESSIONLAKE_STORAGE_URI``) that Lance opens natively. Lance commits there with a conditional put
+  (``If-None-Match: *`` on the next manifest), so concurrent writers never lose a commit: the loser
+  of a race rebases or retries, as it does on local disk. The store must support conditional puts
+  (AWS S3, MinIO, R2 and moto do). ``set_aside`` and the provenance-column migration are local only.
 - Embeddings are optional: with ``embedder`` set (a LanceDB embedding-registry name), ``records``
   gets a ``vector`` column that LanceDB fills from ``text`` on every write.
 """
@@ -45,6 +50,7 @@ import orjson
 import pyarrow as pa
 
 from resources.ids import new_ulid, stable_id
+from resources.objectstore.location import StorageLocation
 
 RECORDS = "records"
 EDGES = "edges"
@@ -188,7 +194,7 @@ def _dedupe(rows: list[dict]) -> list[dict]:
 class LanceTableUnreadable(RuntimeError):
     """A table's folder exists but Lance cannot open it; it is left exactly as it is."""
 
-    def __init__(self, name: str, path: Path, cause: BaseException):
+    def __init__(self, name: str, path: Path | str, cause: BaseException):
         self.table, self.path = name, path
         super().__init__(
             f"Lance table {name!r} at {path} exists but cannot be opened ({type(cause).__name__}: {cause}); "
@@ -197,27 +203,36 @@ class LanceTableUnreadable(RuntimeError):
 
 
 class LanceStore:
-    """The Lance database under ``path``; see the module docstring for the contract."""
+    """The Lance database under ``path`` (a folder or a `StorageLocation`); see the module docstring."""
 
     def __init__(
         self,
-        path: Path | str,
+        path: Path | str | StorageLocation,
         *,
         embedder: str | None = None,
         embedder_model: str | None = None,
         provenance_overflow_dir: Path | str | None = None,
     ) -> None:
-        self.root = Path(path)
-        self.root.mkdir(parents=True, exist_ok=True)
         import lancedb  # here, not at the top: importing it costs ~2 s, and Dagster loads this module to
         # build definitions (sensor intervals, table names) long before any table is opened
 
-        self.db = lancedb.connect(str(self.root))
+        if isinstance(path, StorageLocation):
+            self.location: StorageLocation | None = path
+            self.root: Path | None = None
+            self.uri = path.uri
+            self.db = lancedb.connect(self.uri, storage_options=path.lance_options())
+            self._blobs = path.blobs()
+        else:
+            self.location = None
+            self.root = Path(path)
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.uri = str(self.root)
+            self.db = lancedb.connect(self.uri)
         self.provenance_overflow_dir = Path(provenance_overflow_dir) if provenance_overflow_dir else None
         self.embedding = _load_embedder(embedder, embedder_model) if embedder else None
         self._queue = None
         self._queue_lock = threading.Lock()
-        if (self.root / f"{RECORDS}.lance").exists():
+        if self.root is not None and (self.root / f"{RECORDS}.lance").exists():
             from resources.memory.provenance_migration import migrate_provenance_column
 
             # An unreadable records table is not migrated: whatever opens it next reports it
@@ -227,13 +242,32 @@ class LanceStore:
 
     @classmethod
     def from_settings(cls, settings) -> LanceStore:
-        return cls(settings.lance_dir, embedder=settings.embedder, embedder_model=settings.embedder_model,
+        """The store under ``SESSIONLAKE_STORAGE_URI``'s ``lance/`` when set, else the home's ``lance/``."""
+        where = settings.storage.child("lance") if settings.storage_uri else settings.lance_dir
+        return cls(where, embedder=settings.embedder, embedder_model=settings.embedder_model,
                    provenance_overflow_dir=settings.provenance_overflow_dir)
 
     # -- tables ---------------------------------------------------------------------------------------
 
     def table_path(self, name: str) -> Path:
+        if self.root is None:
+            raise NotImplementedError(f"{self.uri}: table folders exist only on local disk")
         return self.root / f"{name}.lance"
+
+    def table_uri(self, name: str) -> str:
+        return f"{self.uri}/{name}.lance"
+
+    def table_exists(self, name: str) -> bool:
+        """Whether table ``name`` has a folder (or, in a bucket, any object under its prefix)."""
+        if self.root is not None:
+            return os.path.lexists(self.table_path(name))
+        return next(iter(self.blobs().list(f"{name}.lance/")), None) is not None
+
+    def blobs(self):
+        """The object-store client under the bucket prefix of the tables (remote stores only)."""
+        if self.location is None:
+            raise NotImplementedError(f"{self.uri} is a local folder")
+        return self._blobs
 
     def open_table(self, name: str):
         """A fresh handle on table ``name``, created with its schema only if its folder does not exist.
@@ -242,8 +276,7 @@ class LanceStore:
         """
         if name not in _SCHEMAS:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
-        path = self.table_path(name)
-        if not os.path.lexists(path):
+        if not self.table_exists(name):
             return self._create_table(name)
         try:
             return self.db.open_table(name)
@@ -252,7 +285,7 @@ class LanceStore:
         try:
             return self.db.open_table(name)
         except Exception as exc:
-            raise LanceTableUnreadable(name, path, exc) from exc
+            raise LanceTableUnreadable(name, self.table_uri(name), exc) from exc
 
     def unreadable_tables(self, names: Iterable[str] = TABLE_NAMES) -> dict[str, LanceTableUnreadable]:
         """The tables among ``names`` whose folder exists but cannot be opened, with the error."""
@@ -269,6 +302,9 @@ class LanceStore:
 
         The next ``open_table`` creates the table afresh; the old files stay for a person to inspect.
         """
+        if self.root is None:
+            raise NotImplementedError(f"{self.table_uri(name)} cannot be set aside in a bucket: move its objects "
+                                      "by hand (or restore the bucket's versions), then run the rebuild")
         target = self.root / BROKEN_DIR / f"{name}.lance-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
         target.parent.mkdir(exist_ok=True)
         os.rename(self.table_path(name), target)
@@ -319,7 +355,16 @@ class LanceStore:
             prepared.append(full)
         data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS, table=table)
+        try:
+            self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS, table=table)
+        except Exception as exc:
+            from resources.memory.maintenance import is_commit_conflict
+
+            if not is_commit_conflict(exc):
+                raise
+            # The rows are committed; another writer changed the indexes at the same moment (two first
+            # upserts both create them). Unindexed rows are still found, and the next write or
+            # maintenance indexes them.
         return len(prepared)
 
     def upsert_edges(self, rows: list[dict]) -> int:

@@ -133,8 +133,15 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
+def _bucket_files(store, name: str, sub: str = ""):
+    """The objects of table ``name`` (under ``sub``) in a bucket: name, size, modified time."""
+    return store.blobs().list(f"{name}.lance/" + (f"{sub}/" if sub else ""))
+
+
 def count_versions(store, name: str) -> int:
     """Manifests on disk (one per retained version), counted without reading any of them."""
+    if store.location is not None:
+        return sum(1 for b in _bucket_files(store, name, "_versions") if b.name.endswith(".manifest"))
     versions = table_dir(store, name) / "_versions"
     try:
         return sum(1 for e in os.scandir(versions) if e.name.endswith(".manifest"))
@@ -144,8 +151,12 @@ def count_versions(store, name: str) -> int:
 
 def count_prunable_versions(store, name: str, retention_sec: float) -> int:
     """Manifests older than ``retention_sec`` by file time, minus the latest version (never pruned)."""
-    versions_dir = table_dir(store, name) / "_versions"
     cutoff = time.time() - retention_sec
+    if store.location is not None:
+        stamps = [b.modified.timestamp() for b in _bucket_files(store, name, "_versions")
+                  if b.name.endswith(".manifest")]
+        return max(0, min(sum(t < cutoff for t in stamps), len(stamps) - 1))
+    versions_dir = table_dir(store, name) / "_versions"
     total = old = 0
     try:
         entries = list(os.scandir(versions_dir))
@@ -173,7 +184,8 @@ def measure_table(store, name: str, retention_sec: float | None = None) -> Table
         name=name,
         rows=int(stats["num_rows"]),
         versions=count_versions(store, name),
-        size_bytes=folder_bytes(table_dir(store, name)),
+        size_bytes=(sum(b.size for b in _bucket_files(store, name)) if store.location is not None
+                    else folder_bytes(table_dir(store, name))),
         fragments=int(fragments["num_fragments"]),
         small_fragments=int(fragments["num_small_fragments"]),
         prunable_versions=None if retention_sec is None else count_prunable_versions(store, name, retention_sec),

@@ -26,7 +26,7 @@ from resources.usage.blocks import BlockEntry, build_blocks, iso_z
 from resources.usage.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
 from resources.usage.warehouse import sync_prices
 
-REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "blocks")
+REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "user", "machine", "blocks")
 PERIOD_REPORTS = ("daily", "weekly", "monthly")
 VIEWS = ("all", "claude")
 ORDERS = ("asc", "desc")
@@ -39,6 +39,9 @@ RECENT_DAYS = 3
 CLAUDE = "claude"
 """The agent of the ``claude`` view (``ccusage claude ...``): only Claude Code's rows."""
 
+LOCAL_ORIGIN = "(this machine)"
+"""The user and machine of rows ingested from this machine's own sessions folder (not pushed)."""
+
 _PERIOD_SQL = {
     "daily": "strftime(timezone($tz, ts), '%Y-%m-%d')",
     "weekly": "strftime(CAST(timezone($tz, ts) AS DATE)"
@@ -48,6 +51,8 @@ _PERIOD_SQL = {
     "project": "project",
     "model": "coalesce(model, 'unknown')",
     "branch": "coalesce(git_branch, '(no branch)')",
+    "user": f"coalesce(user_name, '{LOCAL_ORIGIN}')",
+    "machine": f"coalesce(user_name || '@' || machine, '{LOCAL_ORIGIN}')",
 }
 # (list name, period field) per view and report.
 _SHAPE = {
@@ -55,7 +60,8 @@ _SHAPE = {
                "session": ("sessions", "sessionId")},
     "all": {"daily": ("daily", "period"), "weekly": ("weekly", "period"), "monthly": ("monthly", "period"),
             "session": ("session", "period")},
-    "extra": {"project": ("projects", "project"), "model": ("models", "model"), "branch": ("branches", "gitBranch")},
+    "extra": {"project": ("projects", "project"), "model": ("models", "model"), "branch": ("branches", "gitBranch"),
+              "user": ("users", "user"), "machine": ("machines", "machine")},
 }
 COST_SQL = {  # the cost of a row, per cost mode
     "auto": "coalesce(cost_usd, computed_cost_usd, 0)",
@@ -69,7 +75,7 @@ _TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheRea
 
 @dataclass(frozen=True)
 class ReportFilter:
-    """Which rows a report covers: days (in ``timezone``), project, agent, and the cost mode."""
+    """Which rows a report covers: days (in ``timezone``), project, agent, user, machine, and the cost mode."""
 
     since: date | None = None
     until: date | None = None
@@ -77,6 +83,8 @@ class ReportFilter:
     project: str | None = None
     mode: str = "auto"
     agent: str | None = None
+    user: str | None = None
+    machine: str | None = None
 
     def where(self) -> tuple[str, dict]:
         if self.mode not in COST_MODES:
@@ -94,6 +102,12 @@ class ReportFilter:
         if self.agent:
             clauses.append("agent = $agent")
             params["agent"] = self.agent
+        if self.user:
+            clauses.append("user_name = $user")
+            params["user"] = self.user
+        if self.machine:
+            clauses.append("machine = $machine")
+            params["machine"] = self.machine
         return " AND ".join(clauses), params
 
 

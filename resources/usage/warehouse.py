@@ -38,6 +38,8 @@ USAGE_SCHEMA = pa.schema(
         ("line_offset", pa.int64()),
         ("agent", pa.string()),
         ("extra_output_tokens", pa.int64()),
+        ("user_name", pa.string()),
+        ("machine", pa.string()),
     ]
 )
 

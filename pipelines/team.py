@@ -1,0 +1,141 @@
+"""The central deployment of a team: the team_sessions asset, the ingest_team job, its sensor and schedule.
+
+Machines push packs and manifests to the team bucket (``sessionlake push``); this deployment runs
+with ``SESSIONLAKE_STORAGE_URI`` equal to ``SESSIONLAKE_TEAM_URI``, so the pushed packs are its own
+archive's packs, read in place. It needs nothing but the bucket and its own DuckDB.
+
+The sensor lists the manifests named in the last `LOOKBACK_SEC` (names start with their UTC time),
+remembers in its cursor which of them it has asked for, and requests one run for every tick that
+finds new ones (run key: a digest of their names; at most `MAX_MANIFESTS_PER_RUN`). A manifest that
+lands later than the lookback after its own time (a clock far behind, a push that took longer) is
+picked up by the daily schedule, whose run lists every manifest and ingests those not ingested yet.
+"""
+
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from pipelines.tags import POOL_INGEST, QUEUE_TAG
+from resources.configurable import LanceResource, PackResource, TeamResource
+
+LOOKBACK_SEC = 3600
+MAX_MANIFESTS_PER_RUN = 200
+MANIFESTS_TAG = "sessionlake/manifests"
+CHECK = "team_packs_ingested"
+
+
+class TeamIngestConfig(dg.Config):
+    manifests: list[str] = []
+    """Manifest names to ingest; empty: every manifest in the bucket not ingested yet."""
+
+
+@dg.asset(pool=POOL_INGEST, group_name="team", kinds={"duckdb", "lancedb", "s3"},
+          check_specs=[dg.AssetCheckSpec(CHECK, asset="team_sessions",
+                                         description="Every manifest and pack of the run was read and ingested.")])
+def team_sessions(context: dg.AssetExecutionContext, config: TeamIngestConfig, team: TeamResource,
+                  packs: PackResource, lance: LanceResource) -> dg.MaterializeResult:
+    """Usage rows and memory records of the sessions that machines pushed to the team bucket, each
+    usage row attributed to its user and machine; the pushed packs join this deployment's archive."""
+    from pipelines.processors.memory import MemoryProcessor
+    from pipelines.processors.team_ingest import ingest_manifests, new_manifests
+    from pipelines.processors.usage import UsageProcessor
+    from resources.team.manifests import ManifestError, list_manifest_names, read_manifest
+    from resources.usage.pricing import PriceTable
+
+    settings = team.settings()
+    if settings.team is None or settings.storage_uri != settings.team_uri:
+        raise dg.Failure("a team ingest needs SESSIONLAKE_TEAM_URI, and SESSIONLAKE_STORAGE_URI set to the same "
+                         f"URI (the pushed packs are read in place); got {settings.team_uri!r} and "
+                         f"{settings.storage_uri!r}")
+    bucket = settings.team.blobs()
+    names = config.manifests or list(list_manifest_names(bucket))
+    store = packs.store()
+    manifests, unreadable = [], []
+    for name in names:
+        try:
+            manifests.append(read_manifest(bucket, name))
+        except (ManifestError, FileNotFoundError) as exc:
+            unreadable.append({"manifest": name, "error": str(exc)})
+    manifests = new_manifests(store, manifests)
+    processors = [UsageProcessor(PriceTable.load(settings.price_file)), MemoryProcessor(lance.store())]
+    result = ingest_manifests(manifests, processors, store, context.log)
+    t, usage, memory = result["team"], result["usage"], result["memory"]
+    failures = unreadable + t["failed_packs"] + [
+        {"version": e["file"], "error": e["error"]} for s in (usage, memory) for e in s["error_files"]]
+    context.log.info(f"{t['manifests']} manifests, {t['packs']} packs ({t['packs_skipped']} already ingested), "
+                     f"{t['versions']} session versions")
+    by_origin: dict[tuple[str, str], int] = {}
+    for m in manifests:
+        by_origin[(m.user, m.machine)] = by_origin.get((m.user, m.machine), 0) + len(m.packs)
+    table = "| user | machine | packs named |\n|---|---|---|\n" + "".join(
+        f"| {u} | {h} | {n} |\n" for (u, h), n in sorted(by_origin.items()))
+    return dg.MaterializeResult(
+        metadata={
+            "manifests_ingested": dg.MetadataValue.int(t["manifests"]),
+            "packs_ingested": dg.MetadataValue.int(t["packs"]),
+            "packs_already_ingested": dg.MetadataValue.int(t["packs_skipped"]),
+            "versions_read": dg.MetadataValue.int(t["versions"]),
+            "pack_bytes_read": dg.MetadataValue.int(t["pack_bytes"]),
+            "responses_extracted": dg.MetadataValue.int(usage["items_extracted"]),
+            "records_extracted": dg.MetadataValue.int(memory["items_extracted"]),
+            "failures": dg.MetadataValue.int(len(failures)),
+            "by_origin": dg.MetadataValue.md(table),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name=CHECK, passed=not failures, severity=dg.AssetCheckSeverity.ERROR,
+            description=("all read" if not failures else
+                         "| what | error |\n|---|---|\n" + "".join(
+                             f"| {f.get('manifest') or f.get('pack') or f.get('version')} | {f['error'][:200]} |\n"
+                             for f in failures[:20])),
+            metadata={"failures": dg.MetadataValue.int(len(failures))},
+        )],
+    )
+
+
+ingest_team = dg.define_asset_job(
+    "ingest_team", selection=[team_sessions], tags={QUEUE_TAG: "ingest"},
+    description="Ingest the sessions that machines pushed to the team bucket (usage and memory, attributed).")
+
+
+def _window_start(now: datetime) -> str:
+    return f"manifests/{now - timedelta(seconds=LOOKBACK_SEC):%Y%m%dT%H%M%S%f}Z"
+
+
+@dg.sensor(job=ingest_team, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every 60 s: one ingest_team run for the manifests pushed since the last tick "
+                       "(run key = a digest of their names).")
+def team_manifest_sensor(context: dg.SensorEvaluationContext, team: TeamResource) -> dg.SensorResult:
+    """List manifests named within the lookback; request a run for those not requested before."""
+    from resources.team.manifests import list_manifest_names
+
+    location = team.central_location()
+    if location is None:
+        return dg.SensorResult(skip_reason="not a team's central deployment: SESSIONLAKE_TEAM_URI is unset or "
+                                           "SESSIONLAKE_STORAGE_URI differs from it")
+    start = _window_start(datetime.now(UTC))
+    seen = set(json.loads(context.cursor)["seen"]) if context.cursor else set()
+    listed = list(list_manifest_names(location.blobs(), start_after=start))
+    new = [n for n in listed if n not in seen][:MAX_MANIFESTS_PER_RUN]
+    cursor = json.dumps({"seen": sorted(n for n in listed if n in seen or n in new)})
+    if not new:
+        return dg.SensorResult(cursor=cursor, skip_reason=f"no new manifests ({len(listed)} in the last "
+                                                          f"{LOOKBACK_SEC} s, all requested)")
+    digest = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(
+            run_key=f"team:{digest}", tags={MANIFESTS_TAG: str(len(new))},
+            run_config=dg.RunConfig(ops={"team_sessions": TeamIngestConfig(manifests=new)}))],
+        cursor=cursor,
+    )
+
+
+team_catchup_daily = dg.ScheduleDefinition(
+    name="team_catchup_daily", job=ingest_team, cron_schedule="30 4 * * *",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="04:30 UTC: ingest every manifest in the team bucket not ingested yet (late ones included).")
+
+defs = dg.Definitions(assets=[team_sessions], jobs=[ingest_team], sensors=[team_manifest_sensor],
+                      schedules=[team_catchup_daily])

@@ -1,0 +1,211 @@
+"""Many machines, one warehouse, on a real S3 API server (moto, loopback) and a real Dagster instance.
+
+Two simulated machines archive their trees and run ``sessionlake push`` (a subprocess each); the
+central deployment's sensor sees the manifests (``evaluate_tick``) and the run it asks for ingests
+the pushed packs. The central totals must equal a local ingest of the same trees, every row must
+carry its user and machine, a pack both machines pushed and a repeated push count once, and a push
+SIGKILLed half way completes on the next run without duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+import pipelines.definitions
+from bench.corpus import generate_corpus
+from pipelines.processors.archive import ArchiveProcessor
+from pipelines.processors.memory import MemoryProcessor
+from pipelines.processors.runner import run_processors
+from pipelines.processors.usage import UsageProcessor
+from pipelines.team import team_manifest_sensor
+from resources.archive.packs import PackStore
+from resources.configurable import TeamResource
+from resources.memory.lance import LanceStore
+from resources.state import StateStore
+from tests.archive_support import grow
+from tests.conftest import SAMPLE_PROJECT, SAMPLES
+
+REPO = Path(__file__).resolve().parents[1]
+TOTALS = "SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), " \
+         "sum(cache_read_tokens) FROM usage_messages"
+
+
+def _archive(home: Path, tree: Path) -> None:
+    store = PackStore(home / "packs", StateStore(home / "state.duckdb"))
+    run_processors([ArchiveProcessor(store)], tree, store.state)
+
+
+def _push(home: Path, team_uri: str, user: str, machine: str, *cmd: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_TEAM_URI": team_uri,
+           "SESSIONLAKE_USER": user, "SESSIONLAKE_MACHINE": machine}
+    env.pop("SESSIONLAKE_STORAGE_URI", None)
+    args = list(cmd) or [sys.executable, "-m", "pipelines.cli", "push", "--json"]
+    return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _central(tmp_path: Path, team_uri: str, monkeypatch) -> Path:
+    home = tmp_path / "central"
+    monkeypatch.setenv("SESSIONLAKE_HOME", str(home))
+    monkeypatch.setenv("SESSIONLAKE_TEAM_URI", team_uri)
+    monkeypatch.setenv("SESSIONLAKE_STORAGE_URI", team_uri)
+    return home
+
+
+def _tick_and_run(instance, cursor: str | None) -> tuple[str | None, int]:
+    """One sensor tick through the user's path; run what it asks for. Returns (cursor, runs)."""
+    repo = pipelines.definitions.defs.get_repository_def()
+    ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), repository_def=repo,
+                                  cursor=cursor, resources={"team": TeamResource()})
+    result = team_manifest_sensor.evaluate_tick(ctx)
+    job = pipelines.definitions.defs.resolve_job_def("ingest_team")
+    for request in result.run_requests:
+        outcome = job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
+        assert outcome.success
+        [check] = outcome.get_asset_check_evaluations()
+        assert check.passed, check.description
+    return result.cursor, len(result.run_requests)
+
+
+def _reference(tmp_path: Path, trees: list[Path]) -> tuple[tuple, set[str]]:
+    """Usage totals and record ids of a local ingest of the union of ``trees``."""
+    union = tmp_path / "union"
+    for tree in trees:
+        shutil.copytree(tree, union, dirs_exist_ok=True)
+    state = StateStore(tmp_path / "ref.duckdb")
+    lance = LanceStore(tmp_path / "ref-lance")
+    run_processors([UsageProcessor(), MemoryProcessor(lance)], union, state)
+    shutil.rmtree(union)
+    with state.connect() as conn:
+        totals = conn.execute(TOTALS).fetchone()
+    return totals, {r["id"] for r in lance.records_where("true", ["id"])}
+
+
+def _central_view(home: Path, team_uri_location) -> tuple[tuple, set[str], dict]:
+    state = StateStore(home / "state.duckdb")
+    with state.connect() as conn:
+        totals = conn.execute(TOTALS).fetchone()
+        by = dict(conn.execute("SELECT user_name || '@' || coalesce(machine, '?'), count(*) FROM usage_messages "
+                               "GROUP BY ALL").fetchall())
+    lance = LanceStore(team_uri_location.child("lance"))
+    return totals, {r["id"] for r in lance.records_where("true", ["id"])}, by
+
+
+def test_two_machines_push_and_the_central_ingest_equals_a_local_one(s3_location, tmp_path, monkeypatch):
+    team_uri = s3_location.uri
+    tree_a = tmp_path / "a-tree"
+    shutil.copytree(SAMPLES, tree_a)
+    generate_corpus(tree_a, sessions=6, projects=2, seed=1, turns=3)
+    tree_b = tmp_path / "b-tree"
+    shutil.copytree(tree_a / SAMPLE_PROJECT, tree_b / SAMPLE_PROJECT)  # the same sessions, synced: same pack
+    generate_corpus(tree_b, sessions=6, projects=2, seed=2, turns=3)
+    homes = {"a": tmp_path / "a-home", "b": tmp_path / "b-home"}
+    _archive(homes["a"], tree_a)
+    _archive(homes["b"], tree_b)
+    for name, user in (("a", "alice"), ("b", "bob")):
+        done = _push(homes[name], team_uri, user, f"{user}-laptop")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["packs_sent"] + json.loads(done.stdout)["packs_present"] == 3
+    assert json.loads(_push(homes["b"], team_uri, "bob", "bob-laptop").stdout)["manifests"] == []  # idempotent
+    blobs = s3_location.blobs()
+    assert len([b for b in blobs.list("packs/")]) == 5  # the shared sample pack is stored once
+    assert len(list(blobs.list("manifests/"))) == 2
+
+    central = _central(tmp_path, team_uri, monkeypatch)
+    with dg.instance_for_test() as instance:
+        cursor, runs = _tick_and_run(instance, None)
+        assert runs == 1
+        cursor, runs = _tick_and_run(instance, cursor)
+        assert runs == 0  # the same manifests are not asked for twice
+
+        want_totals, want_ids = _reference(tmp_path, [tree_a, tree_b])
+        totals, ids, by = _central_view(central, s3_location)
+        assert totals == want_totals and ids == want_ids
+        assert totals[0] > 100 and len(ids) > 100
+        assert sum(by.values()) == totals[0]
+        assert set(by) == {"alice@alice-laptop", "bob@bob-laptop"}  # every row attributed
+
+        # A session grows on a; the next push sends one pack, the next tick one run, nothing counts twice.
+        grown = next((tree_a / "-home-dev-project-000").glob("*.jsonl"))
+        grow(grown, n=2, tag="later")
+        _archive(homes["a"], tree_a)
+        again = json.loads(_push(homes["a"], team_uri, "alice", "alice-laptop").stdout)
+        assert (again["packs_sent"], len(again["manifests"])) == (1, 1)
+        cursor, runs = _tick_and_run(instance, cursor)
+        assert runs == 1
+        want_totals, want_ids = _reference(tmp_path / "ref2", [tree_a, tree_b])
+        totals, ids, _ = _central_view(central, s3_location)
+        assert totals == want_totals and ids == want_ids
+
+    report = subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", "user", "--json"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert {u["user"] for u in json.loads(report.stdout)["users"]} == {"alice", "bob"}
+    only = subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", "machine", "--machine", "bob-laptop",
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert [m["machine"] for m in json.loads(only.stdout)["machines"]] == ["bob@bob-laptop"]
+
+
+def test_a_push_killed_half_way_completes_on_the_next_run_without_duplicates(s3_location, tmp_path, monkeypatch):
+    team_uri = s3_location.uri
+    tree = tmp_path / "tree"
+    generate_corpus(tree, sessions=16, projects=8, seed=3, turns=2)
+    home = tmp_path / "home"
+    _archive(home, tree)
+    child = subprocess.Popen([sys.executable, str(REPO / "tests" / "push_child.py"), "3"], cwd=REPO,
+                             env={**os.environ, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_TEAM_URI": team_uri,
+                                  "SESSIONLAKE_USER": "carol", "SESSIONLAKE_MACHINE": "ci-box"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "AT 3", child.stderr.read()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    blobs = s3_location.blobs()
+    assert len(list(blobs.list("packs/"))) == 3 and not list(blobs.list("manifests/"))
+
+    done = _push(home, team_uri, "carol", "ci-box")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["packs_sent"], result["packs_present"], len(result["manifests"])) == (5, 3, 1)
+    assert len(list(blobs.list("packs/"))) == 8 and len(list(blobs.list("manifests/"))) == 1
+    assert json.loads(_push(home, team_uri, "carol", "ci-box").stdout)["manifests"] == []
+
+    central = _central(tmp_path, team_uri, monkeypatch)
+    with dg.instance_for_test() as instance:
+        _tick_and_run(instance, None)
+    want_totals, _ = _reference(tmp_path, [tree])
+    assert _central_view(central, s3_location)[0] == want_totals
+
+
+def test_the_sensor_ingests_nothing_on_a_machine_that_only_pushes(s3_location, tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSIONLAKE_HOME", str(tmp_path / "laptop"))
+    monkeypatch.setenv("SESSIONLAKE_TEAM_URI", s3_location.uri)
+    monkeypatch.delenv("SESSIONLAKE_STORAGE_URI", raising=False)
+    s3_location.blobs().put_bytes_if_absent("manifests/20261201T000000000000Z-0123456789abcdef.json", b"{}")
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(),
+                                      repository_def=pipelines.definitions.defs.get_repository_def(),
+                                      resources={"team": TeamResource()})
+        result = team_manifest_sensor.evaluate_tick(ctx)
+    assert not result.run_requests and "central deployment" in result.skip_message
+
+
+def test_push_without_a_team_bucket_says_what_to_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SESSIONLAKE_TEAM_URI",)}
+    env["SESSIONLAKE_HOME"] = str(tmp_path / "home")
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "push"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "SESSIONLAKE_TEAM_URI" in done.stderr
+    env["SESSIONLAKE_TEAM_URI"] = "gs://nope"
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "push"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "s3://" in done.stderr
