@@ -361,7 +361,8 @@ class PackStore:
         now. Adopting a pack twice changes nothing but the observation time. Returns its snapshots.
         """
         listing = reader.open_pack(key)
-        strays = sorted({s.session_key for s in listing.snapshots if _claude_project(s.session_key) not in (None, repo)})
+        strays = sorted({s.session_key for s in listing.snapshots
+                         if _claude_project(s.session_key) not in (None, repo)})
         if strays:
             raise PackError(f"pack {key} holds sessions outside project {repo}, e.g. {strays[0]}")
         now = datetime.now(UTC)
