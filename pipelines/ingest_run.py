@@ -76,7 +76,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     from pipelines.definitions import defs
     from pipelines.instance import open_instance, prepare_dagster_home
     from pipelines.partitions import projects_partitions
-    from pipelines.run_recovery import wait_for_pool
+    from pipelines.run_recovery import process_tags, wait_for_pool
     from pipelines.sessions import FILES_CHECK, JOB_NAME, partition_run_request
     from pipelines.tags import POOL_INGEST, PROCESSOR_ASSETS
 
@@ -111,7 +111,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         checks = {dg.AssetCheckKey(dg.AssetKey(a), FILES_CHECK) for a in assets}
         job = defs.resolve_job_def(JOB_NAME).get_subset(asset_selection=selection, asset_check_selection=checks)
         wait_for_pool(instance, POOL_INGEST, settings.pool_wait_sec, say)
-        tags = dict(request.tags)
+        tags = {**request.tags, **process_tags()}  # tagged before the step claims its slot: no window to die in
         if request.partition_key:
             tags["dagster/partition"] = request.partition_key
         run_config = {**request.run_config, **QUIET}

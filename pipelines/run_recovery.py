@@ -59,9 +59,19 @@ def process_alive(tag: str) -> bool:
     return not started or _start_time(pid) in ("", started)
 
 
+def process_tags() -> dict[str, str]:
+    """The host and process tags of a run executed by this process."""
+    return {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_tag()}
+
+
 def claim_run(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Tag ``run_id`` with this host and process, so a later process can tell if it died."""
-    instance.add_run_tags(run_id, {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_tag()})
+    """Tag ``run_id`` with this host and process, so a later process can tell if it died.
+
+    A run launched elsewhere (the daemon's run worker) is tagged by its step, which leaves a short
+    window after the step's pool slot is claimed; Dagster's run monitoring covers that one. A run this
+    process executes itself (`sessionlake ingest`) carries `process_tags` from its creation instead.
+    """
+    instance.add_run_tags(run_id, process_tags())
 
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
