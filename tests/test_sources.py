@@ -26,9 +26,10 @@ from pipelines.sessions import STEP_NAME, session_files_sensor
 from resources.archive.packs import PackStore
 from resources.configurable import StateResource
 from resources.memory.lance import LanceStore
+from resources.migrations import LATEST_VERSION, MIGRATIONS
 from resources.settings import Settings
 from resources.sources import found_sources, walk_all
-from resources.state import LATEST_VERSION, MIGRATIONS, StateStore
+from resources.state import StateStore
 from resources.usage.reports import ReportOptions, usage_report
 
 AGENT_SAMPLES = Path(__file__).parent / "fixtures" / "agents"

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from resources.migrations import LATEST_VERSION, MIGRATIONS
 from resources.state import (
-    LATEST_VERSION,
-    MIGRATIONS,
     ProcessedMark,
     StateStore,
     load_processor_state,
