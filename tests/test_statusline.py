@@ -45,9 +45,14 @@ def _payload(path, session, **extra):
                        "model": {"id": MODEL, "display_name": "Sonnet 4"}, **extra})
 
 
-def _statusline(settings, stdin, *args):
+def _midday_zone(now):
+    """A fixed-offset zone where ``now`` is about noon, so "today" holds the last hours at any UTC time."""
+    return f"Etc/GMT{now.hour - 12:+d}"  # Etc/GMT+N is N hours behind UTC
+
+
+def _statusline(settings, stdin, *args, zone="UTC"):
     env = {**os.environ, "SESSIONLAKE_HOME": str(settings.home), "SESSIONLAKE_SESSIONS_DIR": str(settings.sessions_dir)}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "statusline", "-z", "UTC", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "statusline", "-z", zone, *args], input=stdin,
                           env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -61,7 +66,8 @@ def test_tops_up_only_the_live_session_and_prints_ccusage_line(settings, state):
     root = settings.sessions_dir
     live = _session(root, "-w-app", "live", [now - timedelta(minutes=40), now - timedelta(minutes=10)])
     _session(root, "-w-app", "other", [now - timedelta(minutes=5)])  # same project, not ingested: left alone
-    result = _statusline(settings, _payload(live, "live"))
+    zone = _midday_zone(now)
+    result = _statusline(settings, _payload(live, "live"), zone=zone)
     assert result.returncode == 0, result.stderr
     # two responses $0.057, both today and in the active block; $0.057 over the 30 minutes between them
     assert re.fullmatch(r"🤖 Sonnet 4 \| 💰 \$0\.06 session / \$0\.06 today / \$0\.06 block \(\dh \d+m left\) "
@@ -70,7 +76,7 @@ def test_tops_up_only_the_live_session_and_prints_ccusage_line(settings, state):
 
     with open(live, "ab") as f:
         f.write(_response("live", "late", datetime.now(UTC)))
-    grown = _statusline(settings, _payload(live, "live"))
+    grown = _statusline(settings, _payload(live, "live"), zone=zone)
     assert "💰 $0.09 session / $0.09 today / $0.09 block" in grown.stdout, grown.stdout
     with state.connect() as conn:
         assert conn.execute("SELECT count(*) FROM usage_messages").fetchall()[0][0] == 3
