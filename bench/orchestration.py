@@ -7,7 +7,8 @@ Side by side in one run, each on a fresh data home and Dagster home:
 - the run's Dagster events (from the instance's event log) and the overhead per event, on a small
   and a 10x larger tree with the same projects: the event count must not grow with the files;
 - the peak RSS of the process tree on the large tree, CLI and direct;
-- 10 new sessions in 10 projects on top of the ingested tree, end to end;
+- 10 new sessions in 10 projects on top of the ingested tree, end to end, beside the floor of any
+  command built on one Dagster run (`bench.dagster_floor`: import, instance, a no-op run);
 - the daemon (`bench.orchestration_daemon`): a single-project change until its rows are in DuckDB,
   and the first start on 101 projects.
 
@@ -110,14 +111,22 @@ def _add_sessions(root: Path, tmp: Path) -> None:
         shutil.move(path, root / path.parent.name / path.name)
 
 
+def _dagster_floor(home: Path, root: Path) -> tuple[Measured, dict]:
+    m = run_measured([sys.executable, "-m", "bench.dagster_floor"], python_env(home, root))
+    if m.returncode != 0:
+        raise AssertionError(f"python -m bench.dagster_floor exited {m.returncode}: {m.stderr[-2000:]}")
+    return m, json.loads(m.stdout)
+
+
 def _increment(root: Path, tmp: Path, homes: dict) -> dict:
     _add_sessions(root, tmp)
     elapsed, direct = _direct_in_process(homes["direct"], root)
     sub, _ = _direct_subprocess(homes["direct_sub"], root)
     cli, result = _cli(homes["cli"], root)
     _same_work(result, direct)
+    floor, phases = _dagster_floor(homes["cli"], root)
     return {"direct": elapsed, "direct_sub": sub.elapsed_sec, "cli": cli.elapsed_sec, "cli_run": result,
-            "projects": len(result["projects"])}
+            "projects": len(result["projects"]), "floor": floor.elapsed_sec, "floor_phases": phases}
 
 
 def _load() -> str:
@@ -174,6 +183,8 @@ def run(quick: bool = False) -> list[dict]:
              "target": f"<= {INCREMENT_TARGET_SEC} s", "ok": inc["cli"] <= INCREMENT_TARGET_SEC},
             {"metric": f"{INCREMENT_SESSIONS} new sessions: direct call in process", "value": inc["direct"],
              "unit": "s"},
+            {"metric": "floor of one Dagster run: import dagster, open the instance, a no-op asset, fresh process",
+             "value": inc["floor"], "unit": "s", "detail": {k: round(v, 3) for k, v in inc["floor_phases"].items()}},
             {"metric": f"{INCREMENT_SESSIONS} new sessions: Dagster events in the run",
              "value": sum(inc_events.values()), "unit": "events", "detail": dict(inc_events.most_common())},
         ]
