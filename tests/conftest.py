@@ -14,6 +14,8 @@ from resources.state import StateStore
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = FIXTURES / "claude-code-1.0.17"
 SAMPLE_PROJECT = "-Users-chip-dev-ai-music"
+AGENT_SAMPLES = FIXTURES / "agents"
+"""Codex, Gemini CLI, OpenCode and Qwen Code samples, laid out under a $HOME as those agents keep them."""
 
 pytest_plugins = ["tests.s3_support"]  # s3_server, s3_location: a loopback S3 API server
 
@@ -33,6 +35,23 @@ def samples_root(tmp_path: Path) -> Path:
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return root
+
+
+@pytest.fixture
+def agent_home(tmp_path: Path) -> Path:
+    """A writable $HOME holding the other agents' samples (`AGENT_SAMPLES`) where those agents keep them."""
+    home = tmp_path / "user"
+    shutil.copytree(AGENT_SAMPLES, home)
+    for path in home.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return home
+
+
+def agent_settings(data_home: Path, home: Path) -> Settings:
+    """Settings for data home ``data_home`` reading every agent's default folder under ``home``."""
+    return Settings(home=data_home, sessions_dir=home / ".claude" / "projects", codex_home=home / ".codex",
+                    gemini_dir=home / ".gemini", opencode_dir=home / ".local" / "share" / "opencode",
+                    qwen_dir=home / ".qwen")
 
 
 @pytest.fixture

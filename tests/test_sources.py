@@ -14,7 +14,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pytest
 
 from pipelines.definitions import defs
 from pipelines.partitions import projects_partitions
@@ -31,8 +30,8 @@ from resources.settings import Settings
 from resources.sources import found_sources, walk_all
 from resources.state import StateStore
 from resources.usage.reports import ReportOptions, usage_report
+from tests.conftest import agent_settings
 
-AGENT_SAMPLES = Path(__file__).parent / "fixtures" / "agents"
 CODEX_DAY = ".codex/sessions/2026/02/23"
 TOTALS = """SELECT agent, session_id, count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_creation_tokens),
                    sum(output_tokens), sum(extra_output_tokens), round(sum(cost_usd), 6)
@@ -54,20 +53,8 @@ EXPECTED = [
 ]
 
 
-@pytest.fixture
-def agent_home(tmp_path: Path) -> Path:
-    """A writable $HOME holding the Codex, Gemini CLI and OpenCode samples where those agents keep them."""
-    home = tmp_path / "user"
-    shutil.copytree(AGENT_SAMPLES, home)
-    for path in home.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return home
-
-
 def _settings(tmp_path: Path, home: Path) -> Settings:
-    return Settings(home=tmp_path / "data", sessions_dir=home / ".claude" / "projects", codex_home=home / ".codex",
-                    gemini_dir=home / ".gemini", opencode_dir=home / ".local" / "share" / "opencode",
-                    qwen_dir=home / ".qwen")
+    return agent_settings(tmp_path / "data", home)
 
 
 def _env(tmp_path: Path, home: Path) -> dict:

@@ -29,9 +29,12 @@ from pipelines.team import team_manifest_sensor
 from resources.archive.packs import PackStore
 from resources.configurable import TeamResource
 from resources.memory.lance import LanceStore
+from resources.sources import found_sources, walk_all
 from resources.state import StateStore
 from tests.archive_support import grow
-from tests.conftest import SAMPLE_PROJECT, SAMPLES
+from tests.conftest import SAMPLE_PROJECT, SAMPLES, agent_settings
+from tests.test_sources import EXPECTED
+from tests.test_sources import TOTALS as AGENT_TOTALS
 
 REPO = Path(__file__).resolve().parents[1]
 TOTALS = "SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), " \
@@ -151,6 +154,27 @@ def test_two_machines_push_and_the_central_ingest_equals_a_local_one(s3_location
     only = subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", "machine", "--machine", "bob-laptop",
                            "--json"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert [m["machine"] for m in json.loads(only.stdout)["machines"]] == ["bob@bob-laptop"]
+
+
+def test_other_agents_sessions_pushed_count_centrally_as_their_samples_say(s3_location, tmp_path, monkeypatch,
+                                                                           agent_home):
+    """Codex, Gemini CLI, OpenCode and Qwen sessions are archived, pushed and ingested centrally like
+    Claude Code's: the central rows equal the samples' known totals, attributed to the pusher."""
+    laptop = agent_settings(tmp_path / "laptop", agent_home)
+    store = PackStore.from_settings(laptop)
+    files = list(walk_all(found_sources(laptop)))
+    run_processors([ArchiveProcessor(store)], laptop.sessions_dir, store.state, files=files)
+    done = _push(laptop.home, s3_location.uri, "dana", "dana-desktop")
+    assert done.returncode == 0, done.stderr
+    central = _central(tmp_path, s3_location.uri, monkeypatch)
+    with dg.instance_for_test() as instance:
+        _, runs = _tick_and_run(instance, None)
+    assert runs == 1
+    with StateStore(central / "state.duckdb").connect() as conn:
+        rows = [(*r[:8], None if r[8] is None else float(r[8])) for r in conn.execute(AGENT_TOTALS).fetchall()]
+        who = conn.execute("SELECT DISTINCT user_name, machine FROM usage_messages").fetchall()
+    assert rows == EXPECTED
+    assert who == [("dana", "dana-desktop")]
 
 
 def test_a_push_killed_half_way_completes_on_the_next_run_without_duplicates(s3_location, tmp_path, monkeypatch):

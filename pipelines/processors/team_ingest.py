@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
@@ -36,6 +36,7 @@ from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from pipelines.processors.runner import _count, _report_error, empty_stats
 from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
+from resources.sources import source_type
 from resources.state import ProcessedMark, ProcessorFileState, load_processor_state, mark_processed
 from resources.team.manifests import Manifest
 
@@ -159,9 +160,9 @@ class _Run:
             _count(stats, repo, "skipped")
             return True
         grown = (prev is not None and prev.chunks is not None and len(snap.chunks) > len(prev.chunks)
-                 and snap.chunks[: len(prev.chunks)] == prev.chunks)
+                 and snap.chunks[: len(prev.chunks)] == prev.chunks and source_type(snap.session_key).append_only)
         start = prev.byte_offset if grown else 0
-        path = scratch / "version.jsonl"
+        path = scratch / PurePosixPath(snap.session_key).name  # adapters tell formats apart by name (.json, .db)
         try:
             _write_from(reader, snap, start, sizes, path)
             result = processor.process_session(path, repo, snap.session_key, None, start_offset=start)
