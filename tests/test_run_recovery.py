@@ -51,9 +51,10 @@ def test_sigkill_inside_the_step_then_the_next_ingest_finishes_with_clean_totals
     run = None
     while time.monotonic() < deadline and run is None and killed.poll() is None:
         time.sleep(0.05)
-        with _instance(tmp_path) as instance:
-            runs = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME))
-            run = next((r for r in runs if PROCESS_TAG in r.tags), None)
+        with _instance(tmp_path) as instance:  # the run is tagged at creation: wait until its step holds the slot
+            holders = instance.event_log_storage.get_concurrency_info(POOL_INGEST).active_run_ids
+            runs = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED]))
+            run = next((r for r in runs if PROCESS_TAG in r.tags and r.run_id in holders), None)
     assert run is not None and killed.poll() is None, "the ingest finished before it could be killed"
     time.sleep(0.3)  # well inside the step: the processors are reading files
     killed.send_signal(signal.SIGKILL)
