@@ -10,14 +10,8 @@ Contract:
 - ``upsert_records`` / ``upsert_edges`` write a whole batch in ONE commit (``merge_insert`` on ``id``),
   and nothing at all for an empty batch: a retried run changes nothing and versions stay few.
   Re-upserting a record keeps its provenance and ``created_at``.
-- Index policy (`refresh_indexes`): the first records upsert creates the full-text index on
-  ``records.text`` and the id index. After that a write never rebuilds an index: once
-  ``INDEX_DELTA_ROWS`` rows are outside it, they are indexed as a new segment (bytes in proportion to
-  those rows, not to the table); maintenance indexes every row left and keeps each index at two
-  segments, base and recent, rewriting the whole index only when the recent rows reach
-  ``INDEX_TIER_RATIO`` of the base. Lance's FTS query scans the unindexed rows itself (flat BM25,
-  merged with the indexed hits, deleted rows excluded), so recall finds a record the moment it is
-  written.
+- Indexes: a write never rebuilds one; new rows are indexed as a segment once ``INDEX_DELTA_ROWS`` are
+  outside it, and maintenance keeps each index at two segments (`resources.memory.indexes`).
 - Provenance is append-only, one row per entry in the ``provenance`` table; ``get(id)["provenance"]``
   is that record's entries in order. The provenance methods call `resources.memory.provenance`, whose
   docstring holds their contract and the migration of a store written before that table existed.
@@ -374,38 +368,11 @@ class LanceStore:
 
     def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, tiered: bool = False,
                         table=None) -> bool:
-        """Apply the index policy to table ``name``; True when it committed anything.
+        """Apply the index policy to table ``name``; True when it committed anything (see
+        `resources.memory.indexes.refresh_indexes`)."""
+        from resources.memory.indexes import refresh_indexes
 
-        Creates the table's indexes if missing (once it has rows): ``records`` gets a B-tree on ``id``
-        and the full-text index on ``text``, ``provenance`` a B-tree on ``record_id``. Without
-        ``tiered`` (the write path), indexes the rows outside an index as a new segment once there are
-        ``min_unindexed`` of them. With ``tiered`` (maintenance), every index ends as at most two
-        segments: the base and one recent segment, into which the newer segments and the unindexed
-        rows (all of them for full text, from ``INDEX_DELTA_ROWS`` on for a B-tree) are merged, a
-        rewrite of those rows only; once the recent rows reach ``INDEX_TIER_RATIO`` of the base,
-        everything is merged into one (the only full rewrite).
-        """
-        from lancedb.index import FTS, BTree
-
-        wanted = {RECORDS: {ID_INDEX: ("id", BTree()), TEXT_INDEX: ("text", FTS(with_position=True))},
-                  PROVENANCE: {RECORD_ID_INDEX: ("record_id", BTree())}}.get(name, {})
-        table = table if table is not None else self.open_table(name)
-        existing = [index.name for index in table.list_indices()]
-        changed = False
-        if any(n not in existing for n in wanted) and table.count_rows() > 0:
-            for index_name, (column, config) in wanted.items():
-                if index_name not in existing:
-                    table.create_index(column, config=config, name=index_name)
-                    changed = True
-        dataset = table.to_lance()
-        by_merge: dict[int, list[str]] = {}
-        for index_name in existing:
-            merge = _segments_to_merge(dataset, index_name, max(min_unindexed, 1), tiered)
-            if merge is not None:
-                by_merge.setdefault(merge, []).append(index_name)
-        for merge, names in by_merge.items():  # one commit per distinct merge, so usually one
-            self.open_table(name).to_lance().optimize.optimize_indices(index_names=names, num_indices_to_merge=merge)
-        return changed or bool(by_merge)
+        return refresh_indexes(self, name, min_unindexed=min_unindexed, tiered=tiered, table=table)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -469,27 +436,6 @@ class LanceStore:
     @property
     def provenance_queue(self):
         return self._provenance.queue
-
-
-def _segments_to_merge(dataset, index_name: str, min_unindexed: int, tiered: bool) -> int | None:
-    """``num_indices_to_merge`` for `refresh_indexes`' policy (0: add a segment), or None: leave it.
-
-    Tiered, a full-text index takes every unindexed row (a cold query pays ~43 ms for a flat BM25 scan
-    of 70 rows), while a B-tree waits for ``INDEX_DELTA_ROWS`` (scanning a few unindexed ids is cheap,
-    rewriting a B-tree segment costs tens of KB).
-    """
-    stats = dataset.stats.index_stats(index_name)
-    unindexed = int(stats.get("num_unindexed_rows") or 0)
-    segments = list(stats.get("num_indexed_rows_per_delta") or [])
-    if not tiered:
-        return 0 if unindexed >= min_unindexed else None
-    if stats.get("index_type") != "Inverted":
-        min_unindexed = max(min_unindexed, INDEX_DELTA_ROWS)
-    if unindexed < min_unindexed and len(segments) <= 2:
-        return None
-    if segments and sum(segments[1:]) + unindexed >= INDEX_TIER_RATIO * segments[0]:
-        return len(segments)
-    return max(len(segments) - 1, 0)
 
 
 def _load_embedder(name: str, model: str | None):
