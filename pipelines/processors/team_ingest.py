@@ -2,7 +2,7 @@
 
 `ingest_manifests` takes manifests (``resources/team/manifests.py``) and, for each pack not ingested
 before (by any manifest: a pack two machines pushed is read once):
-1. adopts it into this deployment's archive (`PackStore.adopt`: verified against its key, indexed);
+1. adopts it into this deployment's archive (`adopt_pack`: verified against its key, indexed);
 2. runs each processor over each session version in it that the processor has not seen, from the
    bytes of the pack: the version is written to a scratch file (deleted right after) and the
    processor reads that file as it reads a local session file. A version that extends one already
@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
 from pipelines.processors.runner import _count, _report_error, empty_stats
+from resources.archive.adoption import adopt_pack
 from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
 from resources.sources import source_type
@@ -123,7 +124,7 @@ class _Run:
         origin = {"user_name": manifest.user, "machine": manifest.machine}
         with self.store.reader(repo) as reader:
             try:
-                snapshots = self.store.adopt(key, repo, reader, conn)
+                snapshots = adopt_pack(key, repo, reader, conn)
                 sizes = self._prefetch(conn, repo, snapshots, reader)
             except (PackError, FileNotFoundError, OSError) as exc:
                 self.team["failed_packs"].append({"pack": key, "manifest": manifest.name,

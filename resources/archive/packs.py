@@ -2,9 +2,9 @@
 
 Objects are chunks of session bytes (`resources.archive.pack_format`); a snapshot is one version of one file
 (its ordered chunk ids). Each archive commit writes one pack per project ("repo"), then registers it
-in one DuckDB transaction: a ``packs`` row, one ``pack_index`` row per new object (primary key
-(repo, object_id): an object is indexed once per repo) and the ``snapshots``. GC, the sweep and
-verification live in `resources.archive.gc`; this module reads and writes packs.
+in one DuckDB transaction (`resources.archive.pack_index`). GC, the sweep and verification live in
+`resources.archive.gc`, adoption of pushed packs in `resources.archive.adoption`; this module reads
+and writes packs.
 
 Every DuckDB access goes through `StateStore.connect()`, one short unit of work at a time.
 """
@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
+from resources.archive import pack_index
 from resources.archive.pack_files import BucketPackFiles, LocalPackFiles
 from resources.archive.pack_format import (
     ObjectEntry,
@@ -37,13 +37,6 @@ from resources.archive.pack_format import (
 from resources.archive.restore import UnsafeTarget, restore_file, safe_relative, write_version
 from resources.settings import Settings
 from resources.state import StateStore
-
-
-def _claude_project(session_key: str) -> str | None:
-    """A Claude Code key's project (its first path component); None for other agents' ``agent:...`` keys,
-    whose project is not part of the key (the manifest names it)."""
-    first = session_key.split("/", 1)[0]
-    return None if ":" in first else first
 
 
 @dataclass(frozen=True)
@@ -300,110 +293,22 @@ class PackStore:
         snapshot_count}``, or None when no pack was needed. The file is durable before the one
         transaction that adds its rows commits.
         """
-        known_objects = set(self._known(conn, "pack_index", "object_id", repo, [o.object_id for o in objects]))
+        known_objects = pack_index.known_objects(conn, repo, [o.object_id for o in objects])
         new_objects = sorted({o.object_id: o for o in objects if o.object_id not in known_objects}.values(),
                              key=lambda o: o.object_id)
-        known_versions = set(self._known(conn, "snapshots", "session_key || '@' || file_hash", repo,
-                                         [f"{s.session_key}@{s.file_hash}" for s in snapshots]))
+        known_versions = pack_index.known_versions(conn, repo, snapshots)
         new_snapshots = sorted({(s.session_key, s.file_hash): s for s in snapshots
-                                if f"{s.session_key}@{s.file_hash}" not in known_versions}.values(),
+                                if (s.session_key, s.file_hash) not in known_versions}.values(),
                                key=Snapshot.sort_key)
         now = datetime.now(UTC)
         if not new_objects and not new_snapshots:  # known versions seen again (a file reverted): the timeline
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                _observe(conn, repo, snapshots, now)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            pack_index.observe(conn, repo, snapshots, now)
             return None
         key, nbytes = self.write_pack((load(o.object_id) for o in new_objects), len(new_objects),
                                       new_snapshots, len(new_snapshots))
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            conn.execute(
-                """INSERT INTO packs VALUES (?, ?, ?, ?, ?, 'live', ?, NULL)
-                   ON CONFLICT (pack_key) DO UPDATE SET state = 'live', tombstoned_at = NULL""",
-                [key, repo, nbytes, len(new_objects), len(new_snapshots), now],
-            )
-            _insert(conn, "pack_index", "ON CONFLICT DO NOTHING", pa.table({
-                "repo": pa.array([repo] * len(new_objects), pa.string()),
-                "object_id": pa.array([o.object_id for o in new_objects], pa.string()),
-                "pack_key": pa.array([key] * len(new_objects), pa.string()),
-                "size": pa.array([o.size for o in new_objects], pa.int64()),
-                "stored_size": pa.array([o.stored_size for o in new_objects], pa.int64()),
-            }))
-            _insert(conn, "snapshots", "ON CONFLICT DO NOTHING", pa.table({
-                "repo": pa.array([repo] * len(new_snapshots), pa.string()),
-                "session_key": pa.array([s.session_key for s in new_snapshots], pa.string()),
-                "file_hash": pa.array([s.file_hash for s in new_snapshots], pa.string()),
-                "size": pa.array([s.size for s in new_snapshots], pa.int64()),
-                "mtime_ns": pa.array([s.mtime_ns for s in new_snapshots], pa.int64()),
-                "chunks": pa.array([list(s.chunks) for s in new_snapshots], pa.list_(pa.string())),
-                "pack_key": pa.array([key] * len(new_snapshots), pa.string()),
-                "archived_at": pa.array([now] * len(new_snapshots), pa.timestamp("us", tz="UTC")),
-            }))
-            _observe(conn, repo, snapshots, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        pack_index.register(conn, repo, key, nbytes, new_objects, new_snapshots, seen=snapshots, now=now,
+                            revive=True)
         return {"key": key, "bytes": nbytes, "object_count": len(new_objects), "snapshot_count": len(new_snapshots)}
-
-    def adopt(self, key: str, repo: str, reader: ObjectReader, conn: duckdb.DuckDBPyConnection) -> list[Snapshot]:
-        """Register a pack that is already in this store's files (a pushed pack in a team bucket).
-
-        The pack is opened and verified through ``reader`` (a reader of ``repo``, which keeps it open,
-        so reading its objects next costs no second download) and must hold only sessions of
-        ``repo``; then, in one transaction on ``conn``, it becomes a live pack with its objects indexed (an object
-        ``repo`` already indexes keeps its pack) and its snapshots recorded, new or not, as observed
-        now. Adopting a pack twice changes nothing but the observation time. Returns its snapshots.
-        """
-        listing = reader.open_pack(key)
-        strays = sorted({s.session_key for s in listing.snapshots
-                         if _claude_project(s.session_key) not in (None, repo)})
-        if strays:
-            raise PackError(f"pack {key} holds sessions outside project {repo}, e.g. {strays[0]}")
-        now = datetime.now(UTC)
-        objects = listing.objects
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            conn.execute("""INSERT INTO packs VALUES (?, ?, ?, ?, ?, 'live', ?, NULL)
-                            ON CONFLICT (pack_key) DO NOTHING""",
-                         [key, repo, listing.bytes, len(objects), len(listing.snapshots), now])
-            _insert(conn, "pack_index", "ON CONFLICT DO NOTHING", pa.table({
-                "repo": pa.array([repo] * len(objects), pa.string()),
-                "object_id": pa.array([o.object_id for o in objects], pa.string()),
-                "pack_key": pa.array([key] * len(objects), pa.string()),
-                "size": pa.array([o.size for o in objects], pa.int64()),
-                "stored_size": pa.array([o.stored_size for o in objects], pa.int64()),
-            }))
-            snaps = listing.snapshots
-            _insert(conn, "snapshots", "ON CONFLICT DO NOTHING", pa.table({
-                "repo": pa.array([repo] * len(snaps), pa.string()),
-                "session_key": pa.array([s.session_key for s in snaps], pa.string()),
-                "file_hash": pa.array([s.file_hash for s in snaps], pa.string()),
-                "size": pa.array([s.size for s in snaps], pa.int64()),
-                "mtime_ns": pa.array([s.mtime_ns for s in snaps], pa.int64()),
-                "chunks": pa.array([list(s.chunks) for s in snaps], pa.list_(pa.string())),
-                "pack_key": pa.array([key] * len(snaps), pa.string()),
-                "archived_at": pa.array([now] * len(snaps), pa.timestamp("us", tz="UTC")),
-            }))
-            _observe(conn, repo, snaps, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return listing.snapshots
-
-    @staticmethod
-    def _known(conn, table: str, expr: str, repo: str, values: list[str]) -> list[str]:
-        if not values:
-            return []
-        return [r[0] for r in conn.execute(
-            f"SELECT {expr} FROM {table} WHERE repo = ? AND {expr} IN (SELECT unnest(?))", [repo, values]
-        ).fetchall()]
 
     # -- reads: fetch and restore -----------------------------------------------------------------
 
@@ -536,30 +441,7 @@ class PackStore:
         return verify(self, repos)
 
 
-def _insert(conn: duckdb.DuckDBPyConnection, table: str, conflict: str, rows: pa.Table) -> None:
-    """Insert an Arrow batch in one statement (DuckDB's executemany runs row by row)."""
-    if rows.num_rows == 0:
-        return
-    conn.register("_pack_rows", rows)
-    try:
-        conn.execute(f"INSERT INTO {table} SELECT * FROM _pack_rows {conflict}")
-    finally:
-        conn.unregister("_pack_rows")
-
-
 def latest_observed(timeline: Iterable[Observation]) -> dict[str, Snapshot]:
     """Per session key, the version of the last observation in ``timeline`` (ordered by time seen)."""
     return {o.snapshot.session_key: o.snapshot for o in timeline}
 
-
-def _observe(conn: duckdb.DuckDBPyConnection, repo: str, snapshots: Sequence[Snapshot], now: datetime) -> None:
-    """Record that ``snapshots`` were on disk now (seen again with the same mtime: the time moves)."""
-    snapshots = list({(s.session_key, s.file_hash, s.mtime_ns): s for s in snapshots}.values())
-    _insert(conn, "snapshot_observations", "ON CONFLICT DO UPDATE SET observed_at = excluded.observed_at",
-            pa.table({
-                "repo": pa.array([repo] * len(snapshots), pa.string()),
-                "session_key": pa.array([s.session_key for s in snapshots], pa.string()),
-                "file_hash": pa.array([s.file_hash for s in snapshots], pa.string()),
-                "mtime_ns": pa.array([s.mtime_ns for s in snapshots], pa.int64()),
-                "observed_at": pa.array([now] * len(snapshots), pa.timestamp("us", tz="UTC")),
-            }))

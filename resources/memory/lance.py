@@ -10,23 +10,11 @@ Contract:
 - ``upsert_records`` / ``upsert_edges`` write a whole batch in ONE commit (``merge_insert`` on ``id``),
   and nothing at all for an empty batch: a retried run changes nothing and versions stay few.
   Re-upserting a record keeps its provenance and ``created_at``.
-- Index policy (`refresh_indexes`): the first records upsert creates the full-text index on
-  ``records.text`` and the id index. After that a write never rebuilds an index: once
-  ``INDEX_DELTA_ROWS`` rows are outside it, they are indexed as a new segment (bytes in proportion to
-  those rows, not to the table); maintenance indexes every row left and keeps each index at two
-  segments, base and recent, rewriting the whole index only when the recent rows reach
-  ``INDEX_TIER_RATIO`` of the base. Lance's FTS query scans the unindexed rows itself (flat BM25,
-  merged with the indexed hits, deleted rows excluded), so recall finds a record the moment it is
-  written.
-- Provenance is append-only: one row per entry in the ``provenance`` table (``record_id``, ``ts``,
-  ``cue``, ``session_id`` and the whole entry as JSON), never a rewrite of ``records``.
-  ``append_provenance_batch(pairs)`` appends any number of entries to any number of records in one
-  commit; ``get(id)["provenance"]`` is that record's entries in the order they were made (entry ids
-  are ULIDs, monotonic within a process). A retried append passes the entries' ids again and
-  appends none twice. ``record_provenance`` routes through the write-behind queue when it is
-  enabled (``enable_provenance_queue``), else writes on the caller's thread.
-- A store written before the provenance table existed (a JSON ``provenance`` column on ``records``)
-  is migrated when a `LanceStore` is opened on it, see `migrate_provenance_column`.
+- Indexes: a write never rebuilds one; new rows are indexed as a segment once ``INDEX_DELTA_ROWS`` are
+  outside it, and maintenance keeps each index at two segments (`resources.memory.indexes`).
+- Provenance is append-only, one row per entry in the ``provenance`` table; ``get(id)["provenance"]``
+  is that record's entries in order. The provenance methods call `resources.memory.provenance`, whose
+  docstring holds their contract and the migration of a store written before that table existed.
 - The database is a folder, or a `StorageLocation` (``s3://bucket/prefix/lance``, from
   ``SESSIONLAKE_STORAGE_URI``) that Lance opens natively. Lance commits there with a conditional put
   (``If-None-Match: *`` on the next manifest), so concurrent writers never lose a commit: the loser
@@ -40,16 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 
-from resources.ids import new_ulid, stable_id
+from resources.ids import stable_id
 from resources.objectstore.location import StorageLocation
 
 RECORDS = "records"
@@ -230,8 +216,9 @@ class LanceStore:
             self.db = lancedb.connect(self.uri)
         self.provenance_overflow_dir = Path(provenance_overflow_dir) if provenance_overflow_dir else None
         self.embedding = _load_embedder(embedder, embedder_model) if embedder else None
-        self._queue = None
-        self._queue_lock = threading.Lock()
+        from resources.memory.provenance import ProvenanceLog
+
+        self._provenance = ProvenanceLog(self)
         if self.root is not None and (self.root / f"{RECORDS}.lance").exists():
             from resources.memory.provenance_migration import migrate_provenance_column
 
@@ -344,7 +331,7 @@ class LanceStore:
             return 0
         rows = _dedupe(rows)
         table = self.open_table(RECORDS)
-        created = self._existing(table, [r["id"] for r in rows], ["id", "created_at"])
+        created = self.rows_by_id(table, [r["id"] for r in rows], ["id", "created_at"])
         prepared = []
         for row in rows:
             full = {**new_record(row["id"], row.get("text") or "", tier=row.get("tier") or "episodic"), **row}
@@ -381,42 +368,16 @@ class LanceStore:
 
     def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, tiered: bool = False,
                         table=None) -> bool:
-        """Apply the index policy to table ``name``; True when it committed anything.
+        """Apply the index policy to table ``name``; True when it committed anything (see
+        `resources.memory.indexes.refresh_indexes`)."""
+        from resources.memory.indexes import refresh_indexes
 
-        Creates the table's indexes if missing (once it has rows): ``records`` gets a B-tree on ``id``
-        and the full-text index on ``text``, ``provenance`` a B-tree on ``record_id``. Without
-        ``tiered`` (the write path), indexes the rows outside an index as a new segment once there are
-        ``min_unindexed`` of them. With ``tiered`` (maintenance), every index ends as at most two
-        segments: the base and one recent segment, into which the newer segments and the unindexed
-        rows (all of them for full text, from ``INDEX_DELTA_ROWS`` on for a B-tree) are merged, a
-        rewrite of those rows only; once the recent rows reach ``INDEX_TIER_RATIO`` of the base,
-        everything is merged into one (the only full rewrite).
-        """
-        from lancedb.index import FTS, BTree
-
-        wanted = {RECORDS: {ID_INDEX: ("id", BTree()), TEXT_INDEX: ("text", FTS(with_position=True))},
-                  PROVENANCE: {RECORD_ID_INDEX: ("record_id", BTree())}}.get(name, {})
-        table = table if table is not None else self.open_table(name)
-        existing = [index.name for index in table.list_indices()]
-        changed = False
-        if any(n not in existing for n in wanted) and table.count_rows() > 0:
-            for index_name, (column, config) in wanted.items():
-                if index_name not in existing:
-                    table.create_index(column, config=config, name=index_name)
-                    changed = True
-        dataset = table.to_lance()
-        by_merge: dict[int, list[str]] = {}
-        for index_name in existing:
-            merge = _segments_to_merge(dataset, index_name, max(min_unindexed, 1), tiered)
-            if merge is not None:
-                by_merge.setdefault(merge, []).append(index_name)
-        for merge, names in by_merge.items():  # one commit per distinct merge, so usually one
-            self.open_table(name).to_lance().optimize.optimize_indices(index_names=names, num_indices_to_merge=merge)
-        return changed or bool(by_merge)
+        return refresh_indexes(self, name, min_unindexed=min_unindexed, tiered=tiered, table=table)
 
     # -- reads ----------------------------------------------------------------------------------------
 
-    def _existing(self, table, ids: Sequence[str], columns: list[str]) -> dict[str, dict]:
+    def rows_by_id(self, table, ids: Sequence[str], columns: list[str]) -> dict[str, dict]:
+        """``{id: row}``, each row with ``columns`` only, for the ids among ``ids`` that ``table`` holds."""
         found: dict[str, dict] = {}
         if not ids or table.count_rows() == 0:
             return found
@@ -431,7 +392,7 @@ class LanceStore:
         """Full records by id, each with ``provenance`` (its entries, in order); missing ids are absent."""
         table = self.open_table(RECORDS)
         columns = [n for n in table.schema.names if n != VECTOR_COLUMN]
-        rows = self._existing(table, list(dict.fromkeys(ids)), columns)
+        rows = self.rows_by_id(table, list(dict.fromkeys(ids)), columns)
         entries = self.provenance_of(list(rows))
         for rid, row in rows.items():
             row["provenance"] = entries.get(rid, [])
@@ -449,124 +410,32 @@ class LanceStore:
             query = query.select(columns)
         return query.to_arrow().to_pylist()
 
-    # -- provenance -----------------------------------------------------------------------------------
+    # -- provenance (resources.memory.provenance) ------------------------------------------------------
 
     def provenance_of(self, record_ids: Sequence[str]) -> dict[str, list[dict]]:
         """``{record_id: [entry, ...]}`` in append order, for the ids that have any entries."""
-        out: dict[str, list[dict]] = {}
-        ids = list(dict.fromkeys(record_ids))
-        if not ids:
-            return out
-        table = self.open_table(PROVENANCE)
-        rows: list[tuple[str, str, str]] = []
-        for start in range(0, len(ids), ID_LOOKUP_CHUNK):
-            chunk = ids[start : start + ID_LOOKUP_CHUNK]
-            where = "record_id IN (" + ",".join(sql_str(i) for i in chunk) + ")"
-            found = table.search().where(where).select(["id", "record_id", "entry"]).limit(None).to_arrow()
-            rows += zip(found["id"].to_pylist(), found["record_id"].to_pylist(), found["entry"].to_pylist(),
-                        strict=True)
-        for _, rid, entry in sorted(rows):
-            out.setdefault(rid, []).append(orjson.loads(entry))
-        return out
+        return self._provenance.entries_of(record_ids)
 
     def append_provenance_batch(self, pairs: Sequence[tuple[str, dict]], entry_ids: Sequence[str] | None = None,
                                 *, retried: bool = False) -> int:
-        """Append each ``(record_id, entry)`` as a row of ``provenance``, in order, in ONE commit.
-
-        Ids that are not in ``records`` are ignored. Returns the number of distinct records that got
-        entries. An append never touches ``records`` and never conflicts with another process's append
-        (Lance rebases concurrent appends), so no entry is lost to a concurrent writer.
-
-        ``entry_ids`` (one per pair) are the entries' own ids, made once when each entry was made (a
-        ULID: a record's entries are listed in id order); without them each row gets a new one. A call
-        that raised may still have committed, so a caller that repeats it passes the same ids with
-        ``retried``: entries whose id is already in the table are skipped and none lands twice. Only
-        a retry pays for that check (a scan of the table's ids).
-        """
-        if not pairs:
-            return 0
-        if entry_ids is None:
-            entry_ids = [new_ulid() for _ in pairs]
-        elif len(entry_ids) != len(pairs):
-            raise ValueError(f"{len(entry_ids)} entry ids for {len(pairs)} pairs")
-        known = set(self._existing(self.open_table(RECORDS), list(dict.fromkeys(r for r, _ in pairs)), ["id"]))
-        rows = [provenance_row(eid, rid, entry) for eid, (rid, entry) in zip(entry_ids, pairs, strict=True)
-                if rid in known]
-        table = self.open_table(PROVENANCE)
-        if retried and rows:
-            landed = set(self._existing(table, [row["id"] for row in rows], ["id"]))
-            rows = [row for row in rows if row["id"] not in landed]
-        if not rows:
-            return 0
-        table.add(pa.Table.from_pylist(rows, schema=PROVENANCE_SCHEMA))
-        return len({row["record_id"] for row in rows})
+        """Append the ``(record_id, entry)`` pairs in ONE commit; see `ProvenanceLog.append`."""
+        return self._provenance.append(pairs, entry_ids, retried=retried)
 
     def record_provenance(self, pairs: Sequence[tuple[str, dict]]) -> None:
         """Queue the pairs when the write-behind queue is on, else append them now on this thread."""
-        queue = self._queue
-        if queue is not None:
-            queue.enqueue(pairs)
-        else:
-            self.append_provenance_batch(pairs)
+        self._provenance.record(pairs)
 
     def enable_provenance_queue(self, **options):
-        """Start (once) a `ProvenanceWriteQueue` that recall's provenance goes through; returns it.
-
-        ``options`` are the queue's (``coalesce_ms``, bounds, ...); the overflow folder defaults to the store's.
-        """
-        from resources.memory.provenance_queue import ProvenanceWriteQueue
-
-        with self._queue_lock:
-            if self._queue is None:
-                options.setdefault("overflow_dir", self.provenance_overflow_dir)
-                queue = ProvenanceWriteQueue(self, **options)
-                queue.start()
-                self._queue = queue
-            return self._queue
+        """Start (once) the write-behind queue that `record_provenance` goes through; returns it."""
+        return self._provenance.enable_queue(**options)
 
     def disable_provenance_queue(self, timeout: float | None = None) -> None:
         """Stop the queue after draining it; provenance is written synchronously again."""
-        with self._queue_lock:
-            queue, self._queue = self._queue, None
-        if queue is not None:
-            queue.stop(timeout)
+        self._provenance.disable_queue(timeout)
 
     @property
     def provenance_queue(self):
-        return self._queue
-
-
-def _segments_to_merge(dataset, index_name: str, min_unindexed: int, tiered: bool) -> int | None:
-    """``num_indices_to_merge`` for `refresh_indexes`' policy (0: add a segment), or None: leave it.
-
-    Tiered, a full-text index takes every unindexed row (a cold query pays ~43 ms for a flat BM25 scan
-    of 70 rows), while a B-tree waits for ``INDEX_DELTA_ROWS`` (scanning a few unindexed ids is cheap,
-    rewriting a B-tree segment costs tens of KB).
-    """
-    stats = dataset.stats.index_stats(index_name)
-    unindexed = int(stats.get("num_unindexed_rows") or 0)
-    segments = list(stats.get("num_indexed_rows_per_delta") or [])
-    if not tiered:
-        return 0 if unindexed >= min_unindexed else None
-    if stats.get("index_type") != "Inverted":
-        min_unindexed = max(min_unindexed, INDEX_DELTA_ROWS)
-    if unindexed < min_unindexed and len(segments) <= 2:
-        return None
-    if segments and sum(segments[1:]) + unindexed >= INDEX_TIER_RATIO * segments[0]:
-        return len(segments)
-    return max(len(segments) - 1, 0)
-
-
-def provenance_row(entry_id: str, record_id: str, entry: dict) -> dict:
-    """A ``provenance`` row: the entry's ``ts``/``cue``/``session_id`` as columns, the whole entry as JSON."""
-    try:
-        ts = as_utc(entry.get("ts"))
-    except (AttributeError, TypeError, ValueError):
-        ts = None
-    cue, session_id = entry.get("cue"), entry.get("session_id")
-    return {"id": entry_id, "record_id": record_id, "ts": ts,
-            "cue": None if cue is None else str(cue), "session_id": None if session_id is None else str(session_id),
-            "entry": orjson.dumps(entry, default=str).decode()}
+        return self._provenance.queue
 
 
 def _load_embedder(name: str, model: str | None):
