@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 import pipelines.definitions
 from bench.corpus import generate_corpus
@@ -37,6 +38,7 @@ from tests.test_sources import EXPECTED
 from tests.test_sources import TOTALS as AGENT_TOTALS
 
 REPO = Path(__file__).resolve().parents[1]
+OPENCODE_STORAGE = ".local/share/opencode/storage"
 TOTALS = "SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), " \
          "sum(cache_read_tokens) FROM usage_messages"
 
@@ -156,25 +158,46 @@ def test_two_machines_push_and_the_central_ingest_equals_a_local_one(s3_location
     assert [m["machine"] for m in json.loads(only.stdout)["machines"]] == ["bob@bob-laptop"]
 
 
+@pytest.mark.parametrize("opencode_db", [True, False], ids=["with-opencode-db", "opencode-json-storage-only"])
 def test_other_agents_sessions_pushed_count_centrally_as_their_samples_say(s3_location, tmp_path, monkeypatch,
-                                                                           agent_home):
+                                                                           agent_home, opencode_db):
     """Codex, Gemini CLI, OpenCode and Qwen sessions are archived, pushed and ingested centrally like
-    Claude Code's: the central rows equal the samples' known totals, attributed to the pusher."""
+    Claude Code's: the central rows and records equal a local ingest's, attributed to the pusher.
+    Without ``opencode.db`` only OpenCode's JSON storage holds its session, whose part files are read
+    with their message and session files; pushed again unchanged, nothing counts twice."""
+    if not opencode_db:
+        for db in (agent_home / OPENCODE_STORAGE).parent.glob("*.db*"):
+            db.unlink()
     laptop = agent_settings(tmp_path / "laptop", agent_home)
     store = PackStore.from_settings(laptop)
     files = list(walk_all(found_sources(laptop)))
-    run_processors([ArchiveProcessor(store)], laptop.sessions_dir, store.state, files=files)
+    run_processors([ArchiveProcessor(store), MemoryProcessor(LanceStore.from_settings(laptop))], laptop.sessions_dir,
+                   store.state, files=files)
+    want_ids = {r["id"] for r in LanceStore.from_settings(laptop).records_where("true", ["id"])}
+    assert any(i.startswith("opencode:") for i in want_ids)
     done = _push(laptop.home, s3_location.uri, "dana", "dana-desktop")
     assert done.returncode == 0, done.stderr
     central = _central(tmp_path, s3_location.uri, monkeypatch)
     with dg.instance_for_test() as instance:
-        _, runs = _tick_and_run(instance, None)
-    assert runs == 1
+        cursor, runs = _tick_and_run(instance, None)
+        assert runs == 1
+        run_processors([ArchiveProcessor(store)], laptop.sessions_dir, store.state, files=files)
+        assert json.loads(_push(laptop.home, s3_location.uri, "dana", "dana-desktop").stdout)["manifests"] == []
+        # OpenCode rewrites a message in place: read alone, its tokens would count again as a row of its own
+        message = agent_home / OPENCODE_STORAGE / "message" / EXPECTED[4][1] / "msg_a000000002SYNTH.json"
+        message.write_bytes(message.read_bytes() + b" ")
+        run_processors([ArchiveProcessor(store)], laptop.sessions_dir, store.state,
+                       files=list(walk_all(found_sources(laptop))))
+        assert json.loads(_push(laptop.home, s3_location.uri, "dana", "dana-desktop").stdout)["packs_sent"] == 1
+        cursor, runs = _tick_and_run(instance, cursor)
+        assert runs == 1
     with StateStore(central / "state.duckdb").connect() as conn:
         rows = [(*r[:8], None if r[8] is None else float(r[8])) for r in conn.execute(AGENT_TOTALS).fetchall()]
         who = conn.execute("SELECT DISTINCT user_name, machine FROM usage_messages").fetchall()
     assert rows == EXPECTED
     assert who == [("dana", "dana-desktop")]
+    assert {r["id"] for r in LanceStore(s3_location.child("lance")).records_where("true", ["id"])} == want_ids
+    assert not list((central / "packs").glob(".team-ingest-*"))  # the scratch copies are gone
 
 
 def test_a_push_killed_half_way_completes_on_the_next_run_without_duplicates(s3_location, tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ before (by any manifest: a pack two machines pushed is read once):
    processor reads that file as it reads a local session file. A version that extends one already
    processed (its chunks start with that version's chunks) is read from where the processor stopped,
    as a grown local file is; the scratch file then holds only the new tail, at its real offsets
-   (sparse before), so offsets in rows and ids are those of the original file;
+   (sparse before), so offsets in rows and ids are those of the original file. A version of a source
+   whose files are read together (`Source.reads_tree`: OpenCode's JSON storage) is read in a scratch
+   copy of its tree instead, beside the latest archived version of every other file (`_Scratch`);
 3. attributes every usage row to the manifest's user and machine (the processors' ``origin``), and
    records the first user and machine of every version in ``team_snapshots``.
 
@@ -25,7 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -37,7 +40,8 @@ from pipelines.processors.runner import _count, _report_error, empty_stats
 from resources.archive.adoption import adopt_pack
 from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
-from resources.sources import source_type
+from resources.archive.restore import safe_relative
+from resources.sources import agent_of, path_under_root, source_type
 from resources.state import ProcessedMark, ProcessorFileState, load_processor_state, mark_processed
 from resources.team.manifests import Manifest
 
@@ -134,25 +138,26 @@ class _Run:
             self.packs_this_run.add(key)
             self.team["packs"] += 1
             self.team["pack_bytes"] += nbytes
-            return self._versions(manifest, key, repo, snapshots, reader, origin, sizes)
+            return self._versions(conn, manifest, key, repo, snapshots, reader, origin, sizes)
 
-    def _versions(self, manifest: Manifest, key: str, repo: str, snapshots: list[Snapshot], reader,
+    def _versions(self, conn, manifest: Manifest, key: str, repo: str, snapshots: list[Snapshot], reader,
                   origin: dict, sizes: dict[str, int]) -> bool:
         ok = True
         self.store.files.write_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".team-ingest-", dir=self.store.files.write_dir) as scratch:
+        with tempfile.TemporaryDirectory(prefix=".team-ingest-", dir=self.store.files.write_dir) as folder:
+            scratch = _Scratch(Path(folder), conn, reader, repo)
             for snap in snapshots:
                 self.team["versions"] += 1
                 for p in self.processors:
                     p.origin = origin
-                    ok &= self._process(p, reader, repo, snap, Path(scratch), sizes)
+                    ok &= self._process(p, repo, snap, scratch, sizes)
                 self.pending_versions.append((snap, manifest, key))
                 self.files += 1
         if ok:
             self.pending_packs.append((key, manifest))
         return ok
 
-    def _process(self, processor: SessionProcessor, reader, repo: str, snap: Snapshot, scratch: Path,
+    def _process(self, processor: SessionProcessor, repo: str, snap: Snapshot, scratch: _Scratch,
                  sizes: dict[str, int]) -> bool:
         stats = self.stats[processor.name]
         _count(stats, repo, "scanned")
@@ -163,16 +168,13 @@ class _Run:
         grown = (prev is not None and prev.chunks is not None and len(snap.chunks) > len(prev.chunks)
                  and snap.chunks[: len(prev.chunks)] == prev.chunks and source_type(snap.session_key).append_only)
         start = prev.byte_offset if grown else 0
-        path = scratch / PurePosixPath(snap.session_key).name  # adapters tell formats apart by name (.json, .db)
         try:
-            _write_from(reader, snap, start, sizes, path)
-            result = processor.process_session(path, repo, snap.session_key, None, start_offset=start)
+            with scratch.version(snap, start, sizes) as path:
+                result = processor.process_session(path, repo, snap.session_key, None, start_offset=start)
         except Exception as exc:  # one bad version never stops the others
             _report_error(stats, repo, snap.session_key, exc)
             self.logger.warning("%s failed on %s (retried next run): %s", processor.name, snap.session_key, exc)
             return False
-        finally:
-            path.unlink(missing_ok=True)
         if not isinstance(result, ProcessorResult):
             result = ProcessorResult()
         end = result.end_offset if result.end_offset is not None else snap.size
@@ -204,9 +206,7 @@ class _Run:
                     seen[key] = None if st is None else _Seen(
                         st.file_hash, st.file_size, st.byte_offset, chunks.get((key, st.file_hash)),
                         st.items_extracted)
-        rows = conn.execute(
-            "SELECT object_id, pack_key, size FROM pack_index WHERE repo = ? AND object_id IN (SELECT unnest(?))",
-            [repo, chunk_ids]).fetchall()
+        rows = _indexed(conn, repo, chunk_ids)
         reader.load({oid: key for oid, key, _ in rows})
         return {oid: size for oid, _, size in rows}
 
@@ -234,6 +234,67 @@ class _Run:
                 raise
         self.pending_versions, self.pending_packs, self.pending_manifests = [], [], []
         self.files = 0
+
+
+class _Scratch:
+    """Where the versions of one pack of ``repo`` are written for the processors to read, in ``folder``
+    (deleted with it).
+
+    A version is written alone, named as its file (adapters tell formats apart by name: .json, .db),
+    and deleted once read. A version of a source that `reads_tree` is written instead at its path
+    under its agent's root in a copy of the tree: the first time one is asked for, every latest
+    archived version of ``repo``'s files of that agent is written there (on ``conn``, through
+    ``reader``; one chunk in memory at a time), as the pack's versions, just adopted, are the latest.
+    The copy is left in place: the versions after it read it as their neighbours.
+    """
+
+    def __init__(self, folder: Path, conn, reader, repo: str):
+        self.folder, self.conn, self.reader, self.repo = folder, conn, reader, repo
+        self.trees: dict[str, dict[str, str]] = {}
+        """Per agent: the file hash of each session key its tree copy holds."""
+
+    @contextmanager
+    def version(self, snap: Snapshot, start: int, sizes: dict[str, int]) -> Iterator[Path]:
+        """The path of ``snap``'s bytes from ``start`` on, at their offsets (see `_write_from`)."""
+        if not source_type(snap.session_key).reads_tree:
+            path = self.folder / PurePosixPath(snap.session_key).name
+            try:
+                _write_from(self.reader, snap, start, sizes, path)
+                yield path
+            finally:
+                path.unlink(missing_ok=True)
+            return
+        tree = self._tree(agent_of(snap.session_key))
+        if tree.get(snap.session_key) != snap.file_hash:
+            self._write_in_tree(snap, tree)  # in full: the versions after it read it as a neighbour
+        yield self._tree_path(snap.session_key)
+
+    def _tree(self, agent: str) -> dict[str, str]:
+        if agent not in self.trees:
+            latest = [s for k, s in PackStore.latest_snapshots(self.conn, self.repo).items() if agent_of(k) == agent]
+            rows = _indexed(self.conn, self.repo, sorted({c for s in latest for c in s.chunks}))
+            self.reader.load({oid: key for oid, key, _ in rows})
+            tree: dict[str, str] = {}
+            for snap in latest:
+                self._write_in_tree(snap, tree)
+            self.trees[agent] = tree  # only once whole: a failed copy is made again for the next version
+        return self.trees[agent]
+
+    def _tree_path(self, session_key: str) -> Path:
+        return self.folder / "tree" / safe_relative(path_under_root(session_key))
+
+    def _write_in_tree(self, snap: Snapshot, tree: dict[str, str]) -> None:
+        path = self._tree_path(snap.session_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_from(self.reader, snap, 0, {}, path)
+        tree[snap.session_key] = snap.file_hash
+
+
+def _indexed(conn, repo: str, object_ids: list[str]) -> list[tuple[str, str, int]]:
+    """``(object_id, pack_key, size)`` of the ones of ``object_ids`` that ``repo``'s index holds."""
+    return conn.execute(
+        "SELECT object_id, pack_key, size FROM pack_index WHERE repo = ? AND object_id IN (SELECT unnest(?))",
+        [repo, object_ids]).fetchall()
 
 
 def _insert(conn, table: str, columns: list[str], rows: list[list]) -> None:

@@ -31,6 +31,11 @@ def source_type(session_key: str) -> type[Source]:
     return SOURCE_TYPES[agent_of(session_key)]
 
 
+def path_under_root(session_key: str) -> str:
+    """The path of a session key's file under its agent's root (`Source.key` inverted)."""
+    return session_key if agent_of(session_key) == "claude" else session_key.partition(":")[2]
+
+
 def found_sources(settings: Settings) -> list[Source]:
     """A source for each agent whose root is a folder; a missing root is skipped."""
     return [SOURCE_TYPES[agent](root) for agent, root in settings.agent_roots().items() if root.is_dir()]

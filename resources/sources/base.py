@@ -3,7 +3,8 @@
 A source walks its agent's root and yields `SessionFile`s whose ``key`` is unique across agents
 (Claude Code's keys are the path under its projects folder, unchanged; every other agent's key is
 ``<agent>:<path under its root>``) and whose ``project`` is the partition key (Claude Code: the
-project folder; others: ``<agent>:<project>``). Parsing is per file and needs only the path.
+project folder; others: ``<agent>:<project>``). Parsing is per file and needs only the path, and
+for a source that ``reads_tree`` the other files of its tree around it.
 
 Usage rows are warehouse rows (resources/usage/warehouse.py ``USAGE_SCHEMA``) in one normal form:
 ``input_tokens`` is input not read from cache, ``cache_read_tokens`` the cached input,
@@ -107,10 +108,15 @@ class Source:
     ``append_only``: a grown file only gained lines at its end (its tail before the stored offset is
     unchanged), so it may be read from where the last read stopped; otherwise every change is read
     from byte 0 and the stable row ids do the de-duplication.
+
+    ``reads_tree``: reading a file also reads other files of the tree, found by their paths relative
+    to it (OpenCode's part files name their message and session files). Such a file read away from
+    its tree (a version from the archive) must lie at its path under the root, among the other files.
     """
 
     agent: str = ""
     append_only: bool = False
+    reads_tree: bool = False
 
     def __init__(self, root: Path | str):
         self.root = Path(root)

@@ -5,7 +5,8 @@ Two layouts (``formats/opencode.md``), read both: since v1.2 one SQLite database
 tables whose ``data`` column is JSON; before, JSON files ``storage/session/<project>/<session>.json``,
 ``storage/message/<session>/<message>.json`` and ``storage/part/<message>/<part>.json``. Both are
 rewritten in place, so every change is read from the start; rows and records are keyed by the
-message and part ids, so a session present in both layouts counts once.
+message and part ids, so a session present in both layouts counts once. A JSON file is read with the
+files it names (``Source.reads_tree``): a part with its message and session, a message with its parts.
 
 - One usage row per ``step-finish`` part (one model request): a message's own ``tokens`` are only
   its LAST step's (its ``cost`` is the sum). A message with no step-finish part falls back to one
@@ -51,6 +52,7 @@ def database_path(root: Path) -> Path | None:
 
 class OpenCodeSource(Source):
     agent = AGENT
+    reads_tree = True
 
     def walk(self, projects: set[str] | None = None) -> Iterator[SessionFile]:
         db = database_path(self.root)
