@@ -29,6 +29,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     from resources.settings import Settings
 
     settings = Settings.from_env()
+    settings.check_storage()
     report = rebuild_memory(LanceStore.from_settings(settings), PackStore.from_settings(settings))
     if args.json:
         print(json.dumps(report, indent=2))
