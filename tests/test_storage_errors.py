@@ -10,11 +10,18 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pipelines.processors.archive import ArchiveProcessor
+from pipelines.processors.memory import MemoryProcessor
+from pipelines.processors.runner import run_processors
+from resources.archive.packs import PackStore
+from resources.memory.lance import RECORDS, LanceStore
 from resources.settings import Settings
+from resources.state import StateStore
 from tests.s3_support import CREDENTIALS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,3 +129,22 @@ def test_a_missing_bucket_is_named(settings, tmp_path, s3_server):
     _one_line(result, "sessionlake archive ls", "bucket 'never-created' does not exist",
               "fix SESSIONLAKE_STORAGE_URI")
 
+
+def test_memory_rebuild_of_a_broken_table_in_a_bucket_refuses_and_keeps_it(settings, tmp_path, s3_location):
+    env = _env(settings, SESSIONLAKE_STORAGE_URI=s3_location.uri, AWS_ENDPOINT_URL=s3_location.options["endpoint"])
+    remote = replace(settings, storage_uri=s3_location.uri)
+    lance = LanceStore.from_settings(remote)
+    run_processors([MemoryProcessor(lance), ArchiveProcessor(PackStore.from_settings(remote))],
+                   remote.sessions_dir, StateStore.from_settings(remote))
+    healthy = _cli("memory", "rebuild", "--json", env=env, cwd=tmp_path)
+    assert healthy.returncode == 0, healthy.stderr
+
+    tables = s3_location.child("lance").blobs()
+    for blob in tables.list(f"{RECORDS}.lance/_versions/"):
+        tables.delete(blob.name)  # Lance can no longer open it
+    kept = sorted(b.name for b in tables.list(f"{RECORDS}.lance/"))
+    refused = _cli("memory", "rebuild", env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    _one_line(refused, "sessionlake memory rebuild", "Lance table 'records' cannot be opened",
+              f"{s3_location.uri}/lance/{RECORDS}.lance cannot be set aside in a bucket", "move its objects by hand")
+    assert sorted(b.name for b in tables.list(f"{RECORDS}.lance/")) == kept, "not one object removed"
