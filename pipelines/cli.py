@@ -4,6 +4,10 @@ Each command lives in ``pipelines/commands/<command>.py`` (module name = command
 ``register(subparsers)`` that adds its parser and sets ``handler``; only the module of the command
 being run is imported. Handlers import their heavy dependencies (Dagster, LanceDB, DuckDB)
 inside the function, so a hot-path command such as ``capture`` starts in milliseconds.
+
+A setting that cannot be used (`resources.settings.SettingError`: a bad ``SESSIONLAKE_*`` value or storage
+URI) or a storage bucket that cannot be reached (`StorageUnavailable`) ends any command with one line on
+stderr naming what to fix, and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from resources.objectstore.location import StorageUnavailable
+from resources.settings import SettingError
 
 COMMAND_MODULES = (
     "archive",
@@ -66,11 +73,17 @@ def join_dash_values(argv: list[str], parser: argparse.ArgumentParser | None = N
     return out if parser is None else _names_last(out, parser)
 
 
-def _names_last(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+def _command(argv: list[str], parser: argparse.ArgumentParser) -> tuple[int, argparse.ArgumentParser]:
+    """How many of ``argv``'s first words name (sub)commands, and the parser of the last one."""
     depth, command = 0, parser
     while depth < len(argv) and (choices := _subcommands(command)) and argv[depth] in choices:
         command = choices[argv[depth]]
         depth += 1
+    return depth, command
+
+
+def _names_last(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    depth, command = _command(argv, parser)
     if not any(a.metavar == NAME_METAVAR and not a.option_strings for a in command._actions):
         return argv
     takes_value = {s: a.nargs != 0 for a in command._actions for s in a.option_strings}
@@ -112,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(join_dash_values(argv, parser))
     try:
         return int(args.handler(args) or 0)
+    except (SettingError, StorageUnavailable) as exc:  # the user's setting, not a bug: one line, no traceback
+        print(f"{_command(argv, parser)[1].prog}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

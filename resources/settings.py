@@ -15,6 +15,10 @@ from pathlib import Path
 from resources.private_home import make_private
 
 
+class SettingError(ValueError):
+    """A setting (an environment variable) cannot be used; the message names it and says what it accepts."""
+
+
 def _env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser() if value else default
@@ -27,7 +31,7 @@ def _env_float(name: str, default: float) -> float:
     try:
         return float(value)
     except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not a number") from exc
+        raise SettingError(f"{name}={value!r} is not a number") from exc
 
 
 def _login() -> str:
@@ -45,7 +49,7 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
     """One of ``choices`` (the first is the default), case-insensitive."""
     value = (os.environ.get(name) or choices[0]).strip().lower()
     if value not in choices:
-        raise ValueError(f"{name}={os.environ[name]!r}: use one of {', '.join(choices)} (default {choices[0]})")
+        raise SettingError(f"{name}={os.environ[name]!r}: use one of {', '.join(choices)} (default {choices[0]})")
     return value
 
 
@@ -117,14 +121,21 @@ class Settings:
         """The `StorageLocation` of ``storage_uri``, or None when everything stays under ``home``."""
         from resources.objectstore.location import StorageLocation
 
-        return StorageLocation.parse(self.storage_uri) if self.storage_uri else None
+        return StorageLocation.parse(self.storage_uri, setting="SESSIONLAKE_STORAGE_URI") if self.storage_uri else None
 
     @property
     def team(self):
         """The `StorageLocation` of ``team_uri``, or None."""
         from resources.objectstore.location import StorageLocation
 
-        return StorageLocation.parse(self.team_uri) if self.team_uri else None
+        return StorageLocation.parse(self.team_uri, setting="SESSIONLAKE_TEAM_URI") if self.team_uri else None
+
+    def check_storage(self) -> None:
+        """With a storage URI, one request to its bucket: `StorageUnavailable` (naming the setting to fix) when
+        the bucket cannot be reached or used. Commands call it before they touch the Lance tables or the packs,
+        so a wrong endpoint, bucket or key fails in one line, at once, with nothing half done."""
+        if self.storage is not None:
+            self.storage.blobs().check()
 
     @property
     def capture_dir(self) -> Path:

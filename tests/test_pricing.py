@@ -4,6 +4,7 @@ providers' list prices (USD per million tokens) and checked to the cent through 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,9 @@ import orjson
 import pytest
 
 from resources.usage.pricing import PriceTable
-from tests.conftest import SAMPLE_PROJECT
+from tests.conftest import FIXTURES, SAMPLE_PROJECT
+
+AGENT_SAMPLES = FIXTURES / "agents"
 
 # One response's usage, the same for every model below (input + cache writes + reads = 194,000, under 200k).
 SMALL = {"input_tokens": 10_000, "output_tokens": 20_000, "cache_creation_input_tokens": 100_000,
@@ -151,3 +154,41 @@ def test_names_match_exactly_or_as_a_date_stamped_alias(model, source, matched):
                                    "claude-haiku-4-5-fast", "claude", "<synthetic>", ""])
 def test_no_family_prefix_or_guessed_fast_rate(model):
     assert PriceTable(overrides={}).lookup(model) is None
+
+
+def test_provider_prefixed_model_ids_are_priced_as_the_model_they_name(tmp_path):
+    home = tmp_path / "user"
+    storage = home / ".local" / "share" / "opencode" / "storage"
+    shutil.copytree(AGENT_SAMPLES / ".local" / "share" / "opencode" / "storage", storage)
+    for path in storage.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    for path in (storage / "message").rglob("*.json"):  # OpenCode's ids as it writes them through a router
+        message = json.loads(path.read_text())
+        if "modelID" in message:
+            message["modelID"] = f"{message['providerID']}/{message['modelID']}"
+            path.write_text(json.dumps(message))
+    env = {**os.environ, "HOME": str(home), "SESSIONLAKE_HOME": str(tmp_path / "data"), "SESSIONLAKE_SESSIONS_DIR": "",
+           "SESSIONLAKE_AGENTS": "opencode", "DAGSTER_HOME": str(tmp_path / "dagster")}
+    ingest = _cli("ingest", "--only", "usage", env=env)
+    assert ingest.returncode == 0, ingest.stderr
+
+    daily = _cli("usage", "daily", "--mode", "calculate", "--json", env=env)
+    assert daily.returncode == 0 and "no price" not in daily.stderr, daily.stderr
+    report = json.loads(daily.stdout)
+    assert "unpricedModels" not in report["totals"]
+    costs = {b["modelName"]: b["cost"] for b in report["daily"][0]["modelBreakdowns"]}
+    # claude-sonnet-4-5, $3 / $15 / $3.75 (write) per MTok: 1,200 input, 300 output, 6,000 cache writes
+    assert costs["anthropic/claude-sonnet-4-5"] == pytest.approx((1_200 * 3 + 300 * 15 + 6_000 * 3.75) / 1e6)
+    # gpt-5, $1.25 / $10 / $0.125 (read): 900 input, 370 output + 200 reasoning, 13,500 cache reads
+    assert costs["openai/gpt-5"] == pytest.approx((900 * 1.25 + 570 * 10 + 13_500 * 0.125) / 1e6)
+
+    shown = _cli("prices", "openai/gpt-5", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro",
+                 "openrouter/anthropic/claude-sonnet-4", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    got = {e["model"]: (e["source"], e["matched"]) for e in json.loads(shown.stdout)}
+    assert got == {"openai/gpt-5": ("database", "gpt-5"),
+                   "anthropic/claude-sonnet-4": ("database", "claude-sonnet-4-0"),
+                   "google/gemini-2.5-pro": ("database", "gemini-2.5-pro"),
+                   "openrouter/anthropic/claude-sonnet-4": ("database", "claude-sonnet-4-0")}
+    unknown = _cli("prices", "acme/gpt-5", "openai/gpt-5-turbo-9", env=env)
+    assert unknown.returncode == 1 and "acme/gpt-5" in unknown.stderr and "openai/gpt-5-turbo-9" in unknown.stderr

@@ -168,6 +168,28 @@ def test_usage_cli_filters_by_agent_and_breaks_rows_down_per_agent(tmp_path, age
     assert bad.returncode == 2 and "expected one of" in bad.stderr
 
 
+def test_blocks_count_thoughts_and_reasoning_in_total_tokens_as_every_other_report(tmp_path, agent_home):
+    settings = _settings(tmp_path, agent_home)
+    _ingest(settings, UsageProcessor())
+    env = _env(tmp_path, agent_home)
+
+    def block_totals(*args: str) -> tuple[list[int], dict]:
+        result = _cli(env, "usage", "blocks", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        return [b["totalTokens"] for b in report["blocks"] if not b["isGap"]], report
+
+    # SOURCES.md's totals: input (cached included) + output + thoughts / reasoning reported apart
+    # Gemini: JSONL 33,050 + 83 + 150 = 33,283; legacy JSON 24,500 + 140 + 300 = 24,940
+    assert block_totals("--agent", "gemini")[0] == [24_940, 33_283]
+    # Codex's reasoning is inside its output (34,469 + 431, 298,373 + 1,123): never added twice
+    assert block_totals("--agent", "codex")[0] == [34_900, 299_496]
+    # OpenCode: 2,100 input + 670 output + 200 reasoning + 13,500 cache reads + 6,000 cache writes
+    assert block_totals("--agent", "opencode")[0] == [22_470]
+    every, report = block_totals()
+    assert sum(every) == report["totals"]["totalTokens"] == sum(sum(e[3:8]) for e in EXPECTED)
+
+
 def test_the_sensor_sees_a_codex_file_change_under_its_own_partition(tmp_path, agent_home):
     settings = _settings(tmp_path, agent_home)
     resource = StateResource(home=str(settings.home), sessions_dir=str(settings.sessions_dir),

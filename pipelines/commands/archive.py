@@ -29,7 +29,9 @@ def _store():
     from resources.archive.packs import PackStore
     from resources.settings import Settings
 
-    return PackStore.from_settings(Settings.from_env())
+    settings = Settings.from_env()
+    settings.check_storage()
+    return PackStore.from_settings(settings)
 
 
 def resolve_projects(store, names: list[str]) -> list[str]:

@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from resources.settings import Settings
 
     try:
-        home = prepare_dagster_home(Settings.from_env())
+        settings = Settings.from_env()
+        settings.check_storage()
+        home = prepare_dagster_home(settings)
         if postgres_configs(home / "dagster.yaml"):
             # reach the server now, with one clear error, and create the schema once, before the
             # webserver, the daemon and its threads all race to

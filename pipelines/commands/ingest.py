@@ -2,8 +2,9 @@
 
 Exit status: 0 when every file was ingested (or nothing needed it), 1 when any file failed (the
 files and errors are listed; they stay unprocessed and are retried), 2 when a setting is invalid,
-there is no sessions tree to read, the Dagster instance cannot be opened (say, its Postgres server), or a pool slot
-stayed taken by another live run.
+the storage bucket (SESSIONLAKE_STORAGE_URI) cannot be reached or used (checked unless ``--only usage``,
+which does not touch it), there is no sessions tree to read, the Dagster instance cannot be opened
+(say, its Postgres server), or a pool slot stayed taken by another live run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad SESSIONLAKE_* value
         print(f"sessionlake ingest: {exc}", file=sys.stderr)
         return 2
+    if set(args.only or PROCESSOR_ASSETS) - {"usage"}:  # memory and archive write to the storage; usage does not
+        settings.check_storage()
     try:
         result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None,
                         settings=settings, everything=args.everything, say=lambda text: print(text, file=sys.stderr))

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from resources.settings import Settings
 
     settings = Settings.from_env()
+    settings.check_storage()
     retention = lm.LANCE_OPTIMIZE_RETENTION_SEC if args.retention is None else args.retention
     try:
         lm.check_retention(retention, settings.lance_retention_floor_sec, args.force)

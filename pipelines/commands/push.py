@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from resources.archive.packs import PackStore
-    from resources.objectstore.location import StorageUriError
+    from resources.objectstore.location import StorageUnavailable, StorageUriError
     from resources.settings import Settings
     from resources.team.manifests import ManifestError, check_label
     from resources.team.push import push
@@ -42,8 +42,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log = (lambda _m: None) if args.json else (lambda m: print(m, flush=True))
     try:
+        settings.check_storage()
+        settings.team.blobs().check()
         report = push(PackStore.from_settings(settings), settings.team, settings.user, settings.machine,
                       settings.home, log)
+    except StorageUnavailable as exc:
+        print(f"sessionlake push: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # the bucket or the network: nothing is lost, the next push goes on from here
         print(f"sessionlake push: {type(exc).__name__}: {exc}; nothing is lost, run it again", file=sys.stderr)
         return 1

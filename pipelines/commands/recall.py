@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sessionlake recall: no memory at {settings.lance_dir} yet; run `sessionlake ingest` first",
               file=sys.stderr)
         return 1
+    settings.check_storage()
     store = LanceStore.from_settings(settings)
     try:
         hits = recall(store, args.query, args.session_id, k=args.k, project=args.project, since=args.since)

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from resources.archive.packs import PackStore
     from resources.settings import Settings
 
-    store = PackStore.from_settings(Settings.from_env())
+    settings = Settings.from_env()
+    settings.check_storage()
+    store = PackStore.from_settings(settings)
     try:
         [project] = resolve_projects(store, [args.project])
         session_key = None

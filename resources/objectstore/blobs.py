@@ -11,6 +11,7 @@ Contract:
   small objects (manifests). A missing key raises FileNotFoundError in both.
 - ``list`` yields `BlobInfo` (name below the prefix, size, last-modified time), in key order.
 - ``delete`` is idempotent. Names are relative to the prefix and never start with ``/``.
+- ``check`` is one cheap request that says, as `StorageUnavailable`, why the bucket cannot be used.
 
 boto3 is imported when the first client is built, not when this module is: the CLI's fast paths
 never pay for it.
@@ -24,9 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from resources.objectstore.location import StorageLocation
+from resources.objectstore.location import StorageLocation, StorageUnavailable
 
 BLOCK = 1 << 20
+_ACCESS_REFUSED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,57 @@ class Blobs:
     @property
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            opts = self.location.options
-            self._client = boto3.client(
-                "s3", endpoint_url=opts.get("endpoint"), region_name=opts.get("region") or "us-east-1",
-                aws_access_key_id=opts.get("aws_access_key_id"),
-                aws_secret_access_key=opts.get("aws_secret_access_key"),
-                aws_session_token=opts.get("aws_session_token"),
-                config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16),
-            )
+            self._client = self._new_client(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16)
         return self._client
+
+    def _new_client(self, **config):
+        import boto3
+        from botocore.config import Config
+
+        opts = self.location.options
+        return boto3.client(
+            "s3", endpoint_url=opts.get("endpoint"), region_name=self.region,
+            aws_access_key_id=opts.get("aws_access_key_id"),
+            aws_secret_access_key=opts.get("aws_secret_access_key"),
+            aws_session_token=opts.get("aws_session_token"),
+            config=Config(**config),
+        )
+
+    @property
+    def region(self) -> str:
+        return self.location.options.get("region") or "us-east-1"
+
+    def check(self) -> None:
+        """List one key under the prefix, with short timeouts and one retry. `StorageUnavailable`, in one
+        line naming the setting to fix, when the endpoint does not answer, the bucket does not exist,
+        access is refused or there are no credentials."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        loc = self.location
+        named = f"{loc.setting}={loc.uri}"
+        where = loc.options.get("endpoint") or f"AWS S3 (region {self.region})"
+        base = f"{loc.prefix}/" if loc.prefix else ""
+        probe = self._new_client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=20)
+        try:
+            probe.list_objects_v2(Bucket=loc.bucket, Prefix=base, MaxKeys=1)
+        except NoCredentialsError:
+            raise StorageUnavailable(f"{named}: no AWS credentials; set AWS_ACCESS_KEY_ID and "
+                                     "AWS_SECRET_ACCESS_KEY") from None
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code") or str(_status(exc))
+            if code == "NoSuchBucket":
+                raise StorageUnavailable(f"{named}: bucket {loc.bucket!r} does not exist at {where}; "
+                                         f"create it, or fix {loc.setting}") from None
+            if code in _ACCESS_REFUSED or _status(exc) == 403:
+                raise StorageUnavailable(f"{named}: {where} refused access ({code}); check AWS_ACCESS_KEY_ID, "
+                                         "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN") from None
+            detail = f"{code}: {error['Message']}" if error.get("Message") else code
+            raise StorageUnavailable(f"{named}: {where} answered {detail}; check {loc.setting}, "
+                                     "AWS_ENDPOINT_URL and AWS_REGION") from None
+        except BotoCoreError as exc:  # nothing answers: connection refused, timeout, unknown host
+            raise StorageUnavailable(f"{named}: cannot reach {where} ({type(exc).__name__}); "
+                                     "check AWS_ENDPOINT_URL and the network") from None
 
     def key(self, name: str) -> str:
         if not name or name.startswith("/"):

@@ -4,7 +4,10 @@ The URI puts the Lance tables under ``<uri>/lance`` and the packs under ``<uri>/
 region and endpoint come from the variables every S3 tool reads (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` or ``AWS_DEFAULT_REGION``,
 ``AWS_ENDPOINT_URL``); ``AWS_ALLOW_HTTP=true`` allows a plain-HTTP endpoint (a test server on
-loopback), which is otherwise refused. Nothing here touches the network.
+loopback), which is otherwise refused. Nothing here touches the network (`Blobs.check` does).
+
+A URI or endpoint that cannot be used raises `StorageUriError` naming the variable to fix; a location
+that parses but cannot be reached or used is reported by `Blobs.check` as `StorageUnavailable`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
+
+from resources.settings import SettingError
 
 SCHEMES = ("s3",)
 _ENV_OPTIONS = {
@@ -24,8 +29,14 @@ _ENV_OPTIONS = {
 }
 
 
-class StorageUriError(ValueError):
-    """The storage URI cannot be used; the message says why and what is accepted."""
+class StorageUriError(SettingError):
+    """The storage URI (or the endpoint it is reached at) cannot be used; the message names the variable,
+    says why and what is accepted."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The bucket a URI names cannot be reached or used (no such bucket, access refused, endpoint down);
+    the message says which, and which settings to check."""
 
 
 @dataclass(frozen=True)
@@ -35,22 +46,41 @@ class StorageLocation:
     bucket: str
     prefix: str = ""
     options: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    setting: str = field(default="storage URI", compare=False, repr=False)
+    """The variable the URI came from, named in error messages."""
 
     @classmethod
-    def parse(cls, uri: str, env: dict[str, str] | None = None) -> StorageLocation:
-        """``s3://bucket[/prefix]``, options from ``env`` (default: the process environment)."""
+    def parse(cls, uri: str, env: dict[str, str] | None = None, setting: str = "storage URI") -> StorageLocation:
+        """``s3://bucket[/prefix]``, options from ``env`` (default: the process environment); ``setting`` is
+        the variable ``uri`` came from. `StorageUriError` when the URI or ``AWS_ENDPOINT_URL`` is unusable."""
         env = os.environ if env is None else env
         parsed = urlparse(uri.strip())
-        if parsed.scheme not in SCHEMES or not parsed.netloc:
-            raise StorageUriError(f"storage URI {uri!r} is not s3://BUCKET[/PREFIX] "
-                                  "(unset SESSIONLAKE_STORAGE_URI to keep everything in SESSIONLAKE_HOME)")
+        if parsed.scheme not in SCHEMES:
+            why = f"scheme {parsed.scheme + '://'!r} is not supported" if parsed.scheme else "it has no scheme"
+            raise StorageUriError(f"{setting}={uri!r}: {why}; use s3://BUCKET[/PREFIX], or unset {setting}")
+        if not parsed.netloc:
+            raise StorageUriError(f"{setting}={uri!r} names no bucket; use s3://BUCKET[/PREFIX], or unset {setting}")
         if parsed.query or parsed.fragment:
-            raise StorageUriError(f"storage URI {uri!r}: no query or fragment allowed; "
+            raise StorageUriError(f"{setting}={uri!r}: no query or fragment allowed; "
                                   "endpoint and credentials come from the AWS_* variables")
         options = {key: env[var] for key, var in _ENV_OPTIONS.items() if env.get(var)}
         if "region" not in options and env.get("AWS_DEFAULT_REGION"):
             options["region"] = env["AWS_DEFAULT_REGION"]
-        return cls(parsed.netloc, parsed.path.strip("/"), options)
+        location = cls(parsed.netloc, parsed.path.strip("/"), options, setting)
+        location._check_endpoint()
+        return location
+
+    def _check_endpoint(self) -> None:
+        endpoint = self.options.get("endpoint")
+        if endpoint is None:
+            return
+        parsed = urlparse(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise StorageUriError(f"AWS_ENDPOINT_URL={endpoint!r} is not a URL (https://HOST[:PORT]), "
+                                  f"so {self.setting} cannot be reached")
+        if parsed.scheme == "http" and not self.allow_http:
+            raise StorageUriError(f"AWS_ENDPOINT_URL={endpoint!r} is plain HTTP, refused unless "
+                                  "AWS_ALLOW_HTTP=true (a test server on loopback); use https://")
 
     @property
     def uri(self) -> str:
@@ -59,7 +89,7 @@ class StorageLocation:
     def child(self, *parts: str) -> StorageLocation:
         """The location ``parts`` below this one, with the same options."""
         prefix = "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
-        return StorageLocation(self.bucket, prefix, self.options)
+        return StorageLocation(self.bucket, prefix, self.options, self.setting)
 
     @property
     def allow_http(self) -> bool:

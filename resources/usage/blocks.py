@@ -6,6 +6,11 @@ in the second case a gap block (``isGap``, ``id: "gap-<start>"``) spans from the
 block length to the next entry. A block is active while ``now`` is before its end and less than a
 block length after its last entry; only the active block gets a ``burnRate`` (over the span from its
 first to its last entry) and a ``projection`` to its end.
+
+A block's ``totalTokens`` is its four ``tokenCounts`` plus the output its agents report apart from
+``outputTokens`` (Gemini's and Qwen's thoughts, OpenCode's reasoning): ccusage 20 counts those in
+``totalTokens`` in every report it makes for those agents (its ``blocks`` read Claude Code alone,
+whose rows have none), and so do this report's ``totals``, which the blocks add up to.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class BlockEntry(NamedTuple):
     cache_creation_tokens: int
     cache_read_tokens: int
     cost: float
+    extra_output_tokens: int
 
 
 def iso_z(ts: datetime) -> str:
@@ -83,7 +89,7 @@ def _block(start: datetime, entries: list[BlockEntry], now: datetime, span: time
         "isGap": False,
         "entries": len(entries),
         "tokenCounts": counts,
-        "totalTokens": sum(counts.values()),
+        "totalTokens": sum(counts.values()) + sum(e.extra_output_tokens for e in entries),
         "costUSD": sum(e.cost for e in entries),
         "models": list(dict.fromkeys(e.model for e in entries)),
         "burnRate": None,

@@ -62,8 +62,8 @@ def _active_block(conn, now: datetime, mode: str) -> dict | None:
     ).fetchall()[0]
     rows = conn.execute(
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
-                   cache_read_tokens, {COST_SQL[mode]}
+                   cache_read_tokens, {COST_SQL[mode]}, extra_output_tokens
             FROM usage_messages WHERE ts >= $start AND ts <= $now ORDER BY ts, session_key, line_offset""",
         {"start": chain_start, "now": now},
     ).fetchall()
-    return active_block(build_blocks((BlockEntry(*r[:6], float(r[6])) for r in rows), now))
+    return active_block(build_blocks((BlockEntry(*r[:6], float(r[6]), r[7]) for r in rows), now))

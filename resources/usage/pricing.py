@@ -4,6 +4,12 @@ A model name from a transcript gets a price only by one of these, first match wi
 
 1. ``override``: an entry of ``SESSIONLAKE_PRICE_FILE`` named exactly like the model, or like the model
    with its date stamp removed;
+   then, for a name that starts with provider prefixes (`PROVIDER_PREFIXES`: OpenCode writes
+   ``openai/gpt-5``, ``anthropic/claude-sonnet-4``, ``google/gemini-2.5-pro``; routers stack them,
+   ``openrouter/anthropic/...``), the price of the name without them by all of these rules, as ccusage
+   prices it: the model is the same whoever routed it, and its maker's list price applies (genai-prices
+   files ``anthropic/claude-sonnet-4`` under Google's Vertex listing, whose 1-hour cache write differs);
+   its ``matched`` says which entry it got. Only when that name has no price do 2-4 try the name as written;
 2. ``database``: a model of genai-prices (first-party providers only) whose id, or one of the names it
    lists for that model, is exactly the model name;
 3. ``alias``: the same, for the model name with its date stamp removed (``claude-sonnet-4-20250514`` ->
@@ -47,7 +53,12 @@ DATABASE_PROVIDERS = ("anthropic", "openai", "google", "deepseek", "mistral", "x
 
 SOURCES = ("override", "database", "alias", "supplement")
 
-RULES_VERSION = "2"
+PROVIDER_PREFIXES = frozenset({"anthropic", "openai", "google", "gemini", "vertex_ai", "azure", "openrouter",
+                               "deepseek", "mistral", "x-ai", "xai", "moonshotai", "zai"})
+"""Path segments that name who served a model, not the model: the providers priced here and the routers
+(Azure, Vertex AI, OpenRouter) ccusage strips too."""
+
+RULES_VERSION = "3"
 """Part of the fingerprint: bump when the way a name maps to a price changes, so stored rows are re-costed."""
 
 _DATE_STAMP = re.compile(r"(?:[-@]20\d{6}|-20\d{2}-\d{2}-\d{2})$")
@@ -129,6 +140,9 @@ class PriceTable:
         found = _find_entry(self.overrides, model)
         if found:
             return ModelPrice(model, found[0], "override", found[1])
+        bare = _unprefixed(model)
+        if bare is not None and (price := self.lookup(bare)) is not None:
+            return ModelPrice(model, price.matched, price.source, price.bands)
         fast = model.endswith(FAST_SUFFIX)
         base = model[: -len(FAST_SUFFIX)] if fast else model
         for name, source in ((base, "database"), (_undated(base), "alias")):
@@ -190,6 +204,16 @@ def _find_entry(entries: dict[str, tuple[PriceBand, ...]], model: str) -> tuple[
         if name in entries:
             return name, entries[name]
     return None
+
+
+def _unprefixed(model: str) -> str | None:
+    """``model`` without the `PROVIDER_PREFIXES` it starts with (``openrouter/openai/gpt-5`` -> ``gpt-5``), or None."""
+    name = model
+    head, _, rest = name.partition("/")
+    while rest and head.lower() in PROVIDER_PREFIXES:
+        name = rest
+        head, _, rest = name.partition("/")
+    return name if name != model else None
 
 
 def _undated(model: str) -> str | None:

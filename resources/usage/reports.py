@@ -345,7 +345,7 @@ def _blocks(conn, where: str, params: dict, flt: ReportFilter, opts: ReportOptio
         params,
     )
     now = opts.now or datetime.now(UTC)
-    blocks = build_blocks((BlockEntry(*r[:6], float(r[6])) for r in rows), now)
+    blocks = build_blocks((BlockEntry(*r[:6], float(r[6]), r[8]) for r in rows), now)
     if opts.active:
         blocks = [b for b in blocks if b["isActive"]]
     elif opts.recent:

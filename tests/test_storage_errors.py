@@ -1,0 +1,150 @@
+"""A storage setting that cannot be used, as a user meets it: every command that touches the storage, run
+as the console script, exits non-zero with one line on stderr naming what is wrong and the variable to
+fix, never a traceback, and nothing is written or lost. Unsupported and malformed URIs, an endpoint
+nothing answers at (a closed loopback port), a plain-HTTP endpoint not allowed, a missing bucket and
+`memory rebuild` of a broken table in a bucket (the moto server)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipelines.processors.archive import ArchiveProcessor
+from pipelines.processors.memory import MemoryProcessor
+from pipelines.processors.runner import run_processors
+from resources.archive.packs import PackStore
+from resources.memory.lance import RECORDS, LanceStore
+from resources.settings import Settings
+from resources.state import StateStore
+from tests.s3_support import CREDENTIALS
+
+REPO = Path(__file__).resolve().parents[1]
+STORAGE_COMMANDS = {  # what each prints its errors as -> how it is run
+    "sessionlake ingest": ["ingest"],
+    "sessionlake memory rebuild": ["memory", "rebuild"],
+    "sessionlake maintain": ["maintain"],
+    "sessionlake recall": ["recall", "anything"],
+    "sessionlake archive ls": ["archive", "ls"],
+    "sessionlake archive verify": ["archive", "verify"],
+    "sessionlake archive gc": ["archive", "gc"],
+    "sessionlake restore": ["restore", "-home-me-app", "--to", "restored"],
+    "sessionlake dev": ["dev"],
+}
+CLOSED_PORT = "http://127.0.0.1:1"
+"""Nothing listens on port 1 of loopback: a connection is refused at once."""
+
+
+def _cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env={**env, "PYTHONPATH": str(REPO)},
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _env(settings: Settings, **extra: str) -> dict:
+    """The process environment for the test's data home, AWS credentials, and ``extra``; no other AWS_* value."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "SESSIONLAKE_TEAM_URI"}
+    return {**env, "DAGSTER_HOME": str(settings.home / "dagster"), **CREDENTIALS, **extra}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _one_line(result: subprocess.CompletedProcess, prefix: str, *wanted: str) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"{prefix}: "), result.stderr
+    for text in wanted:
+        assert text in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("uri", "why"), [
+    ("ftp://x/y", "scheme 'ftp://' is not supported"),
+    ("s3://", "names no bucket"),
+    ("my-bucket/sessions", "it has no scheme"),
+])
+def test_an_unusable_storage_uri_stops_every_command_in_one_line(settings, tmp_path, uri, why):
+    env = _env(settings, SESSIONLAKE_STORAGE_URI=uri)
+    before = _files(tmp_path)
+    commands = {**STORAGE_COMMANDS, "sessionlake usage": ["usage", "daily"], "sessionlake prices": ["prices"],
+                "sessionlake push": ["push"]}
+    for prefix, command in commands.items():
+        result = _cli(*command, env=env, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        _one_line(result, prefix, f"SESSIONLAKE_STORAGE_URI={uri!r}", why, "use s3://BUCKET[/PREFIX]")
+    assert _files(tmp_path) == before, "nothing written, nothing lost"
+
+
+def test_an_unusable_team_uri_names_its_own_variable(settings, tmp_path):
+    result = _cli("push", env=_env(settings, SESSIONLAKE_TEAM_URI="s3://"), cwd=tmp_path)
+    assert result.returncode == 2
+    _one_line(result, "sessionlake push", "SESSIONLAKE_TEAM_URI='s3://' names no bucket")
+
+
+def test_an_endpoint_nothing_answers_at_stops_storage_commands_at_once(settings, tmp_path):
+    env = _env(settings, SESSIONLAKE_STORAGE_URI="s3://sessions/me", AWS_ENDPOINT_URL=CLOSED_PORT)
+    before = _files(tmp_path)
+    for prefix, command in STORAGE_COMMANDS.items():
+        started = time.monotonic()
+        result = _cli(*command, env=env, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        _one_line(result, prefix, "SESSIONLAKE_STORAGE_URI=s3://sessions/me", f"cannot reach {CLOSED_PORT}",
+                  "check AWS_ENDPOINT_URL")
+        assert time.monotonic() - started < 30, command
+    push = _cli("push", env={**env, "SESSIONLAKE_TEAM_URI": "s3://team/x"}, cwd=tmp_path)
+    assert push.returncode == 1  # push's contract: 1 when a bucket could not be reached
+    _one_line(push, "sessionlake push", f"cannot reach {CLOSED_PORT}")
+    assert _files(tmp_path) == before, "nothing written, nothing lost"
+
+
+def test_a_usage_only_ingest_does_not_need_the_storage(settings, tmp_path):
+    env = _env(settings, SESSIONLAKE_STORAGE_URI="s3://sessions/me", AWS_ENDPOINT_URL=CLOSED_PORT)
+    ingest = _cli("ingest", "--only", "usage", env=env, cwd=tmp_path)
+    assert ingest.returncode == 0, ingest.stderr
+    report = _cli("usage", "daily", "--json", env=env, cwd=tmp_path)
+    assert report.returncode == 0 and '"totalTokens": 4528615' in report.stdout, report.stderr
+
+
+def test_a_plain_http_endpoint_needs_aws_allow_http_and_an_endpoint_must_be_a_url(settings, tmp_path):
+    env = _env(settings, SESSIONLAKE_STORAGE_URI="s3://sessions/me", AWS_ENDPOINT_URL=CLOSED_PORT)
+    del env["AWS_ALLOW_HTTP"]
+    result = _cli("recall", "anything", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    _one_line(result, "sessionlake recall", f"AWS_ENDPOINT_URL='{CLOSED_PORT}' is plain HTTP", "AWS_ALLOW_HTTP=true")
+    result = _cli("recall", "anything", env={**env, "AWS_ENDPOINT_URL": "127.0.0.1:9000"}, cwd=tmp_path)
+    assert result.returncode == 2
+    _one_line(result, "sessionlake recall", "AWS_ENDPOINT_URL='127.0.0.1:9000' is not a URL")
+
+
+def test_a_missing_bucket_is_named(settings, tmp_path, s3_server):
+    env = _env(settings, SESSIONLAKE_STORAGE_URI="s3://never-created/me", AWS_ENDPOINT_URL=s3_server.endpoint)
+    result = _cli("archive", "ls", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    _one_line(result, "sessionlake archive ls", "bucket 'never-created' does not exist",
+              "fix SESSIONLAKE_STORAGE_URI")
+
+
+def test_memory_rebuild_of_a_broken_table_in_a_bucket_refuses_and_keeps_it(settings, tmp_path, s3_location):
+    env = _env(settings, SESSIONLAKE_STORAGE_URI=s3_location.uri, AWS_ENDPOINT_URL=s3_location.options["endpoint"])
+    remote = replace(settings, storage_uri=s3_location.uri)
+    lance = LanceStore.from_settings(remote)
+    run_processors([MemoryProcessor(lance), ArchiveProcessor(PackStore.from_settings(remote))],
+                   remote.sessions_dir, StateStore.from_settings(remote))
+    healthy = _cli("memory", "rebuild", "--json", env=env, cwd=tmp_path)
+    assert healthy.returncode == 0, healthy.stderr
+
+    tables = s3_location.child("lance").blobs()
+    for blob in tables.list(f"{RECORDS}.lance/_versions/"):
+        tables.delete(blob.name)  # Lance can no longer open it
+    kept = sorted(b.name for b in tables.list(f"{RECORDS}.lance/"))
+    refused = _cli("memory", "rebuild", env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    _one_line(refused, "sessionlake memory rebuild", "Lance table 'records' cannot be opened",
+              f"{s3_location.uri}/lance/{RECORDS}.lance cannot be set aside in a bucket", "move its objects by hand")
+    assert sorted(b.name for b in tables.list(f"{RECORDS}.lance/")) == kept, "not one object removed"
