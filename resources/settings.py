@@ -182,8 +182,11 @@ class Settings:
         return {agent: root.resolve() for agent, root in defaults.items() if agent in enabled}
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """The settings, with the data home made private (`resources.private_home.make_private`)."""
+    def from_env(cls, check_uris: bool = True) -> Settings:
+        """The settings, with the data home made private (`resources.private_home.make_private`).
+
+        ``check_uris``: parse the storage and team URIs now, so a bad one fails at start, not half way
+        through a run (`StorageUriError`). Only a command that never touches a bucket turns it off."""
         price_file = os.environ.get("SESSIONLAKE_PRICE_FILE")
         settings = cls(
             home=_env_path("SESSIONLAKE_HOME", Path.home() / ".sessionlake").resolve(),
@@ -212,6 +215,7 @@ class Settings:
             user=os.environ.get("SESSIONLAKE_USER") or _login(),
             machine=os.environ.get("SESSIONLAKE_MACHINE") or socket.gethostname(),
         )
-        _ = settings.storage, settings.team  # parsed now, so a bad URI fails at start, not half way through a run
+        if check_uris:
+            _ = settings.storage, settings.team
         make_private(settings)
         return settings

@@ -38,6 +38,14 @@ def test_json_record_on_stdin(tmp_path):
     assert record["tier"] == "capture" and record["timestamp"]
 
 
+def test_a_bad_bucket_setting_does_not_lose_the_record(tmp_path):
+    """Capture only appends to the local inbox: a storage or team URI it cannot use is the drain's problem."""
+    done = capture(tmp_path, "--text", "kept", env={"SESSIONLAKE_STORAGE_URI": "ftp://x/y",
+                                                    "SESSIONLAKE_TEAM_URI": "s3://"})
+    assert done.returncode == 0, done.stderr
+    assert [r["text"] for r in records(tmp_path)] == ["kept"]
+
+
 def test_text_tier_and_session_flags(tmp_path):
     done = capture(tmp_path, "--text", "Привет 😀 ∑", "--tier", "semantic", "--session-id", "s-42")
     assert done.returncode == 0, done.stderr

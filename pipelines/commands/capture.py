@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from resources.settings import Settings
 
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(check_uris=False)  # the inbox is local: a bad bucket URI must not lose a record
         queue = CaptureQueue.from_settings(settings)
         if args.requeue_overflow:
             print(f"requeued {queue.requeue_overflow()} envelope(s); pending now {queue.pending_count()}")
