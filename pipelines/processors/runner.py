@@ -81,7 +81,8 @@ def _project_stats(stats: dict, project: str) -> dict:
     return per
 
 
-def _count(stats: dict, project: str, key: str, n: int = 1) -> None:
+def count_stat(stats: dict, project: str, key: str, n: int = 1) -> None:
+    """Add ``n`` to counter ``key`` in the run totals and in ``project``'s."""
     stats[key] += n
     _project_stats(stats, project)[key] += n
 
@@ -112,7 +113,7 @@ def run_processors(
         for processor in processors:
             stats = results[processor.name]
             for f in files:
-                _count(stats, f.project, "scanned")
+                count_stat(stats, f.project, "scanned")
             previous = load_processor_state(conn, processor.name)
             work[processor.name], unchanged = _plan(files, previous, hashes, stats)
             mark_processed(conn, processor.name, unchanged)
@@ -130,7 +131,7 @@ def top_up_file(processor: SessionProcessor, file: SessionFile, conn: Connection
     Returns the stats, as `run_processors` does for a processor."""
     logger = logger or log
     stats = empty_stats()
-    _count(stats, file.project, "scanned")
+    count_stat(stats, file.project, "scanned")
     tasks, unchanged = _plan([file], load_processor_state(conn, processor.name, [file.key]), {}, stats)
     mark_processed(conn, processor.name, unchanged)
     processor.begin_run()
@@ -168,19 +169,19 @@ def _plan(
     for f in files:
         prev = previous.get(f.key)
         if is_stable(prev, f):
-            _count(stats, f.project, "skipped")
+            count_stat(stats, f.project, "skipped")
             continue
         if f.key not in hashes:
             hashes[f.key] = _hash_or_error(f)
         file_hash = hashes[f.key]
         if isinstance(file_hash, OSError):
-            _report_error(stats, f.project, f.key, file_hash)
+            report_error(stats, f.project, f.key, file_hash)
             continue
         if file_hash is None:
-            _count(stats, f.project, "vanished")
+            count_stat(stats, f.project, "vanished")
             continue
         if prev is not None and prev.is_processed(file_hash):
-            _count(stats, f.project, "skipped")
+            count_stat(stats, f.project, "skipped")
             unchanged.append(
                 ProcessedMark(f.key, f.project, prev.items_extracted, file_hash, f.size, prev.byte_offset,
                               prev.tail_hash, now)
@@ -255,11 +256,11 @@ def _process_one(processor, task: _Task, conn, stats: dict, logger) -> _Done | N
     try:
         result = processor.process_session(f.path, f.project, f.key, conn, start_offset=task.start_offset)
     except FileNotFoundError:
-        _count(stats, f.project, "vanished")
+        count_stat(stats, f.project, "vanished")
         logger.warning("%s: %s vanished while being read; it will be picked up if it returns", processor.name, f.key)
         return None
     except Exception as exc:  # failure isolation: one bad file never stops the others
-        _report_error(stats, f.project, f.key, exc)
+        report_error(stats, f.project, f.key, exc)
         logger.warning("%s failed on %s (will retry next run): %s", processor.name, f.key, exc, exc_info=True)
         return None
     if not isinstance(result, ProcessorResult):
@@ -297,7 +298,7 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: 
         budget = [SPLIT_BUDGET * len(pending)] if budget is None else budget
         if len(pending) == 1 or budget[0] < len(pending):
             for taken in pending:
-                _report_error(stats, taken.mark.username, taken.mark.session_file, exc, prefix="commit failed: ")
+                report_error(stats, taken.mark.username, taken.mark.session_file, exc, prefix="commit failed: ")
             logger.error("%s commit failed; %d file(s) stay unprocessed: %s", processor.name, len(pending), exc,
                          exc_info=True)
             return
@@ -314,16 +315,16 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: 
     record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
     for t in pending:
         project = t.mark.username
-        _count(stats, project, "processed")
+        count_stat(stats, project, "processed")
         # this run's items: the mark keeps the file's running total, and a grown file adds only its new ones
-        _count(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)
-        _count(stats, project, "lines_malformed", len(t.malformed))
-        _count(stats, project, "bytes_read", t.bytes_read)
+        count_stat(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)
+        count_stat(stats, project, "lines_malformed", len(t.malformed))
+        count_stat(stats, project, "bytes_read", t.bytes_read)
 
 
-def _report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:
+def report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:
     """Count and describe the failure of file ``key``, in the run totals and in its project's."""
-    _count(stats, project, "errors")
+    count_stat(stats, project, "errors")
     error = {"file": key, "error": f"{prefix}{type(exc).__name__}: {exc}"}
     for bucket in (stats, _project_stats(stats, project)):
         bucket["failed_files"].append(key)

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 
 from pipelines.processors.contract import ProcessorResult, SessionProcessor
-from pipelines.processors.runner import _count, _report_error, empty_stats
+from pipelines.processors.runner import count_stat, empty_stats, report_error
 from resources.archive.adoption import adopt_pack
 from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
@@ -160,10 +160,10 @@ class _Run:
     def _process(self, processor: SessionProcessor, repo: str, snap: Snapshot, scratch: _Scratch,
                  sizes: dict[str, int]) -> bool:
         stats = self.stats[processor.name]
-        _count(stats, repo, "scanned")
+        count_stat(stats, repo, "scanned")
         prev = self.seen[processor.name][snap.session_key]
         if prev is not None and prev.file_hash == snap.file_hash:
-            _count(stats, repo, "skipped")
+            count_stat(stats, repo, "skipped")
             return True
         grown = (prev is not None and prev.chunks is not None and len(snap.chunks) > len(prev.chunks)
                  and snap.chunks[: len(prev.chunks)] == prev.chunks and source_type(snap.session_key).append_only)
@@ -172,7 +172,7 @@ class _Run:
             with scratch.version(snap, start, sizes) as path:
                 result = processor.process_session(path, repo, snap.session_key, None, start_offset=start)
         except Exception as exc:  # one bad version never stops the others
-            _report_error(stats, repo, snap.session_key, exc)
+            report_error(stats, repo, snap.session_key, exc)
             self.logger.warning("%s failed on %s (retried next run): %s", processor.name, snap.session_key, exc)
             return False
         if not isinstance(result, ProcessorResult):
@@ -182,10 +182,10 @@ class _Run:
         self.seen[processor.name][snap.session_key] = _Seen(snap.file_hash, snap.size, end, snap.chunks, items)
         self.marks[processor.name].append(ProcessedMark(snap.session_key, repo, items, snap.file_hash, snap.size,
                                                         end, None, datetime.now(UTC)))
-        _count(stats, repo, "processed")
-        _count(stats, repo, "items_extracted", max(int(result.items_count or 0), 0))
-        _count(stats, repo, "lines_malformed", len(result.malformed))
-        _count(stats, repo, "bytes_read", result.bytes_read)
+        count_stat(stats, repo, "processed")
+        count_stat(stats, repo, "items_extracted", max(int(result.items_count or 0), 0))
+        count_stat(stats, repo, "lines_malformed", len(result.malformed))
+        count_stat(stats, repo, "bytes_read", result.bytes_read)
         return True
 
     def _prefetch(self, conn, repo: str, snapshots: list[Snapshot], reader) -> dict[str, int]:
