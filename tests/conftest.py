@@ -27,24 +27,24 @@ def _only_the_agents_a_test_names(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SESSIONLAKE_AGENTS", "claude")
 
 
+def writable_copy(src: Path, dest: Path) -> Path:
+    """``src`` copied to ``dest`` with every folder and file writable by the test (the fixtures are read-only)."""
+    shutil.copytree(src, dest)
+    for path in dest.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
 @pytest.fixture
 def samples_root(tmp_path: Path) -> Path:
     """A writable copy of the four sample sessions, laid out as ~/.claude/projects."""
-    root = tmp_path / "projects"
-    shutil.copytree(SAMPLES, root)
-    for path in root.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return root
+    return writable_copy(SAMPLES, tmp_path / "projects")
 
 
 @pytest.fixture
 def agent_home(tmp_path: Path) -> Path:
     """A writable $HOME holding the other agents' samples (`AGENT_SAMPLES`) where those agents keep them."""
-    home = tmp_path / "user"
-    shutil.copytree(AGENT_SAMPLES, home)
-    for path in home.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return home
+    return writable_copy(AGENT_SAMPLES, tmp_path / "user")
 
 
 def agent_settings(data_home: Path, home: Path) -> Settings:
