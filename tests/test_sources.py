@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
 from pipelines.definitions import defs
 from pipelines.partitions import projects_partitions
@@ -249,16 +250,21 @@ def test_an_existing_warehouse_keeps_its_claude_rows_and_keys(tmp_path):
     assert (row["date"], row["inputTokens"], row["outputTokens"]) == ("2025-06-10", 5, 7)
 
 
-def test_other_agents_memory_rebuilds_from_the_archive_after_their_files_are_gone(tmp_path, agent_home):
+@pytest.mark.parametrize("opencode_db", [True, False], ids=["with-opencode-db", "opencode-json-storage-only"])
+def test_other_agents_memory_rebuilds_from_the_archive_after_their_files_are_gone(tmp_path, agent_home, opencode_db):
+    if not opencode_db:  # OpenCode before v1.2: a text part is read with its message and session files
+        for db in (agent_home / ".local/share/opencode").glob("*.db*"):
+            db.unlink()
     settings = _settings(tmp_path, agent_home)
     _ingest(settings, MemoryProcessor(LanceStore.from_settings(settings)),
             ArchiveProcessor(PackStore.from_settings(settings)))
     before = sorted(r["id"] for r in LanceStore.from_settings(settings).records_where("TRUE", ["id"]))
+    assert len([i for i in before if i.startswith("opencode:")]) == 3
     shutil.rmtree(settings.lance_dir / "records.lance" / "_versions")
     shutil.rmtree(agent_home)  # the agents deleted their files: only the archive has them
     env = {**_env(tmp_path, agent_home), "SESSIONLAKE_AGENTS": "claude"}
     rebuilt = _cli(env, "memory", "rebuild", "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert json.loads(rebuilt.stdout)["errors"] == []
-    # OpenCode's records come back from its database (the JSON storage's text parts need their message files)
+    # OpenCode's records come back from its database, or from its JSON storage restored as a tree
     assert sorted(r["id"] for r in LanceStore.from_settings(settings).records_where("TRUE", ["id"])) == before
