@@ -1,11 +1,12 @@
 """A storage setting that cannot be used, as a user meets it: every command that touches the storage, run
 as the console script, exits non-zero with one line on stderr naming what is wrong and the variable to
 fix, never a traceback, and nothing is written or lost. Unsupported and malformed URIs, an endpoint
-nothing answers at (a closed loopback port), a plain-HTTP endpoint not allowed, a missing bucket and
-`memory rebuild` of a broken table in a bucket (the moto server)."""
+nothing answers at (a closed loopback port), a plain-HTTP endpoint not allowed, a missing bucket; and
+`memory rebuild` of a broken table in a bucket (the moto server), which sets it aside whole and rebuilds."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def test_a_missing_bucket_is_named(settings, tmp_path, s3_server):
               "fix SESSIONLAKE_STORAGE_URI")
 
 
-def test_memory_rebuild_of_a_broken_table_in_a_bucket_refuses_and_keeps_it(settings, tmp_path, s3_location):
+def test_memory_rebuild_sets_a_broken_table_in_a_bucket_aside_and_rebuilds_it(settings, tmp_path, s3_location):
     env = _env(settings, SESSIONLAKE_STORAGE_URI=s3_location.uri, AWS_ENDPOINT_URL=s3_location.options["endpoint"])
     remote = replace(settings, storage_uri=s3_location.uri)
     lance = LanceStore.from_settings(remote)
@@ -138,13 +139,18 @@ def test_memory_rebuild_of_a_broken_table_in_a_bucket_refuses_and_keeps_it(setti
                    remote.sessions_dir, StateStore.from_settings(remote))
     healthy = _cli("memory", "rebuild", "--json", env=env, cwd=tmp_path)
     assert healthy.returncode == 0, healthy.stderr
+    records = lance.count(RECORDS)
+    assert records > 0
 
     tables = s3_location.child("lance").blobs()
     for blob in tables.list(f"{RECORDS}.lance/_versions/"):
         tables.delete(blob.name)  # Lance can no longer open it
-    kept = sorted(b.name for b in tables.list(f"{RECORDS}.lance/"))
-    refused = _cli("memory", "rebuild", env=env, cwd=tmp_path)
-    assert refused.returncode == 2
-    _one_line(refused, "sessionlake memory rebuild", "Lance table 'records' cannot be opened",
-              f"{s3_location.uri}/lance/{RECORDS}.lance cannot be set aside in a bucket", "move its objects by hand")
-    assert sorted(b.name for b in tables.list(f"{RECORDS}.lance/")) == kept, "not one object removed"
+    kept = {b.name[len(f"{RECORDS}.lance/"):]: b.size for b in tables.list(f"{RECORDS}.lance/")}
+    rebuilt = _cli("memory", "rebuild", "--json", env=env, cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    report = json.loads(rebuilt.stdout)
+    aside = report["set_aside"][RECORDS]
+    assert aside.startswith(f"{s3_location.uri}/lance/broken/{RECORDS}.lance-") and report["errors"] == []
+    prefix = aside[len(f"{s3_location.uri}/lance/"):] + "/"
+    assert {b.name[len(prefix):]: b.size for b in tables.list(prefix)} == kept, "every object kept, byte for byte"
+    assert LanceStore.from_settings(remote).count(RECORDS) == records, "records re-derived from the archive"

@@ -1,10 +1,10 @@
 """``sessionlake memory rebuild``: re-derive the Lance ``records`` and ``edges`` tables from the archive.
 
 The repair for a table Lance cannot open (``sessionlake maintain`` and the ``lance_tables_readable``
-check name it): the broken folder is moved to ``lance/broken/``, and every archived version of every
-session file goes through the memory processor again. Exit 0 when every version was used, 1 when one
-failed (the others are still written), 2 when the rebuild cannot start (the storage bucket cannot be
-reached, or a broken table in it cannot be set aside); then nothing is set aside or written.
+check name it): the broken folder is moved to ``lance/broken/`` (in a bucket: copied there, then
+deleted), and every archived version of every session file goes through the memory processor again.
+Exit 0 when every version was used, 1 when one failed (the others are still written), 2 when the
+rebuild cannot start (the storage bucket cannot be reached); then nothing is set aside or written.
 """
 
 from __future__ import annotations
@@ -24,18 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    from pipelines.processors.memory_rebuild import RebuildRefused, rebuild_memory
+    from pipelines.processors.memory_rebuild import rebuild_memory
     from resources.archive.packs import PackStore
     from resources.memory.lance import LanceStore
     from resources.settings import Settings
 
     settings = Settings.from_env()
     settings.check_storage()
-    try:
-        report = rebuild_memory(LanceStore.from_settings(settings), PackStore.from_settings(settings))
-    except RebuildRefused as exc:
-        print(f"sessionlake memory rebuild: {exc}", file=sys.stderr)
-        return 2
+    report = rebuild_memory(LanceStore.from_settings(settings), PackStore.from_settings(settings))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

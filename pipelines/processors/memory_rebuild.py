@@ -4,9 +4,8 @@ Memory is derived data and the archive holds every byte of every version of ever
 a table lost to a missing or unreadable ``_versions/`` can be rebuilt. `rebuild_memory`:
 
 1. sets aside every Lance table whose folder exists but cannot be opened (moved to
-   ``lance/broken/``, never deleted); a readable table is kept and merged into, so its provenance and
-   captured records survive. In a bucket (``SESSIONLAKE_STORAGE_URI``) a table cannot be set aside:
-   `RebuildRefused` says which one to move by hand, and nothing is set aside or written;
+   ``lance/broken/``, never deleted; in a bucket, copied there and then deleted); a readable table is
+   kept and merged into, so its provenance and captured records survive;
 2. runs the memory processor over every observation of every archived session file in the order the
    archive saw them, across projects (so what an ingest saw last wins here too, for a record that
    several files hold), each version written to a temp file that is deleted after it;
@@ -31,11 +30,6 @@ from resources.archive.packs import PackStore
 from resources.memory.lance import TABLE_NAMES, LanceStore
 from resources.sources import source_type
 
-
-class RebuildRefused(RuntimeError):
-    """The rebuild cannot start (a broken table it cannot set aside); nothing was set aside or written."""
-
-
 NO_STATE = None
 """The memory processor keeps no DuckDB state (it never touches the connection it is handed), so the
 rebuild holds no connection to the warehouse while it reads the whole archive."""
@@ -48,12 +42,7 @@ def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
     lines_malformed, errors: [{project, session_key, error}]}``; a version that fails is reported
     and the others are still used.
     """
-    set_aside = {}
-    for name in lance.unreadable_tables(TABLE_NAMES):
-        try:
-            set_aside[name] = str(lance.set_aside(name))
-        except NotImplementedError as exc:  # a table in a bucket: LanceStore.set_aside moves local folders only
-            raise RebuildRefused(f"Lance table {name!r} cannot be opened, and {exc}; it was left as it is") from None
+    set_aside = {name: str(lance.set_aside(name)) for name in lance.unreadable_tables(TABLE_NAMES)}
     processor = MemoryProcessor(lance)
     processor.begin_run()
     report = {"set_aside": set_aside, "versions": 0, "lines_malformed": 0, "errors": []}

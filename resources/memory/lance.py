@@ -19,7 +19,7 @@ Contract:
   ``SESSIONLAKE_STORAGE_URI``) that Lance opens natively. Lance commits there with a conditional put
   (``If-None-Match: *`` on the next manifest), so concurrent writers never lose a commit: the loser
   of a race rebases or retries, as it does on local disk. The store must support conditional puts
-  (AWS S3, MinIO, R2 and moto do). ``set_aside`` and the provenance-column migration are local only.
+  (AWS S3, MinIO, R2 and moto do). The provenance-column migration is local only.
 - Embeddings are optional: with ``embedder`` set (a LanceDB embedding-registry name), ``records``
   gets a ``vector`` column that LanceDB fills from ``text`` on every write.
 """
@@ -284,15 +284,24 @@ class LanceStore:
                 found[name] = exc
         return found
 
-    def set_aside(self, name: str) -> Path:
-        """Move the folder of table ``name`` to ``broken/<name>.lance-<UTC time>`` and return the new path.
+    def set_aside(self, name: str) -> Path | str:
+        """Move the folder of table ``name`` to ``broken/<name>.lance-<UTC time>`` and return where it went.
 
         The next ``open_table`` creates the table afresh; the old files stay for a person to inspect.
+        In a bucket, where nothing renames a prefix, every object is copied first and only then are the
+        originals deleted: a move cut short leaves the table where it was (copying) or a whole copy
+        under ``broken/`` (deleting), and is simply run again.
         """
+        aside = f"{BROKEN_DIR}/{name}.lance-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
         if self.root is None:
-            raise NotImplementedError(f"{self.table_uri(name)} cannot be set aside in a bucket: move its objects "
-                                      "by hand (or restore the bucket's versions), then run the rebuild")
-        target = self.root / BROKEN_DIR / f"{name}.lance-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
+            blobs, prefix = self.blobs(), f"{name}.lance/"
+            names = [b.name for b in blobs.list(prefix)]
+            for blob in names:
+                blobs.copy(blob, f"{aside}/{blob[len(prefix):]}")
+            for blob in names:
+                blobs.delete(blob)
+            return f"{self.uri}/{aside}"
+        target = self.root / aside
         target.parent.mkdir(exist_ok=True)
         os.rename(self.table_path(name), target)
         return target

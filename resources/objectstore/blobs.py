@@ -10,6 +10,7 @@ Contract:
 - ``download`` streams an object into an open binary file in `BLOCK` pieces; ``get_bytes`` is for
   small objects (manifests). A missing key raises FileNotFoundError in both.
 - ``list`` yields `BlobInfo` (name below the prefix, size, last-modified time), in key order.
+- ``copy`` is a server-side copy (multipart above boto3's threshold), overwriting the target.
 - ``delete`` is idempotent. Names are relative to the prefix and never start with ``/``.
 - ``check`` is one cheap request that says, as `StorageUnavailable`, why the bucket cannot be used.
 
@@ -188,6 +189,10 @@ class Blobs:
         for page in self.client.get_paginator("list_objects_v2").paginate(**args):
             for item in page.get("Contents", []):
                 yield BlobInfo(item["Key"][len(base):], int(item["Size"]), item["LastModified"])
+
+    def copy(self, source: str, target: str) -> None:
+        bucket = self.location.bucket
+        self.client.copy({"Bucket": bucket, "Key": self.key(source)}, bucket, self.key(target))
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.location.bucket, Key=self.key(name))
