@@ -38,6 +38,32 @@ def is_lock_conflict(exc: BaseException) -> bool:
     )
 
 
+@contextlib.contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """``BEGIN`` on ``conn``; ``COMMIT`` when the block ends, ``ROLLBACK`` (and re-raise) when it raises,
+    a KeyboardInterrupt too."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table,
+                conflict: str = "ON CONFLICT DO NOTHING") -> None:
+    """Insert ``rows`` into the columns of ``table`` that their names say, in one statement through
+    Arrow (DuckDB's executemany runs row by row); nothing for an empty batch."""
+    if rows.num_rows == 0:
+        return
+    conn.register("_insert_rows", rows)
+    try:
+        conn.execute(f"INSERT INTO {table} ({', '.join(rows.column_names)}) SELECT * FROM _insert_rows {conflict}")
+    finally:
+        conn.unregister("_insert_rows")
+
+
 def fetch_one(conn: duckdb.DuckDBPyConnection, sql: str, params=None) -> tuple | None:
     """The first row of ``sql`` (or None), with the result fully consumed.
 
@@ -60,15 +86,10 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     for version, statements in MIGRATIONS:
         if version <= current:
             continue
-        conn.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(conn):
             for statement in statements:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version VALUES (?, ?)", [version, datetime.now(UTC)])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return current
 
 

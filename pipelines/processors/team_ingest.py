@@ -42,7 +42,14 @@ from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
 from resources.archive.restore import safe_relative
 from resources.sources import agent_of, path_under_root, source_type
-from resources.state import ProcessedMark, ProcessorFileState, load_processor_state, mark_processed
+from resources.state import (
+    ProcessedMark,
+    ProcessorFileState,
+    insert_rows,
+    load_processor_state,
+    mark_processed,
+    transaction,
+)
 from resources.team.manifests import Manifest
 
 FILES_PER_COMMIT = 1000
@@ -220,18 +227,13 @@ class _Run:
                 p.commit(conn)
                 mark_processed(conn, p.name, self.marks[p.name])
                 self.marks[p.name] = []
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(conn):
                 _insert(conn, "team_snapshots", ["session_key", "file_hash", "user_name", "machine", "pack_key"],
                         [[s.session_key, s.file_hash, m.user, m.machine, key] for s, m, key in self.pending_versions])
                 _insert(conn, "team_packs", ["pack_key", "manifest", "user_name", "machine", "ingested_at"],
                         [[key, m.name, m.user, m.machine, now] for key, m in self.pending_packs])
                 _insert(conn, "team_manifests", ["manifest", "user_name", "machine", "packs", "ingested_at"],
                         [[m.name, m.user, m.machine, len(m.packs), now] for m in self.pending_manifests])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         self.pending_versions, self.pending_packs, self.pending_manifests = [], [], []
         self.files = 0
 
@@ -298,14 +300,8 @@ def _indexed(conn, repo: str, object_ids: list[str]) -> list[tuple[str, str, int
 
 
 def _insert(conn, table: str, columns: list[str], rows: list[list]) -> None:
-    """Insert ``rows`` in one statement through Arrow (DuckDB's executemany runs row by row); keeps existing keys."""
-    if not rows:
-        return
-    conn.register("_team_rows", pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows]))
-    try:
-        conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM _team_rows ON CONFLICT DO NOTHING")
-    finally:
-        conn.unregister("_team_rows")
+    """`insert_rows` of ``rows`` (lists in the order of ``columns``); keeps existing keys."""
+    insert_rows(conn, table, pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows]))
 
 
 def _write_from(reader, snap: Snapshot, start: int, sizes: dict[str, int], path: Path) -> None:

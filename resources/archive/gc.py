@@ -21,6 +21,7 @@ from resources.archive.pack_format import (
     Snapshot,
     scan_pack_file,
 )
+from resources.state import transaction
 
 if TYPE_CHECKING:
     from resources.archive.packs import PackStore
@@ -63,13 +64,8 @@ def _swap(store: PackStore, repo: str, old_keys: list[str], key: str, nbytes: in
           snapshots: int) -> int:
     """Run the swap transaction; returns the repo's live pack count after it."""
     with store.state.connect() as conn:
-        conn.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(conn):
             _repoint(conn, repo, old_keys, key, nbytes, objects, snapshots, datetime.now(UTC))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return conn.execute("SELECT count(*) FROM packs WHERE repo = ? AND state = 'live'", [repo]).fetchall()[0][0]
 
 

@@ -9,8 +9,7 @@ function runs on the caller's connection; `register` and `observe` are one trans
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from resources.archive.pack_format import ObjectEntry, Snapshot
+from resources.state import insert_rows, transaction
 
 if TYPE_CHECKING:
     from resources.archive.packs import PendingObject
@@ -45,17 +45,17 @@ def register(conn: duckdb.DuckDBPyConnection, repo: str, key: str, nbytes: int,
     after a GC tombstoned it), else kept as it is.
     """
     conflict = "DO UPDATE SET state = 'live', tombstoned_at = NULL" if revive else "DO NOTHING"
-    with _transaction(conn):
+    with transaction(conn):
         conn.execute(f"INSERT INTO packs VALUES (?, ?, ?, ?, ?, 'live', ?, NULL) ON CONFLICT (pack_key) {conflict}",
                      [key, repo, nbytes, len(objects), len(snapshots), now])
-        _insert(conn, "pack_index", "ON CONFLICT DO NOTHING", pa.table({
+        insert_rows(conn, "pack_index", pa.table({
             "repo": pa.array([repo] * len(objects), pa.string()),
             "object_id": pa.array([o.object_id for o in objects], pa.string()),
             "pack_key": pa.array([key] * len(objects), pa.string()),
             "size": pa.array([o.size for o in objects], pa.int64()),
             "stored_size": pa.array([o.stored_size for o in objects], pa.int64()),
         }))
-        _insert(conn, "snapshots", "ON CONFLICT DO NOTHING", pa.table({
+        insert_rows(conn, "snapshots", pa.table({
             "repo": pa.array([repo] * len(snapshots), pa.string()),
             "session_key": pa.array([s.session_key for s in snapshots], pa.string()),
             "file_hash": pa.array([s.file_hash for s in snapshots], pa.string()),
@@ -71,20 +71,19 @@ def register(conn: duckdb.DuckDBPyConnection, repo: str, key: str, nbytes: int,
 def observe(conn: duckdb.DuckDBPyConnection, repo: str, snapshots: Sequence[Snapshot], now: datetime) -> None:
     """In one transaction: record that ``snapshots`` were on disk ``now`` (seen again with the same
     mtime: the time moves)."""
-    with _transaction(conn):
+    with transaction(conn):
         _observe(conn, repo, snapshots, now)
 
 
 def _observe(conn: duckdb.DuckDBPyConnection, repo: str, snapshots: Sequence[Snapshot], now: datetime) -> None:
     snapshots = list({(s.session_key, s.file_hash, s.mtime_ns): s for s in snapshots}.values())
-    _insert(conn, "snapshot_observations", "ON CONFLICT DO UPDATE SET observed_at = excluded.observed_at",
-            pa.table({
-                "repo": pa.array([repo] * len(snapshots), pa.string()),
-                "session_key": pa.array([s.session_key for s in snapshots], pa.string()),
-                "file_hash": pa.array([s.file_hash for s in snapshots], pa.string()),
-                "mtime_ns": pa.array([s.mtime_ns for s in snapshots], pa.int64()),
-                "observed_at": pa.array([now] * len(snapshots), pa.timestamp("us", tz="UTC")),
-            }))
+    insert_rows(conn, "snapshot_observations", pa.table({
+        "repo": pa.array([repo] * len(snapshots), pa.string()),
+        "session_key": pa.array([s.session_key for s in snapshots], pa.string()),
+        "file_hash": pa.array([s.file_hash for s in snapshots], pa.string()),
+        "mtime_ns": pa.array([s.mtime_ns for s in snapshots], pa.int64()),
+        "observed_at": pa.array([now] * len(snapshots), pa.timestamp("us", tz="UTC")),
+    }), conflict="ON CONFLICT DO UPDATE SET observed_at = excluded.observed_at")
 
 
 def _known(conn: duckdb.DuckDBPyConnection, table: str, expr: str, repo: str, values: list[str]) -> list[str]:
@@ -93,25 +92,3 @@ def _known(conn: duckdb.DuckDBPyConnection, table: str, expr: str, repo: str, va
     return [r[0] for r in conn.execute(
         f"SELECT {expr} FROM {table} WHERE repo = ? AND {expr} IN (SELECT unnest(?))", [repo, values]
     ).fetchall()]
-
-
-def _insert(conn: duckdb.DuckDBPyConnection, table: str, conflict: str, rows: pa.Table) -> None:
-    """Insert an Arrow batch in one statement (DuckDB's executemany runs row by row)."""
-    if rows.num_rows == 0:
-        return
-    conn.register("_pack_rows", rows)
-    try:
-        conn.execute(f"INSERT INTO {table} SELECT * FROM _pack_rows {conflict}")
-    finally:
-        conn.unregister("_pack_rows")
-
-
-@contextlib.contextmanager
-def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from resources.state import fetch_one
+from resources.state import fetch_one, transaction
 from resources.usage.pricing import UNPRICED_MODELS, PriceTable
 
 USAGE_SCHEMA = pa.schema(
@@ -83,27 +83,23 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
     conn.register("_usage_batch", batch)
     priced = f"""SELECT {", ".join("b." + c for c in _COLUMNS)}, {_COMPUTED_COST} AS computed_cost_usd
                  FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
-    conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(
-            f"""UPDATE usage_messages SET {", ".join(f"{c} = n.{c}" for c in _COLUMNS if c != "dedup_key")},
-                   computed_cost_usd = n.computed_cost_usd
-                FROM ({priced}) n
-                WHERE usage_messages.dedup_key = n.dedup_key
-                  AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
-                       OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
-                           AND n.project <> usage_messages.project
-                           AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")}))"""
-        )
-        conn.execute(
-            f"""INSERT INTO usage_messages ({", ".join(_COLUMNS)}, computed_cost_usd)
-                SELECT * FROM ({priced}) n
-                WHERE NOT EXISTS (SELECT 1 FROM usage_messages u WHERE u.dedup_key = n.dedup_key)"""
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        with transaction(conn):
+            conn.execute(
+                f"""UPDATE usage_messages SET {", ".join(f"{c} = n.{c}" for c in _COLUMNS if c != "dedup_key")},
+                       computed_cost_usd = n.computed_cost_usd
+                    FROM ({priced}) n
+                    WHERE usage_messages.dedup_key = n.dedup_key
+                      AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
+                           OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
+                               AND n.project <> usage_messages.project
+                               AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")}))"""
+            )
+            conn.execute(
+                f"""INSERT INTO usage_messages ({", ".join(_COLUMNS)}, computed_cost_usd)
+                    SELECT * FROM ({priced}) n
+                    WHERE NOT EXISTS (SELECT 1 FROM usage_messages u WHERE u.dedup_key = n.dedup_key)"""
+            )
     finally:
         conn.unregister("_usage_batch")
     return len(rows)
@@ -117,8 +113,7 @@ def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
         return False
     rows = conn.execute("SELECT DISTINCT model FROM usage_messages WHERE model IS NOT NULL").fetchall()
     models = {r[0] for r in rows}
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute("DELETE FROM price_bands")
         _store_prices(conn, prices, models)
         conn.execute(
@@ -129,10 +124,6 @@ def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
             "INSERT INTO meta VALUES ('price_fingerprint', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [fingerprint],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return True
 
 
