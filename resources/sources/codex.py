@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from resources.sessions import ParseStats, SessionFile, iter_jsonl
+from resources.sessions import JsonLine, ParseStats, SessionFile, iter_jsonl
 from resources.sources.base import MemoryItem, Source, UsageItem, count, parse_time, project_name, usage_row
 from resources.sources.walk import walk_files
 
@@ -92,10 +92,7 @@ class CodexSource(Source):
               stats: ParseStats) -> Iterator[UsageItem]:
         session_id = cwd = model = None
         previous: tuple[int, ...] | None = None
-        for line in iter_jsonl(path, 0, stats):
-            kind, payload = line.obj.get("type"), line.obj.get("payload")
-            if not isinstance(payload, dict):
-                continue
+        for line, kind, payload in _events(path, stats):
             if kind == "session_meta":
                 session_id = session_id or _str(payload.get("id"))
                 cwd = cwd or _str(payload.get("cwd"))
@@ -131,10 +128,7 @@ class CodexSource(Source):
                stats: ParseStats) -> Iterator[MemoryItem]:
         session_id = model = None
         parent: str | None = None
-        for line in iter_jsonl(path, 0, stats):
-            kind, payload = line.obj.get("type"), line.obj.get("payload")
-            if not isinstance(payload, dict):
-                continue
+        for line, kind, payload in _events(path, stats):
             if kind == "session_meta":
                 session_id = session_id or _str(payload.get("id"))
             elif kind == "turn_context":
@@ -154,6 +148,14 @@ class CodexSource(Source):
                     "role": role, "text": text.strip(), "session_id": sid, "timestamp": ts,
                     "model": model if role == "assistant" else None, "git_branch": None})
                 parent = record_id
+
+
+def _events(path: Path, stats: ParseStats) -> Iterator[tuple[JsonLine, str | None, dict]]:
+    """``(line, type, payload)`` of each line of a rollout whose payload is an object, from byte 0."""
+    for line in iter_jsonl(path, 0, stats):
+        payload = line.obj.get("payload")
+        if isinstance(payload, dict):
+            yield line, line.obj.get("type"), payload
 
 
 def _str(value) -> str | None:
