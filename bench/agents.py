@@ -66,7 +66,7 @@ def _run(work: Path, sessions: int, calls: int) -> list[dict]:
     base = {k: v for k, v in os.environ.items() if k not in _AGENT_ENV}
     base.update(HOME=str(home), TZ="UTC")
     ours_env = {**base, "SESSIONLAKE_HOME": str(work / "sl"), "DAGSTER_HOME": str(work / "sl" / "dagster")}
-    cli = [sys.executable, "-m", "pipelines.cli"]
+    cli = [sys.executable, "-m", "pipelines.cli.main"]
     report = [*cli, "usage", "daily", "--json"]
     launcher, why = ccusage_launcher()
     peer = [launcher, "daily", "--json", "--offline"] if launcher else None
@@ -139,11 +139,11 @@ def _run(work: Path, sessions: int, calls: int) -> list[dict]:
 
 def ingest_usage_directly() -> int:
     """The usage processor over every agent's files, without Dagster (settings from the environment)."""
-    from pipelines.processors.runner import run_processors
-    from pipelines.processors.usage import UsageProcessor
-    from resources.settings import Settings
+    from resources.config.settings import Settings
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.runner import run_processors
     from resources.sources import found_sources, walk_all
-    from resources.state import StateStore
+    from resources.state.store import StateStore
 
     settings = Settings.from_env()
     files = list(walk_all(found_sources(settings)))

@@ -29,14 +29,14 @@ def _tree_bytes(root: Path) -> int:
 
 def _store(home: Path):
     from resources.archive.packs import PackStore
-    from resources.state import StateStore
+    from resources.state.store import StateStore
 
     return PackStore(home / "packs", StateStore(home / "state.duckdb"))
 
 
 def _ingest(store, root: Path) -> float:
-    from pipelines.processors.archive import ArchiveProcessor
-    from pipelines.processors.runner import run_processors
+    from resources.ingest.processors.archive import ArchiveProcessor
+    from resources.ingest.runner import run_processors
 
     started = time.perf_counter()
     stats = run_processors([ArchiveProcessor(store)], root, store.state)["archive"]

@@ -120,7 +120,7 @@ def _wall_ms(argv: list[str], env: dict, runs: int, stdin: bytes = b"") -> float
 def _cli_rows(root: Path, runs: int) -> list[dict]:
     env = {**os.environ, "SESSIONLAKE_HOME": str(root / "cli-home")}
     script = Path(sys.executable).with_name("sessionlake")
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "pipelines.cli"]
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "pipelines.cli.main"]
     bare = _wall_ms([sys.executable, "-c", "pass"], env, runs)
     wall = _wall_ms([*argv, "capture", "--text", "hook wall time"], env, runs)
     hook = _wall_ms([*argv, "capture", "--from-hook"], env, runs, stdin=(

@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 import sys
 
-from resources.settings import Settings
+from resources.config.settings import Settings
 
 TOTALS = ("scanned", "processed", "errors", "items_extracted", "bytes_read")
 
 
 def ingest_direct(settings: Settings) -> dict[str, dict]:
     """``{processor: {TOTALS}}`` of one `run_processors` call over every agent's files, as ingest walks them."""
-    from pipelines.processors.archive import ArchiveProcessor
-    from pipelines.processors.memory import MemoryProcessor
-    from pipelines.processors.runner import run_processors
-    from pipelines.processors.usage import UsageProcessor
     from resources.archive.packs import PackStore
+    from resources.ingest.processors.archive import ArchiveProcessor
+    from resources.ingest.processors.memory import MemoryProcessor
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.runner import run_processors
     from resources.memory.lance import LanceStore
     from resources.sources import found_sources, walk_all
-    from resources.state import StateStore
+    from resources.state.store import StateStore
     from resources.usage.pricing import PriceTable
 
     processors = [UsageProcessor(PriceTable.load(settings.price_file)),

@@ -43,9 +43,9 @@ def _duckdb_read_json(root: Path) -> float:
 
 
 def _usage_ingest(root: Path, home: Path, expected: dict) -> float:
-    from pipelines.processors.runner import run_processors
-    from pipelines.processors.usage import UsageProcessor
-    from resources.state import StateStore
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.runner import run_processors
+    from resources.state.store import StateStore
     from resources.usage.reports import usage_report
 
     state = StateStore(home / "state.duckdb")
@@ -64,7 +64,7 @@ def _usage_ingest(root: Path, home: Path, expected: dict) -> float:
 def _cli_ingest(root: Path, home: Path, only: list[str]) -> float:
     env = {**os.environ, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_SESSIONS_DIR": str(root),
            "DAGSTER_HOME": str(home / "dagster")}
-    args = [sys.executable, "-m", "pipelines.cli", "ingest", "--json"]
+    args = [sys.executable, "-m", "pipelines.cli.main", "ingest", "--json"]
     for name in only:
         args += ["--only", name]
     started = time.perf_counter()
@@ -81,8 +81,8 @@ def _sensor_tick(files: int, workdir: Path) -> tuple[float, float, float]:
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.sessions import session_files_sensor
-    from resources.configurable import StateResource
+    from pipelines.defs.resources import StateResource
+    from pipelines.defs.sessions.sensors import session_files_sensor
 
     root = workdir / "many"
     per_project = files // 100

@@ -128,7 +128,7 @@ class SensorPolicy:
     """The health sensor's decisions on a simulated clock (see the module docstring)."""
 
     def __init__(self, store, settings):
-        from pipelines.maintenance import SENSOR_MIN_INTERVAL_SEC
+        from pipelines.defs.lance.assets import SENSOR_MIN_INTERVAL_SEC
         from resources.memory import maintenance as lm
 
         self.lm, self.store, self.settings = lm, store, settings
@@ -300,8 +300,8 @@ def _row(metric, value, unit, baseline=None, target=None, limit=None):
 
 
 def run(quick: bool) -> list[dict]:
+    from resources.config.settings import Settings
     from resources.memory.lance import LanceStore
-    from resources.settings import Settings
 
     warnings.filterwarnings("ignore", message="optimize")
     seed_records, commits = (700, 1_000) if quick else (7_000, 10_000)

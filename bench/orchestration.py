@@ -47,7 +47,7 @@ def _warm(root: Path) -> None:
 
 
 def _cli(home: Path, root: Path) -> tuple[Measured, dict]:
-    m = run_measured([sys.executable, "-m", "pipelines.cli", "ingest", "--json"], python_env(home, root))
+    m = run_measured([sys.executable, "-m", "pipelines.cli.main", "ingest", "--json"], python_env(home, root))
     if m.returncode != 0:
         raise AssertionError(f"sessionlake ingest exited {m.returncode}: {m.stderr[-2000:]}")
     return m, json.loads(m.stdout)
@@ -62,7 +62,7 @@ def _direct_subprocess(home: Path, root: Path) -> tuple[Measured, dict]:
 
 def _direct_in_process(home: Path, root: Path) -> tuple[float, dict]:
     from bench.direct import ingest_direct
-    from resources.settings import Settings
+    from resources.config.settings import Settings
 
     settings = replace(Settings.from_env(), home=home, sessions_dir=root)
     started = time.perf_counter()

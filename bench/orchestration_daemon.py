@@ -48,7 +48,7 @@ def _append_session(tmp: Path, target: Path) -> None:
 
 
 def _ingest_runs(live) -> list[dict]:
-    from pipelines.sessions import JOB_NAME
+    from pipelines.defs.sessions.assets import JOB_NAME
 
     return [r for r in live.runs() if r["jobName"] == JOB_NAME]
 
@@ -58,7 +58,7 @@ def _run_sec(run: dict) -> float:
 
 
 def daemon_rows(tmp: Path, quick: bool) -> list[dict]:
-    from resources.state import StateStore
+    from resources.state.store import StateStore
     from tests.live_dagster import LiveDagster
 
     projects = 12 if quick else 101

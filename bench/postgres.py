@@ -38,7 +38,7 @@ def _ingest(home: Path, root: Path, env: dict[str, str]):
     import json
     import sys
 
-    m = run_measured([sys.executable, "-m", "pipelines.cli", "ingest", "--json"], python_env(home, root, **env))
+    m = run_measured([sys.executable, "-m", "pipelines.cli.main", "ingest", "--json"], python_env(home, root, **env))
     if m.returncode != 0:
         raise AssertionError(f"sessionlake ingest exited {m.returncode}: {m.stderr[-2000:]}")
     return m, json.loads(m.stdout)
@@ -63,8 +63,8 @@ def _tick_times(home: Path, root: Path, env: dict[str, str]) -> dict[str, float]
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.sessions import session_files_sensor
-    from resources.configurable import StateResource
+    from pipelines.defs.resources import StateResource
+    from pipelines.defs.sessions.sensors import session_files_sensor
 
     with _environ(python_env(home, root, **env)), dg.DagsterInstance.from_config(str(home / "dagster")) as inst:
         repo = defs.get_repository_def()
@@ -99,7 +99,7 @@ def _event_write_ms(home: Path, root: Path, env: dict[str, str]) -> float:
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.sessions import JOB_NAME
+    from pipelines.defs.sessions.assets import JOB_NAME
 
     with _environ(python_env(home, root, **env)), dg.DagsterInstance.from_config(str(home / "dagster")) as inst:
         run = inst.create_run_for_job(defs.resolve_job_def(JOB_NAME))

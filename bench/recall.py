@@ -48,10 +48,10 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _ingest(corpus: Path, home: Path):
-    from pipelines.processors.memory import MemoryProcessor
-    from pipelines.processors.runner import run_processors
+    from resources.ingest.processors.memory import MemoryProcessor
+    from resources.ingest.runner import run_processors
     from resources.memory.lance import LanceStore
-    from resources.state import StateStore
+    from resources.state.store import StateStore
 
     store = LanceStore(home / "lance", provenance_overflow_dir=home / "provenance-overflow")
     started = time.perf_counter()

@@ -31,9 +31,9 @@ import orjson
 
 from bench.ccusage import ccusage_launcher
 from bench.corpus import generate_corpus
-from pipelines.processors.runner import run_processors
-from pipelines.processors.usage import UsageProcessor
-from resources.state import StateStore
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
+from resources.state.store import StateStore
 
 LIVE_PROJECT = "-home-dev-live"
 LIVE_SESSION = "5f1c0a3e-live-4d2b-9c1e-bench0000001"
@@ -93,7 +93,7 @@ def _run(work: Path, sessions: int, calls: int) -> list[dict]:
     env = {**os.environ, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_SESSIONS_DIR": str(projects),
            "CLAUDE_CONFIG_DIR": str(claude), "HOME": str(work / "home"), "TZ": "UTC"}
     (work / "home").mkdir()
-    tools = {"sessionlake": [sys.executable, "-m", "pipelines.cli", "statusline"]}
+    tools = {"sessionlake": [sys.executable, "-m", "pipelines.cli.main", "statusline"]}
     peer, why = _ccusage()
     if peer is None:
         print(f"bench statusline: ccusage skipped: {why}", file=sys.stderr)

@@ -43,12 +43,12 @@ for path in sorted(Path(sys.argv[2]).glob("*.mpack")):
 
 _CENTRAL = r"""
 import json, sys
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.team_ingest import ingest_manifests
-from pipelines.processors.usage import UsageProcessor
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.team.ingest import ingest_manifests
+from resources.ingest.processors.usage import UsageProcessor
 from resources.archive.packs import PackStore
 from resources.memory.lance import LanceStore
-from resources.settings import Settings
+from resources.config.settings import Settings
 from resources.team.manifests import list_manifest_names, read_manifest
 settings = Settings.from_env()
 bucket = settings.team.blobs()
@@ -60,12 +60,12 @@ print(json.dumps({"team": result["team"], "errors": result["usage"]["errors"] + 
 
 _LOCAL = r"""
 import json, sys
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.runner import run_processors
-from pipelines.processors.usage import UsageProcessor
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.runner import run_processors
+from resources.ingest.processors.usage import UsageProcessor
 from resources.memory.lance import LanceStore
-from resources.settings import Settings
-from resources.state import StateStore
+from resources.config.settings import Settings
+from resources.state.store import StateStore
 settings = Settings.from_env()
 stats = run_processors([UsageProcessor(), MemoryProcessor(LanceStore.from_settings(settings))],
                        settings.sessions_dir, StateStore.from_settings(settings))
@@ -100,10 +100,10 @@ def _machines(work: Path, machines: int, sessions: int) -> list[Path]:
 
 
 def _archive(home: Path, tree: Path) -> None:
-    from pipelines.processors.archive import ArchiveProcessor
-    from pipelines.processors.runner import run_processors
     from resources.archive.packs import PackStore
-    from resources.state import StateStore
+    from resources.ingest.processors.archive import ArchiveProcessor
+    from resources.ingest.runner import run_processors
+    from resources.state.store import StateStore
 
     store = PackStore(home / "packs", StateStore(home / "state.duckdb"))
     stats = run_processors([ArchiveProcessor(store)], tree, store.state)["archive"]
@@ -112,7 +112,7 @@ def _archive(home: Path, tree: Path) -> None:
 
 
 def _totals(state_path: Path) -> tuple:
-    from resources.state import StateStore
+    from resources.state.store import StateStore
 
     with StateStore(state_path).connect() as conn:
         return conn.execute(_TOTALS).fetchone()
@@ -150,7 +150,7 @@ def _run(server, work: Path, machines: int, sessions: int) -> list[dict]:
 
     push_sec = push_peak = plain_sec = plain_peak = 0.0
     for m, home in enumerate(homes):
-        pushed = run_measured([sys.executable, "-m", "pipelines.cli", "push", "--json"],
+        pushed = run_measured([sys.executable, "-m", "pipelines.cli.main", "push", "--json"],
                               {**env, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_TEAM_URI": team.uri,
                                "SESSIONLAKE_USER": f"user{m // 2:02d}", "SESSIONLAKE_MACHINE": f"box{m:02d}"})
         if pushed.returncode != 0:

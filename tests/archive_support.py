@@ -6,10 +6,10 @@ from pathlib import Path
 
 import orjson
 
-from pipelines.processors.archive import ArchiveProcessor
-from pipelines.processors.runner import run_processors
 from resources.archive.packs import PackStore
-from resources.settings import Settings
+from resources.config.settings import Settings
+from resources.ingest.processors.archive import ArchiveProcessor
+from resources.ingest.runner import run_processors
 
 
 def pack_store(settings: Settings) -> PackStore:

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.capture.drain import drain_to_lance  # noqa: E402
 from resources.capture.queue import CaptureQueue  # noqa: E402
+from resources.config.settings import Settings  # noqa: E402
 from resources.memory.lance import LanceStore  # noqa: E402
-from resources.settings import Settings  # noqa: E402
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from resources.settings import Settings
-from resources.state import StateStore
+from resources.config.settings import Settings
+from resources.state.store import StateStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = FIXTURES / "claude-code-1.0.17"

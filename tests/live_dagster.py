@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.instance import install_instance_yaml
+from pipelines.instance.home import install_instance_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "sessionlake"
@@ -270,7 +270,7 @@ class LiveDagster:
                         asset_keys: list[str] | None = None, title: str | None = None) -> str:
         """``launchPartitionBackfill`` over ``partition_names`` (or ``all_partitions``) of ``asset_keys``
         (default: the four session assets); returns the backfill id."""
-        from pipelines.sessions import INGEST_ASSETS
+        from pipelines.defs.sessions.assets import INGEST_ASSETS
 
         params: dict = {"assetSelection": [{"path": [k]} for k in (asset_keys or INGEST_ASSETS)]}
         if all_partitions:

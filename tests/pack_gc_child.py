@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resources.archive import gc as pack_gc  # noqa: E402
 from resources.archive import pack_format  # noqa: E402
 from resources.archive.packs import PackStore  # noqa: E402
-from resources.state import StateStore  # noqa: E402
+from resources.state.store import StateStore  # noqa: E402
 
 
 def stop(point: str) -> None:

@@ -103,7 +103,7 @@ class PostgresServer:
         return name
 
     def env(self, db_name: str) -> dict[str, str]:
-        """The ``DAGSTER_PG_*`` variables that point pipelines/dagster-postgres.yaml at ``db_name``."""
+        """The ``DAGSTER_PG_*`` variables that point pipelines/instance/dagster-postgres.yaml at ``db_name``."""
         return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USERNAME": SUPERUSER,
                 "DAGSTER_PG_PASSWORD": PASSWORD, "DAGSTER_PG_DB": db_name}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.cli import main  # noqa: E402
+from pipelines.cli.main import main  # noqa: E402
 from resources.objectstore.blobs import Blobs  # noqa: E402
 
 

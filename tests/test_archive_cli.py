@@ -20,7 +20,7 @@ SMALL = f"{SAMPLE_PROJECT}/fed8ce56-bc79-401f-a83e-af084253362f.jsonl"
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SESSIONLAKE_HOME": str(settings.home), "SESSIONLAKE_SESSIONS_DIR": str(settings.sessions_dir)}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from resources.migrations import LATEST_VERSION, MIGRATIONS
-from resources.state import StateStore
+from resources.state.migrations import LATEST_VERSION, MIGRATIONS
+from resources.state.store import StateStore
 from tests.archive_support import ingest, pack_store, rewrite, session_files
 from tests.conftest import SAMPLE_PROJECT
 from tests.test_archive_cli import SMALL, cli

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def capture(home: Path, *args: str, stdin: str | bytes | None = None, env: dict | None = None):
     environ = {**os.environ, "SESSIONLAKE_HOME": str(home), **(env or {})}
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "capture", *args], cwd=REPO, env=environ,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", "capture", *args], cwd=REPO, env=environ,
                           input=data if data is not None else b"", capture_output=True, timeout=60)
 
 
@@ -113,7 +113,7 @@ def test_unwritable_home_is_a_clear_error(tmp_path):
 
 
 def test_capture_does_not_import_dagster_or_lancedb(tmp_path):
-    code = ("import sys\nfrom pipelines.cli import main\n"
+    code = ("import sys\nfrom pipelines.cli.main import main\n"
             "assert main(['capture', '--text', 'hot path']) == 0\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('dagster', 'lancedb', 'lance', 'duckdb', 'pyarrow', 'pandas'))\n"

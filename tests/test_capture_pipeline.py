@@ -12,12 +12,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.capture import DEPTH_TAG, capture_queue_sensor, capture_records, defs, ingest_capture
 from pipelines.definitions import defs as all_defs
-from pipelines.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
+from pipelines.defs.capture.assets import DEPTH_TAG, capture_records
+from pipelines.defs.capture.definitions import defs
+from pipelines.defs.capture.jobs import ingest_capture
+from pipelines.defs.capture.sensors import capture_queue_sensor
+from pipelines.defs.resources import CaptureQueueResource, LanceResource
+from pipelines.defs.tags import POOL_CAPTURE, PRIORITY_TAG, QUEUE_TAG
 from resources.capture.drain import drain_to_lance
 from resources.capture.queue import CaptureQueue
-from resources.configurable import CaptureQueueResource, LanceResource
 from resources.memory.lance import LanceStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +156,7 @@ def test_asset_check_warns_about_overflow(home, resources):
 
 def _cli(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "SESSIONLAKE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, env=env, input=stdin,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], cwd=REPO, env=env, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -386,7 +386,7 @@ def test_leftovers_of_dead_writers_are_swept(queue):
 
 
 def test_from_settings_uses_the_capture_knobs(tmp_path):
-    from resources.settings import Settings
+    from resources.config.settings import Settings
 
     settings = Settings(home=tmp_path, sessions_dir=tmp_path / "s", capture_max_size=3, capture_max_record_bytes=64)
     queue = CaptureQueue.from_settings(settings)

@@ -11,7 +11,7 @@ from tests.conftest import SAMPLE_PROJECT
 
 
 def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -85,14 +85,14 @@ def test_ingest_without_sessions_is_an_error_that_says_where_it_looked(tmp_path)
 
 FAILING_INGEST = """
 import sys
-import pipelines.processors.runner as runner
+import resources.ingest.runner as runner
 real = runner.compute_file_hash
 def unreadable(path, size=None):  # an I/O error on one file, as a full or failing disk gives
     if "ba79134d" in str(path):
         raise OSError(5, "Input/output error", str(path))
     return real(path, size)
 runner.compute_file_hash = unreadable
-from pipelines.cli import main
+from pipelines.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -112,8 +112,8 @@ def test_ingest_with_a_failing_file_exits_1_and_lists_it(settings, tmp_path):
 
 
 def test_usage_for_an_unknown_project_exits_1_naming_the_closest(settings, state):
-    from pipelines.processors.runner import run_processors
-    from pipelines.processors.usage import UsageProcessor
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.runner import run_processors
 
     run_processors([UsageProcessor()], settings.sessions_dir, state)
     env = dict(os.environ)

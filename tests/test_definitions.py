@@ -20,7 +20,7 @@ def test_every_definition_has_a_description():
 def test_the_location_is_named_sessionlake_however_it_is_started():
     from pathlib import Path
 
-    from pipelines.commands.dev import LOCATION_NAME, REPO_WORKSPACE, workspace_file
+    from pipelines.cli.dev import LOCATION_NAME, REPO_WORKSPACE, workspace_file
 
     assert f"location_name: {LOCATION_NAME}" in REPO_WORKSPACE.read_text()
     assert LOCATION_NAME == "sessionlake"

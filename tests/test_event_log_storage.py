@@ -1,4 +1,4 @@
-"""The pooled SQLite event log (pipelines/event_log_storage.py) on a real instance made from the shipped
+"""The pooled SQLite event log (pipelines/instance/event_log_storage.py) on a real instance made from the shipped
 dagster.yaml: runs, materializations and pool slots work, Dagster's default storage reads the same files,
 and a run's live log watch fires while its commits still sit in the WAL."""
 
@@ -8,8 +8,8 @@ import time
 import dagster as dg
 import pytest
 
-from pipelines.event_log_storage import OPEN_RUN_DATABASES, PooledSqliteEventLogStorage
-from pipelines.instance import install_instance_yaml
+from pipelines.instance.event_log_storage import OPEN_RUN_DATABASES, PooledSqliteEventLogStorage
+from pipelines.instance.home import install_instance_yaml
 
 PARTITIONS = [f"p{i}" for i in range(30)]
 

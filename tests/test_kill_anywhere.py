@@ -30,9 +30,9 @@ from pathlib import Path
 from bench.corpus import generate_corpus
 from resources.archive.packs import PackStore
 from resources.capture.queue import CaptureQueue
+from resources.config.settings import Settings
 from resources.memory.lance import LanceStore
-from resources.settings import Settings
-from resources.state import StateStore
+from resources.state.store import StateStore
 
 REPO = Path(__file__).resolve().parents[1]
 DRAIN_CHILD = Path(__file__).with_name("capture_drain_child.py")
@@ -67,8 +67,8 @@ class Cluster:
 
     def argv(self, command: str) -> list[str]:
         return {
-            "ingest": [sys.executable, "-m", "pipelines.cli", "ingest", "--json"],
-            "gc": [sys.executable, "-m", "pipelines.cli", "archive", "gc", "--json"],
+            "ingest": [sys.executable, "-m", "pipelines.cli.main", "ingest", "--json"],
+            "gc": [sys.executable, "-m", "pipelines.cli.main", "archive", "gc", "--json"],
             "drain": [sys.executable, str(DRAIN_CHILD), str(DRAIN_BATCH)],
         }[command]
 
@@ -180,7 +180,7 @@ def test_sigkill_anywhere_during_ingest_gc_and_capture_drain_loses_and_doubles_n
                 expected[key] += value
         for i in range(CAPTURES_PER_CYCLE):
             acked.add(queue.append({"text": f"cycle {cycle} note {i}", "session_id": f"s{cycle}"}))
-        cli = subprocess.run([sys.executable, "-m", "pipelines.cli", "capture", "--text", f"from the CLI {cycle}"],
+        cli = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "capture", "--text", f"from the CLI {cycle}"],
                              env=cluster.env, capture_output=True, text=True, timeout=60)
         assert cli.returncode == 0, cli.stderr
         acked.add(cli.stdout.strip())
@@ -198,18 +198,18 @@ def test_sigkill_anywhere_during_ingest_gc_and_capture_drain_loses_and_doubles_n
         _check(cluster, expected, acked, f"cycle{cycle}")
 
     # the same invariants through the user's commands
-    usage = subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", "daily", "--json"], env=cluster.env,
+    usage = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "daily", "--json"], env=cluster.env,
                            capture_output=True, text=True, timeout=120)
     totals = json.loads(usage.stdout)["totals"]
     assert (totals["inputTokens"], totals["outputTokens"], totals["cacheCreationTokens"],
             totals["cacheReadTokens"]) == (expected["input"], expected["output"], expected["cache_creation"],
                                            expected["cache_read"])
-    verify = subprocess.run([sys.executable, "-m", "pipelines.cli", "archive", "verify"], env=cluster.env,
+    verify = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "archive", "verify"], env=cluster.env,
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     out = tmp_path / "restored"
     for project in sorted(p.name for p in cluster.tree.iterdir()):
-        restore = subprocess.run([sys.executable, "-m", "pipelines.cli", "restore", project, "--to", str(out)],
+        restore = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "restore", project, "--to", str(out)],
                                  env=cluster.env, capture_output=True, text=True, timeout=120)
         assert restore.returncode == 0, restore.stderr
     assert _tree_files(out) == _tree_files(cluster.tree)

@@ -9,9 +9,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.lance import EDGES, RECORDS, TABLE_NAMES, LanceStore, new_record
-from resources.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS_PER_WRITER = 8

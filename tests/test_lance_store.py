@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from resources.config.settings import Settings
 from resources.ids import new_ulid
 from resources.memory.events import query_events, write_event
 from resources.memory.lance import (
@@ -22,7 +23,6 @@ from resources.memory.lance import (
     edge_id,
     new_record,
 )
-from resources.settings import Settings
 
 
 @pytest.fixture

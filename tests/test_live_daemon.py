@@ -20,8 +20,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from resources.settings import Settings
-from resources.state import StateStore
+from resources.config.settings import Settings
+from resources.state.store import StateStore
 from tests.live_dagster import LiveDagster, marked_pids
 
 PROJECTS = [f"-home-dev-live-{i:02d}" for i in range(12)]

@@ -8,9 +8,14 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from pipelines import maintenance
 from pipelines.definitions import defs as all_defs
-from resources.configurable import LanceResource
+from pipelines.defs.lance import definitions as maintenance
+from pipelines.defs.lance.assets import JOB_NAME, LOCATION_BOOT_ID, PHASE_TAG, lance_storage
+from pipelines.defs.lance.checks import memory_checks
+from pipelines.defs.lance.schedules import lance_maintenance_nightly
+from pipelines.defs.lance.sensors import lance_health_sensor
+from pipelines.defs.resources import LanceResource
+from pipelines.defs.tags import POOL_LANCE_MAINTENANCE
 from resources.memory import maintenance as lm
 from resources.memory.events import query_events, write_event
 from resources.memory.lance import EDGES, RECORDS, new_edge, new_record
@@ -42,13 +47,13 @@ def tick(instance, lance, cursor=None):
     """One tick through Dagster's own evaluation (the daemon's path), not the decorated function."""
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lance": lance},
                                       repository_def=all_defs.get_repository_def())
-    return maintenance.lance_health_sensor.evaluate_tick(context)
+    return lance_health_sensor.evaluate_tick(context)
 
 
 def schedule_tick(instance, lance):
     context = dg.build_schedule_context(instance=instance, resources={"lance": lance},
                                         repository_def=all_defs.get_repository_def())
-    return maintenance.lance_maintenance_nightly.evaluate_tick(context)
+    return lance_maintenance_nightly.evaluate_tick(context)
 
 
 def reason(result) -> str:
@@ -67,12 +72,12 @@ def writer_run(instance, asset: str | None = None) -> dg.DagsterRun:
 
 
 def settled_cursor(last_request_ts: float) -> str:
-    return json.dumps({"boot": maintenance.LOCATION_BOOT_ID, "last_request_ts": last_request_ts})
+    return json.dumps({"boot": LOCATION_BOOT_ID, "last_request_ts": last_request_ts})
 
 
 def run_job(instance, lance, run_config=None, raise_on_error=True) -> dg.ExecuteInProcessResult:
     defs = dg.Definitions.merge(maintenance.defs, dg.Definitions(resources={"lance": lance}))
-    job = defs.resolve_job_def(maintenance.JOB_NAME)
+    job = defs.resolve_job_def(JOB_NAME)
     return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=raise_on_error)
 
 
@@ -89,7 +94,7 @@ def test_first_tick_requests_startup_exactly_once(instance, lance):
     small_writes(store, 3)
     first = tick(instance, lance)
     [request] = first.run_requests
-    assert request.tags[maintenance.PHASE_TAG] == "startup"
+    assert request.tags[PHASE_TAG] == "startup"
     run_job(instance, lance, request.run_config)
     second = tick(instance, lance, first.cursor)
     assert not second.run_requests and reason(second).startswith("not due")
@@ -101,7 +106,7 @@ def test_a_fresh_home_gets_no_startup_run_and_the_start_is_remembered(instance, 
     lance.store()
     first = tick(instance, lance)
     assert first.run_requests == [] and reason(first).startswith("not due: healthy")
-    assert json.loads(first.cursor)["boot"] == maintenance.LOCATION_BOOT_ID
+    assert json.loads(first.cursor)["boot"] == LOCATION_BOOT_ID
     small_writes(lance.store(), 3)
     assert tick(instance, lance, first.cursor).run_requests == [], "startup is over: only thresholds and the interval"
 
@@ -113,7 +118,7 @@ def test_not_due_then_due_after_the_interval(instance, lance):
     assert "not due" in reason(not_due) and "periodic optimize in" in reason(not_due)
     due = tick(instance, lance, settled_cursor(time.time() - lm.LANCE_OPTIMIZE_INTERVAL_SEC - 1))
     [request] = due.run_requests
-    assert request.tags[maintenance.PHASE_TAG] == "periodic"
+    assert request.tags[PHASE_TAG] == "periodic"
     assert request.run_config["ops"]["lance_storage"]["config"]["phase"] == "periodic"
     assert json.loads(due.cursor)["last_request_ts"] > time.time() - 60
 
@@ -123,7 +128,7 @@ def test_threshold_crossed_on_small_fragments(instance, lance, monkeypatch):
     assert tick(instance, lance, settled_cursor(time.time())).run_requests == []
     monkeypatch.setenv("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", "5")
     [request] = tick(instance, lance, settled_cursor(time.time())).run_requests
-    assert request.tags[maintenance.PHASE_TAG] == "threshold"
+    assert request.tags[PHASE_TAG] == "threshold"
     assert "records: 10 small fragments > 5" in request.tags["sessionlake/maintenance-reason"]
 
 
@@ -152,18 +157,18 @@ def test_skipped_while_a_writer_run_is_in_progress_then_runs(instance, lance):
     assert event["data"]["reason"] == "writers_active" and event["data"]["phase"] == "startup"
     instance.report_run_canceled(writer)
     [request] = tick(instance, lance, skipped.cursor).run_requests
-    assert request.tags[maintenance.PHASE_TAG] == "startup"
+    assert request.tags[PHASE_TAG] == "startup"
 
 
 def test_never_two_maintenance_runs_at_once(instance, lance):
     lance.store()
     job = dg.Definitions.merge(maintenance.defs, dg.Definitions(resources={"lance": lance})).resolve_job_def(
-        maintenance.JOB_NAME)
+        JOB_NAME)
     instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED)
     result = tick(instance, lance, settled_cursor(0.0))
     assert result.run_requests == [] and "maintenance_running" in reason(result)
-    # the second guard: the maintenance step runs in its own pool (limit 1 in pipelines/dagster.yaml)
-    assert maintenance.lance_storage.op.pool == maintenance.POOL_LANCE_MAINTENANCE
+    # the second guard: the maintenance step runs in its own pool (limit 1 in pipelines/instance/dagster.yaml)
+    assert lance_storage.op.pool == POOL_LANCE_MAINTENANCE
 
 
 def test_a_ui_backfill_of_memory_records_blocks_maintenance_without_any_tag(instance, lance):
@@ -180,7 +185,7 @@ def test_a_ui_backfill_of_memory_records_blocks_maintenance_without_any_tag(inst
 def test_nightly_schedule_runs_periodic_and_waits_for_writers(instance, lance):
     store = lance.store()
     [request] = schedule_tick(instance, lance).run_requests
-    assert request.tags[maintenance.PHASE_TAG] == "periodic"
+    assert request.tags[PHASE_TAG] == "periodic"
     assert request.run_config["ops"]["lance_storage"]["config"]["retention_sec"] == lm.LANCE_OPTIMIZE_RETENTION_SEC
     writer_run(instance)
     skipped = schedule_tick(instance, lance)
@@ -246,16 +251,16 @@ def test_rows_check_errors_when_the_last_optimize_lost_rows(instance, lance):
     bad = {**report, RECORDS: {**report[RECORDS], "rows_after": report[RECORDS]["rows_before"] - 1}}
     write_event(store, lm.OPTIMIZED_EVENT, {"phase": "manual", "retention_days": 0, "per_table": bad,
                                             "total_elapsed_sec": 0.1})
-    [rows_check] = [c for c in maintenance.memory_checks if c.check_key.name == "lance_rows_preserved_by_optimize"]
+    [rows_check] = [c for c in memory_checks if c.check_key.name == "lance_rows_preserved_by_optimize"]
     result = rows_check(lance=lance)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert "records: 1 row(s) fewer" in result.description
 
 
 def test_cli_maintain_prints_the_table_and_refuses_a_short_retention(tmp_path, monkeypatch, capsys):
-    from pipelines.cli import main
+    from pipelines.cli.main import main
+    from resources.config.settings import Settings
     from resources.memory.lance import LanceStore
-    from resources.settings import Settings
 
     monkeypatch.setenv("SESSIONLAKE_HOME", str(tmp_path / "cli-home"))
     monkeypatch.delenv("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", raising=False)

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import orjson
 
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.runner import run_processors
 from resources.ids import stable_id
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.runner import run_processors
 from resources.memory.events import query_events
 from resources.memory.lance import EDGES, RECORDS, LanceStore, edge_id
-from resources.state import StateStore
+from resources.state.store import StateStore
 
 PROJECT = "-Users-chip-dev-ai-music"
 PUSH_PROMPT = "ed356c9b-5106-4a60-b082-60e90997ce2b"

@@ -13,7 +13,7 @@ RECORD_FIELDS = ("id", "tier", "text", "role", "session_id", "session_key", "pro
 
 
 def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=300)
 
 

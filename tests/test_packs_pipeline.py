@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from pipelines import packs as pack_pipelines
 from pipelines.definitions import defs as all_defs
-from pipelines.packs import consolidated_packs, pack_gc_daily, pack_gc_sensor
-from resources.configurable import PackResource
+from pipelines.defs.archive import definitions as pack_pipelines
+from pipelines.defs.archive import sensors as archive_sensors
+from pipelines.defs.archive.assets import consolidated_packs
+from pipelines.defs.archive.schedules import pack_gc_daily
+from pipelines.defs.archive.sensors import pack_gc_sensor
+from pipelines.defs.resources import PackResource
 from tests.archive_support import grow, ingest, pack_store
 from tests.conftest import SAMPLE_PROJECT
 
@@ -151,7 +154,7 @@ def test_definitions_resolve_with_bound_resources(resources):
 def test_sensor_skips_while_another_process_holds_the_warehouse(settings, samples_root, instance, resources,
                                                                 monkeypatch):
     _ingests(settings, samples_root, 1)
-    monkeypatch.setattr(pack_pipelines, "SENSOR_LOCK_WAIT_SEC", 0.3)
+    monkeypatch.setattr(archive_sensors, "SENSOR_LOCK_WAIT_SEC", 0.3)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
          "time.sleep(60)", str(settings.state_path)],

@@ -12,7 +12,7 @@ import pytest
 from resources.archive.pack_files import BucketPackFiles
 from resources.archive.pack_format import PackCorrupt
 from resources.archive.packs import PackStore
-from resources.settings import Settings
+from resources.config.settings import Settings
 from tests.archive_support import grow, ingest, session_files
 from tests.conftest import SAMPLE_PROJECT
 

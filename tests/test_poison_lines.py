@@ -7,9 +7,9 @@ import sys
 
 import duckdb
 
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.runner import run_processors
-from pipelines.processors.usage import UsageProcessor
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
 from resources.memory.lance import RECORDS, LanceStore
 from tests.test_usage import SAMPLE_TOTALS, _assistant, _totals
 
@@ -106,7 +106,7 @@ def test_cli_ingest_with_a_count_of_2_63_keeps_every_other_row(settings, tmp_pat
     _write(settings.sessions_dir / "-p-poison" / "s.jsonl", _assistant("m-good", "r-good", TS, 40),
            _usage_line("m-bad", output_tokens=2**63))
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
-    cli = [sys.executable, "-m", "pipelines.cli"]
+    cli = [sys.executable, "-m", "pipelines.cli.main"]
     run = subprocess.run([*cli, "ingest", "--only", "usage", "--json"], env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr

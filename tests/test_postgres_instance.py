@@ -1,4 +1,4 @@
-"""Dagster on PostgreSQL, as shipped: pipelines/dagster-postgres.yaml on a real server that the tests
+"""Dagster on PostgreSQL, as shipped: pipelines/instance/dagster-postgres.yaml on a real server that the tests
 start themselves (`tests.postgres_server`), selected the way a user selects it
 (``SESSIONLAKE_DAGSTER_STORAGE=postgres`` and the ``DAGSTER_PG_*`` variables).
 
@@ -26,13 +26,14 @@ import pytest
 import yaml
 
 from pipelines.definitions import defs
-from pipelines.instance import INSTANCE_YAML, POSTGRES_INSTANCE_YAML, prepare_dagster_home
-from pipelines.partitions import projects_partitions
-from pipelines.run_recovery import PROCESS_TAG, PoolWaitTimeout, claim_run, process_tag, wait_for_pool
-from pipelines.sessions import JOB_NAME, STEP_NAME, session_files_sensor
-from pipelines.tags import POOL_INGEST
-from resources.configurable import StateResource
-from resources.settings import Settings
+from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.resources import StateResource
+from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
+from pipelines.defs.sessions.sensors import session_files_sensor
+from pipelines.defs.tags import POOL_INGEST
+from pipelines.instance.home import INSTANCE_YAML, POSTGRES_INSTANCE_YAML, prepare_dagster_home
+from pipelines.instance.run_recovery import PROCESS_TAG, PoolWaitTimeout, claim_run, process_tag, wait_for_pool
+from resources.config.settings import Settings
 from tests.conftest import SAMPLE_PROJECT
 from tests.live_dagster import LiveDagster, free_port
 from tests.postgres_server import PostgresServer, find_binaries
@@ -69,7 +70,7 @@ def pg_instance(tmp_path, settings, pg_env, monkeypatch):
 
 
 def _cli(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

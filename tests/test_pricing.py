@@ -57,7 +57,7 @@ SAMPLE_COST = 2.36
 
 
 def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=300)
 
 

@@ -15,7 +15,7 @@ SPILL_AND_DRAIN = """
 from resources.capture.drain import drain_to_lance
 from resources.capture.queue import CaptureQueue
 from resources.memory.lance import LanceStore
-from resources.settings import Settings
+from resources.config.settings import Settings
 
 settings = Settings.from_env()
 store = LanceStore.from_settings(settings)
@@ -46,11 +46,11 @@ def test_everything_the_cli_writes_is_private(settings, umask):
         assert result.returncode == 0, result.stderr
         return result
 
-    run("-m", "pipelines.cli", "ingest")  # the warehouse, the Lance tables, a pack, the Dagster instance
-    run("-m", "pipelines.cli", "capture", "--text", "the staging key is in the vault")
+    run("-m", "pipelines.cli.main", "ingest")  # the warehouse, the Lance tables, a pack, the Dagster instance
+    run("-m", "pipelines.cli.main", "capture", "--text", "the staging key is in the vault")
     run("-c", SPILL_AND_DRAIN)
-    run("-m", "pipelines.cli", "maintain")  # compaction rewrites the Lance files
-    run("-m", "pipelines.cli", "restore", SAMPLE_PROJECT[1:], "--to", str(settings.home / "restored"))
+    run("-m", "pipelines.cli.main", "maintain")  # compaction rewrites the Lance files
+    run("-m", "pipelines.cli.main", "restore", SAMPLE_PROJECT[1:], "--to", str(settings.home / "restored"))
 
     modes = _modes(settings.home)
     for expected in ("state.duckdb", "lance/records.lance", "packs", "capture", "provenance-overflow",
@@ -74,7 +74,7 @@ def test_a_home_left_open_by_an_older_version_is_tightened_and_nothing_else(tmp_
     for path in (home / "lance" / "records.lance" / "data.lance", home / "state.duckdb", home / "notes.txt"):
         path.chmod(0o644)
     env = {**os.environ, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_SESSIONS_DIR": str(tmp_path / "none")}
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", "--json"], env=env,
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "--json"], env=env,
                             capture_output=True, text=True, timeout=300, umask=0o022)
     assert result.returncode != 0  # state.duckdb is not a database; what matters is what it did first
     assert _modes(home) == {".": 0o700, "lance": 0o700, "lance/records.lance": 0o700,

@@ -25,10 +25,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.processors.runner import run_processors, top_up_file
-from pipelines.processors.usage import UsageProcessor
-from resources.sessions import ParseStats, iter_jsonl, session_file_at
-from resources.state import StateStore
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors, top_up_file
+from resources.ingest.session_files import ParseStats, iter_jsonl, session_file_at
+from resources.state.store import StateStore
 from resources.usage.pricing import PriceTable
 from resources.usage.reports import usage_report
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from lancedb.embeddings import TextEmbeddingFunction, register
 
-from pipelines.cli import main
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.runner import run_processors
+from pipelines.cli.main import main
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.runner import run_processors
 from resources.memory.lance import PROVENANCE, RECORDS, TEXT_INDEX, VECTOR_COLUMN, LanceStore, new_record
 from resources.memory.recall import recall, snippet
-from resources.state import StateStore
+from resources.state.store import StateStore
 
 PROJECT = "-Users-chip-dev-ai-music"
 DIVERSE_PROMPT = "f8ccf7b6-1e89-424a-8441-dd1d73975f5e"

@@ -5,12 +5,13 @@ import json
 import dagster as dg
 import pytest
 
-import pipelines.processors.runner as runner
+import resources.ingest.runner as runner
 from pipelines.definitions import defs
-from pipelines.partitions import projects_partitions
-from pipelines.sessions import STEP_NAME, ingest_projects, session_files_sensor
-from resources.configurable import LanceResource, PackResource, StateResource
-from resources.retry_marks import MAX_ATTEMPTS, RETRY_BASE_SEC, due_retries, record_failures
+from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.resources import LanceResource, PackResource, StateResource
+from pipelines.defs.sessions.assets import STEP_NAME, ingest_projects
+from pipelines.defs.sessions.sensors import session_files_sensor
+from resources.ingest.retry_marks import MAX_ATTEMPTS, RETRY_BASE_SEC, due_retries, record_failures
 from tests.conftest import SAMPLE_PROJECT
 
 

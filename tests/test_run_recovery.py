@@ -12,10 +12,10 @@ import dagster as dg
 import pytest
 
 from bench.corpus import generate_corpus
-from pipelines.instance import install_instance_yaml
-from pipelines.run_recovery import HOST_TAG, PROCESS_TAG, claim_run, process_tag
-from pipelines.sessions import JOB_NAME, STEP_NAME
-from pipelines.tags import POOL_INGEST
+from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
+from pipelines.defs.tags import POOL_INGEST
+from pipelines.instance.home import install_instance_yaml
+from pipelines.instance.run_recovery import HOST_TAG, PROCESS_TAG, claim_run, process_tag
 
 
 def _env(tmp_path, **extra):
@@ -24,7 +24,7 @@ def _env(tmp_path, **extra):
 
 
 def _cli(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -45,7 +45,7 @@ def tree(tmp_path):
 def test_sigkill_inside_the_step_then_the_next_ingest_finishes_with_clean_totals(tmp_path, tree):
     env = _env(tmp_path)
     _instance(tmp_path).dispose()
-    killed = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ingest"], env=env,
+    killed = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     run = None
@@ -109,7 +109,7 @@ def test_a_slot_held_by_a_live_run_is_waited_for_named_and_given_up_on(tmp_path)
         assert f"waiting for pool {POOL_INGEST}: held by {JOB_NAME} {run_id}" in result.stderr
         assert "gave up after 2s" in result.stderr
 
-        waiting = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ingest", "--only", "usage"],
+        waiting = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest", "--only", "usage"],
                                    env={**env, "SESSIONLAKE_POOL_WAIT_SEC": "600"}, stderr=subprocess.PIPE, text=True)
         assert "waiting for pool" in waiting.stderr.readline()
         waiting.send_signal(signal.SIGTERM)

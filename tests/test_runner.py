@@ -3,11 +3,11 @@
 import os
 import time
 
-import pipelines.processors.runner as runner
-from pipelines.processors.contract import ProcessorResult, SessionProcessor
-from pipelines.processors.runner import run_processors
-from resources.sessions import ParseStats, iter_jsonl
-from resources.state import load_processor_state
+import resources.ingest.runner as runner
+from resources.ingest.contract import ProcessorResult, SessionProcessor
+from resources.ingest.runner import run_processors
+from resources.ingest.session_files import ParseStats, iter_jsonl
+from resources.state.store import load_processor_state
 from tests.conftest import SAMPLE_PROJECT
 
 

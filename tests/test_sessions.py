@@ -2,7 +2,14 @@
 
 import os
 
-from resources.sessions import ParseStats, compute_file_hash, iter_jsonl, parse_jsonl, tail_fingerprint, walk_sessions
+from resources.ingest.session_files import (
+    ParseStats,
+    compute_file_hash,
+    iter_jsonl,
+    parse_jsonl,
+    tail_fingerprint,
+    walk_sessions,
+)
 
 
 def test_walk_finds_sessions_and_subagents_and_skips_the_rest(tmp_path):

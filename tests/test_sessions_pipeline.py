@@ -13,16 +13,11 @@ import duckdb
 import pytest
 
 from pipelines.definitions import defs
-from pipelines.partitions import projects_partitions
-from pipelines.sessions import (
-    JOB_NAME,
-    STEP_NAME,
-    partition_run_request,
-    project_fingerprints,
-    session_files_sensor,
-)
-from resources.configurable import StateResource
-from resources.sessions import walk_sessions
+from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.resources import StateResource
+from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
+from pipelines.defs.sessions.sensors import partition_run_request, project_fingerprints, session_files_sensor
+from resources.ingest.session_files import walk_sessions
 from tests.conftest import SAMPLE_PROJECT
 
 

@@ -17,19 +17,20 @@ import duckdb
 import pytest
 
 from pipelines.definitions import defs
-from pipelines.partitions import projects_partitions
-from pipelines.processors.archive import ArchiveProcessor
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.runner import run_processors
-from pipelines.processors.usage import UsageProcessor
-from pipelines.sessions import STEP_NAME, session_files_sensor
+from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.resources import StateResource
+from pipelines.defs.sessions.assets import STEP_NAME
+from pipelines.defs.sessions.sensors import session_files_sensor
 from resources.archive.packs import PackStore
-from resources.configurable import StateResource
+from resources.config.settings import Settings
+from resources.ingest.processors.archive import ArchiveProcessor
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
 from resources.memory.lance import LanceStore
-from resources.migrations import LATEST_VERSION, MIGRATIONS
-from resources.settings import Settings
 from resources.sources import found_sources, walk_all
-from resources.state import StateStore
+from resources.state.migrations import LATEST_VERSION, MIGRATIONS
+from resources.state.store import StateStore
 from resources.usage.reports import ReportOptions, usage_report
 from tests.conftest import agent_settings
 
@@ -135,7 +136,7 @@ def test_rewritten_and_appended_files_are_read_again_without_double_counting(tmp
 
 
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=300)
 
 

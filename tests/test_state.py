@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from resources.migrations import LATEST_VERSION, MIGRATIONS
-from resources.state import (
+from resources.state.migrations import LATEST_VERSION, MIGRATIONS
+from resources.state.store import (
     ProcessedMark,
     StateStore,
     load_processor_state,

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import orjson
 
-from pipelines.processors.runner import run_processors, top_up_file
-from pipelines.processors.usage import UsageProcessor
-from resources.sessions import session_file_at
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors, top_up_file
+from resources.ingest.session_files import session_file_at
 
 MODEL = "claude-sonnet-4-20250514"
 COST = (10 * 3 + 1000 * 15 + 2000 * 3.75 + 20000 * 0.3) / 1e6  # 0.0285
@@ -52,7 +52,7 @@ def _midday_zone(now):
 
 def _statusline(settings, stdin, *args, zone="UTC"):
     env = {**os.environ, "SESSIONLAKE_HOME": str(settings.home), "SESSIONLAKE_SESSIONS_DIR": str(settings.sessions_dir)}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "statusline", "-z", zone, *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", "statusline", "-z", zone, *args], input=stdin,
                           env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -155,7 +155,7 @@ def test_an_unchanged_refresh_reuses_the_line_without_the_warehouse(settings, st
 def test_statusline_imports_neither_dagster_nor_lancedb(settings):
     path = _session(settings.sessions_dir, "-w-app", "s", [datetime.now(UTC)])
     env = {**os.environ, "SESSIONLAKE_HOME": str(settings.home), "SESSIONLAKE_SESSIONS_DIR": str(settings.sessions_dir)}
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipelines.cli", "statusline"],
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipelines.cli.main", "statusline"],
                             input=_payload(path, "s"), env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "💰" in result.stdout
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()

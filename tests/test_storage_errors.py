@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.processors.archive import ArchiveProcessor
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.runner import run_processors
 from resources.archive.packs import PackStore
+from resources.config.settings import Settings
+from resources.ingest.processors.archive import ArchiveProcessor
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.runner import run_processors
 from resources.memory.lance import RECORDS, LanceStore
-from resources.settings import Settings
-from resources.state import StateStore
+from resources.state.store import StateStore
 from tests.s3_support import CREDENTIALS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ CLOSED_PORT = "http://127.0.0.1:1"
 
 
 def _cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env={**env, "PYTHONPATH": str(REPO)},
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env={**env, "PYTHONPATH": str(REPO)},
                           cwd=cwd, capture_output=True, text=True, timeout=120)
 
 

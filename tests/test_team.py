@@ -22,16 +22,16 @@ import pytest
 
 import pipelines.definitions
 from bench.corpus import generate_corpus
-from pipelines.processors.archive import ArchiveProcessor
-from pipelines.processors.memory import MemoryProcessor
-from pipelines.processors.runner import run_processors
-from pipelines.processors.usage import UsageProcessor
-from pipelines.team import team_manifest_sensor
+from pipelines.defs.resources import TeamResource
+from pipelines.defs.team.sensors import team_manifest_sensor
 from resources.archive.packs import PackStore
-from resources.configurable import TeamResource
+from resources.ingest.processors.archive import ArchiveProcessor
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
 from resources.memory.lance import LanceStore
 from resources.sources import found_sources, walk_all
-from resources.state import StateStore
+from resources.state.store import StateStore
 from tests.archive_support import grow
 from tests.conftest import SAMPLE_PROJECT, SAMPLES, agent_settings
 from tests.test_sources import EXPECTED
@@ -52,7 +52,7 @@ def _push(home: Path, team_uri: str, user: str, machine: str, *cmd: str) -> subp
     env = {**os.environ, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_TEAM_URI": team_uri,
            "SESSIONLAKE_USER": user, "SESSIONLAKE_MACHINE": machine}
     env.pop("SESSIONLAKE_STORAGE_URI", None)
-    args = list(cmd) or [sys.executable, "-m", "pipelines.cli", "push", "--json"]
+    args = list(cmd) or [sys.executable, "-m", "pipelines.cli.main", "push", "--json"]
     return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -149,11 +149,11 @@ def test_two_machines_push_and_the_central_ingest_equals_a_local_one(s3_location
         totals, ids, _ = _central_view(central, s3_location)
         assert totals == want_totals and ids == want_ids
 
-    report = subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", "user", "--json"], cwd=REPO,
+    report = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "user", "--json"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     assert {u["user"] for u in json.loads(report.stdout)["users"]} == {"alice", "bob"}
-    only = subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", "machine", "--machine", "bob-laptop",
+    only = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "machine", "--machine", "bob-laptop",
                            "--json"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert [m["machine"] for m in json.loads(only.stdout)["machines"]] == ["bob@bob-laptop"]
 
@@ -249,10 +249,10 @@ def test_the_sensor_ingests_nothing_on_a_machine_that_only_pushes(s3_location, t
 def test_push_without_a_team_bucket_says_what_to_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SESSIONLAKE_TEAM_URI",)}
     env["SESSIONLAKE_HOME"] = str(tmp_path / "home")
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "push"], env=env, cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "push"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "SESSIONLAKE_TEAM_URI" in done.stderr
     env["SESSIONLAKE_TEAM_URI"] = "gs://nope"
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "push"], env=env, cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "push"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "s3://" in done.stderr

@@ -6,8 +6,8 @@ from datetime import date
 import orjson
 import pytest
 
-from pipelines.processors.runner import run_processors
-from pipelines.processors.usage import UsageProcessor
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
 from resources.usage.pricing import PriceTable
 from resources.usage.reports import ReportFilter, usage_report
 

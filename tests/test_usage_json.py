@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from pipelines.processors.runner import run_processors
-from pipelines.processors.usage import UsageProcessor
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
 from resources.usage.reports import ReportOptions, session_usage, usage_report
 
 SONNET, OPUS, HAIKU, MYSTERY = ("claude-sonnet-4-20250514", "claude-opus-4-20250514", "claude-3-5-haiku-20241022",
@@ -232,7 +232,7 @@ def test_fast_model_ids_stay_apart_from_the_standard_model(tmp_path, state):
 
 def _cli(*args, home):
     env = {**os.environ, "SESSIONLAKE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "usage", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", *args], env=env, capture_output=True,
                           text=True, timeout=120)
 
 

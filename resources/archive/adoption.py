@@ -1,6 +1,6 @@
 """Adoption: a pack that is already in an archive's files (pushed to a team bucket) joins its index.
 
-The central team ingest (`pipelines.processors.team_ingest`) adopts each pushed pack before it runs
+The central team ingest (`resources.team.ingest`) adopts each pushed pack before it runs
 the processors over the versions in it.
 """
 

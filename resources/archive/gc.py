@@ -21,7 +21,7 @@ from resources.archive.pack_format import (
     Snapshot,
     scan_pack_file,
 )
-from resources.state import transaction
+from resources.state.store import transaction
 
 if TYPE_CHECKING:
     from resources.archive.packs import PackStore

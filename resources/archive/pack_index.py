@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from resources.archive.pack_format import ObjectEntry, Snapshot
-from resources.state import insert_rows, transaction
+from resources.state.store import insert_rows, transaction
 
 if TYPE_CHECKING:
     from resources.archive.packs import PendingObject

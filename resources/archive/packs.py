@@ -35,8 +35,8 @@ from resources.archive.pack_format import (
     write_pack,
 )
 from resources.archive.restore import UnsafeTarget, restore_file, safe_relative, write_version
-from resources.settings import Settings
-from resources.state import StateStore
+from resources.config.settings import Settings
+from resources.state.store import StateStore
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from resources.config.settings import _env_float
 from resources.memory.events import write_event
 from resources.memory.lance import EVENTS, TABLE_NAMES
-from resources.settings import _env_float
 
 log = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ class ProvenanceWriteQueue:
         retry_backoff_s: float = 0.05,
     ) -> None:
         if overflow_dir is None:
-            from resources.settings import Settings
+            from resources.config.settings import Settings
 
             overflow_dir = Settings.from_env().provenance_overflow_dir
         self.store = store

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from resources.settings import SettingError
+from resources.config.settings import SettingError
 
 SCHEMES = ("s3",)
 _ENV_OPTIONS = {

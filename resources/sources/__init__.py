@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from resources.sessions import SessionFile
-from resources.settings import Settings
+from resources.config.settings import Settings
+from resources.ingest.session_files import SessionFile
 from resources.sources.base import Source
 from resources.sources.claude import ClaudeSource
 from resources.sources.codex import CodexSource

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from resources.sessions import ParseStats, SessionFile
+from resources.ingest.session_files import ParseStats, SessionFile
 
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 

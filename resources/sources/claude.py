@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from resources.ingest.session_files import ParseStats, SessionFile, iter_jsonl, walk_sessions
 from resources.memory.lance import as_utc
-from resources.sessions import ParseStats, SessionFile, iter_jsonl, walk_sessions
 from resources.sources.base import MemoryItem, Source, UsageItem
 from resources.usage.pricing import FAST_SUFFIX
 

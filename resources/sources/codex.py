@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from resources.sessions import JsonLine, ParseStats, SessionFile, iter_jsonl
+from resources.ingest.session_files import JsonLine, ParseStats, SessionFile, iter_jsonl
 from resources.sources.base import MemoryItem, Source, UsageItem, count, parse_time, project_name, usage_row
 from resources.sources.walk import walk_files
 

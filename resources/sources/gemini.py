@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from resources.sessions import MalformedLine, ParseStats, SessionFile, iter_jsonl
+from resources.ingest.session_files import MalformedLine, ParseStats, SessionFile, iter_jsonl
 from resources.sources.base import MemoryItem, Source, UsageItem, count, parse_time, project_name, usage_row
 from resources.sources.walk import walk_files
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from resources.sessions import MalformedLine, ParseStats, SessionFile
+from resources.ingest.session_files import MalformedLine, ParseStats, SessionFile
 from resources.sources.base import MemoryItem, Source, UsageItem, count, parse_time, project_name, usage_row
 from resources.sources.walk import walk_files
 

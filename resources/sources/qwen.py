@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from resources.sessions import ParseStats, SessionFile, iter_jsonl
+from resources.ingest.session_files import ParseStats, SessionFile, iter_jsonl
 from resources.sources.base import MemoryItem, Source, UsageItem, count, parse_time, project_name, usage_row
 from resources.sources.walk import walk_files
 

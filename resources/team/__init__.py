@@ -1,6 +1,6 @@
 """Team deployments: machines push their packs and a manifest to a team bucket (`push`), and the
 central deployment finds the manifests (`manifests`) and ingests the packs' content
-(``pipelines/processors/team_ingest.py``, ``pipelines/team.py``).
+(``resources/team/ingest.py``, ``pipelines/defs/team/definitions.py``).
 
 Bucket layout under ``SESSIONLAKE_TEAM_URI``::
 

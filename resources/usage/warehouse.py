@@ -12,7 +12,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from resources.state import fetch_one, transaction
+from resources.state.store import fetch_one, transaction
 from resources.usage.pricing import UNPRICED_MODELS, PriceTable
 
 USAGE_SCHEMA = pa.schema(

@@ -1,0 +1,137 @@
+"""``sessionlake archive verify|gc|ls``: check, consolidate and list the content-addressed archive."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("archive", help="verify, garbage-collect or list the session archive (packs)")
+    actions = p.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="re-hash every pack and check that every index row resolves")
+    verify.add_argument("projects", nargs="*", metavar="PROJECT",
+                        help="default: every project (a folder name, with or without its leading '-')")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=run_verify)
+    gc = actions.add_parser("gc", help="consolidate each project's packs into one, then sweep old tombstones")
+    gc.add_argument("projects", nargs="*", metavar="PROJECT", help="default: every project")
+    gc.add_argument("--json", action="store_true", help="print the gc_repo results as JSON")
+    gc.set_defaults(handler=run_gc)
+    ls = actions.add_parser("ls", help="list projects; with PROJECT, its packs and session versions")
+    ls.add_argument("project", nargs="?", metavar="PROJECT")
+    ls.add_argument("--json", action="store_true", help="print as JSON")
+    ls.set_defaults(handler=run_ls)
+
+
+def _store():
+    from resources.archive.packs import PackStore
+    from resources.config.settings import Settings
+
+    settings = Settings.from_env()
+    settings.check_storage()
+    return PackStore.from_settings(settings)
+
+
+def resolve_projects(store, names: list[str]) -> list[str]:
+    """Archived project names for ``names``, each as is or without its leading "-" (Claude Code folders
+    start with one); LookupError naming the unknown ones and the closest archived projects."""
+    from pipelines.cli.main import closest
+
+    known = store.repos()
+    resolved, unknown = [], []
+    for name in names:
+        match = name if name in known else f"-{name}" if f"-{name}" in known else None
+        (resolved if match else unknown).append(match or name)
+    if unknown:
+        raise LookupError(f"no archive for project(s): {', '.join(unknown)}; {closest(unknown[0], known)}")
+    return resolved
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    store = _store()
+    try:
+        projects = resolve_projects(store, args.projects)
+    except LookupError as exc:
+        print(f"sessionlake archive verify: {exc}", file=sys.stderr)
+        return 2
+    report = store.verify(projects or None)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for p in report["problems"]:
+            print(f"FAILED {p['pack']} ({p['repo']}): {p['problem']}")
+        status = "ok" if report["ok"] else f"{len(report['problems'])} problem(s)"
+        print(f"{status}: {report['packs_checked']} packs re-hashed ({report['bytes_checked']:,} bytes), "
+              f"{report['index_rows']} index rows, {report['snapshots']} versions")
+    return 0 if report["ok"] else 1
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    from resources.archive.pack_format import PackError
+
+    store = _store()
+    try:
+        projects = resolve_projects(store, args.projects)
+    except LookupError as exc:
+        print(f"sessionlake archive gc: {exc}", file=sys.stderr)
+        return 2
+    results, failed = [], False
+    for project in projects or store.repos():
+        try:
+            results.append(store.gc_repo(project))
+        except PackError as exc:  # a damaged pack stops that project only; the others go on
+            failed = True
+            results.append({"repo": project, "error": str(exc)})
+    swept = store.sweep()
+    if args.json:
+        print(json.dumps({"results": results, "sweep": swept}, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['repo']}: FAILED {r['error']}")
+            else:
+                print(f"{r['repo']}: {r['packs_before']} -> {r['packs_after']} live packs"
+                      f"{' (skipped)' if r['skipped'] else ''}, key {r['consolidated_key']}")
+        print(f"swept {swept['tombstoned_deleted']} tombstoned and {swept['orphans_deleted']} orphan packs, "
+              f"{swept['temp_deleted']} temp files ({swept['bytes_freed']:,} bytes)")
+    return 1 if failed else 0
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    store = _store()
+    if args.project is None:
+        rows = [{"project": r, **store.repo_stats(r)} for r in store.repos()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _table(("project", "live_packs", "pack_bytes", "objects", "sessions", "versions", "dedup_ratio",
+                    "compression_ratio"), rows)
+        return 0
+    try:
+        [project] = resolve_projects(store, [args.project])
+    except LookupError as exc:
+        print(f"sessionlake archive ls: {exc}", file=sys.stderr)
+        return 2
+    packs = store.live_packs(project, include_tombstoned=True)
+    sessions: dict[str, dict] = {}
+    for v in store.versions(project):
+        entry = sessions.setdefault(v.snapshot.session_key, {"session": v.snapshot.session_key, "versions": 0})
+        entry.update(versions=entry["versions"] + 1, size=v.snapshot.size, file_hash=v.snapshot.file_hash,
+                     archived_at=v.archived_at.isoformat(timespec="seconds"))
+    if args.json:
+        print(json.dumps({"packs": packs, "sessions": list(sessions.values())}, indent=2, default=str))
+        return 0
+    _table(("key", "state", "bytes", "object_count", "snapshot_count", "created_at"),
+           [{**p, "created_at": p["created_at"].isoformat(timespec="seconds")} for p in packs])
+    print()
+    _table(("session", "versions", "size", "archived_at"), list(sessions.values()))
+    return 0
+
+
+def _table(cols: tuple[str, ...], rows: list[dict]) -> None:
+    cells = [list(cols)] + [[f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

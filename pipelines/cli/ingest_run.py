@@ -1,0 +1,135 @@
+"""Running ingest_sessions from Python or the CLI, recorded on the instance at DAGSTER_HOME.
+
+Whatever set of projects has work, it is one in-process run (one process, one step), so the CLI
+pays Dagster's run overhead once; the run and its per-project materializations show in the UI like
+a sensor-started one. Before the run claims its pool slot, runs whose process died are marked
+failed and their slots freed, and a slot held by a live run is waited for (bounded, interruptible,
+saying which run holds it).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+
+from resources.config.settings import Settings
+from resources.ingest.retry_marks import due_retries
+from resources.ingest.runner import projects_with_work
+from resources.sources import found_sources, walk_all
+from resources.state.store import StateStore
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""The run's full event log is on the instance (and in the UI); the terminal gets warnings and errors."""
+
+
+class SessionsNotFound(RuntimeError):
+    """The sessions tree to ingest is not there (named by the user and missing, or no data at the default)."""
+
+
+def _found_sources(settings: Settings) -> list:
+    """The sources to read; `SessionsNotFound` when the Claude Code folder the user named is missing,
+    or when no agent's folder exists at all."""
+    root = settings.sessions_dir
+    if settings.sessions_dir_explicit and not root.is_dir():
+        raise SessionsNotFound(f"SESSIONLAKE_SESSIONS_DIR={root} does not exist (or is not a directory)")
+    sources = found_sources(settings)
+    if not sources:
+        looked = "; ".join(f"{agent}: {path}" for agent, path in settings.agent_roots().items())
+        raise SessionsNotFound(f"no session data found: looked in {looked} (the agents' defaults); "
+                               "set SESSIONLAKE_SESSIONS_DIR (Claude Code) or SESSIONLAKE_<AGENT>_DIR to the "
+                               "folder that holds your sessions")
+    return sources
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM interrupts like Ctrl-C for the duration (a wait for a slot must end on either)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
+           settings: Settings | None = None, everything: bool = False, say=print) -> dict:
+    """Ingest ``projects`` (default: every project on disk) with ``session_files`` plus ``assets``
+    (default: every processor asset), in one run.
+
+    Only projects with something to do are run: a file some selected processor has not processed at
+    its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all.
+    Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
+    failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read, and
+    `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened.
+    """
+    import dagster as dg
+
+    from pipelines.definitions import defs
+    from pipelines.defs.partitions import projects_partitions
+    from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME
+    from pipelines.defs.sessions.sensors import partition_run_request
+    from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
+    from pipelines.instance.home import open_instance, prepare_dagster_home
+    from pipelines.instance.run_recovery import process_tags, wait_for_pool
+
+    settings = settings or Settings.from_env()
+    sources = _found_sources(settings)
+    prepare_dagster_home(settings)
+    started = time.perf_counter()
+    files = list(walk_all(sources))
+    on_disk = sorted({f.project for f in files})
+    wanted = sorted(set(projects) & set(on_disk)) if projects else on_disk
+    assets = list(PROCESSOR_ASSETS.values()) if assets is None else assets
+    if not everything:
+        names = [name for name, asset in PROCESSOR_ASSETS.items() if asset in assets]
+        chosen = set(wanted)
+        todo = projects_with_work(names, [f for f in files if f.project in chosen], StateStore.from_settings(settings))
+        todo |= set(due_retries(settings.retry_dir, now=math.inf))
+        wanted = sorted(set(wanted) & todo)
+    result = {"run_id": None, "success": True, "agents": [s.agent for s in sources], "projects": wanted,
+              "up_to_date": len(on_disk) - len(wanted),
+              "assets": {}, "failures": {}, "errors": 0, "elapsed_sec": 0.0}
+    if not wanted:
+        result["elapsed_sec"] = time.perf_counter() - started
+        return result
+    with open_instance() as instance, _sigterm_interrupts():
+        known = set(instance.get_dynamic_partitions(projects_partitions.name))
+        new = [p for p in on_disk if p not in known]
+        if new:
+            instance.add_dynamic_partitions(projects_partitions.name, new)
+        order = instance.get_dynamic_partitions(projects_partitions.name)
+        request = partition_run_request(order, wanted)
+        selection = {dg.AssetKey("session_files"), *(dg.AssetKey(a) for a in assets)}
+        checks = {dg.AssetCheckKey(dg.AssetKey(a), FILES_CHECK) for a in assets}
+        job = defs.resolve_job_def(JOB_NAME).get_subset(asset_selection=selection, asset_check_selection=checks)
+        wait_for_pool(instance, POOL_INGEST, settings.pool_wait_sec, say)
+        tags = {**request.tags, **process_tags()}  # tagged before the step claims its slot: no window to die in
+        if request.partition_key:
+            tags["dagster/partition"] = request.partition_key
+        run_config = {**request.run_config, **QUIET}
+        outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+    result["run_id"] = outcome.run_id
+    result["success"] = outcome.success
+    for event in outcome.get_asset_materialization_events():
+        mat = event.materialization
+        totals = result["assets"].setdefault(mat.asset_key.to_user_string(), {})
+        for key, value in mat.metadata.items():
+            if isinstance(value.value, int | float) and not isinstance(value.value, bool):
+                totals[key] = totals.get(key, 0) + value.value
+    for evaluation in outcome.get_asset_check_evaluations():
+        if not evaluation.passed:
+            table = evaluation.metadata.get("failed_files")
+            result["failures"][evaluation.asset_key.to_user_string()] = table.value if table else evaluation.description
+            result["errors"] += int(evaluation.metadata["files_failed"].value)
+    result["success"] = result["success"] and not result["errors"]
+    result["elapsed_sec"] = time.perf_counter() - started
+    return result

@@ -1,0 +1,138 @@
+"""The ``sessionlake`` console script.
+
+Each command lives in ``pipelines/cli/<command>.py`` (module name = command name) with
+``register(subparsers)`` that adds its parser and sets ``handler``; only the module of the command
+being run is imported. Handlers import their heavy dependencies (Dagster, LanceDB, DuckDB)
+inside the function, so a hot-path command such as ``capture`` starts in milliseconds.
+
+A setting that cannot be used (`resources.config.settings.SettingError`: a bad ``SESSIONLAKE_*`` value or storage
+URI) or a storage bucket that cannot be reached (`StorageUnavailable`) ends any command with one line on
+stderr naming what to fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from resources.config.settings import SettingError
+from resources.objectstore.location import StorageUnavailable
+
+COMMAND_MODULES = (
+    "archive",
+    "capture",
+    "demo",
+    "dev",
+    "ingest",
+    "maintain",
+    "memory",
+    "prices",
+    "push",
+    "recall",
+    "restore",
+    "statusline",
+    "usage",
+)
+
+
+def build_parser(commands: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessionlake",
+        description="Keep every AI coding-agent session: usage warehouse, searchable memory, byte-exact archive.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in commands:
+        importlib.import_module(f"pipelines.cli.{name}").register(sub)
+    return parser
+
+
+NAME_OPTIONS = ("--project", "--session", "--session-id")
+"""Options whose values are project or session names, which start with "-" (``-Users-me-repo``)."""
+
+NAME_METAVAR = "PROJECT"
+"""A command's positionals with this metavar are project names, which start with "-" too."""
+
+
+def join_dash_values(argv: list[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """Let names that start with "-" through argparse, which would read them as options.
+
+    ``--project -Users-me-repo`` becomes ``--project=-Users-me-repo``. With ``parser``, a command whose
+    positionals are PROJECT names gets its options first and its names after one ``--``: in
+    ``archive gc -Users-me-app --json`` or ``restore -- -home-me-app --to DIR``, an argument that starts
+    with a single "-" and is not one of the command's options is a name, wherever it stands.
+    """
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in NAME_OPTIONS:
+            value = next(args, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out if parser is None else _names_last(out, parser)
+
+
+def _command(argv: list[str], parser: argparse.ArgumentParser) -> tuple[int, argparse.ArgumentParser]:
+    """How many of ``argv``'s first words name (sub)commands, and the parser of the last one."""
+    depth, command = 0, parser
+    while depth < len(argv) and (choices := _subcommands(command)) and argv[depth] in choices:
+        command = choices[argv[depth]]
+        depth += 1
+    return depth, command
+
+
+def _names_last(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    depth, command = _command(argv, parser)
+    if not any(a.metavar == NAME_METAVAR and not a.option_strings for a in command._actions):
+        return argv
+    takes_value = {s: a.nargs != 0 for a in command._actions for s in a.option_strings}
+    options: list[str] = []
+    names: list[str] = []
+    value_pending = False
+    for arg in argv[depth:]:
+        if value_pending:
+            options.append(arg)
+            value_pending = False
+        elif arg == "--":
+            continue
+        elif arg.split("=", 1)[0] in takes_value or (arg.startswith("--") and arg != "--"):
+            options.append(arg)  # an unknown --option stays one, for argparse to reject
+            value_pending = takes_value.get(arg, False)
+        else:
+            names.append(arg)
+    return argv[:depth] + options + (["--", *names] if names else [])
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser] | None:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def closest(name: str, known: list[str], n: int = 3) -> str:
+    """``"closest: a, b, c"`` (the ``n`` known names most like ``name``), or a note that none are known."""
+    import difflib
+
+    if not known:
+        return "none are known yet (run sessionlake ingest)"
+    return "closest: " + ", ".join(difflib.get_close_matches(name, known, n=n, cutoff=0.0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the command being run, so `capture` does not pay for the others' imports.
+    only = (argv[0],) if argv and argv[0] in COMMAND_MODULES else COMMAND_MODULES
+    parser = build_parser(only)
+    args = parser.parse_args(join_dash_values(argv, parser))
+    try:
+        return int(args.handler(args) or 0)
+    except (SettingError, StorageUnavailable) as exc:  # the user's setting, not a bug: one line, no traceback
+        print(f"{_command(argv, parser)[1].prog}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

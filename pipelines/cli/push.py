@@ -1,0 +1,60 @@
+"""``sessionlake push [--json]``: send this machine's archive to the team bucket (SESSIONLAKE_TEAM_URI).
+
+Sends every pack the bucket does not have yet (put-if-absent, by content key) and a manifest naming
+them with this machine's user and name (SESSIONLAKE_USER, SESSIONLAKE_MACHINE). Idempotent and
+resumable: run it as often as you like, and again after a kill. Run it after an ingest, which is
+what archives new session files: ``sessionlake ingest && sessionlake push``.
+
+Exit status: 0 when everything is in the bucket, 1 when the bucket could not be reached or refused
+a write (run it again), 2 when no team bucket is configured or a name is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="send new packs and a manifest to the team bucket (SESSIONLAKE_TEAM_URI)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from resources.archive.packs import PackStore
+    from resources.config.settings import Settings
+    from resources.objectstore.location import StorageUnavailable, StorageUriError
+    from resources.team.manifests import ManifestError, check_label
+    from resources.team.push import push
+
+    try:
+        settings = Settings.from_env()
+        if settings.team is None:
+            print("sessionlake push: no team bucket: set SESSIONLAKE_TEAM_URI=s3://BUCKET/PREFIX "
+                  "(and the AWS_* variables to reach it)", file=sys.stderr)
+            return 2
+        check_label("user", settings.user)
+        check_label("machine", settings.machine)
+    except (StorageUriError, ManifestError) as exc:
+        print(f"sessionlake push: {exc}", file=sys.stderr)
+        return 2
+    log = (lambda _m: None) if args.json else (lambda m: print(m, flush=True))
+    try:
+        settings.check_storage()
+        settings.team.blobs().check()
+        report = push(PackStore.from_settings(settings), settings.team, settings.user, settings.machine,
+                      settings.home, log)
+    except StorageUnavailable as exc:
+        print(f"sessionlake push: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the bucket or the network: nothing is lost, the next push goes on from here
+        print(f"sessionlake push: {type(exc).__name__}: {exc}; nothing is lost, run it again", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['packs_sent']} packs sent ({report['bytes_sent']:,} bytes), {report['packs_present']} "
+              f"already in {settings.team.uri}, {len(report['manifests'])} manifests")
+    return 0

@@ -1,0 +1,195 @@
+"""``sessionlake statusline``: the one line for Claude Code's ``statusLine`` setting, as ``ccusage statusline``.
+
+stdin is Claude Code's status line JSON (``session_id``, ``transcript_path``, ``model``, and when
+present ``cost.total_cost_usd``, ``context_window``, ``effort.level``). The command tops up the live
+session's file into the warehouse (that file only, from its stored offset, with the usage processor)
+and prints, for example::
+
+    🤖 Opus 4 (high) | 💰 $0.23 session / $1.23 today / $0.45 block (2h 45m left) | 🔥 $0.12/hr | 🧠 25,000 (12%)
+
+It runs on every prompt, so it imports neither Dagster nor LanceDB and waits at most `LOCK_WAIT_SEC`
+for a warehouse another process holds. Like ccusage, it reuses its last line for the same session
+while the transcript and the payload are unchanged and the line is younger than ``--refresh-interval``
+(1 s), without opening the warehouse. On any error it prints a short fallback line (the reason goes to
+stderr) and exits 0: a status line must never break the prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePath
+
+LOCK_WAIT_SEC = 1.0
+MAX_PAYLOAD_BYTES = 1 << 20
+CONTEXT_LIMIT = 200_000
+CONTEXT_LIMIT_1M = 1_000_000
+COST_SOURCES = ("auto", "sessionlake", "ccusage", "cc", "both")
+FALLBACK = "💰 usage unavailable"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("statusline", help="one status line for Claude Code's statusLine setting (hook JSON on stdin)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("-z", "--timezone", help="IANA zone of 'today' (default: the system's)")
+    p.add_argument("--cost-source", choices=COST_SOURCES, default="auto",
+                   help="session cost: auto (Claude Code's when it sends one, else the warehouse's), "
+                        "sessionlake (or ccusage: the warehouse's), cc (Claude Code's), both")
+    p.add_argument("--refresh-interval", type=float, default=1.0,
+                   help="seconds a line is reused while nothing changed (default 1, as ccusage)")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="always read the warehouse")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    payload: dict = {}
+    try:
+        payload = _read_payload()
+        line = cached_status_line(payload, args)
+    except Exception as exc:  # whatever went wrong, the prompt gets a line and exit 0
+        print(f"sessionlake statusline: {type(exc).__name__}: {exc}", file=sys.stderr)
+        model = _model_label(payload)
+        line = f"🤖 {model} | {FALLBACK}" if model else FALLBACK
+    print(line)
+    return 0
+
+
+def _read_payload() -> dict:
+    if sys.stdin is None or sys.stdin.isatty():
+        return {}
+    data = sys.stdin.buffer.read(MAX_PAYLOAD_BYTES)
+    payload = json.loads(data) if data.strip() else {}
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object on stdin, got a JSON {type(payload).__name__}")
+    return payload
+
+
+def cached_status_line(payload: dict, args: argparse.Namespace) -> str:
+    """`status_line`, or the line cached for the same session, transcript and payload (see the module doc)."""
+    from resources.config.settings import Settings
+    from resources.usage.line_cache import LineCache
+
+    transcript = payload.get("transcript_path") if isinstance(payload.get("transcript_path"), str) else None
+    try:
+        st = os.stat(transcript) if transcript else None
+    except OSError:
+        st = None
+    shown = {k: payload.get(k) for k in ("model", "effort", "cost", "context_window")}
+    shown["cost"] = shown["cost"].get("total_cost_usd") if isinstance(shown["cost"], dict) else None
+    fingerprint = [st.st_size if st else None, st.st_mtime_ns if st else None, args.cost_source, args.timezone,
+                   json.dumps(shown, sort_keys=True, default=str)]
+    cache = LineCache(Settings.from_env().home / "statusline")
+    key = str(payload.get("session_id") or transcript or "")
+    if args.cache and (line := cache.get(key, fingerprint, args.refresh_interval)) is not None:
+        return line
+    line = status_line(payload, args.timezone, args.cost_source)
+    if args.cache:
+        cache.put(key, fingerprint, line)
+    return line
+
+
+def status_line(payload: dict, timezone: str | None = None, cost_source: str = "auto",
+                now: datetime | None = None) -> str:
+    """The line for ``payload``, from the warehouse in ``SESSIONLAKE_HOME`` (topped up first)."""
+    from resources.config.settings import Settings
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.runner import top_up_file
+    from resources.ingest.session_files import session_file_at
+    from resources.state.store import StateStore
+    from resources.usage.now import live_usage
+    from resources.usage.pricing import PriceTable
+
+    settings = Settings.from_env()
+    now = now or datetime.now(UTC)
+    local = now.astimezone(_zone(timezone))
+    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    transcript = payload.get("transcript_path") if isinstance(payload.get("transcript_path"), str) else None
+    session_id = payload.get("session_id") if isinstance(payload.get("session_id"), str) else None
+    if session_id is None and transcript:
+        session_id = PurePath(transcript).stem
+    with StateStore(settings.state_path, lock_wait_sec=LOCK_WAIT_SEC).connect() as conn:
+        file = session_file_at(settings.sessions_dir, transcript) if transcript else None
+        if file is not None:
+            stats = top_up_file(UsageProcessor(PriceTable.load(settings.price_file)), file, conn)
+            for error in stats["error_files"]:
+                print(f"sessionlake statusline: {error['file']}: {error['error']}", file=sys.stderr)
+        live = live_usage(conn, session_id, day_start, day_start + timedelta(days=1), now, settings.cost_mode)
+    return format_line(payload, live, now, cost_source)
+
+
+def format_line(payload: dict, live, now: datetime, cost_source: str = "auto") -> str:
+    """ccusage's layout: model | costs and block | burn rate (only with one) | context."""
+    parts = [f"🤖 {_model_label(payload) or 'Claude'}"]
+    money = f"💰 {_session_cost(payload, live.session_cost, cost_source)} session / ${live.day_cost:.2f} today / "
+    block = live.block
+    if block is None:
+        money += "No active block"
+    else:
+        end = datetime.fromisoformat(block["endTime"].replace("Z", "+00:00"))
+        money += f"${block['costUSD']:.2f} block ({_duration(end - now)} left)"
+    parts.append(money)
+    if block is not None and block["burnRate"] is not None:
+        parts.append(f"🔥 ${block['burnRate']['costPerHour']:.2f}/hr")
+    parts.append(f"🧠 {_context(payload, live.context_tokens)}")
+    return " | ".join(parts)
+
+
+def _zone(name: str | None):
+    if name is None:
+        return None  # astimezone(None): the system's zone
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _model_label(payload: dict) -> str | None:
+    model = payload.get("model") if isinstance(payload, dict) else None
+    name = model.get("display_name") or model.get("id") if isinstance(model, dict) else model
+    if not isinstance(name, str) or not name:
+        return None
+    effort = payload.get("effort")
+    level = effort.get("level") if isinstance(effort, dict) else None
+    return f"{name} ({level})" if isinstance(level, str) and level else name
+
+
+def _session_cost(payload: dict, warehouse_cost: float, source: str) -> str:
+    cost = payload.get("cost")
+    cc = cost.get("total_cost_usd") if isinstance(cost, dict) else None
+    cc = float(cc) if isinstance(cc, int | float) and not isinstance(cc, bool) else None
+    if source == "both":
+        return f"(${cc or 0:.2f} cc / ${warehouse_cost:.2f} sessionlake)"
+    if source == "cc" or (source == "auto" and cc is not None):
+        return f"${cc or 0:.2f}"
+    return f"${warehouse_cost:.2f}"
+
+
+def _duration(left: timedelta) -> str:
+    minutes = max(0, math.floor(left.total_seconds() / 60 + 0.5))
+    return f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{minutes}m"
+
+
+def _context(payload: dict, last_response_tokens: int | None) -> str:
+    """Tokens in context and their share of the window: Claude Code's ``context_window`` when it sends
+    one, else the session's last response in the warehouse."""
+    window = payload.get("context_window") if isinstance(payload.get("context_window"), dict) else {}
+    usage = window.get("current_usage")
+    size = window.get("context_window_size")
+    if not isinstance(size, int) or size <= 0:
+        model = payload.get("model") if isinstance(payload.get("model"), dict) else {}
+        big = "[1m]" in str(model.get("id", "")).lower() or "1m" in str(model.get("display_name", "")).lower()
+        size = CONTEXT_LIMIT_1M if big else CONTEXT_LIMIT
+    if isinstance(usage, dict):
+        tokens = sum(v for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+                     if isinstance(v := usage.get(k), int))
+    elif last_response_tokens is not None:
+        tokens = last_response_tokens
+    else:
+        return "N/A"
+    share = window.get("used_percentage")
+    if not isinstance(share, int | float) or isinstance(share, bool):
+        share = tokens / size * 100
+    return f"{tokens:,} ({math.floor(share + 0.5)}%)"

@@ -1,0 +1,206 @@
+"""``sessionlake usage [claude] [REPORT]``: token and cost reports from the warehouse.
+
+``--json`` prints what ccusage 20 prints for the same command: ``sessionlake usage daily --json`` is
+``ccusage daily --json`` (all agents: ``period``, ``agent``, ``metadata.agents``), and
+``sessionlake usage claude daily --json`` is ``ccusage claude daily --json`` (``date``, ``sessions[]``
+with ``firstActivity``; Claude Code's rows only). ``--agent A`` keeps one agent's rows, ``--by-agent``
+adds a per-agent breakdown to every row. See resources/usage/reports.py for the shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+from resources.usage.reports import ORDERS, REPORTS, VIEWS, WEEKDAYS
+
+_INSTANCES = object()
+"""The value of a bare ``-i``: ccusage's short form of --instances (``-i ID`` is ``--id ID``)."""
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value if "-" in value else f"{value[:4]}-{value[4:6]}-{value[6:]}")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD or YYYYMMDD)") from exc
+
+
+def _aliases(value: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=ALIAS[,NAME=ALIAS...]")
+    return {name.strip(): alias.strip() for name, alias in pairs}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("usage", help="token and cost report (daily by default)",
+                       description="Token and cost report. 'claude' first gives ccusage's Claude-only shape.")
+    p.add_argument("words", nargs="*", metavar="[claude] REPORT",
+                   help=f"report: {', '.join(REPORTS)} (default daily); prefix 'claude' for the Claude view")
+    p.add_argument("-s", "--since", type=_date, help="first day included, YYYYMMDD or YYYY-MM-DD (in --timezone)")
+    p.add_argument("-u", "--until", type=_date, help="last day included (in --timezone)")
+    p.add_argument("-z", "--timezone", default="UTC", help="IANA zone for days and filters (default UTC)")
+    p.add_argument("-p", "--project", help="only this project (its folder name; the leading '-' may be left out)")
+    p.add_argument("--agent", help="only this agent's usage: claude, codex, gemini, opencode, qwen (default: all)")
+    p.add_argument("--by-agent", action="store_true",
+                   help="a breakdown per agent under each row (JSON: agents[], as ccusage --by-agent)")
+    p.add_argument("--user", help="only rows pushed by this user (a team deployment)")
+    p.add_argument("--machine", help="only rows pushed from this machine (a team deployment)")
+    p.add_argument("-m", "--mode", default=None, choices=("auto", "calculate", "display"),
+                   help="cost: auto (costUSD if present, else computed), calculate, display (costUSD only)")
+    p.add_argument("-o", "--order", choices=ORDERS,
+                   help="row order (default: periods and blocks oldest first, sessions highest cost first)")
+    p.add_argument("-w", "--start-of-week", choices=WEEKDAYS,
+                   help="weekly: first day of a week (default sunday with 'claude', monday without, as ccusage)")
+    p.add_argument("--instances", action="store_true",
+                   help="daily/weekly/monthly rows per project (-i alone means this, as in ccusage)")
+    p.add_argument("--project-aliases", type=_aliases, default={},
+                   help="table names for projects: NAME=ALIAS,... (JSON keeps folder names, as ccusage does)")
+    p.add_argument("-a", "--active", action="store_true", help="blocks: only the active block")
+    p.add_argument("-r", "--recent", action="store_true", help="blocks: those of the last 3 days")
+    p.add_argument("-b", "--breakdown", action="store_true", help="table: a line per model under each row")
+    p.add_argument("-i", "--id", nargs="?", const=_INSTANCES,
+                   help="session: the responses of this one session (without a value: --instances)")
+    p.add_argument("-j", "--json", action="store_true", help="ccusage 20's JSON")
+    p.set_defaults(handler=run, parser=p)
+
+
+def _view_and_report(parser: argparse.ArgumentParser, words: list[str]) -> tuple[str, str]:
+    view = "all"
+    if words and words[0] in VIEWS:
+        view, words = words[0], words[1:]
+    if len(words) > 1 or (words and words[0] not in REPORTS):
+        parser.error(f"expected [claude] REPORT with REPORT one of {', '.join(REPORTS)}; got {' '.join(words)!r}")
+    return view, words[0] if words else "daily"
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from pipelines.cli.main import closest
+    from resources.config.settings import Settings
+    from resources.sources import AGENTS
+    from resources.state.store import StateStore
+    from resources.usage.pricing import PriceTable
+    from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
+
+    view, kind = _view_and_report(args.parser, args.words)
+    if args.id is _INSTANCES:  # ccusage's -i: --instances on period reports, --id ID on sessions
+        if kind == "session":
+            args.parser.error("-i/--id needs a session id")
+        args.id, args.instances = None, True
+    if args.id is not None and kind != "session":
+        args.parser.error("--id goes with the session report")
+    if args.agent is not None and args.agent not in AGENTS:
+        args.parser.error(f"--agent {args.agent!r}: expected one of {', '.join(AGENTS)}")
+    settings = Settings.from_env()
+    try:
+        flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone, project=args.project,
+                           mode=args.mode or settings.cost_mode, agent=args.agent, user=args.user,
+                           machine=args.machine)
+        opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
+                             instances=args.instances, by_agent=args.by_agent, active=args.active,
+                             recent=args.recent)
+        prices = PriceTable.load(settings.price_file)
+        with StateStore.from_settings(settings).connect() as conn:
+            if args.project is not None:
+                known = known_projects(conn)
+                project = args.project if args.project in known else f"-{args.project}"
+                if project not in known:  # a typo would otherwise print an all-zero report
+                    print(f"sessionlake usage: no usage for project {args.project!r}; "
+                          f"{closest(args.project, known)}", file=sys.stderr)
+                    return 1
+                flt = replace(flt, project=project)
+            if args.id is not None:
+                report = session_usage(conn, args.id, flt, prices)
+            else:
+                report = usage_report(conn, kind, flt, prices, opts)
+    except ValueError as exc:  # bad time zone, bad mode, bad price file: one line, not a traceback
+        print(f"sessionlake usage: {exc}", file=sys.stderr)
+        return 2
+    if report is None:
+        print(f"sessionlake usage: no responses for session {args.id!r}", file=sys.stderr)
+    if args.json or report is None:  # ccusage prints null for an unknown session
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(format_session(report) if args.id is not None
+              else format_report(kind, report, breakdown=args.breakdown, aliases=args.project_aliases,
+                                 by_agent=args.by_agent))
+    for model in (report or {}).get("totals", {}).get("unpricedModels", []):
+        print(f"warning: no price for model {model} (its responses are counted at $0); "
+              "add it with SESSIONLAKE_PRICE_FILE", file=sys.stderr)
+    return 0
+
+
+_LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch", "user", "machine")
+
+
+def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: dict | None = None,
+                  by_agent: bool = False) -> str:
+    """A plain-text table of the report, with a totals line (``breakdown``: a line per model;
+    ``by_agent``: a line per agent)."""
+    aliases = aliases or {}
+    if kind == "blocks":
+        header = ("block start (UTC)", "entries", "total tokens", "cost USD", "models")
+        rows = [(_block_label(b), b["entries"], b["totalTokens"], b["costUSD"], ", ".join(b["models"]))
+                for b in report["blocks"]]
+        t = report["totals"]
+        return _table(header, rows, ("total", "", t["totalTokens"], t["totalCost"], ""))
+    if "projects" in report and isinstance(report["projects"], dict):  # --instances
+        groups = list(report["projects"].items())
+    else:
+        groups = [(None, next(v for k, v in report.items() if k != "totals"))]
+    field = next((f for f in _LABELS if groups and groups[0][1] and f in groups[0][1][0]), "date")
+    label = {"daily": "date", "weekly": "week", "monthly": "month", "session": "session"}.get(kind, field)
+    header = (label, "input", "output", "cache write", "cache read", "total tokens", "cost USD")
+    rows = []
+    for project, entries in groups:
+        if project is not None:
+            rows.append((f"[{aliases.get(project, project)}]", "", "", "", "", "", ""))
+        for e in entries:
+            label = aliases.get(e[field], e[field]) if field == "project" else e[field]
+            rows.append((label, *_token_cells(e), e["totalTokens"], e["totalCost"]))
+            if by_agent:
+                rows.extend((f"  [{a['agent']}]", *_token_cells(a), a["totalTokens"], a["totalCost"])
+                            for a in e.get("agents", []))
+            if breakdown:
+                rows.extend((f"  - {b['modelName']}", *_token_cells(b), sum(_token_cells(b)), b["cost"])
+                            for b in e["modelBreakdowns"])
+    t = report["totals"]
+    return _table(header, rows, ("total", *_token_cells(t), t["totalTokens"], t["totalCost"]))
+
+
+def format_session(report: dict) -> str:
+    header = ("time (UTC)", "model", "input", "output", "cache write", "cache read", "cost USD")
+    rows = [(e["timestamp"][:19], e["model"], *_token_cells(e), e["costUSD"]) for e in report["entries"]]
+    return _table(header, rows, ("total", "", "", "", "", report["totalTokens"], report["totalCost"]))
+
+
+def _token_cells(entry: dict) -> tuple[int, int, int, int]:
+    return entry["inputTokens"], entry["outputTokens"], entry["cacheCreationTokens"], entry["cacheReadTokens"]
+
+
+def _block_label(block: dict) -> str:
+    if block["isGap"]:
+        return f"{block['startTime'][:16]} (gap)"
+    return block["startTime"][:16] + (" (active)" if block["isActive"] else "")
+
+
+def _table(header: tuple, rows: list[tuple], totals: tuple) -> str:
+    cells = [[_cell(v) for v in row] for row in [header, *rows, totals]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

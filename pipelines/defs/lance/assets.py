@@ -1,0 +1,96 @@
+"""Lance storage health in Dagster: the lance_maintenance job, its health sensor, a nightly schedule, checks.
+
+- ``lance_storage`` (asset, job ``lance_maintenance``): runs `optimize_lance_storage` and records the
+  report as numbers per table (the UI plots versions, bytes, fragments and rows over time) plus a
+  Markdown before/after table. A retention below ``settings.lance_retention_floor_sec`` fails the run
+  unless ``force`` is set in the run config.
+- ``lance_health_sensor``: the first tick in a new code-location process asks for a ``startup`` run;
+  later ticks ask for a ``threshold`` run when a table has more prunable versions (older than the
+  retention, so a run can actually remove them) or more small fragments than the settings allow, or a
+  ``periodic`` run once ``LANCE_OPTIMIZE_INTERVAL_SEC`` has passed since the last one. A wanted run is
+  skipped (tick reason + ``lance_storage_optimize_skipped`` event) while a run that targets a Lance
+  asset (`pipelines.defs.tags.LANCE_ASSETS`) is active, however it was launched (sensor, CLI, UI
+  backfill), or another maintenance run is queued or active, and asked for again on the next tick.
+  The cursor keeps the process id and the last request time.
+- ``lance_maintenance_nightly``: the same run (phase ``periodic``) every night, with the same guards.
+- Checks on ``memory_records`` (tables records, edges, provenance) and ``lance_events`` (table events): versions at
+  or below the threshold (WARN above, ERROR at 10x), small fragments likewise, rows unchanged across the
+  last optimize, and every table readable (ERROR naming the table when its folder exists but Lance
+  cannot open it; the repair is ``sessionlake memory rebuild``). They run after ``lance_storage`` in the
+  maintenance job."""
+
+import uuid
+from datetime import timedelta
+
+import dagster as dg
+
+from pipelines.defs.resources import LanceResource
+from pipelines.defs.tags import POOL_LANCE_MAINTENANCE
+from resources.memory import maintenance as lm
+
+JOB_NAME = "lance_maintenance"
+
+
+PHASE_TAG = "sessionlake/maintenance-phase"
+
+
+LOCATION_BOOT_ID = uuid.uuid4().hex
+"""New in every code-location process: the sensor asks for one ``startup`` run per value."""
+
+
+SENSOR_MIN_INTERVAL_SEC = max(30, int(lm.LANCE_OPTIMIZE_INTERVAL_SEC // 12))
+"""Thresholds are looked at 12 times per optimize interval (every 5 minutes at the default hour)."""
+
+
+NIGHTLY_CRON = "30 3 * * *"
+
+
+ERROR_FACTOR = 10
+"""A check is WARN above its threshold and ERROR at this multiple of it."""
+
+
+WRITER_ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+MAINTENANCE_PENDING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, *WRITER_ACTIVE]
+
+
+class MaintenanceConfig(dg.Config):
+    phase: str = "manual"
+    """startup, periodic, threshold or manual (the event and the run tag say which)."""
+    retention_sec: float = lm.LANCE_OPTIMIZE_RETENTION_SEC
+    """Versions younger than this are kept."""
+    force: bool = False
+    """Allow a retention below the floor; only when nothing else uses the Lance tables."""
+
+
+@dg.asset(pool=POOL_LANCE_MAINTENANCE, group_name="maintenance", kinds={"lancedb"})
+def lance_storage(context: dg.AssetExecutionContext, config: MaintenanceConfig,
+                  lance: LanceResource) -> dg.MaterializeResult:
+    """The Lance tables compacted, indexes updated, versions older than the retention removed."""
+    try:
+        lm.check_retention(config.retention_sec, lance.settings().lance_retention_floor_sec, config.force)
+    except lm.RetentionBelowFloor as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    report = lm.optimize_lance_storage(lance.store(), timedelta(seconds=config.retention_sec), config.phase)
+    metadata: dict[str, dg.MetadataValue] = {}
+    for table, entry in report.items():
+        for key, value in entry.items():
+            if isinstance(value, bool) or value is None or key == "error":
+                continue
+            metadata[f"{table}_{key}"] = (dg.MetadataValue.float(value) if isinstance(value, float)
+                                          else dg.MetadataValue.int(value))
+    failed = {t: e["error"] for t, e in report.items() if "error" in e}
+    for table, error in failed.items():
+        context.log.warning(f"optimize {table} failed, the next run tries again: {error}")
+    metadata["tables_failed"] = dg.MetadataValue.int(len(failed))
+    metadata["phase"] = dg.MetadataValue.text(config.phase)
+    metadata["retention_sec"] = dg.MetadataValue.float(config.retention_sec)
+    metadata["report"] = dg.MetadataValue.md(lm.format_report_table(report))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+lance_events = dg.AssetSpec(
+    "lance_events", group_name="maintenance", kinds={"lancedb"},
+    description="Lance events table: operational events (optimize reports and skips, queue spills, ...).",
+)

@@ -1,0 +1,118 @@
+"""The lance sensors."""
+
+import json
+import time
+
+import dagster as dg
+
+from pipelines.defs.lance.assets import (
+    JOB_NAME,
+    LOCATION_BOOT_ID,
+    MAINTENANCE_PENDING,
+    PHASE_TAG,
+    SENSOR_MIN_INTERVAL_SEC,
+    WRITER_ACTIVE,
+    MaintenanceConfig,
+)
+from pipelines.defs.lance.jobs import lance_maintenance
+from pipelines.defs.resources import LanceResource
+from pipelines.defs.run_targets import targets_any
+from pipelines.defs.tags import LANCE_ASSETS
+from resources.memory import maintenance as lm
+from resources.memory.events import write_event
+
+
+def blocking_reason(instance: dg.DagsterInstance,
+                    repository: dg.RepositoryDefinition | None = None) -> tuple[str, str] | None:
+    """``(reason, detail)`` when a maintenance run must wait, else None."""
+    active = instance.get_runs(dg.RunsFilter(statuses=WRITER_ACTIVE), limit=200)
+    writers = [r for r in active if r.job_name != JOB_NAME and targets_any(r, repository, LANCE_ASSETS)]
+    if writers:
+        return "writers_active", "Lance writer run(s) in progress: " + ", ".join(
+            f"{r.job_name} {r.run_id[:8]}" for r in writers[:5])
+    running = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME, statuses=MAINTENANCE_PENDING), limit=1)
+    if running:
+        return "maintenance_running", f"{JOB_NAME} run {running[0].run_id[:8]} is {running[0].status.value}"
+    return None
+
+
+def _skip(store, phase: str, reason: str, detail: str) -> str:
+    write_event(store, lm.SKIPPED_EVENT, {"phase": phase, "reason": reason, "detail": detail})
+    return f"{phase} optimize skipped ({reason}): {detail}; trying again next tick"
+
+
+def _run_request(phase: str, now: float, detail: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"{phase}-{int(now * 1000)}",
+        run_config=dg.RunConfig({"lance_storage": MaintenanceConfig(
+            phase=phase, retention_sec=lm.LANCE_OPTIMIZE_RETENTION_SEC)}),
+        tags={PHASE_TAG: phase, "sessionlake/maintenance-reason": detail[:200]},
+    )
+
+
+def _retention_refused(lance: LanceResource) -> str | None:
+    try:
+        lm.check_retention(lm.LANCE_OPTIMIZE_RETENTION_SEC, lance.settings().lance_retention_floor_sec)
+    except lm.RetentionBelowFloor as exc:
+        return f"SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC: {exc}"
+    return None
+
+
+def wanted_phase(cursor: dict, now: float, lance: LanceResource) -> tuple[str | None, str]:
+    """The phase a run is due for now (None: not due) and why, in words.
+
+    At code-location start an optimize runs only when it has work: a prunable version or more than
+    one small fragment in some table. A fresh home has neither, and its first ingest runs alone.
+    """
+    settings = lance.settings()
+    health = lm.measure_store(lance.store(), retention_sec=lm.LANCE_OPTIMIZE_RETENTION_SEC)
+    if cursor.get("boot") != LOCATION_BOOT_ID and _has_work(health):
+        return "startup", "first tick since the code location started"
+    breaches = lm.threshold_breaches(health, settings.lance_versions_threshold,
+                                     settings.lance_small_fragments_threshold)
+    if breaches:
+        return "threshold", "; ".join(breaches)
+    since = now - float(cursor.get("last_request_ts", now))
+    if since >= lm.LANCE_OPTIMIZE_INTERVAL_SEC:
+        return "periodic", f"{since:,.0f}s since the last optimize (interval {lm.LANCE_OPTIMIZE_INTERVAL_SEC:,.0f}s)"
+    shape = ", ".join(f"{t}: {h.versions} versions, {h.small_fragments} small fragments" if not isinstance(h, str)
+                      else f"{t}: {h}" for t, h in health.items())
+    return None, f"healthy ({shape}); periodic optimize in {lm.LANCE_OPTIMIZE_INTERVAL_SEC - since:,.0f}s"
+
+
+def _has_work(health: dict[str, lm.TableHealth | str]) -> bool:
+    return any(not isinstance(h, str) and ((h.prunable_versions or 0) > 0 or h.small_fragments > 1)
+               for h in health.values())
+
+
+def _parse_cursor(raw: str | None) -> dict:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dg.sensor(job=lance_maintenance, minimum_interval_seconds=SENSOR_MIN_INTERVAL_SEC,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description=f"Every {SENSOR_MIN_INTERVAL_SEC} s: a lance_maintenance run at code-location start, when a "
+                       "table has more prunable versions or small fragments than its threshold, or "
+                       f"{lm.LANCE_OPTIMIZE_INTERVAL_SEC:.0f} s after the last one "
+                       "(SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC); skips while a run writes Lance tables.")
+def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
+    """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
+    cursor = _parse_cursor(context.cursor)
+    refused = _retention_refused(lance)
+    if refused:
+        return dg.SensorResult(skip_reason=refused, cursor=context.cursor)
+    now = time.time()
+    phase, detail = wanted_phase(cursor, now, lance)
+    if phase is None:
+        return dg.SensorResult(skip_reason=f"not due: {detail}",
+                               cursor=json.dumps({"last_request_ts": now, **cursor, "boot": LOCATION_BOOT_ID}))
+    blocked = blocking_reason(context.instance, context.repository_def)
+    if blocked:
+        return dg.SensorResult(skip_reason=_skip(lance.store(), phase, *blocked), cursor=context.cursor)
+    context.log.info(f"requesting a {phase} optimize: {detail}")
+    return dg.SensorResult(run_requests=[_run_request(phase, now, detail)],
+                           cursor=json.dumps({"boot": LOCATION_BOOT_ID, "last_request_ts": now}))

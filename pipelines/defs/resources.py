@@ -1,0 +1,80 @@
+"""Thin Dagster resources over the plain storage classes.
+
+They live together here, not beside each class, because the storage modules must stay importable
+without Dagster: ``sessionlake capture`` runs on the hot path of every prompt and cannot pay for
+importing it. Each resource resolves `Settings` from the environment, overridden by its own fields
+(set them in ``definitions.py`` or in run config), and builds the plain object on demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+
+from resources.config.settings import Settings
+
+
+class SessionlakeResource(dg.ConfigurableResource):
+    """Base: where the data home and the sessions tree are. Empty means "from the environment"."""
+
+    home: str = ""
+    sessions_dir: str = ""
+    codex_home: str = ""
+    gemini_dir: str = ""
+    opencode_dir: str = ""
+    qwen_dir: str = ""
+
+    def settings(self) -> Settings:
+        settings = Settings.from_env()
+        for name in ("home", "sessions_dir", "codex_home", "gemini_dir", "opencode_dir", "qwen_dir"):
+            if getattr(self, name):
+                settings = replace(settings, **{name: Path(getattr(self, name)).expanduser().resolve()})
+        return settings
+
+
+class StateResource(SessionlakeResource):
+    """The DuckDB warehouse (`resources.state.store.StateStore`)."""
+
+    def store(self):
+        from resources.state.store import StateStore
+
+        return StateStore.from_settings(self.settings())
+
+
+class LanceResource(SessionlakeResource):
+    """The Lance memory tables (`resources.memory.lance.LanceStore`)."""
+
+    def store(self):
+        from resources.memory.lance import LanceStore
+
+        return LanceStore.from_settings(self.settings())
+
+
+class PackResource(SessionlakeResource):
+    """The content-addressed archive (`resources.archive.packs.PackStore`)."""
+
+    def store(self):
+        from resources.archive.packs import PackStore
+
+        return PackStore.from_settings(self.settings())
+
+
+class CaptureQueueResource(SessionlakeResource):
+    """The capture inbox (`resources.capture.queue.CaptureQueue`)."""
+
+    def queue(self):
+        from resources.capture.queue import CaptureQueue
+
+        return CaptureQueue.from_settings(self.settings())
+
+
+class TeamResource(SessionlakeResource):
+    """The team bucket (SESSIONLAKE_TEAM_URI): the manifests machines push, and where their packs are."""
+
+    def central_location(self):
+        """The team `StorageLocation` when this is the team's central deployment (SESSIONLAKE_TEAM_URI set
+        and SESSIONLAKE_STORAGE_URI equal to it), else None: a machine that only pushes ingests nothing."""
+        settings = self.settings()
+        return settings.team if settings.team_uri and settings.storage_uri == settings.team_uri else None

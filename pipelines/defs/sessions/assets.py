@@ -1,0 +1,216 @@
+"""Session ingestion in Dagster: the four session assets, the one step that materializes them, the
+job, and the sensor.
+
+The assets are partitioned by project (one dynamic partition per project of every agent found:
+Claude Code's project folders as they are, other agents' projects as ``<agent>:<project>``, see
+resources/sources/). One multi-asset
+step, `ingest_projects`, walks the selected projects once and runs every selected processor in one
+pass (one planning connection, one Lance commit per table, one pack per project), and the job runs
+it in process: a run is one process and one step, however many projects it covers. Backfills use
+`BackfillPolicy.single_run`, so a backfill over every partition is one run.
+
+Each project gets its own materialization of each asset, carrying that project's own numbers, and
+only the projects the run was asked for are materialized (a run over a partition range that the
+sensor asked for names its projects in the run config).
+
+The sensor reads no database: it keeps one digest of (path, size, mtime_ns) per project in its
+cursor, registers new projects as partitions itself (before anything else, so a failing request can
+never hold registration back), and asks for one run per tick covering every changed project."""
+
+import dagster as dg
+
+from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.resources import LanceResource, PackResource, StateResource
+from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
+from pipelines.instance.run_recovery import claim_run
+from resources.config.settings import Settings
+from resources.ingest.retry_marks import record_failures
+from resources.ingest.runner import run_processors
+from resources.sources import found_sources, walk_all
+from resources.state.store import scan_session_files
+
+JOB_NAME = "ingest_sessions"
+
+
+STEP_NAME = "ingest_projects"
+
+
+INGEST_ASSETS = ("session_files", *PROCESSOR_ASSETS.values())
+
+
+FILES_CHECK = "files_ingested"
+
+
+MAX_ERROR_ROWS = 50
+
+
+ITEM_LABELS = {"usage": "responses_extracted", "memory": "records_extracted", "archive": "versions_extracted"}
+"""What one extracted item is, per processor: the label of ``items_extracted`` in the metadata."""
+
+
+PROCESSOR_LABELS = {
+    "scanned": "files_scanned",
+    "processed": "files_processed",
+    "skipped": "files_unchanged",
+    "errors": "files_failed",
+    "vanished": "files_vanished",
+    "lines_malformed": "lines_malformed",
+    "bytes_read": "bytes_read",
+}
+
+
+SESSION_FILES_LABELS = {"files": "files", "bytes": "bytes_on_disk", "new": "files_new", "changed": "files_changed",
+                        "missing": "files_missing"}
+
+
+class IngestConfig(dg.Config):
+    projects: list[str] = []
+    """Only these projects of the run's partitions (the session sensor's change set); empty: all of them."""
+
+
+def _description(what: str, processor: str | None = None) -> str:
+    if processor is None:
+        return (f"{what} Per project: files and bytes_on_disk, files_new, files_changed and files_missing "
+                "(known to the warehouse, gone from disk; the archive still has them).")
+    return (f"{what} Per project: files_scanned, files_processed, files_unchanged (skipped by stat or hash), "
+            f"files_failed, files_vanished, {ITEM_LABELS[processor]}, lines_malformed (kept in the "
+            "malformed_lines table) and bytes_read. The files_ingested check fails, with a table of the "
+            "files and errors, when any file failed.")
+
+
+SPECS = [
+    dg.AssetSpec("session_files", group_name="sessions", kinds={"duckdb"}, skippable=True,
+                 description=_description("The session files on disk, by project, recorded in DuckDB "
+                                          "`session_files`.")),
+    dg.AssetSpec("usage_messages", deps=["session_files"], group_name="sessions", kinds={"duckdb"}, skippable=True,
+                 description=_description("DuckDB `usage_messages`: one row per API response, de-duplicated "
+                                          "and costed.", "usage")),
+    dg.AssetSpec("memory_records", deps=["session_files"], group_name="sessions", kinds={"lancedb"}, skippable=True,
+                 description=_description("Lance `records` and `edges`: every prompt and answer, searchable; one "
+                                          "commit per table per run.", "memory")),
+    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions", kinds={"msgpack"}, skippable=True,
+                 description=_description("Content-addressed packs: every version of every session file, one "
+                                          "pack per project per run.", "archive")),
+]
+
+
+CHECK_SPECS = [
+    dg.AssetCheckSpec(FILES_CHECK, asset=asset,
+                      description=f"Every file the {name} processor read in the run succeeded; fails (ERROR) with "
+                                  "a table of the failing files, which are retried by the session sensor.")
+    for name, asset in PROCESSOR_ASSETS.items()
+]
+
+
+def _processors(selected: set[str], state: StateResource, lance: LanceResource, packs: PackResource) -> list:
+    """The processors behind the selected assets, imported only when selected (lancedb costs seconds)."""
+    processors = []
+    if "usage_messages" in selected:
+        from resources.ingest.processors.usage import UsageProcessor
+        from resources.usage.pricing import PriceTable
+
+        processors.append(UsageProcessor(PriceTable.load(state.settings().price_file)))
+    if "memory_records" in selected:
+        from resources.ingest.processors.memory import MemoryProcessor
+
+        processors.append(MemoryProcessor(lance.store()))
+    if "session_archive" in selected:
+        from resources.ingest.processors.archive import ArchiveProcessor
+
+        processors.append(ArchiveProcessor(packs.store()))
+    return processors
+
+
+def processor_metadata(name: str, stats: dict) -> dict[str, dg.MetadataValue]:
+    """One project's (or the run's) runner numbers for a processor asset, with their labels."""
+    metadata = {label: dg.MetadataValue.int(int(stats[key])) for key, label in PROCESSOR_LABELS.items()}
+    metadata[ITEM_LABELS[name]] = dg.MetadataValue.int(int(stats["items_extracted"]))
+    return metadata
+
+
+def _error_table(rows: list[tuple[str, dict]]) -> str:
+    lines = [f"| `{project}` | `{e['file']}` | {e['error'].replace('|', '/')} |"
+             for project, e in rows[:MAX_ERROR_ROWS]]
+    more = [f"| | | ... and {len(rows) - MAX_ERROR_ROWS} more |"] if len(rows) > MAX_ERROR_ROWS else []
+    return "| project | file | error |\n|---|---|---|\n" + "\n".join(lines + more)
+
+
+def _check_result(name: str, stats: dict, projects: list[str], retry_dir,
+                  unpriced: dict[str, int]) -> dg.AssetCheckResult:
+    rows = [(p, e) for p in projects for e in stats["by_project"].get(p, {}).get("error_files", [])]
+    extras = {k: v for k, v in stats.items() if k not in ("by_project", "error_files", "failed_files")
+              and k not in PROCESSOR_LABELS and k != "items_extracted" and isinstance(v, int | float)}
+    metadata = {
+        "files_failed": dg.MetadataValue.int(int(stats["errors"])),
+        "projects": dg.MetadataValue.int(len(projects)),
+        **{f"run_{k}": dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.float(v)
+           for k, v in extras.items()},
+    }
+    if unpriced:
+        metadata["unpriced_models"] = dg.MetadataValue.md("| model | responses |\n|---|---|\n" + "\n".join(
+            f"| `{model}` | {n:,} |" for model, n in sorted(unpriced.items())))
+    if rows:
+        metadata["failed_files"] = dg.MetadataValue.md(_error_table(rows))
+        metadata["retry_markers"] = dg.MetadataValue.path(str(retry_dir))
+    return dg.AssetCheckResult(
+        asset_key=PROCESSOR_ASSETS[name], check_name=FILES_CHECK, passed=not rows,
+        severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
+        description=(f"{stats['errors']} file(s) failed; they stay unprocessed and are retried (markers in "
+                     f"{retry_dir})" if rows else f"no file failed in {len(projects)} project(s)"),
+    )
+
+
+@dg.multi_asset(
+    name=STEP_NAME,
+    specs=SPECS,
+    check_specs=CHECK_SPECS,
+    partitions_def=projects_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+    pool=POOL_INGEST,
+    description="Scan the selected projects once and run every selected processor over their new and changed files.",
+)
+def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, state: StateResource,
+                    lance: LanceResource, packs: PackResource):
+    claim_run(context.instance, context.run.run_id)
+    settings = state.settings()
+    in_run = list(context.partition_keys)
+    projects = [p for p in in_run if p in set(config.projects)] if config.projects else in_run
+    if config.projects and len(projects) < len(set(config.projects)):
+        context.log.warning(f"projects not in this run's partitions, ignored: "
+                            f"{sorted(set(config.projects) - set(in_run))}")
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    files = list(walk_all(found_sources(settings), set(projects)))
+    if "session_files" in selected:
+        with state.store().connect() as conn:
+            scan = scan_session_files(conn, files, set(projects))
+        for project in projects:
+            yield dg.AssetMaterialization(
+                "session_files", partition=project,
+                metadata={label: dg.MetadataValue.int(scan[project][key]) for key, label in
+                          SESSION_FILES_LABELS.items()})
+    processors = _processors(selected, state, lance, packs)
+    if not processors:
+        return
+    results = run_processors(processors, settings.sessions_dir, state.store(), projects=set(projects),
+                             logger=context.log, files=files)
+    for processor in processors:
+        stats = results[processor.name]
+        asset = PROCESSOR_ASSETS[processor.name]
+        for project in projects:
+            per = stats["by_project"].get(project) or {**dict.fromkeys(PROCESSOR_LABELS, 0), "items_extracted": 0}
+            record_failures(settings.retry_dir, processor.name, project, per.get("failed_files", []))
+            yield dg.AssetMaterialization(asset, partition=project, metadata=processor_metadata(processor.name, per))
+        if stats["errors"]:
+            context.log.warning(f"{processor.name}: {stats['errors']} file(s) failed; retried by the session sensor")
+        unpriced = getattr(processor, "unpriced_models", None) or {}
+        if unpriced:
+            context.log.warning(f"models without a price (reported, never costed at $0): {sorted(unpriced)}")
+        yield _check_result(processor.name, stats, projects, settings.retry_dir, unpriced)
+
+
+NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+
+
+SENSOR_INTERVAL_SEC = Settings.sensor_interval_from_env()
+"""Read once, at import, from ``SESSIONLAKE_SENSOR_INTERVAL_SEC`` (default 60)."""

@@ -1,0 +1,107 @@
+"""The sessions sensors."""
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.resources import StateResource
+from pipelines.defs.run_targets import targets_any
+from pipelines.defs.sessions.assets import INGEST_ASSETS, NOT_STARTED, SENSOR_INTERVAL_SEC, STEP_NAME, IngestConfig
+from pipelines.defs.sessions.jobs import ingest_sessions
+from pipelines.instance.run_recovery import reap_dead_runs
+from resources.ingest.retry_marks import due_retries
+from resources.ingest.session_files import SessionFile
+from resources.sources import found_sources, walk_all
+
+
+def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:
+    """Per project, a digest of every file's (key, size, mtime_ns) (stats only: the walk reads no file
+    but a new Codex rollout's first line, once, for its project)."""
+    entries: dict[str, list[str]] = {}
+    for f in files:
+        entries.setdefault(f.project, []).append(f"{f.key}\0{f.size}\0{f.mtime_ns}")
+    return {
+        project: hashlib.blake2b("\n".join(lines).encode(), digest_size=12).hexdigest()
+        for project, lines in entries.items()
+    }
+
+
+def partition_run_request(order: list[str], projects: list[str], run_key: str | None = None,
+                          tags: dict[str, str] | None = None) -> dg.RunRequest:
+    """One run request for ``projects`` (any subset of the partitions, in any order): one partition, or
+    the range spanning them in the instance's partition ``order`` with the exact set in the run config."""
+    position = {p: i for i, p in enumerate(order)}
+    wanted = sorted(projects, key=position.__getitem__)
+    config = dg.RunConfig(ops={STEP_NAME: IngestConfig(projects=wanted)})
+    if len(wanted) == 1:
+        return dg.RunRequest(run_key=run_key, partition_key=wanted[0], run_config=config, tags=tags or {})
+    range_tags = {ASSET_PARTITION_RANGE_START_TAG: wanted[0], ASSET_PARTITION_RANGE_END_TAG: wanted[-1]}
+    return dg.RunRequest(run_key=run_key, run_config=config, tags={**(tags or {}), **range_tags})
+
+
+def _parse_cursor(raw: str | None) -> dict[str, str]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    digests = value.get("digests", {}) if isinstance(value, dict) else {}
+    return digests if isinstance(digests, dict) else {}
+
+
+@dg.sensor(job=ingest_sessions, minimum_interval_seconds=SENSOR_INTERVAL_SEC,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description=f"Every {SENSOR_INTERVAL_SEC} s (SESSIONLAKE_SENSOR_INTERVAL_SEC): registers new projects "
+                       "as partitions and asks for one ingest_sessions run for every project with new or changed "
+                       "files or failed files due for a retry; while a run is still queued, changes wait for the "
+                       "next one.")
+def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
+    """Ingest projects with new or changed files, or with failed files due for a retry: one run per tick.
+
+    New projects are registered as partitions first (at most ``SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS``
+    per tick, the rest next tick). While an ingest run is still waiting to start, changes wait for it
+    to start and go into the next run (never dropped, never a backlog). Dead runs are reaped every tick.
+    """
+    settings = state.settings()
+    instance = context.instance
+    try:
+        reaped = reap_dead_runs(instance)
+        if reaped:
+            context.log.warning(f"marked {len(reaped)} run(s) whose process died as failed: {reaped}")
+    except Exception as exc:  # recovery is best effort: it must never stop ingestion
+        context.log.warning(f"could not check for dead runs: {exc}")
+    sources = found_sources(settings)
+    if not sources:
+        looked = "; ".join(f"{agent}: {root} does not exist" for agent, root in settings.agent_roots().items())
+        return dg.SensorResult(skip_reason=f"no session data ({looked})", cursor=context.cursor)
+    previous = _parse_cursor(context.cursor)
+    current = project_fingerprints(walk_all(sources))
+    known = set(instance.get_dynamic_partitions(projects_partitions.name))
+    new_projects = sorted(p for p in current if p not in known)[: settings.sensor_max_new_partitions]
+    if new_projects:
+        instance.add_dynamic_partitions(projects_partitions.name, new_projects)
+    ready = known | set(new_projects)
+    changed = {p for p, fp in current.items() if p in ready and previous.get(p) != fp}
+    retries = {p: token for p, token in due_retries(settings.retry_dir).items() if p in ready}
+    pending = sorted(changed | set(retries))
+    kept = {p: fp for p, fp in previous.items() if p in current}
+    if not pending:
+        return dg.SensorResult(cursor=json.dumps({"digests": kept}, sort_keys=True),
+                               skip_reason=f"no changes in {len(current)} project(s)")
+    waiting = [r for r in instance.get_runs(dg.RunsFilter(statuses=NOT_STARTED), limit=50)
+               if targets_any(r, context.repository_def, INGEST_ASSETS)]  # a queued UI backfill counts too
+    if waiting:
+        return dg.SensorResult(
+            cursor=json.dumps({"digests": kept}, sort_keys=True),
+            skip_reason=f"{len(pending)} project(s) changed; they go into the next run once run "
+                        f"{waiting[0].run_id[:8]} ({waiting[0].status.value}) has started")
+    marks = [f"{p}\0{current.get(p, '')}\0{retries.get(p, '')}" for p in pending]
+    run_key = "ingest:" + hashlib.blake2b("\n".join(marks).encode(), digest_size=12).hexdigest()
+    order = instance.get_dynamic_partitions(projects_partitions.name)
+    request = partition_run_request(order, pending, run_key=run_key)
+    context.log.info(f"requesting one run for {len(pending)} project(s) ({len(retries)} retried)")
+    kept.update((p, current[p]) for p in pending if p in current)
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps({"digests": kept}, sort_keys=True))

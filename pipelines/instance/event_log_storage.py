@@ -1,0 +1,144 @@
+"""Dagster's SQLite event log, with one long-lived connection per database instead of one per write.
+
+Dagster's `SqliteEventLogStorage` opens a new engine and connection for every write and closes it after.
+Closing the last connection to a WAL database checkpoints it and deletes its WAL: measured here, 11
+fsyncs and 4 file deletions per event, about 23 ms, which made Dagster's event log the largest cost of
+an ingest run. `PooledSqliteEventLogStorage` keeps one pooled engine per database (the cross-run
+index and the most recent run databases) and writes with ``synchronous=NORMAL``, the setting SQLite
+recommends for WAL: a commit no longer waits for the disk, a killed process loses nothing, and an OS
+crash or power cut can lose only the last commits, never corrupt the file.
+
+The files and tables are Dagster's own, unchanged: a home can switch between this class and the
+default at any time. Because commits now stay in the ``-wal`` file until a checkpoint, live log
+watching (the UI's run page) is triggered by changes to either file, not only to the ``.db`` file.
+
+Shipped in ``pipelines/instance/dagster.yaml``::
+
+    event_log_storage:
+      module: pipelines.instance.event_log_storage
+      class: PooledSqliteEventLogStorage
+      config:
+        base_dir: {env: DAGSTER_HOME}   # the instance's folder; event logs go under <base_dir>/history/runs
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from dagster import StringSource
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+    SqliteEventLogStorageWatchdog,
+)
+
+# Run databases kept open per process; older ones are closed (and so checkpointed). A run writes to
+# its own database only, so a long-lived process (webserver, daemon) holds at most this many.
+OPEN_RUN_DATABASES = 4
+
+_live_storages: weakref.WeakSet[PooledSqliteEventLogStorage] = weakref.WeakSet()
+
+
+def _wal_synchronous_normal(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """`SqliteEventLogStorage` that reuses one connection per database (see the module docstring)."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        self._engines: OrderedDict[str, sa.Engine] = OrderedDict()
+        self._engines_lock = threading.Lock()
+        super().__init__(os.path.join(base_dir, "history", "runs", ""), inst_data=inst_data)
+        _live_storages.add(self)
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": StringSource}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(base_dir=config_value["base_dir"], inst_data=inst_data)
+
+    def _engine(self, shard: str) -> sa.Engine:
+        with self._engines_lock:
+            engine = self._engines.get(shard)
+            if engine is not None:
+                self._engines.move_to_end(shard)
+                return engine
+            engine = sa.create_engine(
+                self.conn_string_for_shard(shard),
+                pool_size=1,
+                max_overflow=2,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+            )
+            sa.event.listen(engine, "connect", _wal_synchronous_normal)
+            self._engines[shard] = engine
+            run_shards = [name for name in self._engines if name != INDEX_SHARD_NAME]
+            for name in run_shards[:-OPEN_RUN_DATABASES]:
+                self._engines.pop(name).dispose()
+            return engine
+
+    @contextmanager
+    def _connect(self, shard: str):
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def watch(self, run_id, cursor, callback) -> None:
+        if not self._obs:
+            from watchdog.observers import Observer
+
+            self._obs = Observer()
+            self._obs.start()
+        handler = _WalAwareWatchdog(self, run_id, callback, cursor)
+        self._watchers[run_id][callback] = (handler, self._obs.schedule(handler, self._base_dir, recursive=True))
+
+    def close_connections(self) -> None:
+        """Close every pooled connection (the last close checkpoints the database)."""
+        with self._engines_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+
+    def wipe(self) -> None:
+        self.close_connections()
+        super().wipe()
+
+    def dispose(self) -> None:
+        self.close_connections()
+        super().dispose()
+
+
+class _WalAwareWatchdog(SqliteEventLogStorageWatchdog):
+    """Dagster's run-log watchdog, fired by the run database's ``-wal`` file as well as the ``.db``."""
+
+    def __init__(self, event_log_storage, run_id, callback, cursor):
+        super().__init__(event_log_storage, run_id, callback, cursor)
+        self._patterns = [self._log_path, self._log_path + "-wal"]
+
+    def on_modified(self, event) -> None:
+        self._process_log()
+
+
+def _forget_connections_after_fork() -> None:
+    # A forked child must not use (or close) its parent's SQLite connections.
+    for storage in list(_live_storages):
+        for engine in storage._engines.values():
+            engine.dispose(close=False)
+        storage._engines.clear()
+        storage._engines_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)

@@ -1,0 +1,137 @@
+"""The Dagster instance the CLI uses: ``DAGSTER_HOME``, or ``<SESSIONLAKE_HOME>/dagster`` when unset.
+
+The instance settings sessionlake needs (pools, run-queue lanes, run monitoring, threaded sensors)
+ship as two templates: ``pipelines/instance/dagster.yaml`` (SQLite storage in DAGSTER_HOME, the default) and
+``pipelines/instance/dagster-postgres.yaml`` (the same settings, storage on PostgreSQL, connection from the
+``DAGSTER_PG_*`` environment variables). ``SESSIONLAKE_DAGSTER_STORAGE`` picks the one copied into a
+home that has no ``dagster.yaml`` of its own; an existing one is never touched, only checked: a
+Postgres instance that cannot work (extra not installed, a variable unset, a driver SQLAlchemy
+cannot import) is an `InstanceConfigError` saying what to do, before Dagster fails somewhere deeper.
+The SQLite template's event log is the pooled one (`pipelines.instance.event_log_storage`); its copy names its
+own folder as the ``base_dir``, so an instance opened by path never reads another home's logs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+from resources.config.settings import Settings
+
+INSTANCE_YAML = Path(__file__).with_name("dagster.yaml")
+POSTGRES_INSTANCE_YAML = Path(__file__).with_name("dagster-postgres.yaml")
+TEMPLATES = {"sqlite": INSTANCE_YAML, "postgres": POSTGRES_INSTANCE_YAML}
+STORAGE_KEYS = ("run_storage", "event_log_storage", "schedule_storage")
+"""Dagster's per-store settings, the older way to name a storage class (``storage:`` is the newer)."""
+
+
+class InstanceConfigError(RuntimeError):
+    """The instance at DAGSTER_HOME cannot be opened as configured; the message says why and what to do."""
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Make sure ``DAGSTER_HOME`` is set and holds a usable dagster.yaml; returns the folder.
+
+    Raises `InstanceConfigError` when it asks for Postgres and cannot get it, or when
+    ``settings.dagster_storage`` is ``postgres`` and the home's own dagster.yaml is not.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    install_instance_yaml(home, TEMPLATES[settings.dagster_storage])
+    postgres = postgres_configs(path)
+    if settings.dagster_storage == "postgres" and not postgres:
+        raise InstanceConfigError(
+            f"SESSIONLAKE_DAGSTER_STORAGE=postgres, but {path} (yours, left as it is) keeps its storage in "
+            f"SQLite: move it aside to get {POSTGRES_INSTANCE_YAML.name}, or point DAGSTER_HOME at a new folder")
+    for config in postgres:
+        _check_postgres(path, config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def install_instance_yaml(home: Path, template: Path = INSTANCE_YAML) -> None:
+    """Write ``template`` into ``home`` (an existing folder) as its dagster.yaml, unless it has one."""
+    target = home / "dagster.yaml"
+    if target.exists():
+        return
+    text = template.read_text().replace("{env: DAGSTER_HOME}", json.dumps(str(home.resolve())))
+    target.write_text(text)
+
+
+def postgres_configs(path: Path) -> list[dict]:
+    """The Postgres connection settings (``postgres_url`` or ``postgres_db``) that the instance file at
+    ``path`` names, one per store; empty when it keeps its storage elsewhere (SQLite). Raises
+    `InstanceConfigError` when the file is not YAML."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InstanceConfigError(f"{path} is not valid YAML: {exc}") from exc
+    found = [config["storage"]["postgres"]] if "postgres" in (config.get("storage") or {}) else []
+    found += [store.get("config") or {} for key in STORAGE_KEYS if (store := config.get(key))
+              and str(store.get("module", "")).startswith("dagster_postgres")]
+    return found
+
+
+def _value(value, unset: list[str]):
+    """A setting's value, ``{env: NAME}`` resolved; unset variables are appended to ``unset``."""
+    if isinstance(value, dict) and set(value) == {"env"}:
+        if value["env"] not in os.environ:
+            unset.append(value["env"])
+        return os.environ.get(value["env"], "")
+    return value
+
+
+def _check_postgres(path: Path, config: dict) -> None:
+    if importlib.util.find_spec("dagster_postgres") is None:
+        raise InstanceConfigError(f"{path} keeps Dagster's storage in PostgreSQL, and dagster-postgres is not "
+                                  "installed: pip install -e '.[postgres]'")
+    unset: list[str] = []
+    if "postgres_url" in config:
+        url = _value(config["postgres_url"], unset)
+    else:
+        db = {k: _value(v, unset) for k, v in (config.get("postgres_db") or {}).items()}
+        url = f"{db.get('scheme') or 'postgresql'}://"
+    if unset:
+        raise InstanceConfigError(f"{path} reads its Postgres connection from the environment, and "
+                                  f"{', '.join(sorted(set(unset)))} {'is' if len(set(unset)) == 1 else 'are'} not set")
+    _check_driver(path, str(url))
+
+
+def _check_driver(path: Path, url: str) -> None:
+    """SQLAlchemy can import the driver that ``url``'s scheme names (or implies: ``postgresql`` alone
+    means psycopg 3 since SQLAlchemy 2.1, psycopg2 before)."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    scheme = url.split("://", 1)[0]
+    try:
+        sqlalchemy.engine.make_url(f"{scheme}://").get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise InstanceConfigError(
+            f"{path}: SQLAlchemy {sqlalchemy.__version__} reads the scheme {scheme!r} as a driver that is not "
+            f"installed ({exc}); write postgresql+psycopg2 (the driver the postgres extra installs): "
+            "`scheme: postgresql+psycopg2` under postgres_db, or a postgresql+psycopg2:// postgres_url, "
+            f"as {POSTGRES_INSTANCE_YAML.name} does") from exc
+    except sqlalchemy.exc.ArgumentError as exc:  # NoSuchModuleError: an unknown scheme
+        raise InstanceConfigError(f"{path}: {scheme!r} is not a database scheme SQLAlchemy knows ({exc})") from exc
+
+
+def open_instance():
+    """``DagsterInstance.get()`` for the home that `prepare_dagster_home` set, with a failure to open it
+    (an unreachable or refusing server, after Dagster's own retries) as an `InstanceConfigError`."""
+    import dagster as dg
+
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as exc:
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise InstanceConfigError(f"cannot open the Dagster instance at DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}"
+                                  f": {detail}") from exc

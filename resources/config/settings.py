@@ -1,0 +1,221 @@
+"""Every path and knob sessionlake reads from the environment, in one place.
+
+`Settings.from_env()` is the only reader of ``SESSIONLAKE_*`` variables; everything else takes a
+`Settings` (or one of its paths) as an argument, so tests build one pointing at a tmp dir.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from resources.config.private_home import make_private
+
+
+class SettingError(ValueError):
+    """A setting (an environment variable) cannot be used; the message names it and says what it accepts."""
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise SettingError(f"{name}={value!r} is not a number") from exc
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (a container)
+        return f"uid-{os.getuid()}"
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(_env_float(name, default))
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default), case-insensitive."""
+    value = (os.environ.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise SettingError(f"{name}={os.environ[name]!r}: use one of {', '.join(choices)} (default {choices[0]})")
+    return value
+
+
+DAGSTER_STORAGES = ("sqlite", "postgres")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Paths are absolute; derived folders hang off ``home``."""
+
+    home: Path
+    sessions_dir: Path
+    price_file: Path | None = None
+    cost_mode: str = "auto"
+    embedder: str | None = None
+    embedder_model: str | None = None
+    capture_max_size: int = 10_000
+    capture_max_record_bytes: int = 1 << 20
+    lance_versions_threshold: int = 100
+    lance_small_fragments_threshold: int = 32
+    lance_retention_floor_sec: float = 3600.0
+    pack_gc_live_packs_threshold: int = 8
+    pack_gc_grace_sec: float = 3600.0
+    sensor_max_new_partitions: int = 500
+    pool_wait_sec: float = 600.0
+    """How long ``sessionlake ingest`` waits for a pool slot held by another live run before giving up."""
+    dagster_storage: str = "sqlite"
+    """Which instance template (pipelines/instance/home.py) a new ``DAGSTER_HOME`` gets: ``sqlite`` or ``postgres``."""
+    sessions_dir_explicit: bool = False
+    """``sessions_dir`` was named by the user (SESSIONLAKE_SESSIONS_DIR), not the default: missing is an error."""
+    codex_home: Path | None = None
+    """Codex's home (``sessions/``, ``archived_sessions/``); None: Codex is not read."""
+    gemini_dir: Path | None = None
+    """Gemini CLI's ``.gemini`` folder (``tmp/<project>/chats/``); None: Gemini is not read."""
+    opencode_dir: Path | None = None
+    """OpenCode's data folder (``opencode.db``, ``storage/``); None: OpenCode is not read."""
+    qwen_dir: Path | None = None
+    """Qwen Code's ``.qwen`` folder (``projects/<project>/chats/``); None: Qwen Code is not read."""
+    storage_uri: str | None = None
+    """``s3://bucket/prefix`` for the Lance tables and the packs (SESSIONLAKE_STORAGE_URI); None: under ``home``."""
+    team_uri: str | None = None
+    """The team bucket ``sessionlake push`` sends to and the central deployment ingests from (SESSIONLAKE_TEAM_URI)."""
+    user: str = ""
+    """Who this machine's pushes are attributed to (SESSIONLAKE_USER, default the login name)."""
+    machine: str = ""
+    """This machine's name in pushes (SESSIONLAKE_MACHINE, default the host name)."""
+
+    def agent_roots(self) -> dict[str, Path]:
+        """Each agent that is read, with its root (which may not exist: such an agent is skipped)."""
+        roots = {"claude": self.sessions_dir, "codex": self.codex_home, "gemini": self.gemini_dir,
+                 "opencode": self.opencode_dir, "qwen": self.qwen_dir}
+        return {agent: root for agent, root in roots.items() if root is not None}
+
+    @property
+    def state_path(self) -> Path:
+        return self.home / "state.duckdb"
+
+    @property
+    def lance_dir(self) -> Path:
+        return self.home / "lance"
+
+    @property
+    def packs_dir(self) -> Path:
+        """The packs; with a storage URI, only temp files of packs being written (the packs are in the bucket)."""
+        return self.home / "packs"
+
+    @property
+    def storage(self):
+        """The `StorageLocation` of ``storage_uri``, or None when everything stays under ``home``."""
+        from resources.objectstore.location import StorageLocation
+
+        return StorageLocation.parse(self.storage_uri, setting="SESSIONLAKE_STORAGE_URI") if self.storage_uri else None
+
+    @property
+    def team(self):
+        """The `StorageLocation` of ``team_uri``, or None."""
+        from resources.objectstore.location import StorageLocation
+
+        return StorageLocation.parse(self.team_uri, setting="SESSIONLAKE_TEAM_URI") if self.team_uri else None
+
+    def check_storage(self) -> None:
+        """With a storage URI, one request to its bucket: `StorageUnavailable` (naming the setting to fix) when
+        the bucket cannot be reached or used. Commands call it before they touch the Lance tables or the packs,
+        so a wrong endpoint, bucket or key fails in one line, at once, with nothing half done."""
+        if self.storage is not None:
+            self.storage.blobs().check()
+
+    @property
+    def capture_dir(self) -> Path:
+        return self.home / "capture"
+
+    @property
+    def provenance_overflow_dir(self) -> Path:
+        return self.home / "provenance-overflow"
+
+    @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance the CLI uses when ``DAGSTER_HOME`` is not set (pipelines/instance/home.py)."""
+        return self.home / "dagster"
+
+    @property
+    def retry_dir(self) -> Path:
+        """Markers of projects with files that failed, for the session sensor (resources/ingest/retry_marks.py)."""
+        return self.home / "retry"
+
+    @staticmethod
+    def sensor_interval_from_env() -> int:
+        """``SESSIONLAKE_SENSOR_INTERVAL_SEC`` alone, without touching the data home: the code location
+        reads it when it loads, long before anything is written."""
+        return _env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60)
+
+    @staticmethod
+    def agent_roots_from_env() -> dict[str, Path]:
+        """Where each agent keeps its sessions, found the way ccusage finds them, each overridable with
+        ``SESSIONLAKE_<AGENT>_DIR``; ``SESSIONLAKE_AGENTS`` (comma-separated) limits which are read."""
+        home = Path.home()
+        codex = os.environ.get("CODEX_HOME", "").split(",")[0].strip()
+        gemini = os.environ.get("GEMINI_CLI_HOME")
+        data = os.environ.get("XDG_DATA_HOME")
+        defaults = {
+            "codex": _env_path("SESSIONLAKE_CODEX_DIR", Path(codex).expanduser() if codex else home / ".codex"),
+            "gemini": _env_path("SESSIONLAKE_GEMINI_DIR",
+                                (Path(gemini).expanduser() if gemini else home) / ".gemini"),
+            "opencode": _env_path("SESSIONLAKE_OPENCODE_DIR",
+                                  (Path(data).expanduser() if data else home / ".local" / "share") / "opencode"),
+            "qwen": _env_path("SESSIONLAKE_QWEN_DIR", home / ".qwen"),
+        }
+        wanted = os.environ.get("SESSIONLAKE_AGENTS", "").strip()
+        enabled = {a.strip() for a in wanted.split(",") if a.strip()} if wanted else set(defaults)
+        return {agent: root.resolve() for agent, root in defaults.items() if agent in enabled}
+
+    @classmethod
+    def from_env(cls, check_uris: bool = True) -> Settings:
+        """The settings, with the data home made private (`resources.config.private_home.make_private`).
+
+        ``check_uris``: parse the storage and team URIs now, so a bad one fails at start, not half way
+        through a run (`StorageUriError`). Only a command that never touches a bucket turns it off."""
+        price_file = os.environ.get("SESSIONLAKE_PRICE_FILE")
+        settings = cls(
+            home=_env_path("SESSIONLAKE_HOME", Path.home() / ".sessionlake").resolve(),
+            sessions_dir=_env_path("SESSIONLAKE_SESSIONS_DIR", Path.home() / ".claude" / "projects").resolve(),
+            price_file=Path(price_file).expanduser() if price_file else None,
+            cost_mode=os.environ.get("SESSIONLAKE_COST_MODE", "auto"),
+            embedder=os.environ.get("SESSIONLAKE_EMBEDDER") or None,
+            embedder_model=os.environ.get("SESSIONLAKE_EMBEDDER_MODEL") or None,
+            capture_max_size=_env_int("SESSIONLAKE_CAPTURE_MAX_SIZE", 10_000),
+            capture_max_record_bytes=_env_int("SESSIONLAKE_CAPTURE_MAX_RECORD_BYTES", 1 << 20),
+            lance_versions_threshold=_env_int("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", 100),
+            lance_small_fragments_threshold=_env_int("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", 32),
+            lance_retention_floor_sec=_env_float("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", 3600.0),
+            pack_gc_live_packs_threshold=_env_int("SESSIONLAKE_PACK_GC_LIVE_PACKS", 8),
+            pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0),
+            sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500),
+            pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0),
+            dagster_storage=_env_choice("SESSIONLAKE_DAGSTER_STORAGE", DAGSTER_STORAGES),
+            sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
+            codex_home=(roots := cls.agent_roots_from_env()).get("codex"),
+            gemini_dir=roots.get("gemini"),
+            opencode_dir=roots.get("opencode"),
+            qwen_dir=roots.get("qwen"),
+            storage_uri=os.environ.get("SESSIONLAKE_STORAGE_URI") or None,
+            team_uri=os.environ.get("SESSIONLAKE_TEAM_URI") or None,
+            user=os.environ.get("SESSIONLAKE_USER") or _login(),
+            machine=os.environ.get("SESSIONLAKE_MACHINE") or socket.gethostname(),
+        )
+        if check_uris:
+            _ = settings.storage, settings.team
+        make_private(settings)
+        return settings

@@ -1,0 +1,70 @@
+"""What a session processor is: a name, a per-file step, and a commit of what it batched.
+
+The runner (``runner.py``) decides which files a processor sees and from which byte offset; a
+processor only turns lines into rows. Rows for one file are built locally and handed to the batch
+only when the file succeeded, so a file that raises contributes nothing. ``commit`` writes the batch
+(one DuckDB transaction, one Lance commit per table, one pack per project); files are marked
+processed only after the commit that holds their rows succeeded; after a failed commit the runner
+calls ``discard`` and processes the files again in halves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resources.ingest.session_files import MalformedLine
+from resources.state.store import Connection
+
+
+@dataclass
+class ProcessorResult:
+    """What processing one file produced.
+
+    ``end_offset`` is the first byte not consumed (None: the whole file); the next run resumes there
+    if the file only grew. ``malformed`` lists skipped lines so the runner can keep them.
+    """
+
+    items_count: int = 0
+    end_offset: int | None = None
+    bytes_read: int = 0
+    malformed: list[MalformedLine] = field(default_factory=list)
+
+
+class SessionProcessor:
+    """Base class: override ``name``, ``process_session`` and, when rows are batched, ``commit``.
+
+    ``commit_every_files`` bounds how many files are processed between commits; None means one
+    commit per run (what Lance tables and packs want: one version, one pack).
+    """
+
+    name: str = ""
+    commit_every_files: int | None = None
+    origin: dict[str, str] = {}  # shared default: only ever replaced, never mutated
+    """Who the next files come from (``user_name``, ``machine``): set per pack by a team ingest, empty for
+    this machine's own sessions. A processor that writes rows may attribute them with it."""
+
+    def begin_run(self) -> None:
+        """Called once before the first file of a run."""
+
+    def process_session(
+        self,
+        session_path: Path,
+        username: str,
+        session_key: str,
+        conn: Connection,
+        *,
+        start_offset: int = 0,
+    ) -> ProcessorResult:
+        raise NotImplementedError
+
+    def commit(self, conn: Connection) -> None:
+        """Write everything batched since the last commit. Called with a fresh short-lived connection."""
+
+    def discard(self) -> None:
+        """Drop everything batched since the last commit, which failed. The runner then processes those
+        files again in smaller batches to find the one the commit could not take."""
+
+    def end_run(self) -> dict:
+        """Called once after the last commit; returns extra stats for the run's metadata."""
+        return {}

@@ -1,0 +1,190 @@
+"""The memory processor: every prompt and answer text becomes a Lance record, threads become edges.
+
+Agent-neutral: the file's source adapter (resources/sources/) yields `MemoryItem`s (what counts as a
+prompt or answer, and how lines thread, is the adapter's: Claude Code's is in ``claude.py``).
+- Each item with a ``record`` becomes one ``records`` row (tier ``episodic``), id = the item's id,
+  else a hash of session key + offset.
+- ``reply_to`` edges go from a record to its nearest ancestor record along the items' parents
+  (skipping items without a record, e.g. tool-use lines); when the chain leaves the items read, to
+  the last parent seen.
+- A summary item tags every record of the session that holds its leaf (any item read in this run,
+  or a stored record); when the leaf is nowhere to be found, the records of the summary's own file.
+- An item the adapter cannot store (a timestamp that is not ISO-8601, a text field that is not a
+  string) is malformed: counted and kept in ``malformed_lines``; the rest of the file is used.
+- Records and edges are written every `FILES_PER_COMMIT` files (one ``merge_insert`` per table per
+  commit: a small run is one commit, a first ingest of a huge tree a few, in bounded memory); a grown
+  file is read from its stored offset only. Summary tags span commits: a summary whose leaf comes in
+  a later file waits for it, tags resolved so far apply to every later record of their session, and
+  what is still unresolved when the run ends goes to the summary's own session.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from resources.ids import stable_id
+from resources.ingest.contract import ProcessorResult, SessionProcessor
+from resources.ingest.session_files import ParseStats
+from resources.memory.events import write_event
+from resources.memory.lance import EDGES, RECORDS, LanceStore, new_edge, new_record, sql_str
+from resources.sources import source_type
+from resources.state.store import Connection
+
+SUMMARY_SESSIONS_PER_QUERY = 500
+FILES_PER_COMMIT = 1000
+"""Records of this many files are held before a commit (a run over 20,000 sessions held all of them)."""
+
+
+class MemoryProcessor(SessionProcessor):
+    """Batches records and edges per commit and summaries per run; ``commit`` writes each table once."""
+
+    name = "memory"
+    commit_every_files = FILES_PER_COMMIT
+
+    def __init__(self, store: LanceStore):
+        self.store = store
+        self._records: dict[str, dict] = {}
+        self._edges: list[dict] = []
+        self._summaries: list[tuple[str | None, str, str | None]] = []
+        self._pending_summaries: list[tuple[str | None, str, str | None]] = []
+        self._tags: dict[str, set[str]] = {}
+        self._line_sessions: dict[str, str] = {}
+        self._run_line_sessions: dict[int, str] = {}
+        """Session of every line of the run's committed files, by ``hash(uuid)``: summary leaves may point
+        at any line, and a million uuid strings would cost hundreds of MB (sessions are interned)."""
+        self._stats: dict = {}
+        self._versions_before: dict[str, int] = {}
+
+    def begin_run(self) -> None:
+        self.discard()
+        self._pending_summaries, self._tags, self._run_line_sessions = [], {}, {}
+        self._stats = {"records_written": 0, "edges_written": 0, "summaries_attached": 0, "commits": 0}
+        self._versions_before = {t: self.store.version(t) for t in (RECORDS, EDGES)}
+
+    def process_session(
+        self,
+        session_path: Path,
+        username: str,
+        session_key: str,
+        conn: Connection,
+        *,
+        start_offset: int = 0,
+    ) -> ProcessorResult:
+        stats = ParseStats()
+        records: list[dict] = []
+        parents: dict[str, str | None] = {}
+        record_ids: set[str] = set()
+        links: list[tuple[str, str]] = []
+        summaries: list[tuple[str | None, str]] = []
+        file_session: str | None = None
+        line_sessions: dict[str, str] = {}
+        for item in source_type(session_key).memory(session_path, session_key, username, start_offset, stats):
+            if item.summary is not None:
+                summaries.append(item.summary)
+                continue
+            if item.id:
+                parents[item.id] = item.parent
+                if item.session_id:
+                    line_sessions[item.id] = sys.intern(item.session_id)
+            file_session = file_session or item.session_id
+            if item.record is None:
+                continue
+            fields = dict(item.record)
+            role, text = fields.pop("role"), fields.pop("text")
+            record_id = item.id or stable_id(session_key, item.offset)
+            records.append(new_record(record_id, text, tier="episodic", role=role, session_key=session_key,
+                                      project=username, **fields))
+            record_ids.add(record_id)
+            if item.parent:
+                links.append((record_id, item.parent))
+        edges = [new_edge(src, _nearest_record(parent, parents, record_ids), "reply_to") for src, parent in links]
+        self._records.update((r["id"], r) for r in records)
+        self._edges.extend(edges)
+        self._summaries.extend((leaf, text, file_session) for leaf, text in summaries)
+        self._line_sessions.update(line_sessions)
+        return ProcessorResult(items_count=len(records), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
+                               malformed=stats.malformed)
+
+    def commit(self, conn: Connection) -> None:
+        self._run_line_sessions.update((hash(uuid), session) for uuid, session in self._line_sessions.items())
+        self._pending_summaries.extend(self._summaries)
+        records = list(self._records.values())
+        tagged = self._attach_summaries(records, final=False)
+        self._write(records + tagged, self._edges)
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget the batch (its files are read again); summary state of committed files stays."""
+        self._records, self._edges, self._summaries, self._line_sessions = {}, [], [], {}
+
+    def _write(self, records: list[dict], edges: list[dict]) -> None:
+        self._stats["records_written"] += self.store.upsert_records(records)
+        self._stats["edges_written"] += self.store.upsert_edges(edges)
+        self._stats["commits"] += 1
+
+    def end_run(self) -> dict:
+        if self._pending_summaries:  # leaves found nowhere in the run or the store: their own session
+            self._write(self._attach_summaries([], final=True), [])
+        stats = dict(self._stats)
+        for table in (RECORDS, EDGES):
+            version = self.store.version(table)
+            stats[f"lance_version_{table}"] = version
+            stats[f"lance_versions_added_{table}"] = version - self._versions_before.get(table, version)
+        if stats.get("commits"):
+            write_event(self.store, "memory_ingest", stats)
+        return stats
+
+    def _attach_summaries(self, records: list[dict], final: bool) -> list[dict]:
+        """Resolve what pending summaries can be, tag ``records`` (this commit's) with every tag known
+        so far, and return stored records of newly tagged sessions, re-tagged. ``final``: summaries
+        still unresolved go to their own file's session."""
+        grown: dict[str, set[str]] = {}
+        if self._pending_summaries:
+            session_of = {leaf: self._run_line_sessions[hash(leaf)] for leaf, _, _ in self._pending_summaries
+                          if leaf and hash(leaf) in self._run_line_sessions}
+            session_of.update((r["id"], r["session_id"]) for r in records)
+            missing = [leaf for leaf, _, _ in self._pending_summaries if leaf and leaf not in session_of]
+            for rid, row in self.store.get_many(missing).items():
+                session_of[rid] = row["session_id"]
+            waiting = []
+            for leaf, text, own_session in self._pending_summaries:
+                found = session_of.get(leaf)
+                if found is None and leaf and not final:  # its leaf may come in a later file of the run
+                    waiting.append((leaf, text, own_session))
+                    continue
+                session = found or own_session
+                if session:
+                    self._stats["summaries_attached"] += 1
+                    if text not in self._tags.get(session, set()):
+                        self._tags.setdefault(session, set()).add(text)
+                        grown.setdefault(session, set()).add(text)
+            self._pending_summaries = waiting
+        for record in records:
+            extra = self._tags.get(record["session_id"])
+            if extra:
+                record["tags"] = sorted(set(record["tags"]) | extra)
+        batched = {r["id"] for r in records}
+        stored: list[dict] = []
+        sessions = sorted(grown)
+        for start in range(0, len(sessions), SUMMARY_SESSIONS_PER_QUERY):
+            chunk = sessions[start : start + SUMMARY_SESSIONS_PER_QUERY]
+            where = "session_id IN (" + ",".join(sql_str(s) for s in chunk) + ")"
+            for row in self.store.records_where(where):
+                new_tags = set(row["tags"] or []) | self._tags[row["session_id"]]
+                if row["id"] not in batched and new_tags != set(row["tags"] or []):
+                    stored.append({**row, "tags": sorted(new_tags)})
+        return stored
+
+
+def _nearest_record(parent: str, parents: dict[str, str | None], record_ids: set[str]) -> str:
+    """Walk up ``parentUuid`` from ``parent`` to the first record; stop where the chain leaves the lines read."""
+    seen: set[str] = set()
+    node = parent
+    while node not in record_ids and node in parents and node not in seen:
+        seen.add(node)
+        up = parents[node]
+        if up is None:
+            return node
+        node = up
+    return node

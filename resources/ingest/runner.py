@@ -1,0 +1,351 @@
+"""The runner: per processor, find the files it has not processed, run it on each, commit, mark.
+
+Rules (each one tested in ``tests/test_runner.py``):
+- a stable file (size unchanged and mtime <= processed_at) is skipped without reading or hashing it;
+- a file whose content hash equals the stored one is skipped (its processed_at moves forward);
+- a file that only grew (size larger, the 4 KiB before the stored offset unchanged) is read from the
+  stored offset if its agent only appends (`resources.sources.base.Source.append_only`); anything
+  else is read from byte 0;
+- a processor that raises on a file leaves it unmarked (retried next run); the other files go on;
+- a commit that fails is split: its files are processed again in halves, each committed on its own,
+  down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
+- a wrong return type counts as 0 items and the file is marked; 0 items still marks the file;
+- a missing sessions root gives all-zero stats.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from resources.ingest.contract import ProcessorResult, SessionProcessor
+from resources.ingest.session_files import (
+    MalformedLine,
+    SessionFile,
+    compute_file_hash,
+    tail_fingerprint,
+    walk_sessions,
+)
+from resources.sources import source_type
+from resources.state.store import (
+    Connection,
+    ProcessedMark,
+    ProcessorFileState,
+    StateStore,
+    load_processor_state,
+    mark_processed,
+    record_malformed_lines,
+    record_session_files,
+)
+
+FILES_PER_CONNECTION = 1000
+BYTES_PER_CONNECTION = 64 << 20
+"""A DuckDB connection is held for at most this many files or bytes of session data, so other
+processes get the database in between (opening and checkpointing one costs tens of ms)."""
+MAX_ERRORS_REPORTED = 20
+SPLIT_BUDGET = 4
+"""Splitting a failed commit re-processes at most this many times its files: one bad file costs about
+2x, and a failure that is no file's fault (a full disk) gives up after a few rounds, not one commit per file."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Task:
+    file: SessionFile
+    file_hash: str
+    start_offset: int
+    items_before: int
+
+
+@dataclass
+class _Done:
+    """A file the processor took, waiting for the commit that holds its rows."""
+
+    task: _Task
+    mark: ProcessedMark
+    malformed: list[MalformedLine]
+    bytes_read: int
+
+
+COUNTS = ("scanned", "processed", "skipped", "errors", "items_extracted", "lines_malformed", "bytes_read", "vanished")
+"""The numbers the runner counts per processor, for the whole run and for each project."""
+
+
+def empty_stats() -> dict:
+    """Run totals (`COUNTS`), the failures, and ``by_project``: the same counts and failures per project."""
+    return {**dict.fromkeys(COUNTS, 0), "error_files": [], "failed_files": [], "by_project": {}}
+
+
+def _project_stats(stats: dict, project: str) -> dict:
+    per = stats["by_project"].get(project)
+    if per is None:
+        per = stats["by_project"][project] = {**dict.fromkeys(COUNTS, 0), "error_files": [], "failed_files": []}
+    return per
+
+
+def count_stat(stats: dict, project: str, key: str, n: int = 1) -> None:
+    """Add ``n`` to counter ``key`` in the run totals and in ``project``'s."""
+    stats[key] += n
+    _project_stats(stats, project)[key] += n
+
+
+def run_processors(
+    processors: Sequence[SessionProcessor],
+    sessions_root: Path | str,
+    state: StateStore,
+    projects: set[str] | None = None,
+    logger: logging.Logger | None = None,
+    files: Sequence[SessionFile] | None = None,
+) -> dict[str, dict]:
+    """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``).
+
+    ``files`` is the walk of those projects when the caller already has it (one walk per run).
+
+    Returns ``{processor_name: stats}`` (see `empty_stats`): run totals, the failing files, and the
+    same numbers for each project under ``by_project`` (every project with a file on disk has an entry).
+    """
+    logger = logger or log
+    files = list(walk_sessions(sessions_root, projects) if files is None else files)
+    results = {p.name: empty_stats() for p in processors}
+    if not files:
+        return results
+    hashes: dict[str, str | OSError | None] = {}
+    work: dict[str, list[_Task]] = {}
+    with state.connect() as conn:  # one short connection for all planning: opening one costs tens of ms
+        for processor in processors:
+            stats = results[processor.name]
+            for f in files:
+                count_stat(stats, f.project, "scanned")
+            previous = load_processor_state(conn, processor.name)
+            work[processor.name], unchanged = _plan(files, previous, hashes, stats)
+            mark_processed(conn, processor.name, unchanged)
+        record_session_files(conn, _session_file_rows(files, hashes))
+    for processor in processors:
+        _execute(processor, work[processor.name], state, results[processor.name], logger)
+    return results
+
+
+def top_up_file(processor: SessionProcessor, file: SessionFile, conn: Connection,
+                logger: logging.Logger | None = None) -> dict:
+    """Bring ``processor``'s rows for the one ``file`` up to date, in the caller's connection (the
+    statusline does this on every prompt for the live session). The same rules as a run: unchanged by
+    stat or hash is skipped, grown is read from its stored offset, the mark follows the commit.
+    Returns the stats, as `run_processors` does for a processor."""
+    logger = logger or log
+    stats = empty_stats()
+    count_stat(stats, file.project, "scanned")
+    tasks, unchanged = _plan([file], load_processor_state(conn, processor.name, [file.key]), {}, stats)
+    mark_processed(conn, processor.name, unchanged)
+    processor.begin_run()
+    for task in tasks:
+        taken = _process_one(processor, task, conn, stats, logger)
+        if taken is not None:
+            _commit(processor, conn, [taken], stats, logger)
+    stats.update(processor.end_run())
+    return stats
+
+
+def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
+    """Unchanged since it was processed, by stat alone: same size and not modified since."""
+    return prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at)
+
+
+def projects_with_work(processor_names: Sequence[str], files: Sequence[SessionFile], state: StateStore) -> set[str]:
+    """Projects of ``files`` holding one that one of ``processor_names`` has not processed at its
+    current size and mtime (stat only, no reads): the ones a run would have anything to do for."""
+    with state.connect() as conn:
+        states = [load_processor_state(conn, name) for name in processor_names]
+    return {f.project for f in files if any(not is_stable(s.get(f.key), f) for s in states)}
+
+
+def _plan(
+    files: list[SessionFile],
+    previous: dict[str, ProcessorFileState],
+    hashes: dict[str, str | OSError | None],
+    stats: dict,
+) -> tuple[list[_Task], list[ProcessedMark]]:
+    """Split files into work to do and unchanged-content files whose processed_at only moves forward."""
+    tasks: list[_Task] = []
+    unchanged: list[ProcessedMark] = []
+    now = datetime.now(UTC)
+    for f in files:
+        prev = previous.get(f.key)
+        if is_stable(prev, f):
+            count_stat(stats, f.project, "skipped")
+            continue
+        if f.key not in hashes:
+            hashes[f.key] = _hash_or_error(f)
+        file_hash = hashes[f.key]
+        if isinstance(file_hash, OSError):
+            report_error(stats, f.project, f.key, file_hash)
+            continue
+        if file_hash is None:
+            count_stat(stats, f.project, "vanished")
+            continue
+        if prev is not None and prev.is_processed(file_hash):
+            count_stat(stats, f.project, "skipped")
+            unchanged.append(
+                ProcessedMark(f.key, f.project, prev.items_extracted, file_hash, f.size, prev.byte_offset,
+                              prev.tail_hash, now)
+            )
+            continue
+        offset = _resume_offset(f, prev)
+        tasks.append(_Task(f, file_hash, offset, prev.items_extracted if offset and prev else 0))
+    return tasks, unchanged
+
+
+def _hash_or_error(f: SessionFile) -> str | OSError | None:
+    try:
+        return compute_file_hash(f.fspath, f.size)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc
+
+
+def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
+    # Only a file that grew can be resumed, and only if its agent only appends; same size with a new
+    # hash was rewritten in place.
+    if prev is None or prev.byte_offset <= 0 or f.size <= prev.file_size or not source_type(f.key).append_only:
+        return 0
+    try:
+        same_prefix = tail_fingerprint(f.fspath, prev.byte_offset) == prev.tail_hash
+    except OSError:
+        return 0
+    return prev.byte_offset if same_prefix else 0
+
+
+def _execute(
+    processor: SessionProcessor,
+    tasks: list[_Task],
+    state: StateStore,
+    stats: dict,
+    logger: logging.Logger,
+) -> None:
+    processor.begin_run()
+    commit_every = processor.commit_every_files or max(len(tasks), 1)
+    pending: list[_Done] = []
+    done = 0
+    for chunk in _connection_chunks(tasks):
+        with state.connect() as conn:
+            for task in chunk:
+                taken = _process_one(processor, task, conn, stats, logger)
+                if taken is not None:
+                    pending.append(taken)
+                done += 1
+                if pending and (len(pending) >= commit_every or done == len(tasks)):
+                    _commit(processor, conn, pending, stats, logger)
+                    pending = []
+    stats.update(processor.end_run())
+
+
+def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
+    chunk: list[_Task] = []
+    size = 0
+    for task in tasks:
+        chunk.append(task)
+        size += task.file.size - task.start_offset
+        if len(chunk) >= FILES_PER_CONNECTION or size >= BYTES_PER_CONNECTION:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _process_one(processor, task: _Task, conn, stats: dict, logger) -> _Done | None:
+    f = task.file
+    started = datetime.now(UTC)
+    try:
+        result = processor.process_session(f.path, f.project, f.key, conn, start_offset=task.start_offset)
+    except FileNotFoundError:
+        count_stat(stats, f.project, "vanished")
+        logger.warning("%s: %s vanished while being read; it will be picked up if it returns", processor.name, f.key)
+        return None
+    except Exception as exc:  # failure isolation: one bad file never stops the others
+        report_error(stats, f.project, f.key, exc)
+        logger.warning("%s failed on %s (will retry next run): %s", processor.name, f.key, exc, exc_info=True)
+        return None
+    if not isinstance(result, ProcessorResult):
+        logger.warning("%s returned %r for %s; counting 0 items", processor.name, type(result).__name__, f.key)
+        result = ProcessorResult(items_count=0)
+    end_offset = result.end_offset if result.end_offset is not None else f.size
+    try:
+        tail = tail_fingerprint(f.fspath, end_offset) if end_offset > 0 else None
+    except OSError:
+        tail = None
+    items = task.items_before + _as_count(result.items_count)
+    mark = ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
+    return _Done(task, mark, list(result.malformed), result.bytes_read)
+
+
+def _as_count(value) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: list[int] | None = None) -> None:
+    """Commit the processor's batch, then mark its files and keep their malformed lines.
+
+    A failed commit is split to find the file it could not take: the batch is discarded, and each half
+    is processed again and committed on its own, down to single files. Only files whose own commit
+    fails stay unmarked and are reported; re-processing stops at `SPLIT_BUDGET` times the batch,
+    after which what is left is reported as failed together.
+    """
+    try:
+        processor.commit(conn)
+    except Exception as exc:
+        processor.discard()
+        budget = [SPLIT_BUDGET * len(pending)] if budget is None else budget
+        if len(pending) == 1 or budget[0] < len(pending):
+            for taken in pending:
+                report_error(stats, taken.mark.username, taken.mark.session_file, exc, prefix="commit failed: ")
+            logger.error("%s commit failed; %d file(s) stay unprocessed: %s", processor.name, len(pending), exc,
+                         exc_info=True)
+            return
+        logger.warning("%s commit of %d files failed (%s); committing them in halves to find the file",
+                       processor.name, len(pending), exc)
+        budget[0] -= len(pending)
+        middle = len(pending) // 2
+        for half in (pending[:middle], pending[middle:]):
+            again = [t for t in (_process_one(processor, p.task, conn, stats, logger) for p in half) if t]
+            if again:
+                _commit(processor, conn, again, stats, logger, budget)
+        return
+    mark_processed(conn, processor.name, [t.mark for t in pending])
+    record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
+    for t in pending:
+        project = t.mark.username
+        count_stat(stats, project, "processed")
+        # this run's items: the mark keeps the file's running total, and a grown file adds only its new ones
+        count_stat(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)
+        count_stat(stats, project, "lines_malformed", len(t.malformed))
+        count_stat(stats, project, "bytes_read", t.bytes_read)
+
+
+def report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:
+    """Count and describe the failure of file ``key``, in the run totals and in its project's."""
+    count_stat(stats, project, "errors")
+    error = {"file": key, "error": f"{prefix}{type(exc).__name__}: {exc}"}
+    for bucket in (stats, _project_stats(stats, project)):
+        bucket["failed_files"].append(key)
+        if len(bucket["error_files"]) < MAX_ERRORS_REPORTED:
+            bucket["error_files"].append(error)
+
+
+def _session_file_rows(files: list[SessionFile], hashes: dict) -> list[dict]:
+    """Rows for ``session_files``; the hash only where this run computed one (None keeps the stored one)."""
+    return [
+        {"path": f.key, "project": f.project, "size": f.size, "mtime_ns": f.mtime_ns,
+         "file_hash": h if isinstance(h := hashes.get(f.key), str) else None, "byte_offset": None}
+        for f in files
+    ]
+
+
+def _ns(ts: datetime) -> int:
+    return int(ts.timestamp() * 1_000_000) * 1000

@@ -1,0 +1,328 @@
+"""The DuckDB warehouse: short-lived connections, migrating to the schema, processor state.
+
+DuckDB lets one process hold a database file at a time (even read-only), so every caller opens a
+connection for one short unit of work through `StateStore.connect()`, which retries with backoff
+while another process holds the file. Nothing keeps a connection open across a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from resources.config.settings import Settings
+from resources.ingest.session_files import MalformedLine, SessionFile
+from resources.state.migrations import MIGRATIONS
+
+Connection = duckdb.DuckDBPyConnection
+"""What `StateStore.connect()` yields; pipelines code names it through this alias, never through duckdb."""
+
+LOCK_WAIT_SEC = 120.0
+"""How long `connect()` keeps retrying while another process holds the database file."""
+
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True for the errors DuckDB raises while another process or writer holds the file."""
+    text = str(exc)
+    return isinstance(exc, duckdb.Error) and (
+        "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
+    )
+
+
+@contextlib.contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """``BEGIN`` on ``conn``; ``COMMIT`` when the block ends, ``ROLLBACK`` (and re-raise) when it raises,
+    a KeyboardInterrupt too."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table,
+                conflict: str = "ON CONFLICT DO NOTHING") -> None:
+    """Insert ``rows`` into the columns of ``table`` that their names say, in one statement through
+    Arrow (DuckDB's executemany runs row by row); nothing for an empty batch."""
+    if rows.num_rows == 0:
+        return
+    conn.register("_insert_rows", rows)
+    try:
+        conn.execute(f"INSERT INTO {table} ({', '.join(rows.column_names)}) SELECT * FROM _insert_rows {conflict}")
+    finally:
+        conn.unregister("_insert_rows")
+
+
+def fetch_one(conn: duckdb.DuckDBPyConnection, sql: str, params=None) -> tuple | None:
+    """The first row of ``sql`` (or None), with the result fully consumed.
+
+    DuckDB 2 refuses further work on a connection (``register``, ...) while a result is only partly
+    fetched, which ``fetchone()`` leaves behind; use this instead.
+    """
+    rows = conn.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
+def migrate(conn: duckdb.DuckDBPyConnection) -> int:
+    """Bring the schema to `LATEST_VERSION`; safe on every start and on a database at any older version.
+
+    Returns the version the database was at before.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)"
+    )
+    current = fetch_one(conn, "SELECT coalesce(max(version), 0) FROM schema_version")[0]
+    for version, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        with transaction(conn):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?)", [version, datetime.now(UTC)])
+    return current
+
+
+class StateStore:
+    """The warehouse file. Open one short-lived connection per unit of work with `connect()`."""
+
+    def __init__(self, path: Path | str, lock_wait_sec: float = LOCK_WAIT_SEC):
+        self.path = Path(path)
+        self.lock_wait_sec = lock_wait_sec
+        self._migrated = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StateStore:
+        return cls(settings.state_path)
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yield a connection, retrying with jittered backoff while another process holds the file.
+
+        The schema is migrated on the first writable connection of this store. A read-only
+        connection to a file that does not exist yet is served from an empty migrated database.
+        """
+        if read_only and not self.path.exists():
+            read_only = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open(read_only)
+        try:
+            if not self._migrated and not read_only:
+                migrate(conn)
+                self._migrated = True
+            yield conn
+        finally:
+            conn.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_wait_sec
+        delay = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not is_lock_conflict(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+    def schema_version(self) -> int:
+        with self.connect() as conn:
+            return fetch_one(conn, "SELECT max(version) FROM schema_version")[0]
+
+
+@dataclass(frozen=True)
+class ProcessorFileState:
+    """What one processor last did with one session file."""
+
+    processed_at: datetime
+    file_hash: str
+    file_size: int
+    byte_offset: int
+    tail_hash: str | None
+    items_extracted: int
+
+    def is_processed(self, file_hash: str) -> bool:
+        """A file counts as processed only while its content hash equals the one stored when it was."""
+        return self.file_hash == file_hash
+
+
+def load_processor_state(
+    conn: duckdb.DuckDBPyConnection, processor: str, session_files: Iterable[str] | None = None
+) -> dict[str, ProcessorFileState]:
+    """State rows of `processor`, keyed by session file (all of them, or only those listed)."""
+    sql = """SELECT session_file, processed_at, file_hash, file_size, byte_offset, tail_hash, items_extracted
+             FROM session_processor_state WHERE processor_name = ?"""
+    rows = conn.execute(sql, [processor]).fetchall()
+    wanted = set(session_files) if session_files is not None else None
+    return {
+        r[0]: ProcessorFileState(r[1], r[2], r[3] or 0, r[4] or 0, r[5], r[6])
+        for r in rows
+        if wanted is None or r[0] in wanted
+    }
+
+
+@dataclass(frozen=True)
+class ProcessedMark:
+    """One file a processor finished: written by `mark_processed`."""
+
+    session_file: str
+    username: str
+    items_extracted: int
+    file_hash: str
+    file_size: int
+    byte_offset: int
+    tail_hash: str | None
+    processed_at: datetime
+
+
+_MARK_SCHEMA = pa.schema(
+    [
+        ("processor_name", pa.string()),
+        ("session_file", pa.string()),
+        ("username", pa.string()),
+        ("processed_at", pa.timestamp("us", tz="UTC")),
+        ("items_extracted", pa.int64()),
+        ("file_hash", pa.string()),
+        ("file_size", pa.int64()),
+        ("byte_offset", pa.int64()),
+        ("tail_hash", pa.string()),
+    ]
+)
+
+
+def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Sequence[ProcessedMark]) -> None:
+    """Upsert processor state for `marks` in one statement (items accumulate for incremental reads)."""
+    if not marks:
+        return
+    batch = pa.Table.from_pylist(
+        [
+            {
+                "processor_name": processor,
+                "session_file": m.session_file,
+                "username": m.username,
+                "processed_at": m.processed_at,
+                "items_extracted": m.items_extracted,
+                "file_hash": m.file_hash,
+                "file_size": m.file_size,
+                "byte_offset": m.byte_offset,
+                "tail_hash": m.tail_hash,
+            }
+            for m in marks
+        ],
+        schema=_MARK_SCHEMA,
+    )
+    conn.register("_marks", batch)
+    try:
+        conn.execute(
+            """INSERT INTO session_processor_state
+                 (processor_name, session_file, username, processed_at, items_extracted, file_hash,
+                  file_size, byte_offset, tail_hash)
+               SELECT processor_name, session_file, username, processed_at, items_extracted, file_hash,
+                      file_size, byte_offset, tail_hash FROM _marks
+               ON CONFLICT (processor_name, session_file) DO UPDATE SET
+                 username = excluded.username, processed_at = excluded.processed_at,
+                 items_extracted = excluded.items_extracted, file_hash = excluded.file_hash,
+                 file_size = excluded.file_size, byte_offset = excluded.byte_offset,
+                 tail_hash = excluded.tail_hash"""
+        )
+    finally:
+        conn.unregister("_marks")
+
+
+_SEEN_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("project", pa.string()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("file_hash", pa.string()),
+        ("byte_offset", pa.int64()),
+        ("seen", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def record_session_files(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict]) -> None:
+    """Upsert `session_files` rows: dicts with path, project, size, mtime_ns, file_hash, byte_offset.
+
+    ``first_seen`` is kept from the first sighting; ``last_seen`` moves to now. A None hash or
+    offset leaves the stored value in place (the file was seen but not read).
+    """
+    if not rows:
+        return
+    now = datetime.now(UTC)
+    batch = pa.Table.from_pylist([{**r, "seen": now} for r in rows], schema=_SEEN_SCHEMA)
+    conn.register("_seen", batch)
+    try:
+        conn.execute(
+            """INSERT INTO session_files (path, project, size, mtime_ns, file_hash, first_seen, last_seen,
+                                          byte_offset)
+               SELECT path, project, size, mtime_ns, file_hash, seen, seen, byte_offset FROM _seen
+               ON CONFLICT (path) DO UPDATE SET
+                 project = excluded.project, size = excluded.size, mtime_ns = excluded.mtime_ns,
+                 file_hash = coalesce(excluded.file_hash, session_files.file_hash),
+                 byte_offset = coalesce(excluded.byte_offset, session_files.byte_offset),
+                 last_seen = excluded.last_seen"""
+        )
+    finally:
+        conn.unregister("_seen")
+
+
+def record_malformed_lines(conn: duckdb.DuckDBPyConnection, lines: Sequence[tuple[str, MalformedLine]]) -> None:
+    """Keep skipped lines (session key, offset, error, preview) where a person can find them."""
+    if not lines:
+        return
+    now = datetime.now(UTC)
+    conn.executemany(
+        """INSERT INTO malformed_lines VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (session_key, byte_offset) DO UPDATE SET
+             length = excluded.length, error = excluded.error, preview = excluded.preview,
+             seen_at = excluded.seen_at""",
+        [[key, m.byte_offset, m.length, m.error, m.preview, now] for key, m in lines],
+    )
+
+
+def scan_session_files(conn: duckdb.DuckDBPyConnection, files: Sequence[SessionFile], projects: set[str]) -> dict:
+    """Compare ``files`` (what is on disk for ``projects``) with ``session_files`` and record them.
+
+    Returns, per project of ``projects``, counts of ``files`` and ``bytes`` on disk, ``new``,
+    ``changed`` (size or mtime moved) and ``missing`` (known, no longer on disk: the archive still has
+    them). Reads no file content.
+    """
+    known = {
+        r[0]: (r[1], r[2], r[3])
+        for r in conn.execute(
+            "SELECT path, size, mtime_ns, project FROM session_files WHERE list_contains(?, project)",
+            [sorted(projects)],
+        ).fetchall()
+    }
+    counts = {p: dict.fromkeys(("files", "bytes", "new", "changed", "missing"), 0) for p in projects}
+    for f in files:
+        c = counts.setdefault(f.project, dict.fromkeys(("files", "bytes", "new", "changed", "missing"), 0))
+        c["files"] += 1
+        c["bytes"] += f.size
+        if f.key not in known:
+            c["new"] += 1
+        elif known[f.key][:2] != (f.size, f.mtime_ns):
+            c["changed"] += 1
+    on_disk = {f.key for f in files}
+    for path, (_, _, project) in known.items():
+        if path not in on_disk:
+            counts[project]["missing"] += 1
+    record_session_files(conn, [
+        {"path": f.key, "project": f.project, "size": f.size, "mtime_ns": f.mtime_ns, "file_hash": None,
+         "byte_offset": None}
+        for f in files
+    ])
+    return counts
