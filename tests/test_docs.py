@@ -1,0 +1,14 @@
+"""The manual's generated pages match the code they describe."""
+
+from pathlib import Path
+
+from pipelines.definitions import defs
+from pipelines.defs.what_runs_when import render
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_what_runs_when_page_matches_the_definitions():
+    page = (DOCS / "what-runs-when.md").read_text()
+    assert page == render(defs), (
+        "docs/what-runs-when.md is stale: python -m pipelines.defs.what_runs_when > docs/what-runs-when.md")
