@@ -1,9 +1,4 @@
-"""Pack GC in Dagster: the consolidated_packs asset (per project), the pack_gc job, a daily schedule,
-a sensor that starts GC once a project piles up live packs, and the archive-verified asset check.
-
-The asset runs in the ingest pool (`pipelines.defs.tags.POOL_INGEST`), the pool of the step that writes
-session_archive, so archive writes and GC never run at once. The logic lives in
-`resources.archive.packs` / `resources.archive.gc`; this module only orchestrates and reports."""
+"""The consolidated_packs asset (pack GC per project) and its archive_verified check."""
 
 import dagster as dg
 
@@ -12,7 +7,6 @@ from pipelines.defs.resources import PackResource
 from pipelines.defs.tags import POOL_INGEST
 
 VERIFIED_CHECK = "archive_verified"
-
 
 _COUNTS = ("live_packs", "pack_bytes", "objects", "object_bytes", "stored_bytes", "versions", "version_bytes")
 

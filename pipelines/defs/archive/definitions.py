@@ -1,4 +1,12 @@
-"""The archive domain's definitions, merged into the code location by pipelines/definitions.py."""
+"""Pack GC in Dagster: the consolidated_packs asset (per project), the pack_gc job, a daily schedule,
+a sensor that starts GC once a project piles up live packs, and the archive-verified asset check.
+
+The asset runs in the ingest pool (`pipelines.defs.tags.POOL_INGEST`), the pool of the step that writes
+session_archive, so archive writes and GC never run at once. The logic lives in
+`resources.archive.packs` / `resources.archive.gc`; this module only orchestrates and reports.
+
+Merged into the code location by pipelines/definitions.py.
+"""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""The archive jobs."""
+"""The pack_gc job: consolidated_packs, in the ingest pool."""
 
 import dagster as dg
 

@@ -1,9 +1,9 @@
-"""The archive schedules."""
+"""The pack_gc_daily schedule: GC for every project with more than one live pack or tombstones to sweep."""
 
 import dagster as dg
 
 from pipelines.defs.archive.jobs import pack_gc
-from pipelines.defs.archive.sensors import _store_for_tick
+from pipelines.defs.archive.sensors import store_for_tick
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import PackResource
 from resources.state.store import is_lock_conflict
@@ -15,7 +15,7 @@ from resources.state.store import is_lock_conflict
 def pack_gc_daily(context: dg.ScheduleEvaluationContext, packs: PackResource):
     """Every day, GC each project with more than one live pack or with tombstones left to sweep."""
     try:
-        counts = _store_for_tick(packs).pack_counts()
+        counts = store_for_tick(packs).pack_counts()
     except Exception as exc:
         if is_lock_conflict(exc):
             return dg.SkipReason("the warehouse is busy; tomorrow's tick will catch up")

@@ -1,4 +1,4 @@
-"""The archive sensors."""
+"""The pack_gc_sensor: GC for a project once it piles up live packs."""
 
 import dagster as dg
 
@@ -11,7 +11,7 @@ SENSOR_LOCK_WAIT_SEC = 15.0
 """A sensor tick waits at most this long for the warehouse, then skips (the next tick retries)."""
 
 
-def _store_for_tick(packs: PackResource):
+def store_for_tick(packs: PackResource):
     store = packs.store()
     store.state.lock_wait_sec = SENSOR_LOCK_WAIT_SEC
     return store
@@ -26,7 +26,7 @@ def pack_gc_sensor(context: dg.SensorEvaluationContext, packs: PackResource):
     pack keys, so each state of a project is requested once."""
     threshold = packs.settings().pack_gc_live_packs_threshold
     try:
-        counts = _store_for_tick(packs).pack_counts()
+        counts = store_for_tick(packs).pack_counts()
     except Exception as exc:
         if is_lock_conflict(exc):
             return dg.SkipReason("the warehouse is busy; the next tick retries")

@@ -1,8 +1,4 @@
-"""The capture inbox in Dagster: the capture_records asset, the ingest_capture job and its sensor.
-
-The sensor lists the inbox folder (no database, no Lance) and asks for one run per newest ULID, so
-a tick that sees the same queue twice requests nothing new. A run drains everything pending at its
-start, so envelopes a failed run left behind are picked up by the run the next capture triggers."""
+"""The capture_records asset: drains the capture inbox into the Lance records table."""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""The capture asset checks."""
+"""The capture inbox check: nothing waits in overflow/ or corrupt/ for a person to act."""
 
 import dagster as dg
 

@@ -1,4 +1,11 @@
-"""The capture domain's definitions, merged into the code location by pipelines/definitions.py."""
+"""The capture inbox in Dagster: the capture_records asset, the ingest_capture job and its sensor.
+
+The sensor lists the inbox folder (no database, no Lance) and asks for one run per newest ULID, so
+a tick that sees the same queue twice requests nothing new. A run drains everything pending at its
+start, so envelopes a failed run left behind are picked up by the run the next capture triggers.
+
+Merged into the code location by pipelines/definitions.py.
+"""
 
 import dagster as dg
 

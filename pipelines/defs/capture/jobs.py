@@ -1,4 +1,4 @@
-"""The capture jobs."""
+"""The ingest_capture job, in the `capture` run-queue lane with a higher priority than ingest runs."""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""The capture sensors."""
+"""The capture_queue_sensor: one ingest_capture run per newest pending ULID."""
 
 import json
 

@@ -1,23 +1,5 @@
-"""Lance storage health in Dagster: the lance_maintenance job, its health sensor, a nightly schedule, checks.
-
-- ``lance_storage`` (asset, job ``lance_maintenance``): runs `optimize_lance_storage` and records the
-  report as numbers per table (the UI plots versions, bytes, fragments and rows over time) plus a
-  Markdown before/after table. A retention below ``settings.lance_retention_floor_sec`` fails the run
-  unless ``force`` is set in the run config.
-- ``lance_health_sensor``: the first tick in a new code-location process asks for a ``startup`` run;
-  later ticks ask for a ``threshold`` run when a table has more prunable versions (older than the
-  retention, so a run can actually remove them) or more small fragments than the settings allow, or a
-  ``periodic`` run once ``LANCE_OPTIMIZE_INTERVAL_SEC`` has passed since the last one. A wanted run is
-  skipped (tick reason + ``lance_storage_optimize_skipped`` event) while a run that targets a Lance
-  asset (`pipelines.defs.tags.LANCE_ASSETS`) is active, however it was launched (sensor, CLI, UI
-  backfill), or another maintenance run is queued or active, and asked for again on the next tick.
-  The cursor keeps the process id and the last request time.
-- ``lance_maintenance_nightly``: the same run (phase ``periodic``) every night, with the same guards.
-- Checks on ``memory_records`` (tables records, edges, provenance) and ``lance_events`` (table events): versions at
-  or below the threshold (WARN above, ERROR at 10x), small fragments likewise, rows unchanged across the
-  last optimize, and every table readable (ERROR naming the table when its folder exists but Lance
-  cannot open it; the repair is ``sessionlake memory rebuild``). They run after ``lance_storage`` in the
-  maintenance job."""
+"""The lance_storage asset (compaction, index updates and version cleanup of every Lance table) and the
+lance_events table it writes to."""
 
 import uuid
 from datetime import timedelta
@@ -30,27 +12,20 @@ from resources.memory import maintenance as lm
 
 JOB_NAME = "lance_maintenance"
 
-
 PHASE_TAG = "sessionlake/maintenance-phase"
-
 
 LOCATION_BOOT_ID = uuid.uuid4().hex
 """New in every code-location process: the sensor asks for one ``startup`` run per value."""
 
-
 SENSOR_MIN_INTERVAL_SEC = max(30, int(lm.LANCE_OPTIMIZE_INTERVAL_SEC // 12))
 """Thresholds are looked at 12 times per optimize interval (every 5 minutes at the default hour)."""
 
-
 NIGHTLY_CRON = "30 3 * * *"
-
 
 ERROR_FACTOR = 10
 """A check is WARN above its threshold and ERROR at this multiple of it."""
 
-
 WRITER_ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
 
 MAINTENANCE_PENDING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, *WRITER_ACTIVE]
 

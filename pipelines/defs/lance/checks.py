@@ -1,4 +1,5 @@
-"""The lance asset checks."""
+"""The Lance storage checks on memory_records and lance_events: versions, small fragments, rows preserved
+by the last optimize, and every table readable."""
 
 import dagster as dg
 

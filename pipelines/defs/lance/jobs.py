@@ -1,4 +1,4 @@
-"""The lance jobs."""
+"""The lance_maintenance job: lance_storage, then the storage checks."""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""The lance schedules."""
+"""The lance_maintenance_nightly schedule: a periodic optimize, with the sensor's guards."""
 
 import time
 
@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipelines.defs.lance.assets import NIGHTLY_CRON
 from pipelines.defs.lance.jobs import lance_maintenance
-from pipelines.defs.lance.sensors import _retention_refused, _run_request, _skip, blocking_reason
+from pipelines.defs.lance.sensors import blocking_reason, maintenance_run_request, record_skip, retention_refused
 from pipelines.defs.resources import LanceResource
 
 
@@ -16,10 +16,10 @@ from pipelines.defs.resources import LanceResource
                          "run is writing Lance tables.")
 def lance_maintenance_nightly(context: dg.ScheduleEvaluationContext, lance: LanceResource):
     """Every night: a ``periodic`` optimize with the configured retention, unless writers are active."""
-    refused = _retention_refused(lance)
+    refused = retention_refused(lance)
     if refused:
         return dg.SkipReason(refused)
     blocked = blocking_reason(context.instance, context.repository_def)
     if blocked:
-        return dg.SkipReason(_skip(lance.store(), "periodic", *blocked))
-    return _run_request("periodic", time.time(), "nightly schedule")
+        return dg.SkipReason(record_skip(lance.store(), "periodic", *blocked))
+    return maintenance_run_request("periodic", time.time(), "nightly schedule")

@@ -1,4 +1,4 @@
-"""The lance sensors."""
+"""The lance_health_sensor and the guard that keeps maintenance away from runs that write Lance tables."""
 
 import json
 import time
@@ -36,12 +36,12 @@ def blocking_reason(instance: dg.DagsterInstance,
     return None
 
 
-def _skip(store, phase: str, reason: str, detail: str) -> str:
+def record_skip(store, phase: str, reason: str, detail: str) -> str:
     write_event(store, lm.SKIPPED_EVENT, {"phase": phase, "reason": reason, "detail": detail})
     return f"{phase} optimize skipped ({reason}): {detail}; trying again next tick"
 
 
-def _run_request(phase: str, now: float, detail: str) -> dg.RunRequest:
+def maintenance_run_request(phase: str, now: float, detail: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{phase}-{int(now * 1000)}",
         run_config=dg.RunConfig({"lance_storage": MaintenanceConfig(
@@ -50,7 +50,7 @@ def _run_request(phase: str, now: float, detail: str) -> dg.RunRequest:
     )
 
 
-def _retention_refused(lance: LanceResource) -> str | None:
+def retention_refused(lance: LanceResource) -> str | None:
     try:
         lm.check_retention(lm.LANCE_OPTIMIZE_RETENTION_SEC, lance.settings().lance_retention_floor_sec)
     except lm.RetentionBelowFloor as exc:
@@ -102,7 +102,7 @@ def _parse_cursor(raw: str | None) -> dict:
 def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
     """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
     cursor = _parse_cursor(context.cursor)
-    refused = _retention_refused(lance)
+    refused = retention_refused(lance)
     if refused:
         return dg.SensorResult(skip_reason=refused, cursor=context.cursor)
     now = time.time()
@@ -112,7 +112,7 @@ def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResourc
                                cursor=json.dumps({"last_request_ts": now, **cursor, "boot": LOCATION_BOOT_ID}))
     blocked = blocking_reason(context.instance, context.repository_def)
     if blocked:
-        return dg.SensorResult(skip_reason=_skip(lance.store(), phase, *blocked), cursor=context.cursor)
+        return dg.SensorResult(skip_reason=record_skip(lance.store(), phase, *blocked), cursor=context.cursor)
     context.log.info(f"requesting a {phase} optimize: {detail}")
-    return dg.SensorResult(run_requests=[_run_request(phase, now, detail)],
+    return dg.SensorResult(run_requests=[maintenance_run_request(phase, now, detail)],
                            cursor=json.dumps({"boot": LOCATION_BOOT_ID, "last_request_ts": now}))

@@ -1,21 +1,5 @@
-"""Session ingestion in Dagster: the four session assets, the one step that materializes them, the
-job, and the sensor.
-
-The assets are partitioned by project (one dynamic partition per project of every agent found:
-Claude Code's project folders as they are, other agents' projects as ``<agent>:<project>``, see
-resources/sources/). One multi-asset
-step, `ingest_projects`, walks the selected projects once and runs every selected processor in one
-pass (one planning connection, one Lance commit per table, one pack per project), and the job runs
-it in process: a run is one process and one step, however many projects it covers. Backfills use
-`BackfillPolicy.single_run`, so a backfill over every partition is one run.
-
-Each project gets its own materialization of each asset, carrying that project's own numbers, and
-only the projects the run was asked for are materialized (a run over a partition range that the
-sensor asked for names its projects in the run config).
-
-The sensor reads no database: it keeps one digest of (path, size, mtime_ns) per project in its
-cursor, registers new projects as partitions itself (before anything else, so a failing request can
-never hold registration back), and asks for one run per tick covering every changed project."""
+"""The session assets: one partitioned multi-asset step, `ingest_projects`, that materializes session_files
+and the three processor assets, and its files_ingested checks."""
 
 import dagster as dg
 
@@ -23,7 +7,6 @@ from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
 from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
 from pipelines.instance.run_recovery import claim_run
-from resources.config.settings import Settings
 from resources.ingest.retry_marks import record_failures
 from resources.ingest.runner import run_processors
 from resources.sources import found_sources, walk_all
@@ -31,22 +14,16 @@ from resources.state.store import scan_session_files
 
 JOB_NAME = "ingest_sessions"
 
-
 STEP_NAME = "ingest_projects"
-
 
 INGEST_ASSETS = ("session_files", *PROCESSOR_ASSETS.values())
 
-
 FILES_CHECK = "files_ingested"
-
 
 MAX_ERROR_ROWS = 50
 
-
 ITEM_LABELS = {"usage": "responses_extracted", "memory": "records_extracted", "archive": "versions_extracted"}
 """What one extracted item is, per processor: the label of ``items_extracted`` in the metadata."""
-
 
 PROCESSOR_LABELS = {
     "scanned": "files_scanned",
@@ -57,7 +34,6 @@ PROCESSOR_LABELS = {
     "lines_malformed": "lines_malformed",
     "bytes_read": "bytes_read",
 }
-
 
 SESSION_FILES_LABELS = {"files": "files", "bytes": "bytes_on_disk", "new": "files_new", "changed": "files_changed",
                         "missing": "files_missing"}
@@ -77,7 +53,6 @@ def _description(what: str, processor: str | None = None) -> str:
             "malformed_lines table) and bytes_read. The files_ingested check fails, with a table of the "
             "files and errors, when any file failed.")
 
-
 SPECS = [
     dg.AssetSpec("session_files", group_name="sessions", kinds={"duckdb"}, skippable=True,
                  description=_description("The session files on disk, by project, recorded in DuckDB "
@@ -92,7 +67,6 @@ SPECS = [
                  description=_description("Content-addressed packs: every version of every session file, one "
                                           "pack per project per run.", "archive")),
 ]
-
 
 CHECK_SPECS = [
     dg.AssetCheckSpec(FILES_CHECK, asset=asset,
@@ -207,10 +181,3 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
         if unpriced:
             context.log.warning(f"models without a price (reported, never costed at $0): {sorted(unpriced)}")
         yield _check_result(processor.name, stats, projects, settings.retry_dir, unpriced)
-
-
-NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
-
-
-SENSOR_INTERVAL_SEC = Settings.sensor_interval_from_env()
-"""Read once, at import, from ``SESSIONLAKE_SENSOR_INTERVAL_SEC`` (default 60)."""

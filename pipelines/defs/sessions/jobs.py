@@ -1,4 +1,4 @@
-"""The sessions jobs."""
+"""The ingest_sessions job: the session assets, run in process, in the `ingest` run-queue lane."""
 
 import dagster as dg
 

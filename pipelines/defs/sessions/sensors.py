@@ -1,4 +1,8 @@
-"""The sessions sensors."""
+"""The session_files_sensor.
+
+It reads no database: it keeps one digest of (path, size, mtime_ns) per project in its cursor, registers
+new projects as partitions itself (before anything else, so a failing request can never hold registration
+back), and asks for one run per tick covering every changed project."""
 
 import hashlib
 import json
@@ -10,12 +14,18 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import StateResource
 from pipelines.defs.run_targets import targets_any
-from pipelines.defs.sessions.assets import INGEST_ASSETS, NOT_STARTED, SENSOR_INTERVAL_SEC, STEP_NAME, IngestConfig
+from pipelines.defs.sessions.assets import INGEST_ASSETS, STEP_NAME, IngestConfig
 from pipelines.defs.sessions.jobs import ingest_sessions
 from pipelines.instance.run_recovery import reap_dead_runs
+from resources.config.settings import Settings
 from resources.ingest.retry_marks import due_retries
 from resources.ingest.session_files import SessionFile
 from resources.sources import found_sources, walk_all
+
+NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+
+SENSOR_INTERVAL_SEC = Settings.sensor_interval_from_env()
+"""Read once, at import, from ``SESSIONLAKE_SENSOR_INTERVAL_SEC`` (default 60)."""
 
 
 def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The team jobs."""
+"""The ingest_team job: team_sessions, in the `ingest` run-queue lane."""
 
 import dagster as dg
 

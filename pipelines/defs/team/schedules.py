@@ -1,4 +1,4 @@
-"""The team schedules."""
+"""The team_catchup_daily schedule (off by default): ingests every manifest not ingested yet."""
 
 import dagster as dg
 

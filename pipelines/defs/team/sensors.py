@@ -1,4 +1,4 @@
-"""The team sensors."""
+"""The team_manifest_sensor: one ingest_team run per tick that finds new manifests."""
 
 import hashlib
 import json
