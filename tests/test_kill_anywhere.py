@@ -219,3 +219,62 @@ def test_sigkill_anywhere_during_ingest_gc_and_capture_drain_loses_and_doubles_n
           f"{time.monotonic() - started:.0f}s")
     # a kill that came after the run had finished tested nothing: most must land, or the test is idle
     assert all(n >= CYCLES // 2 for n in landed.values()), landed
+
+
+EXIT_CHILD = """
+import atexit, sys, threading, time
+from pathlib import Path
+from pipelines.cli.process_exit import console_script
+from resources.config.settings import Settings
+from resources.memory.lance import LanceStore
+
+out = Path(sys.argv[1])
+store = LanceStore.from_settings(Settings.from_env())
+queue = store.enable_provenance_queue(coalesce_ms=600_000)  # only the exit path can write it in time
+store.record_provenance([(sys.argv[2], {"ts": "2026-01-01T00:00:00Z", "cue": "exit", "session_id": "queued"})])
+
+
+class Teardown:
+    def __del__(self):
+        (out / "teardown").write_text("ran")
+
+
+keep = Teardown()
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+threading.Thread(target=lambda: (time.sleep(0.5), (out / "thread").write_text("ran"))).start()
+print("said before exiting", end="")
+console_script(lambda: 3)
+"""
+
+
+def test_commands_end_without_teardown_and_lose_nothing(tmp_path):
+    """Every command ends with `exit_now` (os._exit after the writes): what each one wrote is there for
+    the next process, queued provenance and threads' writes included, and interpreter teardown is skipped."""
+    cluster = Cluster(tmp_path)
+    expected = generate_corpus(cluster.tree, sessions=6, projects=2, turns=4)
+    cli = [sys.executable, "-m", "pipelines.cli.main"]
+    captured = subprocess.run([*cli, "capture", "--text", "kept across the exit"], env=cluster.env,
+                              capture_output=True, text=True, timeout=60)
+    assert captured.returncode == 0, captured.stderr
+    assert CaptureQueue.from_settings(cluster.settings()).pending_count() == 1  # the inbox file is there
+    cluster.complete("ingest")
+    cluster.complete("drain")
+    _check(cluster, expected, {captured.stdout.strip()}, "exit")  # rows, packs and records all landed
+
+    recalled = subprocess.run([*cli, "recall", "parser", "-k", "3", "--session-id", "exit-test", "--json"],
+                              env=cluster.env, capture_output=True, text=True, timeout=60)
+    assert recalled.returncode == 0, recalled.stderr
+    ids = [hit["id"] for hit in json.loads(recalled.stdout)]
+    assert ids
+    store = LanceStore(cluster.settings().lance_dir)
+    entries = store.provenance_of(ids)
+    assert all([e["session_id"] for e in entries.get(i, [])] == ["exit-test"] for i in ids), entries
+
+    out = tmp_path / "marks"
+    out.mkdir()
+    child = subprocess.run([sys.executable, "-c", EXIT_CHILD, str(out), ids[0]], env=cluster.env, cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 3, child.stderr
+    assert child.stdout == "said before exiting"  # flushed before os._exit
+    assert {p.name for p in out.iterdir()} == {"atexit", "thread"}  # no teardown: no __del__ at exit
+    assert [e["session_id"] for e in store.provenance_of([ids[0]])[ids[0]]] == ["exit-test", "queued"]

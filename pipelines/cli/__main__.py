@@ -1,7 +1,5 @@
 """``python -m pipelines.cli``: the ``sessionlake`` command without its console script."""
 
-import sys
+from pipelines.cli.process_exit import console_script
 
-from pipelines.cli.main import main
-
-sys.exit(main())
+console_script()
