@@ -29,8 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.cli.ingest_run import SessionsNotFound, ingest
-    from pipelines.instance.home import InstanceConfigError
-    from pipelines.instance.run_recovery import PoolWaitTimeout
+    from pipelines.instance.home import InstanceConfigError, PoolWaitTimeout
     from resources.config.settings import Settings
 
     try:

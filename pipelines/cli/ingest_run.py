@@ -71,15 +71,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read, and
     `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened.
     """
-    import dagster as dg
-
-    from pipelines.definitions import defs
-    from pipelines.defs.partitions import projects_partitions
-    from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME
-    from pipelines.defs.sessions.sensors import partition_run_request
-    from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
-    from pipelines.instance.home import open_instance, prepare_dagster_home
-    from pipelines.instance.run_recovery import process_tags, wait_for_pool
+    from pipelines.defs.tags import PROCESSOR_ASSETS
+    from pipelines.instance.home import prepare_dagster_home
 
     settings = settings or Settings.from_env()
     sources = _found_sources(settings)
@@ -101,6 +94,17 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     if not wanted:
         result["elapsed_sec"] = time.perf_counter() - started
         return result
+    # Dagster (about 1 s to import) only now that there is a run to make
+    import dagster as dg
+
+    from pipelines.definitions import defs
+    from pipelines.defs.partitions import projects_partitions
+    from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME
+    from pipelines.defs.sessions.sensors import partition_run_request
+    from pipelines.defs.tags import POOL_INGEST
+    from pipelines.instance.home import open_instance
+    from pipelines.instance.run_recovery import process_tags, wait_for_pool
+
     with open_instance() as instance, _sigterm_interrupts():
         known = set(instance.get_dynamic_partitions(projects_partitions.name))
         new = [p for p in on_disk if p not in known]

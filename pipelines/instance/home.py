@@ -31,6 +31,13 @@ class InstanceConfigError(RuntimeError):
     """The instance at DAGSTER_HOME cannot be opened as configured; the message says why and what to do."""
 
 
+class PoolWaitTimeout(RuntimeError):
+    """A pool slot stayed taken by a live run for longer than the caller was willing to wait.
+
+    Raised by `pipelines.instance.run_recovery.wait_for_pool`; defined here, with no Dagster import, so a
+    command can name it without paying for Dagster before it knows there is a run to wait for."""
+
+
 def prepare_dagster_home(settings: Settings) -> Path:
     """Make sure ``DAGSTER_HOME`` is set and holds a usable dagster.yaml; returns the folder.
 

@@ -17,15 +17,13 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from pipelines.instance.home import PoolWaitTimeout
+
 HOST_TAG = "sessionlake/host"
 PROCESS_TAG = "sessionlake/process"
 """``<pid>:<start time>`` of the process executing the run's steps."""
 
 ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
-class PoolWaitTimeout(RuntimeError):
-    """A pool slot stayed taken by a live run for longer than the caller was willing to wait."""
 
 
 def _start_time(pid: int) -> str:

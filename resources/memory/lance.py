@@ -30,13 +30,14 @@ import contextlib
 import os
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 
 from resources.ids import stable_id
 from resources.objectstore.location import StorageLocation
+from resources.times import as_utc, utcnow
 
 RECORDS = "records"
 EDGES = "edges"
@@ -113,19 +114,6 @@ PROVENANCE_SCHEMA = pa.schema([
 the other columns are there to query by."""
 
 _SCHEMAS = {RECORDS: RECORDS_SCHEMA, EDGES: EDGES_SCHEMA, EVENTS: EVENTS_SCHEMA, PROVENANCE: PROVENANCE_SCHEMA}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime | str | None) -> datetime | None:
-    """Parse an ISO-8601 string (``Z`` allowed) or a datetime into an aware UTC datetime; None stays None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def new_record(

@@ -6,7 +6,7 @@ A source walks its agent's root and yields `SessionFile`s whose ``key`` is uniqu
 project folder; others: ``<agent>:<project>``). Parsing is per file and needs only the path, and
 for a source that ``reads_tree`` the other files of its tree around it.
 
-Usage rows are warehouse rows (resources/usage/warehouse.py ``USAGE_SCHEMA``) in one normal form:
+Usage rows are warehouse rows (resources/usage/warehouse.py ``usage_schema()``) in one normal form:
 ``input_tokens`` is input not read from cache, ``cache_read_tokens`` the cached input,
 ``cache_creation_tokens`` cache writes, ``output_tokens`` the output as the agent reports it, and
 ``extra_output_tokens`` output it reports apart from that (Gemini's thoughts, OpenCode's reasoning;

@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from resources.ingest.session_files import ParseStats, SessionFile, iter_jsonl, walk_sessions
-from resources.memory.lance import as_utc
 from resources.sources.base import MemoryItem, Source, UsageItem
+from resources.times import as_utc
 from resources.usage.pricing import FAST_SUFFIX
 
 AGENT = "claude"

@@ -8,19 +8,23 @@ while another process holds the file. Nothing keeps a connection open across a r
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from resources.config.settings import Settings
 from resources.ingest.session_files import MalformedLine, SessionFile
 from resources.state.migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # imported where a batch is built: a report that writes nothing never loads it
 
 Connection = duckdb.DuckDBPyConnection
 """What `StateStore.connect()` yields; pipelines code names it through this alias, never through duckdb."""
@@ -186,8 +190,11 @@ class ProcessedMark:
     processed_at: datetime
 
 
-_MARK_SCHEMA = pa.schema(
-    [
+@functools.cache
+def _mark_schema():
+    import pyarrow as pa
+
+    return pa.schema([
         ("processor_name", pa.string()),
         ("session_file", pa.string()),
         ("username", pa.string()),
@@ -197,14 +204,15 @@ _MARK_SCHEMA = pa.schema(
         ("file_size", pa.int64()),
         ("byte_offset", pa.int64()),
         ("tail_hash", pa.string()),
-    ]
-)
+    ])
 
 
 def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Sequence[ProcessedMark]) -> None:
     """Upsert processor state for `marks` in one statement (items accumulate for incremental reads)."""
     if not marks:
         return
+    import pyarrow as pa
+
     batch = pa.Table.from_pylist(
         [
             {
@@ -220,7 +228,7 @@ def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Seque
             }
             for m in marks
         ],
-        schema=_MARK_SCHEMA,
+        schema=_mark_schema(),
     )
     conn.register("_marks", batch)
     try:
@@ -240,8 +248,11 @@ def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Seque
         conn.unregister("_marks")
 
 
-_SEEN_SCHEMA = pa.schema(
-    [
+@functools.cache
+def _seen_schema():
+    import pyarrow as pa
+
+    return pa.schema([
         ("path", pa.string()),
         ("project", pa.string()),
         ("size", pa.int64()),
@@ -249,8 +260,7 @@ _SEEN_SCHEMA = pa.schema(
         ("file_hash", pa.string()),
         ("byte_offset", pa.int64()),
         ("seen", pa.timestamp("us", tz="UTC")),
-    ]
-)
+    ])
 
 
 def record_session_files(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict]) -> None:
@@ -261,8 +271,10 @@ def record_session_files(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict]) 
     """
     if not rows:
         return
+    import pyarrow as pa
+
     now = datetime.now(UTC)
-    batch = pa.Table.from_pylist([{**r, "seen": now} for r in rows], schema=_SEEN_SCHEMA)
+    batch = pa.Table.from_pylist([{**r, "seen": now} for r in rows], schema=_seen_schema())
     conn.register("_seen", batch)
     try:
         conn.execute(

@@ -9,14 +9,20 @@ never double-counts and never loses the final output count.
 
 from __future__ import annotations
 
+import functools
+
 import duckdb
-import pyarrow as pa
 
 from resources.state.store import fetch_one, transaction
 from resources.usage.pricing import UNPRICED_MODELS, PriceTable
 
-USAGE_SCHEMA = pa.schema(
-    [
+
+@functools.cache
+def usage_schema():
+    """The Arrow schema of a usage row (pyarrow is imported here: a report that writes nothing never loads it)."""
+    import pyarrow as pa
+
+    return pa.schema([
         ("dedup_key", pa.string()),
         ("message_id", pa.string()),
         ("request_id", pa.string()),
@@ -40,10 +46,7 @@ USAGE_SCHEMA = pa.schema(
         ("extra_output_tokens", pa.int64()),
         ("user_name", pa.string()),
         ("machine", pa.string()),
-    ]
-)
-
-_COLUMNS = [f.name for f in USAGE_SCHEMA]
+    ])
 
 # Higher is better: non-sidechain first, then the larger token total.
 _RANK = "(CASE WHEN {t}.is_sidechain THEN 0 ELSE 1 END, {t}.input_tokens + {t}.output_tokens " \
@@ -78,15 +81,18 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
     """
     if not rows:
         return 0
+    import pyarrow as pa
+
     _store_prices(conn, prices, {r["model"] for r in rows if r["model"]})
-    batch = pa.Table.from_pylist(rows, schema=USAGE_SCHEMA)
+    batch = pa.Table.from_pylist(rows, schema=usage_schema())
+    columns = batch.column_names
     conn.register("_usage_batch", batch)
-    priced = f"""SELECT {", ".join("b." + c for c in _COLUMNS)}, {_COMPUTED_COST} AS computed_cost_usd
+    priced = f"""SELECT {", ".join("b." + c for c in columns)}, {_COMPUTED_COST} AS computed_cost_usd
                  FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
     try:
         with transaction(conn):
             conn.execute(
-                f"""UPDATE usage_messages SET {", ".join(f"{c} = n.{c}" for c in _COLUMNS if c != "dedup_key")},
+                f"""UPDATE usage_messages SET {", ".join(f"{c} = n.{c}" for c in columns if c != "dedup_key")},
                        computed_cost_usd = n.computed_cost_usd
                     FROM ({priced}) n
                     WHERE usage_messages.dedup_key = n.dedup_key
@@ -96,7 +102,7 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
                                AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")}))"""
             )
             conn.execute(
-                f"""INSERT INTO usage_messages ({", ".join(_COLUMNS)}, computed_cost_usd)
+                f"""INSERT INTO usage_messages ({", ".join(columns)}, computed_cost_usd)
                     SELECT * FROM ({priced}) n
                     WHERE NOT EXISTS (SELECT 1 FROM usage_messages u WHERE u.dedup_key = n.dedup_key)"""
             )
