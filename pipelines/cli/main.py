@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "dev",
     "ingest",
     "maintain",
+    "mcp",
     "memory",
     "prices",
     "push",

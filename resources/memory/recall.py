@@ -5,13 +5,16 @@ as an exact phrase first. Rows the index does not cover yet are scanned by Lance
 (flat BM25 over the unindexed fragments, merged with the indexed hits), so a record is found the
 moment it is written and indexed rows keep their scores. When the records table has vectors and a
 cue embedding is available (given, or computed by the configured embedder) it runs a hybrid search
-(vector + full text, fused by reciprocal rank). Each returned record gets one provenance entry
-``{ts, cue, session_id}`` through ``store.record_provenance``: queued when the write-behind queue is
-on, written before returning when it is off. Hits do not carry their provenance: reading it is a
-second query per recall (one for all hits, ``store.provenance_of(ids)``: 5-60 ms on a maintained
-table, 184 ms p50 on ``bench recall``'s 37,000 unmaintained entries, growing with the table's small
-fragments), and with the queue on it would miss the queued entries; ``store.get(id)["provenance"]``
-has them.
+(vector + full text, fused by reciprocal rank: LanceDB's ``RRFReranker``). The cue is read by
+`resources.memory.fts_query.parse_query`: plain words as above, phrases, prefixes and boolean terms
+as LanceDB query objects (a cue it cannot parse raises `QuerySyntaxError`). ``where`` narrows the
+records further (a Lance SQL filter; `resources.memory.hits.scope_filter` builds one). Each returned
+record gets one provenance entry ``{ts, cue, session_id}`` through ``store.record_provenance``:
+queued when the write-behind queue is on, written before returning when it is off. Hits do not carry
+their provenance: reading it is a second query per recall (one for all hits,
+``store.provenance_of(ids)``: 5-60 ms on a maintained table, 184 ms p50 on ``bench recall``'s 37,000
+unmaintained entries, growing with the table's small fragments), and with the queue on it would miss
+the queued entries; ``store.get(id)["provenance"]`` has them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def recall(
     project: str | None = None,
     since: datetime | str | None = None,
     cue_embedding=None,
+    where: str | None = None,
 ) -> list[dict]:
     """Up to ``k`` records for ``cue``, best first, with ``score``; their provenance is ``store.get(id)``'s.
 
@@ -54,22 +58,30 @@ def recall(
     """
     if k <= 0 or not _WORD.search(cue or ""):
         return []
+    from resources.memory.fts_query import parse_query
+
+    parsed = parse_query(cue)
     table = store.open_table(RECORDS)
-    where = recall_filter(project, since)
+    where = " AND ".join(f"({c})" for c in (recall_filter(project, since), where) if c) or None
     hybrid = VECTOR_COLUMN in table.schema.names and (cue_embedding is not None or store.embedding is not None)
-    rows = _hybrid(table, cue, cue_embedding, where, k) if hybrid else _full_text(table, cue, where, k)
+    if hybrid:
+        if cue_embedding is None and not parsed.plain:  # embed the words, not the operators
+            cue_embedding = store.embedding.compute_query_embeddings(parsed.text)[0]
+        rows = _hybrid(table, parsed.fts, cue_embedding, where, k)
+    else:
+        rows = _full_text(table, parsed, where, k)
     if rows:
         entry = {"ts": utcnow().isoformat(), "cue": cue, "session_id": session_id}
         store.record_provenance([(row["id"], entry) for row in rows])
     return rows
 
 
-def _full_text(table, cue: str, where: str | None, k: int) -> list[dict]:
-    words = _WORD.findall(cue.lower())
-    query = table.search(cue, query_type="fts", fts_columns="text").select([*RESULT_COLUMNS, "_score"])
+def _full_text(table, parsed, where: str | None, k: int) -> list[dict]:
+    words = [w.lower() for w in parsed.words]
+    query = table.search(parsed.fts, query_type="fts", fts_columns="text").select([*RESULT_COLUMNS, "_score"])
     if where:
         query = query.where(where, prefilter=True)
-    if len(words) == 1:  # every hit holds the one word: BM25 order is final
+    if len(words) == 1 or not parsed.plain:  # BM25 order is final: one word, or the query says what counts
         return [_result(h, h.get("_score")) for h in query.limit(k).to_list()]
     hits = query.limit(max(k * CANDIDATE_FACTOR, MIN_CANDIDATES)).to_list()
     phrase = f" {' '.join(words)} "
@@ -78,13 +90,15 @@ def _full_text(table, cue: str, where: str | None, k: int) -> list[dict]:
     return [_result(h, h.get("_score")) for h in hits[:k]]
 
 
-def _hybrid(table, cue: str, cue_embedding, where: str | None, k: int) -> list[dict]:
+def _hybrid(table, cue, cue_embedding, where: str | None, k: int) -> list[dict]:
+    from lancedb.rerankers import RRFReranker
+
     if cue_embedding is not None:
         query = table.search(query_type="hybrid", vector_column_name=VECTOR_COLUMN, fts_columns="text")
         query = query.vector(list(cue_embedding)).text(cue)
     else:
         query = table.search(cue, query_type="hybrid", vector_column_name=VECTOR_COLUMN, fts_columns="text")
-    query = query.select(RESULT_COLUMNS)
+    query = query.select(RESULT_COLUMNS).rerank(RRFReranker())
     if where:
         query = query.where(where, prefilter=True)
     return [_result(h, h.get("_relevance_score")) for h in query.limit(k).to_list()]
