@@ -20,7 +20,8 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from resources.memory.lance import RECORDS, as_utc, sql_str
+from resources.memory.lance import RECORDS, sql_str
+from resources.times import as_utc
 
 MINIMAL_FIELDS = ("rank", "handle", "agent", "session", "time", "role", "snippet")
 ALL_FIELDS = ("rank", "handle", "id", "agent", "project", "session", "time", "role", "score", "snippet", "model",
