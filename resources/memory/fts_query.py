@@ -48,8 +48,12 @@ class ParsedQuery:
         return " ".join(self.words)
 
 
-def parse_query(query: str) -> ParsedQuery:
-    """The LanceDB query for ``query`` (see the module doc); `QuerySyntaxError` when it cannot run."""
+def parse_query(query: str, for_lancedb: bool = False) -> ParsedQuery:
+    """The query for ``query`` (see the module doc); `QuerySyntaxError` when it cannot run.
+
+    Its query objects are pylance's (``lance.query``, what a dataset scan takes, without importing
+    lancedb); ``for_lancedb`` makes them LanceDB's classes of the same names (its hybrid search takes
+    only its own)."""
     query = (query or "").strip()
     if query.count('"') % 2:
         raise QuerySyntaxError(f"unclosed quote in {query!r}: a phrase is written \"like this\"")
@@ -59,11 +63,14 @@ def parse_query(query: str) -> ParsedQuery:
     tokens = _TOKEN.findall(query)
     if not any(t.startswith('"') or t in _OPERATORS or t[0] in "+-" or t.endswith("*") for t in tokens):
         return ParsedQuery(query, tuple(_WORD.findall(query)), True)
-    return _structured(query, tokens)
+    return _structured(query, tokens, for_lancedb)
 
 
-def _structured(query: str, tokens: list[str]) -> ParsedQuery:
-    from lancedb.query import BooleanQuery, MatchQuery, Occur, PhraseQuery
+def _structured(query: str, tokens: list[str], for_lancedb: bool) -> ParsedQuery:
+    if for_lancedb:
+        from lancedb.query import BooleanQuery, MatchQuery, Occur, PhraseQuery
+    else:
+        from lance.query import BooleanQuery, MatchQuery, Occur, PhraseQuery
 
     clauses: list[tuple[Occur, object]] = []
     words: list[str] = []

@@ -27,6 +27,7 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -187,21 +188,16 @@ class LanceStore:
         embedder_model: str | None = None,
         provenance_overflow_dir: Path | str | None = None,
     ) -> None:
-        import lancedb  # here, not at the top: importing it costs ~2 s, and Dagster loads this module to
-        # build definitions (sensor intervals, table names) long before any table is opened
-
         if isinstance(path, StorageLocation):
             self.location: StorageLocation | None = path
             self.root: Path | None = None
             self.uri = path.uri
-            self.db = lancedb.connect(self.uri, storage_options=path.lance_options())
             self._blobs = path.blobs()
         else:
             self.location = None
             self.root = Path(path)
             self.root.mkdir(parents=True, exist_ok=True)
             self.uri = str(self.root)
-            self.db = lancedb.connect(self.uri)
         self.provenance_overflow_dir = Path(provenance_overflow_dir) if provenance_overflow_dir else None
         self.embedding = _load_embedder(embedder, embedder_model) if embedder else None
         from resources.memory.provenance import ProvenanceLog
@@ -214,6 +210,16 @@ class LanceStore:
             # (maintain, recall, ingest), and `sessionlake memory rebuild` repairs it.
             with contextlib.suppress(LanceTableUnreadable):
                 migrate_provenance_column(self)
+
+    @functools.cached_property
+    def db(self):
+        """The LanceDB connection, made on first use: importing lancedb costs about 1 s (most of it its
+        namespace REST client), which reads through `dataset` (recall, provenance appends) never pay."""
+        import lancedb
+
+        if self.location is not None:
+            return lancedb.connect(self.uri, storage_options=self.location.lance_options())
+        return lancedb.connect(self.uri)
 
     @classmethod
     def from_settings(cls, settings) -> LanceStore:
@@ -259,6 +265,33 @@ class LanceStore:
             time.sleep(OPEN_RETRY_SEC)
         try:
             return self.db.open_table(name)
+        except Exception as exc:
+            raise LanceTableUnreadable(name, self.table_uri(name), exc) from exc
+
+    def dataset(self, name: str):
+        """A pylance dataset of table ``name`` at its latest version, for the paths that need no LanceDB
+        (recall's full-text query, provenance appends): the ``lance`` module loads in a fraction of
+        lancedb's import time. The table is created first, empty with its schema (the same files LanceDB
+        writes), when its folder does not exist; a folder that cannot be opened raises
+        `LanceTableUnreadable`, as in `open_table`."""
+        import lance
+
+        if name not in _SCHEMAS:
+            raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+        options = self.location.lance_options() if self.location is not None else None
+        if not self.table_exists(name):
+            if name == RECORDS and self.embedding is not None:
+                self._create_table(name)  # LanceDB keeps the embedding function in the schema's metadata
+            else:
+                with contextlib.suppress(OSError):  # another process created it a moment ago
+                    lance.write_dataset(_SCHEMAS[name].empty_table(), self.table_uri(name), mode="create",
+                                        storage_options=options)
+        try:
+            return lance.dataset(self.table_uri(name), storage_options=options)
+        except Exception:
+            time.sleep(OPEN_RETRY_SEC)
+        try:
+            return lance.dataset(self.table_uri(name), storage_options=options)
         except Exception as exc:
             raise LanceTableUnreadable(name, self.table_uri(name), exc) from exc
 
@@ -374,14 +407,18 @@ class LanceStore:
     # -- reads ----------------------------------------------------------------------------------------
 
     def rows_by_id(self, table, ids: Sequence[str], columns: list[str]) -> dict[str, dict]:
-        """``{id: row}``, each row with ``columns`` only, for the ids among ``ids`` that ``table`` holds."""
+        """``{id: row}``, each row with ``columns`` only, for the ids among ``ids`` that ``table`` holds
+        (a handle from `open_table` or a dataset from `dataset`)."""
         found: dict[str, dict] = {}
         if not ids or table.count_rows() == 0:
             return found
         for start in range(0, len(ids), ID_LOOKUP_CHUNK):
             chunk = ids[start : start + ID_LOOKUP_CHUNK]
-            query = table.search().where(_id_filter(chunk)).select(columns).limit(len(chunk))
-            for row in query.to_arrow().to_pylist():
+            if hasattr(table, "search"):  # a LanceDB table
+                rows = table.search().where(_id_filter(chunk)).select(columns).limit(len(chunk)).to_arrow()
+            else:
+                rows = table.to_table(columns=columns, filter=_id_filter(chunk), limit=len(chunk))
+            for row in rows.to_pylist():
                 found[row["id"]] = row
         return found
 

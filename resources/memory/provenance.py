@@ -78,16 +78,18 @@ class ProvenanceLog:
         elif len(entry_ids) != len(pairs):
             raise ValueError(f"{len(entry_ids)} entry ids for {len(pairs)} pairs")
         store = self.store
-        known = set(store.rows_by_id(store.open_table(RECORDS), list(dict.fromkeys(r for r, _ in pairs)), ["id"]))
+        known = set(store.rows_by_id(store.dataset(RECORDS), list(dict.fromkeys(r for r, _ in pairs)), ["id"]))
         rows = [provenance_row(eid, rid, entry) for eid, (rid, entry) in zip(entry_ids, pairs, strict=True)
                 if rid in known]
-        table = store.open_table(PROVENANCE)
-        if retried and rows:
+        if not rows:
+            return 0
+        table = store.dataset(PROVENANCE)  # pylance, not LanceDB: a recall in a fresh process never imports lancedb
+        if retried:
             landed = set(store.rows_by_id(table, [row["id"] for row in rows], ["id"]))
             rows = [row for row in rows if row["id"] not in landed]
         if not rows:
             return 0
-        table.add(pa.Table.from_pylist(rows, schema=PROVENANCE_SCHEMA))
+        table.insert(pa.Table.from_pylist(rows, schema=PROVENANCE_SCHEMA))
         return len({row["record_id"] for row in rows})
 
     def record(self, pairs: Sequence[tuple[str, dict]]) -> None:

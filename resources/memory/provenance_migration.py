@@ -36,7 +36,7 @@ class ProvenanceMigrationError(RuntimeError):
 
 
 def _has_column(store) -> bool:
-    return LEGACY_PROVENANCE_COLUMN in store.open_table(RECORDS).schema.names
+    return LEGACY_PROVENANCE_COLUMN in store.dataset(RECORDS).schema.names
 
 
 def _entries(record_id: str, cell: str) -> list[dict]:

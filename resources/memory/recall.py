@@ -60,30 +60,34 @@ def recall(
         return []
     from resources.memory.fts_query import parse_query
 
-    parsed = parse_query(cue)
-    table = store.open_table(RECORDS)
+    dataset = store.dataset(RECORDS)
     where = " AND ".join(f"({c})" for c in (recall_filter(project, since), where) if c) or None
-    hybrid = VECTOR_COLUMN in table.schema.names and (cue_embedding is not None or store.embedding is not None)
+    hybrid = VECTOR_COLUMN in dataset.schema.names and (cue_embedding is not None or store.embedding is not None)
+    parsed = parse_query(cue, for_lancedb=hybrid)
     if hybrid:
         if cue_embedding is None and not parsed.plain:  # embed the words, not the operators
             cue_embedding = store.embedding.compute_query_embeddings(parsed.text)[0]
-        rows = _hybrid(table, parsed.fts, cue_embedding, where, k)
+        rows = _hybrid(store.open_table(RECORDS), parsed.fts, cue_embedding, where, k)
     else:
-        rows = _full_text(table, parsed, where, k)
+        rows = _full_text(dataset, parsed, where, k)
     if rows:
         entry = {"ts": utcnow().isoformat(), "cue": cue, "session_id": session_id}
         store.record_provenance([(row["id"], entry) for row in rows])
     return rows
 
 
-def _full_text(table, parsed, where: str | None, k: int) -> list[dict]:
+def _full_text(dataset, parsed, where: str | None, k: int) -> list[dict]:
+    """BM25 through pylance's scanner: what LanceDB's full-text query runs, without importing lancedb."""
     words = [w.lower() for w in parsed.words]
-    query = table.search(parsed.fts, query_type="fts", fts_columns="text").select([*RESULT_COLUMNS, "_score"])
-    if where:
-        query = query.where(where, prefilter=True)
+    fts = {"query": parsed.fts, "columns": ["text"]} if parsed.plain else parsed.fts
+
+    def query(limit: int) -> list[dict]:
+        return dataset.to_table(columns=[*RESULT_COLUMNS, "_score"], filter=where, prefilter=bool(where),
+                                full_text_query=fts, limit=limit).to_pylist()
+
     if len(words) == 1 or not parsed.plain:  # BM25 order is final: one word, or the query says what counts
-        return [_result(h, h.get("_score")) for h in query.limit(k).to_list()]
-    hits = query.limit(max(k * CANDIDATE_FACTOR, MIN_CANDIDATES)).to_list()
+        return [_result(h, h.get("_score")) for h in query(k)]
+    hits = query(max(k * CANDIDATE_FACTOR, MIN_CANDIDATES))
     phrase = f" {' '.join(words)} "
     # exact-phrase hits first, BM25 order otherwise (sort is stable)
     hits.sort(key=lambda h: phrase not in f" {' '.join(_WORD.findall((h.get('text') or '').lower()))} ")

@@ -1,0 +1,41 @@
+"""A command imports what its work needs, decided before the heavy imports: Dagster only for a run,
+pylance (never LanceDB, never a namespace REST client) for recall, neither pyarrow nor Lance for a
+report. Each command runs as a fresh process, as a user runs it, and its imports are read from
+``-X importtime``; a library upgrade that brings an eager import back fails here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import SAMPLE_PROJECT
+
+
+def _run(settings, tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    env = {**os.environ, "SESSIONLAKE_HOME": str(settings.home), "SESSIONLAKE_SESSIONS_DIR": str(settings.sessions_dir),
+           "DAGSTER_HOME": str(tmp_path / "dagster")}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipelines.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return done, {m.split(".")[0] for m in modules}
+
+
+def test_each_command_imports_only_what_its_work_needs(settings, tmp_path):
+    ingest, imported = _run(settings, tmp_path, "ingest")
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    assert "dagster" in imported  # a run was made, on the instance
+
+    again, imported = _run(settings, tmp_path, "ingest")
+    assert again.returncode == 0 and "nothing to ingest" in again.stdout, again.stderr[-3000:]
+    assert not imported & {"dagster", "lancedb", "lance", "pyarrow"}
+
+    report, imported = _run(settings, tmp_path, "usage", "daily", "--json")
+    assert report.returncode == 0 and '"totals"' in report.stdout, report.stderr[-3000:]
+    assert "duckdb" in imported and not imported & {"dagster", "lancedb", "lance", "pyarrow", "numpy"}
+
+    recall, imported = _run(settings, tmp_path, "recall", "music", "--project", SAMPLE_PROJECT, "--json")
+    assert recall.returncode == 0 and '"id"' in recall.stdout, recall.stderr[-3000:]
+    assert "lance" in imported
+    heavy = {"dagster", "lancedb", "lance_namespace", "lance_namespace_urllib3_client", "urllib3"}
+    assert not imported & heavy, sorted(imported & heavy)
