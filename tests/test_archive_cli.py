@@ -63,7 +63,7 @@ def test_gc_ls_and_verify(settings, samples_root):
     assert f"FAILED {pack['key']}" in bad.stdout
 
     unknown = cli(settings, "archive", "gc", "no-such-project")
-    assert unknown.returncode == 2 and "no archive for project(s): no-such-project" in unknown.stderr
+    assert unknown.returncode == 1 and "no archive for project 'no-such-project'" in unknown.stderr
 
 
 def test_restore_whole_project_one_session_and_a_past_version(settings, samples_root, tmp_path):
@@ -94,7 +94,7 @@ def test_restore_whole_project_one_session_and_a_past_version(settings, samples_
     assert (tmp_path / "one" / SMALL).read_bytes() == first_small
 
     missing = cli(settings, "restore", SAMPLE_PROJECT.lstrip("-"), "--session", "nope", "--to", str(tmp_path / "x"))
-    assert missing.returncode == 2 and "no archived session 'nope'" in missing.stderr
+    assert missing.returncode == 1 and "no archived session 'nope'" in missing.stderr
     bad_time = cli(settings, "restore", SAMPLE_PROJECT.lstrip("-"), "--at", "yesterday", "--to", str(tmp_path / "x"))
     assert bad_time.returncode == 2 and "ISO-8601" in bad_time.stderr
 
@@ -123,7 +123,7 @@ def test_project_folder_names_starting_with_a_dash_need_no_double_dash(settings,
     assert session_files(tmp_path / "plain") == {SMALL: originals[SMALL]}
 
     typo = cli(settings, "archive", "ls", "-Users-chip-dev-ai-musik")
-    assert typo.returncode == 2 and f"closest: {SAMPLE_PROJECT}" in typo.stderr
+    assert typo.returncode == 1 and f"closest: {SAMPLE_PROJECT}" in typo.stderr  # nothing found
     unknown_option = cli(settings, "archive", "gc", "--bogus", SAMPLE_PROJECT)
     assert unknown_option.returncode == 2 and "unrecognized arguments: --bogus" in unknown_option.stderr
 

@@ -47,10 +47,14 @@ def test_a_bad_bucket_setting_does_not_lose_the_record(tmp_path):
 
 
 def test_text_tier_and_session_flags(tmp_path):
-    done = capture(tmp_path, "--text", "Привет 😀 ∑", "--tier", "semantic", "--session-id", "s-42")
+    done = capture(tmp_path, "--text", "Привет 😀 ∑", "--tier", "semantic", "--session", "s-42")
     assert done.returncode == 0, done.stderr
-    [record] = records(tmp_path)
-    assert record["text"] == "Привет 😀 ∑" and record["tier"] == "semantic" and record["session_id"] == "s-42"
+    old_spelling = capture(tmp_path, "--text", "again", "--session-id", "s-43")  # scripts written before --session
+    assert old_spelling.returncode == 0, old_spelling.stderr
+    by_session = {r["session_id"]: r for r in records(tmp_path)}
+    assert by_session.keys() == {"s-42", "s-43"} and by_session["s-43"]["text"] == "again"
+    record = by_session["s-42"]
+    assert record["text"] == "Привет 😀 ∑" and record["tier"] == "semantic"
 
 
 def test_user_prompt_submit_hook(tmp_path):
@@ -99,7 +103,7 @@ def test_hook_event_without_text_writes_nothing_and_succeeds(tmp_path, payload):
 ])
 def test_invalid_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, args, stdin, reason):
     done = capture(tmp_path, *args, stdin=stdin, env={"SESSIONLAKE_CAPTURE_MAX_RECORD_BYTES": "200"})
-    assert done.returncode == 1
+    assert done.returncode == (1 if "--from-hook" in args else 2)  # 2 would block a hook's prompt
     assert reason in done.stderr and done.stderr.count(b"\n") == 1 and done.stdout == b""
     assert records(tmp_path) == []
 
@@ -108,7 +112,7 @@ def test_unwritable_home_is_a_clear_error(tmp_path):
     blocker = tmp_path / "home-is-a-file"
     blocker.write_text("")
     done = capture(blocker, "--text", "x")
-    assert done.returncode == 1 and done.stderr.startswith(b"sessionlake capture: could not append")
+    assert done.returncode == 2 and done.stderr.startswith(b"sessionlake capture: could not append")
     assert done.stderr.count(b"\n") == 1
 
 

@@ -99,7 +99,7 @@ def test_an_endpoint_nothing_answers_at_stops_storage_commands_at_once(settings,
                   "check AWS_ENDPOINT_URL")
         assert time.monotonic() - started < 30, command
     push = _cli("push", env={**env, "SESSIONLAKE_TEAM_URI": "s3://team/x"}, cwd=tmp_path)
-    assert push.returncode == 1  # push's contract: 1 when a bucket could not be reached
+    assert push.returncode == 2  # an unreachable bucket is the environment, as for every command
     _one_line(push, "sessionlake push", f"cannot reach {CLOSED_PORT}")
     assert _files(tmp_path) == before, "nothing written, nothing lost"
 

@@ -243,10 +243,11 @@ def test_cli_takes_ccusage_arguments(warehouse, settings):
     assert [d["date"] for d in json.loads(since.stdout)["daily"]] == ["2026-01-12"]
     assert "no price for model mystery-model-9" in since.stderr
 
-    by_id = _cli("session", "--id", "s-app", "--json", home=home)
+    by_id = _cli("session", "--id", "s-app", "--json", home=home)  # ccusage's spelling of --session
     assert by_id.returncode == 0 and json.loads(by_id.stdout)["totalTokens"] == 8770
+    assert json.loads(_cli("session", "--session", "s-app", "--json", home=home).stdout) == json.loads(by_id.stdout)
     unknown = _cli("claude", "session", "-i", "nope", "-j", home=home)
-    assert (unknown.returncode, unknown.stdout.strip()) == (0, "null")
+    assert (unknown.returncode, unknown.stdout.strip()) == (1, "null")  # nothing found
 
     instances = _cli("claude", "daily", "-i", "-j", home=home)  # ccusage's short form
     assert list(json.loads(instances.stdout)["projects"]) == ["-home-me-api", "-home-me-app"]

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from pipelines.cli.options import add_project_option, project_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("archive", help="verify, garbage-collect or list the session archive (packs)")
+    p = sub.add_parser("archive", help="verify, garbage-collect or list the session archive (packs)",
+                       description=__doc__.split("\n\n")[0])
     actions = p.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
-    verify = actions.add_parser("verify", help="re-hash every pack and check that every index row resolves")
-    verify.add_argument("projects", nargs="*", metavar="PROJECT",
-                        help="default: every project (a folder name, with or without its leading '-')")
+    verify = actions.add_parser("verify", help="re-hash every pack and check that every index row resolves",
+                                description="Re-hash every pack and check that every index row resolves to one. "
+                                            "Exit 1 when a problem is found.")
+    add_project_option(verify, "only this project (default: every project)", positionals=True)
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.set_defaults(handler=run_verify)
-    gc = actions.add_parser("gc", help="consolidate each project's packs into one, then sweep old tombstones")
-    gc.add_argument("projects", nargs="*", metavar="PROJECT", help="default: every project")
+    verify.set_defaults(handler=run_verify, parser=verify)
+    gc = actions.add_parser("gc", help="consolidate each project's packs into one, then sweep old tombstones",
+                            description="Consolidate each project's packs into one, then delete packs tombstoned "
+                                        "long enough ago. Exit 1 when a project failed (the others are done).")
+    add_project_option(gc, "only this project (default: every project)", positionals=True)
     gc.add_argument("--json", action="store_true", help="print the gc_repo results as JSON")
-    gc.set_defaults(handler=run_gc)
-    ls = actions.add_parser("ls", help="list projects; with PROJECT, its packs and session versions")
-    ls.add_argument("project", nargs="?", metavar="PROJECT")
+    gc.set_defaults(handler=run_gc, parser=gc)
+    ls = actions.add_parser("ls", help="list projects; with --project, its packs and session versions",
+                            description="List the archived projects; with --project, that project's packs and "
+                                        "session versions.")
+    add_project_option(ls, "list this project's packs and session versions", positionals=True)
     ls.add_argument("--json", action="store_true", help="print as JSON")
-    ls.set_defaults(handler=run_ls)
+    ls.set_defaults(handler=run_ls, parser=ls)
 
 
 def _store():
@@ -35,27 +42,15 @@ def _store():
 
 
 def resolve_projects(store, names: list[str]) -> list[str]:
-    """Archived project names for ``names``, each as is or without its leading "-" (Claude Code folders
-    start with one); LookupError naming the unknown ones and the closest archived projects."""
-    from pipelines.cli.main import closest
+    """Archived project names for ``names`` (see `pipelines.cli.projects.resolve_projects`)."""
+    from pipelines.cli.projects import resolve_projects as resolve
 
-    known = store.repos()
-    resolved, unknown = [], []
-    for name in names:
-        match = name if name in known else f"-{name}" if f"-{name}" in known else None
-        (resolved if match else unknown).append(match or name)
-    if unknown:
-        raise LookupError(f"no archive for project(s): {', '.join(unknown)}; {closest(unknown[0], known)}")
-    return resolved
+    return resolve(names, store.repos(), "archive") if names else []
 
 
 def run_verify(args: argparse.Namespace) -> int:
     store = _store()
-    try:
-        projects = resolve_projects(store, args.projects)
-    except LookupError as exc:
-        print(f"sessionlake archive verify: {exc}", file=sys.stderr)
-        return 2
+    projects = resolve_projects(store, project_names(args))
     report = store.verify(projects or None)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -72,11 +67,7 @@ def run_gc(args: argparse.Namespace) -> int:
     from resources.archive.pack_format import PackError
 
     store = _store()
-    try:
-        projects = resolve_projects(store, args.projects)
-    except LookupError as exc:
-        print(f"sessionlake archive gc: {exc}", file=sys.stderr)
-        return 2
+    projects = resolve_projects(store, project_names(args))
     results, failed = [], False
     for project in projects or store.repos():
         try:
@@ -100,8 +91,11 @@ def run_gc(args: argparse.Namespace) -> int:
 
 
 def run_ls(args: argparse.Namespace) -> int:
+    names = project_names(args)
+    if len(names) > 1:
+        args.parser.error("ls lists one project at a time")
     store = _store()
-    if args.project is None:
+    if not names:
         rows = [{"project": r, **store.repo_stats(r)} for r in store.repos()]
         if args.json:
             print(json.dumps(rows, indent=2))
@@ -109,11 +103,7 @@ def run_ls(args: argparse.Namespace) -> int:
             _table(("project", "live_packs", "pack_bytes", "objects", "sessions", "versions", "dedup_ratio",
                     "compression_ratio"), rows)
         return 0
-    try:
-        [project] = resolve_projects(store, [args.project])
-    except LookupError as exc:
-        print(f"sessionlake archive ls: {exc}", file=sys.stderr)
-        return 2
+    [project] = resolve_projects(store, names)
     packs = store.live_packs(project, include_tombstoned=True)
     sessions: dict[str, dict] = {}
     for v in store.versions(project):

@@ -7,10 +7,11 @@ library and ``resources.capture.queue``: no Dagster, no LanceDB. Input, one of:
 - ``--from-hook``: a Claude Code hook payload on stdin. ``UserPromptSubmit`` captures ``prompt``,
   ``Stop`` / ``SubagentStop`` capture ``last_assistant_message``; an event with nothing to capture
   exits 0 and writes nothing.
-``--tier`` and ``--session-id`` set those fields. ``--requeue-overflow`` moves envelopes a full queue
-set aside back into it. Invalid input exits 1 with a one-line reason on
-stderr and writes nothing. With ``--from-hook`` the ULID goes to stderr, because Claude Code adds a
-UserPromptSubmit hook's stdout to the prompt; the exit code is never 2, which would block the prompt.
+``--tier`` and ``--session`` set those fields. ``--requeue-overflow`` moves envelopes a full queue
+set aside back into it. Invalid input, or an inbox that cannot be written, exits 2 with a one-line
+reason on stderr and writes nothing. With ``--from-hook`` the ULID goes to stderr, because Claude Code
+adds a UserPromptSubmit hook's stdout to the prompt, and such a failure exits 1: exit 2 would block
+the prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import argparse
 import json
 import sys
 from pathlib import PurePath
+
+from pipelines.cli import exits
+from pipelines.cli.options import add_session_option
 
 DEFAULT_TIER = "capture"
 HOOK_TEXT_FIELDS = {
@@ -38,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--text", help="the text to capture (instead of a JSON record on stdin)")
     p.add_argument("--tier", help=f"memory tier of the record (default: the record's own, else {DEFAULT_TIER!r})")
-    p.add_argument("--session-id", help="session the record belongs to")
+    add_session_option(p, "session the record belongs to", old=("--session-id",))
     p.add_argument("--from-hook", action="store_true",
                    help="stdin is a Claude Code hook payload (UserPromptSubmit, Stop, SubagentStop)")
     p.add_argument("--requeue-overflow", action="store_true",
@@ -63,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
         ulid = queue.append(record)
     except (InputError, CaptureRecordError) as exc:
         print(f"sessionlake capture: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED if args.from_hook else exits.BAD_USAGE
     except (OSError, ValueError) as exc:  # unwritable home, disk full, bad SESSIONLAKE_* value
         print(f"sessionlake capture: could not append: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED if args.from_hook else exits.BAD_USAGE
     print(ulid, file=sys.stderr if args.from_hook else sys.stdout)
     return 0
 
@@ -113,8 +117,8 @@ def build_record(args: argparse.Namespace, read_stdin) -> dict | None:
             raise InputError("--tier must not be empty")
         record["tier"] = args.tier
     record.setdefault("tier", DEFAULT_TIER)
-    if args.session_id is not None:
-        record["session_id"] = args.session_id
+    if args.session is not None:
+        record["session_id"] = args.session
     record.setdefault("timestamp", now_iso())
     return record
 

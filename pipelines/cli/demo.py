@@ -9,7 +9,8 @@ SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "claude-c
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="ingest the sample sessions into a temp home and print reports")
+    p = sub.add_parser("demo", help="ingest the sample sessions into a temp home and print reports",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--home", help="data home to use (default: a new temp dir)")
     p.add_argument("--source", default=str(SAMPLES), help="a projects tree to copy in (default: the samples)")
     p.set_defaults(handler=run)

@@ -13,12 +13,14 @@ import argparse
 import json
 import sys
 
+from pipelines.cli.options import add_project_option
 from pipelines.defs.tags import PROCESSOR_ASSETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ingest", help="ingest new and changed session files (a run you can see in the Dagster UI)")
-    p.add_argument("--project", action="append", help="only this project (repeatable); default: all")
+    p = sub.add_parser("ingest", help="ingest new and changed session files (a run you can see in the Dagster UI)",
+                       description=__doc__.split("\n\n")[0])
+    add_project_option(p, "only this project (default: all)")
     p.add_argument("--only", action="append", choices=sorted(PROCESSOR_ASSETS),
                    help="only these processors (repeatable); default: all")
     p.add_argument("--all", action="store_true", dest="everything",
@@ -40,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if set(args.only or PROCESSOR_ASSETS) - {"usage"}:  # memory and archive write to the storage; usage does not
         settings.check_storage()
     try:
-        result = ingest(projects=args.project, assets=[PROCESSOR_ASSETS[name] for name in args.only or []] or None,
-                        settings=settings, everything=args.everything, say=lambda text: print(text, file=sys.stderr))
+        assets = [PROCESSOR_ASSETS[name] for name in args.only or []] or None
+        result = ingest(projects=args.project or None, assets=assets, settings=settings, everything=args.everything,
+                        say=lambda text: print(text, file=sys.stderr))
     except (SessionsNotFound, InstanceConfigError, PoolWaitTimeout) as exc:
         print(f"sessionlake ingest: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import signal
 import time
 from contextlib import contextmanager
 
+from pipelines.cli.projects import resolve_projects
 from resources.config.settings import Settings
 from resources.ingest.retry_marks import due_retries
 from resources.ingest.runner import projects_with_work
@@ -68,7 +69,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     Only projects with something to do are run: a file some selected processor has not processed at
     its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all.
     Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
-    failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read, and
+    failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read,
+    `pipelines.cli.projects.UnknownProject` when one of ``projects`` is not on disk, and
     `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened.
     """
     from pipelines.defs.tags import PROCESSOR_ASSETS
@@ -80,7 +82,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     started = time.perf_counter()
     files = list(walk_all(sources))
     on_disk = sorted({f.project for f in files})
-    wanted = sorted(set(projects) & set(on_disk)) if projects else on_disk
+    wanted = sorted(resolve_projects(projects, on_disk, "sessions")) if projects else on_disk
     assets = list(PROCESSOR_ASSETS.values()) if assets is None else assets
     if not everything:
         names = [name for name, asset in PROCESSOR_ASSETS.items() if asset in assets]

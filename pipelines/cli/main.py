@@ -5,9 +5,11 @@ Each command lives in ``pipelines/cli/<command>.py`` (module name = command name
 being run is imported. Handlers import their heavy dependencies (Dagster, LanceDB, DuckDB)
 inside the function, so a hot-path command such as ``capture`` starts in milliseconds.
 
-A setting that cannot be used (`resources.config.settings.SettingError`: a bad ``SESSIONLAKE_*`` value or storage
-URI) or a storage bucket that cannot be reached (`StorageUnavailable`) ends any command with one line on
-stderr naming what to fix, and exit status 2.
+Exit statuses are `pipelines.cli.exits`. A setting that cannot be used (`resources.config.settings.SettingError`:
+a bad ``SESSIONLAKE_*`` value or storage URI) or a storage bucket that cannot be reached (`StorageUnavailable`)
+ends any command with one line on stderr naming what to fix, and `exits.BAD_USAGE`; a project name that
+matches nothing (`UnknownProject`) with one line naming the closest, and `exits.FAILED`. Bad usage is
+reported under the usage line of the (sub)command it belongs to.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import argparse
 import importlib
 import sys
 
+from pipelines.cli import exits
+from pipelines.cli.projects import UnknownProject
 from resources.config.settings import SettingError
 from resources.objectstore.location import StorageUnavailable
 
@@ -42,13 +46,31 @@ def build_parser(commands: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argume
         prog="sessionlake",
         description="Keep every AI coding-agent session: usage warehouse, searchable memory, byte-exact archive.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         importlib.import_module(f"pipelines.cli.{name}").register(sub)
     return parser
 
 
-NAME_OPTIONS = ("--project", "--session", "--session-id")
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print sessionlake's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"sessionlake {version('sessionlake')}")
+        except PackageNotFoundError:
+            print("sessionlake (not installed: run from a source tree)")
+        parser.exit()
+
+
+NAME_OPTIONS = ("-p", "--project", "--session", "--session-id")
 """Options whose values are project or session names, which start with "-" (``-Users-me-repo``)."""
 
 NAME_METAVAR = "PROJECT"
@@ -109,30 +131,27 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
 
 
-def closest(name: str, known: list[str], n: int = 3) -> str:
-    """``"closest: a, b, c"`` (the ``n`` known names most like ``name``), or a note that none are known."""
-    import difflib
-
-    if not known:
-        return "none are known yet (run sessionlake ingest)"
-    return "closest: " + ", ".join(difflib.get_close_matches(name, known, n=n, cutoff=0.0))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Import only the command being run, so `capture` does not pay for the others' imports.
-    only = (argv[0],) if argv and argv[0] in COMMAND_MODULES else COMMAND_MODULES
+    only = (argv[0],) if argv and argv[0] in COMMAND_MODULES else () if argv == ["--version"] else COMMAND_MODULES
     parser = build_parser(only)
-    args = parser.parse_args(join_dash_values(argv, parser))
+    args, extra = parser.parse_known_args(join_dash_values(argv, parser))
+    command = _command(argv, parser)[1]
+    if extra:  # argparse would report them under the top-level usage line, not the command's
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.handler(args) or 0)
+        return int(args.handler(args) or exits.DONE)
     except (SettingError, StorageUnavailable) as exc:  # the user's setting, not a bug: one line, no traceback
-        print(f"{_command(argv, parser)[1].prog}: {exc}", file=sys.stderr)
-        return 2
+        print(f"{command.prog}: {exc}", file=sys.stderr)
+        return exits.BAD_USAGE
+    except UnknownProject as exc:
+        print(f"{command.prog}: {exc}", file=sys.stderr)
+        return exits.FAILED
     except KeyboardInterrupt:
-        return 130
+        return exits.INTERRUPTED
     except BrokenPipeError:
-        return 0
+        return exits.DONE
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("memory", help="repair the searchable memory (Lance tables)")
+    p = sub.add_parser("memory", help="repair the searchable memory (Lance tables)",
+                       description=__doc__.split("\n\n")[0])
     actions = p.add_subparsers(dest="memory_command", required=True, metavar="ACTION")
     rebuild = actions.add_parser("rebuild", help="set aside unreadable Lance tables and re-derive records and "
                                                  "edges from the archive", description=__doc__.split("\n\n")[1])

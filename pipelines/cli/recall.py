@@ -2,13 +2,16 @@
 
 Each hit shows rank, score, project, session, time, role and a snippet with the cue words
 highlighted (bold on a terminal, ``**word**`` otherwise and in ``--json``). Every hit gets a
-provenance entry naming ``--session-id`` (default ``cli``), written before the command exits.
+provenance entry naming ``--caller`` (default ``cli``), written before the command exits. ``--project``
+names are resolved as every command resolves them: an unknown one exits 1 with the closest names.
 """
 
 from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
+
+from pipelines.cli.options import add_project_option, hidden_alias
 
 SNIPPET_WIDTH = 160
 
@@ -32,12 +35,15 @@ def _positive(value: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("recall", help="search every past prompt and answer (full-text, hybrid with embeddings)")
+    p = sub.add_parser("recall", help="search every past prompt and answer (full-text, hybrid with embeddings)",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("query", help="words or a phrase to look for")
     p.add_argument("-k", type=_positive, default=10, help="how many hits (default 10)")
-    p.add_argument("--project", help="only this project: its ~/.claude/projects folder name")
+    add_project_option(p, "only this project")
     p.add_argument("--since", type=_since, help="only records at or after this date/time (UTC unless given)")
-    p.add_argument("--session-id", default="cli", help="who is recalling, for provenance (default: cli)")
+    p.add_argument("--caller", default="cli",
+                   help="who is recalling (a session id or a name), kept in each hit's provenance (default: cli)")
+    hidden_alias(p, "--session-id", dest="caller")
     p.add_argument("--json", action="store_true", help="hits as a JSON list")
     p.set_defaults(handler=run)
 
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from pipelines.cli.projects import resolve_projects
     from resources.config.settings import Settings
     from resources.memory.lance import LanceStore, LanceTableUnreadable
     from resources.memory.recall import recall, snippet
@@ -58,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     settings.check_storage()
     store = LanceStore.from_settings(settings)
     try:
-        hits = recall(store, args.query, args.session_id, k=args.k, project=args.project, since=args.since)
+        projects = resolve_projects(args.project, store.projects(), "memory") if args.project else ()
+        hits = recall(store, args.query, args.caller, k=args.k, project=projects, since=args.since)
     except LanceTableUnreadable as exc:
         print(f"sessionlake recall: {exc}", file=sys.stderr)
         return 1

@@ -14,10 +14,12 @@ import json
 import sys
 from datetime import date
 
+from pipelines.cli import exits
+from pipelines.cli.options import add_project_option, add_session_option, hidden_alias
 from resources.usage.reports import ORDERS, REPORTS, VIEWS, WEEKDAYS
 
 _INSTANCES = object()
-"""The value of a bare ``-i``: ccusage's short form of --instances (``-i ID`` is ``--id ID``)."""
+"""The value of a bare ``-i``: ccusage's short form of --instances (``-i ID`` is ``--session ID``)."""
 
 
 def _date(value: str) -> date:
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-s", "--since", type=_date, help="first day included, YYYYMMDD or YYYY-MM-DD (in --timezone)")
     p.add_argument("-u", "--until", type=_date, help="last day included (in --timezone)")
     p.add_argument("-z", "--timezone", default="UTC", help="IANA zone for days and filters (default UTC)")
-    p.add_argument("-p", "--project", help="only this project (its folder name; the leading '-' may be left out)")
+    add_project_option(p, "only this project")
     p.add_argument("--agent", help="only this agent's usage: claude, codex, gemini, opencode, qwen (default: all)")
     p.add_argument("--by-agent", action="store_true",
                    help="a breakdown per agent under each row (JSON: agents[], as ccusage --by-agent)")
@@ -61,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-a", "--active", action="store_true", help="blocks: only the active block")
     p.add_argument("-r", "--recent", action="store_true", help="blocks: those of the last 3 days")
     p.add_argument("-b", "--breakdown", action="store_true", help="table: a line per model under each row")
-    p.add_argument("-i", "--id", nargs="?", const=_INSTANCES,
-                   help="session: the responses of this one session (without a value: --instances)")
+    add_session_option(p, "session report: the responses of this one session")
+    hidden_alias(p, "-i", "--id", dest="session", nargs="?", const=_INSTANCES)  # ccusage's spellings
     p.add_argument("-j", "--json", action="store_true", help="ccusage 20's JSON")
     p.set_defaults(handler=run, parser=p)
 
@@ -79,7 +81,7 @@ def _view_and_report(parser: argparse.ArgumentParser, words: list[str]) -> tuple
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from pipelines.cli.main import closest
+    from pipelines.cli.projects import resolve_projects
     from resources.config.settings import Settings
     from resources.sources import AGENTS
     from resources.state.store import StateStore
@@ -87,17 +89,17 @@ def run(args: argparse.Namespace) -> int:
     from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
 
     view, kind = _view_and_report(args.parser, args.words)
-    if args.id is _INSTANCES:  # ccusage's -i: --instances on period reports, --id ID on sessions
+    if args.session is _INSTANCES:  # ccusage's -i: --instances on period reports, --id ID on sessions
         if kind == "session":
             args.parser.error("-i/--id needs a session id")
-        args.id, args.instances = None, True
-    if args.id is not None and kind != "session":
-        args.parser.error("--id goes with the session report")
+        args.session, args.instances = None, True
+    if args.session is not None and kind != "session":
+        args.parser.error("--session goes with the session report")
     if args.agent is not None and args.agent not in AGENTS:
         args.parser.error(f"--agent {args.agent!r}: expected one of {', '.join(AGENTS)}")
     settings = Settings.from_env()
     try:
-        flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone, project=args.project,
+        flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone,
                            mode=args.mode or settings.cost_mode, agent=args.agent, user=args.user,
                            machine=args.machine)
         opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
@@ -105,33 +107,27 @@ def run(args: argparse.Namespace) -> int:
                              recent=args.recent)
         prices = PriceTable.load(settings.price_file)
         with StateStore.from_settings(settings).connect() as conn:
-            if args.project is not None:
-                known = known_projects(conn)
-                project = args.project if args.project in known else f"-{args.project}"
-                if project not in known:  # a typo would otherwise print an all-zero report
-                    print(f"sessionlake usage: no usage for project {args.project!r}; "
-                          f"{closest(args.project, known)}", file=sys.stderr)
-                    return 1
-                flt = replace(flt, project=project)
-            if args.id is not None:
-                report = session_usage(conn, args.id, flt, prices)
+            if args.project:  # a typo would otherwise print an all-zero report
+                flt = replace(flt, projects=tuple(resolve_projects(args.project, known_projects(conn), "usage")))
+            if args.session is not None:
+                report = session_usage(conn, args.session, flt, prices)
             else:
                 report = usage_report(conn, kind, flt, prices, opts)
     except ValueError as exc:  # bad time zone, bad mode, bad price file: one line, not a traceback
         print(f"sessionlake usage: {exc}", file=sys.stderr)
-        return 2
-    if report is None:
-        print(f"sessionlake usage: no responses for session {args.id!r}", file=sys.stderr)
-    if args.json or report is None:  # ccusage prints null for an unknown session
+        return exits.BAD_USAGE
+    if report is None:  # nothing found: exit 1 (ccusage exits 0), after the null ccusage prints
+        print(f"sessionlake usage: no responses for session {args.session!r}", file=sys.stderr)
+    if args.json or report is None:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
-        print(format_session(report) if args.id is not None
+        print(format_session(report) if args.session is not None
               else format_report(kind, report, breakdown=args.breakdown, aliases=args.project_aliases,
                                  by_agent=args.by_agent))
     for model in (report or {}).get("totals", {}).get("unpricedModels", []):
         print(f"warning: no price for model {model} (its responses are counted at $0); "
               "add it with SESSIONLAKE_PRICE_FILE", file=sys.stderr)
-    return 0
+    return exits.FAILED if report is None else exits.DONE
 
 
 _LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch", "user", "machine")

@@ -345,6 +345,13 @@ class LanceStore:
         """The table's current Lance version number (each commit adds one)."""
         return self.open_table(name).version
 
+    def projects(self) -> list[str]:
+        """Every project some record names, sorted (reads that one column)."""
+        import pyarrow.compute as pc
+
+        column = self.open_table(RECORDS).to_lance().to_table(columns=["project"]).column("project")
+        return sorted(p for p in pc.unique(column).to_pylist() if p)
+
     def has_vectors(self) -> bool:
         return VECTOR_COLUMN in self.open_table(RECORDS).schema.names
 

@@ -20,6 +20,7 @@ the queued entries; ``store.get(id)["provenance"]`` has them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from resources.memory.lance import RECORDS, VECTOR_COLUMN, LanceStore, as_utc, sql_str, utcnow
@@ -31,11 +32,13 @@ RESULT_COLUMNS = ["id", "tier", "text", "role", "session_id", "session_key", "pr
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def recall_filter(project: str | None = None, since: datetime | str | None = None) -> str | None:
-    """The Lance SQL filter for the optional project and since bounds (None when unbounded)."""
+def recall_filter(project: str | Sequence[str] | None = None, since: datetime | str | None = None) -> str | None:
+    """The Lance SQL filter for the optional project (one name, or any of several) and since bounds (None
+    when unbounded)."""
     clauses = []
-    if project:
-        clauses.append(f"project = {sql_str(project)}")
+    projects = [project] if isinstance(project, str) else list(project or ())
+    if projects:
+        clauses.append(f"project IN ({', '.join(map(sql_str, projects))})")
     if since:
         clauses.append(f"timestamp >= TIMESTAMP {sql_str(as_utc(since).strftime('%Y-%m-%d %H:%M:%S.%f'))}")
     return " AND ".join(clauses) or None
@@ -46,7 +49,7 @@ def recall(
     cue: str,
     session_id: str | None,
     k: int = 10,
-    project: str | None = None,
+    project: str | Sequence[str] | None = None,
     since: datetime | str | None = None,
     cue_embedding=None,
     where: str | None = None,

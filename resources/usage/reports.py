@@ -75,12 +75,13 @@ _TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheRea
 
 @dataclass(frozen=True)
 class ReportFilter:
-    """Which rows a report covers: days (in ``timezone``), project, agent, user, machine, and the cost mode."""
+    """Which rows a report covers: days (in ``timezone``), projects (any of them; empty: all), agent, user,
+    machine, and the cost mode."""
 
     since: date | None = None
     until: date | None = None
     timezone: str = "UTC"
-    project: str | None = None
+    projects: tuple[str, ...] = ()
     mode: str = "auto"
     agent: str | None = None
     user: str | None = None
@@ -96,9 +97,9 @@ class ReportFilter:
         if self.until:
             clauses.append("CAST(timezone($tz, ts) AS DATE) <= $until")
             params["until"] = self.until
-        if self.project:
-            clauses.append("project = $project")
-            params["project"] = self.project
+        if self.projects:
+            clauses.append("list_contains($projects, project)")
+            params["projects"] = list(self.projects)
         if self.agent:
             clauses.append("agent = $agent")
             params["agent"] = self.agent
