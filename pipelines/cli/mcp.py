@@ -181,6 +181,7 @@ def build_server(memory: Memory):
         session: Annotated[str | None, Field(description="only this session (its id, or the start of it)")] = None,
         role: Annotated[str | None, Field(description="only prompts (user) or answers (assistant)")] = None,
     ) -> dict[str, Any]:
+        from pipelines.cli.projects import UnknownProject, resolve_projects
         from resources.memory.fts_query import QuerySyntaxError
         from resources.memory.hits import describe, parse_since, scope_filter
         from resources.memory.lance import LanceTableUnreadable
@@ -191,9 +192,9 @@ def build_server(memory: Memory):
             where = scope_filter(agent=agent, session=session, role=role)
             after = parse_since(since) if since else None
             store = memory.store()
-            project = _project(store, project) if project else None
+            project = resolve_projects([project], store.projects(), "memory") if project else None
             hits = run_recall(store, query, who, k=k, project=project, since=after, where=where)
-        except (QuerySyntaxError, ValueError, LanceTableUnreadable) as exc:
+        except (QuerySyntaxError, ValueError, UnknownProject, LanceTableUnreadable) as exc:
             raise ToolError(str(exc)) from None
         from resources.memory.fts_query import parse_query
 
@@ -240,7 +241,7 @@ def build_server(memory: Memory):
 
         who, is_session = caller(ctx)
         fields = argparse.Namespace(from_hook=False, text=text, tier=tier,
-                                    session_id=session or (who if is_session else None))
+                                    session=session or (who if is_session else None))
         try:
             record = build_record(fields, read_stdin=None)
             record["source"] = f"mcp:{who}"
@@ -263,18 +264,6 @@ def build_server(memory: Memory):
             raise ToolError(str(exc)) from None
 
     return server
-
-
-def _project(store, name: str) -> str:
-    """The project ``name`` means: as written, or with the leading "-"; ValueError naming the closest."""
-    from pipelines.cli.main import closest
-
-    known = sorted({r["project"] for r in store.open_table("records").search().select(["project"])
-                    .limit(None).to_arrow().to_pylist() if r["project"]})
-    for candidate in (name, f"-{name}"):
-        if candidate in known:
-            return candidate
-    raise ValueError(f"no memory for project {name!r}; {closest(name, known)}")
 
 
 PERIODS = ("today", "block", "month", "all")
