@@ -349,7 +349,7 @@ class LanceStore:
         """Every project some record names, sorted (reads that one column)."""
         import pyarrow.compute as pc
 
-        column = self.open_table(RECORDS).to_lance().to_table(columns=["project"]).column("project")
+        column = self.dataset(RECORDS).to_table(columns=["project"]).column("project")
         return sorted(p for p in pc.unique(column).to_pylist() if p)
 
     def has_vectors(self) -> bool:
