@@ -32,8 +32,8 @@ def adopt_pack(key: str, repo: str, reader: ObjectReader, conn: duckdb.DuckDBPyC
                      if _claude_project(s.session_key) not in (None, repo)})
     if strays:
         raise PackError(f"pack {key} holds sessions outside project {repo}, e.g. {strays[0]}")
-    pack_index.register(conn, repo, key, listing.bytes, listing.objects, listing.snapshots,
-                        seen=listing.snapshots, now=datetime.now(UTC), revive=False)
+    pack_index.register(conn, [pack_index.PackRows(repo, key, listing.bytes, listing.objects, listing.snapshots)],
+                        seen={repo: listing.snapshots}, now=datetime.now(UTC), revive=False)
     return listing.snapshots
 
 

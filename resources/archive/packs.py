@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,38 +277,45 @@ class PackStore:
         only the new tail of a grown file."""
         return latest_observed(PackStore._timeline(conn, repo, None))
 
-    def add_pack(
+    def add_packs(
         self,
         conn: duckdb.DuckDBPyConnection,
-        repo: str,
-        objects: Sequence[PendingObject],
+        batches: Mapping[str, tuple[Sequence[PendingObject], Sequence[Snapshot]]],
         load: Callable[[str], StoredObject | ObjectRef],
-        snapshots: Sequence[Snapshot],
-    ) -> dict | None:
-        """Write one pack with the objects and snapshots ``repo`` does not hold yet, then register it.
+    ) -> dict[str, dict]:
+        """Write, per repo of ``batches`` (``{repo: (objects, snapshots)}``), one pack with the objects and
+        snapshots it does not hold yet, then register them all.
 
         ``load(object_id)`` returns an object's stored form (or a reference to stream it from); it is
-        called once per new object, in id order. Every one of ``snapshots`` is also recorded as an
-        observation (the timeline), new or not. Returns ``{key, bytes, object_count,
-        snapshot_count}``, or None when no pack was needed. The file is durable before the one
-        transaction that adds its rows commits.
+        called once per new object, in id order. Every one of the snapshots is also recorded as an
+        observation (the timeline), new or not. What the index already holds is looked up once for
+        every repo, and every pack is registered in ONE transaction (three inserts, however many
+        projects: one each per pack made 300 statements of a 100-project ingest), after every pack
+        file is durable. Returns ``{repo: {key, bytes, object_count, snapshot_count}}`` for the repos
+        that needed a pack.
         """
-        known_objects = pack_index.known_objects(conn, repo, [o.object_id for o in objects])
-        new_objects = sorted({o.object_id: o for o in objects if o.object_id not in known_objects}.values(),
-                             key=lambda o: o.object_id)
-        known_versions = pack_index.known_versions(conn, repo, snapshots)
-        new_snapshots = sorted({(s.session_key, s.file_hash): s for s in snapshots
-                                if (s.session_key, s.file_hash) not in known_versions}.values(),
-                               key=Snapshot.sort_key)
+        known_objects = pack_index.known_objects(conn, {r: [o.object_id for o in b[0]] for r, b in batches.items()})
+        known_versions = pack_index.known_versions(conn, {r: b[1] for r, b in batches.items()})
         now = datetime.now(UTC)
-        if not new_objects and not new_snapshots:  # known versions seen again (a file reverted): the timeline
-            pack_index.observe(conn, repo, snapshots, now)
-            return None
-        key, nbytes = self.write_pack((load(o.object_id) for o in new_objects), len(new_objects),
-                                      new_snapshots, len(new_snapshots))
-        pack_index.register(conn, repo, key, nbytes, new_objects, new_snapshots, seen=snapshots, now=now,
-                            revive=True)
-        return {"key": key, "bytes": nbytes, "object_count": len(new_objects), "snapshot_count": len(new_snapshots)}
+        packs: list[pack_index.PackRows] = []
+        for repo, (objects, snapshots) in sorted(batches.items()):
+            have, recorded = known_objects.get(repo, set()), known_versions.get(repo, set())
+            new_objects = sorted({o.object_id: o for o in objects if o.object_id not in have}.values(),
+                                 key=lambda o: o.object_id)
+            new_snapshots = sorted({(s.session_key, s.file_hash): s for s in snapshots
+                                    if (s.session_key, s.file_hash) not in recorded}.values(), key=Snapshot.sort_key)
+            if not new_objects and not new_snapshots:  # known versions seen again (a file reverted): the timeline
+                continue
+            key, nbytes = self.write_pack((load(o.object_id) for o in new_objects), len(new_objects),
+                                          new_snapshots, len(new_snapshots))
+            packs.append(pack_index.PackRows(repo, key, nbytes, new_objects, new_snapshots))
+        seen = {repo: snapshots for repo, (_, snapshots) in batches.items()}
+        if packs:
+            pack_index.register(conn, packs, seen=seen, now=now, revive=True)
+        else:
+            pack_index.observe(conn, seen, now)
+        return {p.repo: {"key": p.key, "bytes": p.nbytes, "object_count": len(p.objects),
+                         "snapshot_count": len(p.snapshots)} for p in packs}
 
     # -- reads: fetch and restore -----------------------------------------------------------------
 

@@ -132,11 +132,11 @@ class ArchiveProcessor(SessionProcessor):
         return ProcessorResult(items_count=1, end_offset=size, bytes_read=size)
 
     def commit(self, conn: Connection) -> None:
-        """Write one pack per project holding what this batch added, then forget the batch."""
-        for repo, batch in sorted(self._batch.items()):
-            written = self.store.add_pack(conn, repo, list(batch.objects.values()), self._spool.ref,
-                                          batch.snapshots)
-            if written:
+        """Write one pack per project holding what this batch added, registered in one transaction, then
+        forget the batch."""
+        if self._batch:
+            batches = {repo: (list(b.objects.values()), b.snapshots) for repo, b in self._batch.items()}
+            for written in self.store.add_packs(conn, batches, self._spool.ref).values():
                 self._stats["packs_written"] += 1
                 self._stats["objects_written"] += written["object_count"]
                 self._stats["pack_bytes_written"] += written["bytes"]
