@@ -152,3 +152,29 @@ def test_commits_every_file_give_the_same_records_and_summary_tags_as_one_commit
     expected = by_id(one)
     assert any(tags for _, _, tags in expected.values()), "the samples carry summaries"
     assert by_id(many) == expected
+
+
+def test_summaries_that_retag_a_stored_session_write_it_in_bounded_batches(tmp_path, samples_root, monkeypatch):
+    """A summary whose leaf is nowhere goes to its own session at the end of the run; that session's
+    stored records are re-tagged RETAGGED_PER_WRITE at a time (here 2), never all in one batch."""
+    import resources.ingest.processors.memory as memory
+
+    store = LanceStore(tmp_path / "lance")
+    state = tmp_path / "state.duckdb"
+    _ingest(store, samples_root, state)
+    stored = [r["id"] for r in store.records_where(f"session_id = '{PUSH_SESSION}'", ["id"])]
+    assert len(stored) >= 4
+    lines = [{"type": "summary", "summary": "Pushing to GitHub", "leafUuid": "not-in-any-file"},
+             {"type": "user", "uuid": "u-late", "sessionId": PUSH_SESSION, "timestamp": "2026-01-02T00:00:00Z",
+              "message": {"role": "user", "content": "one more prompt in the push session"}}]
+    (samples_root / PROJECT / "late.jsonl").write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    monkeypatch.setattr(memory, "RETAGGED_PER_WRITE", 2)
+    writes: list[int] = []
+    upsert = store.upsert_records
+    monkeypatch.setattr(store, "upsert_records", lambda rows: writes.append(len(rows)) or upsert(rows))
+    stats = _ingest(store, samples_root, state)
+    assert stats["errors"] == 0 and stats["summaries_attached"] == 1
+    assert max(writes) <= 2 and sum(writes) >= len(stored) + 1  # every record re-tagged, two per commit
+    tags = {r["id"]: r["tags"] for r in store.records_where(f"session_id = '{PUSH_SESSION}'", ["id", "tags"])}
+    assert set(tags) >= {*stored, "u-late"}
+    assert all(t == ["Pushing to GitHub"] for t in tags.values()), tags

@@ -15,12 +15,14 @@ prompt or answer, and how lines thread, is the adapter's: Claude Code's is in ``
   commit: a small run is one commit, a first ingest of a huge tree a few, in bounded memory); a grown
   file is read from its stored offset only. Summary tags span commits: a summary whose leaf comes in
   a later file waits for it, tags resolved so far apply to every later record of their session, and
-  what is still unresolved when the run ends goes to the summary's own session.
+  what is still unresolved when the run ends goes to the summary's own session. Stored records re-tagged
+  by summaries are written `RETAGGED_PER_WRITE` at a time, so no run holds them all.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from resources.ids import stable_id
@@ -32,6 +34,8 @@ from resources.sources import source_type
 from resources.state.store import Connection
 
 SUMMARY_SESSIONS_PER_QUERY = 500
+RETAGGED_PER_WRITE = 10_000
+"""Stored records re-tagged by summaries, written per Lance commit (see `MemoryProcessor._write_retagged`)."""
 FILES_PER_COMMIT = 1000
 """Records of this many files are held before a commit (a run over 20,000 sessions held all of them)."""
 
@@ -110,8 +114,8 @@ class MemoryProcessor(SessionProcessor):
         self._run_line_sessions.update((hash(uuid), session) for uuid, session in self._line_sessions.items())
         self._pending_summaries.extend(self._summaries)
         records = list(self._records.values())
-        tagged = self._attach_summaries(records, final=False)
-        self._write(records + tagged, self._edges)
+        grown = self._attach_summaries(records, final=False)
+        self._write_retagged(grown, records, self._edges)
         self.discard()
 
     def discard(self) -> None:
@@ -123,9 +127,23 @@ class MemoryProcessor(SessionProcessor):
         self._stats["edges_written"] += self.store.upsert_edges(edges)
         self._stats["commits"] += 1
 
+    def _write_retagged(self, sessions: list[str], records: list[dict], edges: list[dict]) -> None:
+        """Write ``records`` and ``edges`` with the stored records of ``sessions`` re-tagged, at most
+        `RETAGGED_PER_WRITE` re-tagged records per Lance commit: one commit when they fit (the usual
+        case), more in bounded memory when summaries re-tag many stored sessions at once (the end of
+        a first run over a large tree held them all: +500 MB at 20,000 sessions)."""
+        batched = {r["id"] for r in records}
+        batch: list[dict] = []
+        for row in self._retagged(sessions, batched):
+            batch.append(row)
+            if len(batch) >= RETAGGED_PER_WRITE:
+                self._write(batch, [])
+                batch = []
+        self._write(records + batch, edges)
+
     def end_run(self) -> dict:
         if self._pending_summaries:  # leaves found nowhere in the run or the store: their own session
-            self._write(self._attach_summaries([], final=True), [])
+            self._write_retagged(self._attach_summaries([], final=True), [], [])
         stats = dict(self._stats)
         for table in (RECORDS, EDGES):
             version = self.store.version(table)
@@ -135,10 +153,10 @@ class MemoryProcessor(SessionProcessor):
             write_event(self.store, "memory_ingest", stats)
         return stats
 
-    def _attach_summaries(self, records: list[dict], final: bool) -> list[dict]:
+    def _attach_summaries(self, records: list[dict], final: bool) -> list[str]:
         """Resolve what pending summaries can be, tag ``records`` (this commit's) with every tag known
-        so far, and return stored records of newly tagged sessions, re-tagged. ``final``: summaries
-        still unresolved go to their own file's session."""
+        so far, and return the sessions whose tags grew (`_retagged` re-tags their stored records).
+        ``final``: summaries still unresolved go to their own file's session."""
         grown: dict[str, set[str]] = {}
         if self._pending_summaries:
             session_of = {leaf: self._run_line_sessions[hash(leaf)] for leaf, _, _ in self._pending_summaries
@@ -164,17 +182,18 @@ class MemoryProcessor(SessionProcessor):
             extra = self._tags.get(record["session_id"])
             if extra:
                 record["tags"] = sorted(set(record["tags"]) | extra)
-        batched = {r["id"] for r in records}
-        stored: list[dict] = []
-        sessions = sorted(grown)
+        return sorted(grown)
+
+    def _retagged(self, sessions: list[str], batched: set[str]) -> Iterator[dict]:
+        """The stored records of ``sessions`` (but ``batched``, this commit's) whose tags grew, re-tagged;
+        read `SUMMARY_SESSIONS_PER_QUERY` sessions at a time."""
         for start in range(0, len(sessions), SUMMARY_SESSIONS_PER_QUERY):
             chunk = sessions[start : start + SUMMARY_SESSIONS_PER_QUERY]
             where = "session_id IN (" + ",".join(sql_str(s) for s in chunk) + ")"
             for row in self.store.records_where(where):
                 new_tags = set(row["tags"] or []) | self._tags[row["session_id"]]
                 if row["id"] not in batched and new_tags != set(row["tags"] or []):
-                    stored.append({**row, "tags": sorted(new_tags)})
-        return stored
+                    yield {**row, "tags": sorted(new_tags)}
 
 
 def _nearest_record(parent: str, parents: dict[str, str | None], record_ids: set[str]) -> str:
