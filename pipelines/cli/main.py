@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "recall",
     "restore",
     "statusline",
+    "sync",
     "usage",
 )
 

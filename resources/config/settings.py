@@ -54,6 +54,7 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
 
 
 DAGSTER_STORAGES = ("sqlite", "postgres")
+SYNC_PROJECTS = ("name", "hash")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,14 @@ class Settings:
     """Who this machine's pushes are attributed to (SESSIONLAKE_USER, default the login name)."""
     machine: str = ""
     """This machine's name in pushes (SESSIONLAKE_MACHINE, default the host name)."""
+    sync_uri: str | None = None
+    """Where ``sessionlake sync`` meets this person's other machines (SESSIONLAKE_SYNC_URI): ``s3://BUCKET/PREFIX``
+    or a folder (a NAS, a Dropbox or iCloud Drive folder); None: no sync."""
+    sync_projects: str = "name"
+    """How project names leave the machine in a sync (SESSIONLAKE_SYNC_PROJECTS): ``name``, or ``hash`` (keyed
+    with ``sync_key``)."""
+    sync_key: str | None = None
+    """The key of hashed project names (SESSIONLAKE_SYNC_KEY), the same on every machine of one person."""
 
     def agent_roots(self) -> dict[str, Path]:
         """Each agent that is read, with its root (which may not exist: such an agent is skipped)."""
@@ -136,6 +145,13 @@ class Settings:
         so a wrong endpoint, bucket or key fails in one line, at once, with nothing half done."""
         if self.storage is not None:
             self.storage.blobs().check()
+
+    @property
+    def sync(self) -> str | None:
+        """``sync_uri`` checked (`StorageUriError` naming the variable): an ``s3://`` URI or an absolute folder."""
+        from resources.sync.location import parse_sync_uri
+
+        return parse_sync_uri(self.sync_uri) if self.sync_uri else None
 
     @property
     def capture_dir(self) -> Path:
@@ -214,8 +230,14 @@ class Settings:
             team_uri=os.environ.get("SESSIONLAKE_TEAM_URI") or None,
             user=os.environ.get("SESSIONLAKE_USER") or _login(),
             machine=os.environ.get("SESSIONLAKE_MACHINE") or socket.gethostname(),
+            sync_uri=os.environ.get("SESSIONLAKE_SYNC_URI") or None,
+            sync_projects=_env_choice("SESSIONLAKE_SYNC_PROJECTS", SYNC_PROJECTS),
+            sync_key=os.environ.get("SESSIONLAKE_SYNC_KEY") or None,
         )
+        if settings.sync_projects == "hash" and not settings.sync_key:
+            raise SettingError("SESSIONLAKE_SYNC_PROJECTS=hash needs SESSIONLAKE_SYNC_KEY (any secret phrase, the same "
+                               "on each of your machines, so a project hashes alike on all of them)")
         if check_uris:
-            _ = settings.storage, settings.team
+            _ = settings.storage, settings.team, settings.sync
         make_private(settings)
         return settings

@@ -218,6 +218,30 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        9,
+        (
+            # Personal sync (resources/sync/): per response, the best copy any sync file holds (its rank,
+            # as the warehouse ranks copies), and the logical clock and writer of the first file that
+            # held it: the machine it is attributed to. NULL on rows no sync file holds yet.
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS sync_rank BIGINT",
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS sync_clock BIGINT",
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS sync_source VARCHAR",
+            # Every sync file read into this warehouse (this machine's own too), so none is read twice.
+            """CREATE TABLE IF NOT EXISTS sync_files (
+                name VARCHAR PRIMARY KEY,
+                source VARCHAR NOT NULL,
+                user_name VARCHAR NOT NULL,
+                machine VARCHAR NOT NULL,
+                first_seq BIGINT NOT NULL,
+                last_seq BIGINT NOT NULL,
+                rows BIGINT NOT NULL,
+                bytes BIGINT NOT NULL,
+                stored_at TIMESTAMPTZ NOT NULL,
+                read_at TIMESTAMPTZ NOT NULL
+            )""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

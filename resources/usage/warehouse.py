@@ -71,20 +71,23 @@ _BAND_MATCH = f"""p.model = b.model
     AND {_REQUEST_INPUT} <= coalesce(p.up_to_tokens, 9223372036854775807)"""
 
 
-def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: PriceTable) -> int:
-    """Write ``rows`` (one per key, already the best copy within the batch); returns rows written.
+def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> int:
+    """Write ``rows`` (one per key, already the best copy within the batch: dicts, or an Arrow table in
+    `usage_schema`); returns rows written.
 
     A stored row is replaced only by a better copy, or by an equal copy of the same file under
     another project folder (the folder was renamed: the row follows it); new keys are appended. The table has no primary
     key index (maintaining one made bulk loads several times slower), so uniqueness of ``dedup_key``
-    is this function's job: one transaction, run only under DuckDB's single-writer lock.
+    is this function's job: one transaction, run only under DuckDB's single-writer lock. A row without
+    a user and machine (read from this machine's files) keeps those of the row it replaces: a better
+    copy read here of a response another machine synced first stays attributed to that machine.
     """
-    if not rows:
-        return 0
     import pyarrow as pa
 
-    _store_prices(conn, prices, {r["model"] for r in rows if r["model"]})
-    batch = pa.Table.from_pylist(rows, schema=usage_schema())
+    batch = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=usage_schema())
+    if batch.num_rows == 0:
+        return 0
+    _store_prices(conn, prices, {m for m in batch.column("model").to_pylist() if m})
     columns = batch.column_names
     conn.register("_usage_batch", batch)
     priced = f"""SELECT {", ".join("b." + c for c in columns)}, {_COMPUTED_COST} AS computed_cost_usd
@@ -92,7 +95,7 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
     try:
         with transaction(conn):
             conn.execute(
-                f"""UPDATE usage_messages SET {", ".join(f"{c} = n.{c}" for c in columns if c != "dedup_key")},
+                f"""UPDATE usage_messages SET {", ".join(_assign(c) for c in columns if c != "dedup_key")},
                        computed_cost_usd = n.computed_cost_usd
                     FROM ({priced}) n
                     WHERE usage_messages.dedup_key = n.dedup_key
@@ -108,7 +111,13 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows: list[dict], prices: Pric
             )
     finally:
         conn.unregister("_usage_batch")
-    return len(rows)
+    return batch.num_rows
+
+
+def _assign(column: str) -> str:
+    if column in ("user_name", "machine"):  # attribution: kept when the better copy has none
+        return f"{column} = coalesce(n.{column}, usage_messages.{column})"
+    return f"{column} = n.{column}"
 
 
 def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:

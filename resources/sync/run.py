@@ -1,0 +1,231 @@
+"""`sync`: read this machine's sessions (usage only), pull every sync file not read yet, push what no
+file holds, compact this machine's files when they pile up.
+
+Contract:
+- One sync per data home at a time (a lock file in the home; a second waits up to `LOCK_WAIT_SEC`,
+  then gives up with `SyncBusy`). Machines never wait for each other: each writes only below its
+  own folder, ``usage/<machine>/<id>/``.
+- Pull first: every file whose sync numbers are not all covered by files read before (this machine's
+  own too: a file a killed sync wrote but never recorded is read back, so its rows are not pushed
+  twice). A file that cannot be read (damaged, a newer version, not ours under our name pattern)
+  is reported and skipped, and tried again next time; every other file is read. A name that is not
+  a sync file's (a foreign file) is reported and left alone. Hidden names (``.*``) are not looked at.
+- Then push: the rows no file holds yet, in one new file numbered one above this machine's highest,
+  written create-only; then merged back here as read. A kill before the write leaves nothing; after
+  it, the next sync reads the file back. Either way nothing is lost or counted twice.
+- Then, when this machine has more than ``compact_at`` files, they are merged into one file covering
+  all their numbers (per response the best copy, stamped with its first clock), and the others are
+  deleted. A reader that read them all skips the merged file by its numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from resources.config.settings import Settings
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
+from resources.sources import found_sources, walk_all
+from resources.state.store import StateStore, fetch_one
+from resources.sync.files import PREFIX, FileName, Header, SyncFileError, decode, encode, project_hash, session_ref
+from resources.sync.warehouse import (
+    RANK_SQL,
+    SESSION_PREFIX,
+    clock,
+    local_projects,
+    machines,
+    merge_file,
+    read_files,
+    unsynced_rows,
+)
+from resources.usage.pricing import PriceTable
+
+COMPACT_AT = 16
+"""This machine's files are merged into one when there are more than this many."""
+LOCK_WAIT_SEC = 60.0
+LOCK_FILE = "sync.lock"
+
+
+class SyncBusy(RuntimeError):
+    """Another sync of the same data home holds the lock."""
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What this machine calls itself and how it names projects: ``projects`` is ``name`` or ``hash``
+    (with ``key``, the same on every machine)."""
+
+    user: str
+    machine: str
+    projects: str = "name"
+    key: bytes | None = None
+    compact_at: int = COMPACT_AT
+
+
+def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None] = lambda _m: None) -> dict:
+    """One sync against ``blobs`` (a `Blobs` or `FolderBlobs`); returns what it did:
+    ``ingest`` (files read, errors), ``pulled_files``, ``pulled_rows``, ``pushed_rows``, ``pushed_bytes``,
+    ``pushed_file``, ``compacted`` (files merged, or 0), ``errors`` and ``foreign`` (names),
+    ``machines`` (every other writer read here, with when it last synced)."""
+    state = StateStore.from_settings(settings)
+    report = {"pulled_files": 0, "pulled_rows": 0, "pushed_rows": 0, "pushed_bytes": 0, "pushed_file": None,
+              "compacted": 0, "errors": [], "foreign": []}
+    with _lock(settings.home / LOCK_FILE):
+        prices = PriceTable.load(settings.price_file)
+        files = list(walk_all(found_sources(settings)))
+        stats = run_processors([UsageProcessor(prices)], settings.sessions_dir, state, files=files)["usage"]
+        report["ingest"] = {"files": stats["processed"], "errors": stats["error_files"]}
+        with state.connect() as conn:
+            header = Header(opts.user, opts.machine, _home_id(conn), opts.projects)
+            names = local_projects(conn, opts.key) if opts.key else {}
+        listing = {}
+        for blob in blobs.list(PREFIX):
+            name = FileName.parse(blob.name)
+            if name is None:
+                report["foreign"].append(blob.name)
+            else:
+                listing[name] = blob.modified
+        _pull(state, blobs, listing, prices, names, report, log)
+        own = [n for n in listing if n.source == header.source]
+        pushed = _push(state, blobs, header, own, opts, report, log)
+        if pushed is not None:
+            own.append(pushed)
+        if len(own) > opts.compact_at:
+            report["compacted"] = _compact(blobs, header, own, log)
+        with state.connect() as conn:
+            report["machines"] = [m for m in machines(conn) if m["source"] != header.source]
+    return report
+
+
+def _pull(state: StateStore, blobs, listing: dict[FileName, datetime], prices: PriceTable, names: dict,
+          report: dict, log) -> None:
+    with state.connect() as conn:
+        done = read_files(conn)
+    for name in sorted(listing, key=lambda n: (n.source, n.first, n.last)):
+        if _covered(done.get(name.source, []), name.first, name.last):
+            continue
+        try:
+            data = blobs.get_bytes(name.name)
+        except FileNotFoundError:  # compacted away since the listing: its rows are in the merged file
+            continue
+        try:
+            header, rows = decode(name, data)
+        except SyncFileError as exc:
+            report["errors"].append(str(exc))
+            log(f"skipped {exc}")
+            continue
+        with state.connect() as conn:
+            report["pulled_rows"] += merge_file(conn, name, header, rows, len(data), listing[name], prices, names)
+        report["pulled_files"] += 1
+        done.setdefault(name.source, []).append((name.first, name.last))
+        log(f"pulled {name.name}: {rows.num_rows} responses from {header.user}@{header.machine}")
+
+
+def _push(state: StateStore, blobs, header: Header, own: list[FileName], opts: SyncOptions, report: dict,
+          log) -> FileName | None:
+    with state.connect() as conn:
+        rows = unsynced_rows(conn)
+        tick = clock(conn) + 1
+        done = read_files(conn).get(header.source, [])
+    if rows.num_rows == 0:
+        return None
+    seq = max([n.last for n in own] + [last for _, last in done] + [0]) + 1
+    out = _outgoing(rows, tick, opts)
+    file, data = encode(out, header, seq, seq)
+    blobs.put_bytes_if_absent(file, data)
+    name = FileName.parse(file)
+    with state.connect() as conn:
+        merge_file(conn, name, header, out, len(data), datetime.now(UTC), None, own=True)
+    report.update(pushed_rows=out.num_rows, pushed_bytes=len(data), pushed_file=file)
+    log(f"pushed {file}: {out.num_rows} responses, {len(data):,} bytes")
+    return name
+
+
+def _outgoing(rows: pa.Table, tick: int, opts: SyncOptions) -> pa.Table:
+    """Rows as they leave: the session file's key replaced by its digest, projects hashed if asked, the clock."""
+    keys = rows.column("session_key").to_pylist()
+    refs = {k: k[len(SESSION_PREFIX):] if k.startswith(SESSION_PREFIX) else session_ref(k) for k in set(keys)}
+    rows = rows.drop_columns(["session_key"]).append_column("session_ref", pa.array([refs[k] for k in keys]))
+    if opts.projects == "hash":
+        projects = rows.column("project").to_pylist()
+        hashed = {p: p if p.startswith("#") else project_hash(opts.key, p) for p in set(projects)}
+        rows = rows.set_column(rows.schema.get_field_index("project"), "project",
+                               pa.array([hashed[p] for p in projects], pa.string()))
+    return rows.append_column("clock", pa.array([tick] * rows.num_rows, pa.int64()))
+
+
+def _compact(blobs, header: Header, own: list[FileName], log) -> int:
+    """Merge ``own`` into one file and delete the others; returns how many were merged (0 if one vanished)."""
+    tables = []
+    for name in own:
+        try:
+            tables.append(decode(name, blobs.get_bytes(name.name))[1])
+        except (FileNotFoundError, SyncFileError) as exc:
+            log(f"not compacting: {exc}")
+            return 0
+    with contextlib.closing(duckdb.connect()) as mem:
+        mem.register("_all", pa.concat_tables(tables))
+        merged = mem.execute(
+            f"""SELECT * REPLACE (min(clock) OVER (PARTITION BY dedup_key) AS clock) FROM _all
+                QUALIFY row_number() OVER (PARTITION BY dedup_key ORDER BY {RANK_SQL.format(t="")} DESC, clock) = 1
+                ORDER BY ts, dedup_key""").fetch_arrow_table()
+    file, data = encode(merged, header, min(n.first for n in own), max(n.last for n in own))
+    blobs.put_bytes_if_absent(file, data)
+    for name in own:
+        if name.name != file:
+            blobs.delete(name.name)
+    log(f"compacted {len(own)} files of this machine into {file} ({merged.num_rows} responses)")
+    return len(own)
+
+
+def _covered(ranges: list[tuple[int, int]], first: int, last: int) -> bool:
+    """Whether every number from ``first`` to ``last`` is in one of ``ranges``."""
+    need = first
+    for lo, hi in sorted(ranges):
+        if lo > need:
+            break
+        need = max(need, hi + 1)
+        if need > last:
+            return True
+    return False
+
+
+def _home_id(conn) -> str:
+    """This data home's writer id (made on its first sync): two machines with one host name stay apart."""
+    row = fetch_one(conn, "SELECT value FROM meta WHERE key = 'sync_id'")
+    if row:
+        return row[0]
+    new = secrets.token_hex(6)
+    conn.execute("INSERT INTO meta VALUES ('sync_id', ?) ON CONFLICT DO NOTHING", [new])
+    return fetch_one(conn, "SELECT value FROM meta WHERE key = 'sync_id'")[0]
+
+
+@contextlib.contextmanager
+def _lock(path: Path, wait_sec: float = LOCK_WAIT_SEC) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_sec
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SyncBusy(f"another sync of {path.parent} is still running (waited {wait_sec:.0f}s)") \
+                        from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,298 @@
+"""Personal sync through the user's path: ``sessionlake sync`` as a subprocess, two or three HOMEs playing
+machines, against a folder and against a real S3 API server on loopback (moto).
+
+Checked: after every machine has synced, each warehouse's totals equal one ingest of the union of
+their session files; a session two machines hold counts once, attributed on every machine to the one
+that synced it first; a sync SIGKILLed at seeded random moments completes on the next run with every
+response in the location once; a damaged or foreign file is named and skipped, nothing else lost;
+machines whose wall clocks disagree change nothing; no prompt text, path or branch is in the location;
+two machines syncing at the same moment; the reports' machine options and the synced-machines line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from bench.corpus import generate_corpus
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors
+from resources.state.store import StateStore
+from resources.sync.files import FileName
+from resources.sync.location import open_location
+from tests.conftest import SAMPLE_PROJECT, SAMPLES, writable_copy
+
+REPO = Path(__file__).resolve().parents[1]
+TOTALS = """SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens),
+                   sum(cache_read_tokens), round(sum(coalesce(cost_usd, computed_cost_usd, 0)), 6)
+            FROM usage_messages"""
+
+
+@pytest.fixture(params=["folder", "s3"])
+def sync_uri(request, tmp_path: Path) -> str:
+    if request.param == "folder":
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        return str(shared)
+    location = request.getfixturevalue("s3_location")
+    return f"s3://{location.bucket}/{location.prefix}"
+
+
+def _machine(tmp_path: Path, name: str, seed: int, sessions: int = 5, samples: bool = False) -> Path:
+    """A HOME with a Claude Code tree: generated sessions (``seed``), and the sample sessions if asked."""
+    home = tmp_path / name
+    projects = home / ".claude" / "projects"
+    generate_corpus(projects, sessions=sessions, projects=2, seed=seed, turns=4)
+    if samples:
+        writable_copy(SAMPLES, home / "samples")
+        shutil.copytree(home / "samples", projects, dirs_exist_ok=True)
+        shutil.rmtree(home / "samples")
+    return home
+
+
+def _env(home: Path, uri: str, **extra: str) -> dict:
+    env = {**os.environ, "HOME": str(home), "SESSIONLAKE_HOME": str(home / ".sessionlake"),
+           "SESSIONLAKE_SYNC_URI": uri, "SESSIONLAKE_MACHINE": home.name, "SESSIONLAKE_USER": "chip", **extra}
+    for name in ("SESSIONLAKE_SESSIONS_DIR", "SESSIONLAKE_STORAGE_URI", "SESSIONLAKE_TEAM_URI", "DAGSTER_HOME"):
+        env.pop(name, None)
+    return env
+
+
+def _cli(home: Path, uri: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=_env(home, uri, **extra),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _sync(home: Path, uri: str, **extra: str) -> dict:
+    done = _cli(home, uri, "sync", "--json", **extra)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _totals(home: Path) -> tuple:
+    with StateStore(home / ".sessionlake" / "state.duckdb").connect() as conn:
+        return conn.execute(TOTALS).fetchall()[0]
+
+
+def _union_totals(tmp_path: Path, homes: list[Path]) -> tuple:
+    """One ingest of every machine's session files together (a file two machines hold, once)."""
+    tree = tmp_path / "union"
+    for home in homes:
+        shutil.copytree(home / ".claude" / "projects", tree, dirs_exist_ok=True)
+    state = StateStore(tmp_path / "union.duckdb")
+    run_processors([UsageProcessor()], tree, state)
+    with state.connect() as conn:
+        return conn.execute(TOTALS).fetchall()[0]
+
+
+def _location_files(uri: str) -> dict[str, bytes]:
+    blobs = open_location(uri)
+    return {b.name: blobs.get_bytes(b.name) for b in blobs.list("")}
+
+
+def test_every_machine_totals_the_union_and_a_shared_session_counts_once(tmp_path, sync_uri):
+    a = _machine(tmp_path, "laptop", 1, samples=True)
+    b = _machine(tmp_path, "desk", 2, samples=True)  # the sample sessions are on both: ~/.claude copied over
+    c = _machine(tmp_path, "spare", 3)
+    union = _union_totals(tmp_path, [a, b, c])
+
+    first = _sync(a, sync_uri)
+    assert first["pulled_files"] == 0 and first["pushed_rows"] == _totals(a)[0]
+    _sync(b, sync_uri)
+    _sync(c, sync_uri)
+    assert _totals(c) == union  # the last to sync has everything
+    for home in (a, b):
+        _sync(home, sync_uri)
+    for home in (a, b, c):
+        assert _totals(home) == union
+        assert _sync(home, sync_uri)["pushed_rows"] == 0  # nothing new: nothing pushed, nothing pulled twice
+        assert _totals(home) == union
+
+    # The sample sessions, on laptop and desk, are laptop's everywhere: it synced them first.
+    for home in (a, b, c):
+        report = json.loads(_cli(home, sync_uri, "usage", "machine", "--json").stdout)
+        machines = {m["machine"]: m for m in report["machines"]}
+        assert set(machines) == {"chip@laptop", "chip@desk", "chip@spare"}
+        assert sum(m["responses"] for m in machines.values()) == union[0]
+        samples = json.loads(_cli(home, sync_uri, "usage", "project", "--json", "--by-machine").stdout)
+        [row] = [p for p in samples["projects"] if p["project"] == SAMPLE_PROJECT]
+        assert [m["machine"] for m in row["machines"]] == ["chip@laptop"]
+        only = json.loads(_cli(home, sync_uri, "usage", "daily", "--json", "--machine", "desk").stdout)
+        assert only["totals"]["totalTokens"] == machines["chip@desk"]["totalTokens"]
+
+    done = _cli(a, sync_uri, "usage", "daily")
+    assert done.returncode == 0
+    assert "synced machines: chip@desk" in done.stderr and "chip@spare" in done.stderr
+
+
+def _own_keys(uri: str, machine: str) -> list[str]:
+    keys = []
+    for name, data in _location_files(uri).items():
+        parsed = FileName.parse(name)
+        if parsed and parsed.source.startswith(f"{machine}/"):
+            keys += pq.read_table(io.BytesIO(data), columns=["dedup_key"]).column(0).to_pylist()
+    return keys
+
+
+def test_a_sync_killed_anywhere_is_finished_by_the_next(tmp_path, sync_uri):
+    a = _machine(tmp_path, "laptop", 4, sessions=8)
+    b = _machine(tmp_path, "desk", 5, sessions=4)
+    _sync(b, sync_uri)
+    started = time.monotonic()
+    _cli(a, sync_uri, "sync", "--json", SESSIONLAKE_HOME=str(tmp_path / "timing-home"))
+    full = time.monotonic() - started
+    rng = random.Random(20261204)
+    projects = a / ".claude" / "projects"
+    for cycle in range(4):
+        generate_corpus(projects / f"-more-{cycle}", sessions=2, projects=1, seed=100 + cycle, turns=3)
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "sync"], env=_env(a, sync_uri),
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(full * rng.uniform(0.3, 1.0))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _sync(a, sync_uri)
+    _sync(b, sync_uri)
+    union = _union_totals(tmp_path, [a, b])
+    assert _totals(a) == union and _totals(b) == union
+    keys = _own_keys(sync_uri, "laptop")
+    assert len(keys) == len(set(keys))  # every response of laptop in the location once
+    with StateStore(a / ".sessionlake" / "state.duckdb").connect() as conn:
+        assert len(keys) == conn.execute("SELECT count(*) FROM usage_messages WHERE machine = 'laptop'").fetchone()[0]
+
+
+def test_a_damaged_or_foreign_file_is_named_and_skipped_and_nothing_else_is_lost(tmp_path, sync_uri):
+    a = _machine(tmp_path, "laptop", 6)
+    b = _machine(tmp_path, "desk", 7)
+    pushed = _sync(b, sync_uri)["pushed_file"]
+    blobs = open_location(sync_uri)
+    good = blobs.get_bytes(pushed)
+    damaged = "usage/stranger/0123456789ab/0000000001-0000000001-00000000deadbeef.parquet"
+    blobs.put_bytes_if_absent(damaged, good[: len(good) // 2])
+    blobs.put_bytes_if_absent("usage/notes.txt", b"my shopping list")
+    blobs.put_bytes_if_absent("usage/.DS_Store", b"\0\0")
+
+    done = _cli(a, sync_uri, "sync")
+    assert done.returncode == 1
+    assert damaged in done.stderr and "does not match its name" in done.stderr
+    assert "not a sync file, left alone: usage/notes.txt" in done.stderr
+    assert ".DS_Store" not in done.stderr
+    assert _totals(a) == _union_totals(tmp_path, [a, b])  # desk's file was read all the same
+    assert blobs.get_bytes("usage/notes.txt") == b"my shopping list"
+    again = _cli(a, sync_uri, "sync")
+    assert again.returncode == 1 and damaged in again.stderr  # still reported, still skipped
+
+
+def test_clocks_that_disagree_change_no_total_and_no_attribution(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    uri = str(shared)
+    a = _machine(tmp_path, "laptop", 8, samples=True)
+    b = _machine(tmp_path, "desk", 9, samples=True)
+    _sync(a, uri)
+    # desk's clock runs a day ahead: its files (a NAS or Dropbox keeps the writer's times) say tomorrow,
+    # and laptop's file looks a week old.
+    for path in shared.rglob("*.parquet"):
+        os.utime(path, (time.time() - 7 * 86400,) * 2)
+    _sync(b, uri)
+    for path in (shared / "usage" / "desk").rglob("*.parquet"):
+        os.utime(path, (time.time() + 86400,) * 2)
+    _sync(a, uri)
+    _sync(b, uri)
+    union = _union_totals(tmp_path, [a, b])
+    for home in (a, b):
+        assert _totals(home) == union
+        with StateStore(home / ".sessionlake" / "state.duckdb").connect() as conn:
+            assert conn.execute("SELECT DISTINCT machine FROM usage_messages WHERE project = ?",
+                                [SAMPLE_PROJECT]).fetchall() == [("laptop",)]
+    line = _cli(a, uri, "usage", "daily").stderr
+    assert "chip@desk just now" in line or "chip@desk 1m ago" in line  # never "in a day"
+
+
+def test_nothing_private_leaves_the_machine(tmp_path, sync_uri):
+    a = _machine(tmp_path, "laptop", 10, samples=True)
+    _sync(a, sync_uri)
+    secrets = [str(tmp_path), "/home/dev/", "/Users/chip", "refactor the parser", "gitBranch", ".jsonl"]
+    for line in (SAMPLES / SAMPLE_PROJECT).rglob("*.jsonl"):
+        for raw in line.read_text().splitlines():
+            obj = json.loads(raw)
+            content = (obj.get("message") or {}).get("content")
+            if obj.get("type") == "user" and isinstance(content, str) and len(content) > 20:
+                secrets.append(content[:40])
+            if obj.get("cwd"):
+                secrets.append(obj["cwd"])
+    files = _location_files(sync_uri)
+    assert files
+    for name, data in files.items():
+        text = json.dumps(pq.read_table(io.BytesIO(data)).to_pylist(), default=str) + name
+        text += str(pq.ParquetFile(io.BytesIO(data)).schema_arrow.metadata)
+        for secret in set(secrets):
+            assert secret not in text and secret.encode() not in data, (name, secret)
+
+
+def test_hashed_project_names_are_named_again_where_the_project_is_known(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    uri = str(shared)
+    hashed = {"SESSIONLAKE_SYNC_PROJECTS": "hash", "SESSIONLAKE_SYNC_KEY": "correct horse"}
+    a = _machine(tmp_path, "laptop", 11, samples=True)
+    b = _machine(tmp_path, "desk", 12)
+    _sync(a, uri, **hashed)
+    for data in _location_files(uri).values():
+        assert SAMPLE_PROJECT.encode() not in data
+        projects = set(pq.read_table(io.BytesIO(data), columns=["project"]).column(0).to_pylist())
+        assert all(p.startswith("#") for p in projects)
+    _sync(b, uri, **hashed)
+    with StateStore(b / ".sessionlake" / "state.duckdb").connect() as conn:
+        names = {r[0] for r in conn.execute("SELECT DISTINCT project FROM usage_messages").fetchall()}
+    # desk has -home-dev-project-000/001 itself, so laptop's rows there carry the name; the samples do not.
+    assert {"-home-dev-project-000", "-home-dev-project-001"} <= names
+    assert SAMPLE_PROJECT not in names and any(n.startswith("#") for n in names)
+    assert _totals(b) == _union_totals(tmp_path, [a, b])
+    no_key = _cli(a, uri, "sync", SESSIONLAKE_SYNC_PROJECTS="hash")
+    assert no_key.returncode == 2 and "SESSIONLAKE_SYNC_KEY" in no_key.stderr
+
+
+def test_two_machines_syncing_at_the_same_moment(tmp_path, sync_uri):
+    homes = [_machine(tmp_path, name, seed, samples=True) for name, seed in (("laptop", 13), ("desk", 14))]
+    procs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "sync", "--json"],
+                              env=_env(home, sync_uri), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for home in homes]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    for home in homes:
+        _sync(home, sync_uri)
+    union = _union_totals(tmp_path, homes)
+    attributed = []
+    for home in homes:
+        assert _totals(home) == union
+        with StateStore(home / ".sessionlake" / "state.duckdb").connect() as conn:
+            attributed.append(conn.execute("SELECT DISTINCT machine FROM usage_messages WHERE project = ?",
+                                           [SAMPLE_PROJECT]).fetchall())
+    assert attributed[0] == attributed[1] and len(attributed[0]) == 1  # both machines agree on who was first
+
+
+def test_sync_without_a_location_or_with_a_relative_one_is_a_setting_error(tmp_path):
+    home = _machine(tmp_path, "laptop", 15, sessions=1)
+    env = _env(home, "")
+    env.pop("SESSIONLAKE_SYNC_URI")
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "sync"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "SESSIONLAKE_SYNC_URI" in done.stderr
+    relative = _cli(home, "shared/folder", "sync")
+    assert relative.returncode == 2 and "relative" in relative.stderr and "Traceback" not in relative.stderr
+    missing = _cli(home, str(tmp_path / "not-mounted"), "sync")
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
