@@ -1,4 +1,4 @@
-"""``sessionlake sync [--json]``: this machine's usage to and from SESSIONLAKE_SYNC_URI, every machine's into the warehouse.
+"""``sessionlake sync``: this machine's usage to SESSIONLAKE_SYNC_URI, every other machine's into the warehouse.
 
 Reads the sessions on disk (usage only, no Dagster), pulls every other machine's new sync files into
 the local warehouse, and pushes this machine's new usage rows: models, token counts, cost, times,

@@ -49,7 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by-agent", action="store_true",
                    help="a breakdown per agent under each row (JSON: agents[], as ccusage --by-agent)")
     p.add_argument("--user", help="only rows pushed by this user (a team deployment)")
-    p.add_argument("--machine", help="only rows pushed from this machine (a team deployment)")
+    p.add_argument("--machine", help="only rows of this machine (synced, or pushed to a team deployment): its name "
+                                     "or user@machine, as the machine report lists them")
+    p.add_argument("--by-machine", action="store_true",
+                   help="a breakdown per machine under each row (JSON: machines[])")
     p.add_argument("-m", "--mode", default=None, choices=("auto", "calculate", "display"),
                    help="cost: auto (costUSD if present, else computed), calculate, display (costUSD only)")
     p.add_argument("-o", "--order", choices=ORDERS,
@@ -82,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from pipelines.cli.projects import resolve_projects
+    from pipelines.cli.sync import machines_line
     from resources.config.settings import Settings
     from resources.sources import AGENTS
     from resources.state.store import StateStore
+    from resources.sync.warehouse import other_machines
     from resources.usage.pricing import PriceTable
     from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
 
@@ -103,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
                            mode=args.mode or settings.cost_mode, agent=args.agent, user=args.user,
                            machine=args.machine)
         opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
-                             instances=args.instances, by_agent=args.by_agent, active=args.active,
-                             recent=args.recent)
+                             instances=args.instances, by_agent=args.by_agent, by_machine=args.by_machine,
+                             active=args.active, recent=args.recent)
         prices = PriceTable.load(settings.price_file)
         with StateStore.from_settings(settings).connect() as conn:
             if args.project:  # a typo would otherwise print an all-zero report
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 report = session_usage(conn, args.session, flt, prices)
             else:
                 report = usage_report(conn, kind, flt, prices, opts)
+            synced = other_machines(conn)
     except ValueError as exc:  # bad time zone, bad mode, bad price file: one line, not a traceback
         print(f"sessionlake usage: {exc}", file=sys.stderr)
         return exits.BAD_USAGE
@@ -123,10 +129,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_session(report) if args.session is not None
               else format_report(kind, report, breakdown=args.breakdown, aliases=args.project_aliases,
-                                 by_agent=args.by_agent))
+                                 by_agent=args.by_agent, by_machine=args.by_machine))
     for model in (report or {}).get("totals", {}).get("unpricedModels", []):
         print(f"warning: no price for model {model} (its responses are counted at $0); "
               "add it with SESSIONLAKE_PRICE_FILE", file=sys.stderr)
+    if synced:
+        print(machines_line(synced), file=sys.stderr)
     return exits.FAILED if report is None else exits.DONE
 
 
@@ -134,9 +142,9 @@ _LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "
 
 
 def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: dict | None = None,
-                  by_agent: bool = False) -> str:
+                  by_agent: bool = False, by_machine: bool = False) -> str:
     """A plain-text table of the report, with a totals line (``breakdown``: a line per model;
-    ``by_agent``: a line per agent)."""
+    ``by_agent``: a line per agent; ``by_machine``: a line per machine)."""
     aliases = aliases or {}
     if kind == "blocks":
         header = ("block start (UTC)", "entries", "total tokens", "cost USD", "models")
@@ -161,6 +169,9 @@ def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: 
             if by_agent:
                 rows.extend((f"  [{a['agent']}]", *_token_cells(a), a["totalTokens"], a["totalCost"])
                             for a in e.get("agents", []))
+            if by_machine:
+                rows.extend((f"  [{m['machine']}]", *_token_cells(m), m["totalTokens"], m["totalCost"])
+                            for m in e.get("machines", []))
             if breakdown:
                 rows.extend((f"  - {b['modelName']}", *_token_cells(b), sum(_token_cells(b)), b["cost"])
                             for b in e["modelBreakdowns"])

@@ -25,7 +25,6 @@ import re
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from resources.config.settings import SYNC_PROJECTS
 
@@ -114,6 +113,8 @@ def session_ref(session_key: str) -> str:
 
 def encode(rows: pa.Table, header: Header, first: int, last: int) -> tuple[str, bytes]:
     """The name and bytes of a file holding ``rows`` (in `SCHEMA`)."""
+    import pyarrow.parquet as pq
+
     rows = rows.select(list(COLUMNS)).cast(SCHEMA)
     rows = rows.replace_schema_metadata({METADATA_KEY: json.dumps(asdict(header), sort_keys=True).encode()})
     out = io.BytesIO()
@@ -125,6 +126,8 @@ def encode(rows: pa.Table, header: Header, first: int, last: int) -> tuple[str, 
 
 def decode(name: FileName, data: bytes) -> tuple[Header, pa.Table]:
     """The header and rows of the file ``name`` holding ``data``; `SyncFileError` when it is not usable."""
+    import pyarrow.parquet as pq
+
     if hashlib.sha256(data).hexdigest()[:16] != name.digest:
         raise SyncFileError(f"{name.name}: its content does not match its name (damaged or truncated)")
     try:

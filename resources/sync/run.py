@@ -44,8 +44,8 @@ from resources.sync.warehouse import (
     SESSION_PREFIX,
     clock,
     local_projects,
-    machines,
     merge_file,
+    other_machines,
     read_files,
     unsynced_rows,
 )
@@ -92,6 +92,8 @@ def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None
         listing = {}
         for blob in blobs.list(PREFIX):
             name = FileName.parse(blob.name)
+            if name is None and "/." in f"/{blob.name}":  # hidden: a Finder's .DS_Store, a writer's temporary
+                continue
             if name is None:
                 report["foreign"].append(blob.name)
             else:
@@ -104,7 +106,7 @@ def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None
         if len(own) > opts.compact_at:
             report["compacted"] = _compact(blobs, header, own, log)
         with state.connect() as conn:
-            report["machines"] = [m for m in machines(conn) if m["source"] != header.source]
+            report["machines"] = other_machines(conn)
     return report
 
 

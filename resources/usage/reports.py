@@ -106,8 +106,8 @@ class ReportFilter:
         if self.user:
             clauses.append("user_name = $user")
             params["user"] = self.user
-        if self.machine:
-            clauses.append("machine = $machine")
+        if self.machine:  # a machine's name, or user@machine as the machine report shows it
+            clauses.append("(machine = $machine OR user_name || '@' || machine = $machine)")
             params["machine"] = self.machine
         return " AND ".join(clauses), params
 
@@ -117,7 +117,8 @@ class ReportOptions:
     """How a report is shaped: ``view`` (see the module doc), ``order`` (None: the report's default),
     ``start_of_week`` (None: the view's default), ``instances`` (period rows grouped by project,
     ``{"projects": {name: [rows]}}``), ``by_agent`` (every row of the ``all`` view gets ``agents``:
-    the same numbers per agent, by agent name, as ``ccusage --by-agent`` prints them),
+    the same numbers per agent, by agent name, as ``ccusage --by-agent`` prints them), ``by_machine``
+    (every row gets ``machines``: the same numbers per machine, named as the machine report names them),
     ``now`` (which block is active; default: the clock), and for blocks ``active`` (only the active
     one) and ``recent`` (those started in the last 3 days, and the active one)."""
 
@@ -126,6 +127,7 @@ class ReportOptions:
     start_of_week: str | None = None
     instances: bool = False
     by_agent: bool = False
+    by_machine: bool = False
     now: datetime | None = None
     active: bool = False
     recent: bool = False
@@ -218,7 +220,7 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
                    sum({COST_SQL[flt.mode]}), min(ts), max(ts), any_value(project), count(*),
                    bool_or({_UNPRICED_SQL}),
                    min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset)),
-                   agent, sum(extra_output_tokens)
+                   agent, sum(extra_output_tokens), {_PERIOD_SQL["machine"] if opts.by_machine else "NULL"}
             FROM usage_messages WHERE {where}
             GROUP BY ALL""",
         {**params, "week_start": week_start},
@@ -228,7 +230,7 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
     per_agent = view == "all" and kind == "session"  # ccusage lists each agent's session on its own
     entries: dict[tuple, dict] = {}
     for (period, group, model, inp, out, cw, cr, cost, first, last, project, responses, unpriced, seen, agent,
-         extra) in rows:
+         extra, machine) in rows:
         entry = _entry(entries, (group, period, agent if per_agent else None), field, period, first, last, project)
         if group is not None:
             entry["project"] = group
@@ -237,6 +239,8 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
         targets = [entry]
         if opts.by_agent:
             targets.append(_entry(entry["_by_agent"], agent, field, period, first, last, project))
+        if opts.by_machine:
+            targets.append(_entry(entry["_by_machine"], machine, field, period, first, last, project))
         for target in targets:
             _add(target, model, *numbers)
             target["_agents"].add(agent)
@@ -258,7 +262,7 @@ def _entry(entries: dict, key, field: str, period, first, last, project) -> dict
         entry = entries[key] = {
             field: period, **dict.fromkeys(_TOKEN_FIELDS, 0), "totalTokens": 0, "totalCost": 0.0,
             "responses": 0, "modelBreakdowns": [], "_seen": {}, "_first": first, "_last": last,
-            "_project": project, "_agents": set(), "_by_agent": {}}
+            "_project": project, "_agents": set(), "_by_agent": {}, "_by_machine": {}}
     return entry
 
 
@@ -287,6 +291,7 @@ def _add(entry: dict, model: str, tokens: tuple[int, int, int, int], extra: int,
 def _finish(entry: dict, kind: str, view: str, field: str) -> dict:
     """Turn an accumulated row into its published shape (see the module doc)."""
     seen, agents, by_agent = entry.pop("_seen"), sorted(entry.pop("_agents")), entry.pop("_by_agent")
+    by_machine = entry.pop("_by_machine")
     first, last, project = entry.pop("_first"), entry.pop("_last"), entry.pop("_project")
     entry["modelBreakdowns"].sort(key=lambda b: (-b["cost"], b["modelName"]))
     # A per-agent row lists models as they first appear; an "all" row merges agents' lists, sorted.
@@ -299,18 +304,20 @@ def _finish(entry: dict, kind: str, view: str, field: str) -> dict:
     elif kind == "session":
         entry.update(firstActivity=iso_z(first), lastActivity=iso_z(last), projectPath=project)
     if by_agent:
-        entry["agents"] = [_finish_agent(by_agent[agent], kind, field) for agent in sorted(by_agent)]
+        entry["agents"] = [_finish_share(by_agent[agent], kind, field, "agent", agent) for agent in sorted(by_agent)]
+    if by_machine:
+        entry["machines"] = [_finish_share(by_machine[m], kind, field, "machine", m) for m in sorted(by_machine)]
     return entry
 
 
-def _finish_agent(sub: dict, kind: str, field: str) -> dict:
-    """One agent's share of a row, as ccusage 20's ``--by-agent`` prints it: ``agent``, the token
-    fields, ``totalCost``, ``modelBreakdowns`` and ``modelsUsed`` (plus ``responses``)."""
-    agent = next(iter(sub["_agents"]))
+def _finish_share(sub: dict, kind: str, field: str, label: str, value: str) -> dict:
+    """One agent's (or machine's) share of a row, as ccusage 20's ``--by-agent`` prints it: ``agent``
+    (or ``machine``), the token fields, ``totalCost``, ``modelBreakdowns`` and ``modelsUsed`` (plus
+    ``responses``)."""
     _finish(sub, kind, "claude", field)
     for name in (field, "firstActivity", "lastActivity", "projectPath"):
         sub.pop(name, None)
-    sub["agent"] = agent
+    sub[label] = value
     return sub
 
 
