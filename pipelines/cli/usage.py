@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from resources.config.settings import Settings
     from resources.sources import AGENTS
     from resources.state.store import StateStore
-    from resources.sync.warehouse import other_machines
+    from resources.sync.machines import other_machines
     from resources.usage.pricing import PriceTable
     from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
 

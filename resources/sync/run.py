@@ -39,13 +39,13 @@ from resources.ingest.runner import run_processors
 from resources.sources import found_sources, walk_all
 from resources.state.store import StateStore, fetch_one
 from resources.sync.files import PREFIX, FileName, Header, SyncFileError, decode, encode, project_hash, session_ref
+from resources.sync.machines import other_machines
 from resources.sync.warehouse import (
     RANK_SQL,
     SESSION_PREFIX,
     clock,
     local_projects,
     merge_file,
-    other_machines,
     read_files,
     unsynced_rows,
 )
