@@ -169,7 +169,7 @@ def test_cli_recall_json_and_text(tmp_path, samples_root, monkeypatch, capsys):
     assert store.get(PUSH_PROMPT)["provenance"][0]["session_id"] == "cli"
     with pytest.raises(SystemExit):
         main(["recall", "x", "--since", "yesterday"])
-    assert "not a date" in capsys.readouterr().err
+    assert "is not a time: use 30m, 3h, 7d" in capsys.readouterr().err
 
 
 def test_cli_recall_without_memory_says_what_to_do(tmp_path, monkeypatch, capsys):

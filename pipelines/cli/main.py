@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "push",
     "recall",
     "restore",
+    "show",
     "statusline",
     "sync",
     "usage",

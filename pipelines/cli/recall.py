@@ -1,27 +1,38 @@
 """``sessionlake recall "query"``: ranked prompts and answers from every ingested session.
 
-Each hit shows rank, score, project, session, time, role and a snippet with the cue words
+Each hit shows rank, score, agent, project, session, time, role and a snippet with the cue words
 highlighted (bold on a terminal, ``**word**`` otherwise and in ``--json``). Every hit gets a
 provenance entry naming ``--caller`` (default ``cli``), written before the command exits. ``--project``
 names are resolved as every command resolves them: an unknown one exits 1 with the closest names.
+
+The query takes plain words, ``"a phrase"``, ``prefix*``, ``+must``, ``-not``, ``AND``/``OR``/``NOT``
+(`resources.memory.fts_query`); one it cannot run exits 2 with a line saying why. ``--agent``,
+``--session``, ``--role`` and ``--since`` (``7d``, ``3h``, a date) narrow it; ``--context N`` adds
+the N messages before and after each hit. ``--json`` prints a list of hits in the documented shape
+of `resources.memory.hits.describe` (stdout holds only that), ``--fields minimal`` keeps
+`MINIMAL_FIELDS`, and ``--max-tokens`` shortens snippets and context until the output fits, never
+dropping a hit.
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import datetime
 
-from pipelines.cli.options import add_project_option, hidden_alias
+from pipelines.cli.options import add_project_option, add_session_option, hidden_alias
 
 SNIPPET_WIDTH = 160
+CONTEXT_WIDTH = 240
+"""Characters of each --context message in the output."""
 
 
 def _since(value: str) -> datetime:
+    from resources.memory.hits import parse_since
+
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_since(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD or ISO-8601)") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(value: str) -> int:
@@ -40,11 +51,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query", help="words or a phrase to look for")
     p.add_argument("-k", type=_positive, default=10, help="how many hits (default 10)")
     add_project_option(p, "only this project")
-    p.add_argument("--since", type=_since, help="only records at or after this date/time (UTC unless given)")
+    p.add_argument("--since", type=_since,
+                   help="only records at or after: 30m, 3h, 7d, 2w ago, or a date/time (UTC unless given)")
+    p.add_argument("--agent", help="only this agent's sessions: claude, codex, gemini, opencode, qwen")
+    add_session_option(p, "only this session (its id, or its first characters)")
+    p.add_argument("--role", choices=("user", "assistant"), help="only prompts (user) or answers (assistant)")
+    p.add_argument("--context", type=_positive, metavar="N", help="also the N messages before and after each hit")
     p.add_argument("--caller", default="cli",
                    help="who is recalling (a session id or a name), kept in each hit's provenance (default: cli)")
     hidden_alias(p, "--session-id", dest="caller")
-    p.add_argument("--json", action="store_true", help="hits as a JSON list")
+    p.add_argument("--json", action="store_true", help="hits as a JSON list (documented shape, stdout only)")
+    p.add_argument("--fields", choices=("all", "minimal"), default="all",
+                   help="--json: every field, or rank, handle, agent, session, time, role, snippet")
+    p.add_argument("--max-tokens", type=_positive, metavar="N",
+                   help="shorten snippets and context until the output fits N tokens (hits are never dropped)")
     p.set_defaults(handler=run)
 
 
@@ -54,8 +74,18 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.cli.projects import resolve_projects
     from resources.config.settings import Settings
+    from resources.memory.fts_query import QuerySyntaxError, parse_query
+    from resources.memory.hits import (
+        ALL_FIELDS,
+        MINIMAL_FIELDS,
+        compact_json,
+        context_around,
+        describe,
+        fit_budget,
+        scope_filter,
+    )
     from resources.memory.lance import LanceStore, LanceTableUnreadable
-    from resources.memory.recall import recall, snippet
+    from resources.memory.recall import recall
 
     settings = Settings.from_env()
     if settings.storage_uri is None and not settings.lance_dir.exists():  # a bucket's tables are created on use
@@ -65,32 +95,43 @@ def run(args: argparse.Namespace) -> int:
     settings.check_storage()
     store = LanceStore.from_settings(settings)
     try:
+        where = scope_filter(agent=args.agent, session=args.session, role=args.role)
+        words = parse_query(args.query).text
         projects = resolve_projects(args.project, store.projects(), "memory") if args.project else ()
-        hits = recall(store, args.query, args.caller, k=args.k, project=projects, since=args.since)
+        hits = recall(store, args.query, args.caller, k=args.k, project=projects, since=args.since, where=where)
+    except (QuerySyntaxError, ValueError) as exc:
+        print(f"sessionlake recall: {exc}", file=sys.stderr)
+        return 2
     except LanceTableUnreadable as exc:
         print(f"sessionlake recall: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        out = [{**_plain(hit), "rank": i, "snippet": snippet(hit["text"], args.query, SNIPPET_WIDTH, ("**", "**"))}
-               for i, hit in enumerate(hits, 1)]
-        print(json.dumps(out, indent=2, default=str))
+    mark = ("**", "**") if args.json or not sys.stdout.isatty() else ("\x1b[1m", "\x1b[0m")
+    fields = MINIMAL_FIELDS if args.json and args.fields == "minimal" else ALL_FIELDS
+    rows = [describe(hit, i, words, SNIPPET_WIDTH, mark, fields) for i, hit in enumerate(hits, 1)]
+    if args.context:
+        from resources.archive.packs import PackStore
+
+        for row, hit in zip(rows, hits, strict=True):
+            around = context_around(store, hit["id"], args.context, args.context,
+                                    packs=lambda: PackStore.from_settings(settings), width=CONTEXT_WIDTH)
+            row["context"] = {side: around[side] for side in ("before", "after")} if around else None
+    if args.max_tokens:
+        rows = fit_budget(rows, args.max_tokens)
+    if args.json:  # within a budget, printed as it was measured
+        print(compact_json(rows) if args.max_tokens else json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
     if not hits:
         print(f"no records match {args.query!r}")
         return 0
-    mark = ("\x1b[1m", "\x1b[0m") if sys.stdout.isatty() else ("**", "**")
-    for i, hit in enumerate(hits, 1):
+    for row, hit in zip(rows, hits, strict=True):
         when = hit["timestamp"].strftime("%Y-%m-%d %H:%M") if hit["timestamp"] else "-"
         session = (hit["session_id"] or "-")[:8]
-        print(f"{i:>2}. {hit['score'] or 0:6.2f}  {hit['project'] or '-'}  {session}  {when}  {hit['role'] or '-'}")
-        print(f"    {snippet(hit['text'], args.query, SNIPPET_WIDTH, mark)}")
+        print(f"{row['rank']:>2}. {hit['score'] or 0:6.2f}  {row['agent'] or '-'}  {hit['project'] or '-'}  {session}  "
+              f"{when}  {hit['role'] or '-'}")
+        context = row.get("context") or {}
+        for before in context.get("before", []):
+            print(f"      {before['role'] or '-':<9}  {before['text']}")
+        print(f"    {row['snippet']}")
+        for after in context.get("after", []):
+            print(f"      {after['role'] or '-':<9}  {after['text']}")
     return 0
-
-
-def _plain(hit: dict) -> dict:
-    keep = ("id", "score", "project", "session_id", "session_key", "timestamp", "role", "model", "tier", "tags",
-            "text")
-    row = {k: hit.get(k) for k in keep}
-    if row["timestamp"] is not None:
-        row["timestamp"] = row["timestamp"].isoformat()
-    return row

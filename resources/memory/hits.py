@@ -30,6 +30,8 @@ ROLES = ("user", "assistant")
 CHARS_PER_TOKEN = 4
 """The budget's estimate of a token: four characters of JSON, as tokenizers average on English and code."""
 MIN_SNIPPET_CHARS = 24
+HANDLE_PREFIX = "h."
+"""Starts every handle, so none starts with "-" (a command line would read it as an option)."""
 MESSAGE_COLUMNS = ["id", "role", "timestamp", "text", "session_id", "session_key", "project"]
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -74,18 +76,19 @@ def scope_filter(agent: str | None = None, session: str | None = None, role: str
 def make_handle(hit: dict) -> str:
     """An opaque handle for ``hit``: its id, session key and project, enough to find it in the archive too."""
     raw = json.dumps([hit.get("id"), hit.get("session_key"), hit.get("project")], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return HANDLE_PREFIX + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def read_handle(handle: str) -> tuple[str, str | None, str | None]:
     """``(record id, session key, project)`` of a handle; a bare record id is taken as one. ValueError if neither."""
-    try:
-        raw = base64.urlsafe_b64decode(handle + "=" * (-len(handle) % 4))
-        record_id, key, project = json.loads(raw)
-        if isinstance(record_id, str):
-            return record_id, key, project
-    except (ValueError, TypeError):
-        pass
+    if handle.startswith(HANDLE_PREFIX):
+        body = handle[len(HANDLE_PREFIX):]
+        try:
+            record_id, key, project = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            if isinstance(record_id, str):
+                return record_id, key, project
+        except (ValueError, TypeError):
+            pass
     if not handle or not re.fullmatch(r"[\w.:-]+", handle):
         raise ValueError(f"{handle!r} is not a hit handle or a record id")
     return handle, None, None
@@ -115,11 +118,11 @@ def message(row: dict, width: int | None = None) -> dict:
 
 
 def fit_budget(hits: list[dict], max_tokens: int) -> list[dict]:
-    """``hits`` (described) with snippets and context texts shortened evenly until their JSON fits
-    ``max_tokens`` (at `CHARS_PER_TOKEN`); every hit stays. Past `MIN_SNIPPET_CHARS` a text is not cut
+    """``hits`` (described) with snippets and context texts shortened evenly until their `compact_json`
+    fits ``max_tokens`` (at `CHARS_PER_TOKEN`); every hit stays. Past `MIN_SNIPPET_CHARS` a text is not cut
     further, so a budget too small for the hits themselves is exceeded rather than met by dropping one."""
     def size(rows: list[dict]) -> int:
-        return len(json.dumps(rows, default=str, ensure_ascii=False)) // CHARS_PER_TOKEN
+        return len(compact_json(rows)) // CHARS_PER_TOKEN
 
     if size(hits) <= max_tokens:
         return hits
@@ -133,6 +136,11 @@ def fit_budget(hits: list[dict], max_tokens: int) -> list[dict]:
         else:
             hi = mid - 1
     return best if best is not None else [_cut(h, MIN_SNIPPET_CHARS) for h in hits]
+
+
+def compact_json(rows) -> str:
+    """``rows`` as JSON without spaces, as `fit_budget` measures it (print it so when a budget applies)."""
+    return json.dumps(rows, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def _texts(hit: dict) -> list[str]:
@@ -182,6 +190,35 @@ def find_session(store, session: str) -> str | None:
             return exact.pop()
         raise ValueError(f"session {session!r} is ambiguous: it starts {len(keys)} sessions; give more of it")
     return keys.pop() if keys else None
+
+
+def find_archived_session(packs, session: str) -> tuple[str, str] | None:
+    """``(project, session key)`` of the archived session file whose key is ``session`` or whose name
+    starts with it (Claude Code names a file after its session id); None when the archive has none."""
+    found = {(repo, v.snapshot.session_key) for repo in packs.repos() for v in packs.versions(repo)
+             if v.snapshot.session_key == session
+             or v.snapshot.session_key.rsplit("/", 1)[-1].startswith(session)}
+    if len(found) > 1:
+        raise ValueError(f"session {session!r} is ambiguous in the archive: {len(found)} session files match")
+    return found.pop() if found else None
+
+
+def load_session(store, session: str, packs=None) -> dict | None:
+    """``{session_key, project, source, messages}`` of one session (id, prefix or key), from the memory,
+    else from the archive (``packs``: a `PackStore` or a callable returning one); None when neither has it."""
+    key = find_session(store, session)
+    if key is not None:
+        rows = session_messages(store, key)
+        return {"session_key": key, "project": rows[0]["project"], "source": "memory", "messages": rows}
+    if packs is None:
+        return None
+    packs = packs() if callable(packs) else packs
+    found = find_archived_session(packs, session)
+    if found is None:
+        return None
+    project, key = found
+    return {"session_key": key, "project": project, "source": "archive",
+            "messages": archived_messages(packs, project, key)}
 
 
 def archived_messages(packs, project: str, session_key: str) -> list[dict]:
