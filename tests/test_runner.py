@@ -277,3 +277,30 @@ def test_a_failed_commit_is_split_until_the_one_failing_file_is_found(tmp_path, 
     assert (again["processed"], again["errors"], again["skipped"]) == (0, 1, 15)
     _write(root, keys[11], ['{"n": 1}', '{"n": 3}'])
     assert run_processors([NonNegative()], root, state)["nonneg"]["processed"] == 1
+
+
+def test_usage_is_reported_ready_before_memory_runs(samples_root, settings, tmp_path):
+    """iter_processors hands back usage's stats once its rows are committed, before memory has read a
+    file: a report in another process already counts every response then."""
+    import json
+    import subprocess
+    import sys
+
+    from resources.ingest.processors.memory import MemoryProcessor
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.runner import iter_processors
+    from resources.memory.lance import RECORDS, LanceStore
+    from resources.state.store import StateStore
+
+    store = LanceStore(settings.lance_dir)
+    memory = MemoryProcessor(store)
+    steps = iter_processors([UsageProcessor(), memory], samples_root, StateStore.from_settings(settings))
+    name, stats = next(steps)
+    assert name == "usage" and stats["processed"] == 4 and not memory._stats  # memory has not begun
+    env = {**os.environ, "SESSIONLAKE_HOME": str(settings.home), "SESSIONLAKE_SESSIONS_DIR": str(samples_root)}
+    report = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "daily", "--json"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["totals"]["totalTokens"] > 0
+    assert store.count(RECORDS) == 0
+    assert [n for n, _ in steps] == ["memory"] and store.count(RECORDS) > 0

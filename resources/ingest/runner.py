@@ -108,11 +108,26 @@ def run_processors(
     Returns ``{processor_name: stats}`` (see `empty_stats`): run totals, the failing files, and the
     same numbers for each project under ``by_project`` (every project with a file on disk has an entry).
     """
+    return dict(iter_processors(processors, sessions_root, state, projects, logger, files))
+
+
+def iter_processors(
+    processors: Sequence[SessionProcessor],
+    sessions_root: Path | str,
+    state: StateStore,
+    projects: set[str] | None = None,
+    logger: logging.Logger | None = None,
+    files: Sequence[SessionFile] | None = None,
+) -> Iterator[tuple[str, dict]]:
+    """`run_processors`, yielding each processor's ``(name, stats)`` as soon as it has run, in the order
+    given: the ingest step reports the usage warehouse done (reports read it) while memory and the
+    archive are still being written."""
     logger = logger or log
     files = list(walk_sessions(sessions_root, projects) if files is None else files)
     results = {p.name: empty_stats() for p in processors}
     if not files:
-        return results
+        yield from results.items()
+        return
     hashes: dict[str, str | OSError | None] = {}
     work: dict[str, list[_Task]] = {}
     with state.connect() as conn:  # one short connection for all planning: opening one costs tens of ms
@@ -126,7 +141,7 @@ def run_processors(
         record_session_files(conn, _session_file_rows(files, hashes))
     for processor in processors:
         _execute(processor, work[processor.name], state, results[processor.name], logger)
-    return results
+        yield processor.name, results[processor.name]
 
 
 def top_up_file(processor: SessionProcessor, file: SessionFile, conn: Connection,

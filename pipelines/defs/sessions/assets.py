@@ -8,7 +8,7 @@ from pipelines.defs.resources import LanceResource, PackResource, StateResource
 from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
 from pipelines.instance.run_recovery import claim_run
 from resources.ingest.retry_marks import record_failures
-from resources.ingest.runner import run_processors
+from resources.ingest.runner import iter_processors
 from resources.sources import found_sources, walk_all
 from resources.state.store import scan_session_files
 
@@ -77,7 +77,8 @@ CHECK_SPECS = [
 
 
 def _processors(selected: set[str], state: StateResource, lance: LanceResource, packs: PackResource) -> list:
-    """The processors behind the selected assets, imported only when selected (lancedb costs seconds)."""
+    """The processors behind the selected assets, imported only when selected (lancedb costs seconds);
+    usage first, so the warehouse that reports read is done (and materialized) before the rest."""
     processors = []
     if "usage_messages" in selected:
         from resources.ingest.processors.usage import UsageProcessor
@@ -166,10 +167,10 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
     processors = _processors(selected, state, lance, packs)
     if not processors:
         return
-    results = run_processors(processors, settings.sessions_dir, state.store(), projects=set(projects),
-                             logger=context.log, files=files)
-    for processor in processors:
-        stats = results[processor.name]
+    by_name = {p.name: p for p in processors}  # usage first: its rows are reported while memory and archive run
+    for name, stats in iter_processors(processors, settings.sessions_dir, state.store(), projects=set(projects),
+                                       logger=context.log, files=files):
+        processor = by_name[name]
         asset = PROCESSOR_ASSETS[processor.name]
         for project in projects:
             per = stats["by_project"].get(project) or {**dict.fromkeys(PROCESSOR_LABELS, 0), "items_extracted": 0}
