@@ -173,16 +173,20 @@ def _iso(value) -> str | None:
 # -- context -------------------------------------------------------------------------------------------
 
 
+def _records(store, where: str, columns: list[str], limit: int | None = None) -> list[dict]:
+    """Rows of ``records`` matching a filter, read through pylance (no lancedb import)."""
+    return store.dataset(RECORDS).to_table(columns=columns, filter=where, limit=limit).to_pylist()
+
+
 def session_messages(store, session_key: str) -> list[dict]:
     """Every record of one session in the memory, in time order (then id)."""
-    rows = store.records_where(f"session_key = {sql_str(session_key)}", MESSAGE_COLUMNS)
+    rows = _records(store, f"session_key = {sql_str(session_key)}", MESSAGE_COLUMNS)
     return sorted(rows, key=lambda r: (r["timestamp"] or datetime.min.replace(tzinfo=UTC), r["id"]))
 
 
 def find_session(store, session: str) -> str | None:
     """The session key of a session id (or a prefix of one, or a key); None when the memory has none."""
-    rows = store.open_table(RECORDS).search().where(scope_filter(session=session)) \
-        .select(["session_key", "session_id"]).limit(50).to_list()
+    rows = _records(store, scope_filter(session=session), ["session_key", "session_id"], limit=50)
     keys = {r["session_key"] for r in rows if r["session_key"]}
     if len(keys) > 1:
         exact = {r["session_key"] for r in rows if r["session_id"] == session or r["session_key"] == session}
@@ -254,10 +258,10 @@ def context_around(store, handle: str, before: int = 3, after: int = 3, packs=No
     """
     record_id, key, project = read_handle(handle)
     if key is None:  # a bare record id: its session comes from the memory
-        found = store.rows_by_id(store.open_table(RECORDS), [record_id], ["id", "session_key", "project"])
-        if record_id not in found:
+        found = _records(store, f"id = {sql_str(record_id)}", ["session_key", "project"], limit=1)
+        if not found:
             return None
-        key, project = found[record_id]["session_key"], found[record_id]["project"]
+        key, project = found[0]["session_key"], found[0]["project"]
     source, rows = "memory", session_messages(store, key) if key else []
     if not any(r["id"] == record_id for r in rows) and packs is not None and key and project:
         source, rows = "archive", archived_messages(packs() if callable(packs) else packs, project, key)
