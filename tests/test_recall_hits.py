@@ -135,3 +135,19 @@ def test_since_budget_query_and_caller_rules():
     assert caller_of({}, {"CLAUDE_CODE_SESSION_ID": "cc"}, "client") == ("cc", True)
     assert caller_of({"x-codex-turn-metadata": {"session_id": "t"}}, {}, None) == ("t", True)
     assert caller_of(None, {}, "gemini-cli") == ("gemini-cli", False) and caller_of(None, {}, None) == ("mcp", False)
+
+
+def test_hybrid_ranking_fuses_vector_and_full_text_by_reciprocal_rank_for_any_query(tmp_path, samples_root):
+    from lancedb.rerankers import RRFReranker
+
+    from resources.memory.hits import scope_filter
+    from resources.memory.recall import recall
+    from tests.test_recall import _ingested
+
+    store = _ingested(tmp_path, samples_root, embedder="sessionlake-test-hashing")  # a deterministic embedder
+    best = 2 / (RRFReranker().K + 1)  # first in both lists: the most reciprocal-rank fusion can give
+    hits = recall(store, '"push to github"', "h", k=5)
+    assert hits[0]["id"] == PUSH_PROMPT and 0 < hits[0]["score"] <= best
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    answers = recall(store, "github AND push", "h", k=5, where=scope_filter(role="assistant"))  # scopes bind both
+    assert answers and {h["role"] for h in answers} == {"assistant"}
