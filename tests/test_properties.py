@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resources.ingest.processors.usage import UsageProcessor
-from resources.ingest.runner import run_processors, top_up_file
+from resources.ingest.runner import run_processors, top_up_files
 from resources.ingest.session_files import ParseStats, iter_jsonl, session_file_at
 from resources.state.store import StateStore
 from resources.usage.pricing import PriceTable
@@ -299,7 +299,7 @@ def test_usage_totals_equal_the_reference_however_files_grow_and_are_rewritten(c
                 stats = run_processors([UsageProcessor(PRICES)], root, state)["usage"]
             else:  # what the statusline does for the live session: that one file, the same rules
                 with state.connect() as conn:
-                    stats = top_up_file(UsageProcessor(PRICES), session_file_at(root, root / only.key), conn)
+                    stats = top_up_files(UsageProcessor(PRICES), [session_file_at(root, root / only.key)], conn)
             assert stats["errors"] == 0, stats["error_files"]
             for f in files if only is None else [only]:
                 for line in _visible(f):

@@ -58,6 +58,21 @@ class SessionProcessor:
     ) -> ProcessorResult:
         raise NotImplementedError
 
+    parallel_reads: bool = False
+    """True when `process_session` is `read_session` (reads the file and nothing else, so it may run in a
+    worker process) followed by `take` (adds what was read to the batch): the runner may then read many
+    files at once, one worker per core."""
+
+    @staticmethod
+    def read_session(session_path: Path, username: str, session_key: str, start_offset: int = 0,
+                     ) -> tuple[object, ProcessorResult]:
+        """What `take` needs of one file (picklable), and the result; only for ``parallel_reads``."""
+        raise NotImplementedError
+
+    def take(self, read: object) -> None:
+        """Add what `read_session` returned for one file to the batch; only for ``parallel_reads``."""
+        raise NotImplementedError
+
     def commit(self, conn: Connection) -> None:
         """Write everything batched since the last commit. Called with a fresh short-lived connection."""
 

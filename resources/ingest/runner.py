@@ -15,8 +15,12 @@ Rules (each one tested in ``tests/test_runner.py``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+import multiprocessing
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +45,8 @@ from resources.state.store import (
     record_session_files,
 )
 
+READ_BATCH_FILES = 16
+"""Files per message to a worker process when files are read in parallel."""
 FILES_PER_CONNECTION = 1000
 BYTES_PER_CONNECTION = 64 << 20
 """A DuckDB connection is held for at most this many files or bytes of session data, so other
@@ -51,6 +57,9 @@ SPLIT_BUDGET = 4
 2x, and a failure that is no file's fault (a full disk) gives up after a few rounds, not one commit per file."""
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, int], None]
+"""``progress(files_done, files_total, bytes_done)``."""
 
 
 @dataclass
@@ -100,15 +109,19 @@ def run_processors(
     projects: set[str] | None = None,
     logger: logging.Logger | None = None,
     files: Sequence[SessionFile] | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
 ) -> dict[str, dict]:
     """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``).
 
     ``files`` is the walk of those projects when the caller already has it (one walk per run).
+    ``workers`` > 1 reads files in that many worker processes for a processor with ``parallel_reads``;
+    ``progress(files_done, files_total, bytes_done)`` is called after each file.
 
     Returns ``{processor_name: stats}`` (see `empty_stats`): run totals, the failing files, and the
     same numbers for each project under ``by_project`` (every project with a file on disk has an entry).
     """
-    return dict(iter_processors(processors, sessions_root, state, projects, logger, files))
+    return dict(iter_processors(processors, sessions_root, state, projects, logger, files, workers, progress))
 
 
 def iter_processors(
@@ -118,6 +131,8 @@ def iter_processors(
     projects: set[str] | None = None,
     logger: logging.Logger | None = None,
     files: Sequence[SessionFile] | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[str, dict]]:
     """`run_processors`, yielding each processor's ``(name, stats)`` as soon as it has run, in the order
     given: the ingest step reports the usage warehouse done (reports read it) while memory and the
@@ -140,26 +155,27 @@ def iter_processors(
             mark_processed(conn, processor.name, unchanged)
         record_session_files(conn, _session_file_rows(files, hashes))
     for processor in processors:
-        _execute(processor, work[processor.name], state, results[processor.name], logger)
+        _execute(processor, work[processor.name], state, results[processor.name], logger, workers, progress)
         yield processor.name, results[processor.name]
 
 
-def top_up_file(processor: SessionProcessor, file: SessionFile, conn: Connection,
-                logger: logging.Logger | None = None) -> dict:
-    """Bring ``processor``'s rows for the one ``file`` up to date, in the caller's connection (the
-    statusline does this on every prompt for the live session). The same rules as a run: unchanged by
-    stat or hash is skipped, grown is read from its stored offset, the mark follows the commit.
-    Returns the stats, as `run_processors` does for a processor."""
+def top_up_files(processor: SessionProcessor, files: Sequence[SessionFile], conn: Connection,
+                 logger: logging.Logger | None = None) -> dict:
+    """Bring ``processor``'s rows for ``files`` up to date, in the caller's connection and one commit (a
+    report tops up the few files that changed since the last one). The same rules as a run: unchanged
+    by stat or hash is skipped, grown is read from its stored offset, the mark follows the commit. Only
+    the state rows of ``files`` are read. Returns the stats, as `run_processors` does for a processor."""
     logger = logger or log
     stats = empty_stats()
-    count_stat(stats, file.project, "scanned")
-    tasks, unchanged = _plan([file], load_processor_state(conn, processor.name, [file.key]), {}, stats)
+    for f in files:
+        count_stat(stats, f.project, "scanned")
+    tasks, unchanged = _plan(list(files), load_processor_state(conn, processor.name, [f.key for f in files]), {},
+                             stats)
     mark_processed(conn, processor.name, unchanged)
     processor.begin_run()
-    for task in tasks:
-        taken = _process_one(processor, task, conn, stats, logger)
-        if taken is not None:
-            _commit(processor, conn, [taken], stats, logger)
+    taken = [t for t in (_process_one(processor, task, conn, stats, logger) for task in tasks) if t is not None]
+    if taken:
+        _commit(processor, conn, taken, stats, logger)
     stats.update(processor.end_run())
     return stats
 
@@ -240,21 +256,31 @@ def _execute(
     state: StateStore,
     stats: dict,
     logger: logging.Logger,
+    workers: int = 1,
+    progress: Progress | None = None,
 ) -> None:
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[_Done] = []
     done = 0
-    for chunk in _connection_chunks(tasks):
-        with state.connect() as conn:
-            for task in chunk:
-                taken = _process_one(processor, task, conn, stats, logger)
-                if taken is not None:
-                    pending.append(taken)
-                done += 1
-                if pending and (len(pending) >= commit_every or done == len(tasks)):
-                    _commit(processor, conn, pending, stats, logger)
-                    pending = []
+    done_bytes = 0
+    chunks = list(_connection_chunks(tasks))
+    parallel = workers > 1 and processor.parallel_reads and len(tasks) > 1
+    with _ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext() as reads:
+        for n, chunk in enumerate(chunks):
+            outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened
+            with state.connect() as conn:
+                for task, outcome in zip(chunk, outcomes, strict=True):
+                    taken = _process_one(processor, task, conn, stats, logger, outcome)
+                    if taken is not None:
+                        pending.append(taken)
+                    done += 1
+                    done_bytes += task.file.size - task.start_offset
+                    if pending and (len(pending) >= commit_every or done == len(tasks)):
+                        _commit(processor, conn, pending, stats, logger)
+                        pending = []
+                    if progress is not None:
+                        progress(done, len(tasks), done_bytes)
     stats.update(processor.end_run())
 
 
@@ -271,11 +297,71 @@ def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
         yield chunk
 
 
-def _process_one(processor, task: _Task, conn, stats: dict, logger) -> _Done | None:
+@dataclass
+class _Read:
+    """What a worker read of one file (or the exception it raised), and when the read began."""
+
+    started: datetime
+    value: object = None
+    error: BaseException | None = None
+
+
+def _read_files(processor_type: type[SessionProcessor], files: list[tuple[str, str, str, int]]) -> list[_Read]:
+    """In a worker process: `SessionProcessor.read_session` of each ``(path, project, key, offset)``."""
+    reads = []
+    for path, project, key, offset in files:
+        started = datetime.now(UTC)
+        try:
+            reads.append(_Read(started, processor_type.read_session(Path(path), project, key, offset)))
+        except Exception as exc:
+            reads.append(_Read(started, error=exc))
+    return reads
+
+
+class _ParallelReads:
+    """Reads the files of connection chunk n+1 in worker processes while chunk n is taken and committed,
+    so at most two chunks of read rows are held at once. Files go to workers in small batches: one
+    message per file would cost more than reading a small file."""
+
+    def __init__(self, processor: SessionProcessor, chunks: list[list[_Task]], workers: int):
+        self.processor_type = type(processor)
+        self.chunks = chunks
+        # fork: a worker needs no imports of its own and starts in milliseconds; elsewhere the platform's default
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+        self.pool = ProcessPoolExecutor(workers, mp_context=context)
+        self.submitted: dict[int, list] = {}
+
+    def __enter__(self) -> _ParallelReads:
+        self._submit(0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, n: int) -> None:
+        if n < len(self.chunks) and n not in self.submitted:
+            files = [(t.file.fspath, t.file.project, t.file.key, t.start_offset) for t in self.chunks[n]]
+            self.submitted[n] = [self.pool.submit(_read_files, self.processor_type, files[i:i + READ_BATCH_FILES])
+                                 for i in range(0, len(files), READ_BATCH_FILES)]
+
+    def chunk(self, n: int) -> list[_Read]:
+        self._submit(n)
+        self._submit(n + 1)
+        return [read for future in self.submitted.pop(n) for read in future.result()]
+
+
+def _process_one(processor, task: _Task, conn, stats: dict, logger, read: _Read | None = None) -> _Done | None:
+    """Process ``task``'s file, or take what a worker ``read`` of it (see `_ParallelReads`)."""
     f = task.file
-    started = datetime.now(UTC)
+    started = read.started if read is not None else datetime.now(UTC)
     try:
-        result = processor.process_session(f.path, f.project, f.key, conn, start_offset=task.start_offset)
+        if read is None:
+            result = processor.process_session(f.path, f.project, f.key, conn, start_offset=task.start_offset)
+        elif read.error is not None:
+            raise read.error
+        else:
+            value, result = read.value
+            processor.take(value)
     except FileNotFoundError:
         count_stat(stats, f.project, "vanished")
         logger.warning("%s: %s vanished while being read; it will be picked up if it returns", processor.name, f.key)

@@ -11,6 +11,7 @@ from pathlib import Path
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import ParseStats
 from resources.sources import source_type
+from resources.sources.base import UsageItem
 from resources.state.store import Connection
 from resources.usage.pricing import PriceTable
 from resources.usage.warehouse import sync_prices, unpriced_models, upsert_usage
@@ -24,6 +25,7 @@ class UsageProcessor(SessionProcessor):
 
     name = "usage"
     commit_every_files = FILES_PER_COMMIT
+    parallel_reads = True
 
     def __init__(self, prices: PriceTable | None = None):
         self.prices = prices or PriceTable.load()
@@ -39,16 +41,23 @@ class UsageProcessor(SessionProcessor):
 
     def process_session(self, session_path: Path, username: str, session_key: str,
                         conn: Connection, *, start_offset: int = 0) -> ProcessorResult:
+        items, result = self.read_session(session_path, username, session_key, start_offset)
+        self.take(items)
+        return result
+
+    @staticmethod
+    def read_session(session_path: Path, username: str, session_key: str, start_offset: int = 0,
+                     ) -> tuple[list[UsageItem], ProcessorResult]:
         stats = ParseStats()
-        items = 0
-        for key, rank, row in source_type(session_key).usage(session_path, session_key, username, start_offset,
-                                                             stats):
-            items += 1
+        items = list(source_type(session_key).usage(session_path, session_key, username, start_offset, stats))
+        return items, ProcessorResult(items_count=len(items), end_offset=stats.end_offset,
+                                      bytes_read=stats.bytes_read, malformed=stats.malformed)
+
+    def take(self, read: list[UsageItem]) -> None:
+        for key, rank, row in read:
             current = self._batch.get(key)
             if current is None or rank > current[0]:
-                self._batch[key] = (rank, {**row, **self.origin})
-        return ProcessorResult(items_count=items, end_offset=stats.end_offset, bytes_read=stats.bytes_read,
-                               malformed=stats.malformed)
+                self._batch[key] = (rank, {**row, **self.origin} if self.origin else row)
 
     def commit(self, conn: Connection) -> None:
         sync_prices(conn, self.prices)
