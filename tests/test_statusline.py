@@ -15,7 +15,7 @@ import duckdb
 import orjson
 
 from resources.ingest.processors.usage import UsageProcessor
-from resources.ingest.runner import run_processors, top_up_file
+from resources.ingest.runner import run_processors, top_up_files
 from resources.ingest.session_files import session_file_at
 
 MODEL = "claude-sonnet-4-20250514"
@@ -61,25 +61,26 @@ def _keys(state):
         return {r[0] for r in conn.execute("SELECT DISTINCT session_key FROM usage_messages").fetchall()}
 
 
-def test_tops_up_only_the_live_session_and_prints_ccusage_line(settings, state):
+def test_reads_every_changed_session_first_and_prints_ccusage_line(settings, state):
     now = datetime.now(UTC)
     root = settings.sessions_dir
     live = _session(root, "-w-app", "live", [now - timedelta(minutes=40), now - timedelta(minutes=10)])
-    _session(root, "-w-app", "other", [now - timedelta(minutes=5)])  # same project, not ingested: left alone
+    _session(root, "-w-app", "other", [now - timedelta(minutes=5)])  # never ingested: counted today all the same
     zone = _midday_zone(now)
     result = _statusline(settings, _payload(live, "live"), zone=zone)
     assert result.returncode == 0, result.stderr
-    # two responses $0.057, both today and in the active block; $0.057 over the 30 minutes between them
-    assert re.fullmatch(r"🤖 Sonnet 4 \| 💰 \$0\.06 session / \$0\.06 today / \$0\.06 block \(\dh \d+m left\) "
-                        r"\| 🔥 \$0\.11/hr \| 🧠 22,010 \(11%\)", result.stdout.strip()), result.stdout
-    assert _keys(state) == {"-w-app/live.jsonl"}
+    # the live session's two responses $0.057; with the other one $0.0855 today and in the active block,
+    # over the 35 minutes from the first response to the last
+    assert re.fullmatch(r"🤖 Sonnet 4 \| 💰 \$0\.06 session / \$0\.09 today / \$0\.09 block \(\dh \d+m left\) "
+                        r"\| 🔥 \$0\.15/hr \| 🧠 22,010 \(11%\)", result.stdout.strip()), result.stdout
+    assert {"-w-app/live.jsonl", "-w-app/other.jsonl"} < _keys(state)  # with the samples: every file
 
     with open(live, "ab") as f:
         f.write(_response("live", "late", datetime.now(UTC)))
     grown = _statusline(settings, _payload(live, "live"), zone=zone)
-    assert "💰 $0.09 session / $0.09 today / $0.09 block" in grown.stdout, grown.stdout
+    assert "💰 $0.09 session / $0.11 today / $0.11 block" in grown.stdout, grown.stdout
     with state.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM usage_messages").fetchall()[0][0] == 3
+        assert conn.execute("SELECT count(*) FROM usage_messages WHERE project = '-w-app'").fetchall()[0][0] == 4
 
 
 def test_top_up_reads_a_grown_file_from_its_stored_offset(settings, state):
@@ -87,14 +88,14 @@ def test_top_up_reads_a_grown_file_from_its_stored_offset(settings, state):
     path = _session(settings.sessions_dir, "-w-app", "s", [now - timedelta(minutes=3)])
     file = session_file_at(settings.sessions_dir, path)
     with state.connect() as conn:
-        first = top_up_file(UsageProcessor(), file, conn)
+        first = top_up_files(UsageProcessor(), [file], conn)
         assert (first["processed"], first["bytes_read"]) == (1, path.stat().st_size)
         size = path.stat().st_size
         with open(path, "ab") as f:
             f.write(_response("s", "next", now))
-        second = top_up_file(UsageProcessor(), session_file_at(settings.sessions_dir, path), conn)
+        second = top_up_files(UsageProcessor(), [session_file_at(settings.sessions_dir, path)], conn)
         assert (second["processed"], second["bytes_read"]) == (1, path.stat().st_size - size)
-        unchanged = top_up_file(UsageProcessor(), session_file_at(settings.sessions_dir, path), conn)
+        unchanged = top_up_files(UsageProcessor(), [session_file_at(settings.sessions_dir, path)], conn)
         assert (unchanged["processed"], unchanged["skipped"], unchanged["bytes_read"]) == (0, 1, 0)
         assert conn.execute("SELECT count(*) FROM usage_messages").fetchall()[0][0] == 2
     # a run afterwards has nothing left to do for the usage processor
@@ -131,7 +132,10 @@ def test_bad_input_or_a_locked_warehouse_gives_a_fallback_and_exit_0(settings, s
         locked = _statusline(settings, _payload(path, "s"), "--no-cache")
     finally:
         holder.close()
-    assert (locked.returncode, locked.stdout.strip()) == (0, "🤖 Sonnet 4 | 💰 usage unavailable")
+    # what is stored (nothing yet), said to be from a held warehouse
+    assert (locked.returncode, locked.stdout.strip()) == (
+        0, "🤖 Sonnet 4 | 💰 $0.00 session / $0.00 today / No active block | 🧠 N/A")
+    assert "held by another process" in locked.stderr
 
 
 def test_an_unchanged_refresh_reuses_the_line_without_the_warehouse(settings, state):
@@ -147,8 +151,9 @@ def test_an_unchanged_refresh_reuses_the_line_without_the_warehouse(settings, st
         changed = _statusline(settings, _payload(path, "s"), "--refresh-interval", "60")
     finally:
         holder.close()
-    assert cached.stdout == first.stdout
-    assert changed.stdout.strip() == "🤖 Sonnet 4 | 💰 usage unavailable"  # transcript changed: warehouse needed
+    assert cached.stdout == first.stdout and "held" not in cached.stderr
+    # transcript changed: the warehouse is needed, and while it is held the line shows what is stored
+    assert "💰 $0.03 session / $0.03 today" in changed.stdout and "held by another process" in changed.stderr
     assert oct((settings.home / "statusline").stat().st_mode & 0o777) == "0o700"
 
 

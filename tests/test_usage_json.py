@@ -231,7 +231,7 @@ def test_fast_model_ids_stay_apart_from_the_standard_model(tmp_path, state):
 
 
 def _cli(*args, home):
-    env = {**os.environ, "SESSIONLAKE_HOME": str(home)}
+    env = {**os.environ, "SESSIONLAKE_HOME": str(home), "SESSIONLAKE_SESSIONS_DIR": str(home.parent / "tree")}
     return subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", *args], env=env, capture_output=True,
                           text=True, timeout=120)
 

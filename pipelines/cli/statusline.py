@@ -1,17 +1,18 @@
 """``sessionlake statusline``: the one line for Claude Code's ``statusLine`` setting, as ``ccusage statusline``.
 
 stdin is Claude Code's status line JSON (``session_id``, ``transcript_path``, ``model``, and when
-present ``cost.total_cost_usd``, ``context_window``, ``effort.level``). The command tops up the live
-session's file into the warehouse (that file only, from its stored offset, with the usage processor)
-and prints, for example::
+present ``cost.total_cost_usd``, ``context_window``, ``effort.level``). The command first brings the
+warehouse up to date (resources/usage/refresh.py: the files of every agent that changed, the live
+session's from its stored offset) and prints, for example::
 
     🤖 Opus 4 (high) | 💰 $0.23 session / $1.23 today / $0.45 block (2h 45m left) | 🔥 $0.12/hr | 🧠 25,000 (12%)
 
 It runs on every prompt, so it imports neither Dagster nor LanceDB and waits at most `LOCK_WAIT_SEC`
-for a warehouse another process holds. Like ccusage, it reuses its last line for the same session
-while the transcript and the payload are unchanged and the line is younger than ``--refresh-interval``
-(1 s), without opening the warehouse. On any error it prints a short fallback line (the reason goes to
-stderr) and exits 0: a status line must never break the prompt.
+for a warehouse another process holds (then it shows what is stored, and says how old on stderr).
+Like ccusage, it reuses its last line for the same session while the transcript and the payload are
+unchanged and the line is younger than ``--refresh-interval`` (1 s), without opening the warehouse.
+On any error it prints a short fallback line (the reason goes to stderr) and exits 0: a status line
+must never break the prompt.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh-interval", type=float, default=1.0,
                    help="seconds a line is reused while nothing changed (default 1, as ccusage)")
     p.add_argument("--no-cache", dest="cache", action="store_false", help="always read the warehouse")
+    p.add_argument("--no-refresh", dest="refresh", action="store_false",
+                   help="show what is stored, without reading new and changed session files first")
     p.set_defaults(handler=run)
 
 
@@ -86,22 +89,19 @@ def cached_status_line(payload: dict, args: argparse.Namespace) -> str:
     key = str(payload.get("session_id") or transcript or "")
     if args.cache and (line := cache.get(key, fingerprint, args.refresh_interval)) is not None:
         return line
-    line = status_line(payload, args.timezone, args.cost_source)
+    line = status_line(payload, args.timezone, args.cost_source, refresh=args.refresh)
     if args.cache:
         cache.put(key, fingerprint, line)
     return line
 
 
 def status_line(payload: dict, timezone: str | None = None, cost_source: str = "auto",
-                now: datetime | None = None) -> str:
-    """The line for ``payload``, from the warehouse in ``SESSIONLAKE_HOME`` (topped up first)."""
+                now: datetime | None = None, refresh: bool = True) -> str:
+    """The line for ``payload``, from the warehouse in ``SESSIONLAKE_HOME`` (brought up to date first)."""
     from resources.config.settings import Settings
-    from resources.ingest.processors.usage import UsageProcessor
-    from resources.ingest.runner import top_up_file
-    from resources.ingest.session_files import session_file_at
-    from resources.state.store import StateStore
     from resources.usage.now import live_usage
     from resources.usage.pricing import PriceTable
+    from resources.usage.refresh import fresh_warehouse
 
     settings = Settings.from_env()
     now = now or datetime.now(UTC)
@@ -111,13 +111,9 @@ def status_line(payload: dict, timezone: str | None = None, cost_source: str = "
     session_id = payload.get("session_id") if isinstance(payload.get("session_id"), str) else None
     if session_id is None and transcript:
         session_id = PurePath(transcript).stem
-    with StateStore(settings.state_path, lock_wait_sec=LOCK_WAIT_SEC).connect() as conn:
-        file = session_file_at(settings.sessions_dir, transcript) if transcript else None
-        if file is not None:
-            stats = top_up_file(UsageProcessor(PriceTable.load(settings.price_file)), file, conn)
-            for error in stats["error_files"]:
-                print(f"sessionlake statusline: {error['file']}: {error['error']}", file=sys.stderr)
-        live = live_usage(conn, session_id, day_start, day_start + timedelta(days=1), now, settings.cost_mode)
+    with fresh_warehouse(settings, refresh=refresh, lock_wait_sec=LOCK_WAIT_SEC,
+                         prices=PriceTable.load(settings.price_file), command="sessionlake statusline") as fresh:
+        live = live_usage(fresh.conn, session_id, day_start, day_start + timedelta(days=1), now, settings.cost_mode)
     return format_line(payload, live, now, cost_source)
 
 

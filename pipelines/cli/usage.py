@@ -69,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_session_option(p, "session report: the responses of this one session")
     hidden_alias(p, "-i", "--id", dest="session", nargs="?", const=_INSTANCES)  # ccusage's spellings
     p.add_argument("-j", "--json", action="store_true", help="ccusage 20's JSON")
+    p.add_argument("--no-refresh", dest="refresh", action="store_false",
+                   help="report what is stored, without reading new and changed session files first")
     p.set_defaults(handler=run, parser=p)
 
 
@@ -88,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.cli.sync import machines_line
     from resources.config.settings import Settings
     from resources.sources import AGENTS
-    from resources.state.store import StateStore
     from resources.sync.machines import other_machines
     from resources.usage.pricing import PriceTable
+    from resources.usage.refresh import fresh_warehouse
     from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
 
     view, kind = _view_and_report(args.parser, args.words)
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
                              instances=args.instances, by_agent=args.by_agent, by_machine=args.by_machine,
                              active=args.active, recent=args.recent)
         prices = PriceTable.load(settings.price_file)
-        with StateStore.from_settings(settings).connect() as conn:
+        with fresh_warehouse(settings, refresh=args.refresh, prices=prices, command="sessionlake usage") as fresh:
+            conn = fresh.conn
             if args.project:  # a typo would otherwise print an all-zero report
                 flt = replace(flt, projects=tuple(resolve_projects(args.project, known_projects(conn), "usage")))
             if args.session is not None:
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
               "add it with SESSIONLAKE_PRICE_FILE", file=sys.stderr)
     if synced:
         print(machines_line(synced), file=sys.stderr)
-    return exits.FAILED if report is None else exits.DONE
+    return exits.FAILED if report is None or fresh.errors else exits.DONE
 
 
 _LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch", "user", "machine")

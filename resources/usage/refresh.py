@@ -1,0 +1,209 @@
+"""Reports read their own writes: the usage warehouse is brought up to date from disk before a report.
+
+`fresh_warehouse` is what ``sessionlake usage`` and ``sessionlake statusline`` open. It walks every
+agent's folder, asks the warehouse which files the usage processor has not processed at their current
+size and mtime (one query; the stored state is not read into Python), reads only those with the
+usage processor through the runner (from the stored offset for a file that grew), commits, and hands
+the same connection to the report. No Dagster run and no Lance table are involved: memory and
+archive catch up in the next sensor run or ``sessionlake ingest``, which finds usage already current.
+
+A large read (a first report on a home with months of sessions) runs in worker processes, one per
+core, with a progress line on stderr when stderr is a terminal; a few changed files are read in the
+report's own connection.
+
+A report never fails or hangs because another process (an ingest run) holds the warehouse: after
+``lock_wait_sec`` it reads a copy of the stored file instead, and says on stderr how old that is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+import duckdb
+
+from resources.config.settings import Settings
+from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.runner import run_processors, top_up_files
+from resources.ingest.session_files import SessionFile
+from resources.sources import found_sources, walk_all
+from resources.state.store import Connection, StateStore, fetch_one, is_lock_conflict, migrate, unstable_files
+from resources.usage.pricing import PriceTable
+
+REPORT_LOCK_WAIT_SEC = 5.0
+"""How long a report waits for a warehouse another process holds before it reports from a copy."""
+PARALLEL_READ_BYTES = 16 << 20
+"""Changed bytes above which files are read in worker processes (below, starting them costs more)."""
+MAX_WORKERS = 8
+PROGRESS_AFTER_SEC = 0.5
+"""A read that takes longer than this shows its progress on a terminal."""
+
+
+@dataclass
+class FreshWarehouse:
+    """The connection a report reads, and what bringing it up to date did."""
+
+    conn: Connection
+    files_read: int = 0
+    """Files the usage processor read for this report."""
+    errors: list[dict] | None = None
+    """``[{file, error}]``: files that could not be read (left unmarked: the next report or ingest retries them)."""
+    stored_at: datetime | None = None
+    """Set when the warehouse was held by another process: the report reads a copy, as stored at this time
+    (None there too when nothing was ever stored)."""
+    held: bool = False
+
+
+@contextlib.contextmanager
+def fresh_warehouse(settings: Settings, *, refresh: bool = True, lock_wait_sec: float = REPORT_LOCK_WAIT_SEC,
+                    prices: PriceTable | None = None, command: str = "sessionlake",
+                    stderr: TextIO | None = None) -> Iterator[FreshWarehouse]:
+    """A connection to the usage warehouse, first brought up to date from disk (not with ``refresh=False``).
+
+    File errors and a held warehouse are said on ``stderr`` (default ``sys.stderr``), one line each,
+    prefixed with ``command``; the caller decides the exit status from `FreshWarehouse.errors`.
+    """
+    stderr = stderr or sys.stderr
+    store = StateStore(settings.state_path, lock_wait_sec=lock_wait_sec)
+    with contextlib.ExitStack() as stack:
+        try:
+            fresh = stack.enter_context(_refreshed(store, settings, refresh, prices, stderr))
+        except duckdb.Error as exc:
+            if not is_lock_conflict(exc):
+                raise
+            conn = stack.enter_context(_stored_copy(settings))
+            fresh = FreshWarehouse(conn, stored_at=_last_refresh(conn), held=True)
+            print(f"{command}: {_held_note(fresh.stored_at)}", file=stderr)
+        for error in fresh.errors or []:
+            print(f"{command}: {error['file']}: {error['error']} (retried next time)", file=stderr)
+        yield fresh
+
+
+@contextlib.contextmanager
+def _refreshed(store: StateStore, settings: Settings, refresh: bool, prices: PriceTable | None,
+               stderr: TextIO) -> Iterator[FreshWarehouse]:
+    """Refresh and yield the connection; raises DuckDB's lock conflict (before yielding) when held."""
+    stale: list[SessionFile] = []
+    with store.connect() as conn:
+        if refresh:
+            stale = unstable_files(conn, UsageProcessor.name, list(walk_all(found_sources(settings))))
+        if sum(f.size for f in stale) <= PARALLEL_READ_BYTES:
+            stats = top_up_files(UsageProcessor(prices or PriceTable.load(settings.price_file)), stale, conn) \
+                if stale else None
+            yield _outcome(conn, stats)
+            return
+    # a large read: workers read without the connection, which the runner opens per chunk to commit
+    with _ProgressLine(stderr, sum(f.size for f in stale)) as progress:
+        stats = run_processors([UsageProcessor(prices or PriceTable.load(settings.price_file))],
+                               settings.sessions_dir, store, files=stale, workers=_workers(), progress=progress)
+    with store.connect() as conn:
+        yield _outcome(conn, stats["usage"])
+
+
+def _outcome(conn: Connection, stats: dict | None) -> FreshWarehouse:
+    if stats is None:
+        return FreshWarehouse(conn)
+    return FreshWarehouse(conn, files_read=stats["processed"], errors=stats["error_files"])
+
+
+def _workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+@contextlib.contextmanager
+def _stored_copy(settings: Settings) -> Iterator[Connection]:
+    """A connection to a copy of the warehouse file (and its write-ahead log) as it is on disk now.
+
+    DuckDB lets no other process open a file that one holds, not even to read; the copy shows what was
+    committed, and is deleted afterwards."""
+    folder = tempfile.mkdtemp(prefix="sessionlake-report-")
+    try:
+        copy = os.path.join(folder, "state.duckdb")
+        if settings.state_path.exists():
+            shutil.copyfile(settings.state_path, copy)
+            wal = settings.state_path.with_name(settings.state_path.name + ".wal")
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(wal, copy + ".wal")
+        conn = duckdb.connect(copy)
+        try:
+            migrate(conn)  # a warehouse of an older version, or none yet: the report needs the tables
+            yield conn
+        finally:
+            conn.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _last_refresh(conn: Connection) -> datetime | None:
+    """When the usage processor last marked a file: how current the stored usage is."""
+    row = fetch_one(conn, "SELECT max(processed_at) FROM session_processor_state WHERE processor_name = ?",
+                    [UsageProcessor.name])
+    return row[0] if row else None
+
+
+def _held_note(stored_at: datetime | None) -> str:
+    if stored_at is None:
+        return "the warehouse is held by another process (an ingest run?) and held no usage when it was taken"
+    age = (datetime.now(UTC) - stored_at).total_seconds()
+    return (f"the warehouse is held by another process (an ingest run?); this is the usage stored {_ago(age)} "
+            f"ago ({stored_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC), without newer activity")
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if unit == 'day' and n > 1 else ''}"
+    return f"{max(int(seconds), 0)} s"
+
+
+class _ProgressLine:
+    """``progress`` for the runner: one line on a terminal, rewritten in place (files and MB done, rate),
+    shown only once a read has taken `PROGRESS_AFTER_SEC`; nothing when the stream is not a terminal."""
+
+    def __init__(self, stream: TextIO, total_bytes: int):
+        self.stream = stream
+        self.total_bytes = total_bytes
+        self.started = time.monotonic()
+        self.shown_at = 0.0
+        self.width = 0
+        self.on = _isatty(stream)
+
+    def __enter__(self) -> Callable[[int, int, int], None] | None:
+        return self if self.on else None
+
+    def __exit__(self, *exc) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+    def __call__(self, files_done: int, files_total: int, bytes_done: int) -> None:
+        now = time.monotonic()
+        if now - self.started < PROGRESS_AFTER_SEC or (now - self.shown_at < 0.1 and files_done < files_total):
+            return
+        self.shown_at = now
+        rate = bytes_done / 1e6 / max(now - self.started, 1e-6)
+        text = (f"reading sessions: {files_done:,}/{files_total:,} files, "
+                f"{bytes_done / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB, {rate:,.0f} MB/s")
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = max(self.width, len(text))
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

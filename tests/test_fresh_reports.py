@@ -1,0 +1,168 @@
+"""Reports read their own writes: ``sessionlake usage`` and ``statusline`` bring the warehouse up to date
+from every agent's files first (resources/usage/refresh.py), as a user runs them: a fresh process, with
+``HOME`` pointing at a tree laid out the way each agent lays it out, and no ``sessionlake ingest`` before."""
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from bench.corpus import generate_corpus
+from tests.conftest import AGENT_SAMPLES, SAMPLES, writable_copy
+from tests.test_sources import EXPECTED
+from tests.test_usage import SAMPLE_TOTALS
+
+REPO = Path(__file__).resolve().parent.parent
+OTHER_AGENTS_INPUT = sum(e[3] for e in EXPECTED)
+OTHER_AGENTS_OUTPUT = sum(e[6] for e in EXPECTED)
+AGENT_VARIABLES = ("SESSIONLAKE_AGENTS", "SESSIONLAKE_HOME", "SESSIONLAKE_SESSIONS_DIR", "SESSIONLAKE_CODEX_DIR",
+                   "SESSIONLAKE_GEMINI_DIR", "SESSIONLAKE_OPENCODE_DIR", "SESSIONLAKE_QWEN_DIR", "CODEX_HOME",
+                   "GEMINI_CLI_HOME", "XDG_DATA_HOME", "CLAUDE_CONFIG_DIR", "DAGSTER_HOME")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A $HOME with Claude Code's samples in ~/.claude/projects and the other agents' where they keep them."""
+    user = writable_copy(AGENT_SAMPLES, tmp_path / "user")
+    writable_copy(SAMPLES, user / ".claude" / "projects")
+    return user
+
+
+def _env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in AGENT_VARIABLES}
+    return {**env, "HOME": str(home), "TZ": "UTC"}
+
+
+def _sessionlake(home: Path, *args: str, stdin: str | None = None, timeout: float = 120):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=_env(home), input=stdin,
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def _totals(home: Path, *args: str) -> dict:
+    result = _sessionlake(home, "usage", "daily", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return _rounded(json.loads(result.stdout)["totals"])
+
+
+def _rounded(totals: dict) -> dict:
+    """Totals with the cost to the micro-dollar: DuckDB may sum the same costs in another order."""
+    return {**totals, "totalCost": round(totals["totalCost"], 6)}
+
+
+def _claude_session(home: Path) -> Path:
+    return next((home / ".claude" / "projects").rglob("fed8ce56*.jsonl"))
+
+
+def _append_response(path: Path, msg_id: str, output: int) -> None:
+    line = {"type": "assistant", "uuid": f"u-{msg_id}", "sessionId": "fed8ce56", "isSidechain": False,
+            "timestamp": "2025-06-10T13:00:00.000Z", "requestId": f"r-{msg_id}",
+            "message": {"id": msg_id, "model": "claude-sonnet-4-20250514", "content": [{"type": "text", "text": "ok"}],
+                        "usage": {"input_tokens": 7, "output_tokens": output, "cache_creation_input_tokens": 0,
+                                  "cache_read_input_tokens": 0}}}
+    with open(path, "ab") as f:
+        f.write(orjson.dumps(line) + b"\n")
+
+
+def test_the_first_report_reads_every_agent_without_an_ingest(home):
+    assert not (home / ".sessionlake").exists()
+    result = _sessionlake(home, "usage", "daily", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "reading sessions" not in result.stderr  # not a terminal: no progress line
+    totals = json.loads(result.stdout)["totals"]
+    assert totals["inputTokens"] == SAMPLE_TOTALS["inputTokens"] + OTHER_AGENTS_INPUT
+    assert totals["outputTokens"] == SAMPLE_TOTALS["outputTokens"] + OTHER_AGENTS_OUTPUT
+    assert (home / ".sessionlake" / "state.duckdb").exists()
+    assert _totals(home) == _rounded(totals)  # nothing new: the same report
+
+
+def test_a_report_after_an_append_counts_the_new_response_once(home):
+    before = _totals(home)
+    _append_response(_claude_session(home), "msg_appended", 100)
+    _append_response(_claude_session(home), "msg_appended", 900)  # the same response, final output count
+    after = _totals(home)
+    assert after["inputTokens"] == before["inputTokens"] + 7
+    assert after["outputTokens"] == before["outputTokens"] + 900
+    assert _totals(home) == after
+
+
+def test_no_refresh_reports_only_what_is_stored(home):
+    stored = _totals(home)
+    _append_response(_claude_session(home), "msg_later", 50)
+    assert _totals(home, "--no-refresh") == stored
+    assert _totals(home)["outputTokens"] == stored["outputTokens"] + 50
+
+
+def test_a_report_while_another_process_holds_the_warehouse_shows_what_is_stored(home):
+    stored = _totals(home)
+    _append_response(_claude_session(home), "msg_while_held", 50)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys\n"
+                               "conn = duckdb.connect(sys.argv[1])\nprint('held', flush=True)\nsys.stdin.read()\n",
+         str(home / ".sessionlake" / "state.duckdb")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        report = _sessionlake(home, "usage", "daily", "--json")
+        waited = time.monotonic() - started
+        line = _sessionlake(home, "statusline", "--no-cache", stdin=json.dumps(
+            {"session_id": "fed8ce56", "transcript_path": str(_claude_session(home)), "model": {"id": "x"}}))
+    finally:
+        holder.communicate("", timeout=30)
+    assert report.returncode == 0, report.stderr
+    assert _rounded(json.loads(report.stdout)["totals"]) == stored  # the stored usage, without the append
+    assert "held by another process" in report.stderr and " ago (" in report.stderr
+    assert waited < 60  # a bounded wait (5 s), not the 120 s an ingest waits
+    assert line.returncode == 0 and "💰 $" in line.stdout and "held by another process" in line.stderr
+    assert _totals(home)["outputTokens"] == stored["outputTokens"] + 50  # released: read at the next report
+
+
+def test_a_long_first_read_shows_progress_on_a_terminal_only(tmp_path):
+    home = tmp_path / "user"
+    generate_corpus(home / ".claude" / "projects", sessions=400)  # ~23 MB: read in worker processes
+    ours, theirs = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "usage", "monthly", "--json"],
+                                env=_env(home), stdout=subprocess.PIPE, stderr=theirs, cwd=REPO)
+        os.close(theirs)
+        out, _ = proc.communicate(timeout=300)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(ours, 65536)
+            except OSError:  # the other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(ours)
+    assert proc.returncode == 0
+    assert json.loads(out)["totals"]["totalTokens"] > 0
+    assert b"reading sessions: " in shown and b"/400 files" in shown and b"MB/s" in shown
+
+
+@pytest.mark.parametrize("argv, stdin", [
+    (["usage", "daily", "--json"], None),
+    (["usage", "blocks", "--no-refresh"], None),
+    (["statusline"], "{}"),
+    (["capture", "--text", "a note"], None),
+])
+def test_reports_statusline_and_capture_import_neither_dagster_nor_lancedb(home, argv, stdin):
+    code = (f"import sys\nfrom pipelines.cli.main import main\nstatus = main({argv!r})\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'lancedb', 'lance'))\n"
+            "print(repr((status, heavy)), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=_env(home), input=stdin, capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "(0, [])"
+    if argv[0] == "usage" and "--no-refresh" not in argv:
+        with duckdb.connect(str(home / ".sessionlake" / "state.duckdb"), read_only=True) as conn:
+            assert conn.execute("SELECT count(*) FROM usage_messages").fetchall()[0][0] > 0  # it did read
