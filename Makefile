@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo dev test bench lint screenshots
+.PHONY: install demo dev test test-fast bench lint screenshots
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ test: install  ## the test suite
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
 		|| { apt-get update && apt-get install -y --no-install-recommends postgresql; }
 	$(BIN)/pytest
+
+test-fast: install  ## the unit tests only: the inner loop (no subprocess, server or Dagster run)
+	$(BIN)/pytest -m "unit and not integration and not e2e"
 
 bench: install  ## benchmarks: prints tables, writes bench/results/*.json
 	$(BIN)/python -m bench

@@ -8,16 +8,29 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from pipelines.cli.demo import SAMPLES as DEMO_SAMPLES
 from resources.config.settings import Settings
 from resources.state.store import StateStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = FIXTURES / "claude-code-1.0.17"
+SAMPLES = DEMO_SAMPLES
+"""Four real Claude Code sessions: the ones `sessionlake demo` ingests (pipelines/cli/samples/README.md)."""
 SAMPLE_PROJECT = "-Users-chip-dev-ai-music"
 AGENT_SAMPLES = FIXTURES / "agents"
 """Codex, Gemini CLI, OpenCode and Qwen Code samples, laid out under a $HOME as those agents keep them."""
 
 pytest_plugins = ["tests.s3_support"]  # s3_server, s3_location: a loopback S3 API server
+
+
+KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is marked unit, integration or e2e (pyproject.toml says what each means)."""
+    unmarked = sorted({item.path.name for item in items if not any(item.get_closest_marker(k) for k in KINDS)})
+    if unmarked:
+        raise pytest.UsageError(f"mark these test files with pytestmark = pytest.mark.<{'|'.join(KINDS)}>: "
+                                f"{', '.join(unmarked)}")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 
 import duckdb
+import pytest
 
 from resources.state.migrations import LATEST_VERSION, MIGRATIONS
 from resources.state.store import StateStore
@@ -16,6 +17,8 @@ from tests.archive_support import ingest, pack_store, rewrite, session_files
 from tests.conftest import SAMPLE_PROJECT
 from tests.test_archive_cli import SMALL, cli
 from tests.test_usage import SAMPLE_TOTALS
+
+pytestmark = pytest.mark.unit
 
 
 def _iso(ts: float) -> str:

@@ -12,6 +12,8 @@ import pytest
 
 from resources.capture.queue import CaptureQueue
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -23,6 +23,8 @@ from resources.capture.drain import drain_to_lance
 from resources.capture.queue import CaptureQueue
 from resources.memory.lance import LanceStore
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -24,6 +24,8 @@ from resources.capture.queue import (
     ulid_or_none,
 )
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -206,6 +208,7 @@ def _spawn_appenders(queue_dir: Path, processes: int, each: int, max_size: int) 
     return ulids
 
 
+@pytest.mark.integration  # other processes
 def test_several_processes_appending_at_once(tmp_path):
     queue = CaptureQueue(tmp_path / "capture")
     ulids = _spawn_appenders(queue.dir, processes=4, each=100, max_size=10_000)
@@ -213,6 +216,7 @@ def test_several_processes_appending_at_once(tmp_path):
     assert {e["ulid"] for e in _envelopes(queue)} == set(ulids)
 
 
+@pytest.mark.integration  # other processes
 def test_several_processes_overflowing_lose_nothing(tmp_path):
     queue = CaptureQueue(tmp_path / "capture", max_size=50)
     ulids = _spawn_appenders(queue.dir, processes=4, each=60, max_size=50)
@@ -416,6 +420,7 @@ def test_a_foreign_pending_file_goes_to_corrupt_with_an_audit_line_and_no_lock(q
     assert queue.ingest_pending(seen.append) == 0  # nothing left to trip over
 
 
+@pytest.mark.integration  # other processes
 def test_drainer_killed_mid_flight_is_retried(queue):
     ulid = queue.append({"text": "in flight when the process died"})
     code = ("import os, sys\nfrom resources.capture.queue import CaptureQueue\n"

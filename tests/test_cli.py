@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from tests.conftest import SAMPLE_PROJECT
+
+pytestmark = pytest.mark.integration
 
 
 def _cli(*args, env):

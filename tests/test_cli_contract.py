@@ -22,6 +22,8 @@ from resources.ingest.runner import run_processors
 from resources.memory.lance import LanceStore
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.integration
+
 TYPO = "-Users-chip-dev-ai-musik"
 
 

@@ -1,6 +1,10 @@
 """The code location as the UI shows it: every asset, check, job, sensor and schedule says what it is."""
 
+import pytest
+
 from pipelines.definitions import defs
+
+pytestmark = pytest.mark.unit
 
 
 def test_every_definition_has_a_description():

@@ -2,8 +2,12 @@
 
 from pathlib import Path
 
+import pytest
+
 from pipelines.definitions import defs
 from pipelines.defs.what_runs_when import render
+
+pytestmark = pytest.mark.unit
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -11,6 +11,8 @@ import pytest
 from pipelines.instance.event_log_storage import OPEN_RUN_DATABASES, PooledSqliteEventLogStorage
 from pipelines.instance.home import install_instance_yaml
 
+pytestmark = pytest.mark.unit
+
 PARTITIONS = [f"p{i}" for i in range(30)]
 
 

@@ -27,12 +27,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.corpus import generate_corpus
 from resources.archive.packs import PackStore
 from resources.capture.queue import CaptureQueue
 from resources.config.settings import Settings
 from resources.memory.lance import LanceStore
 from resources.state.store import StateStore
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 DRAIN_CHILD = Path(__file__).with_name("capture_drain_child.py")

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("rows_before", "rows_after", "versions_before", "versions_after", "size_bytes_before",
             "size_bytes_after", "fragments_before", "fragments_after", "elapsed_sec")
 
-pytestmark = pytest.mark.filterwarnings("ignore:optimize")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:optimize")]
 
 
 @pytest.fixture
@@ -273,6 +273,7 @@ except ValueError as exc:
 """
 
 
+@pytest.mark.integration  # another process
 def test_constants_come_from_env_at_import_and_default_on_reimport_without_it():
     env = {**os.environ, "SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC": "120",
            "SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC": "7200.5"}
@@ -307,6 +308,7 @@ while not stop.exists() and batch < 400:
 """
 
 
+@pytest.mark.integration  # other processes
 def test_writer_in_another_process_loses_nothing_while_optimize_runs(store, tmp_path):
     ten_small_writes(store)
     stop = tmp_path / "stop"

@@ -9,9 +9,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.lance import EDGES, RECORDS, TABLE_NAMES, LanceStore, new_record
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS_PER_WRITER = 8

@@ -24,6 +24,8 @@ from resources.memory.lance import (
     new_record,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def store(tmp_path) -> LanceStore:

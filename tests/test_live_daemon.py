@@ -20,9 +20,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from resources.config.settings import Settings
 from resources.state.store import StateStore
 from tests.live_dagster import LiveDagster, marked_pids
+
+pytestmark = pytest.mark.e2e
 
 PROJECTS = [f"-home-dev-live-{i:02d}" for i in range(12)]
 CHANGED = [PROJECTS[3], PROJECTS[8]]

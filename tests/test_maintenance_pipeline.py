@@ -20,7 +20,7 @@ from resources.memory import maintenance as lm
 from resources.memory.events import query_events, write_event
 from resources.memory.lance import EDGES, RECORDS, new_edge, new_record
 
-pytestmark = pytest.mark.filterwarnings("ignore:optimize")
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:optimize")]
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ import pytest
 from resources.memory.lance import LanceStore
 from tests.conftest import SAMPLE_PROJECT, SAMPLES, writable_copy
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 PUSH_PROMPT = "ed356c9b-5106-4a60-b082-60e90997ce2b"
 PUSH_ANSWER = "71df1268-cc05-4fd5-aa54-3c9f02765515"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from resources.ids import stable_id
 from resources.ingest.processors.memory import MemoryProcessor
@@ -12,6 +13,8 @@ from resources.ingest.runner import run_processors
 from resources.memory.events import query_events
 from resources.memory.lance import EDGES, RECORDS, LanceStore, edge_id
 from resources.state.store import StateStore
+
+pytestmark = pytest.mark.unit
 
 PROJECT = "-Users-chip-dev-ai-music"
 PUSH_PROMPT = "ed356c9b-5106-4a60-b082-60e90997ce2b"

@@ -6,7 +6,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from resources.memory.lance import EDGES, RECORDS, LanceStore
+
+pytestmark = pytest.mark.integration
 
 RECORD_FIELDS = ("id", "tier", "text", "role", "session_id", "session_key", "project", "timestamp", "model",
                  "git_branch", "tags")

@@ -6,6 +6,8 @@ import pytest
 
 from resources.objectstore.location import StorageLocation, StorageUriError
 
+pytestmark = pytest.mark.integration
+
 
 def test_put_if_absent_creates_once_and_never_overwrites(s3_location):
     blobs = s3_location.blobs()

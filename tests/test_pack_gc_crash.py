@@ -15,6 +15,8 @@ from resources.archive.pack_format import pack_path
 from tests.archive_support import grow, ingest, pack_store, rewrite, session_files
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.e2e
+
 CHILD = Path(__file__).with_name("pack_gc_child.py")
 BIG = f"{SAMPLE_PROJECT}/d3ad4cdc-5657-435d-98fa-0035d53e383d.jsonl"
 SMALL = f"{SAMPLE_PROJECT}/fed8ce56-bc79-401f-a83e-af084253362f.jsonl"

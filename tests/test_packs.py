@@ -22,6 +22,8 @@ from resources.archive.pack_format import (
 from tests.archive_support import grow, ingest, pack_store, rewrite, session_files
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.unit
+
 BIG = f"{SAMPLE_PROJECT}/d3ad4cdc-5657-435d-98fa-0035d53e383d.jsonl"
 SMALL = f"{SAMPLE_PROJECT}/fed8ce56-bc79-401f-a83e-af084253362f.jsonl"
 

@@ -19,6 +19,8 @@ from pipelines.defs.resources import PackResource
 from tests.archive_support import grow, ingest, pack_store
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.integration
+
 BIG = f"{SAMPLE_PROJECT}/d3ad4cdc-5657-435d-98fa-0035d53e383d.jsonl"
 
 

@@ -16,6 +16,8 @@ from resources.config.settings import Settings
 from tests.archive_support import grow, ingest, session_files
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.integration
+
 BIG = f"{SAMPLE_PROJECT}/d3ad4cdc-5657-435d-98fa-0035d53e383d.jsonl"
 
 

@@ -6,12 +6,15 @@ import subprocess
 import sys
 
 import duckdb
+import pytest
 
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.processors.usage import UsageProcessor
 from resources.ingest.runner import run_processors
 from resources.memory.lance import RECORDS, LanceStore
 from tests.test_usage import SAMPLE_TOTALS, _assistant, _totals
+
+pytestmark = pytest.mark.integration
 
 TS = "2025-06-10T13:00:00.000Z"
 

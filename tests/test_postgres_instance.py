@@ -38,6 +38,8 @@ from tests.conftest import SAMPLE_PROJECT
 from tests.live_dagster import LiveDagster, free_port
 from tests.postgres_server import PostgresServer, find_binaries
 
+pytestmark = pytest.mark.e2e
+
 MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin: "
            "apt-get install postgresql (`make test` does it when run as root)")
 

@@ -14,6 +14,8 @@ import pytest
 from resources.usage.pricing import PriceTable
 from tests.conftest import FIXTURES, SAMPLE_PROJECT
 
+pytestmark = pytest.mark.integration
+
 AGENT_SAMPLES = FIXTURES / "agents"
 
 # One response's usage, the same for every model below (input + cache writes + reads = 194,000, under 200k).

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.e2e
+
 # Spill provenance to overflow files (the store refuses writes), then drain the capture inbox: the two
 # writers the CLI has no command for, run the way a hook or a notebook would, through the Python API.
 SPILL_AND_DRAIN = """

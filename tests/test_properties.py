@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,8 @@ from resources.ingest.session_files import ParseStats, iter_jsonl, session_file_
 from resources.state.store import StateStore
 from resources.usage.pricing import PriceTable
 from resources.usage.reports import usage_report
+
+pytestmark = pytest.mark.unit
 
 SCALE = float(os.environ.get("SESSIONLAKE_PROPERTY_SCALE", "1"))
 PRICES = PriceTable.load()  # loaded once: the runner test builds a processor per ingest

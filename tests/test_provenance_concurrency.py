@@ -10,8 +10,12 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from resources.memory import maintenance as lm
 from resources.memory.lance import PROVENANCE, LanceStore, new_record
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS_SHARED = [f"r{i}" for i in range(5)]

@@ -20,6 +20,8 @@ from resources.memory.lance import (
 )
 from resources.memory.recall import recall
 
+pytestmark = pytest.mark.unit
+
 N = 60
 OLD_RECORDS_SCHEMA = RECORDS_SCHEMA.insert(RECORDS_SCHEMA.get_field_index("created_at"),
                                            pa.field("provenance", pa.string()))

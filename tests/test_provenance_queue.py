@@ -13,6 +13,8 @@ from resources.memory import provenance_queue as pq
 from resources.memory.lance import PROVENANCE, RECORDS, LanceStore, new_record
 from resources.memory.provenance_queue import ProvenanceWriteQueue
 
+pytestmark = pytest.mark.unit
+
 N_RECORDS = 20
 
 

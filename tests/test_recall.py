@@ -17,6 +17,8 @@ from resources.memory.lance import PROVENANCE, RECORDS, TEXT_INDEX, VECTOR_COLUM
 from resources.memory.recall import recall, snippet
 from resources.state.store import StateStore
 
+pytestmark = pytest.mark.unit
+
 PROJECT = "-Users-chip-dev-ai-music"
 DIVERSE_PROMPT = "f8ccf7b6-1e89-424a-8441-dd1d73975f5e"
 CONDA_PROMPT = "82bdb80d-0de0-4260-ad7e-4d844f73618f"

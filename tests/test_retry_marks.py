@@ -14,6 +14,8 @@ from pipelines.defs.sessions.sensors import session_files_sensor
 from resources.ingest.retry_marks import MAX_ATTEMPTS, RETRY_BASE_SEC, due_retries, record_failures
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.integration
+
 
 def test_backoff_doubles_per_attempt_and_gives_up_after_the_last(tmp_path):
     retry = tmp_path / "retry"

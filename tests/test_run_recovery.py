@@ -17,6 +17,8 @@ from pipelines.defs.tags import POOL_INGEST
 from pipelines.instance.home import install_instance_yaml
 from pipelines.instance.run_recovery import HOST_TAG, PROCESS_TAG, claim_run, process_tag
 
+pytestmark = pytest.mark.e2e
+
 
 def _env(tmp_path, **extra):
     return {**os.environ, "SESSIONLAKE_HOME": str(tmp_path / "home"),

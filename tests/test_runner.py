@@ -3,12 +3,16 @@
 import os
 import time
 
+import pytest
+
 import resources.ingest.runner as runner
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.runner import run_processors
 from resources.ingest.session_files import ParseStats, iter_jsonl
 from resources.state.store import load_processor_state
 from tests.conftest import SAMPLE_PROJECT
+
+pytestmark = pytest.mark.unit
 
 
 class LineCounter(SessionProcessor):

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from resources.ingest.session_files import (
     ParseStats,
     compute_file_hash,
@@ -10,6 +12,8 @@ from resources.ingest.session_files import (
     tail_fingerprint,
     walk_sessions,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def test_walk_finds_sessions_and_subagents_and_skips_the_rest(tmp_path):

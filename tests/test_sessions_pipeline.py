@@ -20,6 +20,8 @@ from pipelines.defs.sessions.sensors import partition_run_request, project_finge
 from resources.ingest.session_files import walk_sessions
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def instance():

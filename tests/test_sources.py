@@ -34,6 +34,8 @@ from resources.state.store import StateStore
 from resources.usage.reports import ReportOptions, usage_report
 from tests.conftest import agent_settings
 
+pytestmark = pytest.mark.integration
+
 CODEX_DAY = ".codex/sessions/2026/02/23"
 TOTALS = """SELECT agent, session_id, count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_creation_tokens),
                    sum(output_tokens), sum(extra_output_tokens), round(sum(cost_usd), 6)

@@ -9,7 +9,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import SAMPLE_PROJECT
+
+pytestmark = pytest.mark.integration
 
 
 def _run(settings, tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 
 import duckdb
+import pytest
 
 from resources.state.migrations import LATEST_VERSION, MIGRATIONS
 from resources.state.store import (
@@ -15,6 +16,8 @@ from resources.state.store import (
     mark_processed,
     migrate,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def is_processed(conn, processor: str, key: str, file_hash: str) -> bool:
@@ -78,6 +81,7 @@ conn.close()
 """
 
 
+@pytest.mark.integration  # other processes
 def test_connect_waits_for_another_process_holding_the_file(tmp_path):
     path = tmp_path / "state.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "1.5"], stdout=subprocess.PIPE, text=True)
@@ -90,6 +94,7 @@ def test_connect_waits_for_another_process_holding_the_file(tmp_path):
     assert waited > 0.5  # it really was locked out, and got in once the holder let go
 
 
+@pytest.mark.integration  # other processes
 def test_connect_gives_up_after_its_deadline(tmp_path):
     path = tmp_path / "state.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "5"], stdout=subprocess.PIPE, text=True)

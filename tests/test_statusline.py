@@ -13,10 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
+import pytest
 
 from resources.ingest.processors.usage import UsageProcessor
 from resources.ingest.runner import run_processors, top_up_files
 from resources.ingest.session_files import session_file_at
+
+pytestmark = pytest.mark.integration
 
 MODEL = "claude-sonnet-4-20250514"
 COST = (10 * 3 + 1000 * 15 + 2000 * 3.75 + 20000 * 0.3) / 1e6  # 0.0285

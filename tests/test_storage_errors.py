@@ -25,6 +25,8 @@ from resources.memory.lance import RECORDS, LanceStore
 from resources.state.store import StateStore
 from tests.s3_support import CREDENTIALS
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 STORAGE_COMMANDS = {  # what each prints its errors as -> how it is run
     "sessionlake ingest": ["ingest"],
@@ -65,12 +67,8 @@ def _one_line(result: subprocess.CompletedProcess, prefix: str, *wanted: str) ->
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize(("uri", "why"), [
-    ("ftp://x/y", "scheme 'ftp://' is not supported"),
-    ("s3://", "names no bucket"),
-    ("my-bucket/sessions", "it has no scheme"),
-])
-def test_an_unusable_storage_uri_stops_every_command_in_one_line(settings, tmp_path, uri, why):
+def test_an_unusable_storage_uri_stops_every_command_in_one_line(settings, tmp_path):
+    uri, why = "ftp://x/y", "scheme 'ftp://' is not supported"
     env = _env(settings, SESSIONLAKE_STORAGE_URI=uri)
     before = _files(tmp_path)
     commands = {**STORAGE_COMMANDS, "sessionlake usage": ["usage", "daily"], "sessionlake prices": ["prices"],
@@ -82,10 +80,33 @@ def test_an_unusable_storage_uri_stops_every_command_in_one_line(settings, tmp_p
     assert _files(tmp_path) == before, "nothing written, nothing lost"
 
 
+@pytest.mark.parametrize(("uri", "why"), [("s3://", "names no bucket"), ("my-bucket/sessions", "it has no scheme")])
+def test_each_way_a_storage_uri_is_unusable_is_named(settings, tmp_path, uri, why):
+    """Every command reads the URI through the same settings loader (above); each defect is named."""
+    result = _cli("archive", "ls", env=_env(settings, SESSIONLAKE_STORAGE_URI=uri), cwd=tmp_path)
+    assert result.returncode == 2
+    _one_line(result, "sessionlake archive ls", f"SESSIONLAKE_STORAGE_URI={uri!r}", why, "use s3://BUCKET[/PREFIX]")
+
+
 def test_an_unusable_team_uri_names_its_own_variable(settings, tmp_path):
     result = _cli("push", env=_env(settings, SESSIONLAKE_TEAM_URI="s3://"), cwd=tmp_path)
     assert result.returncode == 2
     _one_line(result, "sessionlake push", "SESSIONLAKE_TEAM_URI='s3://' names no bucket")
+
+
+WITHOUT_BOTO3 = ("import sys; sys.modules['boto3'] = None; from pipelines.cli.main import main; "
+                 "sys.exit(main(sys.argv[1:]))")
+"""The console script on a machine where boto3 (the ``s3`` extra) is not installed."""
+
+
+def test_a_bucket_without_the_s3_extra_installed_is_one_line_naming_it(settings, tmp_path):
+    env = {**_env(settings, SESSIONLAKE_STORAGE_URI="s3://sessions/me"), "PYTHONPATH": str(REPO)}
+    for prefix, command in {"sessionlake archive ls": ["archive", "ls"], "sessionlake recall": ["recall", "x"],
+                            "sessionlake push": ["push"]}.items():
+        result = subprocess.run([sys.executable, "-c", WITHOUT_BOTO3, *command], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120, env={**env, "SESSIONLAKE_TEAM_URI": "s3://team/x"})
+        assert result.returncode == 2, (command, result.stderr)
+        _one_line(result, prefix, "s3://sessions/me", "buckets need boto3", "pip install 'sessionlake[s3]'")
 
 
 def test_an_endpoint_nothing_answers_at_stops_storage_commands_at_once(settings, tmp_path):

@@ -37,6 +37,8 @@ from tests.conftest import SAMPLE_PROJECT, SAMPLES, agent_settings
 from tests.test_sources import EXPECTED
 from tests.test_sources import TOTALS as AGENT_TOTALS
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 OPENCODE_STORAGE = ".local/share/opencode/storage"
 TOTALS = "SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), " \

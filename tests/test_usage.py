@@ -11,6 +11,8 @@ from resources.ingest.runner import run_processors
 from resources.usage.pricing import PriceTable
 from resources.usage.reports import ReportFilter, usage_report
 
+pytestmark = pytest.mark.unit
+
 SAMPLE_TOTALS = {"inputTokens": 293, "outputTokens": 19_313, "cacheCreationTokens": 206_624,
                  "cacheReadTokens": 4_302_385}
 

@@ -18,6 +18,8 @@ from resources.ingest.processors.usage import UsageProcessor
 from resources.ingest.runner import run_processors
 from resources.usage.reports import ReportOptions, session_usage, usage_report
 
+pytestmark = pytest.mark.integration
+
 SONNET, OPUS, HAIKU, MYSTERY = ("claude-sonnet-4-20250514", "claude-opus-4-20250514", "claude-3-5-haiku-20241022",
                                 "mystery-model-9")
 # (project, session, message id, timestamp, model, input, output, cache write, cache read)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "claude-code-1.0.17"
+SAMPLES = Path(__file__).resolve().parent / "samples" / "claude-code-1.0.17"
+"""Four real Claude Code sessions, shipped as package data (samples/README.md says where they come from)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ that parses but cannot be reached or used is reported by `Blobs.check` as `Stora
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -68,6 +69,9 @@ class StorageLocation:
             options["region"] = env["AWS_DEFAULT_REGION"]
         location = cls(parsed.netloc, parsed.path.strip("/"), options, setting)
         location._check_endpoint()
+        if importlib.util.find_spec("boto3") is None:  # an extra: a machine without buckets does without it
+            raise StorageUriError(f"{setting}={uri!r}: buckets need boto3, which is not installed; "
+                                  "pip install 'sessionlake[s3]', or unset " + setting)
         return location
 
     def _check_endpoint(self) -> None:

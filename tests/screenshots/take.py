@@ -29,7 +29,7 @@ from tests.live_dagster import LiveDagster
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "claude-code-1.0.17"
+FIXTURES = REPO / "pipelines" / "cli" / "samples" / "claude-code-1.0.17"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 GENERATED_PROJECTS = 4
 GROWING = ("-home-dev-project-000", "-home-dev-project-001")
