@@ -19,6 +19,8 @@ from resources.memory.hits import ALL_FIELDS, MINIMAL_FIELDS, fit_budget, parse_
 from resources.memory.lance import RECORDS, LanceStore, sql_str
 from tests.conftest import SAMPLE_PROJECT, SAMPLES, writable_copy
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 PUSH_PROMPT = "ed356c9b-5106-4a60-b082-60e90997ce2b"
 PUSH_ANSWER = "71df1268-cc05-4fd5-aa54-3c9f02765515"

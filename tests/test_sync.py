@@ -33,6 +33,8 @@ from resources.sync.files import FileName
 from resources.sync.location import open_location
 from tests.conftest import SAMPLE_PROJECT, SAMPLES, writable_copy
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 TOTALS = """SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens),
                    sum(cache_read_tokens), round(sum(coalesce(cost_usd, computed_cost_usd, 0)), 6)
