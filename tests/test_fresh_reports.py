@@ -19,6 +19,8 @@ from tests.conftest import AGENT_SAMPLES, SAMPLES, writable_copy
 from tests.test_sources import EXPECTED
 from tests.test_usage import SAMPLE_TOTALS
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 OTHER_AGENTS_INPUT = sum(e[3] for e in EXPECTED)
 OTHER_AGENTS_OUTPUT = sum(e[6] for e in EXPECTED)
