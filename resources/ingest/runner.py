@@ -102,26 +102,11 @@ def count_stat(stats: dict, project: str, key: str, n: int = 1) -> None:
     _project_stats(stats, project)[key] += n
 
 
-def run_processors(
-    processors: Sequence[SessionProcessor],
-    sessions_root: Path | str,
-    state: StateStore,
-    projects: set[str] | None = None,
-    logger: logging.Logger | None = None,
-    files: Sequence[SessionFile] | None = None,
-    workers: int = 1,
-    progress: Progress | None = None,
-) -> dict[str, dict]:
-    """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``).
-
-    ``files`` is the walk of those projects when the caller already has it (one walk per run).
-    ``workers`` > 1 reads files in that many worker processes for a processor with ``parallel_reads``;
-    ``progress(files_done, files_total, bytes_done)`` is called after each file.
-
-    Returns ``{processor_name: stats}`` (see `empty_stats`): run totals, the failing files, and the
-    same numbers for each project under ``by_project`` (every project with a file on disk has an entry).
-    """
-    return dict(iter_processors(processors, sessions_root, state, projects, logger, files, workers, progress))
+def run_processors(*args, **kwargs) -> dict[str, dict]:
+    """Run every processor over the new and changed files (`iter_processors`, same arguments) and return
+    ``{processor_name: stats}`` (see `empty_stats`): run totals, the failing files, and the same numbers
+    for each project under ``by_project`` (every project with a file on disk has an entry)."""
+    return dict(iter_processors(*args, **kwargs))
 
 
 def iter_processors(
@@ -134,9 +119,14 @@ def iter_processors(
     workers: int = 1,
     progress: Progress | None = None,
 ) -> Iterator[tuple[str, dict]]:
-    """`run_processors`, yielding each processor's ``(name, stats)`` as soon as it has run, in the order
-    given: the ingest step reports the usage warehouse done (reports read it) while memory and the
-    archive are still being written."""
+    """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``),
+    yielding each one's ``(name, stats)`` as soon as it has run, in the order given: the ingest step
+    reports the usage warehouse done (reports read it) while memory and the archive are still written.
+
+    ``files`` is the walk of those projects when the caller already has it (one walk per run).
+    ``workers`` > 1 reads files in that many worker processes for a processor with ``parallel_reads``;
+    ``progress(files_done, files_total, bytes_done)`` is called after each file.
+    """
     logger = logger or log
     files = list(walk_sessions(sessions_root, projects) if files is None else files)
     results = {p.name: empty_stats() for p in processors}
