@@ -54,7 +54,13 @@ def _checked(args: list[str], env: dict[str, str], ok=(0,)) -> Measured:
 
 
 def _median(args: list[str], env: dict[str, str], repeat: int, ok=(0,)) -> float:
-    return statistics.median(_checked(args, env, ok).elapsed_sec for _ in range(repeat))
+    return _medians(args, env, repeat, ok)[0]
+
+
+def _medians(args: list[str], env: dict[str, str], repeat: int, ok=(0,)) -> tuple[float, float]:
+    """Median wall and CPU seconds (CPU time barely moves with other load on the machine)."""
+    runs = [_checked(args, env, ok) for _ in range(repeat)]
+    return statistics.median(m.elapsed_sec for m in runs), statistics.median(m.cpu_sec for m in runs)
 
 
 def _import_sec(args: list[str], env: dict[str, str], ok=(0,)) -> float:
@@ -74,9 +80,9 @@ def _row(metric: str, value: float, baseline: float | None = None, target: str |
 
 
 def _command_rows(name: str, args: list[str], env: dict, repeat: int, floors: dict, ok=(0,)) -> tuple[float, list]:
-    wall = _median(args, env, repeat, ok)
+    wall, cpu = _medians(args, env, repeat, ok)
     imports = _import_sec(args, env, ok)
-    return wall, [_row(f"{name}: wall, fresh process (median of {repeat})", wall, floors["pass"]),
+    return wall, [_row(f"{name}: wall, fresh process (median of {repeat})", wall, floors["pass"], cpu_sec=cpu),
                   _row(f"{name}: of which imports", imports, floors["duckdb_imports"], unit="s import")]
 
 
@@ -100,11 +106,11 @@ def run(quick: bool = False) -> list[dict]:
             path.read_bytes()
         env, small_env = _env(big), _env(small)
 
-        floors = {"pass": _median([py, "-c", "pass"], env, repeat),
-                  "duckdb": _median([py, "-c", "import duckdb"], env, repeat),
-                  "duckdb_imports": _import_sec([py, "-c", "import duckdb"], env)}
-        rows += [_row(f"floor: python -c pass (median of {repeat})", floors["pass"]),
-                 _row(f"floor: python -c 'import duckdb' (median of {repeat})", floors["duckdb"], floors["pass"]),
+        (bare, bare_cpu), (duck, duck_cpu) = (_medians([py, "-c", code], env, repeat) for code in ("pass",
+                                                                                                  "import duckdb"))
+        floors = {"pass": bare, "duckdb": duck, "duckdb_imports": _import_sec([py, "-c", "import duckdb"], env)}
+        rows += [_row(f"floor: python -c pass (median of {repeat})", bare, cpu_sec=bare_cpu),
+                 _row(f"floor: python -c 'import duckdb' (median of {repeat})", duck, bare, cpu_sec=duck_cpu),
                  _row("floor: of which importing duckdb", floors["duckdb_imports"], unit="s import")]
 
         n = f"{corpus['files']:,} sessions ({corpus['bytes'] / 1e6:.0f} MB, 100 projects)"
@@ -116,7 +122,8 @@ def run(quick: bool = False) -> list[dict]:
             _row(f"{n}: ccusage {'daily --json' if peer else 'skipped: ' + why} (median of {repeat})", peer or 0.0),
             _row(f"{n}: first full ingest (usage, memory, archive) vs ccusage daily", first.elapsed_sec, peer,
                  f"<= {FIRST_INGEST_CCUSAGE_RATIO}x",
-                 bool(peer) and first.elapsed_sec / peer <= FIRST_INGEST_CCUSAGE_RATIO),
+                 bool(peer) and first.elapsed_sec / peer <= FIRST_INGEST_CCUSAGE_RATIO,
+                 cpu_sec=first.cpu_sec, direct_cpu_sec=direct.cpu_sec),
             _row(f"{n}: first full ingest vs the processors called directly (subprocess)", first.elapsed_sec,
                  direct.elapsed_sec, f"<= {FIRST_INGEST_DIRECT_RATIO}x",
                  first.elapsed_sec / direct.elapsed_sec <= FIRST_INGEST_DIRECT_RATIO),
