@@ -166,6 +166,29 @@ def test_stdout_holds_protocol_messages_only(home):
     proc.stderr.close()
 
 
+def test_a_server_stopped_by_sigterm_still_writes_the_provenance_it_queued(home):
+    import signal
+
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "killer", "version": "1"}}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "mcp"], env=_server_env(home), cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for request in ({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+                    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                     "params": {"name": "recall", "arguments": {"query": "continue", "k": 1}}}):
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        if "id" in request:
+            reply = json.loads(proc.stdout.readline())
+    hit = reply["result"]["structuredContent"]["hits"][0]["id"]
+    proc.send_signal(signal.SIGTERM)  # at once: the entry is still in the queue's coalescing window
+    proc.wait(timeout=60)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        stream.close()
+    entries = LanceStore(home / "home" / "lance").get(hit)["provenance"]
+    assert ("continue", "killer") in [(e["cue"], e["session_id"]) for e in entries]
+
+
 def test_recall_through_mcp_answers_while_an_ingest_writes_the_same_tables(home, tmp_path):
     root = tmp_path
     writable_copy(home / "projects", root / "projects")

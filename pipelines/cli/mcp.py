@@ -16,9 +16,9 @@ surface tools to the model on their own, resources and prompts only when a perso
 The server answers at once: the SDK is the only import before the first request, and LanceDB is
 loaded by the first ``recall`` or ``context`` (a thread starts loading it as soon as the server is up).
 Reads open a fresh table handle per call, so an ingest or maintenance run writing the same tables is
-seen as of its last commit and never waited on. Provenance is flushed when the client closes stdin
-(and at interpreter exit). Nothing but protocol messages goes to stdout: the SDK points fd 1 at stderr
-while it serves, and logs go to stderr.
+seen as of its last commit and never waited on. Provenance is flushed when the client closes stdin,
+and when it stops the server with SIGTERM or SIGHUP. Nothing but protocol messages goes to stdout:
+the SDK points fd 1 at stderr while it serves, and logs go to stderr.
 """
 
 # No ``from __future__ import annotations``: the tools' annotations name the SDK's types, imported
@@ -54,13 +54,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import signal
 
     from resources.config.settings import Settings
+
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="sessionlake mcp: %(message)s")
     os.environ.setdefault("LANCE_LOG", "error")  # Lance's deprecation warnings are noise on an agent's stderr
     settings = Settings.from_env()
     memory = Memory(settings, {k: os.environ[k] for k in ENV_SESSION_KEYS if os.environ.get(k)})
+
+    def stopped(signum, _frame) -> None:
+        # A client that stops the server with SIGTERM (or a closed terminal's SIGHUP) instead of closing
+        # stdin: write the queued provenance, then end at once (the SDK's stdin reader would keep it alive).
+        memory.close()
+        os._exit(128 + signum)
+
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, stopped)
     server = build_server(memory)
     try:
         server.run("stdio")
