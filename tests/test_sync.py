@@ -298,3 +298,20 @@ def test_sync_without_a_location_or_with_a_relative_one_is_a_setting_error(tmp_p
     assert relative.returncode == 2 and "relative" in relative.stderr and "Traceback" not in relative.stderr
     missing = _cli(home, str(tmp_path / "not-mounted"), "sync")
     assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+
+def test_with_transcripts_sends_the_packs_too_and_says_so(tmp_path, sync_uri):
+    a = _machine(tmp_path, "laptop", 16, samples=True)
+    done = _cli(a, sync_uri, "sync", "--with-transcripts", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "whole transcripts" in done.stderr
+    sent = json.loads(done.stdout)["transcripts"]
+    names = list(_location_files(sync_uri))
+    assert sent["packs_sent"] > 0 and sum(n.startswith("packs/") for n in names) == sent["packs_sent"]
+    assert [n for n in names if n.startswith("manifests/")]
+    b = _machine(tmp_path, "desk", 17)
+    plain = _cli(b, sync_uri, "sync")  # the packs and manifests beside the usage files are no concern of a sync
+    assert plain.returncode == 0 and "left alone" not in plain.stderr
+    assert _totals(b) == _union_totals(tmp_path, [a, b])
+    again = json.loads(_cli(a, sync_uri, "sync", "--with-transcripts", "--json").stdout)["transcripts"]
+    assert again["packs_sent"] == 0

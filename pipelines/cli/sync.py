@@ -26,13 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something failed")
+    p.add_argument("--with-transcripts", action="store_true",
+                   help="also send the session archive (whole transcripts: prompts, responses, paths) there")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from resources.config.settings import Settings
     from resources.objectstore.location import StorageUnavailable
-    from resources.sync.location import open_location
+    from resources.sync.location import sync_location
     from resources.sync.run import SyncBusy, SyncOptions, sync
     from resources.team.manifests import ManifestError, check_label
 
@@ -48,11 +50,20 @@ def run(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    blobs = open_location(settings.sync)
+    location = sync_location(settings.sync)
+    blobs = location.blobs()
     blobs.check()
+    if args.with_transcripts:
+        settings.check_storage()
+        print(f"{prog}: --with-transcripts: whole transcripts (prompts, responses, file paths) go to {settings.sync}",
+              file=sys.stderr)
     say = (lambda _m: None) if args.json or args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         report = sync(settings, blobs, opts, say)
+        if args.with_transcripts:
+            from resources.sync.transcripts import push_transcripts
+
+            report["transcripts"] = push_transcripts(settings, location, opts.user, opts.machine, say)
     except SyncBusy as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
@@ -67,11 +78,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: skipped {error} (tried again next sync)", file=sys.stderr)
     for error in report["ingest"]["errors"]:
         print(f"{prog}: {error['file']}: {error['error']}", file=sys.stderr)
-    failed = bool(report["errors"] or report["ingest"]["errors"])
+    for error in report.get("transcripts", {}).get("archive_errors", []):
+        print(f"{prog}: archive: {error['file']}: {error['error']}", file=sys.stderr)
+    failed = bool(report["errors"] or report["ingest"]["errors"] or report.get("transcripts", {}).get("archive_errors"))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     elif not args.quiet:
         print(summary(report, settings.sync))
+        if "transcripts" in report:
+            t = report["transcripts"]
+            print(f"transcripts: {t['packs_sent']} packs sent ({t['bytes_sent']:,} bytes), {t['packs_present']} "
+                  f"already there")
         print(machines_line(report["machines"]), file=sys.stderr)
     return 1 if failed else 0
 

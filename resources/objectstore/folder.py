@@ -1,4 +1,5 @@
-"""`FolderBlobs`: the `Blobs` operations on a plain folder (a mounted NAS, a Dropbox or iCloud Drive folder).
+"""`FolderBlobs`: the `Blobs` operations on a plain folder (a mounted NAS, a Dropbox or iCloud Drive folder);
+`FolderLocation`: the folder as a location, where code takes a `StorageLocation`.
 
 The same contract as `resources.objectstore.blobs.Blobs`, on files: an object ``a/b.x`` is the file
 ``<root>/a/b.x``. A write goes to a hidden temporary file in the target's folder, is flushed to disk,
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -118,3 +120,22 @@ class FolderBlobs:
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class FolderLocation:
+    """A folder standing where a `StorageLocation` stands (``uri``, ``child``, ``blobs``), so code written
+    for a bucket (``sessionlake push``) writes into a folder the same way."""
+
+    root: Path
+    setting: str = "folder"
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def child(self, *parts: str) -> FolderLocation:
+        return FolderLocation(self.root.joinpath(*(p.strip("/") for p in parts if p.strip("/"))), self.setting)
+
+    def blobs(self) -> FolderBlobs:
+        return FolderBlobs(self.root, self.setting)

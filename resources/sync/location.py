@@ -28,10 +28,15 @@ def parse_sync_uri(uri: str) -> str:
     return str(folder)
 
 
-def open_location(uri: str):
-    """The blob client of a URI `parse_sync_uri` accepted."""
-    from resources.objectstore.folder import FolderBlobs
+def sync_location(uri: str):
+    """The location (`StorageLocation` or `FolderLocation`) of a URI `parse_sync_uri` accepted."""
+    from resources.objectstore.folder import FolderLocation
 
     if uri.startswith("s3://"):
-        return StorageLocation.parse(uri, setting=SETTING).blobs()
-    return FolderBlobs(uri, setting=SETTING)
+        return StorageLocation.parse(uri, setting=SETTING)
+    return FolderLocation(Path(uri), setting=SETTING)
+
+
+def open_location(uri: str):
+    """The blob client (`Blobs` or `FolderBlobs`) of a URI `parse_sync_uri` accepted."""
+    return sync_location(uri).blobs()
