@@ -76,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: not a sync file, left alone: {name}", file=sys.stderr)
     for error in report["errors"]:
         print(f"{prog}: skipped {error} (tried again next sync)", file=sys.stderr)
-    for error in report["ingest"]["errors"]:
-        print(f"{prog}: {error['file']}: {error['error']}", file=sys.stderr)
     for error in report.get("transcripts", {}).get("archive_errors", []):
         print(f"{prog}: archive: {error['file']}: {error['error']}", file=sys.stderr)
     failed = bool(report["errors"] or report["ingest"]["errors"] or report.get("transcripts", {}).get("archive_errors"))

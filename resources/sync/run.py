@@ -34,9 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from resources.config.settings import Settings
-from resources.ingest.processors.usage import UsageProcessor
-from resources.ingest.runner import run_processors
-from resources.sources import found_sources, walk_all
+from resources.state.store import LOCK_WAIT_SEC as LOCK_WAIT
 from resources.state.store import StateStore, fetch_one
 from resources.sync.files import PREFIX, FileName, Header, SyncFileError, decode, encode, project_hash, session_ref
 from resources.sync.machines import other_machines
@@ -50,6 +48,7 @@ from resources.sync.warehouse import (
     unsynced_rows,
 )
 from resources.usage.pricing import PriceTable
+from resources.usage.refresh import fresh_warehouse
 
 COMPACT_AT = 16
 """This machine's files are merged into one when there are more than this many."""
@@ -75,7 +74,8 @@ class SyncOptions:
 
 def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None] = lambda _m: None) -> dict:
     """One sync against ``blobs`` (a `Blobs` or `FolderBlobs`); returns what it did:
-    ``ingest`` (files read, errors), ``pulled_files``, ``pulled_rows``, ``pushed_rows``, ``pushed_bytes``,
+    ``ingest`` (session files read, with `fresh_warehouse`, which says their errors on stderr),
+    ``pulled_files``, ``pulled_rows``, ``pushed_rows``, ``pushed_bytes``,
     ``pushed_file``, ``compacted`` (files merged, or 0), ``errors`` and ``foreign`` (names),
     ``machines`` (every other writer read here, with when it last synced)."""
     state = StateStore.from_settings(settings)
@@ -83,9 +83,8 @@ def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None
               "compacted": 0, "errors": [], "foreign": []}
     with _lock(settings.home / LOCK_FILE):
         prices = PriceTable.load(settings.price_file)
-        files = list(walk_all(found_sources(settings)))
-        stats = run_processors([UsageProcessor(prices)], settings.sessions_dir, state, files=files)["usage"]
-        report["ingest"] = {"files": stats["processed"], "errors": stats["error_files"]}
+        with fresh_warehouse(settings, lock_wait_sec=LOCK_WAIT, prices=prices, command="sessionlake sync") as fresh:
+            report["ingest"] = {"files": fresh.files_read, "errors": fresh.errors or []}
         with state.connect() as conn:
             header = Header(opts.user, opts.machine, _home_id(conn), opts.projects)
             names = local_projects(conn, opts.key) if opts.key else {}
