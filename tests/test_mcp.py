@@ -166,6 +166,27 @@ def test_stdout_holds_protocol_messages_only(home):
     proc.stderr.close()
 
 
+def test_usage_reads_the_agents_files_first_as_every_report_does(home):
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    line = {"type": "assistant", "uuid": "5e55b00c-0000-4000-8000-000000000001", "sessionId": "5e55b00c-new",
+            "timestamp": now, "requestId": "req_fresh_1", "cwd": "/Users/chip/dev/ai-music",
+            "message": {"id": "msg_fresh_1", "role": "assistant", "model": "claude-sonnet-4-20250514",
+                        "content": [{"type": "text", "text": "done"}],
+                        "usage": {"input_tokens": 1000, "output_tokens": 500, "cache_creation_input_tokens": 0,
+                                  "cache_read_input_tokens": 0}}}
+
+    async def body(client):
+        before = (await client.call_tool("usage", {"period": "today"})).structured_content
+        (home / "projects" / SAMPLE_PROJECT / "5e55b00c-new.jsonl").write_text(json.dumps(line) + "\n")
+        after = (await client.call_tool("usage", {"period": "today"})).structured_content
+        return before, after
+
+    before, after = _run(home, body)
+    assert after["today"]["tokens"]["total"] - before["today"]["tokens"]["total"] == 1500
+    assert after["warehouse"]["filesRead"] == 1 and after["warehouse"]["heldBy"] is None
+    assert set(after) >= {"today", "warehouse"} and "month" not in after
+
+
 def test_a_server_stopped_by_sigterm_still_writes_the_provenance_it_queued(home):
     import signal
 

@@ -282,7 +282,9 @@ PERIODS = ("today", "block", "month", "all")
 
 def usage_summary(settings, period: str = "all", agent: str | None = None, timezone: str = "UTC",
                   now=None) -> dict:
-    """``{today, block, month}`` (those ``period`` asks for): tokens and cost from the warehouse.
+    """``{today, block, month}`` (those ``period`` asks for): tokens and cost from the warehouse, brought up
+    to date from the agents' files first, as every report is (`resources.usage.refresh.fresh_warehouse`;
+    ``warehouse`` says what that read, and when another process held the warehouse, the age of the copy read).
 
     ``today``/``month``: ``{since, tokens: {input, output, cacheCreation, cacheRead, total}, costUSD}``
     in ``timezone``; ``block``: the active 5-hour block (``startTime``, ``endTime``, tokens, cost) or None.
@@ -291,8 +293,8 @@ def usage_summary(settings, period: str = "all", agent: str | None = None, timez
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from resources.sources import AGENTS
-    from resources.state.store import StateStore
     from resources.usage.pricing import PriceTable
+    from resources.usage.refresh import fresh_warehouse
     from resources.usage.reports import ReportFilter, ReportOptions, usage_report
 
     if period not in PERIODS:
@@ -308,7 +310,11 @@ def usage_summary(settings, period: str = "all", agent: str | None = None, timez
     prices = PriceTable.load(settings.price_file)
     base = ReportFilter(timezone=timezone, agent=agent, mode=settings.cost_mode)
     out: dict[str, Any] = {"agent": agent or "all", "timezone": timezone, "now": now.isoformat()}
-    with StateStore.from_settings(settings).connect() as conn:
+    with fresh_warehouse(settings, prices=prices, command="sessionlake mcp") as fresh:
+        conn = fresh.conn
+        out["warehouse"] = {"filesRead": fresh.files_read, "unreadFiles": len(fresh.errors or []),
+                            "heldBy": "another process" if fresh.held else None,
+                            "storedAt": fresh.stored_at.isoformat() if fresh.stored_at else None}
         for name, kind, since in (("today", "daily", today), ("month", "monthly", today.replace(day=1))):
             if period in (name, "all"):
                 from dataclasses import replace
