@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCHMARKS = ("ingest", "capture", "recall", "lance_health", "archive", "statusline", "orchestration", "postgres",
-              "agents", "team", "startup", "mcp", "sync")
+              "agents", "team", "startup", "mcp", "sync", "dropin")
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
