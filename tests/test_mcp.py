@@ -143,16 +143,18 @@ def test_a_session_named_by_the_agent_environment_or_codex_metadata_is_the_calle
     assert "claude-session-7" in entries and "codex-thread-9" in entries
 
 
-def test_stdout_holds_protocol_messages_only(home):
+def test_stdout_holds_protocol_messages_only_and_the_server_loads_neither_dagster_nor_lancedb(home, tmp_path):
     hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
-    requests = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "recall", "arguments": {"query": "x"}}},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "usage", "arguments": {"period": "?"}}},
-    ]
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "mcp"], env=_server_env(home), cwd=REPO,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    calls = [("recall", {"query": "x"}), ("usage", {"period": "?"}), ("context", {"handle": PUSH_PROMPT}),
+             ("usage", {})]
+    requests = [{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+                {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                *({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": name, "arguments": args}}
+                  for i, (name, args) in enumerate(calls, 2))]
+    errors = (tmp_path / "stderr").open("w+")
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "pipelines.cli.main", "mcp"], cwd=REPO,
+                            env=_server_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                            text=True)
     for request in requests:  # one at a time: a reply before the next request, as a client waits for it
         proc.stdin.write(json.dumps(request) + "\n")
         proc.stdin.flush()
@@ -163,7 +165,9 @@ def test_stdout_holds_protocol_messages_only(home):
     assert proc.wait(timeout=60) == 0
     assert proc.stdout.read() == ""  # nothing after the replies: no log line, no warning
     proc.stdout.close()
-    proc.stderr.close()
+    errors.seek(0)
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in errors if line.startswith("import time:")}
+    assert "mcp" in imported and "lance" in imported and not imported & {"dagster", "lancedb"}
 
 
 def test_usage_reads_the_agents_files_first_as_every_report_does(home):
