@@ -85,34 +85,49 @@ def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None
         prices = PriceTable.load(settings.price_file)
         with fresh_warehouse(settings, lock_wait_sec=LOCK_WAIT, prices=prices, command="sessionlake sync") as fresh:
             report["ingest"] = {"files": fresh.files_read, "errors": fresh.errors or []}
+        listing = _listing(blobs, report)
+        # Each connection is opened once per step: opening and closing one costs a checkpoint.
         with state.connect() as conn:
             header = Header(opts.user, opts.machine, _home_id(conn), opts.projects)
             names = local_projects(conn, opts.key) if opts.key else {}
-        listing = {}
-        for blob in blobs.list(PREFIX):
-            name = FileName.parse(blob.name)
-            if name is None and "/." in f"/{blob.name}":  # hidden: a Finder's .DS_Store, a writer's temporary
-                continue
-            if name is None:
-                report["foreign"].append(blob.name)
-            else:
-                listing[name] = blob.modified
-        _pull(state, blobs, listing, prices, names, report, log)
+            done = read_files(conn)
+            _pull(conn, blobs, listing, done, prices, names, report, log)
+            rows, tick = unsynced_rows(conn), clock(conn) + 1
         own = [n for n in listing if n.source == header.source]
-        pushed = _push(state, blobs, header, own, opts, report, log)
+        pushed = None
+        if rows.num_rows:
+            seq = max([n.last for n in own] + [last for _, last in done.get(header.source, [])] + [0]) + 1
+            pushed, out, data = _push(blobs, header, rows, seq, tick, opts)
+            report.update(pushed_rows=out.num_rows, pushed_bytes=len(data), pushed_file=pushed.name)
+            log(f"pushed {pushed.name}: {out.num_rows} responses, {len(data):,} bytes")
+        with state.connect() as conn:
+            if pushed is not None:  # this machine's copies are now synced: attribution and sync rank
+                merge_file(conn, pushed, header, out, len(data), datetime.now(UTC), None, own=True)
+            report["machines"] = other_machines(conn)
         if pushed is not None:
             own.append(pushed)
         if len(own) > opts.compact_at:
             report["compacted"] = _compact(blobs, header, own, log)
-        with state.connect() as conn:
-            report["machines"] = other_machines(conn)
     return report
 
 
-def _pull(state: StateStore, blobs, listing: dict[FileName, datetime], prices: PriceTable, names: dict,
-          report: dict, log) -> None:
-    with state.connect() as conn:
-        done = read_files(conn)
+def _listing(blobs, report: dict) -> dict[FileName, datetime]:
+    """Every sync file in the location, with when it was stored; other names go to ``report["foreign"]``."""
+    listing = {}
+    for blob in blobs.list(PREFIX):
+        name = FileName.parse(blob.name)
+        if name is None and "/." in f"/{blob.name}":  # hidden: a Finder's .DS_Store, a writer's temporary
+            continue
+        if name is None:
+            report["foreign"].append(blob.name)
+        else:
+            listing[name] = blob.modified
+    return listing
+
+
+def _pull(conn, blobs, listing: dict[FileName, datetime], done: dict[str, list[tuple[int, int]]],
+          prices: PriceTable, names: dict, report: dict, log) -> None:
+    """Merge every file of ``listing`` whose numbers ``done`` (updated here) does not cover yet."""
     for name in sorted(listing, key=lambda n: (n.source, n.first, n.last)):
         if _covered(done.get(name.source, []), name.first, name.last):
             continue
@@ -126,31 +141,19 @@ def _pull(state: StateStore, blobs, listing: dict[FileName, datetime], prices: P
             report["errors"].append(str(exc))
             log(f"skipped {exc}")
             continue
-        with state.connect() as conn:
-            report["pulled_rows"] += merge_file(conn, name, header, rows, len(data), listing[name], prices, names)
+        report["pulled_rows"] += merge_file(conn, name, header, rows, len(data), listing[name], prices, names)
         report["pulled_files"] += 1
         done.setdefault(name.source, []).append((name.first, name.last))
         log(f"pulled {name.name}: {rows.num_rows} responses from {header.user}@{header.machine}")
 
 
-def _push(state: StateStore, blobs, header: Header, own: list[FileName], opts: SyncOptions, report: dict,
-          log) -> FileName | None:
-    with state.connect() as conn:
-        rows = unsynced_rows(conn)
-        tick = clock(conn) + 1
-        done = read_files(conn).get(header.source, [])
-    if rows.num_rows == 0:
-        return None
-    seq = max([n.last for n in own] + [last for _, last in done] + [0]) + 1
+def _push(blobs, header: Header, rows: pa.Table, seq: int, tick: int,
+          opts: SyncOptions) -> tuple[FileName, pa.Table, bytes]:
+    """Write ``rows`` as this machine's file number ``seq``, stamped ``tick``; returns its name, rows, bytes."""
     out = _outgoing(rows, tick, opts)
     file, data = encode(out, header, seq, seq)
     blobs.put_bytes_if_absent(file, data)
-    name = FileName.parse(file)
-    with state.connect() as conn:
-        merge_file(conn, name, header, out, len(data), datetime.now(UTC), None, own=True)
-    report.update(pushed_rows=out.num_rows, pushed_bytes=len(data), pushed_file=file)
-    log(f"pushed {file}: {out.num_rows} responses, {len(data):,} bytes")
-    return name
+    return FileName.parse(file), out, data
 
 
 def _outgoing(rows: pa.Table, tick: int, opts: SyncOptions) -> pa.Table:

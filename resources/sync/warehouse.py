@@ -33,6 +33,10 @@ SESSION_PREFIX = "sync:"
 """``session_key`` of a row read from a sync file: ``sync:<session_ref>`` (the file's path never leaves its machine)."""
 
 _OUT = [c for c in COLUMNS if c not in ("session_ref", "clock")]
+_FIRST = ("(u.sync_clock IS NULL OR n.clock < u.sync_clock "
+          "OR (n.clock = u.sync_clock AND $source < u.sync_source))")
+"""Whether file ``n``'s copy was synced before the one a row is attributed to (by clock, then by writer)."""
+_ATTRIBUTION = (("user_name", "$user"), ("machine", "$machine"), ("sync_clock", "n.clock"), ("sync_source", "$source"))
 
 
 def unsynced_rows(conn: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -73,16 +77,12 @@ def merge_file(conn: duckdb.DuckDBPyConnection, name: FileName, header: Header, 
             _upsert_numbers(conn, prices)
         with transaction(conn):
             conn.execute(
-                """UPDATE usage_messages u SET user_name = $user, machine = $machine, sync_clock = n.clock,
-                           sync_source = $source
-                    FROM (SELECT dedup_key, min(clock) AS clock FROM _sync_in GROUP BY ALL) n
-                    WHERE u.dedup_key = n.dedup_key AND (u.sync_clock IS NULL OR n.clock < u.sync_clock
-                          OR (n.clock = u.sync_clock AND $source < u.sync_source))""",
+                f"""UPDATE usage_messages u SET sync_rank = greatest(coalesce(u.sync_rank, -1), n.rank),
+                           {", ".join(f"{c} = CASE WHEN {_FIRST} THEN {v} ELSE u.{c} END" for c, v in _ATTRIBUTION)}
+                    FROM (SELECT dedup_key, min(clock) AS clock, max({RANK_SQL.format(t="")}) AS rank
+                          FROM _sync_in GROUP BY ALL) n
+                    WHERE u.dedup_key = n.dedup_key AND ({_FIRST} OR coalesce(u.sync_rank, -1) < n.rank)""",
                 {"user": header.user, "machine": header.machine, "source": header.source})
-            conn.execute(
-                f"""UPDATE usage_messages u SET sync_rank = n.rank
-                    FROM (SELECT dedup_key, max({RANK_SQL.format(t="")}) AS rank FROM _sync_in GROUP BY ALL) n
-                    WHERE u.dedup_key = n.dedup_key AND coalesce(u.sync_rank, -1) < n.rank""")
             top = max(clock(conn), int(conn.execute("SELECT coalesce(max(clock), 0) FROM _sync_in").fetchall()[0][0]))
             conn.execute("INSERT INTO meta VALUES ('sync_clock', ?) ON CONFLICT (key) "
                          "DO UPDATE SET value = excluded.value", [str(top)])
