@@ -6,7 +6,8 @@ their session files; a session two machines hold counts once, attributed on ever
 that synced it first; a sync SIGKILLed at seeded random moments completes on the next run with every
 response in the location once; a damaged or foreign file is named and skipped, nothing else lost;
 machines whose wall clocks disagree change nothing; no prompt text, path or branch is in the location;
-two machines syncing at the same moment; the reports' machine options and the synced-machines line.
+two machines syncing at the same moment; the reports' machine options and the synced-machines line;
+the status line's "today" over every machine, with the location gone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -315,3 +317,30 @@ def test_with_transcripts_sends_the_packs_too_and_says_so(tmp_path, sync_uri):
     assert _totals(b) == _union_totals(tmp_path, [a, b])
     again = json.loads(_cli(a, sync_uri, "sync", "--with-transcripts", "--json").stdout)["transcripts"]
     assert again["packs_sent"] == 0
+
+
+def test_the_status_line_shows_today_for_all_machines_from_the_last_sync_without_the_location(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    a = _machine(tmp_path, "laptop", 18, sessions=1)
+    b = _machine(tmp_path, "desk", 19, sessions=1)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    today = {"type": "assistant", "sessionId": "today-1", "uuid": "u-today-1", "timestamp": now,
+             "requestId": "req_today_1", "message": {"id": "msg_today_1", "model": "claude-sonnet-4-20250514",
+             "role": "assistant", "content": [{"type": "text", "text": "done"}],
+             "usage": {"input_tokens": 1000, "output_tokens": 50000, "cache_creation_input_tokens": 0,
+                       "cache_read_input_tokens": 0}}}
+    (b / ".claude" / "projects" / "-home-dev-today").mkdir()
+    (b / ".claude" / "projects" / "-home-dev-today" / "today-1.jsonl").write_text(json.dumps(today) + "\n")
+    _sync(b, str(shared))
+    _sync(a, str(shared))
+    shutil.rmtree(shared)  # the location is gone (offline): the prompt's path never needs it
+
+    def line(home: Path) -> str:
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "statusline", "-z", "UTC", "--no-cache"],
+                              input="{}", env=_env(home, str(shared)), cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split(" session / ")[1].split(" today")[0]
+
+    assert line(a) == line(b) != "$0.00"
