@@ -82,7 +82,7 @@ def _sensor_tick(files: int, workdir: Path) -> tuple[float, float, float]:
 
     from pipelines.definitions import defs
     from pipelines.defs.resources import StateResource
-    from pipelines.defs.sessions.sensors import session_files_sensor
+    from pipelines.defs.sessions.sensors import session_files_tick
 
     root = workdir / "many"
     per_project = files // 100
@@ -97,7 +97,7 @@ def _sensor_tick(files: int, workdir: Path) -> tuple[float, float, float]:
             ctx = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
                                           resources={"state": state}, repository_def=defs.get_repository_def())
             started = time.perf_counter()
-            result = session_files_sensor(ctx)
+            result = session_files_tick(ctx, state)
             return time.perf_counter() - started, result
 
         first, result = tick(None)

@@ -18,9 +18,9 @@ after 40 single-entry appends, 4 appends of 100 entries (a queue batch), and ``I
 single-record upserts (so the index segment the last of them adds is counted, shared by all).
 
 The policy runs on a simulated clock at the incident's rate (10,841 versions in 9 days, ~72 s per
-commit): a sensor tick every ``SENSOR_MIN_INTERVAL_SEC`` of simulated time applies
+commit): a sensor tick every ``sensor_min_interval_sec(settings)`` of simulated time applies
 `threshold_breaches` at the `Settings` defaults and the periodic interval, and optimizes with
-``LANCE_OPTIMIZE_RETENTION_SEC`` of simulated time, converted to the wall-clock age of the files
+``settings.lance_optimize_retention_sec`` of simulated time, converted to the wall-clock age of the files
 written that long ago in simulated time (Lance prunes by file age).
 
 Run: ``python -m bench lance_health`` (``--quick``: 700 records, 1,000 commits).
@@ -128,11 +128,11 @@ class SensorPolicy:
     """The health sensor's decisions on a simulated clock (see the module docstring)."""
 
     def __init__(self, store, settings):
-        from pipelines.defs.lance.assets import SENSOR_MIN_INTERVAL_SEC
+        from pipelines.defs.lance.assets import sensor_min_interval_sec
         from resources.memory import maintenance as lm
 
         self.lm, self.store, self.settings = lm, store, settings
-        self.tick_every_sim = float(SENSOR_MIN_INTERVAL_SEC)
+        self.tick_every_sim = float(sensor_min_interval_sec(settings))
         self.started = time.time()
         self.sim_now = 0.0
         self.sim_times, self.wall_times = [0.0], [self.started]
@@ -145,12 +145,12 @@ class SensorPolicy:
         self.errors: list[str] = []
 
     def retention_wall_sec(self) -> float:
-        """The wall-clock age that files written ``LANCE_OPTIMIZE_RETENTION_SEC`` simulated seconds ago have.
+        """The wall-clock age that files written ``lance_optimize_retention_sec`` simulated seconds ago have.
 
         Mapping through the timeline (not a constant speed-up) keeps checkpoint pauses, which add
         wall time but no commits, from ageing the history.
         """
-        cutoff = self.sim_now - self.lm.LANCE_OPTIMIZE_RETENTION_SEC
+        cutoff = self.sim_now - self.settings.lance_optimize_retention_sec
         if cutoff <= 0:
             return time.time() - self.started + 1.0
         index = bisect.bisect_right(self.sim_times, cutoff) - 1
@@ -185,7 +185,7 @@ class SensorPolicy:
         if lm.threshold_breaches(health, self.settings.lance_versions_threshold,
                                  self.settings.lance_small_fragments_threshold):
             return "threshold"
-        if self.sim_now - self.last_run_sim >= lm.LANCE_OPTIMIZE_INTERVAL_SEC:
+        if self.sim_now - self.last_run_sim >= self.settings.lance_optimize_interval_sec:
             return "periodic"
         return None
 

@@ -64,7 +64,6 @@ def _tick_times(home: Path, root: Path, env: dict[str, str]) -> dict[str, float]
 
     from pipelines.definitions import defs
     from pipelines.defs.resources import StateResource
-    from pipelines.defs.sessions.sensors import session_files_sensor
 
     with _environ(python_env(home, root, **env)), dg.DagsterInstance.from_config(str(home / "dagster")) as inst:
         repo = defs.get_repository_def()
@@ -73,7 +72,7 @@ def _tick_times(home: Path, root: Path, env: dict[str, str]) -> dict[str, float]
             context = dg.build_sensor_context(instance=inst, instance_ref=inst.get_ref(), cursor=cursor,
                                               resources={"state": StateResource()}, repository_def=repo)
             started = time.perf_counter()
-            result = session_files_sensor.evaluate_tick(context)
+            result = repo.get_sensor_def("session_files_sensor").evaluate_tick(context)
             return time.perf_counter() - started, result
 
         _, first = tick(None)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from pipelines.cli.demo import SAMPLES as DEMO_SAMPLES
+from resources.config.private_home import make_private
 from resources.config.settings import Settings
 from resources.state.store import StateStore
 
@@ -73,7 +74,9 @@ def settings(tmp_path: Path, samples_root: Path, monkeypatch: pytest.MonkeyPatch
     home = tmp_path / "home"
     monkeypatch.setenv("SESSIONLAKE_HOME", str(home))
     monkeypatch.setenv("SESSIONLAKE_SESSIONS_DIR", str(samples_root))
-    return Settings.from_env()
+    settings = Settings.from_env()
+    make_private(settings)  # what every entry point does first
+    return settings
 
 
 @pytest.fixture

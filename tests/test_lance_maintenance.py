@@ -258,34 +258,6 @@ def test_commit_conflict_is_retried_with_backoff_then_reported(monkeypatch):
         lm._with_conflict_retry("compact", broken, [0])
 
 
-RELOAD = """
-import importlib, os
-import resources.memory.maintenance as m
-print(m.LANCE_OPTIMIZE_INTERVAL_SEC, m.LANCE_OPTIMIZE_RETENTION_SEC)
-del os.environ["SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC"], os.environ["SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC"]
-importlib.reload(m)
-print(m.LANCE_OPTIMIZE_INTERVAL_SEC, m.LANCE_OPTIMIZE_RETENTION_SEC)
-os.environ["SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC"] = "soon"
-try:
-    importlib.reload(m)
-except ValueError as exc:
-    print("refused", exc)
-"""
-
-
-@pytest.mark.integration  # another process
-def test_constants_come_from_env_at_import_and_default_on_reimport_without_it():
-    env = {**os.environ, "SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC": "120",
-           "SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC": "7200.5"}
-    out = subprocess.run([sys.executable, "-c", RELOAD], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0] == "120.0 7200.5"
-    assert lines[1] == "3600.0 86400.0"
-    assert lines[2].startswith("refused SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC='soon' is not a number")
-
-
 WRITER = r"""
 import sys, time
 from pathlib import Path

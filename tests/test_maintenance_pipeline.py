@@ -4,6 +4,7 @@ import json
 import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -13,14 +14,17 @@ from pipelines.defs.lance import definitions as maintenance
 from pipelines.defs.lance.assets import JOB_NAME, LOCATION_BOOT_ID, PHASE_TAG, lance_storage
 from pipelines.defs.lance.checks import memory_checks
 from pipelines.defs.lance.schedules import lance_maintenance_nightly
-from pipelines.defs.lance.sensors import lance_health_sensor
 from pipelines.defs.resources import LanceResource
 from pipelines.defs.tags import POOL_LANCE_MAINTENANCE
+from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.events import query_events, write_event
 from resources.memory.lance import EDGES, RECORDS, new_edge, new_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:optimize")]
+
+DEFAULTS = Settings(home=Path("/unused"), sessions_dir=Path("/unused"))
+"""The default intervals and retention (the tests' environment sets none of them)."""
 
 
 @pytest.fixture
@@ -47,7 +51,7 @@ def tick(instance, lance, cursor=None):
     """One tick through Dagster's own evaluation (the daemon's path), not the decorated function."""
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lance": lance},
                                       repository_def=all_defs.get_repository_def())
-    return lance_health_sensor.evaluate_tick(context)
+    return all_defs.get_repository_def().get_sensor_def("lance_health_sensor").evaluate_tick(context)
 
 
 def schedule_tick(instance, lance):
@@ -76,7 +80,7 @@ def settled_cursor(last_request_ts: float) -> str:
 
 
 def run_job(instance, lance, run_config=None, raise_on_error=True) -> dg.ExecuteInProcessResult:
-    defs = dg.Definitions.merge(maintenance.defs, dg.Definitions(resources={"lance": lance}))
+    defs = dg.Definitions.merge(maintenance.build_defs(DEFAULTS), dg.Definitions(resources={"lance": lance}))
     job = defs.resolve_job_def(JOB_NAME)
     return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=raise_on_error)
 
@@ -116,7 +120,7 @@ def test_not_due_then_due_after_the_interval(instance, lance):
     not_due = tick(instance, lance, settled_cursor(time.time()))
     assert not_due.run_requests == []
     assert "not due" in reason(not_due) and "periodic optimize in" in reason(not_due)
-    due = tick(instance, lance, settled_cursor(time.time() - lm.LANCE_OPTIMIZE_INTERVAL_SEC - 1))
+    due = tick(instance, lance, settled_cursor(time.time() - DEFAULTS.lance_optimize_interval_sec - 1))
     [request] = due.run_requests
     assert request.tags[PHASE_TAG] == "periodic"
     assert request.run_config["ops"]["lance_storage"]["config"]["phase"] == "periodic"
@@ -138,7 +142,7 @@ def test_versions_trigger_only_once_the_retention_can_remove_them(instance, lanc
     monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "5")
     young = tick(instance, lance, settled_cursor(time.time()))
     assert young.run_requests == [], "versions younger than the retention cannot be pruned: no run"
-    old = time.time() - lm.LANCE_OPTIMIZE_RETENTION_SEC - 60
+    old = time.time() - DEFAULTS.lance_optimize_retention_sec - 60
     for manifest in (lm.table_dir(store, EDGES) / "_versions").glob("*.manifest"):
         os.utime(manifest, (old, old))
     [request] = tick(instance, lance, settled_cursor(time.time())).run_requests
@@ -162,8 +166,8 @@ def test_skipped_while_a_writer_run_is_in_progress_then_runs(instance, lance):
 
 def test_never_two_maintenance_runs_at_once(instance, lance):
     lance.store()
-    job = dg.Definitions.merge(maintenance.defs, dg.Definitions(resources={"lance": lance})).resolve_job_def(
-        JOB_NAME)
+    job = dg.Definitions.merge(maintenance.build_defs(DEFAULTS),
+                               dg.Definitions(resources={"lance": lance})).resolve_job_def(JOB_NAME)
     instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED)
     result = tick(instance, lance, settled_cursor(0.0))
     assert result.run_requests == [] and "maintenance_running" in reason(result)
@@ -186,7 +190,8 @@ def test_nightly_schedule_runs_periodic_and_waits_for_writers(instance, lance):
     store = lance.store()
     [request] = schedule_tick(instance, lance).run_requests
     assert request.tags[PHASE_TAG] == "periodic"
-    assert request.run_config["ops"]["lance_storage"]["config"]["retention_sec"] == lm.LANCE_OPTIMIZE_RETENTION_SEC
+    retention = request.run_config["ops"]["lance_storage"]["config"]["retention_sec"]
+    assert retention == DEFAULTS.lance_optimize_retention_sec
     writer_run(instance)
     skipped = schedule_tick(instance, lance)
     assert not skipped.run_requests and "writers_active" in skipped.skip_message

@@ -29,7 +29,6 @@ from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import StateResource
 from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
-from pipelines.defs.sessions.sensors import session_files_sensor
 from pipelines.defs.tags import POOL_INGEST
 from pipelines.instance.home import INSTANCE_YAML, POSTGRES_INSTANCE_YAML, prepare_dagster_home
 from pipelines.instance.run_recovery import PROCESS_TAG, PoolWaitTimeout, claim_run, process_tag, wait_for_pool
@@ -79,7 +78,7 @@ def _cli(*args, env, timeout=300):
 def _tick(instance, cursor=None):
     context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
                                       resources={"state": StateResource()}, repository_def=defs.get_repository_def())
-    return session_files_sensor.evaluate_tick(context)
+    return defs.get_repository_def().get_sensor_def("session_files_sensor").evaluate_tick(context)
 
 
 def _init_pool(instance) -> None:

@@ -17,9 +17,11 @@ SPILL_AND_DRAIN = """
 from resources.capture.drain import drain_to_lance
 from resources.capture.queue import CaptureQueue
 from resources.memory.lance import LanceStore
+from resources.config.private_home import make_private
 from resources.config.settings import Settings
 
 settings = Settings.from_env()
+make_private(settings)  # a script's entry point, like the CLI's and the Dagster resources'
 store = LanceStore.from_settings(settings)
 assert drain_to_lance(CaptureQueue.from_settings(settings), store).records == 1
 store.append_provenance_batch = lambda *args, **kwargs: (_ for _ in ()).throw(OSError("store down"))

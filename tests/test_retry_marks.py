@@ -10,7 +10,6 @@ from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
 from pipelines.defs.sessions.assets import STEP_NAME, ingest_projects
-from pipelines.defs.sessions.sensors import session_files_sensor
 from resources.ingest.retry_marks import MAX_ATTEMPTS, RETRY_BASE_SEC, due_retries, record_failures
 from tests.conftest import SAMPLE_PROJECT
 
@@ -68,7 +67,7 @@ def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, 
     def tick(cursor):
         context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
                                           resources=resources, repository_def=defs.get_repository_def())
-        return session_files_sensor.evaluate_tick(context)
+        return defs.get_repository_def().get_sensor_def("session_files_sensor").evaluate_tick(context)
 
     seen = tick(None)  # first sight: the ordinary change request
     quiet = tick(seen.cursor)

@@ -16,7 +16,7 @@ from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import StateResource
 from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
-from pipelines.defs.sessions.sensors import partition_run_request, project_fingerprints, session_files_sensor
+from pipelines.defs.sessions.sensors import partition_run_request, project_fingerprints
 from resources.ingest.session_files import walk_sessions
 from tests.conftest import SAMPLE_PROJECT
 
@@ -34,7 +34,7 @@ def _tick(instance, cursor=None):
     context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
                                       resources={"state": StateResource()},
                                       repository_def=defs.get_repository_def())
-    return session_files_sensor.evaluate_tick(context)
+    return defs.get_repository_def().get_sensor_def("session_files_sensor").evaluate_tick(context)
 
 
 def _projects_of(request: dg.RunRequest) -> list[str]:

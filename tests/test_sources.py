@@ -20,7 +20,6 @@ from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import StateResource
 from pipelines.defs.sessions.assets import STEP_NAME
-from pipelines.defs.sessions.sensors import session_files_sensor
 from resources.archive.packs import PackStore
 from resources.config.settings import Settings
 from resources.ingest.processors.archive import ArchiveProcessor
@@ -203,7 +202,7 @@ def test_the_sensor_sees_a_codex_file_change_under_its_own_partition(tmp_path, a
         def tick(cursor=None):
             context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
                                               resources={"state": resource}, repository_def=defs.get_repository_def())
-            return session_files_sensor.evaluate_tick(context)
+            return defs.get_repository_def().get_sensor_def("session_files_sensor").evaluate_tick(context)
 
         first = tick()
         partitions = instance.get_dynamic_partitions(projects_partitions.name)

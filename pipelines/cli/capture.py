@@ -47,15 +47,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stdin is a Claude Code hook payload (UserPromptSubmit, Stop, SubagentStop)")
     p.add_argument("--requeue-overflow", action="store_true",
                    help="move envelopes set aside by a full queue (overflow/) back into it, print how many")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, manages_home=True)  # inside run's error handling: a hook never sees exit 2
 
 
 def run(args: argparse.Namespace) -> int:
     from resources.capture.queue import CaptureQueue, CaptureRecordError
+    from resources.config.private_home import make_private
     from resources.config.settings import Settings
 
     try:
         settings = Settings.from_env(check_uris=False)  # the inbox is local: a bad bucket URI must not lose a record
+        make_private(settings)
         queue = CaptureQueue.from_settings(settings)
         if args.requeue_overflow:
             print(f"requeued {queue.requeue_overflow()} envelope(s); pending now {queue.pending_count()}")

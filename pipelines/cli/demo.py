@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--home", help="data home to use (default: a new temp dir)")
     p.add_argument("--source", default=str(SAMPLES), help="a projects tree to copy in (default: the samples)")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, manages_home=True)  # its steps use a home of their own
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,10 @@ Exit statuses are `pipelines.cli.exits`. A setting that cannot be used (`resourc
 a bad ``SESSIONLAKE_*`` value or storage URI) or a storage bucket that cannot be reached (`StorageUnavailable`)
 ends any command with one line on stderr naming what to fix, and `exits.BAD_USAGE`; a project name that
 matches nothing (`UnknownProject`) with one line naming the closest, and `exits.FAILED`. Bad usage is
-reported under the usage line of the (sub)command it belongs to.
+reported under the usage line of the (sub)command it belongs to. Before a command runs,
+the data home is made private (`resources.config.private_home.make_private`), unless its parser sets
+``manages_home=True``: ``capture`` does it itself, inside its own error handling (a hook must never see
+exit 2), and ``demo`` uses a home of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import sys
 
 from pipelines.cli import exits
 from pipelines.cli.projects import UnknownProject
-from resources.config.settings import SettingError
+from resources.config.private_home import make_private
+from resources.config.settings import SettingError, Settings
 from resources.objectstore.location import StorageUnavailable
 
 COMMAND_MODULES = (
@@ -133,6 +137,17 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
 
 
+def _make_home_private() -> None:
+    """The entry point's one change to the process: umask 0o077 and the data home created 0700.
+    A home that cannot be created is a `SettingError` naming SESSIONLAKE_HOME (one line, exit 2)."""
+    settings = Settings.from_env(check_uris=False)
+    try:
+        make_private(settings)
+    except OSError as exc:
+        raise SettingError(f"SESSIONLAKE_HOME={str(settings.home)!r} cannot be used as the data home: "
+                           f"{exc.strerror or exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Import only the command being run, so `capture` does not pay for the others' imports.
@@ -143,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # argparse would report them under the top-level usage line, not the command's
         command.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if not getattr(args, "manages_home", False):
+            _make_home_private()
         return int(args.handler(args) or exits.DONE)
     except (SettingError, StorageUnavailable) as exc:  # the user's setting, not a bug: one line, no traceback
         print(f"{command.prog}: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     settings.check_storage()
-    retention = lm.LANCE_OPTIMIZE_RETENTION_SEC if args.retention is None else args.retention
+    retention = settings.lance_optimize_retention_sec if args.retention is None else args.retention
     try:
         lm.check_retention(retention, settings.lance_retention_floor_sec, args.force)
     except lm.RetentionBelowFloor as exc:

@@ -3,7 +3,8 @@
 They live together here, not beside each class, because the storage modules must stay importable
 without Dagster: ``sessionlake capture`` runs on the hot path of every prompt and cannot pay for
 importing it. Each resource resolves `Settings` from the environment, overridden by its own fields
-(set them in ``definitions.py`` or in run config), and builds the plain object on demand.
+(set them in ``definitions.py`` or in run config), makes the data home private when it is set up, and
+builds the plain object on demand.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.config.private_home import make_private
 from resources.config.settings import Settings
 
 
@@ -25,6 +27,10 @@ class SessionlakeResource(dg.ConfigurableResource):
     gemini_dir: str = ""
     opencode_dir: str = ""
     qwen_dir: str = ""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Make the data home private before a run, sensor or schedule writes anything in it."""
+        make_private(self.settings())
 
     def settings(self) -> Settings:
         settings = Settings.from_env()

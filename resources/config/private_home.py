@@ -7,8 +7,10 @@ processes it starts (``sessionlake dev`` starts the Dagster daemon, webserver an
 sessionlake left open (the home itself not 0700) is tightened once: the home and everything
 sessionlake keeps in it lose their group and other bits; nothing else in the folder is touched.
 
-`Settings.from_env()` calls it, so every entry point (the CLI, Dagster resources, the Python API
-through ``from_settings``) gets it before it writes anything.
+Reading the settings changes nothing; each entry point calls it, explicitly, before it writes
+anything: the CLI (`pipelines.cli.main`, so ``sessionlake dev`` and the Dagster processes it starts
+inherit the umask), every Dagster resource when a run, sensor or schedule sets it up, and a script
+using the Python API (``make_private(Settings.from_env())``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """Every path and knob sessionlake reads from the environment, in one place.
 
 `Settings.from_env()` is the only reader of ``SESSIONLAKE_*`` variables; everything else takes a
-`Settings` (or one of its paths) as an argument, so tests build one pointing at a tmp dir.
+`Settings` (or one of its paths) as an argument, so tests build one pointing at a tmp dir. It checks
+every value before it returns (a bad one raises `SettingError`, one line naming the variable and what
+it accepts) and changes nothing: it creates no folder and leaves the umask alone. Making the data home
+private is the entry points' explicit call (`resources.config.private_home.make_private`). Nothing
+reads the environment when a module is imported.
 """
 
 from __future__ import annotations
@@ -12,11 +16,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.config.private_home import make_private
+from resources.config.errors import SettingError
 
-
-class SettingError(ValueError):
-    """A setting (an environment variable) cannot be used; the message names it and says what it accepts."""
+__all__ = ["DAGSTER_STORAGES", "SettingError", "Settings"]
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -24,14 +26,19 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, floor: float | None = None, *, above: bool = False) -> float:
+    """The number in ``name`` (``default`` when unset or empty); `SettingError` when it is not a number or
+    is below ``floor`` (or equal to it, with ``above``)."""
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError as exc:
         raise SettingError(f"{name}={value!r} is not a number") from exc
+    if floor is not None and (number < floor or (above and number == floor)):
+        raise SettingError(f"{name}={value!r} must be {'>' if above else '>='} {floor:g}")
+    return number
 
 
 def _login() -> str:
@@ -41,8 +48,8 @@ def _login() -> str:
         return f"uid-{os.getuid()}"
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(_env_float(name, default))
+def _env_int(name: str, default: int, floor: int | None = None, *, above: bool = False) -> int:
+    return int(_env_float(name, default, floor, above=above))
 
 
 def _env_choice(name: str, choices: tuple[str, ...]) -> str:
@@ -55,6 +62,8 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
 
 DAGSTER_STORAGES = ("sqlite", "postgres")
 SYNC_PROJECTS = ("name", "hash")
+COST_MODES = ("auto", "calculate", "display")
+"""How a cost is found (resources/usage/pricing.py): the first is the default."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,14 @@ class Settings:
     pack_gc_grace_sec: float = 3600.0
     sensor_max_new_partitions: int = 500
     pool_wait_sec: float = 600.0
+    sensor_interval_sec: int = 60
+    """How often the session sensor looks for changed files (SESSIONLAKE_SENSOR_INTERVAL_SEC)."""
+    lance_optimize_interval_sec: float = 3600.0
+    """How often the Lance health sensor optimizes when no threshold is crossed (``periodic``;
+    SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC)."""
+    lance_optimize_retention_sec: float = 86400.0
+    """Lance versions younger than this survive a prune (SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC); a run
+    refuses less than ``lance_retention_floor_sec`` unless forced."""
     """How long ``sessionlake ingest`` waits for a pool slot held by another live run before giving up."""
     dagster_storage: str = "sqlite"
     """Which instance template (pipelines/instance/home.py) a new ``DAGSTER_HOME`` gets: ``sqlite`` or ``postgres``."""
@@ -172,12 +189,6 @@ class Settings:
         return self.home / "retry"
 
     @staticmethod
-    def sensor_interval_from_env() -> int:
-        """``SESSIONLAKE_SENSOR_INTERVAL_SEC`` alone, without touching the data home: the code location
-        reads it when it loads, long before anything is written."""
-        return _env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60)
-
-    @staticmethod
     def agent_roots_from_env() -> dict[str, Path]:
         """Where each agent keeps its sessions, found the way ccusage finds them, each overridable with
         ``SESSIONLAKE_<AGENT>_DIR``; ``SESSIONLAKE_AGENTS`` (comma-separated) limits which are read."""
@@ -199,7 +210,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, check_uris: bool = True) -> Settings:
-        """The settings, with the data home made private (`resources.config.private_home.make_private`).
+        """The settings, every value checked (`SettingError` for the first bad one); nothing is written.
 
         ``check_uris``: parse the storage and team URIs now, so a bad one fails at start, not half way
         through a run (`StorageUriError`). Only a command that never touches a bucket turns it off."""
@@ -208,18 +219,21 @@ class Settings:
             home=_env_path("SESSIONLAKE_HOME", Path.home() / ".sessionlake").resolve(),
             sessions_dir=_env_path("SESSIONLAKE_SESSIONS_DIR", Path.home() / ".claude" / "projects").resolve(),
             price_file=Path(price_file).expanduser() if price_file else None,
-            cost_mode=os.environ.get("SESSIONLAKE_COST_MODE", "auto"),
+            cost_mode=_env_choice("SESSIONLAKE_COST_MODE", COST_MODES),
             embedder=os.environ.get("SESSIONLAKE_EMBEDDER") or None,
             embedder_model=os.environ.get("SESSIONLAKE_EMBEDDER_MODEL") or None,
-            capture_max_size=_env_int("SESSIONLAKE_CAPTURE_MAX_SIZE", 10_000),
-            capture_max_record_bytes=_env_int("SESSIONLAKE_CAPTURE_MAX_RECORD_BYTES", 1 << 20),
-            lance_versions_threshold=_env_int("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", 100),
-            lance_small_fragments_threshold=_env_int("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", 32),
-            lance_retention_floor_sec=_env_float("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", 3600.0),
-            pack_gc_live_packs_threshold=_env_int("SESSIONLAKE_PACK_GC_LIVE_PACKS", 8),
-            pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0),
-            sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500),
-            pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0),
+            capture_max_size=_env_int("SESSIONLAKE_CAPTURE_MAX_SIZE", 10_000, 0, above=True),
+            capture_max_record_bytes=_env_int("SESSIONLAKE_CAPTURE_MAX_RECORD_BYTES", 1 << 20, 0, above=True),
+            lance_versions_threshold=_env_int("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", 100, 0),
+            lance_small_fragments_threshold=_env_int("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", 32, 0),
+            lance_retention_floor_sec=_env_float("SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC", 3600.0, 0),
+            pack_gc_live_packs_threshold=_env_int("SESSIONLAKE_PACK_GC_LIVE_PACKS", 8, 0),
+            pack_gc_grace_sec=_env_float("SESSIONLAKE_PACK_GC_GRACE_SEC", 3600.0, 0),
+            sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500, 0, above=True),
+            pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0, 0),
+            sensor_interval_sec=_env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60, 0, above=True),
+            lance_optimize_interval_sec=_env_float("SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC", 3600.0, 0, above=True),
+            lance_optimize_retention_sec=_env_float("SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC", 86400.0, 0),
             dagster_storage=_env_choice("SESSIONLAKE_DAGSTER_STORAGE", DAGSTER_STORAGES),
             sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
             codex_home=(roots := cls.agent_roots_from_env()).get("codex"),
@@ -239,5 +253,4 @@ class Settings:
                                "on each of your machines, so a project hashes alike on all of them)")
         if check_uris:
             _ = settings.storage, settings.team, settings.sync
-        make_private(settings)
         return settings

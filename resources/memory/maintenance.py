@@ -19,8 +19,8 @@ Contract:
   if it persists does the entry get an ``error`` (the next run tries again). Nothing is ever deleted
   that a live commit may still need: ``delete_unverified`` stays False, and tagged versions are kept
   instead of failing the prune.
-- The module constants are read once, at import, from ``SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC``
-  (default 3600) and ``SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC`` (default 86400).
+- How often to optimize and how long to keep versions are settings (``lance_optimize_interval_sec``,
+  ``lance_optimize_retention_sec`` in `resources.config.settings.Settings`); callers pass them in.
 
 Measured on lancedb 0.40.0 / pylance 14 (what this design relies on): sync ``Table.optimize()`` returns
 None and its prune raises on a tagged old version, after which the index step is skipped; the pylance
@@ -39,24 +39,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from resources.config.settings import _env_float
 from resources.memory.events import write_event
 from resources.memory.lance import EVENTS, TABLE_NAMES
 
 log = logging.getLogger(__name__)
 
-
-def _positive_env(name: str, default: float, *, allow_zero: bool) -> float:
-    value = _env_float(name, default)
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'} seconds")
-    return value
-
-
-LANCE_OPTIMIZE_INTERVAL_SEC = _positive_env("SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC", 3600.0, allow_zero=False)
-"""How often the health sensor optimizes even when no threshold is crossed (``periodic``)."""
-LANCE_OPTIMIZE_RETENTION_SEC = _positive_env("SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC", 86400.0, allow_zero=True)
-"""Versions younger than this survive a prune; the job refuses less than the settings' floor unless forced."""
 
 PHASES = ("startup", "periodic", "threshold", "manual")
 OPTIMIZED_EVENT = "lance_storage_optimized"
@@ -333,8 +320,7 @@ def optimize_table_entry(store, name: str, retention: timedelta) -> dict:
     return entry
 
 
-def optimize_lance_storage(store, retention: timedelta = timedelta(seconds=LANCE_OPTIMIZE_RETENTION_SEC),
-                           phase: str = "manual") -> dict:
+def optimize_lance_storage(store, retention: timedelta, phase: str = "manual") -> dict:
     """Optimize every table of ``TABLE_NAMES``; return ``{table: entry}`` for exactly those.
 
     Each entry has ``rows``/``versions``/``size_bytes``/``fragments``/``small_fragments`` ``_before`` and

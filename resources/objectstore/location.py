@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from resources.config.settings import SettingError
+from resources.config.errors import SettingError
 
 SCHEMES = ("s3",)
 _ENV_OPTIONS = {

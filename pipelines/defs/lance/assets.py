@@ -8,6 +8,7 @@ import dagster as dg
 
 from pipelines.defs.resources import LanceResource
 from pipelines.defs.tags import POOL_LANCE_MAINTENANCE
+from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 
 JOB_NAME = "lance_maintenance"
@@ -17,8 +18,11 @@ PHASE_TAG = "sessionlake/maintenance-phase"
 LOCATION_BOOT_ID = uuid.uuid4().hex
 """New in every code-location process: the sensor asks for one ``startup`` run per value."""
 
-SENSOR_MIN_INTERVAL_SEC = max(30, int(lm.LANCE_OPTIMIZE_INTERVAL_SEC // 12))
-"""Thresholds are looked at 12 times per optimize interval (every 5 minutes at the default hour)."""
+
+def sensor_min_interval_sec(settings: Settings) -> int:
+    """Thresholds are looked at 12 times per optimize interval (every 5 minutes at the default hour)."""
+    return max(30, int(settings.lance_optimize_interval_sec // 12))
+
 
 NIGHTLY_CRON = "30 3 * * *"
 
@@ -33,8 +37,8 @@ MAINTENANCE_PENDING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_START
 class MaintenanceConfig(dg.Config):
     phase: str = "manual"
     """startup, periodic, threshold or manual (the event and the run tag say which)."""
-    retention_sec: float = lm.LANCE_OPTIMIZE_RETENTION_SEC
-    """Versions younger than this are kept."""
+    retention_sec: float | None = None
+    """Versions younger than this are kept; None: ``settings.lance_optimize_retention_sec``."""
     force: bool = False
     """Allow a retention below the floor; only when nothing else uses the Lance tables."""
 
@@ -43,11 +47,13 @@ class MaintenanceConfig(dg.Config):
 def lance_storage(context: dg.AssetExecutionContext, config: MaintenanceConfig,
                   lance: LanceResource) -> dg.MaterializeResult:
     """The Lance tables compacted, indexes updated, versions older than the retention removed."""
+    settings = lance.settings()
+    retention_sec = settings.lance_optimize_retention_sec if config.retention_sec is None else config.retention_sec
     try:
-        lm.check_retention(config.retention_sec, lance.settings().lance_retention_floor_sec, config.force)
+        lm.check_retention(retention_sec, settings.lance_retention_floor_sec, config.force)
     except lm.RetentionBelowFloor as exc:
         raise dg.Failure(description=str(exc)) from exc
-    report = lm.optimize_lance_storage(lance.store(), timedelta(seconds=config.retention_sec), config.phase)
+    report = lm.optimize_lance_storage(lance.store(), timedelta(seconds=retention_sec), config.phase)
     metadata: dict[str, dg.MetadataValue] = {}
     for table, entry in report.items():
         for key, value in entry.items():
@@ -60,7 +66,7 @@ def lance_storage(context: dg.AssetExecutionContext, config: MaintenanceConfig,
         context.log.warning(f"optimize {table} failed, the next run tries again: {error}")
     metadata["tables_failed"] = dg.MetadataValue.int(len(failed))
     metadata["phase"] = dg.MetadataValue.text(config.phase)
-    metadata["retention_sec"] = dg.MetadataValue.float(config.retention_sec)
+    metadata["retention_sec"] = dg.MetadataValue.float(retention_sec)
     metadata["report"] = dg.MetadataValue.md(lm.format_report_table(report))
     return dg.MaterializeResult(metadata=metadata)
 

@@ -7,7 +7,7 @@
 - ``lance_health_sensor``: the first tick in a new code-location process asks for a ``startup`` run;
   later ticks ask for a ``threshold`` run when a table has more prunable versions (older than the
   retention, so a run can actually remove them) or more small fragments than the settings allow, or a
-  ``periodic`` run once ``LANCE_OPTIMIZE_INTERVAL_SEC`` has passed since the last one. A wanted run is
+  ``periodic`` run once ``settings.lance_optimize_interval_sec`` has passed since the last one. A wanted run is
   skipped (tick reason + ``lance_storage_optimize_skipped`` event) while a run that targets a Lance
   asset (`pipelines.defs.tags.LANCE_ASSETS`) is active, however it was launched (sensor, CLI, UI
   backfill), or another maintenance run is queued or active, and asked for again on the next tick.
@@ -29,11 +29,15 @@ from pipelines.defs.lance.checks import events_checks, memory_checks
 from pipelines.defs.lance.jobs import lance_maintenance
 from pipelines.defs.lance.schedules import lance_maintenance_nightly
 from pipelines.defs.lance.sensors import lance_health_sensor
+from resources.config.settings import Settings
 
-defs = dg.Definitions(
-    assets=[lance_storage, lance_events],
-    asset_checks=[*memory_checks, *events_checks],
-    jobs=[lance_maintenance],
-    sensors=[lance_health_sensor],
-    schedules=[lance_maintenance_nightly],
-)
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The domain's definitions; the health sensor ticks at a twelfth of ``settings.lance_optimize_interval_sec``."""
+    return dg.Definitions(
+        assets=[lance_storage, lance_events],
+        asset_checks=[*memory_checks, *events_checks],
+        jobs=[lance_maintenance],
+        sensors=[lance_health_sensor(settings)],
+        schedules=[lance_maintenance_nightly],
+    )

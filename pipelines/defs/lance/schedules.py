@@ -16,10 +16,11 @@ from pipelines.defs.resources import LanceResource
                          "run is writing Lance tables.")
 def lance_maintenance_nightly(context: dg.ScheduleEvaluationContext, lance: LanceResource):
     """Every night: a ``periodic`` optimize with the configured retention, unless writers are active."""
-    refused = retention_refused(lance)
+    settings = lance.settings()
+    refused = retention_refused(settings)
     if refused:
         return dg.SkipReason(refused)
     blocked = blocking_reason(context.instance, context.repository_def)
     if blocked:
         return dg.SkipReason(record_skip(lance.store(), "periodic", *blocked))
-    return maintenance_run_request("periodic", time.time(), "nightly schedule")
+    return maintenance_run_request("periodic", time.time(), "nightly schedule", settings)

@@ -10,14 +10,15 @@ from pipelines.defs.lance.assets import (
     LOCATION_BOOT_ID,
     MAINTENANCE_PENDING,
     PHASE_TAG,
-    SENSOR_MIN_INTERVAL_SEC,
     WRITER_ACTIVE,
     MaintenanceConfig,
+    sensor_min_interval_sec,
 )
 from pipelines.defs.lance.jobs import lance_maintenance
 from pipelines.defs.resources import LanceResource
 from pipelines.defs.run_targets import targets_any
 from pipelines.defs.tags import LANCE_ASSETS
+from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.events import write_event
 
@@ -41,18 +42,18 @@ def record_skip(store, phase: str, reason: str, detail: str) -> str:
     return f"{phase} optimize skipped ({reason}): {detail}; trying again next tick"
 
 
-def maintenance_run_request(phase: str, now: float, detail: str) -> dg.RunRequest:
+def maintenance_run_request(phase: str, now: float, detail: str, settings: Settings) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{phase}-{int(now * 1000)}",
         run_config=dg.RunConfig({"lance_storage": MaintenanceConfig(
-            phase=phase, retention_sec=lm.LANCE_OPTIMIZE_RETENTION_SEC)}),
+            phase=phase, retention_sec=settings.lance_optimize_retention_sec)}),
         tags={PHASE_TAG: phase, "sessionlake/maintenance-reason": detail[:200]},
     )
 
 
-def retention_refused(lance: LanceResource) -> str | None:
+def retention_refused(settings: Settings) -> str | None:
     try:
-        lm.check_retention(lm.LANCE_OPTIMIZE_RETENTION_SEC, lance.settings().lance_retention_floor_sec)
+        lm.check_retention(settings.lance_optimize_retention_sec, settings.lance_retention_floor_sec)
     except lm.RetentionBelowFloor as exc:
         return f"SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC: {exc}"
     return None
@@ -65,7 +66,7 @@ def wanted_phase(cursor: dict, now: float, lance: LanceResource) -> tuple[str | 
     one small fragment in some table. A fresh home has neither, and its first ingest runs alone.
     """
     settings = lance.settings()
-    health = lm.measure_store(lance.store(), retention_sec=lm.LANCE_OPTIMIZE_RETENTION_SEC)
+    health = lm.measure_store(lance.store(), retention_sec=settings.lance_optimize_retention_sec)
     if cursor.get("boot") != LOCATION_BOOT_ID and _has_work(health):
         return "startup", "first tick since the code location started"
     breaches = lm.threshold_breaches(health, settings.lance_versions_threshold,
@@ -73,11 +74,12 @@ def wanted_phase(cursor: dict, now: float, lance: LanceResource) -> tuple[str | 
     if breaches:
         return "threshold", "; ".join(breaches)
     since = now - float(cursor.get("last_request_ts", now))
-    if since >= lm.LANCE_OPTIMIZE_INTERVAL_SEC:
-        return "periodic", f"{since:,.0f}s since the last optimize (interval {lm.LANCE_OPTIMIZE_INTERVAL_SEC:,.0f}s)"
+    interval = settings.lance_optimize_interval_sec
+    if since >= interval:
+        return "periodic", f"{since:,.0f}s since the last optimize (interval {interval:,.0f}s)"
     shape = ", ".join(f"{t}: {h.versions} versions, {h.small_fragments} small fragments" if not isinstance(h, str)
                       else f"{t}: {h}" for t, h in health.items())
-    return None, f"healthy ({shape}); periodic optimize in {lm.LANCE_OPTIMIZE_INTERVAL_SEC - since:,.0f}s"
+    return None, f"healthy ({shape}); periodic optimize in {interval - since:,.0f}s"
 
 
 def _has_work(health: dict[str, lm.TableHealth | str]) -> bool:
@@ -93,16 +95,24 @@ def _parse_cursor(raw: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-@dg.sensor(job=lance_maintenance, minimum_interval_seconds=SENSOR_MIN_INTERVAL_SEC,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description=f"Every {SENSOR_MIN_INTERVAL_SEC} s: a lance_maintenance run at code-location start, when a "
-                       "table has more prunable versions or small fragments than its threshold, or "
-                       f"{lm.LANCE_OPTIMIZE_INTERVAL_SEC:.0f} s after the last one "
-                       "(SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC); skips while a run writes Lance tables.")
-def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
+def lance_health_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The ``lance_health_sensor``, ticking at `sensor_min_interval_sec` of ``settings``."""
+    every = sensor_min_interval_sec(settings)
+    return dg.sensor(
+        name="lance_health_sensor", job=lance_maintenance, minimum_interval_seconds=every,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Every {every} s: a lance_maintenance run at code-location start, when a table has more "
+                    "prunable versions or small fragments than its threshold, or "
+                    f"{settings.lance_optimize_interval_sec:.0f} s after the last one "
+                    "(SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC); skips while a run writes Lance tables.",
+    )(lance_health_tick)
+
+
+def lance_health_tick(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
     """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
+    settings = lance.settings()
     cursor = _parse_cursor(context.cursor)
-    refused = retention_refused(lance)
+    refused = retention_refused(settings)
     if refused:
         return dg.SensorResult(skip_reason=refused, cursor=context.cursor)
     now = time.time()
@@ -114,5 +124,5 @@ def lance_health_sensor(context: dg.SensorEvaluationContext, lance: LanceResourc
     if blocked:
         return dg.SensorResult(skip_reason=record_skip(lance.store(), phase, *blocked), cursor=context.cursor)
     context.log.info(f"requesting a {phase} optimize: {detail}")
-    return dg.SensorResult(run_requests=[maintenance_run_request(phase, now, detail)],
+    return dg.SensorResult(run_requests=[maintenance_run_request(phase, now, detail, settings)],
                            cursor=json.dumps({"boot": LOCATION_BOOT_ID, "last_request_ts": now}))

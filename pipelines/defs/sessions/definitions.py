@@ -25,5 +25,9 @@ import dagster as dg
 from pipelines.defs.sessions.assets import ingest_projects
 from pipelines.defs.sessions.jobs import ingest_sessions
 from pipelines.defs.sessions.sensors import session_files_sensor
+from resources.config.settings import Settings
 
-defs = dg.Definitions(assets=[ingest_projects], jobs=[ingest_sessions], sensors=[session_files_sensor])
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The domain's definitions; the sensor ticks at ``settings.sensor_interval_sec``."""
+    return dg.Definitions(assets=[ingest_projects], jobs=[ingest_sessions], sensors=[session_files_sensor(settings)])

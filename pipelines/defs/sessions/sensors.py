@@ -24,9 +24,6 @@ from resources.sources import found_sources, walk_all
 
 NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 
-SENSOR_INTERVAL_SEC = Settings.sensor_interval_from_env()
-"""Read once, at import, from ``SESSIONLAKE_SENSOR_INTERVAL_SEC`` (default 60)."""
-
 
 def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:
     """Per project, a digest of every file's (key, size, mtime_ns) (stats only: the walk reads no file
@@ -62,13 +59,19 @@ def _parse_cursor(raw: str | None) -> dict[str, str]:
     return digests if isinstance(digests, dict) else {}
 
 
-@dg.sensor(job=ingest_sessions, minimum_interval_seconds=SENSOR_INTERVAL_SEC,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description=f"Every {SENSOR_INTERVAL_SEC} s (SESSIONLAKE_SENSOR_INTERVAL_SEC): registers new projects "
-                       "as partitions and asks for one ingest_sessions run for every project with new or changed "
-                       "files or failed files due for a retry; while a run is still queued, changes wait for the "
-                       "next one.")
-def session_files_sensor(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
+def session_files_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The ``session_files_sensor``, ticking every ``settings.sensor_interval_sec``."""
+    every = settings.sensor_interval_sec
+    return dg.sensor(
+        name="session_files_sensor", job=ingest_sessions, minimum_interval_seconds=every,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Every {every} s (SESSIONLAKE_SENSOR_INTERVAL_SEC): registers new projects as partitions "
+                    "and asks for one ingest_sessions run for every project with new or changed files or failed "
+                    "files due for a retry; while a run is still queued, changes wait for the next one.",
+    )(session_files_tick)
+
+
+def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
     """Ingest projects with new or changed files, or with failed files due for a retry: one run per tick.
 
     New projects are registered as partitions first (at most ``SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS``
