@@ -101,12 +101,12 @@ def test_a_bad_value_is_one_line_and_exit_2_in_the_cli(name, tmp_path):
     assert not (tmp_path / "home").exists(), "a command refused at its settings wrote nothing"
 
 
-def test_capture_refuses_a_bad_value_with_exit_1_as_a_hook_needs(tmp_path):
-    """A Claude Code hook that exits 2 blocks the user's prompt: capture says why in one line, exit 1."""
+def test_capture_checks_its_settings_inside_its_own_error_handling(tmp_path):
+    """capture makes the home private itself (a hook must see its own exit status, never main's)."""
     result = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "capture", "--text", "a note"], cwd=REPO,
                             env=_env(tmp_path, SESSIONLAKE_CAPTURE_MAX_SIZE="0"), capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "sessionlake capture: could not append: SESSIONLAKE_CAPTURE_MAX_SIZE='0' must be > 0"]
 
