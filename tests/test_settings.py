@@ -10,6 +10,8 @@ import pytest
 
 from resources.config.settings import SettingError, Settings
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 BAD_VALUES = {
@@ -78,6 +80,7 @@ def test_reading_the_settings_creates_nothing_and_keeps_the_umask(tmp_path, monk
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.integration  # another process
 def test_importing_every_module_reads_no_setting(tmp_path):
     """Every variable bad, every module of resources/ and pipelines/ imported: none reads one, none
     changes the umask."""
@@ -88,6 +91,7 @@ def test_importing_every_module_reads_no_setting(tmp_path):
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.integration  # another process
 @pytest.mark.parametrize("name", ["SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC", "SESSIONLAKE_COST_MODE"])
 def test_a_bad_value_is_one_line_and_exit_2_in_the_cli(name, tmp_path):
     for command in (["usage", "daily"], ["maintain"]):
@@ -101,6 +105,7 @@ def test_a_bad_value_is_one_line_and_exit_2_in_the_cli(name, tmp_path):
     assert not (tmp_path / "home").exists(), "a command refused at its settings wrote nothing"
 
 
+@pytest.mark.integration  # another process
 def test_capture_checks_its_settings_inside_its_own_error_handling(tmp_path):
     """capture makes the home private itself (a hook must see its own exit status, never main's)."""
     result = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "capture", "--text", "a note"], cwd=REPO,
@@ -111,6 +116,7 @@ def test_capture_checks_its_settings_inside_its_own_error_handling(tmp_path):
         "sessionlake capture: could not append: SESSIONLAKE_CAPTURE_MAX_SIZE='0' must be > 0"]
 
 
+@pytest.mark.integration  # another process
 def test_a_home_that_cannot_be_made_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "home").write_text("a file where the home should be")
     result = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "daily"], cwd=REPO,
@@ -120,6 +126,7 @@ def test_a_home_that_cannot_be_made_is_one_line_and_exit_2(tmp_path):
         f"sessionlake usage: SESSIONLAKE_HOME={str(tmp_path / 'home')!r} cannot be used as the data home: File exists"]
 
 
+@pytest.mark.integration  # another process
 def test_a_bad_value_fails_loading_the_code_location_with_its_one_line(tmp_path):
     """What Dagster does with the module ``workspace.yaml`` names: a bad value is the error it shows,
     on one line naming the variable; with good values the same load succeeds."""
@@ -136,6 +143,7 @@ def test_a_bad_value_fails_loading_the_code_location_with_its_one_line(tmp_path)
     assert good.returncode == 0, good.stdout + good.stderr
 
 
+@pytest.mark.integration  # another process
 def test_the_sensor_intervals_are_the_settings_of_the_loaded_location(tmp_path):
     script = ("from pipelines.definitions import defs\nrepo = defs.get_repository_def()\n"
               "print(repo.get_sensor_def('session_files_sensor').minimum_interval_seconds,"
