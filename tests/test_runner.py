@@ -26,7 +26,7 @@ class LineCounter(SessionProcessor):
         self.committed: list[str] = []
         self._batch: list[str] = []
 
-    def process_session(self, session_path, username, session_key, conn, *, start_offset=0):
+    def process_session(self, session_path, project, session_key, conn, *, start_offset=0):
         self.calls.append((session_key, start_offset))
         if session_key in self.fail_on:
             raise ValueError(f"cannot handle {session_key}")
@@ -238,7 +238,7 @@ class NonNegative(SessionProcessor):
         self.rows: list[tuple[str, int]] = []
         self.commits = 0
 
-    def process_session(self, session_path, username, session_key, conn, *, start_offset=0):
+    def process_session(self, session_path, project, session_key, conn, *, start_offset=0):
         stats = ParseStats()
         rows = [(session_key, line.obj["n"]) for line in iter_jsonl(session_path, start_offset, stats)]
         self.rows.extend(rows)

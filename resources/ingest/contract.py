@@ -50,7 +50,7 @@ class SessionProcessor:
     def process_session(
         self,
         session_path: Path,
-        username: str,
+        project: str,
         session_key: str,
         conn: Connection,
         *,
@@ -64,7 +64,7 @@ class SessionProcessor:
     files at once, one worker per core."""
 
     @staticmethod
-    def read_session(session_path: Path, username: str, session_key: str, start_offset: int = 0,
+    def read_session(session_path: Path, project: str, session_key: str, start_offset: int = 0,
                      ) -> tuple[object, ProcessorResult]:
         """What `take` needs of one file (picklable), and the result; only for ``parallel_reads``."""
         raise NotImplementedError

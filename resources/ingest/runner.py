@@ -395,7 +395,7 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: 
         budget = [SPLIT_BUDGET * len(pending)] if budget is None else budget
         if len(pending) == 1 or budget[0] < len(pending):
             for taken in pending:
-                report_error(stats, taken.mark.username, taken.mark.session_file, exc, prefix="commit failed: ")
+                report_error(stats, taken.mark.project, taken.mark.session_file, exc, prefix="commit failed: ")
             logger.error("%s commit failed; %d file(s) stay unprocessed: %s", processor.name, len(pending), exc,
                          exc_info=True)
             return
@@ -411,7 +411,7 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: 
     mark_processed(conn, processor.name, [t.mark for t in pending])
     record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
     for t in pending:
-        project = t.mark.username
+        project = t.mark.project
         count_stat(stats, project, "processed")
         # this run's items: the mark keeps the file's running total, and a grown file adds only its new ones
         count_stat(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)

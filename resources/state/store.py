@@ -214,7 +214,8 @@ class ProcessedMark:
     """One file a processor finished: written by `mark_processed`."""
 
     session_file: str
-    username: str
+    project: str
+    """Stored in the ``username`` column, the name the table was created with."""
     items_extracted: int
     file_hash: str
     file_size: int
@@ -251,7 +252,7 @@ def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Seque
             {
                 "processor_name": processor,
                 "session_file": m.session_file,
-                "username": m.username,
+                "username": m.project,
                 "processed_at": m.processed_at,
                 "items_extracted": m.items_extracted,
                 "file_hash": m.file_hash,

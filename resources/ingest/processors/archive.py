@@ -97,7 +97,7 @@ class ArchiveProcessor(SessionProcessor):
     def process_session(
         self,
         session_path: Path,
-        username: str,
+        project: str,
         session_key: str,
         conn: Connection,
         *,
@@ -105,7 +105,7 @@ class ArchiveProcessor(SessionProcessor):
     ) -> ProcessorResult:
         if self._spool is None:
             self.begin_run()
-        repo = username  # the project: for Claude Code, the first part of the key (`repo_of`)
+        repo = project  # for Claude Code, the first part of the key (`repo_of`)
         if repo not in self._latest:  # one query per project and run, not one per file
             self._latest[repo] = PackStore.latest_snapshots(conn, repo)
         previous = self._latest[repo].get(session_key)

@@ -69,7 +69,7 @@ class MemoryProcessor(SessionProcessor):
     def process_session(
         self,
         session_path: Path,
-        username: str,
+        project: str,
         session_key: str,
         conn: Connection,
         *,
@@ -83,7 +83,7 @@ class MemoryProcessor(SessionProcessor):
         summaries: list[tuple[str | None, str]] = []
         file_session: str | None = None
         line_sessions: dict[str, str] = {}
-        for item in source_type(session_key).memory(session_path, session_key, username, start_offset, stats):
+        for item in source_type(session_key).memory(session_path, session_key, project, start_offset, stats):
             if item.summary is not None:
                 summaries.append(item.summary)
                 continue
@@ -98,7 +98,7 @@ class MemoryProcessor(SessionProcessor):
             role, text = fields.pop("role"), fields.pop("text")
             record_id = item.id or stable_id(session_key, item.offset)
             records.append(new_record(record_id, text, tier="episodic", role=role, session_key=session_key,
-                                      project=username, **fields))
+                                      project=project, **fields))
             record_ids.add(record_id)
             if item.parent:
                 links.append((record_id, item.parent))

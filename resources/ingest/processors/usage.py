@@ -39,17 +39,17 @@ class UsageProcessor(SessionProcessor):
         self.rows_written = 0
         self.unpriced_models = {}
 
-    def process_session(self, session_path: Path, username: str, session_key: str,
+    def process_session(self, session_path: Path, project: str, session_key: str,
                         conn: Connection, *, start_offset: int = 0) -> ProcessorResult:
-        items, result = self.read_session(session_path, username, session_key, start_offset)
+        items, result = self.read_session(session_path, project, session_key, start_offset)
         self.take(items)
         return result
 
     @staticmethod
-    def read_session(session_path: Path, username: str, session_key: str, start_offset: int = 0,
+    def read_session(session_path: Path, project: str, session_key: str, start_offset: int = 0,
                      ) -> tuple[list[UsageItem], ProcessorResult]:
         stats = ParseStats()
-        items = list(source_type(session_key).usage(session_path, session_key, username, start_offset, stats))
+        items = list(source_type(session_key).usage(session_path, session_key, project, start_offset, stats))
         return items, ProcessorResult(items_count=len(items), end_offset=stats.end_offset,
                                       bytes_read=stats.bytes_read, malformed=stats.malformed)
 
