@@ -214,7 +214,7 @@ def test_a_server_stopped_by_sigterm_still_writes_the_provenance_it_queued(home)
     assert ("continue", "killer") in [(e["cue"], e["session_id"]) for e in entries]
 
 
-def test_recall_through_mcp_answers_while_an_ingest_writes_the_same_tables(home, tmp_path):
+def test_recall_through_mcp_answers_while_an_ingest_and_a_maintenance_run_write_the_same_tables(home, tmp_path):
     root = tmp_path
     writable_copy(home / "projects", root / "projects")
     ingest = _cli("ingest", env=_env(root))  # a home of its own: this test adds to it
@@ -230,22 +230,30 @@ def test_recall_through_mcp_answers_while_an_ingest_writes_the_same_tables(home,
         parent = uuid
     new.write_text("\n".join(lines) + "\n")
 
-    async def body(client):
-        writer = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=_env(root), cwd=REPO,
+    async def recall_while(client, *command):
+        writer = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", *command], env=_env(root), cwd=REPO,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         answers = []
         while writer.poll() is None:
-            result = await client.call_tool("recall", {"query": "push to github", "k": 3})
-            answers.append(result)
+            answers.append(await client.call_tool("recall", {"query": "push to github", "k": 3}))
             await asyncio.sleep(0.05)
         out, err = writer.communicate()
+        assert writer.returncode == 0, err
+        return answers, out
+
+    async def body(client):
+        during_ingest, _ = await recall_while(client, "ingest")
         late = await client.call_tool("recall", {"query": "zanzibar", "k": 5})
-        return writer.returncode, err, answers, late
+        # compaction rewrites the tables recall reads (and the provenance its calls keep appending to)
+        during_maintenance, report = await recall_while(client, "maintain", "--json")
+        rewritten = sum(t["fragments_removed"] for t in json.loads(report).values() if isinstance(t, dict))
+        assert rewritten > 0, "maintenance compacted nothing: the test would prove nothing"
+        return during_ingest, late, during_maintenance
 
     started = time.monotonic()
-    code, err, answers, late = _run(root, body)
-    assert code == 0, err
+    answers, late, maintained = _run(root, body)
     assert len(answers) >= 3, f"only {len(answers)} recalls in {time.monotonic() - started:.0f} s of ingest"
-    assert all(not a.is_error and a.structured_content["hits"][0]["id"] == PUSH_PROMPT for a in answers)
+    for result in answers + maintained:
+        assert not result.is_error and result.structured_content["hits"][0]["id"] == PUSH_PROMPT
     hits = late.structured_content["hits"]
     assert len(hits) == 5 and all("zanzibar" in h["snippet"] for h in hits)  # the ingest's commit, seen at once
