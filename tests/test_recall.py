@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 
 import numpy as np
@@ -91,19 +92,22 @@ def test_sync_provenance_lands_before_recall_returns(store):
 
 def test_queued_recall_returns_before_a_slow_write_finishes(store, tmp_path):
     real = store.append_provenance_batch
+    release, written = threading.Event(), threading.Event()
 
-    def slow(pairs, *args, **kwargs):
-        time.sleep(1.0)
-        return real(pairs, *args, **kwargs)
+    def held(pairs, *args, **kwargs):  # the write waits for the test: a recall that waited for it would hang
+        release.wait(60)
+        result = real(pairs, *args, **kwargs)
+        written.set()
+        return result
 
-    store.append_provenance_batch = slow
+    store.append_provenance_batch = held
     store.enable_provenance_queue(coalesce_ms=10, overflow_dir=tmp_path / "overflow")
     try:
-        started = time.perf_counter()
         hits = recall(store, "push to github", "session-Q", k=3)
-        assert time.perf_counter() - started < 0.5
+        assert not written.is_set(), "recall returned only after its provenance write"
         assert hits and store.get(hits[0]["id"])["provenance"] == []
-        assert store.provenance_queue.flush(timeout=10)
+        release.set()
+        assert store.provenance_queue.flush(timeout=30) and written.is_set()
         assert store.get(hits[0]["id"])["provenance"][0]["session_id"] == "session-Q"
     finally:
         store.disable_provenance_queue()

@@ -65,10 +65,9 @@ def test_sigkill_inside_the_step_then_the_next_ingest_finishes_with_clean_totals
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
         assert instance.event_log_storage.get_concurrency_info(POOL_INGEST).active_run_ids == {run.run_id}
 
-    started = time.monotonic()
     after = _cli("ingest", "--json", env=env, timeout=180)
     assert after.returncode == 0, after.stderr
-    assert time.monotonic() - started < 120
+    assert "waiting for pool" not in after.stderr, "the dead run's slot was freed at once, not waited out"
     assert json.loads(after.stdout)["errors"] == 0
     with _instance(tmp_path) as instance:
         dead = instance.get_run_by_id(run.run_id)
@@ -105,9 +104,8 @@ def test_a_slot_held_by_a_live_run_is_waited_for_named_and_given_up_on(tmp_path)
     holder = subprocess.Popen(["sleep", "120"])
     try:
         run_id = _hold_the_pool(tmp_path, holder.pid)
-        started = time.monotonic()
-        result = _cli("ingest", "--only", "usage", env=env, timeout=60)
-        assert result.returncode == 2 and time.monotonic() - started < 30
+        result = _cli("ingest", "--only", "usage", env=env, timeout=120)
+        assert result.returncode == 2
         assert f"waiting for pool {POOL_INGEST}: held by {JOB_NAME} {run_id}" in result.stderr
         assert "gave up after 2s" in result.stderr
 
