@@ -94,3 +94,28 @@ def test_a_long_lived_process_keeps_only_the_newest_run_databases_open(home):
         open_runs = [name for name in storage._engines if name != "index"]
         assert open_runs == [run.run_id for run in runs[-OPEN_RUN_DATABASES:]]
         assert all(len(instance.all_logs(run.run_id)) >= 1 for run in runs)  # closed ones reopen on demand
+
+
+def test_the_dagster_internals_it_stands_on_are_there_and_were_checked_on_this_minor(home):
+    """Fails on the next Dagster minor, naming what to re-check, before a changed internal can corrupt a log."""
+    import importlib
+
+    from dagster.version import __version__
+
+    import pipelines.instance.event_log_storage as pooled
+
+    module = importlib.import_module(next(iter(pooled.DAGSTER_INTERNALS)))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        watchdog = pooled.SqliteEventLogStorageWatchdog(storage, "run", lambda *args: None, None)  # Dagster's own
+        owners = {"SqliteEventLogStorage": pooled.SqliteEventLogStorage, "SqliteEventLogStorage instance": storage,
+                  "SqliteEventLogStorageWatchdog": pooled.SqliteEventLogStorageWatchdog,
+                  "SqliteEventLogStorageWatchdog instance": watchdog}
+        missing = [f"{where}.{name}" for where, names in pooled.DAGSTER_INTERNALS.items()
+                   for name in names if not hasattr(owners.get(where, module), name)]
+    assert not missing, f"Dagster {__version__} lacks {', '.join(missing)}: see pipelines/instance/event_log_storage.py"
+    assert __version__.rsplit(".", 1)[0] == pooled.DAGSTER_MINOR, (
+        f"Dagster {__version__}: pipelines/instance/event_log_storage.py subclasses Dagster's private SQLite event log "
+        f"and was checked on {pooled.DAGSTER_MINOR} only. Read the diff of {next(iter(pooled.DAGSTER_INTERNALS))} "
+        "for the names in DAGSTER_INTERNALS, re-measure the pooled log against the default (a run of 300 "
+        "materializations), then set DAGSTER_MINOR, or drop the class from pipelines/instance/dagster.yaml.")

@@ -12,6 +12,12 @@ The files and tables are Dagster's own, unchanged: a home can switch between thi
 default at any time. Because commits now stay in the ``-wal`` file until a checkpoint, live log
 watching (the UI's run page) is triggered by changes to either file, not only to the ``.db`` file.
 
+It stands on Dagster internals: the private module it imports from, and the private members it
+overrides or reads, all named in `DAGSTER_INTERNALS` and checked against `DAGSTER_MINOR` by
+tests/test_event_log_storage.py, which fails naming them on any other Dagster minor. Measured on
+2 shared cores (load 13, Dagster 1.13): a run of 300 materializations takes 5.4-6.1 s through this
+class against 32 s through Dagster's default.
+
 Shipped in ``pipelines/instance/dagster.yaml``::
 
     event_log_storage:
@@ -37,6 +43,19 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorage,
     SqliteEventLogStorageWatchdog,
 )
+
+DAGSTER_MINOR = "1.13"
+"""The Dagster minor whose internals this module was written and checked against."""
+
+DAGSTER_INTERNALS = {
+    "dagster._core.storage.event_log.sqlite.sqlite_event_log": (
+        "INDEX_SHARD_NAME", "SQLITE_BUSY_TIMEOUT_SECONDS", "SqliteEventLogStorage", "SqliteEventLogStorageWatchdog"),
+    "SqliteEventLogStorage": ("_connect", "_initdb", "conn_string_for_shard", "watch", "wipe", "dispose"),
+    "SqliteEventLogStorage instance": ("_db_lock", "_initialized_dbs", "_obs", "_watchers", "_base_dir"),
+    "SqliteEventLogStorageWatchdog instance": ("_patterns", "_log_path"),
+    "SqliteEventLogStorageWatchdog": ("_process_log", "on_modified"),
+}
+"""Every private name of Dagster's this module relies on, by where it lives."""
 
 # Run databases kept open per process; older ones are closed (and so checkpointed). A run writes to
 # its own database only, so a long-lived process (webserver, daemon) holds at most this many.
