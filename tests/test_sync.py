@@ -7,7 +7,8 @@ that synced it first; a sync SIGKILLed at seeded random moments completes on the
 response in the location once; a damaged or foreign file is named and skipped, nothing else lost;
 machines whose wall clocks disagree change nothing; no prompt text, path or branch is in the location;
 two machines syncing at the same moment; the reports' machine options and the synced-machines line;
-the status line's "today" over every machine, with the location gone.
+the status line's "today" over every machine, with the location gone; a team's central ingest reading
+sync files beside pushed packs.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def _sync(home: Path, uri: str, **extra: str) -> dict:
     return json.loads(done.stdout)
 
 
-def _totals(home: Path) -> tuple:
-    with StateStore(home / ".sessionlake" / "state.duckdb").connect() as conn:
+def _totals(home: Path, state: str = ".sessionlake/state.duckdb") -> tuple:
+    with StateStore(home / state).connect() as conn:
         return conn.execute(TOTALS).fetchall()[0]
 
 
@@ -344,3 +345,26 @@ def test_the_status_line_shows_today_for_all_machines_from_the_last_sync_without
         return done.stdout.split(" session / ")[1].split(" today")[0]
 
     assert line(a) == line(b) != "$0.00"
+
+
+def test_the_team_central_ingest_reads_sync_files_beside_pushed_packs(tmp_path, s3_location, monkeypatch):
+    import dagster as dg
+
+    from tests.test_team import _archive, _central, _push, _tick_and_run
+
+    team_uri = s3_location.uri
+    a = _machine(tmp_path, "laptop", 20, samples=True)  # syncs usage only to the team bucket
+    b = _machine(tmp_path, "desk", 21, samples=True)  # pushes its archive, as before
+    _sync(a, team_uri)
+    _archive(b / ".sessionlake", b / ".claude" / "projects")
+    pushed = _push(b / ".sessionlake", team_uri, "bob", "desk")
+    assert pushed.returncode == 0, pushed.stderr
+    union = _union_totals(tmp_path, [a, b])
+    central = _central(tmp_path, team_uri, monkeypatch)
+    with dg.instance_for_test() as instance:
+        _tick_and_run(instance, None)
+    assert _totals(central, "state.duckdb") == union
+    with StateStore(central / "state.duckdb").connect() as conn:
+        by = dict(conn.execute("SELECT user_name || '@' || machine, count(*) FROM usage_messages GROUP BY ALL")
+                  .fetchall())
+    assert set(by) == {"chip@laptop", "bob@desk"} and sum(by.values()) == union[0]

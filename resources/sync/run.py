@@ -111,6 +111,17 @@ def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None
     return report
 
 
+def pull(state: StateStore, blobs, prices: PriceTable, log: Callable[[str], None] = lambda _m: None) -> dict:
+    """Read every sync file under ``blobs`` that ``state`` has not read, and nothing else: what a team's central
+    deployment does with the files its members' machines sync to the team bucket. Returns ``pulled_files``,
+    ``pulled_rows``, ``errors`` and ``foreign``, as `sync`."""
+    report = {"pulled_files": 0, "pulled_rows": 0, "errors": [], "foreign": []}
+    listing = _listing(blobs, report)
+    with state.connect() as conn:
+        _pull(conn, blobs, listing, read_files(conn), prices, {}, report, log)
+    return report
+
+
 def _listing(blobs, report: dict) -> dict[FileName, datetime]:
     """Every sync file in the location, with when it was stored; other names go to ``report["foreign"]``."""
     listing = {}

@@ -13,6 +13,9 @@ MANIFESTS_TAG = "sessionlake/manifests"
 
 CHECK = "team_packs_ingested"
 
+_WHAT = ("manifest", "pack", "version", "file")
+"""What a failure names: a manifest, a pack, a session version in one, or a sync file."""
+
 
 class TeamIngestConfig(dg.Config):
     manifests: list[str] = []
@@ -25,9 +28,12 @@ class TeamIngestConfig(dg.Config):
 def team_sessions(context: dg.AssetExecutionContext, config: TeamIngestConfig, team: TeamResource,
                   packs: PackResource, lance: LanceResource) -> dg.MaterializeResult:
     """Usage rows and memory records of the sessions that machines pushed to the team bucket, each
-    usage row attributed to its user and machine; the pushed packs join this deployment's archive."""
+    usage row attributed to its user and machine; the pushed packs join this deployment's archive. The
+    usage files machines sync there (``sessionlake sync`` with SESSIONLAKE_SYNC_URI set to the team
+    bucket: usage only, no transcripts) are read too, each response counted once across both."""
     from resources.ingest.processors.memory import MemoryProcessor
     from resources.ingest.processors.usage import UsageProcessor
+    from resources.sync.run import pull
     from resources.team.ingest import ingest_manifests, new_manifests
     from resources.team.manifests import ManifestError, list_manifest_names, read_manifest
     from resources.usage.pricing import PriceTable
@@ -47,11 +53,14 @@ def team_sessions(context: dg.AssetExecutionContext, config: TeamIngestConfig, t
         except (ManifestError, FileNotFoundError) as exc:
             unreadable.append({"manifest": name, "error": str(exc)})
     manifests = new_manifests(store, manifests)
-    processors = [UsageProcessor(PriceTable.load(settings.price_file)), MemoryProcessor(lance.store())]
+    prices = PriceTable.load(settings.price_file)
+    processors = [UsageProcessor(prices), MemoryProcessor(lance.store())]
     result = ingest_manifests(manifests, processors, store, context.log)
+    synced = pull(store.state, bucket, prices, context.log.info)
     t, usage, memory = result["team"], result["usage"], result["memory"]
     failures = unreadable + t["failed_packs"] + [
-        {"version": e["file"], "error": e["error"]} for s in (usage, memory) for e in s["error_files"]]
+        {"version": e["file"], "error": e["error"]} for s in (usage, memory) for e in s["error_files"]] + [
+        {"file": error.split(": ", 1)[0], "error": error} for error in synced["errors"]]
     context.log.info(f"{t['manifests']} manifests, {t['packs']} packs ({t['packs_skipped']} already ingested), "
                      f"{t['versions']} session versions")
     by_origin: dict[tuple[str, str], int] = {}
@@ -68,6 +77,8 @@ def team_sessions(context: dg.AssetExecutionContext, config: TeamIngestConfig, t
             "pack_bytes_read": dg.MetadataValue.int(t["pack_bytes"]),
             "responses_extracted": dg.MetadataValue.int(usage["items_extracted"]),
             "records_extracted": dg.MetadataValue.int(memory["items_extracted"]),
+            "sync_files_read": dg.MetadataValue.int(synced["pulled_files"]),
+            "sync_responses_read": dg.MetadataValue.int(synced["pulled_rows"]),
             "failures": dg.MetadataValue.int(len(failures)),
             "by_origin": dg.MetadataValue.md(table),
         },
@@ -75,7 +86,7 @@ def team_sessions(context: dg.AssetExecutionContext, config: TeamIngestConfig, t
             check_name=CHECK, passed=not failures, severity=dg.AssetCheckSeverity.ERROR,
             description=("all read" if not failures else
                          "| what | error |\n|---|---|\n" + "".join(
-                             f"| {f.get('manifest') or f.get('pack') or f.get('version')} | {f['error'][:200]} |\n"
+                             f"| {next(f[k] for k in _WHAT if k in f)} | {f['error'][:200]} |\n"
                              for f in failures[:20])),
             metadata={"failures": dg.MetadataValue.int(len(failures))},
         )],
