@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only)
     args, extra = parser.parse_known_args(join_dash_values(argv, parser))
     command = _command(argv, parser)[1]
-    if extra:  # argparse would report them under the top-level usage line, not the command's
-        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra and not getattr(args, "accepts_unknown", False):  # statusline prints a line whatever it is given
+        command.error(f"unrecognized arguments: {' '.join(extra)}")  # under the command's usage line
+    args.unknown = extra
     try:
         if not getattr(args, "manages_home", False):
             _make_home_private()

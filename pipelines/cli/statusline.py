@@ -11,8 +11,15 @@ It runs on every prompt, so it imports neither Dagster nor LanceDB and waits at 
 for a warehouse another process holds (then it shows what is stored, and says how old on stderr).
 Like ccusage, it reuses its last line for the same session while the transcript and the payload are
 unchanged and the line is younger than ``--refresh-interval`` (1 s), without opening the warehouse.
-On any error it prints a short fallback line (the reason goes to stderr) and exits 0: a status line
-must never break the prompt.
+On any error, an unknown or misplaced flag included, it prints a short fallback line (the reason goes
+to stderr) and exits 0: a status line must never break the prompt.
+
+Every flag ``ccusage statusline`` 20 takes is taken. ``-B/--visual-burn-rate`` adds ccusage's burn
+status (🟢 Normal, ⚠️ Moderate, 🚨 High) to the burn rate. ``-O/--offline``, ``--no-offline``,
+``--config`` and ``-d/--debug`` are accepted and do nothing here (prices ship with sessionlake), as are
+``--context-low-threshold`` and ``--context-medium-threshold`` (they colour ccusage's context share;
+this line has no colour). The costs, the day and the block are Claude Code's (``--agent`` names
+another agent).
 """
 
 from __future__ import annotations
@@ -24,32 +31,56 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
+from typing import NoReturn
 
 LOCK_WAIT_SEC = 1.0
 MAX_PAYLOAD_BYTES = 1 << 20
 CONTEXT_LIMIT = 200_000
 CONTEXT_LIMIT_1M = 1_000_000
 COST_SOURCES = ("auto", "sessionlake", "ccusage", "cc", "both")
+BURN_VISUALS = ("off", "emoji", "text", "emoji-text")
 FALLBACK = "💰 usage unavailable"
+BURN_STATUS = ((2000, "🟢", "Normal"), (5000, "⚠️", "Moderate"), (math.inf, "🚨", "High"))
+"""ccusage's burn status by input+output tokens per minute of the active block: below 2,000, below 5,000, above."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("statusline", help="one status line for Claude Code's statusLine setting (hook JSON on stdin)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("-z", "--timezone", help="IANA zone of 'today' (default: the system's)")
+    p.add_argument("-z", "--timezone", help="IANA zone of 'today' (default: the system's; 'local' too)")
+    p.add_argument("--agent", default="claude", help="whose usage the costs and block count (default claude)")
     p.add_argument("--cost-source", choices=COST_SOURCES, default="auto",
                    help="session cost: auto (Claude Code's when it sends one, else the warehouse's), "
                         "sessionlake (or ccusage: the warehouse's), cc (Claude Code's), both")
+    p.add_argument("-B", "--visual-burn-rate", choices=BURN_VISUALS, default="off",
+                   help="burn status beside the burn rate: off, emoji, text, emoji-text (default off)")
     p.add_argument("--refresh-interval", type=float, default=1.0,
                    help="seconds a line is reused while nothing changed (default 1, as ccusage)")
+    p.add_argument("--cache", dest="cache", action="store_true", default=True, help="reuse an unchanged line (default)")
     p.add_argument("--no-cache", dest="cache", action="store_false", help="always read the warehouse")
     p.add_argument("--no-refresh", dest="refresh", action="store_false",
                    help="show what is stored, without reading new and changed session files first")
-    p.set_defaults(handler=run)
+    for flags, kwargs in (
+        (("-O", "--offline"), {"action": "store_true"}), (("--no-offline",), {"action": "store_true"}),
+        (("--config",), {"metavar": "PATH"}), (("-d", "--debug"), {"action": "store_true"}),
+        (("--context-low-threshold",), {"type": float, "metavar": "PCT"}),
+        (("--context-medium-threshold",), {"type": float, "metavar": "PCT"}),
+    ):
+        p.add_argument(*flags, **kwargs, help="accepted for ccusage compatibility; no effect here")
+    p.error = _parse_error  # an unusable flag or value still gets a line and exit 0
+    p.set_defaults(handler=run, accepts_unknown=True)
+
+
+def _parse_error(message: str) -> NoReturn:
+    print(f"sessionlake statusline: {message}", file=sys.stderr)
+    print(FALLBACK)
+    sys.exit(0)
 
 
 def run(args: argparse.Namespace) -> int:
     payload: dict = {}
+    if getattr(args, "unknown", None):
+        _parse_error(f"unrecognized arguments: {' '.join(args.unknown)}")
     try:
         payload = _read_payload()
         line = cached_status_line(payload, args)
@@ -84,20 +115,22 @@ def cached_status_line(payload: dict, args: argparse.Namespace) -> str:
     shown = {k: payload.get(k) for k in ("model", "effort", "cost", "context_window")}
     shown["cost"] = shown["cost"].get("total_cost_usd") if isinstance(shown["cost"], dict) else None
     fingerprint = [st.st_size if st else None, st.st_mtime_ns if st else None, args.cost_source, args.timezone,
-                   json.dumps(shown, sort_keys=True, default=str)]
+                   args.agent, args.visual_burn_rate, json.dumps(shown, sort_keys=True, default=str)]
     cache = LineCache(Settings.from_env().home / "statusline")
     key = str(payload.get("session_id") or transcript or "")
     if args.cache and (line := cache.get(key, fingerprint, args.refresh_interval)) is not None:
         return line
-    line = status_line(payload, args.timezone, args.cost_source, refresh=args.refresh)
+    line = status_line(payload, args.timezone, args.cost_source, refresh=args.refresh, agent=args.agent,
+                       burn=args.visual_burn_rate)
     if args.cache:
         cache.put(key, fingerprint, line)
     return line
 
 
 def status_line(payload: dict, timezone: str | None = None, cost_source: str = "auto",
-                now: datetime | None = None, refresh: bool = True) -> str:
-    """The line for ``payload``, from the warehouse in ``SESSIONLAKE_HOME`` (brought up to date first)."""
+                now: datetime | None = None, refresh: bool = True, agent: str = "claude", burn: str = "off") -> str:
+    """The line for ``payload``, from ``agent``'s rows of the warehouse in ``SESSIONLAKE_HOME`` (brought up to
+    date first)."""
     from resources.config.settings import Settings
     from resources.usage.now import live_usage
     from resources.usage.pricing import PriceTable
@@ -113,11 +146,12 @@ def status_line(payload: dict, timezone: str | None = None, cost_source: str = "
         session_id = PurePath(transcript).stem
     with fresh_warehouse(settings, refresh=refresh, lock_wait_sec=LOCK_WAIT_SEC,
                          prices=PriceTable.load(settings.price_file), command="sessionlake statusline") as fresh:
-        live = live_usage(fresh.conn, session_id, day_start, day_start + timedelta(days=1), now, settings.cost_mode)
-    return format_line(payload, live, now, cost_source)
+        live = live_usage(fresh.conn, session_id, day_start, day_start + timedelta(days=1), now, settings.cost_mode,
+                          agent=agent)
+    return format_line(payload, live, now, cost_source, burn)
 
 
-def format_line(payload: dict, live, now: datetime, cost_source: str = "auto") -> str:
+def format_line(payload: dict, live, now: datetime, cost_source: str = "auto", burn: str = "off") -> str:
     """ccusage's layout: model | costs and block | burn rate (only with one) | context."""
     parts = [f"🤖 {_model_label(payload) or 'Claude'}"]
     money = f"💰 {_session_cost(payload, live.session_cost, cost_source)} session / ${live.day_cost:.2f} today / "
@@ -129,17 +163,22 @@ def format_line(payload: dict, live, now: datetime, cost_source: str = "auto") -
         money += f"${block['costUSD']:.2f} block ({_duration(end - now)} left)"
     parts.append(money)
     if block is not None and block["burnRate"] is not None:
-        parts.append(f"🔥 ${block['burnRate']['costPerHour']:.2f}/hr")
+        rate = block["burnRate"]
+        _, emoji, word = next(s for s in BURN_STATUS if rate["tokensPerMinuteForIndicator"] < s[0])
+        shown = [f"${rate['costPerHour']:.2f}/hr"]
+        shown += [emoji] if burn in ("emoji", "emoji-text") else []
+        shown += [f"({word})"] if burn in ("text", "emoji-text") else []
+        parts.append(f"🔥 {' '.join(shown)}")
     parts.append(f"🧠 {_context(payload, live.context_tokens)}")
     return " | ".join(parts)
 
 
 def _zone(name: str | None):
-    if name is None:
-        return None  # astimezone(None): the system's zone
     from zoneinfo import ZoneInfo
 
-    return ZoneInfo(name)
+    from resources.usage.zone import resolve_zone
+
+    return ZoneInfo(resolve_zone(name))
 
 
 def _model_label(payload: dict) -> str | None:
@@ -164,7 +203,8 @@ def _session_cost(payload: dict, warehouse_cost: float, source: str) -> str:
 
 
 def _duration(left: timedelta) -> str:
-    minutes = max(0, math.floor(left.total_seconds() / 60 + 0.5))
+    """Whole minutes left, floored as ccusage does: ``2h 45m`` or ``45m``."""
+    minutes = max(0, math.floor(left.total_seconds() / 60))
     return f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{minutes}m"
 
 

@@ -1,10 +1,16 @@
-"""``sessionlake usage [claude] [REPORT]``: token and cost reports from the warehouse.
+"""``sessionlake usage [AGENT] [REPORT]``: token and cost reports from the warehouse, as ``ccusage`` 20.
 
 ``--json`` prints what ccusage 20 prints for the same command: ``sessionlake usage daily --json`` is
 ``ccusage daily --json`` (all agents: ``period``, ``agent``, ``metadata.agents``), and
 ``sessionlake usage claude daily --json`` is ``ccusage claude daily --json`` (``date``, ``sessions[]``
-with ``firstActivity``; Claude Code's rows only). ``--agent A`` keeps one agent's rows, ``--by-agent``
-adds a per-agent breakdown to every row. See resources/usage/reports.py for the shapes.
+with ``firstActivity``; Claude Code's rows only); ``codex``, ``gemini``, ``opencode`` and ``qwen`` give
+those agents' own reports (``ccusage codex daily --json``, ...). ``--agent A`` keeps one agent's rows,
+``--by-agent`` adds a per-agent breakdown to every row. See resources/usage/reports.py for the shapes.
+
+Days (and ``--since``/``--until``/``--last``) are in the system's time zone unless ``-z`` names one.
+Every flag ccusage 20.0.24 takes is taken: implemented, or accepted and ignored where it has no meaning
+here (`_IGNORED`, listed in ``--help``). A flag given to a report it does not apply to (`_APPLIES`:
+``--active`` on ``daily``, ``--last`` on ``session``, ...) is an error, exit 2, as in ccusage.
 """
 
 from __future__ import annotations
@@ -12,11 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
+from datetime import date, timedelta
 
 from pipelines.cli import exits
 from pipelines.cli.options import add_project_option, add_session_option, hidden_alias
-from resources.usage.reports import ORDERS, REPORTS, VIEWS, WEEKDAYS
+from resources.usage.blocks import BLOCK_HOURS
+from resources.usage.reports import (
+    AGENT_REPORTS,
+    DEFAULT_START_OF_WEEK,
+    ORDERS,
+    PERIOD_REPORTS,
+    REPORTS,
+    VIEWS,
+    WEEKDAYS,
+)
 
 _INSTANCES = object()
 """The value of a bare ``-i``: ccusage's short form of --instances (``-i ID`` is ``--session ID``)."""
@@ -36,18 +51,92 @@ def _aliases(value: str) -> dict[str, str]:
     return {name.strip(): alias.strip() for name, alias in pairs}
 
 
+_IGNORED = (
+    (("-O", "--offline"), {"action": "store_true"}, "prices ship with sessionlake; it never fetches them"),
+    (("--no-offline",), {"action": "store_true"}, "prices ship with sessionlake; it never fetches them"),
+    (("--compact",), {"action": "store_true"}, "the table has one layout"),
+    (("--color",), {"action": "store_true"}, "the table has no colour"),
+    (("--no-color",), {"action": "store_true"}, "the table has no colour"),
+    (("-d", "--debug"), {"action": "store_true"}, "no pricing-mismatch samples"),
+    (("--debug-samples",), {"type": int, "metavar": "N"}, "no pricing-mismatch samples"),
+    (("--config",), {"metavar": "PATH"}, "settings are SESSIONLAKE_* variables"),
+    (("--single-thread",), {"action": "store_true"}, "reports read the warehouse"),
+    (("--all",), {"action": "store_true"}, "every agent is included by default"),
+)
+"""ccusage 20's flags that have no meaning here: accepted (so a ccusage command line runs) and ignored."""
+
+PERIODS = frozenset(PERIOD_REPORTS)
+BLOCKS_ONLY = frozenset({"blocks"})
+# Where each option applies: (reports, views) it is accepted for; anything else is a misplaced flag (exit 2).
+_APPLIES = {
+    "active": ("-a/--active", BLOCKS_ONLY, None),
+    "recent": ("-r/--recent", BLOCKS_ONLY, None),
+    "token_limit": ("-t/--token-limit", BLOCKS_ONLY, None),
+    "session_length": ("-n/--session-length", BLOCKS_ONLY, None),
+    "instances": ("-i/--instances", PERIODS, ("all", "claude")),
+    "project_aliases": ("--project-aliases", PERIODS, ("all", "claude")),
+    "start_of_week": ("-w/--start-of-week", frozenset({"weekly"}), None),
+    "last": ("--last", PERIODS, None),
+    "session": ("--session/--id", frozenset({"session"}), ("all", "claude")),
+    "sections": ("--sections", PERIODS | {"session"}, ("all",)),
+    "by_agent": ("--by-agent", frozenset(REPORTS) - BLOCKS_ONLY, ("all",)),
+    "speed": ("--speed", frozenset(REPORTS), ("codex",)),
+    "project": ("-p/--project", frozenset(REPORTS), ("all", "claude")),
+    "agent": ("--agent", frozenset(REPORTS), ("all", "claude")),
+}
+
+
+def _positive(kind):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"{value!r}: expected a number greater than 0")
+        return number
+    return parse
+
+
+def _token_limit(value: str) -> str:
+    if value != "max" and not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a number of tokens or 'max'")
+    return value
+
+
+def _sections(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    wrong = [name for name in names if name not in (*PERIOD_REPORTS, "session")]
+    if not names or wrong:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a comma-separated list of daily, weekly, monthly, "
+                                         "session")
+    return list(dict.fromkeys(names))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("usage", help="token and cost report (daily by default)",
-                       description="Token and cost report. 'claude' first gives ccusage's Claude-only shape.")
-    p.add_argument("words", nargs="*", metavar="[claude] REPORT",
-                   help=f"report: {', '.join(REPORTS)} (default daily); prefix 'claude' for the Claude view")
+    p = sub.add_parser(
+        "usage", help="token and cost report (daily by default)",
+        description="Token and cost report, as ccusage 20 prints it. 'claude', 'codex', 'gemini', 'opencode' or "
+                    "'qwen' first gives that agent's own report and JSON (ccusage claude daily, ...). Days are "
+                    "in the system's time zone unless -z names another.",
+        epilog="Accepted for ccusage compatibility and ignored: "
+               + "; ".join(f"{'/'.join(flags)} ({why})" for flags, _, why in _IGNORED) + ".")
+    p.add_argument("words", nargs="*", metavar="[AGENT] REPORT",
+                   help=f"report: {', '.join(REPORTS)} (default daily); AGENT one of {', '.join(VIEWS[1:])} "
+                        "for that agent's own report")
     p.add_argument("-s", "--since", type=_date, help="first day included, YYYYMMDD or YYYY-MM-DD (in --timezone)")
     p.add_argument("-u", "--until", type=_date, help="last day included (in --timezone)")
-    p.add_argument("-z", "--timezone", default="UTC", help="IANA zone for days and filters (default UTC)")
+    p.add_argument("--last", type=_positive(int), metavar="N",
+                   help="daily/weekly/monthly: only the last N periods (1: today, this week, this month)")
+    p.add_argument("-z", "--timezone", default=None,
+                   help="IANA zone for days and filters (default, or 'local': the system's)")
     add_project_option(p, "only this project")
-    p.add_argument("--agent", help="only this agent's usage: claude, codex, gemini, opencode, qwen (default: all)")
+    p.add_argument("--agent", help="only this agent's usage: claude, codex, gemini, opencode, qwen "
+                                   "(default: all; blocks: claude)")
     p.add_argument("--by-agent", action="store_true",
                    help="a breakdown per agent under each row (JSON: agents[], as ccusage --by-agent)")
+    p.add_argument("--sections", type=_sections, metavar="LIST",
+                   help="several of daily, weekly, monthly, session in one report (JSON: one list each)")
     p.add_argument("--user", help="only rows pushed by this user (a team deployment)")
     p.add_argument("--machine", help="only rows of this machine (synced, or pushed to a team deployment): its name "
                                      "or user@machine, as the machine report lists them")
@@ -55,22 +144,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a breakdown per machine under each row (JSON: machines[])")
     p.add_argument("-m", "--mode", default=None, choices=("auto", "calculate", "display"),
                    help="cost: auto (costUSD if present, else computed), calculate, display (costUSD only)")
+    p.add_argument("--no-cost", action="store_true", help="no cost figures (JSON: no totalCost, costUSD, cost)")
+    p.add_argument("--speed", choices=("auto", "standard", "fast"),
+                   help="codex: accepted as ccusage's; costs follow the speed each response recorded")
     p.add_argument("-o", "--order", choices=ORDERS,
                    help="row order (default: periods and blocks oldest first, sessions highest cost first)")
     p.add_argument("-w", "--start-of-week", choices=WEEKDAYS,
-                   help="weekly: first day of a week (default sunday with 'claude', monday without, as ccusage)")
+                   help="weekly: first day of a week (default monday for all agents, sunday for one, as ccusage)")
     p.add_argument("--instances", action="store_true",
                    help="daily/weekly/monthly rows per project (-i alone means this, as in ccusage)")
-    p.add_argument("--project-aliases", type=_aliases, default={},
+    p.add_argument("--project-aliases", type=_aliases, default=None,
                    help="table names for projects: NAME=ALIAS,... (JSON keeps folder names, as ccusage does)")
     p.add_argument("-a", "--active", action="store_true", help="blocks: only the active block")
     p.add_argument("-r", "--recent", action="store_true", help="blocks: those of the last 3 days")
+    p.add_argument("-t", "--token-limit", type=_token_limit, metavar="TOKENS|max",
+                   help="blocks: the active block's projection against this limit (max: the largest block)")
+    p.add_argument("-n", "--session-length", type=_positive(float), metavar="HOURS",
+                   help=f"blocks: window length in hours (default {BLOCK_HOURS})")
     p.add_argument("-b", "--breakdown", action="store_true", help="table: a line per model under each row")
     add_session_option(p, "session report: the responses of this one session")
     hidden_alias(p, "-i", "--id", dest="session", nargs="?", const=_INSTANCES)  # ccusage's spellings
     p.add_argument("-j", "--json", action="store_true", help="ccusage 20's JSON")
     p.add_argument("--no-refresh", dest="refresh", action="store_false",
                    help="report what is stored, without reading new and changed session files first")
+    for flags, kwargs, why in _IGNORED:
+        p.add_argument(*flags, **kwargs, help=f"accepted, ignored: {why}")
     p.set_defaults(handler=run, parser=p)
 
 
@@ -78,13 +176,42 @@ def _view_and_report(parser: argparse.ArgumentParser, words: list[str]) -> tuple
     view = "all"
     if words and words[0] in VIEWS:
         view, words = words[0], words[1:]
-    if len(words) > 1 or (words and words[0] not in REPORTS):
-        parser.error(f"expected [claude] REPORT with REPORT one of {', '.join(REPORTS)}; got {' '.join(words)!r}")
+    reports = REPORTS if view == "all" else AGENT_REPORTS[view]
+    if len(words) > 1 or (words and words[0] not in reports):
+        parser.error(f"expected {'' if view == 'all' else view + ' '}REPORT with REPORT one of "
+                     f"{', '.join(reports)}; got {' '.join(words)!r}")
     return view, words[0] if words else "daily"
+
+
+def _check_placement(parser: argparse.ArgumentParser, args: argparse.Namespace, view: str, kind: str) -> None:
+    """A flag given to a report it does not apply to is an error, as in ccusage."""
+    for dest, (flag, kinds, views) in _APPLIES.items():
+        if getattr(args, dest) in (None, False, []):
+            continue
+        if kind not in kinds or (views is not None and view not in views):
+            where = kind if view == "all" else f"{view} {kind}"
+            parser.error(f"{flag} does not apply to the {where} report")
+    if args.last is not None and (args.since or args.until):
+        parser.error("--last cannot be combined with --since or --until")
+    if args.since and args.until and args.since > args.until:
+        parser.error(f"--since {args.since} is later than --until {args.until}")
+
+
+def _last_since(kind: str, n: int, today: date, start_of_week: str) -> date:
+    """The first day of the last ``n`` periods of ``kind`` up to ``today`` (ccusage's ``--last``)."""
+    if kind == "daily":
+        return today - timedelta(days=n - 1)
+    if kind == "weekly":
+        week_start = today - timedelta(days=(today.isoweekday() - WEEKDAYS.index(start_of_week) - 1) % 7)
+        return week_start - timedelta(weeks=n - 1)
+    months = today.year * 12 + today.month - 1 - (n - 1)
+    return date(months // 12, months % 12 + 1, 1)
 
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
 
     from pipelines.cli.projects import resolve_projects
     from pipelines.cli.sync import machines_line
@@ -94,24 +221,34 @@ def run(args: argparse.Namespace) -> int:
     from resources.usage.pricing import PriceTable
     from resources.usage.refresh import fresh_warehouse
     from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
+    from resources.usage.zone import resolve_zone
 
     view, kind = _view_and_report(args.parser, args.words)
     if args.session is _INSTANCES:  # ccusage's -i: --instances on period reports, --id ID on sessions
         if kind == "session":
             args.parser.error("-i/--id needs a session id")
         args.session, args.instances = None, True
-    if args.session is not None and kind != "session":
-        args.parser.error("--session goes with the session report")
+    _check_placement(args.parser, args, view, kind)
     if args.agent is not None and args.agent not in AGENTS:
         args.parser.error(f"--agent {args.agent!r}: expected one of {', '.join(AGENTS)}")
-    settings = Settings.from_env()
     try:
-        flt = ReportFilter(since=args.since, until=args.until, timezone=args.timezone,
+        zone = resolve_zone(args.timezone)
+    except ValueError as exc:
+        print(f"sessionlake usage: -z/--timezone: {exc}", file=sys.stderr)
+        return exits.BAD_USAGE
+    settings = Settings.from_env()
+    since = args.since
+    if args.last is not None:
+        start_of_week = args.start_of_week or DEFAULT_START_OF_WEEK.get(view, "sunday")
+        since = _last_since(kind, args.last, datetime.now(ZoneInfo(zone)).date(), start_of_week)
+    try:
+        flt = ReportFilter(since=since, until=args.until, timezone=zone,
                            mode=args.mode or settings.cost_mode, agent=args.agent, user=args.user,
                            machine=args.machine)
         opts = ReportOptions(view=view, order=args.order, start_of_week=args.start_of_week,
                              instances=args.instances, by_agent=args.by_agent, by_machine=args.by_machine,
-                             active=args.active, recent=args.recent)
+                             active=args.active, recent=args.recent, block_hours=args.session_length or BLOCK_HOURS,
+                             token_limit=args.token_limit)
         prices = PriceTable.load(settings.price_file)
         with fresh_warehouse(settings, refresh=args.refresh, prices=prices, command="sessionlake usage") as fresh:
             conn = fresh.conn
@@ -119,26 +256,55 @@ def run(args: argparse.Namespace) -> int:
                 flt = replace(flt, projects=tuple(resolve_projects(args.project, known_projects(conn), "usage")))
             if args.session is not None:
                 report = session_usage(conn, args.session, flt, prices)
+            elif args.sections:
+                report = {}
+                for section in args.sections:
+                    report.update(usage_report(conn, section, flt, prices, opts))
             else:
                 report = usage_report(conn, kind, flt, prices, opts)
             synced = other_machines(conn)
-    except ValueError as exc:  # bad time zone, bad mode, bad price file: one line, not a traceback
+    except ValueError as exc:  # bad mode, bad price file: one line, not a traceback
         print(f"sessionlake usage: {exc}", file=sys.stderr)
         return exits.BAD_USAGE
     if report is None:  # nothing found: exit 1 (ccusage exits 0), after the null ccusage prints
         print(f"sessionlake usage: no responses for session {args.session!r}", file=sys.stderr)
+    if args.no_cost:
+        strip_cost(report)
     if args.json or report is None:
         print(json.dumps(report, indent=2, sort_keys=True))
+    elif args.session is not None:
+        print(format_session(report))
     else:
-        print(format_session(report) if args.session is not None
-              else format_report(kind, report, breakdown=args.breakdown, aliases=args.project_aliases,
-                                 by_agent=args.by_agent, by_machine=args.by_machine))
+        for section in args.sections or [kind]:
+            print(format_report(section, _section(report, section, view), breakdown=args.breakdown,
+                                aliases=args.project_aliases, by_agent=args.by_agent, by_machine=args.by_machine))
     for model in (report or {}).get("totals", {}).get("unpricedModels", []):
         print(f"warning: no price for model {model} (its responses are counted at $0); "
               "add it with SESSIONLAKE_PRICE_FILE", file=sys.stderr)
     if synced:
         print(machines_line(synced), file=sys.stderr)
     return exits.FAILED if report is None or fresh.errors else exits.DONE
+
+
+_COST_FIELDS = ("totalCost", "costUSD", "cost")
+
+
+def strip_cost(value) -> None:
+    """Drop every cost field, at any depth, as ccusage's ``--no-cost`` does."""
+    if isinstance(value, dict):
+        for name in _COST_FIELDS:
+            value.pop(name, None)
+        for child in value.values():
+            strip_cost(child)
+    elif isinstance(value, list):
+        for child in value:
+            strip_cost(child)
+
+
+def _section(report: dict, kind: str, view: str) -> dict:
+    """One report's list (and the totals) out of a ``--sections`` report."""
+    name = {"session": "session" if view == "all" else "sessions"}.get(kind, kind)
+    return {name: report[name], "totals": report["totals"]} if name in report else report
 
 
 _LABELS = ("date", "week", "month", "period", "sessionId", "project", "model", "gitBranch", "user", "machine")

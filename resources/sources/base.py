@@ -11,8 +11,9 @@ Usage rows are warehouse rows (resources/usage/warehouse.py ``usage_schema()``) 
 ``cache_creation_tokens`` cache writes, ``output_tokens`` the output as the agent reports it, and
 ``extra_output_tokens`` output it reports apart from that (Gemini's thoughts, OpenCode's reasoning;
 Codex's reasoning is inside its output and is not repeated), billed at the output rate and counted
-in ``totalTokens`` but not in ``outputTokens``, as ccusage does. Each row has a stable
-``dedup_key``, so reading a file again (rewritten in place, or from byte 0) never counts twice.
+in ``totalTokens`` but not in ``outputTokens``, as ccusage does; ``reasoning_output_tokens`` is the
+part of ``output_tokens`` an agent reports as reasoning (Codex), shown apart and never added again.
+Each row has a stable ``dedup_key``, so reading a file again (rewritten in place, or from byte 0) never counts twice.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def usage_row(*, agent: str, dedup_key: str, ts: datetime, session_id: str | Non
               cache_creation_tokens: int = 0, cache_read_tokens: int = 0, extra_output_tokens: int = 0,
               cost_usd: float | None = None, cwd: str | None = None, git_branch: str | None = None,
               message_id: str | None = None, request_id: str | None = None, line_offset: int = 0,
-              is_sidechain: bool = False, agent_id: str | None = None, cache_creation_1h_tokens: int = 0) -> dict:
+              is_sidechain: bool = False, agent_id: str | None = None, cache_creation_1h_tokens: int = 0,
+              reasoning_output_tokens: int = 0) -> dict:
     """A complete warehouse row (see the module doc for what each count means)."""
     return {
         "dedup_key": dedup_key, "message_id": message_id, "request_id": request_id, "ts": ts,
@@ -75,6 +77,7 @@ def usage_row(*, agent: str, dedup_key: str, ts: datetime, session_id: str | Non
         "cache_creation_tokens": cache_creation_tokens, "cache_read_tokens": cache_read_tokens,
         "cache_creation_1h_tokens": cache_creation_1h_tokens, "cost_usd": cost_usd, "line_offset": line_offset,
         "agent": agent, "extra_output_tokens": extra_output_tokens,
+        "reasoning_output_tokens": reasoning_output_tokens,
     }
 
 

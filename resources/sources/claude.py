@@ -116,6 +116,7 @@ def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) 
         "line_offset": offset,
         "agent": AGENT,
         "extra_output_tokens": 0,
+        "reasoning_output_tokens": 0,
     }
 
 

@@ -16,6 +16,9 @@ traps in ``formats/codex.md``. What this adapter does about them:
 - The model is the latest ``turn_context.payload.model`` before the event (``gpt-5`` when a very
   early file has none, as ccusage does).
 - The project is the session's ``cwd`` (``session_meta.payload.cwd``): ``codex:<cwd encoded>``.
+- A usage row's session id is ccusage's: the rollout's path under ``sessions/`` (or
+  ``archived_sessions/``) without ``.jsonl``, ``2026/02/23/rollout-...``; ``reasoning_output_tokens``
+  is kept apart (it is inside ``output_tokens`` already).
 
 Files are read from byte 0 on every change (the model and the running total depend on earlier
 lines); they are small, and the stable keys make a re-read free of double counting.
@@ -90,11 +93,10 @@ class CodexSource(Source):
     @classmethod
     def usage(cls, path: Path, session_key: str, project: str, start_offset: int,
               stats: ParseStats) -> Iterator[UsageItem]:
-        session_id = cwd = model = None
+        cwd = model = None
         previous: tuple[int, ...] | None = None
         for line, kind, payload in _events(path, stats):
             if kind == "session_meta":
-                session_id = session_id or _str(payload.get("id"))
                 cwd = cwd or _str(payload.get("cwd"))
             elif kind == "turn_context":
                 model = _str(payload.get("model")) or model
@@ -116,11 +118,11 @@ class CodexSource(Source):
                     stats.reject(line, f"timestamp is not an ISO-8601 time: {line.obj.get('timestamp')!r}"[:200])
                     continue
                 key = "codex:" + hashlib.sha256(orjson.dumps([total, last])).hexdigest()[:32]
-                row = usage_row(agent=AGENT, dedup_key=key, ts=ts, session_id=session_id or _stem_id(path),
+                row = usage_row(agent=AGENT, dedup_key=key, ts=ts, session_id=usage_session_id(session_key),
                                 session_key=session_key, project=project,
                                 model=_str(info.get("model")) or model or FALLBACK_MODEL,
                                 input_tokens=max(inp - cached, 0), output_tokens=out, cache_read_tokens=cached,
-                                cwd=cwd, line_offset=line.offset)
+                                reasoning_output_tokens=reasoning, cwd=cwd, line_offset=line.offset)
                 yield UsageItem(key, (1, inp + out), row)
 
     @classmethod
@@ -156,6 +158,13 @@ def _events(path: Path, stats: ParseStats) -> Iterator[tuple[JsonLine, str | Non
         payload = line.obj.get("payload")
         if isinstance(payload, dict):
             yield line, line.obj.get("type"), payload
+
+
+def usage_session_id(session_key: str) -> str:
+    """ccusage's id of a rollout: its path under ``sessions/`` or ``archived_sessions/``, without ``.jsonl``."""
+    path = session_key.removeprefix(f"{AGENT}:")
+    head, sep, rest = path.partition("/")
+    return (rest if sep and head in FOLDERS else path).removesuffix(".jsonl")
 
 
 def _str(value) -> str | None:

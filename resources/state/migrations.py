@@ -242,6 +242,20 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        10,
+        (
+            # ccusage's Codex figures: the reasoning part of the output, shown apart, and the session id
+            # as ccusage names it (the rollout's path under sessions/ or archived_sessions/, no .jsonl).
+            # Codex files are read again on the next ingest or report (their usage state is dropped) so
+            # the rows stored before learn their reasoning split; a rollout Codex has deleted keeps 0.
+            "ALTER TABLE usage_messages ADD COLUMN IF NOT EXISTS reasoning_output_tokens BIGINT DEFAULT 0",
+            """UPDATE usage_messages SET session_id = regexp_replace(regexp_replace(
+                   substr(session_key, 7), '^(sessions|archived_sessions)/', ''), '[.]jsonl$', '')
+               WHERE agent = 'codex'""",
+            "DELETE FROM session_processor_state WHERE processor_name = 'usage' AND session_file LIKE 'codex:%'",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -43,7 +43,7 @@ def iso_z(ts: datetime) -> str:
 
 
 def build_blocks(entries: Iterable[BlockEntry], now: datetime | None = None,
-                 hours: int = BLOCK_HOURS) -> list[dict]:
+                 hours: float = BLOCK_HOURS) -> list[dict]:
     """Blocks (gap blocks included) over ``entries``, which must be in timestamp order."""
     now = now or datetime.now(UTC)
     span = timedelta(hours=hours)
@@ -65,6 +65,29 @@ def build_blocks(entries: Iterable[BlockEntry], now: datetime | None = None,
     if current:
         blocks.append(_block(start, current, now, span))
     return blocks
+
+
+WARNING_SHARE = 0.8
+"""``tokenLimitStatus.status`` is ``warning`` above this share of the limit, as ccusage's."""
+
+
+def token_limit_status(blocks: list[dict], limit: str) -> None:
+    """Give each block with a projection ``tokenLimitStatus`` against ``limit`` (a token count, or
+    ``max``: the largest finished block's total among ``blocks``), as ``ccusage blocks -t``.
+    Nothing is added when ``max`` finds no finished block."""
+    if limit == "max":
+        tokens = max((b["totalTokens"] for b in blocks if not b["isGap"] and not b["isActive"]), default=0)
+    else:
+        tokens = int(limit)
+    if tokens <= 0:
+        return
+    for block in blocks:
+        if block["projection"] is None:
+            continue
+        projected = block["projection"]["totalTokens"]
+        status = ("exceeds" if projected > tokens else "warning" if projected > tokens * WARNING_SHARE else "ok")
+        block["tokenLimitStatus"] = {"limit": tokens, "projectedUsage": projected,
+                                     "percentUsed": projected / tokens * 100, "status": status}
 
 
 def active_block(blocks: list[dict]) -> dict | None:

@@ -1,7 +1,8 @@
 """The live figures a status line shows, read from the warehouse in one connection.
 
-`live_usage` returns one session's cost, the cost between two instants (a day in the user's zone),
-the active 5-hour block (as `resources.usage.blocks` builds it) and the context size of the
+`live_usage` returns, over one agent's rows (Claude Code's by default, as ``ccusage statusline``
+counts), one session's cost, the cost between two instants (a day in the user's zone), the active
+5-hour block (as `resources.usage.blocks` builds it) and the context size of the
 session's last response. Blocks are rebuilt only from the last pause longer than a block onward:
 a block always starts fresh after such a pause, so the active block is the same as over all rows
 (looking back at most `LOOKBACK_DAYS`).
@@ -32,38 +33,40 @@ class LiveUsage:
 
 
 def live_usage(conn: duckdb.DuckDBPyConnection, session_id: str | None, day_start: datetime, day_end: datetime,
-               now: datetime, mode: str = "auto") -> LiveUsage:
+               now: datetime, mode: str = "auto", agent: str = "claude") -> LiveUsage:
     cost = COST_SQL[mode]
     session_cost, day_cost = conn.execute(
         f"""SELECT coalesce(sum({cost}) FILTER (WHERE coalesce(session_id, session_key) = $session), 0),
                    coalesce(sum({cost}) FILTER (WHERE ts >= $day_start AND ts < $day_end), 0)
-            FROM usage_messages""",
-        {"session": session_id, "day_start": day_start, "day_end": day_end},
+            FROM usage_messages WHERE agent = $agent""",
+        {"session": session_id, "day_start": day_start, "day_end": day_end, "agent": agent},
     ).fetchall()[0]
     context = conn.execute(
         """SELECT input_tokens + cache_creation_tokens + cache_read_tokens FROM usage_messages
-           WHERE coalesce(session_id, session_key) = $session AND NOT is_sidechain
+           WHERE coalesce(session_id, session_key) = $session AND NOT is_sidechain AND agent = $agent
            ORDER BY ts DESC, line_offset DESC LIMIT 1""",
-        {"session": session_id},
+        {"session": session_id, "agent": agent},
     ).fetchall()
-    return LiveUsage(float(session_cost), float(day_cost), _active_block(conn, now, mode),
+    return LiveUsage(float(session_cost), float(day_cost), _active_block(conn, now, mode, agent),
                      int(context[0][0]) if context else None)
 
 
-def _active_block(conn, now: datetime, mode: str) -> dict | None:
-    (last,) = conn.execute("SELECT max(ts) FROM usage_messages WHERE ts <= $now", {"now": now}).fetchall()[0]
+def _active_block(conn, now: datetime, mode: str, agent: str) -> dict | None:
+    (last,) = conn.execute("SELECT max(ts) FROM usage_messages WHERE ts <= $now AND agent = $agent",
+                           {"now": now, "agent": agent}).fetchall()[0]
     if last is None or now - last >= timedelta(hours=BLOCK_HOURS):
         return None
     (chain_start,) = conn.execute(
         f"""SELECT max(ts) FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev FROM usage_messages
-                                 WHERE ts <= $now AND ts >= $now - INTERVAL {LOOKBACK_DAYS} DAY)
+                                 WHERE ts <= $now AND ts >= $now - INTERVAL {LOOKBACK_DAYS} DAY AND agent = $agent)
             WHERE prev IS NULL OR ts - prev > INTERVAL {BLOCK_HOURS} HOUR""",
-        {"now": now},
+        {"now": now, "agent": agent},
     ).fetchall()[0]
     rows = conn.execute(
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
                    cache_read_tokens, {COST_SQL[mode]}, extra_output_tokens
-            FROM usage_messages WHERE ts >= $start AND ts <= $now ORDER BY ts, session_key, line_offset""",
-        {"start": chain_start, "now": now},
+            FROM usage_messages WHERE ts >= $start AND ts <= $now AND agent = $agent
+            ORDER BY ts, session_key, line_offset""",
+        {"start": chain_start, "now": now, "agent": agent},
     ).fetchall()
     return active_block(build_blocks((BlockEntry(*r[:6], float(r[6]), r[7]) for r in rows), now))

@@ -1,39 +1,61 @@
 """Usage reports over the warehouse, in ccusage 20's JSON shapes so scripts written for it keep working.
 
-ccusage 20 has two views, and so do these reports:
+ccusage 20 has a view over all agents and one per agent, and so do these reports:
 - ``all`` (``ccusage daily --json``): rows keyed by ``period`` with ``agent: "all"`` and
   ``metadata.agents``; the session list is named ``session``, one row per agent's session
-  (``agent``, ``metadata.lastActivity``);
+  (``agent``, ``metadata.lastActivity``, and for Codex ``metadata.reasoningOutputTokens``);
 - ``claude`` (``ccusage claude daily --json``): rows keyed by ``date``, ``week``, ``month``, and
-  ``sessions[]`` with ``sessionId``, ``projectPath``, ``firstActivity``, ``lastActivity``.
+  ``sessions[]`` with ``sessionId``, ``projectPath``, ``firstActivity``, ``lastActivity``;
+- ``gemini``, ``opencode``, ``qwen`` (``ccusage gemini daily --json``, ...): the ``claude`` shape
+  without sessionlake's ``responses``; sessions in id order, with ``firstActivity``,
+  ``lastActivity`` and ``projectPath`` for Qwen only, as ccusage prints them;
+- ``codex`` (``ccusage codex daily --json``): rows keyed by ``date``, ``month``, ``sessionId``
+  (the rollout's path under ``sessions/`` without ``.jsonl``), with ``costUSD``,
+  ``reasoningOutputTokens`` and ``models{}`` per model; sessions add ``lastActivity``,
+  ``sessionFile`` and ``directory``.
 In both, ``modelBreakdowns`` come highest cost first (a model without a price gets
 ``missingPricing: true``), ``totals.unpricedModels`` names the models without a price (only when
 there are any), and timestamps read ``2026-01-10T09:15:00.000Z``. Periods come oldest first and
 sessions highest cost first, unless ``order`` says otherwise. sessionlake adds the project, model and
-branch reports (highest cost first) and a ``responses`` count per row.
+branch reports (highest cost first) and, outside the per-agent views, a ``responses`` count per row.
+A period row of a report filtered to one project carries ``project``, as ``ccusage claude daily
+--project`` prints it.
+
+Blocks are Claude Code's 5-hour billing windows: they count Claude Code alone unless the filter
+names another agent, are built over the agent's whole history and only then kept or dropped by
+the day they start (``since``/``until``, in the report's zone), ``active`` and ``recent``; their
+``totals`` add up the blocks shown.
 
 Filters and the time zone are applied in SQL: one query per report, aggregated per period and model.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import duckdb
 
-from resources.usage.blocks import BlockEntry, build_blocks, iso_z
+from resources.usage.blocks import BLOCK_HOURS, BlockEntry, build_blocks, iso_z, token_limit_status
 from resources.usage.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
 from resources.usage.warehouse import sync_prices
 
 REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "user", "machine", "blocks")
 PERIOD_REPORTS = ("daily", "weekly", "monthly")
-VIEWS = ("all", "claude")
+VIEWS = ("all", "claude", "codex", "gemini", "opencode", "qwen")
+AGENT_REPORTS = {"claude": ("daily", "weekly", "monthly", "session", "blocks"),
+                 "codex": ("daily", "monthly", "session"), "gemini": ("daily", "monthly", "session"),
+                 "opencode": ("daily", "weekly", "monthly", "session"), "qwen": ("daily", "monthly", "session")}
+"""The reports of each agent's own view (``ccusage codex daily``, ...): the view of every agent but
+``all`` holds that agent's rows only, in the JSON ccusage 20 prints for that agent."""
 ORDERS = ("asc", "desc")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 """In ISO order (``isodow`` 1-7)."""
-DEFAULT_START_OF_WEEK = {"all": "monday", "claude": "sunday"}
-"""What ccusage 20.0.24 does: ``ccusage weekly`` starts weeks on Monday, ``ccusage claude weekly`` on Sunday."""
+DEFAULT_START_OF_WEEK = {"all": "monday"}
+"""What ccusage 20.0.24 does: ``ccusage weekly`` starts weeks on Monday, ``ccusage claude weekly`` (and
+every other agent's weekly) on Sunday."""
 RECENT_DAYS = 3
 """``blocks --recent``: blocks started this many days before now, as ccusage."""
 CLAUDE = "claude"
@@ -68,8 +90,12 @@ COST_SQL = {  # the cost of a row, per cost mode
     "calculate": "coalesce(computed_cost_usd, 0)",
     "display": "coalesce(cost_usd, 0)",
 }
-_UNPRICED_SQL = ("computed_cost_usd IS NULL"
-                 " AND input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0")
+_BILLABLE = "input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0"
+UNPRICED_SQL = {  # a row whose cost is counted at $0 for want of a price, per cost mode
+    "auto": f"cost_usd IS NULL AND computed_cost_usd IS NULL AND {_BILLABLE}",
+    "calculate": f"computed_cost_usd IS NULL AND {_BILLABLE}",
+    "display": "FALSE",
+}
 _TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
 
 
@@ -120,7 +146,9 @@ class ReportOptions:
     the same numbers per agent, by agent name, as ``ccusage --by-agent`` prints them), ``by_machine``
     (every row gets ``machines``: the same numbers per machine, named as the machine report names them),
     ``now`` (which block is active; default: the clock), and for blocks ``active`` (only the active
-    one) and ``recent`` (those started in the last 3 days, and the active one)."""
+    one), ``recent`` (those started in the last 3 days, and the active one), ``block_hours`` (the
+    window's length) and ``token_limit`` (a number of tokens, or ``max``: the largest finished
+    block's; the active block gets ``tokenLimitStatus`` against it, as ccusage's ``-t``)."""
 
     view: str = "all"
     order: str | None = None
@@ -131,6 +159,8 @@ class ReportOptions:
     now: datetime | None = None
     active: bool = False
     recent: bool = False
+    block_hours: float = BLOCK_HOURS
+    token_limit: str | None = None
 
     def __post_init__(self):
         if self.view not in VIEWS:
@@ -151,13 +181,18 @@ def usage_report(conn: duckdb.DuckDBPyConnection, kind: str, flt: ReportFilter |
     flt, opts = flt or ReportFilter(), opts or ReportOptions()
     if kind not in REPORTS:
         raise ValueError(f"unknown report {kind!r}: expected one of {', '.join(REPORTS)}")
-    if opts.view == CLAUDE:
-        if flt.agent not in (None, CLAUDE):
-            raise ValueError(f"the claude view holds Claude Code's rows only, not {flt.agent!r}'s")
-        flt = replace(flt, agent=CLAUDE)
-    where, params = _prepare(conn, flt, prices)
+    if opts.view != "all":
+        if kind not in AGENT_REPORTS[opts.view]:
+            raise ValueError(f"the {opts.view} view has no {kind} report: expected one of "
+                             f"{', '.join(AGENT_REPORTS[opts.view])}")
+        if flt.agent not in (None, opts.view):
+            raise ValueError(f"the {opts.view} view holds {opts.view}'s rows only, not {flt.agent!r}'s")
+        flt = replace(flt, agent=opts.view)
     if kind == "blocks":
-        return _blocks(conn, where, params, flt, opts)
+        return _blocks(conn, flt, prices, opts)
+    where, params = _prepare(conn, flt, prices)
+    if opts.view == "codex":
+        return _codex(conn, kind, where, params, flt, opts)
     return _grouped(conn, kind, where, params, flt, opts)
 
 
@@ -212,28 +247,31 @@ def _query(conn, sql: str, params: dict) -> list[tuple]:
 
 def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts: ReportOptions) -> dict:
     instances = opts.instances and kind in PERIOD_REPORTS
-    week_start = WEEKDAYS.index(opts.start_of_week or DEFAULT_START_OF_WEEK[opts.view]) + 1
+    week_start = WEEKDAYS.index(opts.start_of_week or DEFAULT_START_OF_WEEK.get(opts.view, "sunday")) + 1
     rows = _query(
         conn,
         f"""SELECT {_PERIOD_SQL[kind]}, {"project" if instances else "NULL"}, coalesce(model, 'unknown'),
                    sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
                    sum({COST_SQL[flt.mode]}), min(ts), max(ts), any_value(project), count(*),
-                   bool_or({_UNPRICED_SQL}),
+                   bool_or({UNPRICED_SQL[flt.mode]}),
                    min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset)),
-                   agent, sum(extra_output_tokens), {_PERIOD_SQL["machine"] if opts.by_machine else "NULL"}
+                   agent, sum(extra_output_tokens), {_PERIOD_SQL["machine"] if opts.by_machine else "NULL"},
+                   sum(reasoning_output_tokens)
             FROM usage_messages WHERE {where}
             GROUP BY ALL""",
         {**params, "week_start": week_start},
     )
     view = "extra" if kind in _SHAPE["extra"] else opts.view
-    list_name, field = _SHAPE[view][kind]
+    list_name, field = _SHAPE.get(view, _SHAPE["claude"])[kind]
     per_agent = view == "all" and kind == "session"  # ccusage lists each agent's session on its own
     entries: dict[tuple, dict] = {}
     for (period, group, model, inp, out, cw, cr, cost, first, last, project, responses, unpriced, seen, agent,
-         extra, machine) in rows:
+         extra, machine, reasoning) in rows:
         entry = _entry(entries, (group, period, agent if per_agent else None), field, period, first, last, project)
         if group is not None:
             entry["project"] = group
+        elif len(flt.projects) == 1 and kind in PERIOD_REPORTS:
+            entry["project"] = flt.projects[0]
         numbers = ((int(inp), int(out), int(cw), int(cr)), int(extra), float(cost), int(responses), unpriced,
                    (seen["d"], seen["k"], seen["o"]), first, last)
         targets = [entry]
@@ -244,8 +282,12 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
         for target in targets:
             _add(target, model, *numbers)
             target["_agents"].add(agent)
+            target["_reasoning"] += int(reasoning)
     rows_out = [_finish(entry, kind, view, field) for entry in entries.values()]
-    report = _order(rows_out, kind, field, opts.order)
+    if view in _AGENT_SHAPES:
+        for entry in rows_out:
+            _agent_shape(entry, kind, view)
+    report = _order(rows_out, kind, field, opts.order, by_id=view in _AGENT_SHAPES)
     result = {list_name: report}
     if instances:
         by_project: dict[str, list[dict]] = {}
@@ -262,7 +304,7 @@ def _entry(entries: dict, key, field: str, period, first, last, project) -> dict
         entry = entries[key] = {
             field: period, **dict.fromkeys(_TOKEN_FIELDS, 0), "totalTokens": 0, "totalCost": 0.0,
             "responses": 0, "modelBreakdowns": [], "_seen": {}, "_first": first, "_last": last,
-            "_project": project, "_agents": set(), "_by_agent": {}, "_by_machine": {}}
+            "_project": project, "_agents": set(), "_by_agent": {}, "_by_machine": {}, "_reasoning": 0}
     return entry
 
 
@@ -293,14 +335,16 @@ def _finish(entry: dict, kind: str, view: str, field: str) -> dict:
     seen, agents, by_agent = entry.pop("_seen"), sorted(entry.pop("_agents")), entry.pop("_by_agent")
     by_machine = entry.pop("_by_machine")
     first, last, project = entry.pop("_first"), entry.pop("_last"), entry.pop("_project")
+    reasoning = entry.pop("_reasoning")
     entry["modelBreakdowns"].sort(key=lambda b: (-b["cost"], b["modelName"]))
     # A per-agent row lists models as they first appear; an "all" row merges agents' lists, sorted.
     merged = view == "all" and kind in PERIOD_REPORTS
     entry["modelsUsed"] = sorted(seen) if merged else sorted(seen, key=seen.__getitem__)
     if view == "all":
         entry["agent"] = "all" if merged else agents[0]
-        entry["metadata"] = {"agents": agents} if merged else {
-            "lastActivity": iso_z(last), "firstActivity": iso_z(first), "projectPath": project}
+        entry["metadata"] = {"agents": agents} if merged else {"lastActivity": iso_z(last)}
+        if not merged and entry["agent"] == "codex":
+            entry["metadata"]["reasoningOutputTokens"] = reasoning
     elif kind == "session":
         entry.update(firstActivity=iso_z(first), lastActivity=iso_z(last), projectPath=project)
     if by_agent:
@@ -321,8 +365,24 @@ def _finish_share(sub: dict, kind: str, field: str, label: str, value: str) -> d
     return sub
 
 
-def _order(rows: list[dict], kind: str, field: str, order: str | None) -> list[dict]:
-    if kind in PERIOD_REPORTS:
+_AGENT_SHAPES = ("gemini", "opencode", "qwen")
+_SESSION_ACTIVITY = ("firstActivity", "lastActivity", "projectPath")
+
+
+def _agent_shape(entry: dict, kind: str, view: str) -> None:
+    """A row of the claude shape as ccusage prints it for ``view`` (see the module doc)."""
+    del entry["responses"]
+    if kind == "session":
+        if view == "qwen":
+            entry["projectPath"] = entry["projectPath"].removeprefix(f"{view}:")
+        else:
+            for name in _SESSION_ACTIVITY:
+                del entry[name]
+
+
+def _order(rows: list[dict], kind: str, field: str, order: str | None, by_id: bool = False) -> list[dict]:
+    """Periods oldest first; sessions and the extra reports highest cost first, or (``by_id``) in id order."""
+    if kind in PERIOD_REPORTS or by_id:
         rows.sort(key=lambda e: e[field], reverse=order == "desc")
     else:  # sessions and the extra reports: highest cost first unless asked for ascending
         rows.sort(key=lambda e: (-e["totalCost"], e[field]))
@@ -344,21 +404,90 @@ def _totals(items) -> dict:
     return totals
 
 
-def _blocks(conn, where: str, params: dict, flt: ReportFilter, opts: ReportOptions) -> dict:
+_CODEX_COUNTS = ("inputTokens", "cacheCreationTokens", "cacheReadTokens", "outputTokens", "reasoningOutputTokens",
+                 "totalTokens")
+
+
+def _codex(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts: ReportOptions) -> dict:
+    """``ccusage codex daily|monthly|session --json`` (see the module doc); rows in period or id order."""
+    rows = _query(
+        conn,
+        f"""SELECT {_PERIOD_SQL[kind]}, coalesce(model, 'unknown'), sum(input_tokens), sum(cache_creation_tokens),
+                   sum(cache_read_tokens), sum(output_tokens), sum(reasoning_output_tokens),
+                   sum(input_tokens + cache_creation_tokens + cache_read_tokens + output_tokens
+                       + extra_output_tokens), sum({COST_SQL[flt.mode]}), max(ts), bool_or({UNPRICED_SQL[flt.mode]})
+            FROM usage_messages WHERE {where} GROUP BY ALL ORDER BY 1, 2""",
+        params,
+    )
+    list_name, field = _SHAPE["claude"][kind]
+    groups: dict[str, dict] = {}
+    for period, model, *counts, cost, last, _ in rows:
+        group = groups.setdefault(period, {field: period, **dict.fromkeys(_CODEX_COUNTS, 0), "costUSD": 0.0,
+                                           "models": {}, "_last": last})
+        numbers = dict(zip(_CODEX_COUNTS, map(int, counts), strict=True))
+        for name, value in numbers.items():
+            group[name] += value
+        group["costUSD"] += float(cost)
+        group["models"][model] = {**numbers, "isFallback": False}
+        group["_last"] = max(group["_last"], last)
+    out = []
+    for period, group in groups.items():
+        last = group.pop("_last")
+        if kind == "session":
+            directory, _, name = period.rpartition("/")
+            group.update(lastActivity=iso_z(last), sessionFile=name, directory=directory)
+        out.append(group)
+    if opts.order == "desc":
+        out.reverse()
+    totals = {name: sum(g[name] for g in out) for name in _CODEX_COUNTS}
+    totals["costUSD"] = sum(g["costUSD"] for g in out)
+    unpriced = sorted({r[1] for r in rows if r[-1] and r[1] not in UNPRICED_MODELS})
+    if unpriced:
+        totals["unpricedModels"] = unpriced
+    return {list_name: out, "totals": totals}
+
+
+def _parse_z(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _blocks(conn, flt: ReportFilter, prices: PriceTable | None, opts: ReportOptions) -> dict:
+    """Blocks over the agent's whole history (Claude Code's unless the filter names another agent),
+    then kept by their start day, ``active`` and ``recent`` (see the module doc)."""
+    days = (flt.since, flt.until)
+    flt = replace(flt, since=None, until=None, agent=flt.agent or CLAUDE)
+    where, params = _prepare(conn, flt, prices)
     rows = _query(
         conn,
         f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
-                   cache_read_tokens, {COST_SQL[flt.mode]}, {_UNPRICED_SQL}, extra_output_tokens
+                   cache_read_tokens, {COST_SQL[flt.mode]}, {UNPRICED_SQL[flt.mode]}, extra_output_tokens
             FROM usage_messages WHERE {where} ORDER BY ts, session_key, line_offset""",
         params,
     )
     now = opts.now or datetime.now(UTC)
-    blocks = build_blocks((BlockEntry(*r[:6], float(r[6]), r[8]) for r in rows), now)
-    if opts.active:
-        blocks = [b for b in blocks if b["isActive"]]
-    elif opts.recent:
+    blocks = build_blocks((BlockEntry(*r[:6], float(r[6]), r[8]) for r in rows), now, opts.block_hours)
+    if days != (None, None):
+        zone = ZoneInfo(flt.timezone)
+        starts = [_parse_z(b["startTime"]).astimezone(zone).date() for b in blocks]
+        blocks = [b for b, day in zip(blocks, starts, strict=True)
+                  if (days[0] is None or day >= days[0]) and (days[1] is None or day <= days[1])]
+    if opts.recent:
         since = iso_z(now - timedelta(days=RECENT_DAYS))
         blocks = [b for b in blocks if b["startTime"] >= since or b["isActive"]]
+    if opts.active:
+        blocks = [b for b in blocks if b["isActive"]]
+    if opts.token_limit is not None:
+        token_limit_status(blocks, opts.token_limit)
     if opts.order == "desc":
         blocks.reverse()
-    return {"blocks": blocks, "totals": _totals(r[1:9] for r in rows)}
+    shown = [b for b in blocks if not b["isGap"]]
+    counts = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "cacheReadInputTokens")
+    totals = {name: sum(b["tokenCounts"][key] for b in shown) for name, key in zip(_TOKEN_FIELDS, counts, strict=True)}
+    totals.update(totalTokens=sum(b["totalTokens"] for b in shown), totalCost=sum(b["costUSD"] for b in shown))
+    times = [r[0] for r in rows]
+    unpriced = sorted({r[1] for b in shown for r in rows[bisect_left(times, _parse_z(b["startTime"])):
+                                                          bisect_right(times, _parse_z(b["actualEndTime"]))]
+                       if r[7] and r[1] not in UNPRICED_MODELS})
+    if unpriced:
+        totals["unpricedModels"] = unpriced
+    return {"blocks": blocks, "totals": totals}

@@ -46,6 +46,7 @@ def usage_schema():
         ("extra_output_tokens", pa.int64()),
         ("user_name", pa.string()),
         ("machine", pa.string()),
+        ("reasoning_output_tokens", pa.int64()),
     ])
 
 # Higher is better: non-sidechain first, then the larger token total.
@@ -75,8 +76,9 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
     """Write ``rows`` (one per key, already the best copy within the batch: dicts, or an Arrow table in
     `usage_schema`); returns rows written.
 
-    A stored row is replaced only by a better copy, or by an equal copy of the same file under
-    another project folder (the folder was renamed: the row follows it); new keys are appended. The table has no primary
+    A stored row is replaced only by a better copy, by an equal copy of the same file under
+    another project folder (the folder was renamed: the row follows it), or by an equal copy that
+    tells more (its reasoning split); new keys are appended. The table has no primary
     key index (maintaining one made bulk loads several times slower), so uniqueness of ``dedup_key``
     is this function's job: one transaction, run only under DuckDB's single-writer lock. A row without
     a user and machine (read from this machine's files) keeps those of the row it replaces: a better
@@ -101,8 +103,9 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
                     WHERE usage_messages.dedup_key = n.dedup_key
                       AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
                            OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
-                               AND n.project <> usage_messages.project
-                               AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")}))"""
+                               AND ((n.project <> usage_messages.project
+                                     AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")})
+                                    OR n.reasoning_output_tokens > usage_messages.reasoning_output_tokens)))"""
             )
             conn.execute(
                 f"""INSERT INTO usage_messages ({", ".join(columns)}, computed_cost_usd)
