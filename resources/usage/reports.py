@@ -3,7 +3,8 @@
 ccusage 20 has a view over all agents and one per agent, and so do these reports:
 - ``all`` (``ccusage daily --json``): rows keyed by ``period`` with ``agent: "all"`` and
   ``metadata.agents``; the session list is named ``session``, one row per agent's session
-  (``agent``, ``metadata.lastActivity``, and for Codex ``metadata.reasoningOutputTokens``);
+  (``agent``, ``metadata.lastActivity``, and for Codex ``metadata.reasoningOutputTokens``; Gemini's
+  sessions have no ``metadata``);
 - ``claude`` (``ccusage claude daily --json``): rows keyed by ``date``, ``week``, ``month``, and
   ``sessions[]`` with ``sessionId``, ``projectPath``, ``firstActivity``, ``lastActivity``;
 - ``gemini``, ``opencode``, ``qwen`` (``ccusage gemini daily --json``, ...): the ``claude`` shape
@@ -53,9 +54,9 @@ AGENT_REPORTS = {"claude": ("daily", "weekly", "monthly", "session", "blocks"),
 ORDERS = ("asc", "desc")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 """In ISO order (``isodow`` 1-7)."""
-DEFAULT_START_OF_WEEK = {"all": "monday"}
-"""What ccusage 20.0.24 does: ``ccusage weekly`` starts weeks on Monday, ``ccusage claude weekly`` (and
-every other agent's weekly) on Sunday."""
+DEFAULT_START_OF_WEEK = {"all": "monday", "opencode": "monday"}
+"""What ccusage 20.0.24 does: ``ccusage weekly`` and ``ccusage opencode weekly`` start weeks on Monday,
+``ccusage claude weekly`` on Sunday."""
 RECENT_DAYS = 3
 """``blocks --recent``: blocks started this many days before now, as ccusage."""
 CLAUDE = "claude"
@@ -345,6 +346,8 @@ def _finish(entry: dict, kind: str, view: str, field: str) -> dict:
         entry["metadata"] = {"agents": agents} if merged else {"lastActivity": iso_z(last)}
         if not merged and entry["agent"] == "codex":
             entry["metadata"]["reasoningOutputTokens"] = reasoning
+        elif not merged and entry["agent"] == "gemini":  # ccusage knows no activity times of Gemini's sessions
+            del entry["metadata"]
     elif kind == "session":
         entry.update(firstActivity=iso_z(first), lastActivity=iso_z(last), projectPath=project)
     if by_agent:
