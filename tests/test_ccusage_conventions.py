@@ -23,6 +23,8 @@ from resources.sources import found_sources, walk_all
 from resources.state.store import StateStore
 from tests.conftest import AGENT_SAMPLES, FIXTURES, SAMPLES, writable_copy
 
+pytestmark = pytest.mark.integration  # the CLI as a subprocess
+
 CCUSAGE = FIXTURES / "ccusage-20.0.24"
 SAME_COUNTS = ("claude", "codex", "gemini")
 """Agents whose every count equals ccusage's; OpenCode and Qwen differ by documented counting rules."""
@@ -138,6 +140,7 @@ def test_days_are_in_the_system_zone_and_local_names_it(tmp_path, user_home, mon
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
+SESSION = "d3ad4cdc-5657-435d-98fa-0035d53e383d"
 # Every flag ccusage 20.0.24 takes, per report, as `ccusage <report> --help` lists it (and its hidden ones)
 COMMON = [["-O"], ["--offline"], ["--no-offline"], ["--compact"], ["--color"], ["--no-color"], ["-d"], ["--debug"],
           ["--debug-samples", "3"], ["--config", "/nonexistent.json"], ["--single-thread"], ["--no-cost"],
@@ -145,13 +148,13 @@ COMMON = [["-O"], ["--offline"], ["--no-offline"], ["--compact"], ["--color"], [
           ["-s", "20250101"], ["-u", "2027-01-01"], ["-z", "UTC"], ["--timezone", "local"], ["-j"]]
 PER_REPORT = {
     ("daily",): [["--last", "2"], ["--by-agent"], ["--all"], ["--sections", "daily,session"]],
-    ("session",): [["--by-agent"], ["--all"], ["--sections", "monthly"], ["--id", "nope"]],
+    ("session",): [["--by-agent"], ["--all"], ["--sections", "monthly"], ["--id", SESSION]],
     ("blocks",): [["-a"], ["--active"], ["-r"], ["--recent"], ["-t", "1000"], ["--token-limit", "max"],
                   ["-n", "3"], ["--session-length", "5"]],
     ("claude", "daily"): [["-i"], ["--instances"], ["-p", "Users-chip-dev-ai-music"],
                           ["--project", "-Users-chip-dev-ai-music"], ["--project-aliases", "a=b"], ["--last", "1"]],
     ("claude", "weekly"): [["-w", "monday"], ["--start-of-week", "friday"], ["--last", "3"]],
-    ("claude", "session"): [["-i", "nope"], ["--id", "nope"]],
+    ("claude", "session"): [["-i", SESSION], ["--id", SESSION]],
     ("codex", "daily"): [["--speed", "fast"], ["--last", "1"]],
     ("codex", "session"): [["--speed", "standard"]],
     ("gemini", "monthly"): [["--last", "2"]],
@@ -168,9 +171,10 @@ MISPLACED = {
 
 def test_every_ccusage_flag_is_taken_and_a_misplaced_one_is_an_error(ingested):
     for report, flag_sets in PER_REPORT.items():  # together where they combine: each process costs a second
-        lasts = [flags for flags in flag_sets if flags[0] == "--last"]
-        others = [flag for flags in flag_sets if flags[0] != "--last" for flag in flags]
-        for flags in ([flag for flags in COMMON for flag in flags], *lasts, *([others] if others else [])):
+        lasts = [one for one in flag_sets if one[0] == "--last"]
+        others = [flag for one in flag_sets if one[0] != "--last" for flag in one]
+        common = [flag for one in COMMON for flag in one]
+        for flags in (common, *lasts, *([others] if others else [])):
             result = _cli(ingested, "usage", *report, *flags, "--json")
             assert result.returncode == 0, (report, flags, result.stderr)
     for report, flag_sets in MISPLACED.items():
