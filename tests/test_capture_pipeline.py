@@ -180,6 +180,6 @@ def test_end_to_end_capture_sensor_run_recall(home, resources):
     assert found.returncode == 0, found.stderr
     [hit] = json.loads(found.stdout)
     assert hit["id"] == ulid and hit["text"] == prompt
-    assert hit["tier"] == "capture" and hit["role"] == "user" and hit["session_id"] == "e2e-session"
+    assert hit["tier"] == "capture" and hit["role"] == "user" and hit["session"] == "e2e-session"
     text = _cli(home, "recall", "capacitor")
     assert "1.21 gigawatts" in text.stdout

@@ -87,6 +87,7 @@ def test_every_tool_answers_and_each_recall_leaves_provenance_naming_the_caller(
 
     out = _run(home, body)
     assert set(out["tools"]) == {"recall", "context", "capture", "usage"}
+    assert "text" not in out["recall"].structured_content["hits"][0]  # agents read on with context
     for tool in out["tools"].values():
         assert len(tool.description) > 80 and tool.input_schema["type"] == "object"
     assert set(out["tools"]["recall"].input_schema["properties"]) >= {"query", "k", "project", "agent", "since",

@@ -194,7 +194,7 @@ def build_server(memory: Memory):
     ) -> dict[str, Any]:
         from pipelines.cli.projects import UnknownProject, resolve_projects
         from resources.memory.fts_query import QuerySyntaxError
-        from resources.memory.hits import describe, parse_since, scope_filter
+        from resources.memory.hits import HIT_FIELDS, describe, parse_since, scope_filter
         from resources.memory.lance import LanceTableUnreadable
         from resources.memory.recall import recall as run_recall
 
@@ -211,7 +211,7 @@ def build_server(memory: Memory):
 
         words = parse_query(query).text
         return {"query": query, "caller": who,
-                "hits": [describe(h, i, words, SNIPPET_WIDTH) for i, h in enumerate(hits, 1)]}
+                "hits": [describe(h, i, words, SNIPPET_WIDTH, fields=HIT_FIELDS) for i, h in enumerate(hits, 1)]}
 
     @server.tool(description=(
         "The messages around one recall hit, in the order they were written: `before` and `after` the hit "

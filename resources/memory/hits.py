@@ -2,13 +2,15 @@
 
 One shape for the command line (``sessionlake recall --json``) and the MCP tools alike, `describe`:
 
-``{rank, handle, id, agent, project, session, time, role, score, snippet}`` (+ ``model``,
-``git_branch``, ``tier``, ``tags`` with all fields; ``context: {before: [...], after: [...]}`` when
-asked). ``handle`` is opaque: `context_around` takes it back. ``time`` is ISO-8601 UTC; ``agent`` is
-None for a record no agent session holds (a capture). `MINIMAL_FIELDS` is ``--fields minimal``.
+``{rank, handle, id, agent, project, session, time, role, score, snippet, model, git_branch, tier,
+tags}`` (`HIT_FIELDS`, what the MCP tool returns: an agent reads on with ``context``), plus the
+record's whole ``text`` in `ALL_FIELDS` (``recall --json``); ``context: {before: [...], after:
+[...]}`` when asked. ``handle`` is opaque: `context_around` takes it back. ``time`` is ISO-8601 UTC;
+``agent`` is None for a record no agent session holds (a capture). `MINIMAL_FIELDS` is
+``--fields minimal``.
 
 Scope: `scope_filter` narrows a recall by agent, session and role; `parse_since` reads ``7d``, ``3h``,
-``30m``, ``2w`` or a date. `fit_budget` shortens snippets (never drops hits) until the hits fit a
+``30m``, ``2w`` or a date. `fit_budget` shortens texts (never drops hits) until the hits fit a
 token budget. `context_around` returns the messages of the hit's session around it, from the memory,
 or from the newest archived version of the session file when the memory no longer holds them.
 """
@@ -24,8 +26,9 @@ from resources.memory.lance import RECORDS, sql_str
 from resources.times import as_utc
 
 MINIMAL_FIELDS = ("rank", "handle", "agent", "session", "time", "role", "snippet")
-ALL_FIELDS = ("rank", "handle", "id", "agent", "project", "session", "time", "role", "score", "snippet", "model",
+HIT_FIELDS = ("rank", "handle", "id", "agent", "project", "session", "time", "role", "score", "snippet", "model",
               "git_branch", "tier", "tags")
+ALL_FIELDS = (*HIT_FIELDS, "text")
 ROLES = ("user", "assistant")
 CHARS_PER_TOKEN = 4
 """The budget's estimate of a token: four characters of JSON, as tokenizers average on English and code."""
@@ -105,7 +108,8 @@ def describe(hit: dict, rank: int, words: str, width: int, mark: tuple[str, str]
            "project": hit.get("project"), "session": hit.get("session_id"), "time": _iso(hit.get("timestamp")),
            "role": hit.get("role"), "score": hit.get("score"),
            "snippet": snippet(hit.get("text") or "", words, width, mark), "model": hit.get("model"),
-           "git_branch": hit.get("git_branch"), "tier": hit.get("tier"), "tags": list(hit.get("tags") or [])}
+           "git_branch": hit.get("git_branch"), "tier": hit.get("tier"), "tags": list(hit.get("tags") or []),
+           "text": hit.get("text")}
     return {f: row[f] for f in fields}
 
 
@@ -118,7 +122,7 @@ def message(row: dict, width: int | None = None) -> dict:
 
 
 def fit_budget(hits: list[dict], max_tokens: int) -> list[dict]:
-    """``hits`` (described) with snippets and context texts shortened evenly until their `compact_json`
+    """``hits`` (described) with snippets, texts and context texts shortened evenly until their `compact_json`
     fits ``max_tokens`` (at `CHARS_PER_TOKEN`); every hit stays. Past `MIN_SNIPPET_CHARS` a text is not cut
     further, so a budget too small for the hits themselves is exceeded rather than met by dropping one."""
     def size(rows: list[dict]) -> int:
@@ -145,13 +149,15 @@ def compact_json(rows) -> str:
 
 def _texts(hit: dict) -> list[str]:
     ctx = hit.get("context") or {}
-    return [hit.get("snippet") or ""] + [m["text"] for side in ("before", "after") for m in ctx.get(side, [])]
+    return [hit.get("snippet") or "", hit.get("text") or ""] + [m["text"] for side in ("before", "after")
+                                                                for m in ctx.get(side, [])]
 
 
 def _cut(hit: dict, width: int) -> dict:
     out = {**hit}
-    if "snippet" in out:
-        out["snippet"] = _shorten(out["snippet"] or "", width)
+    for field in ("snippet", "text"):
+        if out.get(field):
+            out[field] = _shorten(out[field], width)
     if out.get("context"):
         out["context"] = {side: [{**m, "text": _shorten(m["text"], width)} for m in msgs]
                           for side, msgs in out["context"].items()}
