@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 
 from resources.config.settings import SYNC_PROJECTS
+from resources.usage.warehouse import usage_schema
 
 FORMAT = "sessionlake-sync"
 VERSION = 1
@@ -36,28 +37,16 @@ NAME = re.compile(r"^usage/(?P<machine>[A-Za-z0-9._@+-]{1,128})/(?P<id>[0-9a-f]{
                   r"(?P<first>\d{10})-(?P<last>\d{10})-(?P<digest>[0-9a-f]{16})\.parquet$")
 
 
+_WAREHOUSE = usage_schema()
 SCHEMA = pa.schema([
-    ("dedup_key", pa.string()),
-    ("message_id", pa.string()),
-    ("request_id", pa.string()),
-    ("ts", pa.timestamp("ms", tz="UTC")),
-    ("session_id", pa.string()),
-    ("session_ref", pa.string()),
-    ("project", pa.string()),
-    ("model", pa.string()),
-    ("agent", pa.string()),
-    ("is_sidechain", pa.bool_()),
-    ("agent_id", pa.string()),
-    ("input_tokens", pa.int64()),
-    ("output_tokens", pa.int64()),
-    ("cache_creation_tokens", pa.int64()),
-    ("cache_read_tokens", pa.int64()),
-    ("cache_creation_1h_tokens", pa.int64()),
-    ("extra_output_tokens", pa.int64()),
-    ("cost_usd", pa.float64()),
-    ("computed_cost_usd", pa.float64()),
-    ("line_offset", pa.int64()),
-    ("clock", pa.int64()),
+    *(_WAREHOUSE.field(n) for n in ("dedup_key", "message_id", "request_id", "ts", "session_id")),
+    pa.field("session_ref", pa.string()),
+    *(_WAREHOUSE.field(n) for n in ("project", "model", "agent", "is_sidechain", "agent_id", "input_tokens",
+                                    "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+                                    "cache_creation_1h_tokens", "extra_output_tokens", "cost_usd")),
+    pa.field("computed_cost_usd", pa.float64()),
+    _WAREHOUSE.field("line_offset"),
+    pa.field("clock", pa.int64()),
 ])
 COLUMNS = tuple(SCHEMA.names)
 
