@@ -25,13 +25,18 @@ from bench.corpus import generate_corpus
 from pipelines.defs.resources import TeamResource
 from pipelines.defs.team.sensors import team_manifest_sensor
 from resources.archive.packs import PackStore
+from resources.config.settings import Settings
+from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.processors.archive import ArchiveProcessor
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.processors.usage import UsageProcessor
 from resources.ingest.runner import run_processors
+from resources.ingest.session_files import ParseStats, iter_jsonl
 from resources.memory.lance import LanceStore
 from resources.sources import found_sources, walk_all
-from resources.state.store import StateStore
+from resources.state.store import StateStore, transaction
+from resources.team.ingest import ingest_manifests, new_manifests
+from resources.team.manifests import list_manifest_names, read_manifest
 from tests.archive_support import grow
 from tests.conftest import SAMPLE_PROJECT, SAMPLES, agent_settings
 from tests.test_sources import EXPECTED
@@ -258,3 +263,67 @@ def test_push_without_a_team_bucket_says_what_to_set(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "push"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "s3://" in done.stderr
+
+
+class RefusesPoison(SessionProcessor):
+    """Writes one row per line to a DuckDB table whose CHECK refuses a line marked ``poison``, every
+    version of a run in one transaction: one version's rows fail the whole commit."""
+
+    name = "poison-check"
+
+    def __init__(self):
+        self.rows: list[tuple[str, int, bool]] = []
+
+    def process_session(self, session_path, project, session_key, conn, *, start_offset=0):
+        stats = ParseStats()
+        rows = [(session_key, line.offset, "poison" in line.obj)
+                for line in iter_jsonl(session_path, start_offset, stats)]
+        self.rows.extend(rows)
+        return ProcessorResult(items_count=len(rows), end_offset=stats.end_offset, bytes_read=stats.bytes_read)
+
+    def commit(self, conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS poison_check "
+                     "(session_key VARCHAR, line_offset BIGINT, poison BOOLEAN CHECK (NOT poison))")
+        with transaction(conn):
+            conn.executemany("INSERT INTO poison_check VALUES (?, ?, ?)", self.rows)
+        self.rows = []
+
+    def discard(self):
+        self.rows = []
+
+
+@pytest.mark.integration  # a push subprocess and an S3 server
+def test_a_bad_version_in_a_pushed_pack_fails_that_version_only(s3_location, tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    generate_corpus(tree, sessions=6, projects=2, seed=4, turns=2)
+    poisoned = sorted(tree.rglob("*.jsonl"))[0]
+    with poisoned.open("a") as f:
+        f.write(json.dumps({"type": "user", "poison": True}) + "\n")
+    poisoned_key = poisoned.relative_to(tree).as_posix()
+    _archive(tmp_path / "laptop", tree)
+    assert _push(tmp_path / "laptop", s3_location.uri, "erin", "erin-laptop").returncode == 0
+    _central(tmp_path, s3_location.uri, monkeypatch)
+    store = PackStore.from_settings(Settings.from_env())
+    bucket = s3_location.blobs()
+    manifests = [read_manifest(bucket, name) for name in list_manifest_names(bucket)]
+    assert sum(len(m.packs) for m in manifests) == 2  # one pack per project: the poisoned one holds others
+
+    result = ingest_manifests(manifests, [RefusesPoison()], store)
+    stats = result["poison-check"]
+    assert stats["failed_files"] == [poisoned_key]
+    [error] = stats["error_files"]
+    assert error["error"].startswith("commit failed: ") and "CHECK" in error["error"]
+    assert stats["processed"] == len(list(tree.rglob("*.jsonl"))) - 1
+    with store.state.connect() as conn:
+        stored = dict(conn.execute("SELECT session_key, count(*) FROM poison_check GROUP BY 1").fetchall())
+        marked = {r[0] for r in conn.execute("SELECT pack_key FROM team_packs").fetchall()}
+    assert set(stored) == {p.relative_to(tree).as_posix() for p in tree.rglob("*.jsonl")} - {poisoned_key}
+    poisoned_pack = {p["pack"] for p in result["team"]["failed_packs"]}
+    assert len(poisoned_pack) == 1 and len(marked) == 1 and not marked & poisoned_pack  # retried next run
+    assert new_manifests(store, manifests) == manifests
+
+    again = ingest_manifests(new_manifests(store, manifests), [RefusesPoison()], store)["poison-check"]
+    assert (again["failed_files"], again["processed"]) == ([poisoned_key], 0)  # the others: skipped by hash
+    with store.state.connect() as conn:
+        assert dict(conn.execute("SELECT session_key, count(*) FROM poison_check GROUP BY 1").fetchall()) == stored
+    assert not list((tmp_path / "central" / "packs").glob(".team-ingest-*"))  # the scratch copies are gone

@@ -21,9 +21,10 @@ import multiprocessing
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import (
@@ -64,10 +65,29 @@ Progress = Callable[[int, int, int], None]
 
 @dataclass
 class _Task:
-    file: SessionFile
+    file: FileToRead
     file_hash: str
     start_offset: int
     items_before: int
+    origin: dict[str, str] = field(default_factory=dict)
+    """Who the file comes from (`SessionProcessor.origin`): empty for this machine's own files."""
+
+
+class FileToRead(Protocol):
+    """A file the runner reads: a session file on disk (`SessionFile`), or a session version in an
+    archived pack, written to a scratch file only while a processor reads it (resources/team/ingest.py)."""
+
+    key: str
+    project: str
+
+    @property
+    def size(self) -> int: ...
+
+    def opened(self, start_offset: int = 0) -> contextlib.AbstractContextManager[Path]:
+        """The path to read from ``start_offset`` on, valid inside the ``with``."""
+
+    def tail(self, end_offset: int) -> str | None:
+        """What to keep to recognise a later append (`ProcessorFileState.tail_hash`), or None."""
 
 
 @dataclass
@@ -344,9 +364,11 @@ def _process_one(processor, task: _Task, conn, stats: dict, logger, read: _Read 
     """Process ``task``'s file, or take what a worker ``read`` of it (see `_ParallelReads`)."""
     f = task.file
     started = read.started if read is not None else datetime.now(UTC)
+    processor.origin = task.origin
     try:
         if read is None:
-            result = processor.process_session(f.path, f.project, f.key, conn, start_offset=task.start_offset)
+            with f.opened(task.start_offset) as path:
+                result = processor.process_session(path, f.project, f.key, conn, start_offset=task.start_offset)
         elif read.error is not None:
             raise read.error
         else:
@@ -364,10 +386,7 @@ def _process_one(processor, task: _Task, conn, stats: dict, logger, read: _Read 
         logger.warning("%s returned %r for %s; counting 0 items", processor.name, type(result).__name__, f.key)
         result = ProcessorResult(items_count=0)
     end_offset = result.end_offset if result.end_offset is not None else f.size
-    try:
-        tail = tail_fingerprint(f.fspath, end_offset) if end_offset > 0 else None
-    except OSError:
-        tail = None
+    tail = f.tail(end_offset)
     items = task.items_before + _as_count(result.items_count)
     mark = ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
     return _Done(task, mark, list(result.malformed), result.bytes_read)
@@ -380,8 +399,10 @@ def _as_count(value) -> int:
         return 0
 
 
-def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: list[int] | None = None) -> None:
-    """Commit the processor's batch, then mark its files and keep their malformed lines.
+def _commit(processor, conn, pending: list[_Done], stats: dict, logger,
+            budget: list[int] | None = None) -> list[ProcessedMark]:
+    """Commit the processor's batch, then mark its files and keep their malformed lines; returns the
+    marks of the files committed.
 
     A failed commit is split to find the file it could not take: the batch is discarded, and each half
     is processed again and committed on its own, down to single files. Only files whose own commit
@@ -398,16 +419,17 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: 
                 report_error(stats, taken.mark.project, taken.mark.session_file, exc, prefix="commit failed: ")
             logger.error("%s commit failed; %d file(s) stay unprocessed: %s", processor.name, len(pending), exc,
                          exc_info=True)
-            return
+            return []
         logger.warning("%s commit of %d files failed (%s); committing them in halves to find the file",
                        processor.name, len(pending), exc)
         budget[0] -= len(pending)
         middle = len(pending) // 2
+        committed: list[ProcessedMark] = []
         for half in (pending[:middle], pending[middle:]):
             again = [t for t in (_process_one(processor, p.task, conn, stats, logger) for p in half) if t]
             if again:
-                _commit(processor, conn, again, stats, logger, budget)
-        return
+                committed += _commit(processor, conn, again, stats, logger, budget)
+        return committed
     mark_processed(conn, processor.name, [t.mark for t in pending])
     record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
     for t in pending:
@@ -417,6 +439,34 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger, budget: 
         count_stat(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)
         count_stat(stats, project, "lines_malformed", len(t.malformed))
         count_stat(stats, project, "bytes_read", t.bytes_read)
+    return [t.mark for t in pending]
+
+
+class Batch:
+    """One processor's files between two commits, for a caller that decides itself which files to read
+    and when to commit (the team ingest reads pushed versions pack by pack), with a run's rules: a file
+    the processor fails on is reported and left out; `commit` splits a failed commit down to the file
+    it could not take, marks the committed files processed and counts them in ``stats``."""
+
+    def __init__(self, processor: SessionProcessor, stats: dict, logger: logging.Logger | None = None):
+        self.processor, self.stats, self.logger = processor, stats, logger or log
+        self.pending: list[_Done] = []
+
+    def read(self, conn: Connection, file: FileToRead, file_hash: str, start_offset: int = 0,
+             items_before: int = 0, origin: dict[str, str] | None = None) -> ProcessedMark | None:
+        """Process ``file`` from ``start_offset`` into the batch; its mark-to-be, or None when it failed
+        (reported) or vanished."""
+        taken = _process_one(self.processor, _Task(file, file_hash, start_offset, items_before, origin or {}),
+                             conn, self.stats, self.logger)
+        if taken is None:
+            return None
+        self.pending.append(taken)
+        return taken.mark
+
+    def commit(self, conn: Connection) -> list[ProcessedMark]:
+        """Commit what was read since the last commit; the marks of the files committed."""
+        pending, self.pending = self.pending, []
+        return _commit(self.processor, conn, pending, self.stats, self.logger) if pending else []
 
 
 def report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:

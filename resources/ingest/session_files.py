@@ -11,6 +11,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -39,6 +40,19 @@ class SessionFile(NamedTuple):
     @property
     def path(self) -> Path:
         return Path(self.fspath)
+
+    @contextmanager
+    def opened(self, start_offset: int = 0) -> Iterator[Path]:
+        """The path a processor reads (`resources.ingest.runner` reads every file through this): the file
+        itself. An archived version (resources/team/ingest.py) writes a scratch copy instead."""
+        yield self.path
+
+    def tail(self, end_offset: int) -> str | None:
+        """`tail_fingerprint` before ``end_offset``, kept to tell a later append from a rewrite (None: none)."""
+        try:
+            return tail_fingerprint(self.fspath, end_offset) if end_offset > 0 else None
+        except OSError:
+            return None
 
 
 def session_file_at(sessions_root: Path | str, path: Path | str) -> SessionFile | None:

@@ -15,15 +15,18 @@ before (by any manifest: a pack two machines pushed is read once):
    records the first user and machine of every version in ``team_snapshots``.
 
 Processor state lives in ``session_processor_state`` under the session key, as for local files, so a
-version pushed twice (or by two machines) is processed once. Commits follow the runner's rules: each
-processor commits after `FILES_PER_COMMIT` versions and at the end, and only then are the versions,
-packs and manifests marked done. A version a processor fails on is reported and its pack is not
-marked, so the next run retries it (the versions that worked are skipped then by their hash).
+version pushed twice (or by two machines) is processed once. Each version is read by the runner
+(`resources.ingest.runner.Batch`, as a `FileToRead`), with its rules: each processor commits after
+`FILES_PER_COMMIT` versions and at the end; a failed commit is split down to the version it could not
+take; only the versions committed are marked processed. A version a processor fails on (reading it, or
+committing its rows) is reported and its pack and manifest are not marked, so the next run retries
+them (the versions that worked are skipped then by their hash).
 Nothing here reads anyone's laptop: only the bucket and this deployment's own state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -39,17 +42,10 @@ from resources.archive.adoption import adopt_pack
 from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
 from resources.archive.restore import safe_relative
-from resources.ingest.contract import ProcessorResult, SessionProcessor
-from resources.ingest.runner import count_stat, empty_stats, report_error
+from resources.ingest.contract import SessionProcessor
+from resources.ingest.runner import Batch, count_stat, empty_stats
 from resources.sources import agent_of, path_under_root, source_type
-from resources.state.store import (
-    ProcessedMark,
-    ProcessorFileState,
-    insert_rows,
-    load_processor_state,
-    mark_processed,
-    transaction,
-)
+from resources.state.store import ProcessorFileState, insert_rows, load_processor_state, transaction
 from resources.team.manifests import Manifest
 
 FILES_PER_COMMIT = 1000
@@ -84,9 +80,12 @@ def ingest_manifests(manifests: Sequence[Manifest], processors: Sequence[Session
     bytes of pushed packs read, and lists ``failed_packs``.
     """
     run = _Run(processors, store, logger or log)
-    for manifest in manifests:
-        run.manifest(manifest)
-    run.flush()
+    try:
+        for manifest in manifests:
+            run.manifest(manifest)
+        run.flush()
+    finally:
+        run.scratch.close()
     for p in processors:
         run.stats[p.name].update(p.end_run())
     return {**run.stats, "team": run.team}
@@ -100,11 +99,16 @@ class _Run:
                      "pack_bytes": 0, "failed_packs": []}
         self.seen: dict[str, dict[str, _Seen | None]] = {p.name: {} for p in processors}
         """Per processor and session key: what it last processed (None: nothing yet)."""
-        self.marks: dict[str, list[ProcessedMark]] = {p.name: [] for p in processors}
+        self.batches = {p.name: Batch(p, self.stats[p.name], logger) for p in processors}
+        self.read: dict[str, list[tuple[str, str, str]]] = {p.name: [] for p in processors}
+        """Per processor: ``(session_key, file_hash, pack_key)`` of each version in its batch."""
         self.pending_manifests: list[Manifest] = []
         self.pending_packs: list[tuple[str, Manifest]] = []
         self.pending_versions: list[tuple[Snapshot, Manifest, str]] = []
         self.packs_this_run: set[str] = set()
+        self.scratch = contextlib.ExitStack()
+        """The scratch folders of the packs read since the last commit (and their readers): a commit split
+        reads their versions again."""
         self.files = 0
         for p in processors:
             p.begin_run()
@@ -151,21 +155,22 @@ class _Run:
                   origin: dict, sizes: dict[str, int]) -> bool:
         ok = True
         self.store.files.write_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".team-ingest-", dir=self.store.files.write_dir) as folder:
-            scratch = _Scratch(Path(folder), conn, reader, repo)
-            for snap in snapshots:
-                self.team["versions"] += 1
-                for p in self.processors:
-                    p.origin = origin
-                    ok &= self._process(p, repo, snap, scratch, sizes)
-                self.pending_versions.append((snap, manifest, key))
-                self.files += 1
+        folder = self.scratch.enter_context(
+            tempfile.TemporaryDirectory(prefix=".team-ingest-", dir=self.store.files.write_dir))
+        self.scratch.callback(reader.close)  # a split re-reads a version: the reader opens its packs again
+        scratch = _Scratch(Path(folder), conn, reader, repo)
+        for snap in snapshots:
+            self.team["versions"] += 1
+            for p in self.processors:
+                ok &= self._process(conn, p, key, _Version(snap, repo, scratch, sizes), origin)
+            self.pending_versions.append((snap, manifest, key))
+            self.files += 1
         if ok:
             self.pending_packs.append((key, manifest))
         return ok
 
-    def _process(self, processor: SessionProcessor, repo: str, snap: Snapshot, scratch: _Scratch,
-                 sizes: dict[str, int]) -> bool:
+    def _process(self, conn, processor: SessionProcessor, pack_key: str, version: _Version, origin: dict) -> bool:
+        snap, repo = version.snap, version.project
         stats = self.stats[processor.name]
         count_stat(stats, repo, "scanned")
         prev = self.seen[processor.name][snap.session_key]
@@ -174,25 +179,13 @@ class _Run:
             return True
         grown = (prev is not None and prev.chunks is not None and len(snap.chunks) > len(prev.chunks)
                  and snap.chunks[: len(prev.chunks)] == prev.chunks and source_type(snap.session_key).append_only)
-        start = prev.byte_offset if grown else 0
-        try:
-            with scratch.version(snap, start, sizes) as path:
-                result = processor.process_session(path, repo, snap.session_key, None, start_offset=start)
-        except Exception as exc:  # one bad version never stops the others
-            report_error(stats, repo, snap.session_key, exc)
-            self.logger.warning("%s failed on %s (retried next run): %s", processor.name, snap.session_key, exc)
+        mark = self.batches[processor.name].read(conn, version, snap.file_hash, prev.byte_offset if grown else 0,
+                                                 prev.items if grown else 0, origin)
+        if mark is None:  # reported by the batch; the pack is read again next run
             return False
-        if not isinstance(result, ProcessorResult):
-            result = ProcessorResult()
-        end = result.end_offset if result.end_offset is not None else snap.size
-        items = (prev.items if grown else 0) + max(int(result.items_count or 0), 0)
-        self.seen[processor.name][snap.session_key] = _Seen(snap.file_hash, snap.size, end, snap.chunks, items)
-        self.marks[processor.name].append(ProcessedMark(snap.session_key, repo, items, snap.file_hash, snap.size,
-                                                        end, None, datetime.now(UTC)))
-        count_stat(stats, repo, "processed")
-        count_stat(stats, repo, "items_extracted", max(int(result.items_count or 0), 0))
-        count_stat(stats, repo, "lines_malformed", len(result.malformed))
-        count_stat(stats, repo, "bytes_read", result.bytes_read)
+        self.seen[processor.name][snap.session_key] = _Seen(snap.file_hash, snap.size, mark.byte_offset,
+                                                            snap.chunks, mark.items_extracted)
+        self.read[processor.name].append((snap.session_key, snap.file_hash, pack_key))
         return True
 
     def _prefetch(self, conn, repo: str, snapshots: list[Snapshot], reader) -> dict[str, int]:
@@ -223,10 +216,9 @@ class _Run:
             return
         now = datetime.now(UTC)
         with self.store.state.connect() as conn:
-            for p in self.processors:
-                p.commit(conn)
-                mark_processed(conn, p.name, self.marks[p.name])
-                self.marks[p.name] = []
+            failed = self._commit(conn)
+            self.pending_packs = [(k, m) for k, m in self.pending_packs if k not in failed]
+            self.pending_manifests = [m for m in self.pending_manifests if not any(e.key in failed for e in m.packs)]
             with transaction(conn):
                 _insert(conn, "team_snapshots", ["session_key", "file_hash", "user_name", "machine", "pack_key"],
                         [[s.session_key, s.file_hash, m.user, m.machine, key] for s, m, key in self.pending_versions])
@@ -236,6 +228,48 @@ class _Run:
                         [[m.name, m.user, m.machine, len(m.packs), now] for m in self.pending_manifests])
         self.pending_versions, self.pending_packs, self.pending_manifests = [], [], []
         self.files = 0
+        self.scratch.close()
+
+    def _commit(self, conn) -> set[str]:
+        """Commit every processor's batch; the keys of the packs holding a version a commit could not take
+        (listed in ``failed_packs``; what a processor last saw of those sessions is read again)."""
+        failed: dict[str, str] = {}
+        for p in self.processors:
+            committed = {(m.session_file, m.file_hash) for m in self.batches[p.name].commit(conn)}
+            for session_key, file_hash, pack_key in self.read[p.name]:
+                if (session_key, file_hash) not in committed:
+                    failed.setdefault(pack_key, session_key)
+                    self.seen[p.name].pop(session_key, None)
+            self.read[p.name] = []
+        for pack_key, session_key in failed.items():
+            self.team["failed_packs"].append({"pack": pack_key, "error": f"{session_key}: its rows were not committed"})
+        return set(failed)
+
+
+@dataclass
+class _Version:
+    """A session version of a pack as the runner reads a file (`resources.ingest.runner.FileToRead`):
+    written to a scratch file (or into its tree copy) only while a processor reads it."""
+
+    snap: Snapshot
+    project: str
+    scratch: _Scratch
+    sizes: dict[str, int]
+
+    @property
+    def key(self) -> str:
+        return self.snap.session_key
+
+    @property
+    def size(self) -> int:
+        return self.snap.size
+
+    def opened(self, start_offset: int = 0):
+        return self.scratch.version(self.snap, start_offset, self.sizes)
+
+    def tail(self, end_offset: int) -> None:
+        """None: a grown version is told by its chunks (`_Seen.chunks`), not by the bytes before the offset."""
+        return None
 
 
 class _Scratch:
