@@ -10,10 +10,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def parse_iso(value) -> datetime | None:
+    """The one ISO-8601 parser: a string (``Z``, an offset, or none, which means UTC) as an aware datetime
+    in its own offset; None for anything else, a malformed string included (a source line's bad time)."""
+    if value.__class__ is not str:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)  # Python 3.11+ reads the trailing "Z"
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
 def as_utc(value: datetime | str | None) -> datetime | None:
-    """Parse an ISO-8601 string (``Z`` allowed) or a datetime into an aware UTC datetime; None stays None."""
+    """An ISO-8601 string (see `parse_iso`) or a datetime (naive: UTC) as an aware UTC datetime; None (or "")
+    stays None; ValueError for a string that is not a time."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_iso(value)
+        if parsed is None:
+            raise ValueError(f"{value!r} is not an ISO-8601 time")
+        return parsed.astimezone(UTC)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

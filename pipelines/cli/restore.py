@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from pipelines.cli import exits
@@ -19,11 +19,12 @@ from pipelines.cli.options import add_project_option, project_names
 
 
 def _time(value: str) -> datetime:
+    from resources.times import as_utc
+
     try:
-        ts = datetime.fromisoformat(value)
+        return as_utc(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 time (e.g. 2025-06-09T12:00:00Z)") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

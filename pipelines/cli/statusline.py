@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 from typing import NoReturn
 
+from resources.times import as_utc
+
 LOCK_WAIT_SEC = 1.0
 MAX_PAYLOAD_BYTES = 1 << 20
 CONTEXT_LIMIT = 200_000
@@ -159,7 +161,7 @@ def format_line(payload: dict, live, now: datetime, cost_source: str = "auto", b
     if block is None:
         money += "No active block"
     else:
-        end = datetime.fromisoformat(block["endTime"].replace("Z", "+00:00"))
+        end = as_utc(block["endTime"])
         money += f"${block['costUSD']:.2f} block ({_duration(end - now)} left)"
     parts.append(money)
     if block is not None and block["burnRate"] is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from resources.ingest.session_files import ParseStats, SessionFile
+from resources.times import parse_iso
 
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 
@@ -95,11 +96,7 @@ def count(value) -> int:
 def parse_time(value) -> datetime | None:
     """An ISO-8601 string or epoch milliseconds as an aware UTC time; None if it is neither."""
     if value.__class__ is str:
-        try:
-            ts = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        return parse_iso(value)
     if value.__class__ in (int, float) and 0 < value < 1e14:
         return datetime.fromtimestamp(value / 1000, UTC)
     return None

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 from resources.ingest.session_files import ParseStats, SessionFile, iter_jsonl, walk_sessions
 from resources.sources.base import MemoryItem, Source, UsageItem
-from resources.times import as_utc
+from resources.times import as_utc, parse_iso
 from resources.usage.pricing import FAST_SUFFIX
 
 AGENT = "claude"
@@ -60,7 +59,7 @@ def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[i
                   obj.get("agentId"), message.get("id"), message.get("model")):
         if value is not None and value.__class__ is not str:
             raise MalformedUsage(_wrong_string(obj, message))
-    if _parse_ts(obj.get("timestamp")) is None:
+    if parse_iso(obj.get("timestamp")) is None:
         raise MalformedUsage(f"timestamp is not an ISO-8601 time: {obj.get('timestamp')!r}"[:200])
     message_id = message.get("id")
     request_id = obj.get("requestId")
@@ -98,7 +97,7 @@ def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) 
         "dedup_key": key,
         "message_id": message.get("id"),
         "request_id": obj.get("requestId"),
-        "ts": _parse_ts(obj["timestamp"]),
+        "ts": parse_iso(obj["timestamp"]),
         "session_id": obj.get("sessionId"),
         "session_key": session_key,
         "project": project,
@@ -232,11 +231,3 @@ def _wrong_string(obj: dict, message: dict) -> str:
 def _int(value) -> int:
     return value or 0  # validated by response_key: an int or None
 
-
-def _parse_ts(value) -> datetime | None:
-    if value.__class__ is not str:
-        return None
-    try:
-        return datetime.fromisoformat(value)  # Python 3.11+ reads the trailing "Z"
-    except ValueError:
-        return None
