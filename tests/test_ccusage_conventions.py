@@ -285,3 +285,46 @@ def test_a_data_home_that_is_a_file_is_one_line_and_exit_2(tmp_path, user_home):
     result = _cli({**_env(tmp_path, user_home), "SESSIONLAKE_HOME": str(afile)}, "usage", "daily")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "SESSIONLAKE_HOME" in result.stderr
+
+
+def test_every_ccusage_folder_and_variable_is_read(tmp_path, user_home):
+    """The same sessions spread over the folders and variables ccusage reads give ccusage's same report
+    (each report reads the folders itself: no ingest first)."""
+    claude = json.loads((CCUSAGE / "claude-daily.json").read_text())
+    config = user_home / ".config" / "claude" / "projects"
+    files = sorted((user_home / ".claude" / "projects").rglob("*.jsonl"))
+    for path in files[:2]:  # half of the sessions where newer Claude Code writes them
+        target = config / path.relative_to(user_home / ".claude" / "projects")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+    env = _env(tmp_path / "both", user_home)
+    assert _rounded(_json(env, "claude", "daily")) == _rounded(claude)
+    # CLAUDE_CONFIG_DIR: a comma-separated list of config folders, or of their projects/ folders
+    both = f"{user_home / '.config/claude'}, {user_home}/.claude/projects"
+    listed = _env(tmp_path / "listed", user_home, CLAUDE_CONFIG_DIR=both)
+    assert _rounded(_json(listed, "claude", "daily")) == _rounded(claude)
+    only = _env(tmp_path / "only", user_home, CLAUDE_CONFIG_DIR=str(user_home / ".config/claude"))
+    assert _json(only, "claude", "daily")["totals"]["totalTokens"] < claude["totals"]["totalTokens"]
+    wrong = _cli(_env(tmp_path / "wrong", user_home, CLAUDE_CONFIG_DIR=str(tmp_path / "nowhere")), "usage")
+    assert wrong.returncode == 2 and "CLAUDE_CONFIG_DIR" in wrong.stderr and len(wrong.stderr.splitlines()) == 1
+    # the other agents' variables, each a comma-separated list, the data moved out of the default folders
+    moved = tmp_path / "moved"
+    rollouts = sorted((user_home / ".codex" / "sessions").rglob("*.jsonl"))
+    for i, path in enumerate(rollouts):
+        target = moved / f"codex{i}" / "sessions" / path.relative_to(user_home / ".codex" / "sessions")
+        target.parent.mkdir(parents=True)
+        path.rename(target)
+    (user_home / ".gemini").rename(moved / "gemini")
+    (user_home / ".local" / "share" / "opencode").rename(moved / "opencode")
+    (user_home / ".qwen").rename(moved / "qwen")
+    variables = {"CODEX_HOME": f"{moved / 'codex0'},{moved / 'codex1'}",
+                 "GEMINI_DATA_DIR": str(moved / "gemini" / "tmp"),
+                 "OPENCODE_DATA_DIR": f"{tmp_path / 'absent'},{moved / 'opencode'}",
+                 "QWEN_DATA_DIR": str(moved / "qwen")}
+    env = _env(tmp_path / "agents", user_home, **variables)
+    for agent in ("codex", "gemini"):
+        expected = json.loads((CCUSAGE / f"{agent}-session.json").read_text())
+        assert _rounded(_json(env, agent, "session")) == _rounded(expected), agent
+    for agent in ("opencode", "qwen"):
+        expected = json.loads((CCUSAGE / f"{agent}-session.json").read_text())
+        assert _shape(_json(env, agent, "session")) == _shape(expected), agent

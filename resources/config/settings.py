@@ -60,6 +60,42 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _env_list(name: str) -> list[Path] | None:
+    """The folders of a comma-separated variable (``~`` expanded), or None when it is not set."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [Path(item.strip()).expanduser() for item in value.split(",") if item.strip()]
+
+
+def _agent_folders(own: str, ccusage: str, default: Path) -> list[Path]:
+    """``own`` (sessionlake's variable, one folder), else ``ccusage``'s list (those that exist, or its
+    first entry when none does), else ``default``."""
+    if os.environ.get(own):
+        return [_env_path(own, default)]
+    listed = _env_list(ccusage)
+    if not listed:
+        return [default]
+    return [p for p in listed if p.is_dir()] or listed[:1]
+
+
+def _claude_folders(home: Path) -> list[Path]:
+    """Claude Code's projects folders (see `Settings.agent_folders_from_env`)."""
+    if os.environ.get("SESSIONLAKE_SESSIONS_DIR"):
+        return [_env_path("SESSIONLAKE_SESSIONS_DIR", home)]
+    listed = _env_list("CLAUDE_CONFIG_DIR")
+    if listed is not None:
+        found = [p if p.name == "projects" and p.is_dir() else p / "projects" for p in listed]
+        found = [p for p in found if p.is_dir()]
+        if not found:
+            raise SettingError(f"CLAUDE_CONFIG_DIR={os.environ['CLAUDE_CONFIG_DIR']!r}: no folder in it holds "
+                               "projects/ (name Claude config folders, or their projects/ folders, comma-separated)")
+        return found
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config").expanduser()
+    both = [config / "claude" / "projects", home / ".claude" / "projects"]
+    return [p for p in both if p.is_dir()] or both[1:]
+
+
 DAGSTER_STORAGES = ("sqlite", "postgres")
 SYNC_PROJECTS = ("name", "hash")
 COST_MODES = ("auto", "calculate", "display")
@@ -123,11 +159,22 @@ class Settings:
     sync_key: str | None = None
     """The key of hashed project names (SESSIONLAKE_SYNC_KEY), the same on every machine of one person."""
 
+    more_roots: tuple[tuple[str, Path], ...] = ()
+    """``(agent, folder)``: further folders ccusage reads for an agent, after its root above (Claude
+    Code's ``~/.claude/projects`` beside ``~/.config/claude/projects``, every entry of a comma-separated
+    ``CLAUDE_CONFIG_DIR``, ``CODEX_HOME``, ``GEMINI_DATA_DIR``, ``OPENCODE_DATA_DIR``, ``QWEN_DATA_DIR``
+    after the first)."""
+
     def agent_roots(self) -> dict[str, Path]:
         """Each agent that is read, with its root (which may not exist: such an agent is skipped)."""
         roots = {"claude": self.sessions_dir, "codex": self.codex_home, "gemini": self.gemini_dir,
                  "opencode": self.opencode_dir, "qwen": self.qwen_dir}
         return {agent: root for agent, root in roots.items() if root is not None}
+
+    def all_agent_roots(self) -> list[tuple[str, Path]]:
+        """Every ``(agent, folder)`` read: each agent's root, then its `more_roots`, in ccusage's order."""
+        roots = self.agent_roots()
+        return [*roots.items(), *((agent, root) for agent, root in self.more_roots if agent in roots)]
 
     @property
     def state_path(self) -> Path:
@@ -190,23 +237,42 @@ class Settings:
 
     @staticmethod
     def agent_roots_from_env() -> dict[str, Path]:
-        """Where each agent keeps its sessions, found the way ccusage finds them, each overridable with
-        ``SESSIONLAKE_<AGENT>_DIR``; ``SESSIONLAKE_AGENTS`` (comma-separated) limits which are read."""
+        """Each agent's root (the first of `agent_folders_from_env`)."""
+        return {agent: folders[0] for agent, folders in Settings.agent_folders_from_env().items()}
+
+    @staticmethod
+    def agent_folders_from_env() -> dict[str, list[Path]]:
+        """Where each agent keeps its sessions, found the way ccusage 20 finds them, in its order:
+
+        - Claude Code: every folder of ``CLAUDE_CONFIG_DIR`` (comma-separated; a config folder holding
+          ``projects/``, or that ``projects/`` folder itself; none that does is an error, as in ccusage),
+          else ``$XDG_CONFIG_HOME/claude/projects`` (``~/.config/...``) and ``~/.claude/projects``, those
+          that exist (``~/.claude/projects`` when neither does);
+        - Codex ``CODEX_HOME``, Gemini CLI ``GEMINI_DATA_DIR`` (its ``tmp`` folder), OpenCode
+          ``OPENCODE_DATA_DIR``, Qwen Code ``QWEN_DATA_DIR``: comma-separated lists, those that exist
+          (the first when none does); else ``~/.codex``, ``~/.gemini`` (under ``GEMINI_CLI_HOME``),
+          ``~/.local/share/opencode`` (under ``XDG_DATA_HOME``), ``~/.qwen``.
+
+        ``SESSIONLAKE_SESSIONS_DIR`` and ``SESSIONLAKE_<AGENT>_DIR`` name one folder and win over these;
+        ``SESSIONLAKE_AGENTS`` (comma-separated) limits which agents are read."""
         home = Path.home()
-        codex = os.environ.get("CODEX_HOME", "").split(",")[0].strip()
         gemini = os.environ.get("GEMINI_CLI_HOME")
         data = os.environ.get("XDG_DATA_HOME")
-        defaults = {
-            "codex": _env_path("SESSIONLAKE_CODEX_DIR", Path(codex).expanduser() if codex else home / ".codex"),
-            "gemini": _env_path("SESSIONLAKE_GEMINI_DIR",
-                                (Path(gemini).expanduser() if gemini else home) / ".gemini"),
-            "opencode": _env_path("SESSIONLAKE_OPENCODE_DIR",
-                                  (Path(data).expanduser() if data else home / ".local" / "share") / "opencode"),
-            "qwen": _env_path("SESSIONLAKE_QWEN_DIR", home / ".qwen"),
+        folders = {
+            "claude": _claude_folders(home),
+            "codex": _agent_folders("SESSIONLAKE_CODEX_DIR", "CODEX_HOME", home / ".codex"),
+            "gemini": [p.parent if p.name == "tmp" else p for p in _agent_folders(  # ccusage names .gemini/tmp
+                "SESSIONLAKE_GEMINI_DIR", "GEMINI_DATA_DIR",
+                (Path(gemini).expanduser() if gemini else home) / ".gemini")],
+            "opencode": _agent_folders("SESSIONLAKE_OPENCODE_DIR", "OPENCODE_DATA_DIR",
+                                       (Path(data).expanduser() if data else home / ".local" / "share") / "opencode"),
+            "qwen": _agent_folders("SESSIONLAKE_QWEN_DIR", "QWEN_DATA_DIR", home / ".qwen"),
         }
         wanted = os.environ.get("SESSIONLAKE_AGENTS", "").strip()
-        enabled = {a.strip() for a in wanted.split(",") if a.strip()} if wanted else set(defaults)
-        return {agent: root.resolve() for agent, root in defaults.items() if agent in enabled}
+        enabled = {a.strip() for a in wanted.split(",") if a.strip()} if wanted else set(folders) - {"claude"}
+        enabled.add("claude")  # Claude Code is always read (SESSIONLAKE_SESSIONS_DIR names its folder)
+        return {agent: list(dict.fromkeys(p.resolve() for p in paths))
+                for agent, paths in folders.items() if agent in enabled}
 
     @classmethod
     def from_env(cls, check_uris: bool = True) -> Settings:
@@ -217,7 +283,7 @@ class Settings:
         price_file = os.environ.get("SESSIONLAKE_PRICE_FILE")
         settings = cls(
             home=_env_path("SESSIONLAKE_HOME", Path.home() / ".sessionlake").resolve(),
-            sessions_dir=_env_path("SESSIONLAKE_SESSIONS_DIR", Path.home() / ".claude" / "projects").resolve(),
+            sessions_dir=(folders := cls.agent_folders_from_env())["claude"][0],
             price_file=Path(price_file).expanduser() if price_file else None,
             cost_mode=_env_choice("SESSIONLAKE_COST_MODE", COST_MODES),
             embedder=os.environ.get("SESSIONLAKE_EMBEDDER") or None,
@@ -236,10 +302,11 @@ class Settings:
             lance_optimize_retention_sec=_env_float("SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC", 86400.0, 0),
             dagster_storage=_env_choice("SESSIONLAKE_DAGSTER_STORAGE", DAGSTER_STORAGES),
             sessions_dir_explicit=bool(os.environ.get("SESSIONLAKE_SESSIONS_DIR")),
-            codex_home=(roots := cls.agent_roots_from_env()).get("codex"),
+            codex_home=(roots := {agent: paths[0] for agent, paths in folders.items()}).get("codex"),
             gemini_dir=roots.get("gemini"),
             opencode_dir=roots.get("opencode"),
             qwen_dir=roots.get("qwen"),
+            more_roots=tuple((agent, path) for agent, paths in folders.items() for path in paths[1:]),
             storage_uri=os.environ.get("SESSIONLAKE_STORAGE_URI") or None,
             team_uri=os.environ.get("SESSIONLAKE_TEAM_URI") or None,
             user=os.environ.get("SESSIONLAKE_USER") or _login(),

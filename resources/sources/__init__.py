@@ -37,11 +37,17 @@ def path_under_root(session_key: str) -> str:
 
 
 def found_sources(settings: Settings) -> list[Source]:
-    """A source for each agent whose root is a folder; a missing root is skipped."""
-    return [SOURCE_TYPES[agent](root) for agent, root in settings.agent_roots().items() if root.is_dir()]
+    """A source for each folder of each agent that is a folder (`Settings.all_agent_roots`, in
+    ccusage's order); a missing one is skipped."""
+    return [SOURCE_TYPES[agent](root) for agent, root in settings.all_agent_roots() if root.is_dir()]
 
 
 def walk_all(sources: list[Source], projects: set[str] | None = None) -> Iterator[SessionFile]:
-    """Every session file of every source (of ``projects`` when given)."""
+    """Every session file of every source (of ``projects`` when given). Two folders of one agent that
+    hold a file at the same path under them (a copy) give it once: the first folder's."""
+    seen: set[str] = set()
     for source in sources:
-        yield from source.walk(projects)
+        for file in source.walk(projects):
+            if file.key not in seen:
+                seen.add(file.key)
+                yield file

@@ -70,7 +70,8 @@ class CodexSource(Source):
 
     def walk(self, projects: set[str] | None = None) -> Iterator[SessionFile]:
         seen: set[str] = set()
-        for folder in FOLDERS:
+        # A CODEX_HOME without sessions/ or archived_sessions/ holds rollouts itself, as ccusage reads it.
+        for folder in [f for f in FOLDERS if (self.root / f).is_dir()] or [""]:
             base = self.root / folder
             for path, st in walk_files(base, (".jsonl",)):
                 tail = os.path.relpath(path, base)

@@ -36,7 +36,7 @@ class GeminiSource(Source):
     agent = AGENT
 
     def walk(self, projects: set[str] | None = None) -> Iterator[SessionFile]:
-        tmp = self.root / "tmp"
+        tmp = self.root / "tmp" if (self.root / "tmp").is_dir() else self.root  # GEMINI_DATA_DIR names tmp/
         try:
             folders = sorted(p for p in tmp.iterdir() if p.is_dir() and not p.is_symlink())
         except OSError:
