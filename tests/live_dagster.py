@@ -312,15 +312,22 @@ class LiveDagster:
     def materializations(self, asset_key: str, limit: int = 1000) -> list[dict]:
         """Materializations of ``asset_key``, newest first: ``{partition, runId, timestamp, metadata}``
         (metadata: label -> int/float/text value)."""
+        return self._asset_events(asset_key, "assetMaterializations", limit)
+
+    def observations(self, asset_key: str, limit: int = 1000) -> list[dict]:
+        """Observations of ``asset_key``, newest first, in the same shape as `materializations`."""
+        return self._asset_events(asset_key, "assetObservations", limit)
+
+    def _asset_events(self, asset_key: str, field: str, limit: int) -> list[dict]:
         query = ("query($key: AssetKeyInput!, $limit: Int) { assetOrError(assetKey: $key) { __typename "
-                 "... on Asset { assetMaterializations(limit: $limit) { partition runId timestamp metadataEntries { "
+                 f"... on Asset {{ {field}(limit: $limit) {{ partition runId timestamp metadataEntries {{ "
                  "label __typename ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } "
                  "... on TextMetadataEntry { text } } } } } }")
         data = self.gql(query, {"key": {"path": [asset_key]}, "limit": limit})["assetOrError"]
         if data["__typename"] != "Asset":
             return []
         out = []
-        for m in data["assetMaterializations"]:
+        for m in data[field]:
             meta = {e["label"]: e.get("intValue", e.get("floatValue", e.get("text"))) for e in m["metadataEntries"]}
             out.append({"partition": m["partition"], "runId": m["runId"], "timestamp": int(m["timestamp"]),
                         "metadata": meta})

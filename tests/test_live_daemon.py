@@ -173,6 +173,10 @@ def test_live_daemon_ingests_backfills_and_reingests_only_what_changed(tmp_path:
                 assert meta[project]["files_failed"] == 0, (project, meta[project])
                 assert meta[project]["bytes_read"] == fig["bytes"], (project, meta[project])
             assert usage_meta[project]["responses_extracted"] == fig["responses"], (project, usage_meta[project])
+            # what the partition holds, as the UI shows it: the warehouse's own figures
+            assert usage_meta[project]["responses"] == fig["responses"], (project, usage_meta[project])
+            assert usage_meta[project]["input_tokens"] == fig["input"], (project, usage_meta[project])
+            assert usage_meta[project]["cost_usd"] > 0, (project, usage_meta[project])
             assert archive_meta[project]["versions_extracted"] == fig["files"], (project, archive_meta[project])
             # two records (prompt, answer text) per response at least; the exact count is the memory tests' job
             assert memory_meta[project]["records_extracted"] >= fig["responses"], (project, memory_meta[project])
@@ -190,7 +194,10 @@ def test_live_daemon_ingests_backfills_and_reingests_only_what_changed(tmp_path:
         for asset in ALL_ASSETS:
             got = by_partition(live.materializations(asset), backfill_run["runId"])
             assert sorted(got) == sorted(PROJECTS), f"{asset}: partitions materialized by the backfill: {sorted(got)}"
+        # nothing changed: each partition keeps what it holds, and the run's zeros are an observation
         for project, meta in by_partition(live.materializations("usage_messages"), backfill_run["runId"]).items():
+            assert meta["responses"] == expected[project]["responses"] and "files_processed" not in meta, meta
+        for project, meta in by_partition(live.observations("usage_messages"), backfill_run["runId"]).items():
             assert meta["files_processed"] == 0 and meta["files_unchanged"] == expected[project]["files"], meta
         assert not [r for r in live.runs() if r["runId"] not in before_backfill | {backfill_run["runId"]}
                     and r["jobName"] == "ingest_sessions"], "no sensor run while nothing changed"

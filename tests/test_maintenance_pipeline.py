@@ -203,8 +203,9 @@ def test_job_reports_numbers_and_table_and_checks_pass(instance, lance):
     small_writes(store, 10)
     result = run_job(instance, lance, {"ops": {"lance_storage": {"config": {
         "phase": "manual", "retention_sec": 0, "force": True}}}})
-    [mat] = result.asset_materializations_for_node("lance_storage")
-    meta = mat.metadata
+    mats = {m.asset_key.to_user_string(): m for m in result.asset_materializations_for_node("lance_storage")}
+    assert mats["lance_events"].metadata["dagster/row_count"].value >= 1, "the optimize report is an event"
+    meta = mats["lance_storage"].metadata
     assert meta["records_rows_before"].value == meta["records_rows_after"].value == 10
     assert meta["records_versions_after"].value < meta["records_versions_before"].value
     assert isinstance(meta["edges_size_bytes_after"], dg.IntMetadataValue)
@@ -239,14 +240,14 @@ def test_version_and_fragment_checks_warn_above_and_error_at_ten_times(instance,
     monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "1")
     monkeypatch.setenv("SESSIONLAKE_LANCE_SMALL_FRAGMENTS_THRESHOLD", "5")
     checks = checks_by_name(run_job(instance, lance))  # default retention: young versions stay
-    versions = checks["memory_records:lance_versions"]
+    versions = checks["lance_storage:memory_versions"]
     assert not versions.passed and versions.severity == dg.AssetCheckSeverity.ERROR
     assert "records:" in versions.description and "> 1" in versions.description
     monkeypatch.setenv("SESSIONLAKE_LANCE_VERSIONS_THRESHOLD", "10")
     checks = checks_by_name(run_job(instance, lance))
-    versions = checks["memory_records:lance_versions"]
+    versions = checks["lance_storage:memory_versions"]
     assert not versions.passed and versions.severity == dg.AssetCheckSeverity.WARN
-    assert checks["memory_records:lance_small_fragments"].passed, "the optimize compacted them"
+    assert checks["lance_storage:memory_small_fragments"].passed, "the optimize compacted them"
 
 
 def test_rows_check_errors_when_the_last_optimize_lost_rows(instance, lance):
@@ -256,7 +257,7 @@ def test_rows_check_errors_when_the_last_optimize_lost_rows(instance, lance):
     bad = {**report, RECORDS: {**report[RECORDS], "rows_after": report[RECORDS]["rows_before"] - 1}}
     write_event(store, lm.OPTIMIZED_EVENT, {"phase": "manual", "retention_days": 0, "per_table": bad,
                                             "total_elapsed_sec": 0.1})
-    [rows_check] = [c for c in memory_checks if c.check_key.name == "lance_rows_preserved_by_optimize"]
+    [rows_check] = [c for c in memory_checks if c.check_key.name == "memory_rows_preserved_by_optimize"]
     result = rows_check(lance=lance)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert "records: 1 row(s) fewer" in result.description
@@ -290,14 +291,15 @@ def test_a_table_lance_cannot_open_is_an_error_check_and_is_never_recreated(inst
     for manifest in versions.glob("*.manifest"):
         manifest.write_bytes(b"garbage")
     result = run_job(instance, lance, raise_on_error=False)
-    [mat] = result.asset_materializations_for_node("lance_storage")
+    [mat] = [m for m in result.asset_materializations_for_node("lance_storage")
+             if m.asset_key == dg.AssetKey("lance_storage")]
     assert mat.metadata["tables_failed"].value == 1
     assert "| edges |" in mat.metadata["report"].value and "cannot be opened" in mat.metadata["report"].value
     checks = checks_by_name(result)
-    readable = checks["memory_records:lance_tables_readable"]
+    readable = checks["lance_storage:memory_tables_readable"]
     assert not readable.passed and readable.severity == dg.AssetCheckSeverity.ERROR
     assert "'edges'" in readable.description and "sessionlake memory rebuild" in readable.description
-    assert checks["lance_events:lance_tables_readable"].passed
-    fragments = checks["memory_records:lance_small_fragments"]
+    assert checks["lance_storage:events_tables_readable"].passed
+    fragments = checks["lance_storage:memory_small_fragments"]
     assert not fragments.passed and fragments.severity == dg.AssetCheckSeverity.ERROR
     assert sorted(p.read_bytes() for p in versions.glob("*.manifest")) == [b"garbage"] * 4, "recreated"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -70,8 +71,8 @@ def test_consolidated_packs_gc_metadata_and_passing_check(settings, samples_root
     [mat] = result.asset_materializations_for_node("consolidated_packs")
     meta = {k: v.value for k, v in mat.metadata.items()}
     assert (meta["packs_before"], meta["packs_after"]) == (3, 1)
-    assert meta["objects_before"] == meta["objects_after"] == objects
-    assert meta["bytes_after"] < meta["bytes_before"] + 1024
+    assert meta["objects"] == objects and meta["dagster/row_count"] == 1
+    assert meta["pack_bytes_after"] < meta["pack_bytes_before"] + 1024
     assert meta["compression_ratio"] > 3  # JSONL compresses well with zstd
     assert meta["dedup_ratio"] > 1.5  # 6 versions share the prefixes of the grown file
     assert meta["consolidated_key"] == store.live_packs(SAMPLE_PROJECT)[0]["key"]
@@ -129,21 +130,42 @@ def test_sensor_registers_a_project_it_does_not_know(settings, samples_root, res
     assert [r.partition_key for r in result.run_requests] == [SAMPLE_PROJECT]
 
 
-def test_daily_schedule_requests_projects_with_packs_to_consolidate_or_sweep(settings, samples_root, instance,
-                                                                              resources):
-    store = _ingests(settings, samples_root, 2)
+def test_daily_schedule_requests_one_run_over_every_project_with_packs(settings, samples_root, instance,
+                                                                       resources):
     when = datetime(2026, 1, 2, 4, 0, tzinfo=UTC)
     tick = lambda: pack_gc_daily.evaluate_tick(dg.build_schedule_context(  # noqa: E731
         instance=instance, resources=resources, scheduled_execution_time=when,
         repository_def=REPOSITORY))
+    assert not tick().run_requests and "no project" in tick().skip_message  # nothing archived yet
+    _ingests(settings, samples_root, 2)
     [request] = tick().run_requests
-    assert request.partition_key == SAMPLE_PROJECT and request.run_key.endswith("2026-01-02")
-
+    assert request.partition_key == SAMPLE_PROJECT and request.run_key == "pack_gc:2026-01-02"
     assert _materialize(instance, resources).success
-    # one live pack, tombstones still to sweep
-    assert [r.partition_key for r in tick().run_requests] == [SAMPLE_PROJECT]
-    store.sweep(datetime.now(UTC) + timedelta(seconds=store.grace_sec + 1))
-    assert not tick().run_requests and tick().skip_message
+    # consolidated now, and still covered: its partition shows its state every day, never "missing"
+    assert [r.run_key for r in tick().run_requests] == ["pack_gc:2026-01-02"]
+
+
+def test_sensor_asks_for_one_run_over_every_due_project_each_with_its_own_numbers(settings, samples_root,
+                                                                                  instance, resources,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("SESSIONLAKE_PACK_GC_LIVE_PACKS", "1")
+    other = "-Users-chip-dev-other"
+    shutil.copytree(samples_root / SAMPLE_PROJECT, samples_root / other)
+    instance.add_dynamic_partitions("projects", [other])
+    store = _ingests(settings, samples_root, 2)
+    grow(samples_root / BIG.replace(SAMPLE_PROJECT, other), tag="other")
+    ingest(store, samples_root)  # 2 live packs in each project
+    [request] = sensor_tick(instance, resources).run_requests
+    job = dg.Definitions.merge(pack_pipelines.defs, dg.Definitions(resources=resources)).resolve_job_def("pack_gc")
+    run = job.execute_in_process(instance=instance, tags=request.tags, run_config=request.run_config)
+    assert run.success
+    meta = {m.partition: {k: v.value for k, v in m.metadata.items()}
+            for m in run.asset_materializations_for_node("consolidated_packs")}
+    assert sorted(meta) == sorted([SAMPLE_PROJECT, other])
+    for project in meta:
+        assert (meta[project]["packs_before"], meta[project]["packs_after"]) == (2, 1)
+        assert meta[project]["versions"] == store.repo_stats(project)["versions"]
+    assert meta[other]["consolidated_key"] != meta[SAMPLE_PROJECT]["consolidated_key"]
 
 
 def test_definitions_resolve_with_bound_resources(resources):

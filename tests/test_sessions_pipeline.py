@@ -177,8 +177,9 @@ def _run(instance, projects: list[str]) -> dg.ExecuteInProcessResult:
 
 
 def _metadata(result) -> dict[tuple[str, str], dict]:
+    """Per (asset, partition), the metadata of the run's materializations of the session assets."""
     return {(e.asset_key.to_user_string(), e.partition): {k: v.value for k, v in e.materialization.metadata.items()}
-            for e in result.get_asset_materialization_events()}
+            for e in result.get_asset_materialization_events() if e.partition is not None}
 
 
 def test_one_run_over_projects_of_different_sizes_reports_each_projects_own_numbers(instance, settings):

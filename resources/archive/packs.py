@@ -246,28 +246,39 @@ class PackStore:
         return [Observation(Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])), r[5]) for r in rows]
 
     def repo_stats(self, repo: str) -> dict:
-        """Numbers for metadata: live packs and their bytes, objects, raw and stored object bytes,
-        versions and their bytes; ``dedup_ratio`` = version bytes / unique object bytes and
-        ``compression_ratio`` = unique object bytes / stored bytes."""
-        with self.state.connect() as conn:
-            packs, pack_bytes = conn.execute(
-                "SELECT count(*), coalesce(sum(bytes), 0) FROM packs WHERE repo = ? AND state = 'live'", [repo]
-            ).fetchall()[0]
-            objects, raw, stored = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0) FROM pack_index "
-                "WHERE repo = ?", [repo]
-            ).fetchall()[0]
-            versions, version_bytes, sessions = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0), count(DISTINCT session_key) FROM snapshots "
-                "WHERE repo = ?", [repo]
-            ).fetchall()[0]
-        return {
-            "live_packs": int(packs), "pack_bytes": int(pack_bytes), "objects": int(objects),
-            "object_bytes": int(raw), "stored_bytes": int(stored), "sessions": int(sessions),
-            "versions": int(versions), "version_bytes": int(version_bytes),
-            "dedup_ratio": round(version_bytes / raw, 3) if raw else 1.0,
-            "compression_ratio": round(raw / stored, 3) if stored else 1.0,
+        """`repos_stats` of one repo (zeros for a repo with nothing archived)."""
+        return self.repos_stats([repo])[repo]
+
+    def repos_stats(self, repos: Sequence[str]) -> dict[str, dict]:
+        """Numbers for metadata, per repo, in one connection and three grouped queries: live packs and
+        their bytes, objects, raw and stored object bytes, sessions, versions and their bytes;
+        ``dedup_ratio`` = version bytes / unique object bytes and ``compression_ratio`` = unique object
+        bytes / stored bytes."""
+        repos = list(repos)
+        sql = {
+            "packs": "SELECT repo, count(*), coalesce(sum(bytes), 0) FROM packs "
+                     "WHERE list_contains($repos, repo) AND state = 'live' GROUP BY repo",
+            "objects": "SELECT repo, count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0) FROM pack_index "
+                       "WHERE list_contains($repos, repo) GROUP BY repo",
+            "versions": "SELECT repo, count(*), coalesce(sum(size), 0), count(DISTINCT session_key) FROM snapshots "
+                        "WHERE list_contains($repos, repo) GROUP BY repo",
         }
+        with self.state.connect() as conn:
+            found = {name: {r[0]: r[1:] for r in conn.execute(q, {"repos": repos}).fetchall()}
+                     for name, q in sql.items()}
+        out = {}
+        for repo in repos:
+            packs, pack_bytes = found["packs"].get(repo, (0, 0))
+            objects, raw, stored = found["objects"].get(repo, (0, 0, 0))
+            versions, version_bytes, sessions = found["versions"].get(repo, (0, 0, 0))
+            out[repo] = {
+                "live_packs": int(packs), "pack_bytes": int(pack_bytes), "objects": int(objects),
+                "object_bytes": int(raw), "stored_bytes": int(stored), "sessions": int(sessions),
+                "versions": int(versions), "version_bytes": int(version_bytes),
+                "dedup_ratio": round(version_bytes / raw, 3) if raw else 1.0,
+                "compression_ratio": round(raw / stored, 3) if stored else 1.0,
+            }
+        return out
 
     # -- writes (the archive processor) -----------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.partitions import ProjectsConfig, projects_partitions, selected_projects
 from pipelines.defs.resources import PackResource
 from pipelines.defs.tags import POOL_INGEST
+from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
 
 VERIFIED_CHECK = "archive_verified"
 
@@ -28,50 +29,64 @@ def _problems_md(problems: list[dict]) -> str:
     )
 
 
-@dg.asset(
-    partitions_def=projects_partitions,
-    deps=[dg.AssetKey("session_archive")],
-    pool=POOL_INGEST,
-    group_name="archive",
+STEP_NAME = "consolidated_packs"
+
+
+def _gc_metadata(before: dict, after: dict, result: dict) -> dict[str, dg.MetadataValue]:
+    metadata = {
+        "packs_before": dg.MetadataValue.int(before["live_packs"]),
+        "packs_after": dg.MetadataValue.int(after["live_packs"]),
+        "pack_bytes_before": dg.MetadataValue.int(before["pack_bytes"]),
+        "pack_bytes_after": dg.MetadataValue.int(after["pack_bytes"]),
+        "objects": dg.MetadataValue.int(after["objects"]),
+        "sessions": dg.MetadataValue.int(after["sessions"]),
+        "versions": dg.MetadataValue.int(after["versions"]),
+        "version_bytes": dg.MetadataValue.int(after["version_bytes"]),
+        "dedup_ratio": dg.MetadataValue.float(after["dedup_ratio"]),
+        "compression_ratio": dg.MetadataValue.float(after["compression_ratio"]),
+        "consolidated": dg.MetadataValue.bool(not result["skipped"]),
+        "dagster/row_count": dg.MetadataValue.int(after["live_packs"]),
+    }
+    if result["consolidated_key"]:
+        metadata["consolidated_key"] = dg.MetadataValue.text(result["consolidated_key"])
+    return metadata
+
+
+@dg.multi_asset(
+    name=STEP_NAME,
+    specs=[dg.AssetSpec("consolidated_packs", deps=[dg.AssetKey("session_archive")], group_name="archive",
+                        kinds={"msgpack"}, skippable=True, code_version=f"pack-format-{PACK_FORMAT_VERSION}",
+                        description="One live pack per project: pack GC consolidates a project's packs and sweeps "
+                                    "tombstones past the grace period. Each partition carries its project's packs, "
+                                    "bytes, versions and ratios after the run.")],
     check_specs=[dg.AssetCheckSpec(VERIFIED_CHECK, asset="consolidated_packs",
                                    description="Every index row resolves and no pack fails its hash.")],
+    partitions_def=projects_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=POOL_INGEST,
 )
-def consolidated_packs(context: dg.AssetExecutionContext, packs: PackResource):
-    """One live pack per project: GC consolidates the project's packs, then sweeps what is past grace.
-
-    Metadata: packs, bytes and objects before and after, the dedup ratio (bytes of every archived
-    version / bytes of unique objects), the compression ratio (object bytes / stored bytes), and
-    projects_skipped (projects that already had at most one live pack).
-    """
+def consolidated_packs(context: dg.AssetExecutionContext, config: ProjectsConfig, packs: PackResource):
+    """GC each project of the run (one already holding at most one live pack is left as it is, and still
+    materialized: it is consolidated), sweep what is past grace, verify, and materialize each project with
+    its own numbers; the run's totals go to the log."""
     store = packs.store()
-    repos = sorted(context.partition_keys)
-    before = [store.repo_stats(r) for r in repos]
-    results = [store.gc_repo(r) for r in repos]
+    repos = selected_projects(context, config)
+    before = store.repos_stats(repos)
+    results = {r: store.gc_repo(r) for r in repos}
     swept = store.sweep()
-    after_stats = [store.repo_stats(r) for r in repos]
-    b, a = _totals(before), _totals(after_stats)
-    for r in results:
-        context.log.info(f"pack GC {r['repo']}: {r['packs_before']} -> {r['packs_after']} live packs"
+    after = store.repos_stats(repos)
+    for repo, r in results.items():
+        context.log.info(f"pack GC {repo}: {r['packs_before']} -> {r['packs_after']} live packs"
                          + (" (skipped)" if r["skipped"] else f", consolidated into {r['consolidated_key']}"))
-    metadata = {
-        "packs_before": dg.MetadataValue.int(b["live_packs"]),
-        "packs_after": dg.MetadataValue.int(a["live_packs"]),
-        "bytes_before": dg.MetadataValue.int(b["pack_bytes"]),
-        "bytes_after": dg.MetadataValue.int(a["pack_bytes"]),
-        "objects_before": dg.MetadataValue.int(b["objects"]),
-        "objects_after": dg.MetadataValue.int(a["objects"]),
-        "versions": dg.MetadataValue.int(a["versions"]),
-        "dedup_ratio": dg.MetadataValue.float(a["dedup_ratio"]),
-        "compression_ratio": dg.MetadataValue.float(a["compression_ratio"]),
-        "projects_skipped": dg.MetadataValue.int(sum(r["skipped"] for r in results)),
-        "packs_swept": dg.MetadataValue.int(swept["tombstoned_deleted"] + swept["orphans_deleted"]),
-        "bytes_freed": dg.MetadataValue.int(swept["bytes_freed"]),
-    }
-    if len(results) == 1 and results[0]["consolidated_key"]:
-        metadata["consolidated_key"] = dg.MetadataValue.text(results[0]["consolidated_key"])
+        yield dg.AssetMaterialization("consolidated_packs", partition=repo,
+                                      metadata=_gc_metadata(before[repo], after[repo], r))
+    b, a = _totals(list(before.values())), _totals(list(after.values()))
+    context.log.info(f"pack GC: {b['live_packs']} -> {a['live_packs']} live packs in {len(repos)} project(s), "
+                     f"{swept['tombstoned_deleted'] + swept['orphans_deleted']} pack(s) swept, "
+                     f"{swept['bytes_freed']:,} bytes freed")
     report = store.verify(repos)
-    yield dg.MaterializeResult(metadata=metadata)
     yield dg.AssetCheckResult(
+        asset_key="consolidated_packs",
         check_name=VERIFIED_CHECK,
         passed=report["ok"],
         severity=dg.AssetCheckSeverity.ERROR,

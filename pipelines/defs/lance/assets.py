@@ -10,6 +10,7 @@ from pipelines.defs.resources import LanceResource
 from pipelines.defs.tags import POOL_LANCE_MAINTENANCE
 from resources.config.settings import Settings
 from resources.memory import maintenance as lm
+from resources.memory.lance import EVENTS
 
 JOB_NAME = "lance_maintenance"
 
@@ -43,7 +44,16 @@ class MaintenanceConfig(dg.Config):
     """Allow a retention below the floor; only when nothing else uses the Lance tables."""
 
 
-@dg.asset(pool=POOL_LANCE_MAINTENANCE, group_name="maintenance", kinds={"lancedb"})
+recall_provenance = dg.AssetSpec(
+    "recall_provenance", deps=["memory_records", "capture_records"], group_name="memory", kinds={"lancedb"},
+    description="Lance `provenance`: one row per record a recall returned (when, which cue, which session), "
+                "appended by every recall (`sessionlake recall`, the MCP server) through the write-behind queue, "
+                "outside any run.",
+)
+
+
+@dg.asset(pool=POOL_LANCE_MAINTENANCE, group_name="maintenance", kinds={"lancedb"},
+          deps=["memory_records", "capture_records", "team_sessions", "recall_provenance"])
 def lance_storage(context: dg.AssetExecutionContext, config: MaintenanceConfig,
                   lance: LanceResource) -> dg.MaterializeResult:
     """The Lance tables compacted, indexes updated, versions older than the retention removed."""
@@ -68,10 +78,13 @@ def lance_storage(context: dg.AssetExecutionContext, config: MaintenanceConfig,
     metadata["phase"] = dg.MetadataValue.text(config.phase)
     metadata["retention_sec"] = dg.MetadataValue.float(retention_sec)
     metadata["report"] = dg.MetadataValue.md(lm.format_report_table(report))
+    context.log_event(dg.AssetMaterialization("lance_events", metadata={  # the run's optimize report is an event
+        "dagster/row_count": dg.MetadataValue.int(lance.store().count(EVENTS))}))
     return dg.MaterializeResult(metadata=metadata)
 
 
 lance_events = dg.AssetSpec(
-    "lance_events", group_name="maintenance", kinds={"lancedb"},
-    description="Lance events table: operational events (optimize reports and skips, queue spills, ...).",
+    "lance_events", deps=["memory_records", "lance_storage"], group_name="maintenance", kinds={"lancedb"},
+    description="Lance `events`: operational events (memory ingest summaries, optimize reports and skips, "
+                "queue spills). Materialized by every run that writes one.",
 )

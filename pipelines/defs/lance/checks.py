@@ -1,5 +1,8 @@
-"""The Lance storage checks on memory_records and lance_events: versions, small fragments, rows preserved
-by the last optimize, and every table readable."""
+"""The Lance storage checks, on lance_storage: per group of tables (the memory's records, edges and provenance;
+the events table), versions, small fragments, rows preserved by the last optimize, and every table readable.
+
+They are table-wide, so they belong to the maintenance asset: a backfill of the session assets never plans
+them (they would only be skipped there), and the maintenance job runs them after each optimize."""
 
 import dagster as dg
 
@@ -60,11 +63,11 @@ def _unreadable_result(store, tables: tuple[str, ...]) -> dg.AssetCheckResult | 
                                metadata={"unreadable_tables": dg.MetadataValue.text(", ".join(broken))})
 
 
-def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChecksDefinition]:
-    """The four storage-health checks of one Lance table asset backed by ``tables``."""
+def storage_checks(group: str, tables: tuple[str, ...]) -> list[dg.AssetChecksDefinition]:
+    """The four storage-health checks of one group of Lance tables, named ``<group>_<check>``."""
     label = ", ".join(tables)
 
-    @dg.asset_check(asset=asset_key, name="lance_versions", additional_deps=[lance_storage],
+    @dg.asset_check(asset=lance_storage, name=f"{group}_versions",
                     description=f"Versions on disk of {label} at or below lance_versions_threshold "
                                 f"(WARN above, ERROR at {ERROR_FACTOR}x).")
     def versions_check(lance: LanceResource) -> dg.AssetCheckResult:
@@ -72,7 +75,7 @@ def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChec
         counts = {t: lm.count_versions(store, t) for t in tables}
         return _threshold_result(counts, lance.settings().lance_versions_threshold, "versions")
 
-    @dg.asset_check(asset=asset_key, name="lance_small_fragments", additional_deps=[lance_storage],
+    @dg.asset_check(asset=lance_storage, name=f"{group}_small_fragments",
                     description=f"Small fragments of {label} at or below lance_small_fragments_threshold "
                                 f"(WARN above, ERROR at {ERROR_FACTOR}x).")
     def small_fragments_check(lance: LanceResource) -> dg.AssetCheckResult:
@@ -83,13 +86,13 @@ def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChec
         counts = {t: lm.measure_table(store, t).small_fragments for t in tables}
         return _threshold_result(counts, lance.settings().lance_small_fragments_threshold, "small fragments")
 
-    @dg.asset_check(asset=asset_key, name="lance_rows_preserved_by_optimize", additional_deps=[lance_storage],
+    @dg.asset_check(asset=lance_storage, name=f"{group}_rows_preserved_by_optimize",
                     description=f"Row counts of {label} unchanged across the last optimize "
                                 "(ERROR if rows were lost, WARN if a writer made them incomparable).")
     def rows_check(lance: LanceResource) -> dg.AssetCheckResult:
         return _rows_result(lance.store(), tables)
 
-    @dg.asset_check(asset=asset_key, name="lance_tables_readable", additional_deps=[lance_storage],
+    @dg.asset_check(asset=lance_storage, name=f"{group}_tables_readable",
                     description=f"Every table of {label} opens (ERROR when a folder exists that Lance cannot "
                                 "open: never recreated empty; repair with `sessionlake memory rebuild`).")
     def readable_check(lance: LanceResource) -> dg.AssetCheckResult:
@@ -99,7 +102,7 @@ def storage_checks(asset_key: str, tables: tuple[str, ...]) -> list[dg.AssetChec
     return [versions_check, small_fragments_check, rows_check, readable_check]
 
 
-memory_checks = storage_checks("memory_records", (RECORDS, EDGES, PROVENANCE))
+memory_checks = storage_checks("memory", (RECORDS, EDGES, PROVENANCE))
 
 
-events_checks = storage_checks("lance_events", (EVENTS,))
+events_checks = storage_checks("events", (EVENTS,))

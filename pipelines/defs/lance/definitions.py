@@ -24,7 +24,7 @@ Merged into the code location by pipelines/definitions.py.
 
 import dagster as dg
 
-from pipelines.defs.lance.assets import lance_events, lance_storage
+from pipelines.defs.lance.assets import lance_events, lance_storage, recall_provenance
 from pipelines.defs.lance.checks import events_checks, memory_checks
 from pipelines.defs.lance.jobs import lance_maintenance
 from pipelines.defs.lance.schedules import lance_maintenance_nightly
@@ -35,7 +35,7 @@ from resources.config.settings import Settings
 def build_defs(settings: Settings) -> dg.Definitions:
     """The domain's definitions; the health sensor ticks at a twelfth of ``settings.lance_optimize_interval_sec``."""
     return dg.Definitions(
-        assets=[lance_storage, lance_events],
+        assets=[lance_storage, lance_events, recall_provenance],
         asset_checks=[*memory_checks, *events_checks],
         jobs=[lance_maintenance],
         sensors=[lance_health_sensor(settings)],

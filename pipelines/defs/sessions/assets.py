@@ -1,16 +1,23 @@
 """The session assets: one partitioned multi-asset step, `ingest_projects`, that materializes session_files
 and the three processor assets, and its files_ingested checks."""
 
+from importlib.metadata import version
+
 import dagster as dg
 
-from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.partitions import ProjectsConfig, projects_partitions, selected_projects
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
+from pipelines.defs.sessions import holdings
 from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
 from pipelines.instance.run_recovery import claim_run
+from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
 from resources.ingest.retry_marks import record_failures
 from resources.ingest.runner import iter_processors
+from resources.memory.lance import EVENTS
+from resources.memory.lance import SCHEMA_VERSION as RECORDS_SCHEMA_VERSION
 from resources.sources import found_sources, walk_all
 from resources.state.store import scan_session_files
+from resources.usage.pricing import RULES_VERSION
 
 JOB_NAME = "ingest_sessions"
 
@@ -35,13 +42,25 @@ PROCESSOR_LABELS = {
     "bytes_read": "bytes_read",
 }
 
+BACKFILL_TAG = "dagster/backfill"
+"""The tag Dagster gives every run of a backfill."""
+
+USAGE_TOTALS = "usage_totals"
+"""The whole warehouse, materialized by every run that changed usage rows (see `usage_totals_spec`)."""
+
+CODE_VERSIONS = {
+    "usage_messages": f"rules-{RULES_VERSION}.genai-prices-{version('genai-prices')}",
+    "memory_records": f"records-schema-{RECORDS_SCHEMA_VERSION}",
+    "session_archive": f"pack-format-{PACK_FORMAT_VERSION}",
+}
+"""What each processor asset's content depends on besides the session files: the counting and pricing
+rules (and the price database's release), the records schema, the pack format. A change shows the
+asset's partitions as changed in the UI; one backfill brings them to the new version."""
+
 SESSION_FILES_LABELS = {"files": "files", "bytes": "bytes_on_disk", "new": "files_new", "changed": "files_changed",
                         "missing": "files_missing"}
 
 
-class IngestConfig(dg.Config):
-    projects: list[str] = []
-    """Only these projects of the run's partitions (the session sensor's change set); empty: all of them."""
 
 
 def _description(what: str, processor: str | None = None) -> str:
@@ -57,13 +76,16 @@ SPECS = [
     dg.AssetSpec("session_files", group_name="sessions", kinds={"duckdb"}, skippable=True,
                  description=_description("The session files on disk, by project, recorded in DuckDB "
                                           "`session_files`.")),
-    dg.AssetSpec("usage_messages", deps=["session_files"], group_name="sessions", kinds={"duckdb"}, skippable=True,
+    dg.AssetSpec("usage_messages", deps=["session_files"], group_name="sessions",
+                 code_version=CODE_VERSIONS["usage_messages"], kinds={"duckdb"}, skippable=True,
                  description=_description("DuckDB `usage_messages`: one row per API response, de-duplicated "
                                           "and costed.", "usage")),
-    dg.AssetSpec("memory_records", deps=["session_files"], group_name="sessions", kinds={"lancedb"}, skippable=True,
+    dg.AssetSpec("memory_records", deps=["session_files"], group_name="sessions",
+                 code_version=CODE_VERSIONS["memory_records"], kinds={"lancedb"}, skippable=True,
                  description=_description("Lance `records` and `edges`: every prompt and answer, searchable; one "
                                           "commit per table per run.", "memory")),
-    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions", kinds={"msgpack"}, skippable=True,
+    dg.AssetSpec("session_archive", deps=["session_files"], group_name="sessions",
+                 code_version=CODE_VERSIONS["session_archive"], kinds={"msgpack"}, skippable=True,
                  description=_description("Content-addressed packs: every version of every session file, one "
                                           "pack per project per run.", "archive")),
 ]
@@ -145,25 +167,24 @@ def _check_result(name: str, stats: dict, projects: list[str], retry_dir,
     pool=POOL_INGEST,
     description="Scan the selected projects once and run every selected processor over their new and changed files.",
 )
-def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, state: StateResource,
+def ingest_projects(context: dg.AssetExecutionContext, config: ProjectsConfig, state: StateResource,
                     lance: LanceResource, packs: PackResource):
     claim_run(context.instance, context.run.run_id)
     settings = state.settings()
-    in_run = list(context.partition_keys)
-    projects = [p for p in in_run if p in set(config.projects)] if config.projects else in_run
-    if config.projects and len(projects) < len(set(config.projects)):
-        context.log.warning(f"projects not in this run's partitions, ignored: "
-                            f"{sorted(set(config.projects) - set(in_run))}")
+    projects = selected_projects(context, config)
     selected = {key.to_user_string() for key in context.selected_asset_keys}
+    backfill = BACKFILL_TAG in context.run.tags
     files = list(walk_all(found_sources(settings), set(projects)))
     if "session_files" in selected:
         with state.store().connect() as conn:
             scan = scan_session_files(conn, files, set(projects))
         for project in projects:
-            yield dg.AssetMaterialization(
-                "session_files", partition=project,
-                metadata={label: dg.MetadataValue.int(scan[project][key]) for key, label in
-                          SESSION_FILES_LABELS.items()})
+            numbers = {label: dg.MetadataValue.int(scan[project][key]) for key, label in SESSION_FILES_LABELS.items()}
+            if backfill or scan[project]["new"] or scan[project]["changed"] or scan[project]["missing"]:
+                yield dg.AssetMaterialization("session_files", partition=project,
+                                              metadata={**numbers, "dagster/row_count": numbers["files"]})
+            else:
+                yield dg.AssetObservation("session_files", partition=project, metadata=numbers)
     processors = _processors(selected, state, lance, packs)
     if not processors:
         return
@@ -172,13 +193,68 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
                                        logger=context.log, files=files):
         processor = by_name[name]
         asset = PROCESSOR_ASSETS[processor.name]
+        changed = [p for p in projects if _changed(stats["by_project"].get(p))]
+        held = _holdings(processor.name, projects if backfill else changed, state, lance, packs)
         for project in projects:
             per = stats["by_project"].get(project) or {**dict.fromkeys(PROCESSOR_LABELS, 0), "items_extracted": 0}
             record_failures(settings.retry_dir, processor.name, project, per.get("failed_files", []))
-            yield dg.AssetMaterialization(asset, partition=project, metadata=processor_metadata(processor.name, per))
+            run_numbers = processor_metadata(processor.name, per)
+            if project in changed:
+                yield dg.AssetMaterialization(asset, partition=project, tags=_code_version_tag(asset),
+                                              metadata={**held.get(project, {}), **run_numbers})
+                continue
+            # Nothing in it changed: the run's zeros go to an observation, so the partition's plots keep its
+            # numbers. A backfill still materializes it (Dagster counts a requested partition left
+            # unmaterialized as failed), with what it holds and under the current code version.
+            yield dg.AssetObservation(asset, partition=project, metadata=run_numbers)
+            if backfill:
+                yield dg.AssetMaterialization(asset, partition=project, tags=_code_version_tag(asset),
+                                              metadata=held.get(project, {}))
         if stats["errors"]:
             context.log.warning(f"{processor.name}: {stats['errors']} file(s) failed; retried by the session sensor")
         unpriced = getattr(processor, "unpriced_models", None) or {}
         if unpriced:
             context.log.warning(f"models without a price (reported, never costed at $0): {sorted(unpriced)}")
         yield _check_result(processor.name, stats, projects, settings.retry_dir, unpriced)
+        if processor.name == "usage" and changed:
+            with state.store().connect() as conn:
+                context.log_event(dg.AssetMaterialization(USAGE_TOTALS, tags=_code_version_tag("usage_messages"),
+                                                          metadata=holdings.usage_totals(conn)))
+        if processor.name == "memory" and changed:  # its run summary is a row of the events table
+            context.log_event(dg.AssetMaterialization("lance_events", metadata={
+                "dagster/row_count": dg.MetadataValue.int(lance.store().count(EVENTS))}))
+
+
+def _code_version_tag(asset: str) -> dict[str, str]:
+    """The tag Dagster reads a materialization's code version from; it sets it itself only on outputs, and
+    this step reports each partition with an event of its own."""
+    return {"dagster/code_version": CODE_VERSIONS[asset]}
+
+
+def _changed(per: dict | None) -> bool:
+    """Whether a run changed what a processor asset holds for a project: a file processed, failed or gone."""
+    return bool(per) and bool(per["processed"] or per["errors"] or per["vanished"])
+
+
+def _holdings(name: str, projects: list[str], state: StateResource, lance: LanceResource,
+              packs: PackResource) -> dict[str, dict[str, dg.MetadataValue]]:
+    """What the processor's asset holds for each of ``projects`` (one query per asset, not per project)."""
+    if not projects:
+        return {}
+    if name == "usage":
+        with state.store().connect() as conn:
+            return holdings.usage_holdings(conn, projects)
+    if name == "memory":
+        from resources.memory.stats import records_per_project
+
+        return holdings.memory_holdings(records_per_project(lance.store(), projects), projects)
+    return holdings.archive_holdings(packs.store().repos_stats(projects))
+
+
+usage_totals_spec = dg.AssetSpec(
+    USAGE_TOTALS, deps=["usage_messages", "team_sessions"], group_name="sessions", kinds={"duckdb"},
+    code_version=CODE_VERSIONS["usage_messages"],
+    description="The whole usage warehouse: responses, tokens and cost (as `sessionlake usage` reports them by "
+                "default), and this week's spend by project and by model as tables. Materialized by every run "
+                "that changed usage rows, session or team ingest alike.",
+)

@@ -22,7 +22,7 @@ Merged into the code location by pipelines/definitions.py.
 
 import dagster as dg
 
-from pipelines.defs.sessions.assets import ingest_projects
+from pipelines.defs.sessions.assets import ingest_projects, usage_totals_spec
 from pipelines.defs.sessions.jobs import ingest_sessions
 from pipelines.defs.sessions.sensors import session_files_sensor
 from resources.config.settings import Settings
@@ -30,4 +30,5 @@ from resources.config.settings import Settings
 
 def build_defs(settings: Settings) -> dg.Definitions:
     """The domain's definitions; the sensor ticks at ``settings.sensor_interval_sec``."""
-    return dg.Definitions(assets=[ingest_projects], jobs=[ingest_sessions], sensors=[session_files_sensor(settings)])
+    return dg.Definitions(assets=[ingest_projects, usage_totals_spec], jobs=[ingest_sessions],
+                          sensors=[session_files_sensor(settings)])

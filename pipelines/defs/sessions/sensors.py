@@ -9,12 +9,11 @@ import json
 from collections.abc import Iterable
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.partitions import projects_partitions, projects_run_request
 from pipelines.defs.resources import StateResource
 from pipelines.defs.run_targets import targets_any
-from pipelines.defs.sessions.assets import INGEST_ASSETS, STEP_NAME, IngestConfig
+from pipelines.defs.sessions.assets import INGEST_ASSETS, STEP_NAME
 from pipelines.defs.sessions.jobs import ingest_sessions
 from pipelines.instance.run_recovery import reap_dead_runs
 from resources.config.settings import Settings
@@ -39,15 +38,8 @@ def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:
 
 def partition_run_request(order: list[str], projects: list[str], run_key: str | None = None,
                           tags: dict[str, str] | None = None) -> dg.RunRequest:
-    """One run request for ``projects`` (any subset of the partitions, in any order): one partition, or
-    the range spanning them in the instance's partition ``order`` with the exact set in the run config."""
-    position = {p: i for i, p in enumerate(order)}
-    wanted = sorted(projects, key=position.__getitem__)
-    config = dg.RunConfig(ops={STEP_NAME: IngestConfig(projects=wanted)})
-    if len(wanted) == 1:
-        return dg.RunRequest(run_key=run_key, partition_key=wanted[0], run_config=config, tags=tags or {})
-    range_tags = {ASSET_PARTITION_RANGE_START_TAG: wanted[0], ASSET_PARTITION_RANGE_END_TAG: wanted[-1]}
-    return dg.RunRequest(run_key=run_key, run_config=config, tags={**(tags or {}), **range_tags})
+    """One ingest run request for ``projects`` (see `projects_run_request`)."""
+    return projects_run_request(STEP_NAME, order, projects, run_key=run_key, tags=tags)
 
 
 def _parse_cursor(raw: str | None) -> dict[str, str]:

@@ -3,6 +3,8 @@
 import dagster as dg
 
 from pipelines.defs.resources import LanceResource, PackResource, TeamResource
+from pipelines.defs.sessions.assets import USAGE_TOTALS
+from pipelines.defs.sessions.holdings import usage_totals
 from pipelines.defs.tags import POOL_INGEST
 
 LOOKBACK_SEC = 3600
@@ -66,6 +68,9 @@ def team_sessions(context: dg.AssetExecutionContext, config: TeamIngestConfig, t
     by_origin: dict[tuple[str, str], int] = {}
     for m in manifests:
         by_origin[(m.user, m.machine)] = by_origin.get((m.user, m.machine), 0) + len(m.packs)
+    if usage["processed"]:
+        with store.state.connect() as conn:
+            context.log_event(dg.AssetMaterialization(USAGE_TOTALS, metadata=usage_totals(conn)))
     table = "| user | machine | packs named |\n|---|---|---|\n" + "".join(
         f"| {u} | {h} | {n} |\n" for (u, h), n in sorted(by_origin.items()))
     return dg.MaterializeResult(

@@ -1,0 +1,139 @@
+"""What the Dagster UI shows, checked through a real instance: each partition's domain numbers against the
+warehouse, a no-op run that leaves them as they are, the whole-warehouse totals, code versions derived from
+the counting rules, and lineage for every table the code writes."""
+
+import json
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster._core.definitions.data_version import StaleCauseCategory
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from pipelines.definitions import defs
+from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.sessions.assets import CODE_VERSIONS, JOB_NAME, USAGE_TOTALS, ingest_projects
+from pipelines.defs.sessions.sensors import partition_run_request
+from resources.memory.lance import LanceStore
+from resources.usage.pricing import RULES_VERSION
+from tests.conftest import SAMPLE_PROJECT
+
+PROCESSOR_ASSETS = ("usage_messages", "memory_records", "session_archive")
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _add_project(root, name: str, responses: int) -> None:
+    (root / name).mkdir()
+    lines = [json.dumps({
+        "type": "assistant", "uuid": f"{name}-{n}", "sessionId": f"{name}-s", "requestId": f"req-{name}-{n}",
+        "timestamp": f"2025-06-10T10:0{n}:00.000Z",
+        "message": {"id": f"msg-{name}-{n}", "model": "claude-sonnet-4-20250514", "role": "assistant",
+                    "content": [{"type": "text", "text": f"answer {n} in {name}"}],
+                    "usage": {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 5,
+                              "cache_read_input_tokens": 1000}},
+    }) for n in range(responses)]
+    (root / name / "s0.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _run(instance, projects: list[str]) -> dg.ExecuteInProcessResult:
+    order = instance.get_dynamic_partitions(projects_partitions.name)
+    request = partition_run_request(order, projects)
+    tags = dict(request.tags)
+    if request.partition_key:
+        tags["dagster/partition"] = request.partition_key
+    result = defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, tags=tags,
+                                                              run_config=request.run_config)
+    assert result.success
+    return result
+
+
+def _latest_record(instance, asset: str, partition: str | None = None):
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None), limit=1).records
+    return records[0]
+
+
+def _latest(instance, asset: str, partition: str | None = None) -> dict:
+    materialization = _latest_record(instance, asset, partition).asset_materialization
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def test_each_partition_carries_what_it_holds_and_a_no_op_run_leaves_it(instance, settings):
+    root = settings.sessions_dir
+    _add_project(root, "small", responses=3)
+    projects = [SAMPLE_PROJECT, "small"]
+    instance.add_dynamic_partitions(projects_partitions.name, sorted(projects))
+    _run(instance, projects)
+    with duckdb.connect(str(settings.state_path), read_only=True) as conn:
+        expected = {p: conn.execute(
+            "SELECT count(*), sum(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens"
+            " + extra_output_tokens), sum(coalesce(cost_usd, computed_cost_usd, 0)),"
+            " count(DISTINCT session_id) FROM usage_messages WHERE project = ?", [p]).fetchone() for p in projects}
+    for project in projects:
+        usage = _latest(instance, "usage_messages", project)
+        responses, tokens, cost, sessions = expected[project]
+        assert (usage["responses"], usage["dagster/row_count"], usage["total_tokens"], usage["sessions"]) == (
+            responses, responses, tokens, sessions)
+        assert usage["cost_usd"] == pytest.approx(cost, abs=1e-6) and usage["cost_usd"] > 0
+        assert usage["first_activity"] <= usage["last_activity"]
+        memory = _latest(instance, "memory_records", project)
+        records = LanceStore.from_settings(settings).open_table("records").count_rows(f"project = '{project}'")
+        assert memory["records"] == memory["dagster/row_count"] == records > 0
+        archive = _latest(instance, "session_archive", project)
+        assert archive["versions"] == archive["sessions"] == len(list((root / project).rglob("*.jsonl")))
+        assert archive["pack_bytes"] > 0 and archive["compression_ratio"] >= 1
+    totals = _latest(instance, USAGE_TOTALS)
+    assert totals["responses"] == sum(e[0] for e in expected.values()) and totals["projects"] == 2
+    assert totals["cost_usd"] == pytest.approx(sum(e[2] for e in expected.values()), abs=1e-6)
+    assert "| `small` |" not in totals["week_by_project"], "2025 usage is not this week's"
+    assert "(no usage this week)" in totals["week_by_model"]
+
+    before = {(a, p): _latest_record(instance, a, p).storage_id
+              for a in PROCESSOR_ASSETS for p in projects}
+    again = _run(instance, projects)  # nothing changed on disk
+    assert [e for e in again.get_asset_materialization_events()] == [], "a no-op run materializes nothing"
+    observed = {(e.asset_key.to_user_string(), e.partition) for e in again.get_asset_observation_events()}
+    assert observed >= set(before), "each partition the run looked at is observed, with the run's counters"
+    after = {(a, p): _latest_record(instance, a, p).storage_id
+             for a in PROCESSOR_ASSETS for p in projects}
+    assert after == before
+    assert _latest(instance, "usage_messages", "small")["responses"] == 3
+
+
+def test_code_versions_come_from_the_rules_and_a_rules_change_marks_partitions_changed(instance, settings):
+    assert CODE_VERSIONS["usage_messages"].startswith(f"rules-{RULES_VERSION}.genai-prices-")
+    instance.add_dynamic_partitions(projects_partitions.name, [SAMPLE_PROJECT])
+    _run(instance, [SAMPLE_PROJECT])
+    event = _latest_record(instance, "usage_messages", SAMPLE_PROJECT)
+    assert event.asset_materialization.tags["dagster/code_version"] == CODE_VERSIONS["usage_messages"]
+
+    def code_causes(assets: dg.AssetsDefinition) -> list:  # what the UI's "code version changed" cause reads
+        causes = get_stale_status_resolver(instance, [assets]).get_stale_causes(dg.AssetKey("usage_messages"),
+                                                                                SAMPLE_PROJECT)
+        return [c for c in causes if c.category == StaleCauseCategory.CODE]
+
+    assert code_causes(ingest_projects) == []
+    bumped = ingest_projects.map_asset_specs(
+        lambda spec: spec.replace_attributes(code_version="rules-999") if spec.key.path == ["usage_messages"]
+        else spec)
+    [cause] = code_causes(bumped)
+    assert cause.reason == "has a new code version"
+
+
+def test_every_table_the_code_writes_is_an_asset_with_its_lineage():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"session_files", "usage_messages", "memory_records", "session_archive", USAGE_TOTALS,
+            "consolidated_packs", "capture_records", "team_sessions", "lance_storage", "lance_events",
+            "recall_provenance"} <= keys
+    parents = {k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys} for k in keys}
+    assert parents[USAGE_TOTALS] == {"usage_messages", "team_sessions"}
+    assert parents["consolidated_packs"] == {"session_archive"}
+    assert parents["lance_storage"] >= {"memory_records", "capture_records", "team_sessions", "recall_provenance"}
+    assert parents["lance_events"] >= {"memory_records", "lance_storage"}
+    assert graph.get(dg.AssetKey("consolidated_packs")).backfill_policy == dg.BackfillPolicy.single_run()
