@@ -18,6 +18,8 @@ from resources.memory.lance import LanceStore
 from resources.usage.pricing import RULES_VERSION
 from tests.conftest import SAMPLE_PROJECT
 
+pytestmark = pytest.mark.integration
+
 PROCESSOR_ASSETS = ("usage_messages", "memory_records", "session_archive")
 
 
