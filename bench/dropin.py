@@ -33,17 +33,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from bench.corpus import generate_corpus
 from bench.proc import Measured, run_measured
+from bench.statusline import LIVE_PROJECT, LIVE_SESSION, MODEL, _response
 
 REPS = 5
 CCUSAGE_VERSION = "20.0.24"
 DEFAULT_NPM_PREFIX = "/work/tools/node"
-LIVE_PROJECT = "-home-dev-live"
-LIVE_SESSION = "5f1c0a3e-live-4d2b-9c1e-dropin000001"
-MODEL = "claude-sonnet-4-20250514"
 TARGETS = {"first": 2.0, "new10": 0.5, "nothing": 0.3, "statusline": 0.2, "nothing20k": 0.05, "memory20k": 1.5}
 
 
@@ -65,19 +61,6 @@ def _env(home: Path, data: Path) -> dict[str, str]:
             if not k.startswith(("SESSIONLAKE_", "CLAUDE_", "CODEX_", "GEMINI_", "OPENCODE_", "QWEN_", "XDG_"))}
     return {**keep, "HOME": str(home), "SESSIONLAKE_HOME": str(data), "TZ": "UTC",
             "CLAUDE_CONFIG_DIR": str(home / ".claude")}
-
-
-def _response(n: int) -> bytes:
-    ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return orjson.dumps({
-        "parentUuid": None, "isSidechain": False, "userType": "external", "cwd": "/home/dev/live",
-        "sessionId": LIVE_SESSION, "version": "2.0.0", "gitBranch": "main", "type": "assistant",
-        "requestId": f"req_live_{n}", "uuid": f"live-{n}", "timestamp": ts,
-        "message": {"id": f"msg_live_{n}", "type": "message", "role": "assistant", "model": MODEL,
-                    "content": [{"type": "text", "text": "done"}],
-                    "usage": {"input_tokens": 12, "output_tokens": 400, "cache_creation_input_tokens": 1500,
-                              "cache_read_input_tokens": 30000}},
-    }) + b"\n"
 
 
 class _Tools:
@@ -205,7 +188,7 @@ def _before(tools: _Tools, data: Path, peer: tuple[float, float] | None) -> list
 def _statusline(tools: _Tools, home: Path, peer: str | None) -> dict:
     live = home / ".claude" / "projects" / LIVE_PROJECT / f"{LIVE_SESSION}.jsonl"
     live.parent.mkdir(parents=True, exist_ok=True)
-    live.write_bytes(b"".join(_response(n) for n in range(5)))
+    live.write_bytes(b"".join(_response(n, datetime.now(UTC)) for n in range(5)))
     payload = json.dumps({"session_id": LIVE_SESSION, "transcript_path": str(live), "cwd": "/home/dev/live",
                           "model": {"id": MODEL, "display_name": "Sonnet 4"},
                           "workspace": {"current_dir": "/home/dev/live"}}).encode()
@@ -213,7 +196,7 @@ def _statusline(tools: _Tools, home: Path, peer: str | None) -> dict:
 
     def after_response(argv: list[str]) -> float:
         with open(live, "ab") as f:
-            f.write(_response(count[0]))
+            f.write(_response(count[0], datetime.now(UTC)))
         count[0] += 1
         return tools.statusline(argv, payload)
 
