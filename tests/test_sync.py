@@ -362,7 +362,14 @@ def test_the_team_central_ingest_reads_sync_files_beside_pushed_packs(tmp_path, 
     union = _union_totals(tmp_path, [a, b])
     central = _central(tmp_path, team_uri, monkeypatch)
     with dg.instance_for_test() as instance:
-        _tick_and_run(instance, None)
+        cursor, runs = _tick_and_run(instance, None)
+        assert runs == 1 and _totals(central, "state.duckdb") == union
+        generate_corpus(a / ".claude" / "projects" / "-later", sessions=1, projects=1, seed=22, turns=2)
+        _sync(a, team_uri)  # only a sync file is new: the sensor asks for a run all the same
+        cursor, runs = _tick_and_run(instance, cursor)
+        assert runs == 1
+        assert _tick_and_run(instance, cursor)[1] == 0
+    union = _union_totals(tmp_path / "again", [a, b])
     assert _totals(central, "state.duckdb") == union
     with StateStore(central / "state.duckdb").connect() as conn:
         by = dict(conn.execute("SELECT user_name || '@' || machine, count(*) FROM usage_messages GROUP BY ALL")

@@ -1,4 +1,4 @@
-"""The team_manifest_sensor: one ingest_team run per tick that finds new manifests."""
+"""The team_manifest_sensor: one ingest_team run per tick that finds new manifests or new sync files."""
 
 import hashlib
 import json
@@ -16,10 +16,12 @@ def _window_start(now: datetime) -> str:
 
 
 @dg.sensor(job=ingest_team, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Every 60 s: one ingest_team run for the manifests pushed since the last tick "
-                       "(run key = a digest of their names).")
+           description="Every 60 s: one ingest_team run for the manifests pushed and the usage files synced "
+                       "since the last tick (run key = a digest of their names).")
 def team_manifest_sensor(context: dg.SensorEvaluationContext, team: TeamResource) -> dg.SensorResult:
-    """List manifests named within the lookback; request a run for those not requested before."""
+    """List manifests named within the lookback, and the sync files (``usage/``: few, as each machine
+    compacts its own); request a run for those not requested before."""
+    from resources.sync.files import PREFIX as SYNC_PREFIX
     from resources.team.manifests import list_manifest_names
 
     location = team.central_location()
@@ -27,14 +29,18 @@ def team_manifest_sensor(context: dg.SensorEvaluationContext, team: TeamResource
         return dg.SensorResult(skip_reason="not a team's central deployment: SESSIONLAKE_TEAM_URI is unset or "
                                            "SESSIONLAKE_STORAGE_URI differs from it")
     start = _window_start(datetime.now(UTC))
-    seen = set(json.loads(context.cursor)["seen"]) if context.cursor else set()
-    listed = list(list_manifest_names(location.blobs(), start_after=start))
+    previous = json.loads(context.cursor) if context.cursor else {}
+    seen, synced = set(previous.get("seen", [])), set(previous.get("sync", []))
+    blobs = location.blobs()
+    listed = list(list_manifest_names(blobs, start_after=start))
     new = [n for n in listed if n not in seen][:MAX_MANIFESTS_PER_RUN]
-    cursor = json.dumps({"seen": sorted(n for n in listed if n in seen or n in new)})
-    if not new:
+    sync_files = sorted(b.name for b in blobs.list(SYNC_PREFIX))
+    new_sync = [n for n in sync_files if n not in synced]
+    cursor = json.dumps({"seen": sorted(n for n in listed if n in seen or n in new), "sync": sync_files})
+    if not new and not new_sync:
         return dg.SensorResult(cursor=cursor, skip_reason=f"no new manifests ({len(listed)} in the last "
-                                                          f"{LOOKBACK_SEC} s, all requested)")
-    digest = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
+                                                          f"{LOOKBACK_SEC} s, all requested) or sync files")
+    digest = hashlib.sha256("\n".join(new + new_sync).encode()).hexdigest()[:16]
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
             run_key=f"team:{digest}", tags={MANIFESTS_TAG: str(len(new))},
