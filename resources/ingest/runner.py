@@ -400,9 +400,9 @@ def _as_count(value) -> int:
 
 
 def _commit(processor, conn, pending: list[_Done], stats: dict, logger,
-            budget: list[int] | None = None) -> list[ProcessedMark]:
-    """Commit the processor's batch, then mark its files and keep their malformed lines; returns the
-    marks of the files committed.
+            budget: list[int] | None = None, mark: bool = True) -> list[ProcessedMark]:
+    """Commit the processor's batch, then mark its files and keep their malformed lines (unless not
+    ``mark``); returns the marks of the files committed.
 
     A failed commit is split to find the file it could not take: the batch is discarded, and each half
     is processed again and committed on its own, down to single files. Only files whose own commit
@@ -428,10 +428,11 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger,
         for half in (pending[:middle], pending[middle:]):
             again = [t for t in (_process_one(processor, p.task, conn, stats, logger) for p in half) if t]
             if again:
-                committed += _commit(processor, conn, again, stats, logger, budget)
+                committed += _commit(processor, conn, again, stats, logger, budget, mark)
         return committed
-    mark_processed(conn, processor.name, [t.mark for t in pending])
-    record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
+    if mark:
+        mark_processed(conn, processor.name, [t.mark for t in pending])
+        record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
     for t in pending:
         project = t.mark.project
         count_stat(stats, project, "processed")
@@ -446,10 +447,12 @@ class Batch:
     """One processor's files between two commits, for a caller that decides itself which files to read
     and when to commit (the team ingest reads pushed versions pack by pack), with a run's rules: a file
     the processor fails on is reported and left out; `commit` splits a failed commit down to the file
-    it could not take, marks the committed files processed and counts them in ``stats``."""
+    it could not take, marks the committed files processed (unless not ``mark``: a rebuild re-derives
+    rows of files already marked) and counts them in ``stats``."""
 
-    def __init__(self, processor: SessionProcessor, stats: dict, logger: logging.Logger | None = None):
-        self.processor, self.stats, self.logger = processor, stats, logger or log
+    def __init__(self, processor: SessionProcessor, stats: dict, logger: logging.Logger | None = None,
+                 mark: bool = True):
+        self.processor, self.stats, self.logger, self.mark = processor, stats, logger or log, mark
         self.pending: list[_Done] = []
 
     def read(self, conn: Connection, file: FileToRead, file_hash: str, start_offset: int = 0,
@@ -466,7 +469,7 @@ class Batch:
     def commit(self, conn: Connection) -> list[ProcessedMark]:
         """Commit what was read since the last commit; the marks of the files committed."""
         pending, self.pending = self.pending, []
-        return _commit(self.processor, conn, pending, self.stats, self.logger) if pending else []
+        return _commit(self.processor, conn, pending, self.stats, self.logger, mark=self.mark) if pending else []
 
 
 def report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:

@@ -6,9 +6,11 @@ a table lost to a missing or unreadable ``_versions/`` can be rebuilt. `rebuild_
 1. sets aside every Lance table whose folder exists but cannot be opened (moved to
    ``lance/broken/``, never deleted; in a bucket, copied there and then deleted); a readable table is
    kept and merged into, so its provenance and captured records survive;
-2. runs the memory processor over every observation of every archived session file in the order the
-   archive saw them, across projects (so what an ingest saw last wins here too, for a record that
-   several files hold), each version written to a temp file that is deleted after it;
+2. runs the memory processor, through the runner (`resources.ingest.runner.Batch`: a version it fails
+   on is reported and the others are used; a failed commit is split down to the version), over every
+   observation of every archived session file in the order the archive saw them, across projects (so
+   what an ingest saw last wins here too, for a record that several files hold), each version written
+   to a temp file only while it is read;
 3. for a source that reads a file together with its tree (`Source.reads_tree`: OpenCode), restores
    the project's latest files into a temp tree and reads each there, as an ingest reads them on disk;
 4. commits once, like an ingest run: one ``merge_insert`` per table.
@@ -20,19 +22,25 @@ re-derived; the report names where the old folder is.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from resources.archive.pack_format import PackError
-from resources.archive.packs import PackStore
+from resources.archive.pack_format import Snapshot
+from resources.archive.packs import ObjectReader, PackStore
+from resources.archive.restore import write_version
 from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.runner import Batch, empty_stats
+from resources.ingest.session_files import SessionFile
 from resources.memory.lance import TABLE_NAMES, LanceStore
 from resources.sources import source_type
 
 NO_STATE = None
 """The memory processor keeps no DuckDB state (it never touches the connection it is handed), so the
-rebuild holds no connection to the warehouse while it reads the whole archive."""
+rebuild holds no connection to the warehouse while it reads the whole archive, and marks nothing."""
 
 
 def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
@@ -40,45 +48,91 @@ def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
 
     Returns ``{set_aside: {table: path}, projects, versions, records_written, edges_written,
     lines_malformed, errors: [{project, session_key, error}]}``; a version that fails is reported
-    and the others are still used.
+    (at most `resources.ingest.runner.MAX_ERRORS_REPORTED` per project) and the others are still used.
     """
     set_aside = {name: str(lance.set_aside(name)) for name in lance.unreadable_tables(TABLE_NAMES)}
     processor = MemoryProcessor(lance)
     processor.begin_run()
-    report = {"set_aside": set_aside, "versions": 0, "lines_malformed": 0, "errors": []}
+    stats = empty_stats()
+    batch = Batch(processor, stats, mark=False)
     timeline = sorted(((repo, o) for repo in packs.repos() for o in packs.timeline(repo)),
                       key=lambda item: (item[1].observed_at, item[1].snapshot.session_key))
-    report["projects"] = len({repo for repo, _ in timeline})
     trees = sorted({repo for repo, o in timeline if source_type(o.snapshot.session_key).reads_tree})
     alone = [(repo, o.snapshot) for repo, o in timeline if repo not in trees]
-    with tempfile.TemporaryDirectory(prefix=".memory-rebuild-", dir=packs.packs_dir.parent) as scratch:
+    restore_errors = []
+    with tempfile.TemporaryDirectory(prefix=".memory-rebuild-", dir=packs.packs_dir.parent) as scratch, \
+            _Exported(packs, Path(scratch), alone) as exported:
+        for repo, snap in alone:
+            batch.read(NO_STATE, _ArchivedVersion(snap, repo, exported), snap.file_hash)
+        for repo in trees:
+            for file in packs.restore(repo, Path(scratch) / "tree" / repo):
+                if file["status"] == "restored":
+                    restored = SessionFile(file["session_key"], file["path"], repo, file["size"], 0)
+                    batch.read(NO_STATE, restored, file["file_hash"])
+                else:  # a fresh temp folder: only a symlinked or clashing key can end here
+                    restore_errors.append({"project": repo, "session_key": file["session_key"],
+                                           "error": f"not restored: {file['status']} {file.get('reason', '')}"})
+        batch.commit(NO_STATE)
+    totals = processor.end_run()
+    return {"set_aside": set_aside, "projects": len({repo for repo, _ in timeline}), "versions": stats["processed"],
+            "lines_malformed": stats["lines_malformed"], "records_written": totals["records_written"],
+            "edges_written": totals["edges_written"],
+            "errors": [{"project": project, "session_key": e["file"], "error": e["error"]}
+                       for project, per in stats["by_project"].items() for e in per["error_files"]] + restore_errors}
+
+
+class _Exported:
+    """Archived versions written one at a time under ``folder``, each only while it is read; one reader
+    per project, kept open for the whole rebuild, so each pack is verified once."""
+
+    def __init__(self, packs: PackStore, folder: Path, versions: list[tuple[str, Snapshot]]):
+        self.packs, self.folder = packs, folder
+        self.chunks: dict[str, set[str]] = {}
+        for repo, snap in versions:
+            self.chunks.setdefault(repo, set()).update(snap.chunks)
+        self.readers: dict[str, ObjectReader] = {}
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Exported:
+        self.fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        self.stack.callback(os.close, self.fd)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    @contextlib.contextmanager
+    def written(self, repo: str, snap: Snapshot) -> Iterator[Path]:
+        if repo not in self.readers:
+            self.readers[repo] = self.stack.enter_context(self.packs.reader(repo))
+            self.readers[repo].locate(self.chunks[repo])  # one index read for the project's versions
+        # the original's suffix: an adapter tells a Gemini .json or an OpenCode .db by it
+        name = f"version{Path(snap.session_key).suffix}"
+        write_version(self.readers[repo], snap, self.fd, name)
         try:
-            for repo, snap, path in packs.export_versions(alone, scratch):
-                _read(processor, path, repo, snap.session_key, report)
-            for repo in trees:
-                tree = Path(scratch) / "tree" / repo
-                for file in packs.restore(repo, tree):
-                    if file["status"] == "restored":
-                        _read(processor, Path(file["path"]), repo, file["session_key"], report)
-                    else:  # a fresh temp folder: only a symlinked or clashing key can end here
-                        report["errors"].append({"project": repo, "session_key": file["session_key"],
-                                                 "error": f"not restored: {file['status']} {file.get('reason', '')}"})
-                shutil.rmtree(tree)
-        except PackError as exc:  # the archive itself is damaged: what was read so far is still written
-            report["errors"].append({"project": None, "session_key": None, "error": f"{type(exc).__name__}: {exc}"})
-    processor.commit(NO_STATE)
-    stats = processor.end_run()
-    report["records_written"] = stats["records_written"]
-    report["edges_written"] = stats["edges_written"]
-    return report
+            yield self.folder / name
+        finally:
+            (self.folder / name).unlink(missing_ok=True)
 
 
-def _read(processor: MemoryProcessor, path: Path, repo: str, session_key: str, report: dict) -> None:
-    """One archived version through the processor; a failure is reported, and never stops the rebuild."""
-    try:
-        result = processor.process_session(path, repo, session_key, NO_STATE)
-    except Exception as exc:
-        report["errors"].append({"project": repo, "session_key": session_key, "error": f"{type(exc).__name__}: {exc}"})
-        return
-    report["versions"] += 1
-    report["lines_malformed"] += len(result.malformed)
+@dataclass
+class _ArchivedVersion:
+    """One archived version as the runner reads a file (`resources.ingest.runner.FileToRead`)."""
+
+    snap: Snapshot
+    project: str
+    exported: _Exported
+
+    @property
+    def key(self) -> str:
+        return self.snap.session_key
+
+    @property
+    def size(self) -> int:
+        return self.snap.size
+
+    def opened(self, start_offset: int = 0):
+        return self.exported.written(self.project, self.snap)
+
+    def tail(self, end_offset: int) -> None:
+        return None
