@@ -71,14 +71,13 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
     failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read,
     `pipelines.cli.projects.UnknownProject` when one of ``projects`` is not on disk, and
-    `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened.
+    `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened (checked
+    only when there is a run to make).
     """
     from pipelines.defs.tags import PROCESSOR_ASSETS
-    from pipelines.instance.home import prepare_dagster_home
 
     settings = settings or Settings.from_env()
     sources = _found_sources(settings)
-    prepare_dagster_home(settings)
     started = time.perf_counter()
     files = list(walk_all(sources))
     on_disk = sorted({f.project for f in files})
@@ -96,7 +95,11 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     if not wanted:
         result["elapsed_sec"] = time.perf_counter() - started
         return result
-    # Dagster (about 1 s to import) only now that there is a run to make
+    # the Dagster home (its dagster.yaml read and checked) and Dagster itself (about 1 s to import) only now
+    # that there is a run to make
+    from pipelines.instance.home import open_instance, prepare_dagster_home
+
+    prepare_dagster_home(settings)
     import dagster as dg
 
     from pipelines.definitions import defs
@@ -104,7 +107,6 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME
     from pipelines.defs.sessions.sensors import partition_run_request
     from pipelines.defs.tags import POOL_INGEST
-    from pipelines.instance.home import open_instance
     from pipelines.instance.run_recovery import process_tags, wait_for_pool
 
     with open_instance() as instance, _sigterm_interrupts():

@@ -44,6 +44,7 @@ from resources.state.store import (
     mark_processed,
     record_malformed_lines,
     record_session_files,
+    unstable_files,
 )
 
 READ_BATCH_FILES = 16
@@ -198,9 +199,8 @@ def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
 def projects_with_work(processor_names: Sequence[str], files: Sequence[SessionFile], state: StateStore) -> set[str]:
     """Projects of ``files`` holding one that one of ``processor_names`` has not processed at its
     current size and mtime (stat only, no reads): the ones a run would have anything to do for."""
-    with state.connect() as conn:
-        states = [load_processor_state(conn, name) for name in processor_names]
-    return {f.project for f in files if any(not is_stable(s.get(f.key), f) for s in states)}
+    with state.connect() as conn:  # compared inside DuckDB: the state tables are not read into Python
+        return {f.project for name in processor_names for f in unstable_files(conn, name, files)}
 
 
 def _plan(
