@@ -11,7 +11,8 @@ The query takes plain words, ``"a phrase"``, ``prefix*``, ``+must``, ``-not``, `
 the N messages before and after each hit. ``--json`` prints a list of hits in the documented shape
 of `resources.memory.hits.describe` (stdout holds only that), ``--fields minimal`` keeps
 `MINIMAL_FIELDS`, and ``--max-tokens`` shortens snippets and context until the output fits, never
-dropping a hit.
+dropping a hit. Exit status: 0 hits found, 1 none (or no memory yet), 2 a query, scope or option
+that cannot be used.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
+from pipelines.cli import exits
 from pipelines.cli.options import add_project_option, add_session_option, hidden_alias
 
 SNIPPET_WIDTH = 160
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.storage_uri is None and not settings.lance_dir.exists():  # a bucket's tables are created on use
         print(f"sessionlake recall: no memory at {settings.lance_dir} yet; run `sessionlake ingest` first",
               file=sys.stderr)
-        return 1
+        return exits.FAILED
     settings.check_storage()
     store = LanceStore.from_settings(settings)
     try:
@@ -101,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
         hits = recall(store, args.query, args.caller, k=args.k, project=projects, since=args.since, where=where)
     except (QuerySyntaxError, ValueError) as exc:
         print(f"sessionlake recall: {exc}", file=sys.stderr)
-        return 2
+        return exits.BAD_USAGE
     except LanceTableUnreadable as exc:
         print(f"sessionlake recall: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     mark = ("**", "**") if args.json or not sys.stdout.isatty() else ("\x1b[1m", "\x1b[0m")
     fields = MINIMAL_FIELDS if args.json and args.fields == "minimal" else ALL_FIELDS
     rows = [describe(hit, i, words, SNIPPET_WIDTH, mark, fields) for i, hit in enumerate(hits, 1)]
@@ -119,10 +121,10 @@ def run(args: argparse.Namespace) -> int:
         rows = fit_budget(rows, args.max_tokens)
     if args.json:  # within a budget, printed as it was measured
         print(compact_json(rows) if args.max_tokens else json.dumps(rows, indent=2, ensure_ascii=False))
-        return 0
+        return exits.DONE if hits else exits.FAILED
     if not hits:
         print(f"no records match {args.query!r}")
-        return 0
+        return exits.FAILED
     for row, hit in zip(rows, hits, strict=True):
         when = hit["timestamp"].strftime("%Y-%m-%d %H:%M") if hit["timestamp"] else "-"
         session = (hit["session_id"] or "-")[:8]
@@ -134,4 +136,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"    {row['snippet']}")
         for after in context.get("after", []):
             print(f"      {after['role'] or '-':<9}  {after['text']}")
-    return 0
+    return exits.DONE

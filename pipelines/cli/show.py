@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.cli import exits
+
 TEXT_WIDTH = 400
 """Characters of a message in the text view (``--json`` keeps the whole text)."""
 
@@ -54,26 +56,26 @@ def run(args: argparse.Namespace) -> int:
                              packs=lambda: PackStore.from_settings(settings))
     except (ValueError, LanceTableUnreadable) as exc:
         print(f"sessionlake show: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, LanceTableUnreadable) else 2
+        return exits.FAILED if isinstance(exc, LanceTableUnreadable) else exits.BAD_USAGE
     if found is None:
         print(f"sessionlake show: no session {args.session!r} in the memory or the archive", file=sys.stderr)
-        return 1
+        return exits.FAILED
     rows = found["messages"]
     if around is not None:
         at = next((i for i, r in enumerate(rows) if r["id"] == around), None)
         if at is None:
             print(f"sessionlake show: hit {args.around!r} is not in session {args.session!r}", file=sys.stderr)
-            return 1
+            return exits.FAILED
         rows = rows[max(at - args.context, 0): at + args.context + 1]
     session_id = next((r["session_id"] for r in rows if r.get("session_id")), None)
     if args.json:
         print(json.dumps({"session": session_id, "session_key": found["session_key"], "project": found["project"],
                           "source": found["source"], "around": around, "messages": [message(r) for r in rows]},
                          indent=2, ensure_ascii=False))
-        return 0
+        return exits.DONE
     print(f"{session_id or found['session_key']}  {found['project']}  ({found['source']}, {len(rows)} messages)")
     for row in rows:
         shown = message(row, TEXT_WIDTH)
         mark = ">" if row["id"] == around else " "
         print(f"{mark} {(shown['time'] or '-')[:19].replace('T', ' ')}  {shown['role'] or '-':<9}  {shown['text']}")
-    return 0
+    return exits.DONE
