@@ -124,7 +124,9 @@ def test_override_file_wins_and_recosts_and_prices_shows_it(settings, samples_ro
 
     shown = _cli("prices", "claude-sonnet-4-20250514", "claude-opus-4-9-20270101", "claude-opus-4-9", env=env)
     assert shown.returncode == 0, shown.stderr
-    lines = shown.stdout.splitlines()
+    header, rule, *rows = shown.stdout.splitlines()
+    assert set(rule) == {"-", " "}  # the one table printer's rule under the header
+    lines = [header, *rows]
     assert lines[1].split()[:3] == ["claude-sonnet-4-20250514", "override", "claude-sonnet-4"]
     assert "$6 / $30 / $7.5 / $12 / $0.6" in lines[1]
     assert [ln.split()[:2] for ln in lines[2:]] == [["claude-opus-4-9-20270101", "override"]] * 2 + [

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from pipelines.cli.options import add_project_option, project_names
+from pipelines.cli.table import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -121,7 +122,4 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def _table(cols: tuple[str, ...], rows: list[dict]) -> None:
-    cells = [list(cols)] + [[f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print(format_table(cols, [[r[c] for c in cols] for r in rows]))

@@ -62,6 +62,7 @@ def _entry(model: str, price, responses: int | None) -> dict:
 
 
 def _text(entries: list[dict]) -> str:
+    from pipelines.cli.table import format_table
     from resources.usage.pricing import Rates, rates_text
 
     header = ("model", "source", "matched", "when", "request input", "USD/MTok: input / output / 5m write / "
@@ -77,9 +78,7 @@ def _text(entries: list[dict]) -> str:
                     f"<= {band['upToTokens']:,}" if band["upToTokens"] is not None else "any")
             rates = Rates(**{k: band[camel] for k, camel in _CAMEL.items()})
             rows.append((e["model"], e["source"], e["matched"], when, size, rates_text(rates)))
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [header, *rows])
+    return format_table(header, rows)
 
 
 _CAMEL = {"input": "input", "output": "output", "cache_write": "cacheWrite", "cache_write_1h": "cacheWrite1h",

@@ -22,6 +22,7 @@ from datetime import date, timedelta
 
 from pipelines.cli import exits
 from pipelines.cli.options import add_project_option, add_session_option, hidden_alias
+from pipelines.cli.table import format_table
 from resources.usage.blocks import BLOCK_HOURS
 from resources.usage.reports import (
     AGENT_REPORTS,
@@ -320,7 +321,7 @@ def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: 
         rows = [(_block_label(b), b["entries"], b["totalTokens"], b["costUSD"], ", ".join(b["models"]))
                 for b in report["blocks"]]
         t = report["totals"]
-        return _table(header, rows, ("total", "", t["totalTokens"], t["totalCost"], ""))
+        return format_table(header, rows, ("total", "", t["totalTokens"], t["totalCost"], ""))
     if "projects" in report and isinstance(report["projects"], dict):  # --instances
         groups = list(report["projects"].items())
     else:
@@ -345,13 +346,13 @@ def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: 
                 rows.extend((f"  - {b['modelName']}", *_token_cells(b), sum(_token_cells(b)), b["cost"])
                             for b in e["modelBreakdowns"])
     t = report["totals"]
-    return _table(header, rows, ("total", *_token_cells(t), t["totalTokens"], t["totalCost"]))
+    return format_table(header, rows, ("total", *_token_cells(t), t["totalTokens"], t["totalCost"]))
 
 
 def format_session(report: dict) -> str:
     header = ("time (UTC)", "model", "input", "output", "cache write", "cache read", "cost USD")
     rows = [(e["timestamp"][:19], e["model"], *_token_cells(e), e["costUSD"]) for e in report["entries"]]
-    return _table(header, rows, ("total", "", "", "", "", report["totalTokens"], report["totalCost"]))
+    return format_table(header, rows, ("total", "", "", "", "", report["totalTokens"], report["totalCost"]))
 
 
 def _token_cells(entry: dict) -> tuple[int, int, int, int]:
@@ -362,21 +363,3 @@ def _block_label(block: dict) -> str:
     if block["isGap"]:
         return f"{block['startTime'][:16]} (gap)"
     return block["startTime"][:16] + (" (active)" if block["isActive"] else "")
-
-
-def _table(header: tuple, rows: list[tuple], totals: tuple) -> str:
-    cells = [[_cell(v) for v in row] for row in [header, *rows, totals]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-             for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
