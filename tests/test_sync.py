@@ -375,3 +375,25 @@ def test_the_team_central_ingest_reads_sync_files_beside_pushed_packs(tmp_path, 
         by = dict(conn.execute("SELECT user_name || '@' || machine, count(*) FROM usage_messages GROUP BY ALL")
                   .fetchall())
     assert set(by) == {"chip@laptop", "bob@desk"} and sum(by.values()) == union[0]
+
+
+def test_a_machine_s_many_files_are_compacted_into_one_that_readers_merge_once(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    uri = str(shared)
+    a = _machine(tmp_path, "laptop", 23, sessions=1)
+    b = _machine(tmp_path, "desk", 24, sessions=1)
+    for n in range(17):  # one file per sync; the 17th makes more than 16: compacted
+        generate_corpus(a / ".claude" / "projects" / f"-day-{n}", sessions=1, projects=1, seed=300 + n, turns=1)
+        report = _sync(a, uri)
+        if n == 4:
+            _sync(b, uri)  # desk has read laptop's first five files
+    assert report["compacted"] == 17
+    [merged] = [name for name in _location_files(uri) if name.startswith("usage/laptop/")]
+    assert FileName.parse(merged).first == 1 and FileName.parse(merged).last == 17
+    union = _union_totals(tmp_path, [a, b])
+    assert _sync(b, uri)["pulled_files"] == 1 and _totals(b) == union
+    assert _sync(a, uri)["pulled_files"] == 0 and _totals(a) == union  # its own merged file: read already
+    c = _machine(tmp_path, "spare", 25, sessions=1)
+    _sync(c, uri)
+    assert _totals(c) == _union_totals(tmp_path / "with-spare", [a, b, c])
