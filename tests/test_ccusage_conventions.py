@@ -162,7 +162,7 @@ PER_REPORT = {
 MISPLACED = {
     ("daily",): [["--active"], ["--id", "x"], ["-w", "monday"], ["--speed", "fast"], ["-n", "3"]],
     ("session",): [["--last", "1"], ["-a"], ["--instances"]],
-    ("blocks",): [["--by-agent"], ["--sections", "daily"], ["--last", "1"], ["--instances"]],
+    ("blocks",): [["--by-agent"], ["--sections", "daily"], ["--last", "1"], ["--instances"], ["-p", "x"]],
     ("claude", "daily"): [["--active"], ["--by-agent"], ["--sections", "daily"]],
     ("codex", "session"): [["-p", "x"], ["--last", "1"], ["--by-agent"], ["--id", "x"]],
     ("qwen", "daily"): [["--speed", "fast"], ["--instances"], ["-a"]],

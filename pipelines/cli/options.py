@@ -13,6 +13,19 @@ from __future__ import annotations
 import argparse
 
 
+def positive(kind: type = int):
+    """An argparse ``type``: a number of ``kind`` greater than 0, else a usage error naming the value."""
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
+        return number
+    return parse
+
+
 def add_project_option(parser: argparse.ArgumentParser, help: str, *, positionals: bool = False) -> None:
     """``-p/--project`` (repeatable, default ``[]``) with ``help``; ``positionals``: also PROJECT names
     as positionals, unlisted (read both with `project_names`)."""

@@ -21,7 +21,7 @@ import argparse
 from datetime import datetime
 
 from pipelines.cli import exits
-from pipelines.cli.options import add_project_option, add_session_option, hidden_alias
+from pipelines.cli.options import add_project_option, add_session_option, hidden_alias, positive
 
 SNIPPET_WIDTH = 160
 CONTEXT_WIDTH = 240
@@ -37,35 +37,25 @@ def _since(value: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
-    return n
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recall", help="search every past prompt and answer (full-text, hybrid with embeddings)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("query", help="words or a phrase to look for")
-    p.add_argument("-k", type=_positive, default=10, help="how many hits (default 10)")
+    p.add_argument("-k", type=positive(), default=10, help="how many hits (default 10)")
     add_project_option(p, "only this project")
     p.add_argument("--since", type=_since,
                    help="only records at or after: 30m, 3h, 7d, 2w ago, or a date/time (UTC unless given)")
     p.add_argument("--agent", help="only this agent's sessions: claude, codex, gemini, opencode, qwen")
     add_session_option(p, "only this session (its id, or its first characters)")
     p.add_argument("--role", choices=("user", "assistant"), help="only prompts (user) or answers (assistant)")
-    p.add_argument("--context", type=_positive, metavar="N", help="also the N messages before and after each hit")
+    p.add_argument("--context", type=positive(), metavar="N", help="also the N messages before and after each hit")
     p.add_argument("--caller", default="cli",
                    help="who is recalling (a session id or a name), kept in each hit's provenance (default: cli)")
     hidden_alias(p, "--session-id", dest="caller")
     p.add_argument("--json", action="store_true", help="hits as a JSON list (documented shape, stdout only)")
     p.add_argument("--fields", choices=("all", "minimal"), default="all",
                    help="--json: every field, or rank, handle, agent, session, time, role, snippet")
-    p.add_argument("--max-tokens", type=_positive, metavar="N",
+    p.add_argument("--max-tokens", type=positive(), metavar="N",
                    help="shorten snippets and context until the output fits N tokens (hits are never dropped)")
     p.set_defaults(handler=run)
 

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         p.add_argument(*flags, **kwargs, help="accepted for ccusage compatibility; no effect here")
     p.error = _parse_error  # an unusable flag or value still gets a line and exit 0
-    p.set_defaults(handler=run, accepts_unknown=True)
+    p.set_defaults(handler=run, accepts_unknown=True, manages_home=True)  # a home that cannot be used: still a line
 
 
 def _parse_error(message: str) -> NoReturn:
@@ -106,9 +106,12 @@ def _read_payload() -> dict:
 
 def cached_status_line(payload: dict, args: argparse.Namespace) -> str:
     """`status_line`, or the line cached for the same session, transcript and payload (see the module doc)."""
+    from resources.config.private_home import make_private
     from resources.config.settings import Settings
     from resources.usage.line_cache import LineCache
 
+    settings = Settings.from_env()
+    make_private(settings)
     transcript = payload.get("transcript_path") if isinstance(payload.get("transcript_path"), str) else None
     try:
         st = os.stat(transcript) if transcript else None
@@ -118,7 +121,7 @@ def cached_status_line(payload: dict, args: argparse.Namespace) -> str:
     shown["cost"] = shown["cost"].get("total_cost_usd") if isinstance(shown["cost"], dict) else None
     fingerprint = [st.st_size if st else None, st.st_mtime_ns if st else None, args.cost_source, args.timezone,
                    args.agent, args.visual_burn_rate, json.dumps(shown, sort_keys=True, default=str)]
-    cache = LineCache(Settings.from_env().home / "statusline")
+    cache = LineCache(settings.home / "statusline")
     key = str(payload.get("session_id") or transcript or "")
     if args.cache and (line := cache.get(key, fingerprint, args.refresh_interval)) is not None:
         return line

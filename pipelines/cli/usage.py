@@ -21,7 +21,7 @@ import sys
 from datetime import date, timedelta
 
 from pipelines.cli import exits
-from pipelines.cli.options import add_project_option, add_session_option, hidden_alias
+from pipelines.cli.options import add_project_option, add_session_option, hidden_alias, positive
 from pipelines.cli.table import format_table
 from resources.usage.blocks import BLOCK_HOURS
 from resources.usage.reports import (
@@ -82,21 +82,9 @@ _APPLIES = {
     "sections": ("--sections", PERIODS | {"session"}, ("all",)),
     "by_agent": ("--by-agent", frozenset(REPORTS) - BLOCKS_ONLY, ("all",)),
     "speed": ("--speed", frozenset(REPORTS), ("codex",)),
-    "project": ("-p/--project", frozenset(REPORTS), ("all", "claude")),
+    "project": ("-p/--project", frozenset(REPORTS) - BLOCKS_ONLY, ("all", "claude")),  # windows span projects
     "agent": ("--agent", frozenset(REPORTS), ("all", "claude")),
 }
-
-
-def _positive(kind):
-    def parse(value: str):
-        try:
-            number = kind(value)
-        except ValueError:
-            number = 0
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"{value!r}: expected a number greater than 0")
-        return number
-    return parse
 
 
 def _token_limit(value: str) -> str:
@@ -127,7 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "for that agent's own report")
     p.add_argument("-s", "--since", type=_date, help="first day included, YYYYMMDD or YYYY-MM-DD (in --timezone)")
     p.add_argument("-u", "--until", type=_date, help="last day included (in --timezone)")
-    p.add_argument("--last", type=_positive(int), metavar="N",
+    p.add_argument("--last", type=positive(int), metavar="N",
                    help="daily/weekly/monthly: only the last N periods (1: today, this week, this month)")
     p.add_argument("-z", "--timezone", default=None,
                    help="IANA zone for days and filters (default, or 'local': the system's)")
@@ -160,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--recent", action="store_true", help="blocks: those of the last 3 days")
     p.add_argument("-t", "--token-limit", type=_token_limit, metavar="TOKENS|max",
                    help="blocks: the active block's projection against this limit (max: the largest block)")
-    p.add_argument("-n", "--session-length", type=_positive(float), metavar="HOURS",
+    p.add_argument("-n", "--session-length", type=positive(float), metavar="HOURS",
                    help=f"blocks: window length in hours (default {BLOCK_HOURS})")
     p.add_argument("-b", "--breakdown", action="store_true", help="table: a line per model under each row")
     add_session_option(p, "session report: the responses of this one session")

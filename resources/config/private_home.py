@@ -29,16 +29,9 @@ HOME_MODE = 0o700
 
 def make_private(settings: Settings) -> None:
     """Set the umask to 0o077, create the home 0700, and tighten a home an older version left open."""
-    from resources.config.settings import SettingError
-
     os.umask(PRIVATE_UMASK)
     home = settings.home
-    try:
-        home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise SettingError(f"SESSIONLAKE_HOME={home} is not a folder ({exc.strerror}): point it at a folder") from exc
-    except PermissionError as exc:
-        raise SettingError(f"SESSIONLAKE_HOME={home} cannot be created ({exc.strerror})") from exc
+    home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
     if stat.S_IMODE(home.stat().st_mode) == HOME_MODE:
         return
     for path in owned_paths(settings):
