@@ -197,6 +197,10 @@ def test_no_cost_sections_last_and_project_rows(ingested):
     assert sorted(sections) == ["daily", "monthly", "totals"]
     assert sections["totals"] == _json(ingested, "monthly")["totals"]
     assert _json(ingested, "claude", "daily", "--last", "3")["daily"] == []  # the samples are from 2025
+    for args in (["codex", "daily", "-b"], ["codex", "session", "--no-cost"], ["blocks", "--no-cost"],
+                 ["session", "--id", SESSION, "--no-cost"], ["daily", "--sections", "daily,session"]):
+        table = _cli(ingested, "usage", *args)  # the tables print every shape, with or without costs
+        assert table.returncode == 0 and "total" in table.stdout, (args, table.stderr)
     rows = _json(ingested, "claude", "daily", "--project", "-Users-chip-dev-ai-music")["daily"]
     assert [r["project"] for r in rows] == ["-Users-chip-dev-ai-music"] * 2  # as ccusage claude daily -p
 

@@ -306,10 +306,10 @@ def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: 
     aliases = aliases or {}
     if kind == "blocks":
         header = ("block start (UTC)", "entries", "total tokens", "cost USD", "models")
-        rows = [(_block_label(b), b["entries"], b["totalTokens"], b["costUSD"], ", ".join(b["models"]))
+        rows = [(_block_label(b), b["entries"], b["totalTokens"], _cost(b), ", ".join(b["models"]))
                 for b in report["blocks"]]
         t = report["totals"]
-        return format_table(header, rows, ("total", "", t["totalTokens"], t["totalCost"], ""))
+        return format_table(header, rows, ("total", "", t["totalTokens"], _cost(t), ""))
     if "projects" in report and isinstance(report["projects"], dict):  # --instances
         groups = list(report["projects"].items())
     else:
@@ -323,24 +323,32 @@ def format_report(kind: str, report: dict, *, breakdown: bool = False, aliases: 
             rows.append((f"[{aliases.get(project, project)}]", "", "", "", "", "", ""))
         for e in entries:
             label = aliases.get(e[field], e[field]) if field == "project" else e[field]
-            rows.append((label, *_token_cells(e), e["totalTokens"], e["totalCost"]))
+            rows.append((label, *_token_cells(e), e["totalTokens"], _cost(e)))
             if by_agent:
-                rows.extend((f"  [{a['agent']}]", *_token_cells(a), a["totalTokens"], a["totalCost"])
+                rows.extend((f"  [{a['agent']}]", *_token_cells(a), a["totalTokens"], _cost(a))
                             for a in e.get("agents", []))
             if by_machine:
-                rows.extend((f"  [{m['machine']}]", *_token_cells(m), m["totalTokens"], m["totalCost"])
+                rows.extend((f"  [{m['machine']}]", *_token_cells(m), m["totalTokens"], _cost(m))
                             for m in e.get("machines", []))
             if breakdown:
-                rows.extend((f"  - {b['modelName']}", *_token_cells(b), sum(_token_cells(b)), b["cost"])
-                            for b in e["modelBreakdowns"])
+                rows.extend((f"  - {b['modelName']}", *_token_cells(b), sum(_token_cells(b)), _cost(b))
+                            for b in e.get("modelBreakdowns", []))
+                rows.extend((f"  - {name}", *_token_cells(m), m["totalTokens"], "")  # Codex: models{} has no cost
+                            for name, m in e.get("models", {}).items())
     t = report["totals"]
-    return format_table(header, rows, ("total", *_token_cells(t), t["totalTokens"], t["totalCost"]))
+    return format_table(header, rows, ("total", *_token_cells(t), t["totalTokens"], _cost(t)))
 
 
 def format_session(report: dict) -> str:
     header = ("time (UTC)", "model", "input", "output", "cache write", "cache read", "cost USD")
-    rows = [(e["timestamp"][:19], e["model"], *_token_cells(e), e["costUSD"]) for e in report["entries"]]
-    return format_table(header, rows, ("total", "", "", "", "", report["totalTokens"], report["totalCost"]))
+    rows = [(e["timestamp"][:19], e["model"], *_token_cells(e), _cost(e)) for e in report["entries"]]
+    return format_table(header, rows, ("total", "", "", "", "", report["totalTokens"], _cost(report)))
+
+
+def _cost(entry: dict) -> float | str:
+    """A row's cost, whatever the shape names it (``totalCost``, Codex's ``costUSD``, a model's ``cost``);
+    blank under ``--no-cost``."""
+    return next((entry[name] for name in ("totalCost", "costUSD", "cost") if name in entry), "")
 
 
 def _token_cells(entry: dict) -> tuple[int, int, int, int]:
