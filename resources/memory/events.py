@@ -4,12 +4,17 @@ spills), one commit per event, queried newest first."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import orjson
 import pyarrow as pa
 
 from resources.ids import new_ulid
-from resources.memory.lance import EVENTS, EVENTS_SCHEMA, LanceStore, as_utc, sql_str, utcnow
+from resources.memory.schema import EVENTS, EVENTS_SCHEMA, sql_str
+from resources.times import as_utc, utcnow
+
+if TYPE_CHECKING:
+    from resources.memory.lance import LanceStore
 
 SEVERITIES = ("debug", "info", "warning", "error")
 

@@ -22,7 +22,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from resources.memory.lance import RECORDS, sql_str
+from resources.memory.schema import RECORDS, sql_str
 from resources.times import as_utc
 
 MINIMAL_FIELDS = ("rank", "handle", "agent", "session", "time", "role", "snippet")

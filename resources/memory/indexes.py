@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resources.memory.lance import (
+from resources.memory.schema import (
     ID_INDEX,
     INDEX_DELTA_ROWS,
     INDEX_TIER_RATIO,

@@ -31,130 +31,70 @@ import functools
 import os
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 
-from resources.ids import stable_id
+from resources.memory.schema import (
+    BROKEN_DIR,
+    EDGES,
+    EDGES_SCHEMA,
+    EVENTS,
+    EVENTS_SCHEMA,
+    ID_INDEX,
+    ID_LOOKUP_CHUNK,
+    INDEX_DELTA_ROWS,
+    INDEX_TIER_RATIO,
+    OPEN_RETRY_SEC,
+    PROVENANCE,
+    PROVENANCE_SCHEMA,
+    RECORD_ID_INDEX,
+    RECORDS,
+    RECORDS_SCHEMA,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    TABLE_NAMES,
+    TEXT_INDEX,
+    VECTOR_COLUMN,
+    LanceTableUnreadable,
+    edge_id,
+    new_edge,
+    new_record,
+    sql_str,
+)
 from resources.objectstore.location import StorageLocation
 from resources.times import as_utc, utcnow
 
-RECORDS = "records"
-EDGES = "edges"
-EVENTS = "events"
-PROVENANCE = "provenance"
-TABLE_NAMES = (RECORDS, EDGES, EVENTS, PROVENANCE)
-SCHEMA_VERSION = 1
-TEXT_INDEX = "text_idx"
-ID_INDEX = "id_idx"
-VECTOR_COLUMN = "vector"
-RECORD_ID_INDEX = "record_id_idx"
-ID_LOOKUP_CHUNK = 2000
-"""Ids per ``id IN (...)`` lookup, so one filter never grows unbounded."""
-BROKEN_DIR = "broken"
-"""Under the Lance root: table folders set aside because Lance could not open them."""
-OPEN_RETRY_SEC = 0.2
-"""A folder that will not open is tried once more after this pause: another process may be creating it."""
-INDEX_DELTA_ROWS = 100
-"""Unindexed rows that make a write index them as a new index segment (maintenance indexes them all).
-
-Every query scans the unindexed rows (about 40 us per record for full text, measured with 7,000
-records on the 2-core dev box); a segment of 20 rows costs ~10 KB, where rebuilding the whole
-full-text index costs ~76 bytes per row of the table (0.53 MB at 7,000 rows)."""
-INDEX_TIER_RATIO = 0.25
-"""Maintenance merges an index into one segment (a full rewrite) once its recent rows reach this share
-of its base segment's rows; until then it rewrites only the recent ones, see `refresh_indexes`."""
-
-_TS = pa.timestamp("us", tz="UTC")
-
-RECORDS_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("tier", pa.string(), nullable=False),
-    pa.field("text", pa.string()),
-    pa.field("role", pa.string()),
-    pa.field("session_id", pa.string()),
-    pa.field("session_key", pa.string()),
-    pa.field("project", pa.string()),
-    pa.field("timestamp", _TS),
-    pa.field("model", pa.string()),
-    pa.field("git_branch", pa.string()),
-    pa.field("tags", pa.list_(pa.string())),
-    pa.field("language", pa.string()),
-    pa.field("created_at", _TS),
-    pa.field("updated_at", _TS),
-    pa.field("schema_version", pa.int32()),
-])
-
-EDGES_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("src", pa.string(), nullable=False),
-    pa.field("dst", pa.string(), nullable=False),
-    pa.field("edge_type", pa.string(), nullable=False),
-    pa.field("weight", pa.float32()),
-    pa.field("updated_at", _TS),
-])
-
-EVENTS_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("ts", _TS),
-    pa.field("kind", pa.string(), nullable=False),
-    pa.field("severity", pa.string()),
-    pa.field("data", pa.string()),
-])
-
-PROVENANCE_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("record_id", pa.string(), nullable=False),
-    pa.field("ts", _TS),
-    pa.field("cue", pa.string()),
-    pa.field("session_id", pa.string()),
-    pa.field("entry", pa.string()),
-])
-"""One row per provenance entry. ``id`` orders a record's entries; ``entry`` (JSON) is what ``get`` returns,
-the other columns are there to query by."""
-
-_SCHEMAS = {RECORDS: RECORDS_SCHEMA, EDGES: EDGES_SCHEMA, EVENTS: EVENTS_SCHEMA, PROVENANCE: PROVENANCE_SCHEMA}
-
-
-def new_record(
-    id: str,
-    text: str,
-    *,
-    tier: str,
-    role: str | None = None,
-    session_id: str | None = None,
-    session_key: str | None = None,
-    project: str | None = None,
-    timestamp: datetime | str | None = None,
-    model: str | None = None,
-    git_branch: str | None = None,
-    tags: Iterable[str] = (),
-    language: str | None = None,
-) -> dict:
-    """A complete ``records`` row: created/updated now, the current schema version."""
-    now = utcnow()
-    return {
-        "id": id, "tier": tier, "text": text, "role": role, "session_id": session_id,
-        "session_key": session_key, "project": project, "timestamp": as_utc(timestamp), "model": model,
-        "git_branch": git_branch, "tags": sorted(set(tags)), "language": language,
-        "created_at": now, "updated_at": now, "schema_version": SCHEMA_VERSION,
-    }
-
-
-def edge_id(src: str, dst: str, edge_type: str) -> str:
-    return stable_id("edge", src, dst, edge_type)
-
-
-def new_edge(src: str, dst: str, edge_type: str, weight: float = 1.0) -> dict:
-    """A complete ``edges`` row whose id depends only on (src, dst, edge_type)."""
-    return {"id": edge_id(src, dst, edge_type), "src": src, "dst": dst, "edge_type": edge_type,
-            "weight": float(weight), "updated_at": utcnow()}
-
-
-def sql_str(value: str) -> str:
-    """A SQL string literal for a Lance filter."""
-    return "'" + str(value).replace("'", "''") + "'"
+__all__ = [
+    "LanceStore",
+    "BROKEN_DIR",
+    "EDGES",
+    "EDGES_SCHEMA",
+    "EVENTS",
+    "EVENTS_SCHEMA",
+    "ID_INDEX",
+    "ID_LOOKUP_CHUNK",
+    "INDEX_DELTA_ROWS",
+    "INDEX_TIER_RATIO",
+    "LanceTableUnreadable",
+    "OPEN_RETRY_SEC",
+    "PROVENANCE",
+    "PROVENANCE_SCHEMA",
+    "RECORDS",
+    "RECORDS_SCHEMA",
+    "RECORD_ID_INDEX",
+    "SCHEMA_VERSION",
+    "TABLE_NAMES",
+    "TEXT_INDEX",
+    "VECTOR_COLUMN",
+    "edge_id",
+    "new_edge",
+    "new_record",
+    "sql_str",
+    "as_utc",
+    "utcnow",
+]
+"""The store, and the schema names callers have long imported from here."""
 
 
 def _id_filter(ids: Sequence[str]) -> str:
@@ -164,17 +104,6 @@ def _id_filter(ids: Sequence[str]) -> str:
 def _dedupe(rows: list[dict]) -> list[dict]:
     """Last row per id wins (merge_insert rejects a source with duplicate keys)."""
     return list({row["id"]: row for row in rows}.values())
-
-
-class LanceTableUnreadable(RuntimeError):
-    """A table's folder exists but Lance cannot open it; it is left exactly as it is."""
-
-    def __init__(self, name: str, path: Path | str, cause: BaseException):
-        self.table, self.path = name, path
-        super().__init__(
-            f"Lance table {name!r} at {path} exists but cannot be opened ({type(cause).__name__}: {cause}); "
-            "it was left untouched. `sessionlake memory rebuild` sets it aside and re-derives records and "
-            "edges from the archive")
 
 
 class LanceStore:
@@ -255,7 +184,7 @@ class LanceStore:
 
         Raises `LanceTableUnreadable` when the folder exists and Lance cannot open it.
         """
-        if name not in _SCHEMAS:
+        if name not in SCHEMAS:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
         if not self.table_exists(name):
             return self._create_table(name)
@@ -276,7 +205,7 @@ class LanceStore:
         `LanceTableUnreadable`, as in `open_table`."""
         import lance
 
-        if name not in _SCHEMAS:
+        if name not in SCHEMAS:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
         options = self.location.lance_options() if self.location is not None else None
         if not self.table_exists(name):
@@ -284,7 +213,7 @@ class LanceStore:
                 self._create_table(name)  # LanceDB keeps the embedding function in the schema's metadata
             else:
                 with contextlib.suppress(OSError):  # another process created it a moment ago
-                    lance.write_dataset(_SCHEMAS[name].empty_table(), self.table_uri(name), mode="create",
+                    lance.write_dataset(SCHEMAS[name].empty_table(), self.table_uri(name), mode="create",
                                         storage_options=options)
         try:
             return lance.dataset(self.table_uri(name), storage_options=options)
@@ -328,7 +257,7 @@ class LanceStore:
         return target
 
     def _create_table(self, name: str):
-        schema = _SCHEMAS[name]
+        schema = SCHEMAS[name]
         functions = None
         if name == RECORDS and self.embedding is not None:
             from lancedb.embeddings import EmbeddingFunctionConfig
@@ -382,7 +311,7 @@ class LanceStore:
         try:
             self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS, table=table)
         except Exception as exc:
-            from resources.memory.maintenance import is_commit_conflict
+            from resources.memory.conflicts import is_commit_conflict
 
             if not is_commit_conflict(exc):
                 raise

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from resources.memory.conflicts import is_commit_conflict
 from resources.memory.events import write_event
-from resources.memory.lance import EVENTS, TABLE_NAMES
+from resources.memory.schema import EVENTS, TABLE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ DELETED_SHARE_TO_REWRITE = 0.1
 
 CONFLICT_ATTEMPTS = 6
 CONFLICT_BASE_DELAY_SEC = 0.1
-_CONFLICT_MARKERS = ("preempted by concurrent", "failed to commit after", "commit conflict", "retryable commit")
 
 
 class RetentionBelowFloor(ValueError):
@@ -214,15 +214,6 @@ def threshold_breaches(health: dict[str, TableHealth | str], versions_threshold:
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
-
-def is_commit_conflict(exc: BaseException) -> bool:
-    """True for a concurrent-commit conflict, which a later attempt on a fresh handle can get past."""
-    from lance.commit import CommitConflictError
-
-    if isinstance(exc, CommitConflictError):
-        return True
-    text = str(exc).lower()
-    return any(marker in text for marker in _CONFLICT_MARKERS)
 
 
 class CommitConflictPersisted(RuntimeError):

@@ -24,8 +24,9 @@ import orjson
 import pyarrow as pa
 
 from resources.ids import new_ulid
-from resources.memory.lance import ID_LOOKUP_CHUNK, PROVENANCE, PROVENANCE_SCHEMA, RECORDS, as_utc, sql_str
 from resources.memory.provenance_queue import ProvenanceWriteQueue
+from resources.memory.schema import ID_LOOKUP_CHUNK, PROVENANCE, PROVENANCE_SCHEMA, RECORDS, sql_str
+from resources.times import as_utc
 
 if TYPE_CHECKING:
     from resources.memory.lance import LanceStore

@@ -21,8 +21,8 @@ import os
 import orjson
 import pyarrow as pa
 
-from resources.memory.lance import PROVENANCE, PROVENANCE_SCHEMA, RECORDS, sql_str
 from resources.memory.provenance import provenance_row
+from resources.memory.schema import PROVENANCE, PROVENANCE_SCHEMA, RECORDS, sql_str
 
 LEGACY_PROVENANCE_COLUMN = "provenance"
 MIGRATED_ID_PREFIX = "0" * 26 + "-"

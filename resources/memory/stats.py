@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from resources.memory.lance import RECORDS, sql_str
+from resources.memory.schema import RECORDS, sql_str
 
 
 def records_per_project(store, projects: Sequence[str]) -> dict[str, int]:
