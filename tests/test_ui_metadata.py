@@ -3,6 +3,8 @@ warehouse, a no-op run that leaves them as they are, the whole-warehouse totals,
 the counting rules, and lineage for every table the code writes."""
 
 import json
+import os
+import time
 
 import dagster as dg
 import duckdb
@@ -12,6 +14,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
+from pipelines.defs.resources import LanceResource, PackResource, StateResource
 from pipelines.defs.sessions.assets import CODE_VERSIONS, JOB_NAME, USAGE_TOTALS, ingest_projects
 from pipelines.defs.sessions.sensors import partition_run_request
 from resources.memory.lance import LanceStore
@@ -139,3 +142,40 @@ def test_every_table_the_code_writes_is_an_asset_with_its_lineage():
     assert parents["lance_storage"] >= {"memory_records", "capture_records", "team_sessions", "recall_provenance"}
     assert parents["lance_events"] >= {"memory_records", "lance_storage"}
     assert graph.get(dg.AssetKey("consolidated_packs")).backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def _freshness_tick(instance):
+    context = dg.build_sensor_context(instance=instance, resources={"state": StateResource()},
+                                      repository_def=defs.get_repository_def())
+    return defs.get_repository_def().get_sensor_def("session_freshness_sensor").evaluate_tick(context)
+
+
+def test_freshness_check_fails_for_a_stale_partition_without_a_run(instance, settings):
+    instance.add_dynamic_partitions(projects_partitions.name, [SAMPLE_PROJECT])
+    _run(instance, [SAMPLE_PROJECT])
+    fresh = {e.asset_key.to_user_string(): e for e in _freshness_tick(instance).asset_events}
+    assert set(fresh) == set(PROCESSOR_ASSETS) and all(e.passed for e in fresh.values())
+
+    path = next(settings.sessions_dir.rglob("fed8ce56*.jsonl"))
+    with open(path, "a") as f:
+        f.write('{"type": "summary", "summary": "written while no daemon ran"}\n')
+    long_ago = time.time() - 3600  # changed an hour ago, many sensor intervals, and never ingested
+    os.utime(path, (long_ago, long_ago))
+    stale = {e.asset_key.to_user_string(): e for e in _freshness_tick(instance).asset_events}
+    for asset in PROCESSOR_ASSETS:
+        assert not stale[asset].passed and stale[asset].severity == dg.AssetCheckSeverity.WARN
+        assert stale[asset].metadata["files_behind"].value == 1
+        assert f"`{SAMPLE_PROJECT}`" in stale[asset].metadata["behind"].value
+
+    _run(instance, [SAMPLE_PROJECT])  # the next ingest catches up
+    assert all(e.passed for e in _freshness_tick(instance).asset_events)
+
+
+def test_a_ui_backfill_evaluates_every_check_it_plans(instance, settings):
+    """Materializing the session assets as the UI does (checks included): no check is left skipped."""
+    instance.add_dynamic_partitions(projects_partitions.name, [SAMPLE_PROJECT])
+    result = dg.materialize([ingest_projects], instance=instance, partition_key=SAMPLE_PROJECT,
+                            resources={"state": StateResource(), "lance": LanceResource(), "packs": PackResource()})
+    assert result.success
+    checks = {(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations()}
+    assert checks == {(a, name) for a in PROCESSOR_ASSETS for name in ("files_ingested", "files_fresh")}

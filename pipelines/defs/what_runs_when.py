@@ -46,7 +46,7 @@ def render(defs: dg.Definitions) -> str:
         "|---|---|---|---|---|---|",
     ]
     for s in sorted(repo.sensor_defs, key=lambda s: s.name):
-        jobs = ", ".join(f"`{t.job_name}`" for t in s.targets)
+        jobs = ", ".join(f"`{t.job_name}`" for t in s.targets) or "no run"
         status = "on" if s.default_status == dg.DefaultSensorStatus.RUNNING else "off"
         lines.append(f"| `{s.name}` | sensor | {_every(s.minimum_interval_seconds)} | {jobs} | {status} "
                      f"| {_first_sentence(s.description)} |")

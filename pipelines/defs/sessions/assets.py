@@ -8,6 +8,7 @@ import dagster as dg
 from pipelines.defs.partitions import ProjectsConfig, projects_partitions, selected_projects
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
 from pipelines.defs.sessions import holdings
+from pipelines.defs.sessions.checks import FRESH_CHECK, FRESH_CHECK_SPECS, freshness_results
 from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
 from pipelines.instance.run_recovery import claim_run
 from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
@@ -160,7 +161,7 @@ def _check_result(name: str, stats: dict, projects: list[str], retry_dir,
 @dg.multi_asset(
     name=STEP_NAME,
     specs=SPECS,
-    check_specs=CHECK_SPECS,
+    check_specs=[*CHECK_SPECS, *FRESH_CHECK_SPECS],
     partitions_def=projects_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=True,
@@ -223,6 +224,19 @@ def ingest_projects(context: dg.AssetExecutionContext, config: ProjectsConfig, s
         if processor.name == "memory" and changed:  # its run summary is a row of the events table
             context.log_event(dg.AssetMaterialization("lance_events", metadata={
                 "dagster/row_count": dg.MetadataValue.int(lance.store().count(EVENTS))}))
+    yield from _freshness(context, settings, state, files, [p.name for p in processors])
+
+
+def _freshness(context: dg.AssetExecutionContext, settings, state: StateResource, files: list,
+               processors: list[str]):
+    """The files_fresh results the run was asked for (a UI backfill asks; sensor runs leave them to the
+    freshness sensor), over the run's projects."""
+    wanted = [name for name in processors if dg.AssetCheckKey(dg.AssetKey(PROCESSOR_ASSETS[name]), FRESH_CHECK)
+              in context.selected_asset_check_keys]
+    for evaluation in freshness_results(settings, state.store(), files, wanted) if wanted else []:
+        yield dg.AssetCheckResult(asset_key=evaluation.asset_key, check_name=FRESH_CHECK, passed=evaluation.passed,
+                                  severity=evaluation.severity, metadata=evaluation.metadata,
+                                  description=evaluation.description)
 
 
 def _code_version_tag(asset: str) -> dict[str, str]:

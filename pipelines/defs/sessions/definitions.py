@@ -24,11 +24,11 @@ import dagster as dg
 
 from pipelines.defs.sessions.assets import ingest_projects, usage_totals_spec
 from pipelines.defs.sessions.jobs import ingest_sessions
-from pipelines.defs.sessions.sensors import session_files_sensor
+from pipelines.defs.sessions.sensors import session_files_sensor, session_freshness_sensor
 from resources.config.settings import Settings
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
     """The domain's definitions; the sensor ticks at ``settings.sensor_interval_sec``."""
     return dg.Definitions(assets=[ingest_projects, usage_totals_spec], jobs=[ingest_sessions],
-                          sensors=[session_files_sensor(settings)])
+                          sensors=[session_files_sensor(settings), session_freshness_sensor(settings)])

@@ -14,12 +14,18 @@ from pipelines.defs.partitions import projects_partitions, projects_run_request
 from pipelines.defs.resources import StateResource
 from pipelines.defs.run_targets import targets_any
 from pipelines.defs.sessions.assets import INGEST_ASSETS, STEP_NAME
+from pipelines.defs.sessions.checks import FRESHNESS_INTERVALS, freshness_results
 from pipelines.defs.sessions.jobs import ingest_sessions
+from pipelines.defs.tags import PROCESSOR_ASSETS
 from pipelines.instance.run_recovery import reap_dead_runs
 from resources.config.settings import Settings
 from resources.ingest.retry_marks import due_retries
 from resources.ingest.session_files import SessionFile
 from resources.sources import found_sources, walk_all
+from resources.state.store import is_lock_conflict
+
+FRESHNESS_LOCK_WAIT_SEC = 10.0
+"""The freshness tick waits at most this long for the warehouse, then skips (the next tick checks again)."""
 
 NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 
@@ -110,3 +116,32 @@ def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource
     context.log.info(f"requesting one run for {len(pending)} project(s) ({len(retries)} retried)")
     kept.update((p, current[p]) for p in pending if p in current)
     return dg.SensorResult(run_requests=[request], cursor=json.dumps({"digests": kept}, sort_keys=True))
+
+
+def session_freshness_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The ``session_freshness_sensor``: evaluates every processor asset's files_fresh check without a run,
+    every `FRESHNESS_INTERVALS` session-sensor intervals."""
+    every = FRESHNESS_INTERVALS * settings.sensor_interval_sec
+    return dg.sensor(
+        name="session_freshness_sensor", minimum_interval_seconds=every,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Every {every} s: evaluates the files_fresh check of each processor asset (no run): WARN when "
+                    f"a file changed more than {FRESHNESS_INTERVALS} session-sensor intervals ago is still unread.",
+    )(session_freshness_tick)
+
+
+def session_freshness_tick(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
+    """One files_fresh evaluation per processor asset, over every session file found (stats only)."""
+    settings = state.settings()
+    store = state.store()
+    store.lock_wait_sec = FRESHNESS_LOCK_WAIT_SEC
+    files = list(walk_all(found_sources(settings)))
+    try:
+        evaluations = freshness_results(settings, store, files, list(PROCESSOR_ASSETS))
+    except Exception as exc:
+        if is_lock_conflict(exc):
+            return dg.SensorResult(skip_reason="the warehouse is busy; the next tick checks again")
+        raise
+    behind = [e.asset_key.to_user_string() for e in evaluations if not e.passed]
+    context.log.info(f"files_fresh over {len(files)} file(s): " + (f"behind: {behind}" if behind else "caught up"))
+    return dg.SensorResult(asset_events=evaluations)
