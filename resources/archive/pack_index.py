@@ -13,16 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
+from resources.archive.index_rows import PendingObject
 from resources.archive.pack_format import ObjectEntry, Snapshot
 from resources.state.store import insert_rows, transaction
-
-if TYPE_CHECKING:
-    from resources.archive.packs import PendingObject
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
 from resources.archive import pack_index
+from resources.archive.index_rows import ArchivedVersion, Observation, PendingObject
 from resources.archive.pack_files import BucketPackFiles, LocalPackFiles
 from resources.archive.pack_format import (
     ObjectEntry,
@@ -37,32 +37,6 @@ from resources.archive.pack_format import (
 from resources.archive.restore import UnsafeTarget, restore_file, safe_relative, write_version
 from resources.config.settings import Settings
 from resources.state.store import StateStore
-
-
-@dataclass(frozen=True)
-class PendingObject:
-    """A new object waiting for its pack: id, raw size and stored (compressed) size."""
-
-    object_id: str
-    size: int
-    stored_size: int
-
-
-@dataclass(frozen=True)
-class ArchivedVersion:
-    """A snapshot row: one archived version of one session file."""
-
-    snapshot: Snapshot
-    pack_key: str
-    archived_at: datetime
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One time an ingest saw a version on disk: the version, with the mtime it had then."""
-
-    snapshot: Snapshot
-    observed_at: datetime
 
 
 class ObjectReader:

@@ -24,9 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from resources.objectstore.location import StorageLocation, StorageUnavailable
+from resources.config.errors import StorageUnavailable
+
+if TYPE_CHECKING:
+    from resources.objectstore.location import StorageLocation
 
 BLOCK = 1 << 20
 _ACCESS_REFUSED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")

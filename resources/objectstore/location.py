@@ -17,7 +17,9 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from resources.config.errors import SettingError
+from resources.config.errors import SettingError, StorageUnavailable
+
+__all__ = ["StorageLocation", "StorageUnavailable", "StorageUriError"]
 
 SCHEMES = ("s3",)
 _ENV_OPTIONS = {
@@ -33,11 +35,6 @@ _ENV_OPTIONS = {
 class StorageUriError(SettingError):
     """The storage URI (or the endpoint it is reached at) cannot be used; the message names the variable,
     says why and what is accepted."""
-
-
-class StorageUnavailable(RuntimeError):
-    """The bucket a URI names cannot be reached or used (no such bucket, access refused, endpoint down);
-    the message says which, and which settings to check."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resources.archive.index_rows import PendingObject
 from resources.archive.pack_format import (
     TEMP_SUFFIX,
     ObjectEntry,
@@ -28,7 +29,7 @@ from resources.archive.pack_format import (
     iter_chunks,
     object_id,
 )
-from resources.archive.packs import PackStore, PendingObject
+from resources.archive.packs import PackStore
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.state.store import Connection
 
