@@ -179,3 +179,25 @@ def test_a_ui_backfill_evaluates_every_check_it_plans(instance, settings):
     assert result.success
     checks = {(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations()}
     assert checks == {(a, name) for a in PROCESSOR_ASSETS for name in ("files_ingested", "files_fresh")}
+
+
+def test_an_instance_without_the_shipped_settings_is_named_by_the_session_sensor(settings):
+    """Plain `dagster dev` on a new DAGSTER_HOME: no lanes, no pool limit, no run monitoring; every tick says so."""
+    with dg.instance_for_test() as bare:
+        context = dg.build_sensor_context(instance=bare, instance_ref=bare.get_ref(),
+                                          resources={"state": StateResource()}, repository_def=defs.get_repository_def())
+        sensor = defs.get_repository_def().get_sensor_def("session_files_sensor")
+        first = sensor.evaluate_tick(context)
+        context = dg.build_sensor_context(instance=bare, instance_ref=bare.get_ref(), cursor=first.cursor,
+                                          resources={"state": StateResource()}, repository_def=defs.get_repository_def())
+        idle = sensor.evaluate_tick(context)
+    assert "lacks the sessionlake/queue run-queue lanes" in idle.skip_message
+    assert "run_monitoring" in idle.skip_message and "dagster.yaml" in idle.skip_message
+
+
+def test_the_shipped_instance_has_every_setting_the_sensor_looks_for(tmp_path):
+    from pipelines.instance.home import install_instance_yaml, missing_settings
+
+    install_instance_yaml(tmp_path)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as shipped:
+        assert missing_settings(shipped) == []

@@ -106,7 +106,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     from pipelines.defs.partitions import projects_partitions
     from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME
     from pipelines.defs.sessions.sensors import partition_run_request
-    from pipelines.defs.tags import POOL_INGEST
+    from pipelines.defs.tags import LAUNCHED_BY_TAG, POOL_INGEST
     from pipelines.instance.run_recovery import process_tags, wait_for_pool
 
     with open_instance() as instance, _sigterm_interrupts():
@@ -120,7 +120,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         checks = {dg.AssetCheckKey(dg.AssetKey(a), FILES_CHECK) for a in assets}
         job = defs.resolve_job_def(JOB_NAME).get_subset(asset_selection=selection, asset_check_selection=checks)
         wait_for_pool(instance, POOL_INGEST, settings.pool_wait_sec, say)
-        tags = {**request.tags, **process_tags()}  # tagged before the step claims its slot: no window to die in
+        # tagged before the step claims its slot: no window to die in
+        tags = {**request.tags, **process_tags(), LAUNCHED_BY_TAG: "sessionlake ingest"}
         if request.partition_key:
             tags["dagster/partition"] = request.partition_key
         run_config = {**request.run_config, **QUIET}

@@ -9,6 +9,8 @@ POOL_LANCE_MAINTENANCE = "sessionlake_lance_maintenance"
 QUEUE_TAG = "sessionlake/queue"
 """Run-queue lane (`pipelines/instance/dagster.yaml` limits each): ``ingest`` or ``capture``."""
 PRIORITY_TAG = "dagster/priority"
+LAUNCHED_BY_TAG = "sessionlake/launched-by"
+"""Runs started by a command (``sessionlake ingest``) say so; the UI otherwise shows "Manually launched"."""
 
 LANCE_ASSETS = frozenset({"memory_records", "capture_records", "team_sessions"})
 """Assets whose materialization commits to Lance tables: Lance maintenance waits for any run that

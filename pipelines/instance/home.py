@@ -142,3 +142,28 @@ def open_instance():
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise InstanceConfigError(f"cannot open the Dagster instance at DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}"
                                   f": {detail}") from exc
+
+
+def missing_settings(instance) -> list[str]:
+    """What the shipped instance settings give and ``instance`` lacks, in words: the run-queue lanes, the pool
+    limit and run monitoring. Empty for an instance made from `INSTANCE_YAML` or `POSTGRES_INSTANCE_YAML`."""
+    missing = []
+    concurrency = instance.get_concurrency_config()
+    lanes = {(lim.get("key"), lim.get("value")) for lim in
+             (concurrency.run_queue_config.tag_concurrency_limits if concurrency.run_queue_config else [])}
+    if ("sessionlake/queue", "ingest") not in lanes:
+        missing.append("the sessionlake/queue run-queue lanes (one ingest run at a time)")
+    if concurrency.pool_config.default_pool_limit is None:
+        missing.append("concurrency.pools.default_limit: 1 (ingest and pack GC never overlap)")
+    if not instance.run_monitoring_enabled:
+        missing.append("run_monitoring (runs stuck starting are failed)")
+    return missing
+
+
+def missing_settings_message(instance) -> str | None:
+    """One line naming what `missing_settings` found and how to fix it, or None."""
+    missing = missing_settings(instance)
+    if not missing:
+        return None
+    return (f"this Dagster instance lacks {'; '.join(missing)}: start it with `sessionlake dev`, or merge "
+            f"{INSTANCE_YAML} into $DAGSTER_HOME/dagster.yaml")

@@ -9,7 +9,7 @@ from pipelines.defs.partitions import ProjectsConfig, projects_partitions, selec
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
 from pipelines.defs.sessions import holdings
 from pipelines.defs.sessions.checks import FRESH_CHECK, FRESH_CHECK_SPECS, freshness_results
-from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS
+from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS, QUEUE_TAG
 from pipelines.instance.run_recovery import claim_run
 from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
 from resources.ingest.retry_marks import record_failures
@@ -171,6 +171,9 @@ def _check_result(name: str, stats: dict, projects: list[str], retry_dir,
 def ingest_projects(context: dg.AssetExecutionContext, config: ProjectsConfig, state: StateResource,
                     lance: LanceResource, packs: PackResource):
     claim_run(context.instance, context.run.run_id)
+    if BACKFILL_TAG in context.run.tags and QUEUE_TAG not in context.run.tags:
+        # Dagster gives an asset backfill's runs no job tags; label its lane as the job's own runs have it
+        context.instance.add_run_tags(context.run.run_id, {QUEUE_TAG: "ingest"})
     settings = state.settings()
     projects = selected_projects(context, config)
     selected = {key.to_user_string() for key in context.selected_asset_keys}

@@ -17,6 +17,7 @@ from pipelines.defs.sessions.assets import INGEST_ASSETS, STEP_NAME
 from pipelines.defs.sessions.checks import FRESHNESS_INTERVALS, freshness_results
 from pipelines.defs.sessions.jobs import ingest_sessions
 from pipelines.defs.tags import PROCESSOR_ASSETS
+from pipelines.instance.home import missing_settings_message
 from pipelines.instance.run_recovery import reap_dead_runs
 from resources.config.settings import Settings
 from resources.ingest.retry_marks import due_retries
@@ -78,6 +79,9 @@ def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource
     """
     settings = state.settings()
     instance = context.instance
+    unsafe = missing_settings_message(instance)
+    if unsafe:  # e.g. plain `dagster dev` on a new DAGSTER_HOME: runs would go unqueued and unmonitored
+        context.log.warning(unsafe)
     try:
         reaped = reap_dead_runs(instance)
         if reaped:
@@ -101,7 +105,8 @@ def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource
     kept = {p: fp for p, fp in previous.items() if p in current}
     if not pending:
         return dg.SensorResult(cursor=json.dumps({"digests": kept}, sort_keys=True),
-                               skip_reason=f"no changes in {len(current)} project(s)")
+                               skip_reason=f"no changes in {len(current)} project(s)"
+                               + (f"; warning: {unsafe}" if unsafe else ""))
     waiting = [r for r in instance.get_runs(dg.RunsFilter(statuses=NOT_STARTED), limit=50)
                if targets_any(r, context.repository_def, INGEST_ASSETS)]  # a queued UI backfill counts too
     if waiting:
