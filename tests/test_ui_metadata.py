@@ -183,14 +183,15 @@ def test_a_ui_backfill_evaluates_every_check_it_plans(instance, settings):
 
 def test_an_instance_without_the_shipped_settings_is_named_by_the_session_sensor(settings):
     """Plain `dagster dev` on a new DAGSTER_HOME: no lanes, no pool limit, no run monitoring; every tick says so."""
+    repo = defs.get_repository_def()
+    sensor = repo.get_sensor_def("session_files_sensor")
     with dg.instance_for_test() as bare:
-        context = dg.build_sensor_context(instance=bare, instance_ref=bare.get_ref(),
-                                          resources={"state": StateResource()}, repository_def=defs.get_repository_def())
-        sensor = defs.get_repository_def().get_sensor_def("session_files_sensor")
-        first = sensor.evaluate_tick(context)
-        context = dg.build_sensor_context(instance=bare, instance_ref=bare.get_ref(), cursor=first.cursor,
-                                          resources={"state": StateResource()}, repository_def=defs.get_repository_def())
-        idle = sensor.evaluate_tick(context)
+        def tick(cursor=None):
+            return sensor.evaluate_tick(dg.build_sensor_context(
+                instance=bare, instance_ref=bare.get_ref(), cursor=cursor, resources={"state": StateResource()},
+                repository_def=repo))
+
+        idle = tick(tick().cursor)
     assert "lacks the sessionlake/queue run-queue lanes" in idle.skip_message
     assert "run_monitoring" in idle.skip_message and "dagster.yaml" in idle.skip_message
 
