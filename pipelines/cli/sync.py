@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from resources.config.errors import StorageUnavailable
     from resources.config.settings import Settings
-    from resources.objectstore.location import StorageUnavailable
     from resources.sync.location import sync_location
     from resources.sync.run import SyncBusy, SyncOptions, sync
     from resources.team.manifests import ManifestError, check_label

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from resources.config.errors import StorageUnavailable
 from resources.objectstore.blobs import BLOCK, BlobInfo
-from resources.objectstore.location import StorageUnavailable
 
 
 class FolderBlobs:
