@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import (
@@ -49,6 +49,9 @@ from resources.state.store import (
 
 READ_BATCH_FILES = 16
 """Files per message to a worker process when files are read in parallel."""
+if TYPE_CHECKING:
+    from resources.archive.pack_format import Snapshot
+
 FILES_PER_CONNECTION = 1000
 BYTES_PER_CONNECTION = 64 << 20
 """A DuckDB connection is held for at most this many files or bytes of session data, so other
@@ -89,6 +92,32 @@ class FileToRead(Protocol):
 
     def tail(self, end_offset: int) -> str | None:
         """What to keep to recognise a later append (`ProcessorFileState.tail_hash`), or None."""
+
+
+@dataclass
+class ArchivedFile:
+    """A session version from the archive as a `FileToRead`: ``write(snap, start_offset)`` puts its bytes
+    in a scratch file (or a restored tree) for as long as a processor reads it (a pushed pack in the
+    team ingest, every archived version in ``memory rebuild``)."""
+
+    snap: Snapshot
+    project: str
+    write: Callable[[Snapshot, int], contextlib.AbstractContextManager[Path]]
+
+    @property
+    def key(self) -> str:
+        return self.snap.session_key
+
+    @property
+    def size(self) -> int:
+        return self.snap.size
+
+    def opened(self, start_offset: int = 0) -> contextlib.AbstractContextManager[Path]:
+        return self.write(self.snap, start_offset)
+
+    def tail(self, end_offset: int) -> None:
+        """None: a grown archived version is told by its chunks, not by the bytes before the offset."""
+        return None
 
 
 @dataclass

@@ -23,17 +23,17 @@ re-derived; the report names where the old folder is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from resources.archive.pack_format import Snapshot
 from resources.archive.packs import ObjectReader, PackStore
 from resources.archive.restore import write_version
 from resources.ingest.processors.memory import MemoryProcessor
-from resources.ingest.runner import Batch, empty_stats
+from resources.ingest.runner import ArchivedFile, Batch, empty_stats
 from resources.ingest.session_files import SessionFile
 from resources.memory.lance import TABLE_NAMES, LanceStore
 from resources.sources import source_type
@@ -63,7 +63,7 @@ def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
     with tempfile.TemporaryDirectory(prefix=".memory-rebuild-", dir=packs.packs_dir.parent) as scratch, \
             _Exported(packs, Path(scratch), alone) as exported:
         for repo, snap in alone:
-            batch.read(NO_STATE, _ArchivedVersion(snap, repo, exported), snap.file_hash)
+            batch.read(NO_STATE, ArchivedFile(snap, repo, functools.partial(exported.written, repo)), snap.file_hash)
         for repo in trees:
             for file in packs.restore(repo, Path(scratch) / "tree" / repo):
                 if file["status"] == "restored":
@@ -102,7 +102,8 @@ class _Exported:
         self.stack.close()
 
     @contextlib.contextmanager
-    def written(self, repo: str, snap: Snapshot) -> Iterator[Path]:
+    def written(self, repo: str, snap: Snapshot, start_offset: int = 0) -> Iterator[Path]:
+        """``snap`` of ``repo`` whole (a rebuild reads every version from its start), while the ``with`` lasts."""
         if repo not in self.readers:
             self.readers[repo] = self.stack.enter_context(self.packs.reader(repo))
             self.readers[repo].locate(self.chunks[repo])  # one index read for the project's versions
@@ -113,26 +114,3 @@ class _Exported:
             yield self.folder / name
         finally:
             (self.folder / name).unlink(missing_ok=True)
-
-
-@dataclass
-class _ArchivedVersion:
-    """One archived version as the runner reads a file (`resources.ingest.runner.FileToRead`)."""
-
-    snap: Snapshot
-    project: str
-    exported: _Exported
-
-    @property
-    def key(self) -> str:
-        return self.snap.session_key
-
-    @property
-    def size(self) -> int:
-        return self.snap.size
-
-    def opened(self, start_offset: int = 0):
-        return self.exported.written(self.project, self.snap)
-
-    def tail(self, end_offset: int) -> None:
-        return None

@@ -16,7 +16,7 @@ before (by any manifest: a pack two machines pushed is read once):
 
 Processor state lives in ``session_processor_state`` under the session key, as for local files, so a
 version pushed twice (or by two machines) is processed once. Each version is read by the runner
-(`resources.ingest.runner.Batch`, as a `FileToRead`), with its rules: each processor commits after
+(`resources.ingest.runner.Batch`, as an `ArchivedFile`), with its rules: each processor commits after
 `FILES_PER_COMMIT` versions and at the end; a failed commit is split down to the version it could not
 take; only the versions committed are marked processed. A version a processor fails on (reading it, or
 committing its rows) is reported and its pack and manifest are not marked, so the next run retries
@@ -43,7 +43,7 @@ from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
 from resources.archive.restore import safe_relative
 from resources.ingest.contract import SessionProcessor
-from resources.ingest.runner import Batch, count_stat, empty_stats
+from resources.ingest.runner import ArchivedFile, Batch, count_stat, empty_stats
 from resources.sources import agent_of, path_under_root, source_type
 from resources.state.store import ProcessorFileState, insert_rows, load_processor_state, transaction
 from resources.team.manifests import Manifest
@@ -162,14 +162,16 @@ class _Run:
         for snap in snapshots:
             self.team["versions"] += 1
             for p in self.processors:
-                ok &= self._process(conn, p, key, _Version(snap, repo, scratch, sizes), origin)
+                version = ArchivedFile(snap, repo, lambda s, start: scratch.version(s, start, sizes))
+                ok &= self._process(conn, p, key, version, origin)
             self.pending_versions.append((snap, manifest, key))
             self.files += 1
         if ok:
             self.pending_packs.append((key, manifest))
         return ok
 
-    def _process(self, conn, processor: SessionProcessor, pack_key: str, version: _Version, origin: dict) -> bool:
+    def _process(self, conn, processor: SessionProcessor, pack_key: str, version: ArchivedFile,
+                 origin: dict) -> bool:
         snap, repo = version.snap, version.project
         stats = self.stats[processor.name]
         count_stat(stats, repo, "scanned")
@@ -244,32 +246,6 @@ class _Run:
         for pack_key, session_key in failed.items():
             self.team["failed_packs"].append({"pack": pack_key, "error": f"{session_key}: its rows were not committed"})
         return set(failed)
-
-
-@dataclass
-class _Version:
-    """A session version of a pack as the runner reads a file (`resources.ingest.runner.FileToRead`):
-    written to a scratch file (or into its tree copy) only while a processor reads it."""
-
-    snap: Snapshot
-    project: str
-    scratch: _Scratch
-    sizes: dict[str, int]
-
-    @property
-    def key(self) -> str:
-        return self.snap.session_key
-
-    @property
-    def size(self) -> int:
-        return self.snap.size
-
-    def opened(self, start_offset: int = 0):
-        return self.scratch.version(self.snap, start_offset, self.sizes)
-
-    def tail(self, end_offset: int) -> None:
-        """None: a grown version is told by its chunks (`_Seen.chunks`), not by the bytes before the offset."""
-        return None
 
 
 class _Scratch:
