@@ -236,11 +236,6 @@ class Settings:
         return self.home / "retry"
 
     @staticmethod
-    def agent_roots_from_env() -> dict[str, Path]:
-        """Each agent's root (the first of `agent_folders_from_env`)."""
-        return {agent: folders[0] for agent, folders in Settings.agent_folders_from_env().items()}
-
-    @staticmethod
     def agent_folders_from_env() -> dict[str, list[Path]]:
         """Where each agent keeps its sessions, found the way ccusage 20 finds them, in its order:
 

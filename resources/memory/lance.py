@@ -281,9 +281,6 @@ class LanceStore:
         column = self.dataset(RECORDS).to_table(columns=["project"]).column("project")
         return sorted(p for p in pc.unique(column).to_pylist() if p)
 
-    def has_vectors(self) -> bool:
-        return VECTOR_COLUMN in self.open_table(RECORDS).schema.names
-
     # -- writes ---------------------------------------------------------------------------------------
 
     def upsert_records(self, rows: list[dict]) -> int:

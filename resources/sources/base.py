@@ -82,12 +82,6 @@ def usage_row(*, agent: str, dedup_key: str, ts: datetime, session_id: str | Non
     }
 
 
-def rank_of(row: dict) -> tuple[int, int]:
-    """The best-copy rank of a row: non-sidechain first, then the larger token total."""
-    return (0 if row["is_sidechain"] else 1, row["input_tokens"] + row["output_tokens"]
-            + row["cache_creation_tokens"] + row["cache_read_tokens"] + row["extra_output_tokens"])
-
-
 def count(value) -> int:
     """A token count from a file: a non-negative int, anything else (absent, null, a string) 0."""
     return value if value.__class__ is int and value > 0 else 0

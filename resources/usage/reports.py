@@ -236,11 +236,6 @@ def known_projects(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT project FROM usage_messages ORDER BY 1").fetchall()]
 
 
-def known_agents(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """Every agent with usage rows, sorted."""
-    return [r[0] for r in conn.execute("SELECT DISTINCT agent FROM usage_messages ORDER BY 1").fetchall()]
-
-
 def _query(conn, sql: str, params: dict) -> list[tuple]:
     """Run ``sql`` with the named parameters it references (DuckDB rejects unused ones)."""
     return conn.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).fetchall()
