@@ -168,3 +168,21 @@ def test_reports_statusline_and_capture_import_neither_dagster_nor_lancedb(home,
     if argv[0] == "usage" and "--no-refresh" not in argv:
         with duckdb.connect(str(home / ".sessionlake" / "state.duckdb"), read_only=True) as conn:
             assert conn.execute("SELECT count(*) FROM usage_messages").fetchall()[0][0] > 0  # it did read
+
+
+@pytest.mark.parametrize("argv, stdin", [(["statusline"], "{}"), (["usage", "daily", "--json"], None)])
+def test_a_small_write_loads_neither_pyarrow_nor_numpy(home, argv, stdin):
+    """A new response is written as one JSON text (resources/state/store.py `staged_rows`): registering an Arrow
+    batch would make DuckDB import pyarrow's dataset module and numpy, about 0.3 s of CPU per call."""
+    first = _totals(home)
+    _append_response(_claude_session(home), "msg_small_write", 11)
+    code = (f"import sys\nfrom pipelines.cli.main import main\nstatus = main({argv!r})\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'numpy'))\n"
+            "print(repr((status, heavy)), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=_env(home), input=stdin, capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "(0, [])"
+    after = _totals(home, "--no-refresh")  # what the call above wrote
+    assert after["inputTokens"] == first["inputTokens"] + 7
+    assert after["outputTokens"] == first["outputTokens"] + 11

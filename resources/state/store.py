@@ -8,7 +8,6 @@ while another process holds the file. Nothing keeps a connection open across a r
 from __future__ import annotations
 
 import contextlib
-import functools
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,11 +61,68 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table,
     Arrow (DuckDB's executemany runs row by row); nothing for an empty batch."""
     if rows.num_rows == 0:
         return
-    conn.register("_insert_rows", rows)
-    try:
+    with registered(conn, "_insert_rows", rows):
         conn.execute(f"INSERT INTO {table} ({', '.join(rows.column_names)}) SELECT * FROM _insert_rows {conflict}")
+
+
+SMALL_BATCH_ROWS = 1000
+"""`staged_rows` sends batches up to this size to DuckDB as one JSON text (about 3 ms for 100 rows), larger
+ones as Arrow. Registering any Arrow table makes DuckDB import pyarrow's dataset module and numpy, about
+0.3 s of CPU in every process that writes, however small the batch; DuckDB's JSON reader is about twice
+as slow per row as Arrow, so big batches keep Arrow."""
+
+TIMESTAMPTZ_MS = "TIMESTAMPTZ_MS"
+"""A column type of `staged_rows`: TIMESTAMPTZ truncated to milliseconds (Arrow ``timestamp[ms, UTC]``)."""
+
+
+def arrow_schema(columns: Sequence[tuple[str, str]]) -> pa.Schema:
+    """The Arrow schema of ``columns``: (name, type) pairs, the type VARCHAR, BIGINT, DOUBLE, BOOLEAN,
+    TIMESTAMPTZ (microseconds, UTC) or `TIMESTAMPTZ_MS`."""
+    import pyarrow as pa
+
+    types = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(),
+             "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"), TIMESTAMPTZ_MS: pa.timestamp("ms", tz="UTC")}
+    return pa.schema([(name, types[kind]) for name, kind in columns])
+
+
+@contextlib.contextmanager
+def registered(conn: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """``table`` readable in SQL as ``name`` while the block runs."""
+    conn.register(name, table)
+    try:
+        yield
     finally:
-        conn.unregister("_insert_rows")
+        conn.unregister(name)
+
+
+@contextlib.contextmanager
+def staged_rows(conn: duckdb.DuckDBPyConnection, name: str, rows: Sequence[dict],
+                columns: Sequence[tuple[str, str]]) -> Iterator[None]:
+    """Make ``rows`` (dicts; a missing key is NULL, a naive datetime is UTC) readable in SQL as the
+    relation ``name`` with ``columns`` (see `arrow_schema`) while the block runs.
+
+    Up to `SMALL_BATCH_ROWS` rows go as one JSON parameter into a temporary table, so a small write
+    never loads pyarrow; more go through Arrow.
+    """
+    if len(rows) > SMALL_BATCH_ROWS:
+        import pyarrow as pa
+
+        with registered(conn, name, pa.Table.from_pylist(rows, schema=arrow_schema(columns))):
+            yield
+        return
+    structure = {column: "TIMESTAMPTZ" if kind == TIMESTAMPTZ_MS else kind for column, kind in columns}
+    truncated = [column for column, kind in columns if kind == TIMESTAMPTZ_MS]
+    if truncated:  # as Arrow's timestamp[ms] does
+        rows = [{**r, **{c: r[c].replace(microsecond=r[c].microsecond // 1000 * 1000)
+                         for c in truncated if r.get(c) is not None}} for r in rows]
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT unnest(from_json(?::JSON, ?), recursive := true)",
+        [orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode(), orjson.dumps([structure]).decode()],
+    )
+    try:
+        yield
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def fetch_one(conn: duckdb.DuckDBPyConnection, sql: str, params=None) -> tuple | None:
@@ -224,48 +280,32 @@ class ProcessedMark:
     processed_at: datetime
 
 
-@functools.cache
-def _mark_schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("processor_name", pa.string()),
-        ("session_file", pa.string()),
-        ("username", pa.string()),
-        ("processed_at", pa.timestamp("us", tz="UTC")),
-        ("items_extracted", pa.int64()),
-        ("file_hash", pa.string()),
-        ("file_size", pa.int64()),
-        ("byte_offset", pa.int64()),
-        ("tail_hash", pa.string()),
-    ])
+_MARK_COLUMNS = (
+    ("processor_name", "VARCHAR"), ("session_file", "VARCHAR"), ("username", "VARCHAR"),
+    ("processed_at", "TIMESTAMPTZ"), ("items_extracted", "BIGINT"), ("file_hash", "VARCHAR"),
+    ("file_size", "BIGINT"), ("byte_offset", "BIGINT"), ("tail_hash", "VARCHAR"),
+)
 
 
 def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Sequence[ProcessedMark]) -> None:
     """Upsert processor state for `marks` in one statement (items accumulate for incremental reads)."""
     if not marks:
         return
-    import pyarrow as pa
-
-    batch = pa.Table.from_pylist(
-        [
-            {
-                "processor_name": processor,
-                "session_file": m.session_file,
-                "username": m.project,
-                "processed_at": m.processed_at,
-                "items_extracted": m.items_extracted,
-                "file_hash": m.file_hash,
-                "file_size": m.file_size,
-                "byte_offset": m.byte_offset,
-                "tail_hash": m.tail_hash,
-            }
-            for m in marks
-        ],
-        schema=_mark_schema(),
-    )
-    conn.register("_marks", batch)
-    try:
+    rows = [
+        {
+            "processor_name": processor,
+            "session_file": m.session_file,
+            "username": m.project,
+            "processed_at": m.processed_at,
+            "items_extracted": m.items_extracted,
+            "file_hash": m.file_hash,
+            "file_size": m.file_size,
+            "byte_offset": m.byte_offset,
+            "tail_hash": m.tail_hash,
+        }
+        for m in marks
+    ]
+    with staged_rows(conn, "_marks", rows, _MARK_COLUMNS):
         conn.execute(
             """INSERT INTO session_processor_state
                  (processor_name, session_file, username, processed_at, items_extracted, file_hash,
@@ -278,23 +318,12 @@ def mark_processed(conn: duckdb.DuckDBPyConnection, processor: str, marks: Seque
                  file_size = excluded.file_size, byte_offset = excluded.byte_offset,
                  tail_hash = excluded.tail_hash"""
         )
-    finally:
-        conn.unregister("_marks")
 
 
-@functools.cache
-def _seen_schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("path", pa.string()),
-        ("project", pa.string()),
-        ("size", pa.int64()),
-        ("mtime_ns", pa.int64()),
-        ("file_hash", pa.string()),
-        ("byte_offset", pa.int64()),
-        ("seen", pa.timestamp("us", tz="UTC")),
-    ])
+_SEEN_COLUMNS = (
+    ("path", "VARCHAR"), ("project", "VARCHAR"), ("size", "BIGINT"), ("mtime_ns", "BIGINT"),
+    ("file_hash", "VARCHAR"), ("byte_offset", "BIGINT"), ("seen", "TIMESTAMPTZ"),
+)
 
 
 def record_session_files(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict]) -> None:
@@ -305,12 +334,8 @@ def record_session_files(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict]) 
     """
     if not rows:
         return
-    import pyarrow as pa
-
     now = datetime.now(UTC)
-    batch = pa.Table.from_pylist([{**r, "seen": now} for r in rows], schema=_seen_schema())
-    conn.register("_seen", batch)
-    try:
+    with staged_rows(conn, "_seen", [{**r, "seen": now} for r in rows], _SEEN_COLUMNS):
         conn.execute(
             """INSERT INTO session_files (path, project, size, mtime_ns, file_hash, first_seen, last_seen,
                                           byte_offset)
@@ -321,8 +346,6 @@ def record_session_files(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict]) 
                  byte_offset = coalesce(excluded.byte_offset, session_files.byte_offset),
                  last_seen = excluded.last_seen"""
         )
-    finally:
-        conn.unregister("_seen")
 
 
 def record_malformed_lines(conn: duckdb.DuckDBPyConnection, lines: Sequence[tuple[str, MalformedLine]]) -> None:

@@ -13,41 +13,33 @@ import functools
 
 import duckdb
 
-from resources.state.store import fetch_one, transaction
+from resources.state.store import (
+    TIMESTAMPTZ_MS,
+    arrow_schema,
+    fetch_one,
+    registered,
+    staged_rows,
+    transaction,
+)
 from resources.usage.pricing import UNPRICED_MODELS, PriceTable
+
+USAGE_COLUMNS = (
+    ("dedup_key", "VARCHAR"), ("message_id", "VARCHAR"), ("request_id", "VARCHAR"), ("ts", TIMESTAMPTZ_MS),
+    ("session_id", "VARCHAR"), ("session_key", "VARCHAR"), ("project", "VARCHAR"), ("model", "VARCHAR"),
+    ("git_branch", "VARCHAR"), ("cwd", "VARCHAR"), ("is_sidechain", "BOOLEAN"), ("agent_id", "VARCHAR"),
+    ("input_tokens", "BIGINT"), ("output_tokens", "BIGINT"), ("cache_creation_tokens", "BIGINT"),
+    ("cache_read_tokens", "BIGINT"), ("cache_creation_1h_tokens", "BIGINT"), ("cost_usd", "DOUBLE"),
+    ("line_offset", "BIGINT"), ("agent", "VARCHAR"), ("extra_output_tokens", "BIGINT"), ("user_name", "VARCHAR"),
+    ("machine", "VARCHAR"), ("reasoning_output_tokens", "BIGINT"),
+)
+"""The columns of a usage row, with their types (see resources/state/store.py `arrow_schema`)."""
 
 
 @functools.cache
 def usage_schema():
     """The Arrow schema of a usage row (pyarrow is imported here: a report that writes nothing never loads it)."""
-    import pyarrow as pa
+    return arrow_schema(USAGE_COLUMNS)
 
-    return pa.schema([
-        ("dedup_key", pa.string()),
-        ("message_id", pa.string()),
-        ("request_id", pa.string()),
-        ("ts", pa.timestamp("ms", tz="UTC")),
-        ("session_id", pa.string()),
-        ("session_key", pa.string()),
-        ("project", pa.string()),
-        ("model", pa.string()),
-        ("git_branch", pa.string()),
-        ("cwd", pa.string()),
-        ("is_sidechain", pa.bool_()),
-        ("agent_id", pa.string()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("cache_creation_tokens", pa.int64()),
-        ("cache_read_tokens", pa.int64()),
-        ("cache_creation_1h_tokens", pa.int64()),
-        ("cost_usd", pa.float64()),
-        ("line_offset", pa.int64()),
-        ("agent", pa.string()),
-        ("extra_output_tokens", pa.int64()),
-        ("user_name", pa.string()),
-        ("machine", pa.string()),
-        ("reasoning_output_tokens", pa.int64()),
-    ])
 
 # Higher is better: non-sidechain first, then the larger token total.
 _RANK = "(CASE WHEN {t}.is_sidechain THEN 0 ELSE 1 END, {t}.input_tokens + {t}.output_tokens " \
@@ -84,37 +76,39 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
     a user and machine (read from this machine's files) keeps those of the row it replaces: a better
     copy read here of a response another machine synced first stays attributed to that machine.
     """
-    import pyarrow as pa
-
-    batch = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=usage_schema())
-    if batch.num_rows == 0:
+    arrow = not isinstance(rows, list | tuple)
+    count = rows.num_rows if arrow else len(rows)
+    if count == 0:
         return 0
-    _store_prices(conn, prices, {m for m in batch.column("model").to_pylist() if m})
-    columns = batch.column_names
-    conn.register("_usage_batch", batch)
+    if arrow:
+        columns = rows.column_names
+        models = {m for m in rows.column("model").to_pylist() if m}
+        staged = registered(conn, "_usage_batch", rows)
+    else:
+        columns = [c for c, _ in USAGE_COLUMNS]
+        models = {r["model"] for r in rows if r.get("model")}
+        staged = staged_rows(conn, "_usage_batch", rows, USAGE_COLUMNS)
+    _store_prices(conn, prices, models)
     priced = f"""SELECT {", ".join("b." + c for c in columns)}, {_COMPUTED_COST} AS computed_cost_usd
                  FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
-    try:
-        with transaction(conn):
-            conn.execute(
-                f"""UPDATE usage_messages SET {", ".join(_assign(c) for c in columns if c != "dedup_key")},
-                       computed_cost_usd = n.computed_cost_usd
-                    FROM ({priced}) n
-                    WHERE usage_messages.dedup_key = n.dedup_key
-                      AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
-                           OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
-                               AND ((n.project <> usage_messages.project
-                                     AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")})
-                                    OR n.reasoning_output_tokens > usage_messages.reasoning_output_tokens)))"""
-            )
-            conn.execute(
-                f"""INSERT INTO usage_messages ({", ".join(columns)}, computed_cost_usd)
-                    SELECT * FROM ({priced}) n
-                    WHERE NOT EXISTS (SELECT 1 FROM usage_messages u WHERE u.dedup_key = n.dedup_key)"""
-            )
-    finally:
-        conn.unregister("_usage_batch")
-    return batch.num_rows
+    with staged, transaction(conn):
+        conn.execute(
+            f"""UPDATE usage_messages SET {", ".join(_assign(c) for c in columns if c != "dedup_key")},
+                   computed_cost_usd = n.computed_cost_usd
+                FROM ({priced}) n
+                WHERE usage_messages.dedup_key = n.dedup_key
+                  AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
+                       OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
+                           AND ((n.project <> usage_messages.project
+                                 AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")})
+                                OR n.reasoning_output_tokens > usage_messages.reasoning_output_tokens)))"""
+        )
+        conn.execute(
+            f"""INSERT INTO usage_messages ({", ".join(columns)}, computed_cost_usd)
+                SELECT * FROM ({priced}) n
+                WHERE NOT EXISTS (SELECT 1 FROM usage_messages u WHERE u.dedup_key = n.dedup_key)"""
+        )
+    return count
 
 
 def _assign(column: str) -> str:
