@@ -128,11 +128,14 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
     result["run_id"] = outcome.run_id
     result["success"] = outcome.success
-    for event in outcome.get_asset_materialization_events():
-        mat = event.materialization
-        totals = result["assets"].setdefault(mat.asset_key.to_user_string(), {})
-        for key, value in mat.metadata.items():
-            if isinstance(value.value, int | float) and not isinstance(value.value, bool):
+    # a partition the run changed is materialized (what it holds, and the run's counters); one it did not
+    # change is observed (the run's counters only): the summary adds both up
+    events = [e.materialization for e in outcome.get_asset_materialization_events()] + [
+        e.asset_observation_data.asset_observation for e in outcome.get_asset_observation_events()]
+    for event in events:
+        totals = result["assets"].setdefault(event.asset_key.to_user_string(), {})
+        for key, value in event.metadata.items():
+            if isinstance(value.value, int | float) and not isinstance(value.value, bool) and "/" not in key:
                 totals[key] = totals.get(key, 0) + value.value
     for evaluation in outcome.get_asset_check_evaluations():
         if not evaluation.passed:
