@@ -151,6 +151,17 @@ def test_a_long_first_read_shows_progress_on_a_terminal_only(tmp_path):
     assert b"reading sessions: " in shown and b"/400 files" in shown and b"MB/s" in shown
 
 
+def _exit_and_imports(home: Path, argv: list[str], stdin: str | None, packages: tuple[str, ...]) -> str:
+    """``repr((exit status, [loaded modules of packages]))`` of the CLI run with ``argv`` in a fresh process."""
+    code = (f"import sys\nfrom pipelines.cli.main import main\nstatus = main({argv!r})\n"
+            f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {packages!r})\n"
+            "print(repr((status, heavy)), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=_env(home), input=stdin, capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("argv, stdin", [
     (["usage", "daily", "--json"], None),
     (["usage", "blocks", "--no-refresh"], None),
@@ -158,13 +169,7 @@ def test_a_long_first_read_shows_progress_on_a_terminal_only(tmp_path):
     (["capture", "--text", "a note"], None),
 ])
 def test_reports_statusline_and_capture_import_neither_dagster_nor_lancedb(home, argv, stdin):
-    code = (f"import sys\nfrom pipelines.cli.main import main\nstatus = main({argv!r})\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'lancedb', 'lance'))\n"
-            "print(repr((status, heavy)), file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", code], env=_env(home), input=stdin, capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "(0, [])"
+    assert _exit_and_imports(home, argv, stdin, ("dagster", "lancedb", "lance")) == "(0, [])"
     if argv[0] == "usage" and "--no-refresh" not in argv:
         with duckdb.connect(str(home / ".sessionlake" / "state.duckdb"), read_only=True) as conn:
             assert conn.execute("SELECT count(*) FROM usage_messages").fetchall()[0][0] > 0  # it did read
@@ -176,13 +181,7 @@ def test_a_small_write_loads_neither_pyarrow_nor_numpy(home, argv, stdin):
     batch would make DuckDB import pyarrow's dataset module and numpy, about 0.3 s of CPU per call."""
     first = _totals(home)
     _append_response(_claude_session(home), "msg_small_write", 11)
-    code = (f"import sys\nfrom pipelines.cli.main import main\nstatus = main({argv!r})\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'numpy'))\n"
-            "print(repr((status, heavy)), file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", code], env=_env(home), input=stdin, capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "(0, [])"
+    assert _exit_and_imports(home, argv, stdin, ("pyarrow", "numpy")) == "(0, [])"
     after = _totals(home, "--no-refresh")  # what the call above wrote
     assert after["inputTokens"] == first["inputTokens"] + 7
     assert after["outputTokens"] == first["outputTokens"] + 11
