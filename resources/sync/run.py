@@ -194,7 +194,7 @@ def _compact(blobs, header: Header, own: list[FileName], log) -> int:
         merged = mem.execute(
             f"""SELECT * REPLACE (min(clock) OVER (PARTITION BY dedup_key) AS clock) FROM _all
                 QUALIFY row_number() OVER (PARTITION BY dedup_key ORDER BY {RANK_SQL.format(t="")} DESC, clock) = 1
-                ORDER BY ts, dedup_key""").fetch_arrow_table()
+                ORDER BY ts, dedup_key""").to_arrow_table()
     file, data = encode(merged, header, min(n.first for n in own), max(n.last for n in own))
     blobs.put_bytes_if_absent(file, data)
     for name in own:

@@ -44,7 +44,7 @@ def unsynced_rows(conn: duckdb.DuckDBPyConnection) -> pa.Table:
     and ``clock``."""
     return conn.execute(
         f"""SELECT {", ".join(_OUT)}, session_key FROM usage_messages
-            WHERE {RANK_SQL.format(t="")} > coalesce(sync_rank, -1) ORDER BY ts, dedup_key""").fetch_arrow_table()
+            WHERE {RANK_SQL.format(t="")} > coalesce(sync_rank, -1) ORDER BY ts, dedup_key""").to_arrow_table()
 
 
 def local_projects(conn: duckdb.DuckDBPyConnection, key: bytes) -> dict[str, str]:
@@ -98,11 +98,11 @@ def _upsert_numbers(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> None
     """The best copy per key of ``_sync_in``, as warehouse rows (`upsert_usage` keeps the better copy)."""
     best = conn.execute(
         f"""SELECT * FROM _sync_in QUALIFY row_number() OVER (PARTITION BY dedup_key
-            ORDER BY {RANK_SQL.format(t="")} DESC, clock) = 1""").fetch_arrow_table()
+            ORDER BY {RANK_SQL.format(t="")} DESC, clock) = 1""").to_arrow_table()
     conn.register("_sync_best", best)
     try:
         usage = conn.execute(
-            f"""SELECT {", ".join(_as_usage(c) for c in usage_schema().names)} FROM _sync_best""").fetch_arrow_table()
+            f"""SELECT {", ".join(_as_usage(c) for c in usage_schema().names)} FROM _sync_best""").to_arrow_table()
     finally:
         conn.unregister("_sync_best")
     sync_prices(conn, prices)
