@@ -303,3 +303,62 @@ def test_a_table_lance_cannot_open_is_an_error_check_and_is_never_recreated(inst
     fragments = checks["lance_storage:memory_small_fragments"]
     assert not fragments.passed and fragments.severity == dg.AssetCheckSeverity.ERROR
     assert sorted(p.read_bytes() for p in versions.glob("*.manifest")) == [b"garbage"] * 4, "recreated"
+
+
+def test_a_table_whose_folder_is_gone_stops_the_sensor_and_fails_the_check(instance, lance):
+    import shutil
+
+    store = lance.store()
+    small_writes(store, 3)
+    shutil.rmtree(lm.table_dir(store, RECORDS))
+    skipped = tick(instance, lance)
+    assert not skipped.run_requests
+    assert "'records'" in reason(skipped) and "is gone" in reason(skipped)
+    assert "sessionlake memory rebuild" in reason(skipped)
+    result = run_job(instance, lance, raise_on_error=False)
+    readable = checks_by_name(result)["memory_records:lance_tables_readable"]
+    assert not readable.passed and readable.severity == dg.AssetCheckSeverity.ERROR
+    assert "'records'" in readable.description and "sessionlake memory rebuild" in readable.description
+    assert not lm.table_dir(store, RECORDS).exists(), "the lost table was recreated empty"
+
+
+def test_a_cli_ingest_in_progress_blocks_maintenance(settings, tmp_path, monkeypatch):
+    """`sessionlake ingest` runs its job in process with an empty asset selection: the guard goes by what
+    the job writes. Once the command has created its run (after its last look at the warehouse before
+    the run), this test takes the warehouse's lock, which holds the run inside its step."""
+    import contextlib
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from pipelines.defs.lance.sensors import blocking_reason
+    from pipelines.instance.home import prepare_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    prepare_dagster_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest", "--all"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        held = blocked = None
+        try:
+            deadline = time.monotonic() + 120
+            while held is None and time.monotonic() < deadline and proc.poll() is None:
+                if instance.get_runs(limit=1):
+                    with contextlib.suppress(duckdb.Error):
+                        held = duckdb.connect(str(settings.state_path))
+                time.sleep(0.02)
+            while held is not None and time.monotonic() < deadline:
+                runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                if runs:
+                    assert not runs[0].asset_selection  # what the guard used to read as "writes nothing"
+                    blocked = blocking_reason(instance, all_defs.get_repository_def())
+                    break
+                time.sleep(0.2)
+            assert blocked is not None and blocked[0] == "writers_active", (blocked, proc.poll())
+            assert "ingest_sessions" in blocked[1]
+        finally:
+            if held is not None:
+                held.close()
+            out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err

@@ -57,3 +57,46 @@ def test_a_table_without_versions_fails_loudly_and_rebuilds_from_the_archive(set
     assert _memory(settings) == (records, edges)
     again = _cli("memory", "rebuild", "--json", env=env)  # nothing broken: merged into, nothing changes
     assert json.loads(again.stdout)["set_aside"] == {} and _memory(settings) == (records, edges)
+
+
+def test_a_table_folder_that_is_gone_is_an_error_everywhere_until_rebuilt(settings, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    assert _cli("ingest", env=env).returncode == 0
+    records, edges = _memory(settings)
+    table = settings.lance_dir / f"{RECORDS}.lance"
+    shutil.rmtree(table)
+    for args in (("recall", "push to github"), ("ingest",), ("maintain",)):
+        out = _cli(*args, env=env)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        [line] = out.stderr.splitlines()
+        assert line.startswith(f"sessionlake {args[0]}: Lance table 'records' at {table} is gone"), line
+        assert "sessionlake memory rebuild" in line
+        assert not table.exists(), f"{args[0]} recreated the lost table empty"
+    assert _cli("ingest", "--only", "usage", env=env).returncode == 0  # the warehouse does not need memory
+
+    rebuilt = _cli("memory", "rebuild", "--json", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["recreated"] == [RECORDS]
+    assert _memory(settings)[0] == records
+    assert _cli("recall", "push to github", env=env).returncode == 0
+
+
+def test_a_table_prefix_wiped_from_the_bucket_is_lost_not_empty(s3_location, tmp_path, monkeypatch):
+    from resources.config.settings import Settings
+    from resources.memory.lance import LanceTableLost, new_record
+
+    monkeypatch.setenv("SESSIONLAKE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SESSIONLAKE_STORAGE_URI", s3_location.uri)
+    store = LanceStore.from_settings(Settings.from_env())
+    store.upsert_records([new_record("r1", "a prompt worth keeping", tier="episodic")])
+    blobs = s3_location.blobs()
+    for blob in list(blobs.list(f"lance/{RECORDS}.lance/")):
+        blobs.delete(blob.name)
+    try:
+        LanceStore.from_settings(Settings.from_env()).open_table(RECORDS)
+        raise AssertionError("a wiped table was recreated empty")
+    except LanceTableLost as exc:
+        assert f"{s3_location.uri}/lance/{RECORDS}.lance is gone" in str(exc)
+    recall = _cli("recall", "prompt", env=dict(os.environ))
+    assert recall.returncode == 2 and "sessionlake memory rebuild" in recall.stderr, recall.stderr
+    assert next(iter(blobs.list(f"lance/{RECORDS}.lance/")), None) is None

@@ -3,7 +3,8 @@
 Exit status: 0 when every file was ingested (or nothing needed it), 1 when any file failed (the
 files and errors are listed; they stay unprocessed and are retried), 2 when a setting is invalid,
 the storage bucket (SESSIONLAKE_STORAGE_URI) cannot be reached or used (checked unless ``--only usage``,
-which does not touch it), there is no sessions tree to read, the Dagster instance cannot be opened
+which does not touch it), a Lance table that existed is gone (unless ``--only`` leaves memory out;
+`sessionlake memory rebuild` repairs it), there is no sessions tree to read, the Dagster instance cannot be opened
 (say, its Postgres server), or a pool slot stayed taken by another live run.
 """
 
@@ -41,6 +42,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if set(args.only or PROCESSOR_ASSETS) - {"usage"}:  # memory and archive write to the storage; usage does not
         settings.check_storage()
+    if "memory" in (args.only or PROCESSOR_ASSETS):
+        from resources.memory.table_ledger import lost_tables_line
+
+        lost = lost_tables_line(settings)
+        if lost:
+            print(f"sessionlake ingest: {lost}", file=sys.stderr)
+            return 2
     try:
         assets = [PROCESSOR_ASSETS[name] for name in args.only or []] or None
         result = ingest(projects=args.project or None, assets=assets, settings=settings, everything=args.everything,

@@ -3,7 +3,8 @@
 Prints the before/after table (``--json``: the report as JSON). A retention below the floor
 (``SESSIONLAKE_LANCE_RETENTION_FLOOR_SEC``, default 1 hour) is refused unless ``--force``: pruning
 recent versions breaks handles other processes hold open. Exit 0 when every table was optimized, 1 when
-one failed (the others are still done), 2 when the retention was refused.
+one failed (the others are still done), 2 when the retention was refused or a Lance table that existed
+is gone (nothing is done; `sessionlake memory rebuild` repairs it).
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ def run(args: argparse.Namespace) -> int:
     from resources.config.settings import Settings
     from resources.memory import maintenance as lm
     from resources.memory.lance import LanceStore
+    from resources.memory.table_ledger import lost_tables_line
 
     settings = Settings.from_env()
     settings.check_storage()
+    lost = lost_tables_line(settings)
+    if lost:
+        print(f"sessionlake maintain: {lost}", file=sys.stderr)
+        return 2
     retention = settings.lance_optimize_retention_sec if args.retention is None else args.retention
     try:
         lm.check_retention(retention, settings.lance_retention_floor_sec, args.force)

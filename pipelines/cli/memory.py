@@ -38,6 +38,8 @@ def run_rebuild(args: argparse.Namespace) -> int:
     else:
         for table, path in report["set_aside"].items():
             print(f"set aside unreadable table {table}: {path}")
+        for table in report["recreated"]:
+            print(f"recreated lost table {table}")
         print(f"rebuilt from {report['versions']:,} archived version(s) in {report['projects']} project(s): "
               f"{report['records_written']:,} records, {report['edges_written']:,} edges")
     for error in report["errors"]:

@@ -78,8 +78,13 @@ def run(args: argparse.Namespace) -> int:
     )
     from resources.memory.lance import LanceStore, LanceTableUnreadable
     from resources.memory.recall import recall
+    from resources.memory.table_ledger import lost_tables_line
 
     settings = Settings.from_env()
+    lost = lost_tables_line(settings)
+    if lost:
+        print(f"sessionlake recall: {lost}", file=sys.stderr)
+        return 2
     if settings.storage_uri is None and not settings.lance_dir.exists():  # a bucket's tables are created on use
         print(f"sessionlake recall: no memory at {settings.lance_dir} yet; run `sessionlake ingest` first",
               file=sys.stderr)

@@ -9,9 +9,10 @@ import dagster as dg
 
 
 def targets_any(run: dg.DagsterRun, repository: dg.RepositoryDefinition | None, assets: Collection[str]) -> bool:
-    """Whether ``run`` targets one of ``assets``: by its asset selection, or else by every asset of its
-    job (looked up in ``repository``). A job we cannot look up counts as targeting them, to be safe."""
-    if run.asset_selection is not None:
+    """Whether ``run`` targets one of ``assets``: by its asset selection, or else (no selection, or an
+    empty one, as a run that `sessionlake ingest` executes in process stores) by every asset of its job
+    (looked up in ``repository``). A job we cannot look up counts as targeting them, to be safe."""
+    if run.asset_selection:
         keys = {k.to_user_string() for k in run.asset_selection}
     elif repository is not None and repository.has_job(run.job_name):
         keys = {k.to_user_string() for k in repository.get_job(run.job_name).asset_layer.executable_asset_keys}

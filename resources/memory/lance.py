@@ -3,7 +3,10 @@
 Contract:
 - Four tables with explicit schemas, created on first use. ``open_table(name)`` always returns a
   fresh handle, so a caller sees the latest version.
-- A table is created only when its folder does not exist. A folder Lance cannot open (``_versions/``
+- A table is created only when its folder does not exist and it never existed: a store opened from
+  settings records every table in the warehouse (`resources.memory.table_ledger`), and a recorded
+  table whose folder (or bucket prefix) is gone raises `LanceTableLost` instead of coming back empty.
+  A folder Lance cannot open (``_versions/``
   missing or unreadable) raises `LanceTableUnreadable` and is never written over: the memory it held
   is not silently replaced by an empty table. ``set_aside(name)`` moves such a folder out of the way
   (kept under ``broken/``) so ``sessionlake memory rebuild`` can re-derive it.
@@ -56,6 +59,7 @@ from resources.memory.schema import (
     TABLE_NAMES,
     TEXT_INDEX,
     VECTOR_COLUMN,
+    LanceTableLost,
     LanceTableUnreadable,
     edge_id,
     new_edge,
@@ -116,7 +120,10 @@ class LanceStore:
         embedder: str | None = None,
         embedder_model: str | None = None,
         provenance_overflow_dir: Path | str | None = None,
+        ledger=None,
     ) -> None:
+        """``ledger`` (a `resources.memory.table_ledger.LanceTableLedger`) records the tables that exist;
+        without one (a store opened on a bare folder) a missing table is simply created."""
         if isinstance(path, StorageLocation):
             self.location: StorageLocation | None = path
             self.root: Path | None = None
@@ -128,6 +135,7 @@ class LanceStore:
             self.root.mkdir(parents=True, exist_ok=True)
             self.uri = str(self.root)
         self.provenance_overflow_dir = Path(provenance_overflow_dir) if provenance_overflow_dir else None
+        self.ledger = ledger
         self.embedding = _load_embedder(embedder, embedder_model) if embedder else None
         from resources.memory.provenance import ProvenanceLog
 
@@ -153,9 +161,10 @@ class LanceStore:
     @classmethod
     def from_settings(cls, settings) -> LanceStore:
         """The store under ``SESSIONLAKE_STORAGE_URI``'s ``lance/`` when set, else the home's ``lance/``."""
-        where = settings.storage.child("lance") if settings.storage_uri else settings.lance_dir
-        return cls(where, embedder=settings.embedder, embedder_model=settings.embedder_model,
-                   provenance_overflow_dir=settings.provenance_overflow_dir)
+        from resources.memory.table_ledger import ledger_for, ledger_location
+
+        return cls(ledger_location(settings)[1], embedder=settings.embedder, embedder_model=settings.embedder_model,
+                   provenance_overflow_dir=settings.provenance_overflow_dir, ledger=ledger_for(settings))
 
     # -- tables ---------------------------------------------------------------------------------------
 
@@ -182,12 +191,29 @@ class LanceStore:
     def open_table(self, name: str):
         """A fresh handle on table ``name``, created with its schema only if its folder does not exist.
 
-        Raises `LanceTableUnreadable` when the folder exists and Lance cannot open it.
+        Raises `LanceTableUnreadable` when the folder exists and Lance cannot open it, `LanceTableLost`
+        when the ledger recorded the table and its folder is gone.
         """
         if name not in SCHEMAS:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
         if not self.table_exists(name):
-            return self._create_table(name)
+            self._refuse_lost(name)
+            table = self._create_table(name)
+        else:
+            table = self._open_existing(name)
+        self._remember(name)
+        return table
+
+    def _refuse_lost(self, name: str) -> None:
+        """`LanceTableLost` when the ledger recorded table ``name`` (its folder is known to be missing)."""
+        if self.ledger is not None and name in self.ledger.known():
+            raise LanceTableLost(name, self.table_uri(name), self.ledger.known()[name])
+
+    def _remember(self, name: str) -> None:
+        if self.ledger is not None:
+            self.ledger.record(name)
+
+    def _open_existing(self, name: str):
         try:
             return self.db.open_table(name)
         except Exception:
@@ -209,6 +235,7 @@ class LanceStore:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
         options = self.location.lance_options() if self.location is not None else None
         if not self.table_exists(name):
+            self._refuse_lost(name)
             if name == RECORDS and self.embedding is not None:
                 self._create_table(name)  # LanceDB keeps the embedding function in the schema's metadata
             else:
@@ -216,13 +243,20 @@ class LanceStore:
                     lance.write_dataset(SCHEMAS[name].empty_table(), self.table_uri(name), mode="create",
                                         storage_options=options)
         try:
-            return lance.dataset(self.table_uri(name), storage_options=options)
+            dataset = lance.dataset(self.table_uri(name), storage_options=options)
         except Exception:
             time.sleep(OPEN_RETRY_SEC)
-        try:
-            return lance.dataset(self.table_uri(name), storage_options=options)
-        except Exception as exc:
-            raise LanceTableUnreadable(name, self.table_uri(name), exc) from exc
+            try:
+                dataset = lance.dataset(self.table_uri(name), storage_options=options)
+            except Exception as exc:
+                raise LanceTableUnreadable(name, self.table_uri(name), exc) from exc
+        self._remember(name)
+        return dataset
+
+    def forget(self, name: str) -> None:
+        """Let the next ``open_table`` create table ``name`` afresh (``memory rebuild`` re-derives it)."""
+        if self.ledger is not None:
+            self.ledger.forget(name)
 
     def unreadable_tables(self, names: Iterable[str] = TABLE_NAMES) -> dict[str, LanceTableUnreadable]:
         """The tables among ``names`` whose folder exists but cannot be opened, with the error."""
@@ -242,6 +276,7 @@ class LanceStore:
         originals deleted: a move cut short leaves the table where it was (copying) or a whole copy
         under ``broken/`` (deleting), and is simply run again.
         """
+        self.forget(name)
         aside = f"{BROKEN_DIR}/{name}.lance-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
         if self.root is None:
             blobs, prefix = self.blobs(), f"{name}.lance/"

@@ -4,8 +4,9 @@ Memory is derived data and the archive holds every byte of every version of ever
 a table lost to a missing or unreadable ``_versions/`` can be rebuilt. `rebuild_memory`:
 
 1. sets aside every Lance table whose folder exists but cannot be opened (moved to
-   ``lance/broken/``, never deleted; in a bucket, copied there and then deleted); a readable table is
-   kept and merged into, so its provenance and captured records survive;
+   ``lance/broken/``, never deleted; in a bucket, copied there and then deleted), and lets a table
+   that is gone (`LanceTableLost`) be created again; a readable table is kept and merged into, so its
+   provenance and captured records survive;
 2. runs the memory processor, through the runner (`resources.ingest.runner.Batch`: a version it fails
    on is reported and the others are used; a failed commit is split down to the version), over every
    observation of every archived session file in the order the archive saw them, across projects (so
@@ -35,7 +36,7 @@ from resources.archive.restore import write_version
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.runner import ArchivedFile, Batch, empty_stats
 from resources.ingest.session_files import SessionFile
-from resources.memory.lance import TABLE_NAMES, LanceStore
+from resources.memory.lance import TABLE_NAMES, LanceStore, LanceTableLost
 from resources.sources import source_type
 
 NO_STATE = None
@@ -46,11 +47,15 @@ rebuild holds no connection to the warehouse while it reads the whole archive, a
 def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
     """Set aside unreadable tables, re-derive records and edges from every archived version, commit once.
 
-    Returns ``{set_aside: {table: path}, projects, versions, records_written, edges_written,
+    Returns ``{set_aside: {table: path}, recreated: [lost table], projects, versions, records_written, edges_written,
     lines_malformed, errors: [{project, session_key, error}]}``; a version that fails is reported
     (at most `resources.ingest.runner.MAX_ERRORS_REPORTED` per project) and the others are still used.
     """
-    set_aside = {name: str(lance.set_aside(name)) for name in lance.unreadable_tables(TABLE_NAMES)}
+    broken = lance.unreadable_tables(TABLE_NAMES)
+    lost = sorted(name for name, exc in broken.items() if isinstance(exc, LanceTableLost))
+    set_aside = {name: str(lance.set_aside(name)) for name in broken if name not in lost}
+    for name in lost:
+        lance.forget(name)
     processor = MemoryProcessor(lance)
     processor.begin_run()
     stats = empty_stats()
@@ -74,7 +79,7 @@ def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
                                            "error": f"not restored: {file['status']} {file.get('reason', '')}"})
         batch.commit(NO_STATE)
     totals = processor.end_run()
-    return {"set_aside": set_aside, "projects": len({repo for repo, _ in timeline}), "versions": stats["processed"],
+    return {"set_aside": set_aside, "recreated": lost, "projects": len({repo for repo, _ in timeline}), "versions": stats["processed"],
             "lines_malformed": stats["lines_malformed"], "records_written": totals["records_written"],
             "edges_written": totals["edges_written"],
             "errors": [{"project": project, "session_key": e["file"], "error": e["error"]}

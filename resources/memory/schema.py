@@ -140,3 +140,14 @@ class LanceTableUnreadable(RuntimeError):
             f"Lance table {name!r} at {path} exists but cannot be opened ({type(cause).__name__}: {cause}); "
             "it was left untouched. `sessionlake memory rebuild` sets it aside and re-derives records and "
             "edges from the archive")
+
+
+class LanceTableLost(LanceTableUnreadable):
+    """A table that existed (the warehouse recorded it) has no folder or bucket prefix any more."""
+
+    def __init__(self, name: str, path: Path | str, first_seen: datetime | None = None):
+        self.table, self.path = name, path
+        since = f" (it existed since {first_seen:%Y-%m-%d %H:%M} UTC)" if first_seen else ""
+        RuntimeError.__init__(
+            self, f"Lance table {name!r} at {path} is gone{since}; it is not recreated empty: run "
+                  "`sessionlake memory rebuild` to re-derive records and edges from the archive")

@@ -256,6 +256,20 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "DELETE FROM session_processor_state WHERE processor_name = 'usage' AND session_file LIKE 'codex:%'",
         ),
     ),
+    (
+        11,
+        (
+            # Which Lance tables have existed, per Lance location (a folder or a bucket prefix), so a
+            # table whose folder disappeared is reported as lost instead of recreated empty
+            # (resources/memory/table_ledger.py).
+            """CREATE TABLE IF NOT EXISTS lance_tables (
+                location VARCHAR NOT NULL,
+                name VARCHAR NOT NULL,
+                first_seen TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (location, name)
+            )""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -21,6 +21,7 @@ from pipelines.defs.tags import LANCE_ASSETS
 from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.events import write_event
+from resources.memory.table_ledger import lost_tables_line
 
 
 def blocking_reason(instance: dg.DagsterInstance,
@@ -104,7 +105,8 @@ def lance_health_sensor(settings: Settings) -> dg.SensorDefinition:
         description=f"Every {every} s: a lance_maintenance run at code-location start, when a table has more "
                     "prunable versions or small fragments than its threshold, or "
                     f"{settings.lance_optimize_interval_sec:.0f} s after the last one "
-                    "(SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC); skips while a run writes Lance tables.",
+                    "(SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC); skips while a run writes Lance tables or a table "
+                    "that existed is gone.",
     )(lance_health_tick)
 
 
@@ -112,7 +114,7 @@ def lance_health_tick(context: dg.SensorEvaluationContext, lance: LanceResource)
     """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
     settings = lance.settings()
     cursor = _parse_cursor(context.cursor)
-    refused = retention_refused(settings)
+    refused = retention_refused(settings) or lost_tables_line(settings)
     if refused:
         return dg.SensorResult(skip_reason=refused, cursor=context.cursor)
     now = time.time()
