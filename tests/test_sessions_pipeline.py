@@ -130,7 +130,8 @@ def test_new_partitions_are_capped_per_tick_and_registered_before_any_request(in
     first = _tick(instance)
     assert len(instance.get_dynamic_partitions(projects_partitions.name)) == 3
     assert first.dynamic_partitions_requests == []  # already registered by the tick itself
-    assert len(json.loads(first.cursor)["digests"]) == 3
+    [asked] = json.loads(first.cursor)["requested"].values()  # saved as ingested once that run succeeds
+    assert len(asked["projects"]) == 3
     second = _tick(instance, first.cursor)
     assert len(instance.get_dynamic_partitions(projects_partitions.name)) == 6
     assert len(_projects_of(second.run_requests[0])) == 3
@@ -148,8 +149,9 @@ def test_cursor_is_one_digest_per_project(instance, settings):
     for i in range(3):
         _add_project(settings.sessions_dir, f"big-{i}", sessions=30)
     cursor = json.loads(_tick(instance).cursor)
-    assert set(cursor) == {"digests"} and len(cursor["digests"]) == 4
-    assert all(len(digest) == 24 for digest in cursor["digests"].values())
+    assert set(cursor) == {"digests", "requested", "gave_up"}
+    [asked] = cursor["requested"].values()  # until the run succeeds; then they move to "digests"
+    assert len(asked["projects"]) == 4 and all(len(digest) == 24 for digest in asked["projects"].values())
 
 
 def test_no_change_tick_over_many_files_is_fast(tmp_path):
@@ -227,3 +229,57 @@ def test_a_queued_ui_backfill_of_the_session_assets_also_holds_changes_for_the_n
     [request] = _tick(instance, waiting.cursor).run_requests  # the queued capture run holds nothing back
     assert instance.get_run_by_id(capture_run.run_id).status == dg.DagsterRunStatus.NOT_STARTED
     assert _projects_of(request) == [SAMPLE_PROJECT]
+
+
+def _launch(instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """Run a sensor's request as the daemon would: its tags (with the run key) and its run config."""
+    tags = {**request.tags, "dagster/run_key": request.run_key}
+    if request.partition_key:
+        tags["dagster/partition"] = request.partition_key
+    return defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, tags=tags,
+                                                            run_config=request.run_config, raise_on_error=False)
+
+
+def test_a_failed_runs_projects_are_asked_for_again_then_backed_off_then_given_up(instance, settings, monkeypatch):
+    from pipelines.defs.sessions import sensors
+
+    _add_project(settings.sessions_dir, "-home-dev-second")
+    settings.state_path.mkdir(parents=True)  # a folder where the warehouse goes: every run fails
+    first = _tick(instance)
+    [request] = first.run_requests
+    projects = _projects_of(request)
+    assert len(projects) == 2
+    assert not _launch(instance, request).success
+    again = _tick(instance, first.cursor)  # the failed run's projects, on the very next tick
+    [retry] = again.run_requests
+    assert _projects_of(retry) == projects and retry.run_key != request.run_key
+    assert not _launch(instance, retry).success
+    waiting = _tick(instance, again.cursor)  # a second failure in a row: back-off
+    assert waiting.run_requests == [] and "back-off" in waiting.skip_message
+
+    monkeypatch.setattr(sensors, "BACKOFF_BASE_SEC", 0.0)
+    cursor = waiting.cursor
+    for _ in range(sensors.MAX_FAILED_RUNS - 2):
+        result = _tick(instance, cursor)
+        [request] = result.run_requests
+        assert not _launch(instance, request).success
+        cursor = result.cursor
+    gave_up = _tick(instance, cursor)  # not a loop: a failed check instead
+    assert gave_up.run_requests == []
+    [check] = gave_up.asset_events
+    assert not check.passed and check.check_name == "ingest_runs_succeed"
+    assert all(p in check.description for p in projects)
+    assert _tick(instance, gave_up.cursor).run_requests == []
+
+    settings.state_path.rmdir()  # fixed; one project's files change: it alone is asked for again
+    _add_project(settings.sessions_dir, "-home-dev-third")
+    with (settings.sessions_dir / "-home-dev-second" / "s0.jsonl").open("a") as f:
+        f.write("\n")
+    changed = _tick(instance, gave_up.cursor)
+    [request] = changed.run_requests
+    assert set(_projects_of(request)) == {"-home-dev-second", "-home-dev-third"}
+    assert _launch(instance, request).success
+    done = _tick(instance, changed.cursor)
+    [cleared] = done.asset_events  # the second project succeeded; the first still fails
+    assert not cleared.passed and "-home-dev-second" not in cleared.description
+    assert done.run_requests == []

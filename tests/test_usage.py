@@ -169,3 +169,41 @@ def test_daily_json_has_ccusage_field_names(samples_root, state):
     assert set(report["totals"]) >= {"inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens",
                                      "totalTokens", "totalCost"}
     assert day["modelBreakdowns"][0]["modelName"] == "claude-sonnet-4-20250514"
+
+
+def _shuffled_warehouse(path, rows, seed):
+    import random
+
+    from resources.state.store import StateStore
+
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    store = StateStore(path)
+    with store.connect() as conn:
+        conn.executemany(
+            """INSERT INTO usage_messages (dedup_key, ts, session_key, project, model, is_sidechain, input_tokens,
+                   output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, line_offset)
+               VALUES (?, ?, ?, ?, ?, false, 1, 1, 0, 0, ?, ?)""", rows)
+    return store
+
+
+def test_cost_totals_do_not_depend_on_the_order_rows_are_summed_in(tmp_path):
+    """The same rows in three shuffled orders give the same totals to the last digit, by day and overall."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    rng = random.Random(7)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [(f"k{i}", start + timedelta(hours=rng.randrange(24 * 90)), f"s{i % 97}", f"-p{i % 13}",
+             f"model-{i % 5}", rng.random() * 10 ** rng.randrange(-4, 3), i) for i in range(3000)]
+    reports = []
+    for seed in range(3):
+        store = _shuffled_warehouse(tmp_path / f"state-{seed}.duckdb", rows, seed)
+        with store.connect() as conn:
+            reports.append({kind: usage_report(conn, kind, ReportFilter(mode="display"))
+                            for kind in ("daily", "monthly", "project", "model")})
+    for kind in ("daily", "monthly", "project", "model"):
+        assert reports[0][kind]["totals"]["totalCost"] == reports[1][kind]["totals"]["totalCost"] \
+            == reports[2][kind]["totals"]["totalCost"], kind
+        assert reports[0][kind] == reports[1][kind] == reports[2][kind], kind
+    assert reports[0]["daily"]["totals"]["totalCost"] == pytest.approx(sum(r[5] for r in rows), rel=1e-12)

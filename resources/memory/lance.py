@@ -7,8 +7,9 @@ Contract:
   settings records every table in the warehouse (`resources.memory.table_ledger`), and a recorded
   table whose folder (or bucket prefix) is gone raises `LanceTableLost` instead of coming back empty.
   A folder Lance cannot open (``_versions/`` missing or unreadable) raises `LanceTableUnreadable` and
-  is never written over: the memory it held is not silently replaced by an empty table. ``set_aside(name)`` moves such a folder out of the way
-  (kept under ``broken/``) so ``sessionlake memory rebuild`` can re-derive it.
+  is never written over: the memory it held is not silently replaced by an empty table.
+  ``set_aside(name)`` moves such a folder out of the way (kept under ``broken/``) so
+  ``sessionlake memory rebuild`` can re-derive it.
 - ``upsert_records`` / ``upsert_edges`` write a whole batch in ONE commit (``merge_insert`` on ``id``),
   and nothing at all for an empty batch: a retried run changes nothing and versions stay few.
   Re-upserting a record keeps its provenance and ``created_at``.

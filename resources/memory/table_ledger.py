@@ -5,8 +5,8 @@ Contract:
 - One row per (location, table): the Lance root (a folder's absolute path, or ``s3://bucket/prefix/lance``)
   and the table name. `LanceStore` records a table when it creates it or first opens it, and forgets it
   only when ``sessionlake memory rebuild`` sets it aside or re-creates it.
-- `lost_tables` tells which recorded tables are gone without importing lancedb: a stat per table on
-  disk, one listing request per table in a bucket. Commands call it before they do anything else.
+- `lost_tables` tells which recorded tables are gone without importing lancedb or pyarrow: a stat per
+  table on disk, one listing request per table in a bucket. Commands call it before anything else.
 - A home written before the ledger existed records its tables the first time they are opened.
 """
 
@@ -16,7 +16,6 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resources.memory.lance import TABLE_NAMES, LanceTableLost
 from resources.state.store import StateStore, fetch_one
 
 
@@ -65,28 +64,28 @@ def ledger_for(settings) -> LanceTableLedger:
     return LanceTableLedger(StateStore.from_settings(settings), ledger_location(settings)[0])
 
 
-def lost_tables(settings, names=TABLE_NAMES) -> list[LanceTableLost]:
-    """The tables among ``names`` that the ledger says existed and whose folder (or prefix) is gone."""
+def lost_tables(settings) -> list:
+    """A `LanceTableLost` for every table the ledger says existed whose folder (or prefix) is gone."""
     if not settings.state_path.exists():
         return []
     key, where = ledger_location(settings)
     known = ledger_for(settings).known()
     lost = []
-    for name in names:
-        if name not in known:
-            continue
+    for name in sorted(known):
         if isinstance(where, Path):
             gone = not os.path.lexists(where / f"{name}.lance")
         else:
             gone = next(iter(where.blobs().list(f"{name}.lance/")), None) is None
         if gone:
+            from resources.memory.lance import LanceTableLost
+
             lost.append(LanceTableLost(name, f"{key}/{name}.lance", known[name]))
     return lost
 
 
-def lost_tables_line(settings, names=TABLE_NAMES) -> str | None:
-    """One line naming every lost table among ``names`` and the repair, or None when none is lost."""
-    lost = lost_tables(settings, names)
+def lost_tables_line(settings) -> str | None:
+    """One line naming every lost table and the repair, or None when none is lost."""
+    lost = lost_tables(settings)
     if len(lost) <= 1:
         return str(lost[0]) if lost else None
     where = ledger_location(settings)[0]

@@ -35,6 +35,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -91,6 +92,9 @@ COST_SQL = {  # the cost of a row, per cost mode
     "calculate": "coalesce(computed_cost_usd, 0)",
     "display": "coalesce(cost_usd, 0)",
 }
+EXACT_COST = "DECIMAL(38, 12)"
+"""Costs are summed as exact decimals (each row's rounded to 1e-12 USD) and rounded to a float once, so
+a total never depends on the order DuckDB's threads or the report add rows in."""
 _BILLABLE = "input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0"
 UNPRICED_SQL = {  # a row whose cost is counted at $0 for want of a price, per cost mode
     "auto": f"cost_usd IS NULL AND computed_cost_usd IS NULL AND {_BILLABLE}",
@@ -248,7 +252,7 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
         conn,
         f"""SELECT {_PERIOD_SQL[kind]}, {"project" if instances else "NULL"}, coalesce(model, 'unknown'),
                    sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
-                   sum({COST_SQL[flt.mode]}), min(ts), max(ts), any_value(project), count(*),
+                   sum(CAST({COST_SQL[flt.mode]} AS {EXACT_COST})), min(ts), max(ts), any_value(project), count(*),
                    bool_or({UNPRICED_SQL[flt.mode]}),
                    min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset)),
                    agent, sum(extra_output_tokens), {_PERIOD_SQL["machine"] if opts.by_machine else "NULL"},
@@ -268,7 +272,7 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
             entry["project"] = group
         elif len(flt.projects) == 1 and kind in PERIOD_REPORTS:
             entry["project"] = flt.projects[0]
-        numbers = ((int(inp), int(out), int(cw), int(cr)), int(extra), float(cost), int(responses), unpriced,
+        numbers = ((int(inp), int(out), int(cw), int(cr)), int(extra), cost, int(responses), unpriced,
                    (seen["d"], seen["k"], seen["o"]), first, last)
         targets = [entry]
         if opts.by_agent:
@@ -298,13 +302,13 @@ def _entry(entries: dict, key, field: str, period, first, last, project) -> dict
     entry = entries.get(key)
     if entry is None:
         entry = entries[key] = {
-            field: period, **dict.fromkeys(_TOKEN_FIELDS, 0), "totalTokens": 0, "totalCost": 0.0,
+            field: period, **dict.fromkeys(_TOKEN_FIELDS, 0), "totalTokens": 0, "totalCost": Decimal(0),
             "responses": 0, "modelBreakdowns": [], "_seen": {}, "_first": first, "_last": last,
             "_project": project, "_agents": set(), "_by_agent": {}, "_by_machine": {}, "_reasoning": 0}
     return entry
 
 
-def _add(entry: dict, model: str, tokens: tuple[int, int, int, int], extra: int, cost: float, responses: int,
+def _add(entry: dict, model: str, tokens: tuple[int, int, int, int], extra: int, cost: Decimal, responses: int,
          unpriced: bool, seen: tuple, first, last) -> None:
     """Add one (period, model, agent) group's numbers to a row (``extra``: output reported apart from
     ``outputTokens``, counted in ``totalTokens`` only, as ccusage does)."""
@@ -315,7 +319,7 @@ def _add(entry: dict, model: str, tokens: tuple[int, int, int, int], extra: int,
     entry["responses"] += responses
     same = next((b for b in entry["modelBreakdowns"] if b["modelName"] == model), None)
     if same is None:
-        same = {"modelName": model, **dict.fromkeys(_TOKEN_FIELDS, 0), "cost": 0.0}
+        same = {"modelName": model, **dict.fromkeys(_TOKEN_FIELDS, 0), "cost": Decimal(0)}
         entry["modelBreakdowns"].append(same)
     for name, value in zip(_TOKEN_FIELDS, tokens, strict=True):
         same[name] += value
@@ -332,6 +336,9 @@ def _finish(entry: dict, kind: str, view: str, field: str) -> dict:
     by_machine = entry.pop("_by_machine")
     first, last, project = entry.pop("_first"), entry.pop("_last"), entry.pop("_project")
     reasoning = entry.pop("_reasoning")
+    entry["totalCost"] = float(entry["totalCost"])  # summed exactly, rounded once
+    for breakdown in entry["modelBreakdowns"]:
+        breakdown["cost"] = float(breakdown["cost"])
     entry["modelBreakdowns"].sort(key=lambda b: (-b["cost"], b["modelName"]))
     # A per-agent row lists models as they first appear; an "all" row merges agents' lists, sorted.
     merged = view == "all" and kind in PERIOD_REPORTS
@@ -395,7 +402,7 @@ def _totals(items) -> dict:
     tokens = [sum(int(item[i]) for item in items) for i in range(1, 5)]
     extra = sum(int(item[7]) for item in items)
     totals = {**dict(zip(_TOKEN_FIELDS, tokens, strict=True)), "totalTokens": sum(tokens) + extra,
-              "totalCost": sum(float(item[5]) for item in items)}
+              "totalCost": float(sum(Decimal(item[5]) for item in items))}
     unpriced = sorted({item[0] for item in items if item[6] and item[0] not in UNPRICED_MODELS})
     if unpriced:
         totals["unpricedModels"] = unpriced
@@ -413,7 +420,8 @@ def _codex(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts: R
         f"""SELECT {_PERIOD_SQL[kind]}, coalesce(model, 'unknown'), sum(input_tokens), sum(cache_creation_tokens),
                    sum(cache_read_tokens), sum(output_tokens), sum(reasoning_output_tokens),
                    sum(input_tokens + cache_creation_tokens + cache_read_tokens + output_tokens
-                       + extra_output_tokens), sum({COST_SQL[flt.mode]}), max(ts), bool_or({UNPRICED_SQL[flt.mode]})
+                       + extra_output_tokens), sum(CAST({COST_SQL[flt.mode]} AS {EXACT_COST})), max(ts),
+                   bool_or({UNPRICED_SQL[flt.mode]})
             FROM usage_messages WHERE {where} GROUP BY ALL ORDER BY 1, 2""",
         params,
     )
