@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", action="append", choices=sorted(PROCESSOR_ASSETS),
                    help="only these processors (repeatable); default: all")
     p.add_argument("--all", action="store_true", dest="everything",
-                   help="run every project, not only those with new, changed or failed files")
+                   help="run every project, not only those with new, changed or failed files, and hash every file "
+                        "(a rewrite that kept its size and mtime is read again)")
     p.add_argument("--json", action="store_true", help="print the per-asset stats as JSON")
     p.set_defaults(handler=run)
 

@@ -67,7 +67,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     (default: every processor asset), in one run.
 
     Only projects with something to do are run: a file some selected processor has not processed at
-    its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all.
+    its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all and hashes
+    every file, so a same-size rewrite whose mtime was put back is read again.
     Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
     failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read,
     `pipelines.cli.projects.UnknownProject` when one of ``projects`` is not on disk, and
@@ -104,7 +105,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
 
     from pipelines.definitions import defs
     from pipelines.defs.partitions import projects_partitions
-    from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME
+    from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME, STEP_NAME
     from pipelines.defs.sessions.sensors import partition_run_request
     from pipelines.defs.tags import LAUNCHED_BY_TAG, POOL_INGEST
     from pipelines.instance.run_recovery import process_tags, wait_for_pool
@@ -124,7 +125,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         tags = {**request.tags, **process_tags(), LAUNCHED_BY_TAG: "sessionlake ingest"}
         if request.partition_key:
             tags["dagster/partition"] = request.partition_key
-        run_config = {**request.run_config, **QUIET}
+        step_config = {**request.run_config["ops"][STEP_NAME]["config"], "verify_content": everything}
+        run_config = {**request.run_config, "ops": {STEP_NAME: {"config": step_config}}, **QUIET}
         outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
     result["run_id"] = outcome.run_id
     result["success"] = outcome.success

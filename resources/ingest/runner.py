@@ -1,7 +1,9 @@
 """The runner: per processor, find the files it has not processed, run it on each, commit, mark.
 
 Rules (each one tested in ``tests/test_runner.py``):
-- a stable file (size unchanged and mtime <= processed_at) is skipped without reading or hashing it;
+- a stable file (size unchanged and mtime <= processed_at) is skipped without reading or hashing it,
+  unless the run verifies content (``verify``): then every file is hashed, so a same-size rewrite
+  whose mtime was put back (``touch -r``) is read again;
 - a file whose content hash equals the stored one is skipped (its processed_at moves forward);
 - a file that only grew (size larger, the 4 KiB before the stored offset unchanged) is read from the
   stored offset if its agent only appends (`resources.sources.base.Source.append_only`); anything
@@ -168,6 +170,7 @@ def iter_processors(
     files: Sequence[SessionFile] | None = None,
     workers: int = 1,
     progress: Progress | None = None,
+    verify: bool = False,
 ) -> Iterator[tuple[str, dict]]:
     """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``),
     yielding each one's ``(name, stats)`` as soon as it has run, in the order given: the ingest step
@@ -176,6 +179,7 @@ def iter_processors(
     ``files`` is the walk of those projects when the caller already has it (one walk per run).
     ``workers`` > 1 reads files in that many worker processes for a processor with ``parallel_reads``;
     ``progress(files_done, files_total, bytes_done)`` is called after each file.
+    ``verify`` hashes every file, not only those whose size or mtime changed (``ingest --all``).
     """
     logger = logger or log
     files = list(walk_sessions(sessions_root, projects) if files is None else files)
@@ -191,7 +195,7 @@ def iter_processors(
             for f in files:
                 count_stat(stats, f.project, "scanned")
             previous = load_processor_state(conn, processor.name)
-            work[processor.name], unchanged = _plan(files, previous, hashes, stats)
+            work[processor.name], unchanged = _plan(files, previous, hashes, stats, verify)
             mark_processed(conn, processor.name, unchanged)
         record_session_files(conn, _session_file_rows(files, hashes))
     for processor in processors:
@@ -237,14 +241,16 @@ def _plan(
     previous: dict[str, ProcessorFileState],
     hashes: dict[str, str | OSError | None],
     stats: dict,
+    verify: bool = False,
 ) -> tuple[list[_Task], list[ProcessedMark]]:
-    """Split files into work to do and unchanged-content files whose processed_at only moves forward."""
+    """Split files into work to do and unchanged-content files whose processed_at only moves forward
+    (``verify``: by content hash alone, never by stat)."""
     tasks: list[_Task] = []
     unchanged: list[ProcessedMark] = []
     now = datetime.now(UTC)
     for f in files:
         prev = previous.get(f.key)
-        if is_stable(prev, f):
+        if not verify and is_stable(prev, f):
             count_stat(stats, f.project, "skipped")
             continue
         if f.key not in hashes:

@@ -79,7 +79,8 @@ def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
                                            "error": f"not restored: {file['status']} {file.get('reason', '')}"})
         batch.commit(NO_STATE)
     totals = processor.end_run()
-    return {"set_aside": set_aside, "recreated": lost, "projects": len({repo for repo, _ in timeline}), "versions": stats["processed"],
+    return {"set_aside": set_aside, "recreated": lost, "projects": len({repo for repo, _ in timeline}),
+            "versions": stats["processed"],
             "lines_malformed": stats["lines_malformed"], "records_written": totals["records_written"],
             "edges_written": totals["edges_written"],
             "errors": [{"project": project, "session_key": e["file"], "error": e["error"]}

@@ -62,6 +62,10 @@ SESSION_FILES_LABELS = {"files": "files", "bytes": "bytes_on_disk", "new": "file
                         "missing": "files_missing"}
 
 
+class IngestConfig(ProjectsConfig):
+    verify_content: bool = False
+    """Hash every file, not only those whose size or mtime changed (``sessionlake ingest --all``; a
+    backfill always does): a same-size rewrite with its mtime put back is read again."""
 
 
 def _description(what: str, processor: str | None = None) -> str:
@@ -168,7 +172,7 @@ def _check_result(name: str, stats: dict, projects: list[str], retry_dir,
     pool=POOL_INGEST,
     description="Scan the selected projects once and run every selected processor over their new and changed files.",
 )
-def ingest_projects(context: dg.AssetExecutionContext, config: ProjectsConfig, state: StateResource,
+def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, state: StateResource,
                     lance: LanceResource, packs: PackResource):
     claim_run(context.instance, context.run.run_id)
     if BACKFILL_TAG in context.run.tags and QUEUE_TAG not in context.run.tags:
@@ -193,8 +197,9 @@ def ingest_projects(context: dg.AssetExecutionContext, config: ProjectsConfig, s
     if not processors:
         return
     by_name = {p.name: p for p in processors}  # usage first: its rows are reported while memory and archive run
+    verify = config.verify_content or backfill
     for name, stats in iter_processors(processors, settings.sessions_dir, state.store(), projects=set(projects),
-                                       logger=context.log, files=files):
+                                       logger=context.log, files=files, verify=verify):
         processor = by_name[name]
         asset = PROCESSOR_ASSETS[processor.name]
         changed = [p for p in projects if _changed(stats["by_project"].get(p))]
