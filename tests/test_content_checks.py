@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 
 def _cli(*args, env):
     return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env, capture_output=True,

@@ -111,6 +111,8 @@ def run_ls(args: argparse.Namespace) -> int:
         entry = sessions.setdefault(v.snapshot.session_key, {"session": v.snapshot.session_key, "versions": 0})
         entry.update(versions=entry["versions"] + 1, size=v.snapshot.size, file_hash=v.snapshot.file_hash,
                      archived_at=v.archived_at.isoformat(timespec="seconds"))
+    for seen in store.timeline(project):  # the version last seen on disk (A after A -> B -> A), as restore has it
+        sessions[seen.snapshot.session_key].update(size=seen.snapshot.size, file_hash=seen.snapshot.file_hash)
     if args.json:
         print(json.dumps({"packs": packs, "sessions": list(sessions.values())}, indent=2, default=str))
         return 0
