@@ -8,8 +8,10 @@ inside the function, so a hot-path command such as ``capture`` starts in millise
 Exit statuses are `pipelines.cli.exits`. A setting that cannot be used (`resources.config.settings.SettingError`:
 a bad ``SESSIONLAKE_*`` value or storage URI) or a storage bucket that cannot be reached (`StorageUnavailable`)
 ends any command with one line on stderr naming what to fix, and `exits.BAD_USAGE`; a project name that
-matches nothing (`UnknownProject`) with one line naming the closest, and `exits.FAILED`. Bad usage is
-reported under the usage line of the (sub)command it belongs to. Before a command runs,
+matches nothing (`UnknownProject`) with one line naming the closest, and `exits.FAILED`. A failure of the
+environment (a full disk, a held warehouse, a lost server or bucket: `pipelines.cli.environment`) is one line
+and `exits.BAD_USAGE`; ``--debug`` anywhere in the command, or ``SESSIONLAKE_DEBUG=1``, shows its traceback.
+Bad usage is reported under the usage line of the (sub)command it belongs to. Before a command runs,
 the data home is made private (`resources.config.private_home.make_private`), unless its parser sets
 ``manages_home=True``: ``capture`` does it itself, inside its own error handling (a hook must never see
 exit 2), and ``demo`` uses a home of its own.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from pipelines.cli import exits
@@ -150,6 +153,8 @@ def _make_home_private() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("SESSIONLAKE_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     # Import only the command being run, so `capture` does not pay for the others' imports.
     only = (argv[0],) if argv and argv[0] in COMMAND_MODULES else () if argv == ["--version"] else COMMAND_MODULES
     parser = build_parser(only)
@@ -170,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         return exits.FAILED
     except KeyboardInterrupt:
         return exits.INTERRUPTED
+    except Exception as exc:  # a full disk, a lost server: one line naming it (--debug: the traceback)
+        from pipelines.cli.environment import environment_failure
+
+        line = None if debug else environment_failure(exc)
+        if line is None:
+            raise
+        print(f"{command.prog}: {line}", file=sys.stderr)
+        return exits.BAD_USAGE
     except BrokenPipeError:
         return exits.DONE
 
