@@ -22,11 +22,10 @@ def full_home(tmp_path):
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=True)
     try:
-        with (mount / "filler").open("wb") as f:
-            with pytest.raises(OSError):
-                while True:
-                    f.write(b"\0" * (1 << 16))
-                    f.flush()
+        with (mount / "filler").open("wb") as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)

@@ -171,6 +171,23 @@ def test_sessionlake_ingest_on_postgres_records_the_run_and_frees_a_dead_runs_sl
         assert len(instance.get_runs(dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.SUCCESS]))) == 2
 
 
+def test_ingest_with_nothing_to_do_asks_the_server_and_fails_the_runs_it_lost(tmp_path, samples_root, pg_env):
+    env = {**os.environ, **pg_env, "SESSIONLAKE_HOME": str(tmp_path / "home"),
+           "SESSIONLAKE_SESSIONS_DIR": str(samples_root), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    assert _cli("ingest", "--only", "usage", env=env).returncode == 0
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        dead = _dead_run_holding_the_pool(instance)  # left STARTED when its process went with the server
+    quiet = _cli("ingest", "--only", "usage", env=env)
+    assert quiet.returncode == 0 and "nothing to ingest" in quiet.stdout, quiet.stderr
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+
+    down = _cli("ingest", "--only", "usage", env={**env, "DAGSTER_PG_PORT": str(free_port())}, timeout=120)
+    assert down.returncode == 2 and down.stdout == ""
+    [line] = down.stderr.splitlines()
+    assert line.startswith("sessionlake ingest: the Dagster instance at DAGSTER_HOME=") and "does not answer" in line
+
+
 def test_sessionlake_dev_on_postgres_runs_the_sensor_and_a_backfill_in_worker_processes(tmp_path, pg_env):
     from tests.test_live_daemon import PROJECTS, write_tree
 

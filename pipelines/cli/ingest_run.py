@@ -44,6 +44,14 @@ def _found_sources(settings: Settings) -> list:
     return sources
 
 
+def _reap_dead_runs() -> None:
+    from pipelines.instance.home import open_instance
+    from pipelines.instance.run_recovery import reap_dead_runs
+
+    with open_instance() as instance:
+        reap_dead_runs(instance)
+
+
 @contextmanager
 def _sigterm_interrupts():
     """SIGTERM interrupts like Ctrl-C for the duration (a wait for a slot must end on either)."""
@@ -69,11 +77,13 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     Only projects with something to do are run: a file some selected processor has not processed at
     its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all and hashes
     every file, so a same-size rewrite whose mtime was put back is read again.
+    With nothing to run it still asks the instance (`started_runs`, no Dagster import): its server must
+    answer, and a run left STARTED by a lost process or server is marked failed.
     Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
     failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read,
     `pipelines.cli.projects.UnknownProject` when one of ``projects`` is not on disk, and
-    `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened (checked
-    only when there is a run to make).
+    `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened or does not
+    answer (with nothing to run, one query through `started_runs`, without importing Dagster).
     """
     from pipelines.defs.tags import PROCESSOR_ASSETS
 
@@ -93,7 +103,11 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     result = {"run_id": None, "success": True, "agents": [s.agent for s in sources], "projects": wanted,
               "up_to_date": len(on_disk) - len(wanted),
               "assets": {}, "failures": {}, "errors": 0, "elapsed_sec": 0.0}
-    if not wanted:
+    if not wanted:  # still ask the instance: it must answer, and a run it lost is marked failed now
+        from pipelines.instance.home import prepare_dagster_home, started_runs
+
+        if started_runs(prepare_dagster_home(settings)):
+            _reap_dead_runs()
         result["elapsed_sec"] = time.perf_counter() - started
         return result
     # the Dagster home (its dagster.yaml read and checked) and Dagster itself (about 1 s to import) only now

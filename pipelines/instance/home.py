@@ -13,6 +13,7 @@ own folder as the ``base_dir``, so an instance opened by path never reads anothe
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -167,3 +168,53 @@ def missing_settings_message(instance) -> str | None:
         return None
     return (f"this Dagster instance lacks {'; '.join(missing)}: start it with `sessionlake dev`, or merge "
             f"{INSTANCE_YAML} into $DAGSTER_HOME/dagster.yaml")
+
+
+def started_runs(home: Path) -> int:
+    """How many runs the instance at ``home`` records as STARTED, in one query and without importing
+    Dagster: one connection to its Postgres server, or a read of its SQLite run storage. A command with
+    nothing to run uses it to learn that the instance answers, and whether a run (its process or its
+    server lost) waits to be marked failed. Raises `InstanceConfigError` when the server does not answer."""
+    configs = postgres_configs(home / "dagster.yaml")
+    if not configs:
+        import sqlite3
+
+        runs_db = home / "history" / "runs.db"
+        if not runs_db.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(f"file:{runs_db}?mode=ro", uri=True, timeout=30)) as conn:
+            try:
+                return conn.execute("SELECT count(*) FROM runs WHERE status = 'STARTED'").fetchone()[0]
+            except sqlite3.OperationalError:  # no runs table yet
+                return 0
+    import sqlalchemy
+
+    url = _postgres_url(configs[0])
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as conn:
+            try:
+                return conn.execute(sqlalchemy.text("SELECT count(*) FROM runs WHERE status = 'STARTED'")).scalar()
+            except sqlalchemy.exc.ProgrammingError:  # no runs table yet
+                return 0
+    except sqlalchemy.exc.OperationalError as exc:
+        detail = str(exc.orig or exc).strip().splitlines()[0]
+        raise InstanceConfigError(f"the Dagster instance at DAGSTER_HOME={home} does not answer: its Postgres server "
+                                  f"{url.host}:{url.port or 5432} ({detail}); start it, or fix "
+                                  f"{home / 'dagster.yaml'}") from None
+    finally:
+        engine.dispose()
+
+
+def _postgres_url(config: dict):
+    """The SQLAlchemy URL of a ``postgres_url`` or ``postgres_db`` setting, ``{env: NAME}`` resolved."""
+    import sqlalchemy.engine
+
+    unset: list[str] = []
+    if "postgres_url" in config:
+        return sqlalchemy.engine.make_url(str(_value(config["postgres_url"], unset)))
+    db = {k: _value(v, unset) for k, v in (config.get("postgres_db") or {}).items()}
+    return sqlalchemy.engine.URL.create(
+        db.get("scheme") or "postgresql", username=db.get("username") or None, password=db.get("password") or None,
+        host=db.get("hostname") or None, port=int(db["port"]) if db.get("port") else None,
+        database=db.get("db_name") or None, query={k: str(v) for k, v in (db.get("params") or {}).items()})
