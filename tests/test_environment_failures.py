@@ -1,6 +1,7 @@
 """A failure of the environment is one line naming the path and its file system, with exit 2; ``--debug``
 (or ``SESSIONLAKE_DEBUG=1``) shows the traceback."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,30 +14,43 @@ from tests.conftest import SAMPLES
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def full_home(tmp_path):
-    """A 20 MB tmpfs with no byte free, for the data home (needs root, as CI has)."""
+def _small_disk(tmp_path, free: int):
+    """A 20 MB tmpfs with ``free`` bytes left, for the data home (needs root, as CI has)."""
     mount = tmp_path / "small-disk"
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=True)
     try:
-        with (mount / "filler").open("wb") as f, pytest.raises(OSError):
-            while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
+        with (mount / "filler").open("wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * (20 * 2**20 - free))
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_full_disk_is_one_line_naming_the_file_system(full_home, tmp_path):
+@pytest.fixture
+def full_home(tmp_path):
+    yield from _small_disk(tmp_path, 0)
+
+
+@pytest.fixture
+def nearly_full_home(tmp_path):
+    """Room for an empty warehouse, not for a run's rows."""
+    yield from _small_disk(tmp_path, 1200 * 1024)
+
+
+def _env(home, tmp_path) -> dict[str, str]:
     tree = tmp_path / "tree"
     shutil.copytree(SAMPLES, tree)
-    env = {**os.environ, "SESSIONLAKE_HOME": str(full_home / "home"), "SESSIONLAKE_SESSIONS_DIR": str(tree),
+    env = {**os.environ, "SESSIONLAKE_HOME": str(home / "home"), "SESSIONLAKE_SESSIONS_DIR": str(tree),
            "DAGSTER_HOME": str(tmp_path / "dagster")}
     env.pop("SESSIONLAKE_DEBUG", None)
+    return env
+
+
+def test_a_full_disk_is_one_line_naming_the_file_system(full_home, tmp_path):
+    env = _env(full_home, tmp_path)
     out = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "daily"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
@@ -45,3 +59,13 @@ def test_a_full_disk_is_one_line_naming_the_file_system(full_home, tmp_path):
     debug = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "daily", "--debug"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_disk_that_fills_during_an_ingest_run_blames_no_session_file(nearly_full_home, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=_env(nearly_full_home, tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.splitlines()[-1]
+    assert last.startswith("sessionlake ingest: run ") and "No space left on device: " in last
+    assert f"file system at {nearly_full_home}" in last
+    assert "committing them in halves" not in out.stderr and "files that failed" not in out.stderr

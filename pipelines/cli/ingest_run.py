@@ -44,6 +44,18 @@ def _found_sources(settings: Settings) -> list:
     return sources
 
 
+def _raise_environment_failure(outcome) -> None:
+    """`EnvironmentFailure` naming the run when its step failed for the environment's sake (a full disk,
+    a lost server), so the command ends in that one line; any other failure is the caller's to report."""
+    from resources.environment import EnvironmentFailure, environment_failure_in
+
+    for event in outcome.all_events:
+        if event.is_step_failure:
+            line = environment_failure_in(event.step_failure_data.error)
+            if line:
+                raise EnvironmentFailure(f"run {outcome.run_id} failed: {line}")
+
+
 def _reap_dead_runs() -> None:
     from pipelines.instance.home import open_instance
     from pipelines.instance.run_recovery import reap_dead_runs
@@ -144,6 +156,8 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
     result["run_id"] = outcome.run_id
     result["success"] = outcome.success
+    if not outcome.success:
+        _raise_environment_failure(outcome)
     # a partition the run changed is materialized (what it holds, and the run's counters); one it did not
     # change is observed (the run's counters only): the summary adds both up
     events = [e.materialization for e in outcome.get_asset_materialization_events()] + [

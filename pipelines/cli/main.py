@@ -9,7 +9,7 @@ Exit statuses are `pipelines.cli.exits`. A setting that cannot be used (`resourc
 a bad ``SESSIONLAKE_*`` value or storage URI) or a storage bucket that cannot be reached (`StorageUnavailable`)
 ends any command with one line on stderr naming what to fix, and `exits.BAD_USAGE`; a project name that
 matches nothing (`UnknownProject`) with one line naming the closest, and `exits.FAILED`. A failure of the
-environment (a full disk, a held warehouse, a lost server or bucket: `pipelines.cli.environment`) is one line
+environment (a full disk, a held warehouse, a lost server or bucket: `resources.environment`) is one line
 and `exits.BAD_USAGE`; ``--debug`` anywhere in the command, or ``SESSIONLAKE_DEBUG=1``, shows its traceback.
 Bad usage is reported under the usage line of the (sub)command it belongs to. Before a command runs,
 the data home is made private (`resources.config.private_home.make_private`), unless its parser sets
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return exits.INTERRUPTED
     except Exception as exc:  # a full disk, a lost server: one line naming it (--debug: the traceback)
-        from pipelines.cli.environment import environment_failure
+        from resources.environment import environment_failure
 
         line = None if debug else environment_failure(exc)
         if line is None:

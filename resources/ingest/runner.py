@@ -11,6 +11,8 @@ Rules (each one tested in ``tests/test_runner.py``):
 - a processor that raises on a file leaves it unmarked (retried next run); the other files go on;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
+  a failure of the environment (`resources.environment`: a full disk, a lost server) is raised instead,
+  and no file is blamed for it;
 - a wrong return type counts as 0 items and the file is marked; 0 items still marks the file;
 - a missing sessions root gives all-zero stats.
 """
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from resources.environment import environment_failure
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import (
     MalformedLine,
@@ -448,6 +451,8 @@ def _commit(processor, conn, pending: list[_Done], stats: dict, logger,
         processor.commit(conn)
     except Exception as exc:
         processor.discard()
+        if environment_failure(exc):  # a full disk, a lost server: no file is to blame, none is split out
+            raise
         budget = [SPLIT_BUDGET * len(pending)] if budget is None else budget
         if len(pending) == 1 or budget[0] < len(pending):
             for taken in pending:
