@@ -57,10 +57,6 @@ def test_a_file_that_goes_a_b_a_restores_as_a_and_at_gives_what_was_on_disk(sett
     assert listed.returncode == 0, listed.stderr
     [row] = [r for r in json.loads(listed.stdout)["sessions"] if r["session"] == SMALL]
     assert (row["versions"], row["size"]) == (2, len(a)) and len(a) != len(b)  # A's size, as restore gives A
-    before = cli(settings, "restore", SAMPLE_PROJECT.lstrip("-"), "--session", path.stem, "--at", _iso(now - 400),
-                 "--to", str(tmp_path / "x"))
-    assert before.returncode == 2 and "no archived version" in before.stderr
-    assert len(pack_store(settings).timeline(SAMPLE_PROJECT, SMALL)) == 3
 
 
 def test_a_renamed_project_folder_moves_usage_rows_and_counts_nothing_twice(settings, tmp_path, monkeypatch):
