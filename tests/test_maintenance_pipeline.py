@@ -316,7 +316,7 @@ def test_a_table_whose_folder_is_gone_stops_the_sensor_and_fails_the_check(insta
     assert "'records'" in reason(skipped) and "is gone" in reason(skipped)
     assert "sessionlake memory rebuild" in reason(skipped)
     result = run_job(instance, lance, raise_on_error=False)
-    readable = checks_by_name(result)["memory_records:lance_tables_readable"]
+    readable = checks_by_name(result)["lance_storage:memory_tables_readable"]
     assert not readable.passed and readable.severity == dg.AssetCheckSeverity.ERROR
     assert "'records'" in readable.description and "sessionlake memory rebuild" in readable.description
     assert not lm.table_dir(store, RECORDS).exists(), "the lost table was recreated empty"
