@@ -77,7 +77,7 @@ def lost_tables(settings) -> list:
         else:
             gone = next(iter(where.blobs().list(f"{name}.lance/")), None) is None
         if gone:
-            from resources.memory.lance import LanceTableLost
+            from resources.memory.schema import LanceTableLost
 
             lost.append(LanceTableLost(name, f"{key}/{name}.lance", known[name]))
     return lost
