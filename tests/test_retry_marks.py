@@ -60,7 +60,7 @@ def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, 
     result = ingest_usage()
     [usage] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "usage_messages"]
     assert usage.materialization.metadata["files_failed"].value == 1
-    [check] = result.get_asset_check_evaluations()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "files_ingested"]
     assert not check.passed and "ba79134d" in check.metadata["failed_files"].value
     assert len(list(settings.retry_dir.glob("*.json"))) == 1
 
