@@ -28,12 +28,13 @@ def _text(rng: random.Random, n: int) -> str:
 
 
 def generate_corpus(root: Path | str, sessions: int = 2000, projects: int = 40, seed: int = 7,
-                    turns: int = 12) -> dict:
-    """Write the tree under ``root``; return ``{files, bytes, lines, input, output, cache_creation, cache_read}``."""
+                    turns: int = 12, start: datetime | None = None) -> dict:
+    """Write the tree under ``root``; return ``{files, bytes, lines, input, output, cache_creation, cache_read}``.
+    Sessions begin 37 minutes apart from ``start`` (default 2025-06-01 UTC, so a seed always gives the same tree)."""
     rng = random.Random(seed)
     root = Path(root)
     totals = {"files": 0, "bytes": 0, "lines": 0, "input": 0, "output": 0, "cache_creation": 0, "cache_read": 0}
-    start = datetime(2025, 6, 1, tzinfo=UTC)
+    start = start or datetime(2025, 6, 1, tzinfo=UTC)
     for s in range(sessions):
         project = f"-home-dev-project-{s % projects:03d}"
         session_id = str(uuid.UUID(int=rng.getrandbits(128)))

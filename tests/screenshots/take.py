@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.corpus import generate_corpus
@@ -42,16 +43,18 @@ view on the sensor page when the pictures are taken."""
 
 
 def build_tree(root: Path) -> None:
-    """The fixture project plus `GENERATED_PROJECTS` generated ones (3 sessions each)."""
+    """The fixture project plus `GENERATED_PROJECTS` generated ones (3 sessions each, from 3 days ago, so
+    usage_totals' table of the week has rows)."""
     shutil.copytree(FIXTURES, root, dirs_exist_ok=True)
-    generate_corpus(root, sessions=3 * GENERATED_PROJECTS, projects=GENERATED_PROJECTS, seed=7, turns=6)
+    generate_corpus(root, sessions=3 * GENERATED_PROJECTS, projects=GENERATED_PROJECTS, seed=7, turns=6,
+                    start=datetime.now(UTC) - timedelta(days=3))
 
 
 def grow(root: Path, round_no: int, scratch: Path) -> None:
     """Append a generated session's lines to one file of each `GROWING` project, and add a new session."""
     batch = scratch / f"round-{round_no}"
     generate_corpus(batch, sessions=2 * GENERATED_PROJECTS, projects=GENERATED_PROJECTS, seed=100 + round_no,
-                    turns=3 + 2 * round_no)
+                    turns=3 + 2 * round_no, start=datetime.now(UTC) - timedelta(hours=12))
     for project in GROWING:
         extra = sorted((batch / project).glob("*.jsonl"))
         target = sorted((root / project).glob("*.jsonl"))[0]
@@ -71,13 +74,6 @@ def ingest_rounds(live: LiveDagster, root: Path, scratch: Path) -> dict:
         seen.add(run["runId"])
         print(f"ingest run {round_no + 1}: {run['runId']} {run['status']}", file=sys.stderr)
     return run
-
-
-def settle(live: LiveDagster) -> None:
-    """Wait for the startup Lance maintenance run, which waits for the ingest runs: its checks on
-    memory_records are then evaluated, as a user sees them once the first start is over."""
-    live.wait_for_run(lambda r: r["jobName"] == "lance_maintenance", timeout_sec=300,
-                      what="the startup lance_maintenance run")
 
 
 def shoot(live: LiveDagster, run: dict, out: Path, node_path: Path, profile: Path) -> None:
@@ -110,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         build_tree(root)
         with LiveDagster(home=tmp / "home", sessions_dir=root, sensor_interval_sec=SENSOR_INTERVAL_SEC) as live:
             run = ingest_rounds(live, root, tmp / "scratch")
-            settle(live)
             shoot(live, run, args.out, args.node_path, tmp / "chromium-profile")
     finally:
         if args.keep:
