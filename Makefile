@@ -32,7 +32,7 @@ test-fast: install  ## the unit tests only: the inner loop (no subprocess, serve
 bench: install  ## benchmarks: prints tables, writes bench/results/*.json
 	$(BIN)/python -m bench
 
-# The README's UI screenshots: Chromium from Debian packages (apt-get needs root; skipped when
+# The UI screenshots in docs/dagster.md: Chromium from Debian packages (apt-get needs root; skipped when
 # $(CHROMIUM) is there) driven by playwright-core from npm, installed into the ignored $(NODE_PREFIX)/.
 CHROMIUM ?= /usr/bin/chromium
 NODE_PREFIX ?= .node
