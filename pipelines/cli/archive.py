@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.cli.options import add_project_option, project_names
+from pipelines.cli.options import add_project_option, description, project_names
 from pipelines.cli.table import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("archive", help="verify, garbage-collect or list the session archive (packs)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     actions = p.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="re-hash every pack and check that every index row resolves",
                                 description="Re-hash every pack and check that every index row resolves to one. "

@@ -22,7 +22,7 @@ import sys
 from pathlib import PurePath
 
 from pipelines.cli import exits
-from pipelines.cli.options import add_session_option
+from pipelines.cli.options import add_session_option, description
 
 DEFAULT_TIER = "capture"
 HOOK_TEXT_FIELDS = {
@@ -39,7 +39,7 @@ class InputError(ValueError):
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("capture", help="append one record to the capture inbox (for hooks); prints its ULID",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("--text", help="the text to capture (instead of a JSON record on stdin)")
     p.add_argument("--tier", help=f"memory tier of the record (default: the record's own, else {DEFAULT_TIER!r})")
     add_session_option(p, "session the record belongs to", old=("--session-id",))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.cli.options import description
+
 SAMPLES = Path(__file__).resolve().parent / "samples" / "claude-code-1.0.17"
 """Four real Claude Code sessions, shipped as package data (samples/README.md says where they come from)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="ingest the sample sessions into a temp home and print reports",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("--home", help="data home to use (default: a new temp dir)")
     p.add_argument("--source", default=str(SAMPLES), help="a projects tree to copy in (default: the samples)")
     p.set_defaults(handler=run, manages_home=True)  # its steps use a home of their own

@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.cli.options import description
+
 LOCATION_NAME = "sessionlake"
 REPO_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev", help="start the Dagster UI (and daemon: sensors, schedules) for sessionlake",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default 127.0.0.1)")
     p.add_argument("--port", default="3000", help="port the UI listens on (default 3000)")
     p.set_defaults(handler=run)

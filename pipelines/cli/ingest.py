@@ -14,13 +14,13 @@ import argparse
 import json
 import sys
 
-from pipelines.cli.options import add_project_option
+from pipelines.cli.options import add_project_option, description
 from pipelines.defs.tags import PROCESSOR_ASSETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="ingest new and changed session files (a run you can see in the Dagster UI)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     add_project_option(p, "only this project (default: all)")
     p.add_argument("--only", action="append", choices=sorted(PROCESSOR_ASSETS),
                    help="only these processors (repeatable); default: all")

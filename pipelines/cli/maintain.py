@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 
+from pipelines.cli.options import description
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("maintain", help="compact the Lance tables and remove old versions; print before/after",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("--retention", type=float, metavar="SECONDS",
                    help="keep versions younger than this (default: SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC, 86400)")
     p.add_argument("--force", action="store_true",

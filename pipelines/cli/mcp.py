@@ -31,6 +31,8 @@ import sys
 import threading
 from typing import Annotated, Any
 
+from pipelines.cli.options import description
+
 SERVER_NAME = "sessionlake"
 SNIPPET_WIDTH = 240
 CONTEXT_WIDTH = 1000
@@ -48,7 +50,7 @@ SINCE_HELP = "only records at or after: 30m, 3h, 7d, 2w ago, or an ISO date"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mcp", help="serve recall, context, capture and usage to coding agents (MCP over stdio)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.set_defaults(handler=run)
 
 

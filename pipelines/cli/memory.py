@@ -13,13 +13,15 @@ import argparse
 import json
 import sys
 
+from pipelines.cli.options import description
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("memory", help="repair the searchable memory (Lance tables)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     actions = p.add_subparsers(dest="memory_command", required=True, metavar="ACTION")
     rebuild = actions.add_parser("rebuild", help="set aside unreadable Lance tables and re-derive records and "
-                                                 "edges from the archive", description=__doc__.split("\n\n")[1])
+                                                 "edges from the archive", description=description(__doc__, 1))
     rebuild.add_argument("--json", action="store_true", help="print the report as JSON")
     rebuild.set_defaults(handler=run_rebuild)
 

@@ -51,3 +51,9 @@ def hidden_alias(parser: argparse.ArgumentParser, *flags: str, dest: str, **kwar
     """Accept ``flags`` for ``dest`` without listing them in ``--help`` (the listed option sets the default)."""
     kwargs.pop("default", None)
     parser.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+def description(doc: str | None, part: int = 0) -> str:
+    """Paragraph ``part`` of a command module's docstring as ``--help`` shows it: without reST's double
+    backticks, which a terminal prints as they are."""
+    return (doc or "").split("\n\n")[part].replace("``", "")

@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 
+from pipelines.cli.options import description
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prices", help="show the price each model gets and its source (database, alias, override)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("models", nargs="*", metavar="MODEL", help="model names as transcripts write them")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(handler=run)

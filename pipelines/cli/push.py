@@ -16,11 +16,12 @@ import json
 import sys
 
 from pipelines.cli import exits
+from pipelines.cli.options import description
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="send new packs and a manifest to the team bucket (SESSIONLAKE_TEAM_URI)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 

@@ -21,7 +21,7 @@ import argparse
 from datetime import datetime
 
 from pipelines.cli import exits
-from pipelines.cli.options import add_project_option, add_session_option, hidden_alias, positive
+from pipelines.cli.options import add_project_option, add_session_option, description, hidden_alias, positive
 
 SNIPPET_WIDTH = 160
 CONTEXT_WIDTH = 240
@@ -39,7 +39,7 @@ def _since(value: str) -> datetime:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recall", help="search every past prompt and answer (full-text, hybrid with embeddings)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("query", help="words or a phrase to look for")
     p.add_argument("-k", type=positive(), default=10, help="how many hits (default 10)")
     add_project_option(p, "only this project")

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipelines.cli import exits
-from pipelines.cli.options import add_project_option, project_names
+from pipelines.cli.options import add_project_option, description, project_names
 
 
 def _time(value: str) -> datetime:
@@ -29,7 +29,7 @@ def _time(value: str) -> datetime:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore archived session files byte for byte",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     add_project_option(p, "the project to restore", positionals=True)
     p.add_argument("--session", metavar="KEY",
                    help="one session: its key (--session=PROJECT/ID.jsonl), its path inside the project, or its id")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.cli import exits
+from pipelines.cli.options import description
 
 TEXT_WIDTH = 400
 """Characters of a message in the text view (``--json`` keeps the whole text)."""
@@ -30,7 +31,7 @@ def _count(value: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="the messages of one session, or those around a recall hit",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("session", metavar="SESSION", help="session id (or its start, as recall prints it) or key")
     p.add_argument("--around", metavar="HIT", help="only the messages around this hit (handle or record id)")
     p.add_argument("-C", "--context", type=_count, default=3, metavar="N",

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 from typing import NoReturn
 
+from pipelines.cli.options import description
 from resources.times import as_utc
 
 LOCK_WAIT_SEC = 1.0
@@ -48,7 +49,7 @@ BURN_STATUS = ((2000, "🟢", "Normal"), (5000, "⚠️", "Moderate"), (math.inf
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("statusline", help="one status line for Claude Code's statusLine setting (hook JSON on stdin)",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("-z", "--timezone", help="IANA zone of 'today' (default: the system's; 'local' too)")
     p.add_argument("--agent", default="claude", help="whose usage the costs and block count (default claude)")
     p.add_argument("--cost-source", choices=COST_SOURCES, default="auto",

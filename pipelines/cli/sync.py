@@ -20,10 +20,12 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from pipelines.cli.options import description
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sync", help="sync usage with your other machines through SESSIONLAKE_SYNC_URI",
-                       description=__doc__.split("\n\n")[0])
+                       description=description(__doc__))
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something failed")
     p.add_argument("--with-transcripts", action="store_true",
