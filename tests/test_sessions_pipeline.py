@@ -16,9 +16,10 @@ from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import StateResource
 from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
-from pipelines.defs.sessions.sensors import partition_run_request, project_fingerprints
+from pipelines.defs.sessions.sensors import project_fingerprints
 from resources.ingest.session_files import walk_sessions
 from tests.conftest import SAMPLE_PROJECT
+from tests.ingest_support import run_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -168,16 +169,6 @@ def test_no_change_tick_over_many_files_is_fast(tmp_path):
     assert elapsed < 5  # 10,000 files; the benchmark holds the real target (100,000 files under 1 s)
 
 
-def _run(instance, projects: list[str]) -> dg.ExecuteInProcessResult:
-    order = instance.get_dynamic_partitions(projects_partitions.name)
-    request = partition_run_request(order, projects)
-    tags = dict(request.tags)
-    if request.partition_key:
-        tags["dagster/partition"] = request.partition_key
-    return defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, tags=tags,
-                                                            run_config=request.run_config)
-
-
 def _metadata(result) -> dict[tuple[str, str], dict]:
     """Per (asset, partition), the metadata of the run's materializations of the session assets."""
     return {(e.asset_key.to_user_string(), e.partition): {k: v.value for k, v in e.materialization.metadata.items()}
@@ -189,7 +180,7 @@ def test_one_run_over_projects_of_different_sizes_reports_each_projects_own_numb
     _add_project(root, "small", sessions=1, responses=2)
     _add_project(root, "bystander", sessions=2)
     instance.add_dynamic_partitions(projects_partitions.name, sorted(os.listdir(root)))
-    result = _run(instance, [SAMPLE_PROJECT, "small"])  # one run, "bystander" sits between them
+    result = run_ingest(instance, [SAMPLE_PROJECT, "small"])  # one run, "bystander" sits between them
     assert result.success
     meta = _metadata(result)
     assert {p for _, p in meta} == {SAMPLE_PROJECT, "small"}, "only the projects asked for are materialized"
@@ -213,7 +204,7 @@ def test_one_run_over_projects_of_different_sizes_reports_each_projects_own_numb
     assert steps == {STEP_NAME}, "one step per run: the table-wide Lance checks belong to maintenance"
 
 
-def test_a_queued_ui_backfill_of_the_session_assets_also_holds_changes_for_the_next_run(instance, settings):
+def test_a_queued_ui_backfill_of_the_session_assets_also_holds_changes_for_the_nextrun_ingest(instance, settings):
     first = _tick(instance)
     job = defs.resolve_implicit_global_asset_job_def()
     backfill_run = instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED,

@@ -15,11 +15,11 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
-from pipelines.defs.sessions.assets import CODE_VERSIONS, JOB_NAME, USAGE_TOTALS, ingest_projects
-from pipelines.defs.sessions.sensors import partition_run_request
+from pipelines.defs.sessions.assets import CODE_VERSIONS, USAGE_TOTALS, ingest_projects
 from resources.memory.lance import LanceStore
 from resources.usage.pricing import RULES_VERSION
 from tests.conftest import SAMPLE_PROJECT
+from tests.ingest_support import run_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +46,7 @@ def _add_project(root, name: str, responses: int) -> None:
 
 
 def _run(instance, projects: list[str]) -> dg.ExecuteInProcessResult:
-    order = instance.get_dynamic_partitions(projects_partitions.name)
-    request = partition_run_request(order, projects)
-    tags = dict(request.tags)
-    if request.partition_key:
-        tags["dagster/partition"] = request.partition_key
-    result = defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, tags=tags,
-                                                              run_config=request.run_config)
+    result = run_ingest(instance, projects)
     assert result.success
     return result
 
