@@ -21,13 +21,13 @@ dev: install  ## the Dagster UI and daemon on 127.0.0.1:3000
 
 # The Postgres tests (tests/test_postgres_instance.py) start a server of their own from initdb and pg_ctl:
 # Debian's postgresql is installed when neither is found and this runs as root; otherwise they skip, saying why.
-test: install  ## the test suite
+test: install  ## the test suite, on both cores (most tests wait on subprocesses, servers and the daemon)
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
 		|| { apt-get update && apt-get install -y --no-install-recommends postgresql; }
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 test-fast: install  ## the unit tests only: the inner loop (no subprocess, server or Dagster run)
-	$(BIN)/pytest -m "unit and not integration and not e2e"
+	$(BIN)/pytest -n 2 -m "unit and not integration and not e2e"
 
 bench: install  ## benchmarks: prints tables, writes bench/results/*.json
 	$(BIN)/python -m bench
