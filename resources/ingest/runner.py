@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from resources.environment import environment_failure
 from resources.ingest.contract import ProcessorResult, SessionProcessor
+from resources.ingest.files_to_read import FileToRead
+from resources.ingest.parallel_reads import ParallelReads, WorkerRead
 from resources.ingest.session_files import (
     MalformedLine,
     SessionFile,
@@ -51,11 +49,6 @@ from resources.state.store import (
     record_session_files,
     unstable_files,
 )
-
-READ_BATCH_FILES = 16
-"""Files per message to a worker process when files are read in parallel."""
-if TYPE_CHECKING:
-    from resources.archive.pack_format import Snapshot
 
 FILES_PER_CONNECTION = 1000
 BYTES_PER_CONNECTION = 64 << 20
@@ -80,49 +73,6 @@ class _Task:
     items_before: int
     origin: dict[str, str] = field(default_factory=dict)
     """Who the file comes from (`SessionProcessor.origin`): empty for this machine's own files."""
-
-
-class FileToRead(Protocol):
-    """A file the runner reads: a session file on disk (`SessionFile`), or a session version in an
-    archived pack, written to a scratch file only while a processor reads it (resources/team/ingest.py)."""
-
-    key: str
-    project: str
-
-    @property
-    def size(self) -> int: ...
-
-    def opened(self, start_offset: int = 0) -> contextlib.AbstractContextManager[Path]:
-        """The path to read from ``start_offset`` on, valid inside the ``with``."""
-
-    def tail(self, end_offset: int) -> str | None:
-        """What to keep to recognise a later append (`ProcessorFileState.tail_hash`), or None."""
-
-
-@dataclass
-class ArchivedFile:
-    """A session version from the archive as a `FileToRead`: ``write(snap, start_offset)`` puts its bytes
-    in a scratch file (or a restored tree) for as long as a processor reads it (a pushed pack in the
-    team ingest, every archived version in ``memory rebuild``)."""
-
-    snap: Snapshot
-    project: str
-    write: Callable[[Snapshot, int], contextlib.AbstractContextManager[Path]]
-
-    @property
-    def key(self) -> str:
-        return self.snap.session_key
-
-    @property
-    def size(self) -> int:
-        return self.snap.size
-
-    def opened(self, start_offset: int = 0) -> contextlib.AbstractContextManager[Path]:
-        return self.write(self.snap, start_offset)
-
-    def tail(self, end_offset: int) -> None:
-        """None: a grown archived version is told by its chunks, not by the bytes before the offset."""
-        return None
 
 
 @dataclass
@@ -314,7 +264,7 @@ def _execute(
     done_bytes = 0
     chunks = list(_connection_chunks(tasks))
     parallel = workers > 1 and processor.parallel_reads and len(tasks) > 1
-    with _ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext() as reads:
+    with ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext() as reads:
         for n, chunk in enumerate(chunks):
             outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened
             with state.connect() as conn:
@@ -345,61 +295,8 @@ def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
         yield chunk
 
 
-@dataclass
-class _Read:
-    """What a worker read of one file (or the exception it raised), and when the read began."""
-
-    started: datetime
-    value: object = None
-    error: BaseException | None = None
-
-
-def _read_files(processor_type: type[SessionProcessor], files: list[tuple[str, str, str, int]]) -> list[_Read]:
-    """In a worker process: `SessionProcessor.read_session` of each ``(path, project, key, offset)``."""
-    reads = []
-    for path, project, key, offset in files:
-        started = datetime.now(UTC)
-        try:
-            reads.append(_Read(started, processor_type.read_session(Path(path), project, key, offset)))
-        except Exception as exc:
-            reads.append(_Read(started, error=exc))
-    return reads
-
-
-class _ParallelReads:
-    """Reads the files of connection chunk n+1 in worker processes while chunk n is taken and committed,
-    so at most two chunks of read rows are held at once. Files go to workers in small batches: one
-    message per file would cost more than reading a small file."""
-
-    def __init__(self, processor: SessionProcessor, chunks: list[list[_Task]], workers: int):
-        self.processor_type = type(processor)
-        self.chunks = chunks
-        # fork: a worker needs no imports of its own and starts in milliseconds; elsewhere the platform's default
-        context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-        self.pool = ProcessPoolExecutor(workers, mp_context=context)
-        self.submitted: dict[int, list] = {}
-
-    def __enter__(self) -> _ParallelReads:
-        self._submit(0)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _submit(self, n: int) -> None:
-        if n < len(self.chunks) and n not in self.submitted:
-            files = [(t.file.fspath, t.file.project, t.file.key, t.start_offset) for t in self.chunks[n]]
-            self.submitted[n] = [self.pool.submit(_read_files, self.processor_type, files[i:i + READ_BATCH_FILES])
-                                 for i in range(0, len(files), READ_BATCH_FILES)]
-
-    def chunk(self, n: int) -> list[_Read]:
-        self._submit(n)
-        self._submit(n + 1)
-        return [read for future in self.submitted.pop(n) for read in future.result()]
-
-
-def _process_one(processor, task: _Task, conn, stats: dict, logger, read: _Read | None = None) -> _Done | None:
-    """Process ``task``'s file, or take what a worker ``read`` of it (see `_ParallelReads`)."""
+def _process_one(processor, task: _Task, conn, stats: dict, logger, read: WorkerRead | None = None) -> _Done | None:
+    """Process ``task``'s file, or take what a worker ``read`` of it (see `ParallelReads`)."""
     f = task.file
     started = read.started if read is not None else datetime.now(UTC)
     processor.origin = task.origin

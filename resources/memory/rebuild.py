@@ -33,8 +33,9 @@ from pathlib import Path
 from resources.archive.pack_format import Snapshot
 from resources.archive.packs import ObjectReader, PackStore
 from resources.archive.restore import write_version
+from resources.ingest.files_to_read import ArchivedFile
 from resources.ingest.processors.memory import MemoryProcessor
-from resources.ingest.runner import ArchivedFile, Batch, empty_stats
+from resources.ingest.runner import Batch, empty_stats
 from resources.ingest.session_files import SessionFile
 from resources.memory.lance import TABLE_NAMES, LanceStore, LanceTableLost
 from resources.sources import source_type

@@ -43,7 +43,8 @@ from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
 from resources.archive.restore import safe_relative
 from resources.ingest.contract import SessionProcessor
-from resources.ingest.runner import ArchivedFile, Batch, count_stat, empty_stats
+from resources.ingest.files_to_read import ArchivedFile
+from resources.ingest.runner import Batch, count_stat, empty_stats
 from resources.sources import agent_of, path_under_root, source_type
 from resources.state.store import ProcessorFileState, insert_rows, load_processor_state, transaction
 from resources.team.manifests import Manifest
