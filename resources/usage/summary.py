@@ -11,10 +11,10 @@ from datetime import date, timedelta
 
 import duckdb
 
-from resources.usage.reports import COST_SQL, ReportFilter, usage_report
+from resources.usage.reports import COST_SQL, EXACT_COST, ReportFilter, usage_report
 
 _SUMS = f"""count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
-            sum(extra_output_tokens), sum(CAST({COST_SQL['auto']} AS DECIMAL(38, 12))),
+            sum(extra_output_tokens), sum(CAST({COST_SQL['auto']} AS {EXACT_COST})),
             count(DISTINCT coalesce(session_id, session_key)), min(ts), max(ts)"""
 FIELDS = ("responses", "input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
           "extra_output_tokens", "cost_usd", "sessions", "first_activity", "last_activity")

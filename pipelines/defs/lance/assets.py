@@ -10,7 +10,7 @@ from pipelines.defs.resources import LanceResource
 from pipelines.defs.tags import POOL_LANCE_MAINTENANCE
 from resources.config.settings import Settings
 from resources.memory import maintenance as lm
-from resources.memory.lance import EVENTS
+from resources.memory.schema import EVENTS
 
 JOB_NAME = "lance_maintenance"
 

@@ -14,8 +14,8 @@ from pipelines.instance.run_recovery import claim_run
 from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
 from resources.ingest.retry_marks import record_failures
 from resources.ingest.runner import iter_processors
-from resources.memory.lance import EVENTS
-from resources.memory.lance import SCHEMA_VERSION as RECORDS_SCHEMA_VERSION
+from resources.memory.schema import EVENTS
+from resources.memory.schema import SCHEMA_VERSION as RECORDS_SCHEMA_VERSION
 from resources.sources import found_sources, walk_all
 from resources.state.store import scan_session_files
 from resources.usage.pricing import RULES_VERSION
