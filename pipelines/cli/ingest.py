@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         assets = [PROCESSOR_ASSETS[name] for name in args.only or []] or None
         result = ingest(projects=args.project or None, assets=assets, settings=settings, everything=args.everything,
-                        say=lambda text: print(text, file=sys.stderr))
+                        say=lambda text: print(text, file=sys.stderr), debug=getattr(args, "debug", False))
     except (SessionsNotFound, InstanceConfigError, PoolWaitTimeout) as exc:
         print(f"sessionlake ingest: {exc}", file=sys.stderr)
         return 2
@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"agents found: {', '.join(result['agents'])}")
         print(f"run {result['run_id']} ({status}), {len(result['projects'])} project(s), "
               f"{result['elapsed_sec']:.2f}s")
+        if result["error"]:
+            print(f"sessionlake ingest: run {result['run_id']} failed: {result['error']} (its full log: the Dagster "
+                  "UI, `sessionlake dev`; or run the command again with --debug)", file=sys.stderr)
         for asset, stats in result["assets"].items():
             print(f"  {asset}: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
     for asset, table in result["failures"].items():

@@ -21,8 +21,10 @@ from resources.ingest.runner import projects_with_work
 from resources.sources import found_sources, walk_all
 from resources.state.store import StateStore
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-"""The run's full event log is on the instance (and in the UI); the terminal gets warnings and errors."""
+DEBUG_LOG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""With ``--debug``: Dagster's console logger, warnings and errors with their tracebacks. Otherwise the run
+logs to the terminal through `pipelines.cli.run_log.TerminalLog` (a few lines); its full event log is on
+the instance (and in the UI)."""
 
 
 class SessionsNotFound(RuntimeError):
@@ -44,16 +46,22 @@ def _found_sources(settings: Settings) -> list:
     return sources
 
 
-def _raise_environment_failure(outcome) -> None:
-    """`EnvironmentFailure` naming the run when its step failed for the environment's sake (a full disk,
-    a lost server), so the command ends in that one line; any other failure is the caller's to report."""
+def _step_failure(outcome) -> str | None:
+    """The first line of the run's step failure, or None. Raises `EnvironmentFailure` naming the run when
+    the step failed for the environment's sake (a full disk, a lost server), so the command ends in that
+    one line."""
     from resources.environment import EnvironmentFailure, environment_failure_in
 
     for event in outcome.all_events:
         if event.is_step_failure:
-            line = environment_failure_in(event.step_failure_data.error)
+            error = event.step_failure_data.error
+            line = environment_failure_in(error)
             if line:
                 raise EnvironmentFailure(f"run {outcome.run_id} failed: {line}")
+            while error.cause is not None and "Error occurred while executing" in error.message:
+                error = error.cause  # Dagster's wrapper: the user's error is its cause
+            return f"{error.cls_name}: {(error.message.strip().splitlines() or [''])[0][:300]}"
+    return None
 
 
 def _reap_dead_runs() -> None:
@@ -82,17 +90,19 @@ def _sigterm_interrupts():
 
 
 def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
-           settings: Settings | None = None, everything: bool = False, say=print) -> dict:
+           settings: Settings | None = None, everything: bool = False, say=print, debug: bool = False) -> dict:
     """Ingest ``projects`` (default: every project on disk) with ``session_files`` plus ``assets``
     (default: every processor asset), in one run.
 
     Only projects with something to do are run: a file some selected processor has not processed at
     its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all and hashes
-    every file, so a same-size rewrite whose mtime was put back is read again.
+    every file, so a same-size rewrite whose mtime was put back is read again. The run's warnings reach
+    stderr as a few lines (`TerminalLog`), or, with ``debug``, through Dagster's console logger.
     With nothing to run it still asks the instance (`started_runs`, no Dagster import): its server must
     answer, and a run left STARTED by a lost process or server is marked failed.
-    Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, assets: {asset: totals},
-    failures: {asset: markdown table}}``. Raises `SessionsNotFound` when there is nothing to read,
+    Returns ``{run_id, success, projects, up_to_date, elapsed_sec, errors, error, assets: {asset: totals},
+    failures: {asset: markdown table}}`` (``error``: the first line of a failed step's error).
+    Raises `SessionsNotFound` when there is nothing to read,
     `pipelines.cli.projects.UnknownProject` when one of ``projects`` is not on disk, and
     `pipelines.instance.home.InstanceConfigError` when the Dagster instance cannot be opened or does not
     answer (with nothing to run, one query through `started_runs`, without importing Dagster).
@@ -114,7 +124,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         wanted = sorted(set(wanted) & todo)
     result = {"run_id": None, "success": True, "agents": [s.agent for s in sources], "projects": wanted,
               "up_to_date": len(on_disk) - len(wanted),
-              "assets": {}, "failures": {}, "errors": 0, "elapsed_sec": 0.0}
+              "assets": {}, "failures": {}, "errors": 0, "error": None, "elapsed_sec": 0.0}
     if not wanted:  # still ask the instance: it must answer, and a run it lost is marked failed now
         from pipelines.instance.home import prepare_dagster_home, started_runs
 
@@ -129,6 +139,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     prepare_dagster_home(settings)
     import dagster as dg
 
+    from pipelines.cli.run_log import TerminalLog
     from pipelines.definitions import defs
     from pipelines.defs.partitions import projects_partitions
     from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME, STEP_NAME
@@ -152,12 +163,21 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         if request.partition_key:
             tags["dagster/partition"] = request.partition_key
         step_config = {**request.run_config["ops"][STEP_NAME]["config"], "verify_content": everything}
-        run_config = {**request.run_config, "ops": {STEP_NAME: {"config": step_config}}, **QUIET}
+        run_config = {**request.run_config, "ops": {STEP_NAME: {"config": step_config}}}
+        terminal = None
+        if debug:
+            run_config.update(DEBUG_LOG)
+        else:
+            terminal = TerminalLog()
+            job = job.with_logger_defs(terminal.logger_defs())
+            run_config["loggers"] = {"console": {}}  # a job's loggers log only when configured
         outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
     result["run_id"] = outcome.run_id
     result["success"] = outcome.success
+    if terminal is not None and terminal.summary(outcome.run_id):
+        say(terminal.summary(outcome.run_id))
     if not outcome.success:
-        _raise_environment_failure(outcome)
+        result["error"] = _step_failure(outcome)
     # a partition the run changed is materialized (what it holds, and the run's counters); one it did not
     # change is observed (the run's counters only): the summary adds both up
     events = [e.materialization for e in outcome.get_asset_materialization_events()] + [

@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_unknown", False):  # statusline prints a line whatever it is given
         command.error(f"unrecognized arguments: {' '.join(extra)}")  # under the command's usage line
     args.unknown = extra
+    args.debug = debug
     try:
         if not getattr(args, "manages_home", False):
             _make_home_private()
