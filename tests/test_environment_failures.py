@@ -73,3 +73,26 @@ def test_a_disk_that_fills_during_an_ingest_run_blames_no_session_file(nearly_fu
     debug = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "ingest", "--debug"], env=env,
                            capture_output=True, text=True, timeout=300)
     assert debug.returncode != 0 and "STEP_FAILURE" in debug.stderr and "Traceback" in debug.stderr
+
+
+def test_an_ingest_gives_up_on_a_held_warehouse_in_one_line_and_the_next_one_completes(tmp_path):
+    env = {**_env(tmp_path, tmp_path), "SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC": "1"}
+    state = tmp_path / "home" / "state.duckdb"
+    state.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(120)", str(state)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"sessionlake ingest: the warehouse {state} is held by process {holder.pid} "), line
+    assert line.endswith("let it finish, then run the command again"), line
+    again = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "ingest", "--only", "usage"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "(success)" in again.stdout, again.stderr

@@ -30,7 +30,8 @@ Connection = duckdb.DuckDBPyConnection
 """What `StateStore.connect()` yields; pipelines code names it through this alias, never through duckdb."""
 
 LOCK_WAIT_SEC = 120.0
-"""How long `connect()` keeps retrying while another process holds the database file."""
+"""How long `connect()` keeps retrying while another process holds the database file, unless told
+(`from_settings` takes ``Settings.warehouse_lock_wait_sec``, SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC)."""
 
 
 
@@ -164,7 +165,7 @@ class StateStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
-        return cls(settings.state_path)
+        return cls(settings.state_path, lock_wait_sec=settings.warehouse_lock_wait_sec)
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
