@@ -262,7 +262,7 @@ def test_live_daemon_ingests_backfills_and_reingests_only_what_changed(tmp_path:
         report["tick_gap_sec_median"] = round(gaps[len(gaps) // 2], 1)
         failed = [t for t in ticks if t["status"] == "FAILURE"]
         assert not failed, f"failed sensor ticks: {failed[:3]}"
-        assert report["sensor_cursor_bytes"] < 100 * len(PROJECTS), ticks[0]["sensorCursor"]
+        assert report["sensor_cursor_bytes"] < 32, ticks[0]["sensorCursor"]  # "<generation>:<digest>", any size
         assert len(marked_pids(marker)) > 0
     assert not marked_pids(marker), "every process the harness started is gone"
 

@@ -16,8 +16,9 @@ from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import StateResource
 from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
-from pipelines.defs.sessions.sensors import project_fingerprints
+from pipelines.defs.sessions.sensors import SENSOR_NAME, project_fingerprints
 from resources.ingest.session_files import walk_sessions
+from resources.state.sensor_state import KEEP_GENERATIONS, load_state, sensor_store
 from tests.conftest import SAMPLE_PROJECT
 from tests.ingest_support import run_ingest
 
@@ -36,6 +37,14 @@ def _tick(instance, cursor=None):
                                       resources={"state": StateResource()},
                                       repository_def=defs.get_repository_def())
     return defs.get_repository_def().get_sensor_def("session_files_sensor").evaluate_tick(context)
+
+
+def _state(settings, cursor):
+    """The sensor state ``cursor`` names, read back from the sensors' database."""
+    with sensor_store(settings).connect() as conn:
+        state, found = load_state(conn, SENSOR_NAME, cursor)
+    assert found == "stored", cursor
+    return state
 
 
 def _projects_of(request: dg.RunRequest) -> list[str]:
@@ -131,7 +140,7 @@ def test_new_partitions_are_capped_per_tick_and_registered_before_any_request(in
     first = _tick(instance)
     assert len(instance.get_dynamic_partitions(projects_partitions.name)) == 3
     assert first.dynamic_partitions_requests == []  # already registered by the tick itself
-    [asked] = json.loads(first.cursor)["requested"].values()  # saved as ingested once that run succeeds
+    [asked] = _state(settings, first.cursor).requested.values()  # saved as ingested once that run succeeds
     assert len(asked["projects"]) == 3
     second = _tick(instance, first.cursor)
     assert len(instance.get_dynamic_partitions(projects_partitions.name)) == 6
@@ -146,13 +155,47 @@ def test_a_damaged_cursor_or_a_vanished_root_never_wedges_the_sensor(instance, s
     assert gone.run_requests == [] and "does not exist" in gone.skip_message
 
 
-def test_cursor_is_one_digest_per_project(instance, settings):
+def test_the_cursor_is_short_and_the_state_is_in_the_sensors_database(instance, settings):
     for i in range(3):
         _add_project(settings.sessions_dir, f"big-{i}", sessions=30)
-    cursor = json.loads(_tick(instance).cursor)
-    assert set(cursor) == {"digests", "requested", "gave_up"}
-    [asked] = cursor["requested"].values()  # until the run succeeds; then they move to "digests"
-    assert len(asked["projects"]) == 4 and all(len(digest) == 24 for digest in asked["projects"].values())
+    first = _tick(instance)
+    generation, digest = first.cursor.split(":")
+    assert generation.isdigit() and len(first.cursor) < 24, first.cursor
+    [asked] = _state(settings, first.cursor).requested.values()  # until the run succeeds; then they move to digests
+    assert len(asked["projects"]) == 4 and all(len(fp) == 24 for fp in asked["projects"].values())
+    with duckdb.connect(str(settings.sensor_state_path), read_only=True) as conn:  # a person can query it
+        assert conn.execute("SELECT count(DISTINCT project) FROM sensor_requests").fetchone() == (4,)
+    assert not settings.state_path.exists(), "the tick never opens the warehouse"
+    assert _tick(instance, first.cursor).cursor == first.cursor, "nothing changed: no new generation"
+
+
+def test_a_tick_dagster_does_not_keep_leaves_the_state_of_the_kept_cursor(instance, settings):
+    """A "Test sensor" evaluation in the UI writes a generation, but the daemon's cursor never names it."""
+    first = _tick(instance)
+    [request] = first.run_requests
+    _tick(instance, cursor=None)  # e.g. an evaluation whose cursor Dagster threw away
+    state = _state(settings, first.cursor)
+    assert list(state.requested) == [request.run_key]
+
+
+def test_old_generations_are_pruned_and_a_reset_cursor_asks_for_everything(instance, settings):
+    cursor = None
+    for i in range(KEEP_GENERATIONS + 3):
+        _add_project(settings.sessions_dir, f"gen-{i}")
+        cursor = _tick(instance, cursor).cursor
+    with duckdb.connect(str(settings.sensor_state_path), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM sensor_generations").fetchone() == (KEEP_GENERATIONS,)
+    [everything] = _tick(instance, cursor=None).run_requests
+    assert len(_projects_of(everything)) == KEEP_GENERATIONS + 4
+
+
+def test_a_cursor_of_the_earlier_format_keeps_its_digests(instance, settings):
+    """An instance upgraded with a cursor that held the whole state as JSON asks for nothing again."""
+    current = project_fingerprints(walk_sessions(settings.sessions_dir))
+    legacy = json.dumps({"digests": current, "requested": {}, "gave_up": {}})
+    result = _tick(instance, cursor=legacy)
+    assert result.run_requests == [] and "no changes" in result.skip_message
+    assert _state(settings, result.cursor).digests == current
 
 
 def test_no_change_tick_over_many_files_is_fast(tmp_path):

@@ -184,6 +184,11 @@ class Settings:
         return self.home / "state.duckdb"
 
     @property
+    def sensor_state_path(self) -> Path:
+        """The session sensor's own state (resources/state/sensor_state.py): a file no run or report holds."""
+        return self.home / "sensors.duckdb"
+
+    @property
     def lance_dir(self) -> Path:
         return self.home / "lance"
 

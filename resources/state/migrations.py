@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
-# Each entry is (version, statements). Statements must be idempotent on their own (IF NOT EXISTS),
-# so a ladder interrupted half way can be re-run; the version row is written in the same transaction.
-MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+Migration = tuple[int, tuple[str, ...]]
+"""(version, statements). Statements must be idempotent on their own (IF NOT EXISTS), so a ladder
+interrupted half way can be re-run; the version row is written in the same transaction."""
+
+MIGRATIONS: list[Migration] = [
     (
         1,
         (

@@ -21,7 +21,7 @@ import orjson
 
 from resources.config.settings import Settings
 from resources.ingest.session_files import MalformedLine, SessionFile
-from resources.state.migrations import MIGRATIONS
+from resources.state.migrations import MIGRATIONS, Migration
 
 if TYPE_CHECKING:
     import pyarrow as pa  # imported where a batch is built: a report that writes nothing never loads it
@@ -136,8 +136,9 @@ def fetch_one(conn: duckdb.DuckDBPyConnection, sql: str, params=None) -> tuple |
     return rows[0] if rows else None
 
 
-def migrate(conn: duckdb.DuckDBPyConnection) -> int:
-    """Bring the schema to `LATEST_VERSION`; safe on every start and on a database at any older version.
+def migrate(conn: duckdb.DuckDBPyConnection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the schema to the last of ``migrations`` (the warehouse's by default); safe on every start
+    and on a database at any older version.
 
     Returns the version the database was at before.
     """
@@ -145,7 +146,7 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)"
     )
     current = fetch_one(conn, "SELECT coalesce(max(version), 0) FROM schema_version")[0]
-    for version, statements in MIGRATIONS:
+    for version, statements in migrations:
         if version <= current:
             continue
         with transaction(conn):
@@ -156,11 +157,14 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
 
 
 class StateStore:
-    """The warehouse file. Open one short-lived connection per unit of work with `connect()`."""
+    """A DuckDB file (the warehouse, unless other ``migrations`` are given). Open one short-lived
+    connection per unit of work with `connect()`."""
 
-    def __init__(self, path: Path | str, lock_wait_sec: float = LOCK_WAIT_SEC):
+    def __init__(self, path: Path | str, lock_wait_sec: float = LOCK_WAIT_SEC,
+                 migrations: Sequence[Migration] = MIGRATIONS):
         self.path = Path(path)
         self.lock_wait_sec = lock_wait_sec
+        self.migrations = migrations
         self._migrated = False
 
     @classmethod
@@ -180,7 +184,7 @@ class StateStore:
         conn = self._open(read_only)
         try:
             if not self._migrated and not read_only:
-                migrate(conn)
+                migrate(conn, self.migrations)
                 self._migrated = True
             yield conn
         finally:

@@ -1,12 +1,13 @@
 """The session_files_sensor.
 
-It reads no database of ours: it keeps one digest of (path, size, mtime_ns) per project in its cursor,
-saved once the run asked for that project succeeded (a failed one's projects are asked for again),
-registers new projects as partitions itself (before anything else, so a failing request can never hold
-registration back), and asks for one run per tick covering every changed project."""
+It keeps one digest of (path, size, mtime_ns) per project in the sensors' state database
+(`resources.state.sensor_state`, a file apart from the warehouse), saved once the run asked for that
+project succeeded (a failed one's projects are asked for again); its cursor is only
+``<generation>:<digest>`` of that state. It registers new projects as partitions itself (before
+anything else, so a failing request can never hold registration back), and asks for one run per tick
+covering every changed project."""
 
 import hashlib
-import json
 import time
 from collections.abc import Iterable
 
@@ -26,10 +27,12 @@ from resources.config.settings import Settings
 from resources.ingest.retry_marks import due_retries
 from resources.ingest.session_files import SessionFile
 from resources.sources import found_sources, walk_all
+from resources.state.sensor_state import SensorState, load_state, save_state, sensor_store
 from resources.state.store import is_lock_conflict
 
 FRESHNESS_LOCK_WAIT_SEC = 10.0
 """The freshness tick waits at most this long for the warehouse, then skips (the next tick checks again)."""
+SENSOR_NAME = "session_files_sensor"
 
 NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 
@@ -100,38 +103,26 @@ def backoff_sec(failures: int) -> float:
     return 0.0 if failures <= 1 else min(BACKOFF_BASE_SEC * 2 ** (failures - 2), BACKOFF_MAX_SEC)
 
 
-def _parse_cursor(raw: str | None) -> dict:
-    """``{digests: {project: fingerprint ingested}, requested: {run_key: {at, projects: {project:
-    fingerprint}}}, gave_up: {project: fingerprint}}``; anything unreadable starts empty."""
-    try:
-        value = json.loads(raw) if raw else {}
-    except ValueError:
-        value = {}
-    value = value if isinstance(value, dict) else {}
-    return {key: value.get(key) if isinstance(value.get(key), dict) else {}
-            for key in ("digests", "requested", "gave_up")}
-
-
-def _settle_requested(instance: dg.DagsterInstance, cursor: dict, now: float) -> dict[str, str]:
-    """Fold finished requested runs into the cursor: a succeeded run's fingerprints become the ingested
+def _settle_requested(instance: dg.DagsterInstance, state: SensorState, now: float) -> dict[str, str]:
+    """Fold finished requested runs into the state: a succeeded run's fingerprints become the ingested
     ones, a failed or cancelled run's are dropped (so its projects are pending again). Returns the
     projects still in flight, with the fingerprint they were asked for at."""
     in_flight: dict[str, str] = {}
-    for run_key, entry in list(cursor["requested"].items()):
+    for run_key, entry in list(state.requested.items()):
         runs = instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
         if not runs:
             if now - float(entry.get("at", 0)) > LAUNCH_GRACE_SEC:
-                del cursor["requested"][run_key]
+                del state.requested[run_key]
             else:
                 in_flight.update(entry.get("projects", {}))
             continue
         status = runs[0].status
         if status == dg.DagsterRunStatus.SUCCESS:
-            cursor["digests"].update(entry.get("projects", {}))
+            state.digests.update(entry.get("projects", {}))
         elif status not in FINISHED:
             in_flight.update(entry.get("projects", {}))
             continue
-        del cursor["requested"][run_key]
+        del state.requested[run_key]
     return in_flight
 
 
@@ -160,7 +151,7 @@ def session_files_sensor(settings: Settings) -> dg.SensorDefinition:
     """The ``session_files_sensor``, ticking every ``settings.sensor_interval_sec``."""
     every = settings.sensor_interval_sec
     return dg.sensor(
-        name="session_files_sensor", job=ingest_sessions, minimum_interval_seconds=every,
+        name=SENSOR_NAME, job=ingest_sessions, minimum_interval_seconds=every,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Every {every} s (SESSIONLAKE_SENSOR_INTERVAL_SEC): registers new projects as partitions "
                     "and asks for one ingest_sessions run for every project with new or changed files, failed "
@@ -180,6 +171,10 @@ def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource
     killed or cancelled run's projects are asked for again on the next tick, then with a back-off
     (`backoff_sec`); after `MAX_FAILED_RUNS` failures in a row a project waits for its files to change
     and the ``ingest_runs_succeed`` check fails naming it.
+
+    That state is in the sensors' own database (`resources.state.sensor_state`), which no run or report
+    holds; the cursor names its generation. A cursor reset in the UI starts from an empty state: every
+    project is asked for once.
     """
     settings = state.settings()
     instance = context.instance
@@ -197,21 +192,33 @@ def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource
     if not sources:
         looked = "; ".join(f"{agent}: {root} does not exist" for agent, root in settings.agent_roots().items())
         return dg.SensorResult(skip_reason=f"no session data ({looked})", cursor=context.cursor)
-    cursor = _parse_cursor(context.cursor)
-    in_flight = _settle_requested(instance, cursor, now)
     current = project_fingerprints(walk_all(sources))
     known = set(instance.get_dynamic_partitions(projects_partitions.name))
     new_projects = sorted(p for p in current if p not in known)[: settings.sensor_max_new_partitions]
     if new_projects:
         instance.add_dynamic_partitions(projects_partitions.name, new_projects)
+    store = sensor_store(settings)
+    busy = dg.SensorResult(skip_reason=f"{store.path} is held by another evaluation; the next tick checks again",
+                           cursor=context.cursor)
+    try:
+        with store.connect() as conn:
+            stored, found = load_state(conn, SENSOR_NAME, context.cursor)
+    except Exception as exc:
+        if is_lock_conflict(exc):
+            return busy
+        raise
+    if found == "empty" and context.cursor:
+        context.log.warning(f"cursor {context.cursor!r} names no stored state: every project is asked for once")
+    loaded = stored.digest()
+    in_flight = _settle_requested(instance, stored, now)
     ready = known | set(new_projects)
-    previous = cursor["digests"]
+    previous = stored.digests
     changed = {p for p, fp in current.items()
                if p in ready and previous.get(p) != fp and in_flight.get(p) != fp}
     retries = {p: token for p, token in due_retries(settings.retry_dir).items() if p in ready}
     pending = changed | set(retries)
-    streaks = failure_streaks(instance) if pending or cursor["gave_up"] else {}
-    gave_up = {p: fp for p, fp in cursor["gave_up"].items() if streaks.get(p, (0, 0))[0] >= MAX_FAILED_RUNS}
+    streaks = failure_streaks(instance) if pending or stored.gave_up else {}
+    gave_up = {p: fp for p, fp in stored.gave_up.items() if streaks.get(p, (0, 0))[0] >= MAX_FAILED_RUNS}
     backing_off = set()
     for p in sorted(pending):
         failures, last = streaks.get(p, (0, 0.0))
@@ -224,18 +231,27 @@ def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource
             backing_off.add(p)
     pending = sorted(pending - backing_off)
     events = []
-    if sorted(gave_up) != sorted(cursor["gave_up"]):
+    if sorted(gave_up) != sorted(stored.gave_up):
         events.append(_runs_check({p: streaks[p][0] for p in gave_up}))
-    cursor["gave_up"] = gave_up
-    cursor["digests"] = {p: fp for p, fp in previous.items() if p in current}
+    stored.gave_up = gave_up
+    stored.digests = {p: fp for p, fp in previous.items() if p in current}
 
     def result(**kwargs) -> dg.SensorResult:
-        return dg.SensorResult(cursor=json.dumps(cursor, sort_keys=True), asset_events=events, **kwargs)
+        cursor = context.cursor
+        if found != "stored" or stored.digest() != loaded:
+            try:
+                with store.connect() as conn:
+                    cursor = save_state(conn, SENSOR_NAME, stored)
+            except Exception as exc:
+                if is_lock_conflict(exc):
+                    return busy  # nothing saved and nothing requested: the next tick does both
+                raise
+        return dg.SensorResult(cursor=cursor, asset_events=events, **kwargs)
 
     if not pending:
         waits = f"; {len(backing_off)} failing project(s) wait (back-off or files unchanged)" if backing_off else ""
-        busy = f"; {len(in_flight)} in a run not yet finished" if in_flight else ""
-        return result(skip_reason=f"no changes in {len(current)} project(s){busy}{waits}"
+        running = f"; {len(in_flight)} in a run not yet finished" if in_flight else ""
+        return result(skip_reason=f"no changes in {len(current)} project(s){running}{waits}"
                       + (f"; warning: {unsafe}" if unsafe else ""))
     waiting = [r for r in instance.get_runs(dg.RunsFilter(statuses=NOT_STARTED), limit=50)
                if targets_any(r, context.repository_def, INGEST_ASSETS)]  # a queued UI backfill counts too
@@ -248,7 +264,7 @@ def session_files_tick(context: dg.SensorEvaluationContext, state: StateResource
     request = partition_run_request(order, pending, run_key=run_key)
     retried = sum(1 for p in pending if p in retries or p in streaks)
     context.log.info(f"requesting one run for {len(pending)} project(s) ({retried} retried)")
-    cursor["requested"][run_key] = {"at": now, "projects": {p: current[p] for p in pending if p in current}}
+    stored.requested[run_key] = {"at": now, "projects": {p: current[p] for p in pending if p in current}}
     return result(run_requests=[request])
 
 
