@@ -11,7 +11,7 @@ from resources.ids import stable_id
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.runner import run_processors
 from resources.memory.events import query_events
-from resources.memory.lance import EDGES, RECORDS, LanceStore, edge_id
+from resources.memory.lance import EDGES, ID_INDEX, RECORDS, TEXT_INDEX, LanceStore, edge_id
 from resources.state.store import StateStore
 
 pytestmark = pytest.mark.unit
@@ -155,6 +155,11 @@ def test_commits_every_file_give_the_same_records_and_summary_tags_as_one_commit
     expected = by_id(one)
     assert any(tags for _, _, tags in expected.values()), "the samples carry summaries"
     assert by_id(many) == expected
+    # the run's records are indexed once, after its last commit: one segment per index, nothing left out
+    table = many.open_table(RECORDS)
+    for index in (TEXT_INDEX, ID_INDEX):
+        stats = table.index_stats(index)
+        assert (stats.num_indices, stats.num_unindexed_rows, stats.num_indexed_rows) == (1, 0, many.count(RECORDS))
 
 
 def test_summaries_that_retag_a_stored_session_write_it_in_bounded_batches(tmp_path, samples_root, monkeypatch):
@@ -174,7 +179,7 @@ def test_summaries_that_retag_a_stored_session_write_it_in_bounded_batches(tmp_p
     monkeypatch.setattr(memory, "RETAGGED_PER_WRITE", 2)
     writes: list[int] = []
     upsert = store.upsert_records
-    monkeypatch.setattr(store, "upsert_records", lambda rows: writes.append(len(rows)) or upsert(rows))
+    monkeypatch.setattr(store, "upsert_records", lambda rows, **kw: writes.append(len(rows)) or upsert(rows, **kw))
     stats = _ingest(store, samples_root, state)
     assert stats["errors"] == 0 and stats["summaries_attached"] == 1
     assert max(writes) <= 2 and sum(writes) >= len(stored) + 1  # every record re-tagged, two per commit

@@ -318,12 +318,14 @@ class LanceStore:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def upsert_records(self, rows: list[dict]) -> int:
+    def upsert_records(self, rows: list[dict], *, index: bool = True) -> int:
         """Insert or update ``rows`` by id in one commit, keep existing created_at; apply the FTS policy.
 
         Provenance lives in its own table, so an updated record keeps every entry appended to it, even
         concurrently. The first upsert creates the indexes; later ones index new rows as a segment
-        once ``INDEX_DELTA_ROWS`` are unindexed (see the module docstring).
+        once ``INDEX_DELTA_ROWS`` are unindexed (see the module docstring). Not ``index``: the caller
+        writes more batches and calls `index_new_records` once after the last (an ingest run), so a
+        large run builds each index once instead of once per batch.
         """
         if not rows:
             return 0
@@ -340,6 +342,13 @@ class LanceStore:
             prepared.append(full)
         data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        if index:
+            self.index_new_records(table)
+        return len(prepared)
+
+    def index_new_records(self, table=None) -> None:
+        """The write path's index policy on ``records``: create the indexes on the first rows, then index
+        new rows as a segment once ``INDEX_DELTA_ROWS`` are outside them."""
         try:
             self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS, table=table)
         except Exception as exc:
@@ -350,7 +359,6 @@ class LanceStore:
             # The rows are committed; another writer changed the indexes at the same moment (two first
             # upserts both create them). Unindexed rows are still found, and the next write or
             # maintenance indexes them.
-        return len(prepared)
 
     def upsert_edges(self, rows: list[dict]) -> int:
         """Insert or update edges by their stable id (hash of src, dst, edge_type) in one commit."""

@@ -13,10 +13,12 @@ prompt or answer, and how lines thread, is the adapter's: Claude Code's is in ``
   string) is malformed: counted and kept in ``malformed_lines``; the rest of the file is used.
 - Records and edges are written every `FILES_PER_COMMIT` files (one ``merge_insert`` per table per
   commit: a small run is one commit, a first ingest of a huge tree a few, in bounded memory); a grown
-  file is read from its stored offset only. Summary tags span commits: a summary whose leaf comes in
-  a later file waits for it, tags resolved so far apply to every later record of their session, and
-  what is still unresolved when the run ends goes to the summary's own session. Stored records re-tagged
-  by summaries are written `RETAGGED_PER_WRITE` at a time, so no run holds them all.
+  file is read from its stored offset only. The indexes take the run's new records once, after the
+  last commit (recall finds a record before it is indexed). Summary tags span commits: a summary
+  whose leaf comes in a later file waits for it, tags resolved so far apply to every later record of
+  their session, and what is still unresolved when the run ends goes to the summary's own session.
+  Stored records re-tagged by summaries are written `RETAGGED_PER_WRITE` at a time, so no run holds
+  them all.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class MemoryProcessor(SessionProcessor):
         self._records, self._edges, self._summaries, self._line_sessions = {}, [], [], {}
 
     def _write(self, records: list[dict], edges: list[dict]) -> None:
-        self._stats["records_written"] += self.store.upsert_records(records)
+        self._stats["records_written"] += self.store.upsert_records(records, index=False)
         self._stats["edges_written"] += self.store.upsert_edges(edges)
         self._stats["commits"] += 1
 
@@ -144,6 +146,8 @@ class MemoryProcessor(SessionProcessor):
     def end_run(self) -> dict:
         if self._pending_summaries:  # leaves found nowhere in the run or the store: their own session
             self._write_retagged(self._attach_summaries([], final=True), [], [])
+        if self._stats.get("records_written"):
+            self.store.index_new_records()  # once per run: a first ingest builds each index once
         stats = dict(self._stats)
         for table in (RECORDS, EDGES):
             version = self.store.version(table)
