@@ -4,7 +4,8 @@ Contract:
 - Four tables with explicit schemas, created on first use. ``open_table(name)`` always returns a
   fresh handle, so a caller sees the latest version.
 - A table is created only when its folder does not exist and it never existed: a store opened from
-  settings records every table in the warehouse (`resources.memory.table_ledger`), and a recorded
+  settings records in the warehouse every table it creates or opens through LanceDB (`open_table`;
+  `dataset`, the read path of recall, reads no warehouse: `resources.memory.table_ledger`), and a recorded
   table whose folder (or bucket prefix) is gone raises `LanceTableLost` instead of coming back empty.
   A folder Lance cannot open (``_versions/`` missing or unreadable) raises `LanceTableUnreadable` and
   is never written over: the memory it held is not silently replaced by an empty table.
@@ -227,14 +228,15 @@ class LanceStore:
         """A pylance dataset of table ``name`` at its latest version, for the paths that need no LanceDB
         (recall's full-text query, provenance appends): the ``lance`` module loads in a fraction of
         lancedb's import time. The table is created first, empty with its schema (the same files LanceDB
-        writes), when its folder does not exist; a folder that cannot be opened raises
-        `LanceTableUnreadable`, as in `open_table`."""
+        writes), when its folder does not exist, and recorded in the ledger then; a folder that cannot be
+        opened raises `LanceTableUnreadable`, as in `open_table`."""
         import lance
 
         if name not in SCHEMAS:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
         options = self.location.lance_options() if self.location is not None else None
-        if not self.table_exists(name):
+        create = not self.table_exists(name)
+        if create:
             self._refuse_lost(name)
             if name == RECORDS and self.embedding is not None:
                 self._create_table(name)  # LanceDB keeps the embedding function in the schema's metadata
@@ -250,7 +252,8 @@ class LanceStore:
                 dataset = lance.dataset(self.table_uri(name), storage_options=options)
             except Exception as exc:
                 raise LanceTableUnreadable(name, self.table_uri(name), exc) from exc
-        self._remember(name)
+        if create:  # an existing table is recorded by `open_table`, so a read here never opens the warehouse
+            self._remember(name)
         return dataset
 
     def forget(self, name: str) -> None:

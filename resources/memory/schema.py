@@ -12,13 +12,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from resources.ids import stable_id
+from resources.memory.table_names import EDGES, EVENTS, PROVENANCE, RECORDS
+from resources.memory.table_names import TABLE_NAMES as TABLE_NAMES  # re-exported: callers import it from here
 from resources.times import as_utc, utcnow
 
-RECORDS = "records"
-EDGES = "edges"
-EVENTS = "events"
-PROVENANCE = "provenance"
-TABLE_NAMES = (RECORDS, EDGES, EVENTS, PROVENANCE)
 SCHEMA_VERSION = 1
 TEXT_INDEX = "text_idx"
 ID_INDEX = "id_idx"

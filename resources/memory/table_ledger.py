@@ -7,24 +7,40 @@ Contract:
   only when ``sessionlake memory rebuild`` sets it aside or re-creates it.
 - `lost_tables` tells which recorded tables are gone without importing lancedb or pyarrow: a stat per
   table on disk, one listing request per table in a bucket. Commands call it before anything else.
-- A home written before the ledger existed records its tables the first time they are opened.
+  Only `LanceStore` records tables, and only the four of ``resources.memory.schema.TABLE_NAMES``, so
+  when all four are there nothing can be lost and the warehouse is not read: the common case costs
+  four stats and no DuckDB (recall in a fresh process never imports duckdb).
+- A home written before the ledger existed records its tables the first time LanceDB opens them
+  (`LanceStore.open_table`: every ingest, ``maintain`` and the health sensor).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from resources.state.store import StateStore, fetch_one
+if TYPE_CHECKING:
+    from resources.state.store import StateStore
 
 
 class LanceTableLedger:
-    """The recorded tables of one Lance ``location``, read from the warehouse once and cached."""
+    """The recorded tables of one Lance ``location``, read from the warehouse once and cached.
 
-    def __init__(self, state: StateStore, location: str):
-        self.state, self.location = state, location
+    ``state`` is the warehouse (a `StateStore`), or its file's path: then duckdb is imported and the
+    store made only when the ledger is first read or written."""
+
+    def __init__(self, state: StateStore | Path, location: str):
+        self._state, self.location = state, location
         self._known: dict[str, datetime] | None = None
+
+    @functools.cached_property
+    def state(self) -> StateStore:
+        from resources.state.store import StateStore
+
+        return self._state if isinstance(self._state, StateStore) else StateStore(self._state)
 
     def known(self) -> dict[str, datetime]:
         """``{table: first seen}`` for every table recorded at this location."""
@@ -36,6 +52,8 @@ class LanceTableLedger:
         return self._known
 
     def record(self, name: str) -> None:
+        from resources.state.store import fetch_one
+
         if name in self.known():
             return
         now = datetime.now(UTC)
@@ -61,26 +79,32 @@ def ledger_location(settings) -> tuple[str, Path | object]:
 
 
 def ledger_for(settings) -> LanceTableLedger:
-    return LanceTableLedger(StateStore.from_settings(settings), ledger_location(settings)[0])
+    """The ledger of the home's Lance root; the warehouse is opened when the ledger is first used."""
+    return LanceTableLedger(settings.state_path, ledger_location(settings)[0])
 
 
 def lost_tables(settings) -> list:
     """A `LanceTableLost` for every table the ledger says existed whose folder (or prefix) is gone."""
+    from resources.memory.table_names import TABLE_NAMES
+
     if not settings.state_path.exists():
         return []
     key, where = ledger_location(settings)
-    known = ledger_for(settings).known()
-    lost = []
-    for name in sorted(known):
-        if isinstance(where, Path):
-            gone = not os.path.lexists(where / f"{name}.lance")
-        else:
-            gone = next(iter(where.blobs().list(f"{name}.lance/")), None) is None
-        if gone:
-            from resources.memory.schema import LanceTableLost
 
-            lost.append(LanceTableLost(name, f"{key}/{name}.lance", known[name]))
-    return lost
+    def gone(name: str) -> bool:
+        if isinstance(where, Path):
+            return not os.path.lexists(where / f"{name}.lance")
+        return next(iter(where.blobs().list(f"{name}.lance/")), None) is None
+
+    missing = {name for name in TABLE_NAMES if gone(name)}
+    if not missing:  # every table the ledger can hold is there
+        return []
+    known = ledger_for(settings).known()
+    lost = sorted(missing & set(known))
+    if lost:
+        from resources.memory.schema import LanceTableLost
+
+    return [LanceTableLost(name, f"{key}/{name}.lance", known[name]) for name in lost]
 
 
 def lost_tables_line(settings) -> str | None:
