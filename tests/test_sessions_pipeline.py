@@ -16,8 +16,8 @@ from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import StateResource
 from pipelines.defs.sessions.assets import JOB_NAME, STEP_NAME
-from pipelines.defs.sessions.sensors import SENSOR_NAME, project_fingerprints
-from resources.ingest.session_files import walk_sessions
+from pipelines.defs.sessions.sensors import SENSOR_NAME
+from resources.ingest.session_files import project_fingerprints, walk_sessions
 from resources.state.sensor_state import KEEP_GENERATIONS, load_state, sensor_store
 from tests.conftest import SAMPLE_PROJECT
 from tests.ingest_support import run_ingest

@@ -15,7 +15,8 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
-from pipelines.defs.sessions.assets import CODE_VERSIONS, USAGE_TOTALS, ingest_projects
+from pipelines.defs.sessions.assets import CODE_VERSIONS, USAGE_TOTALS, ingest_projects, usage_totals
+from pipelines.defs.sessions.sensors import partition_run_request
 from resources.memory.lance import LanceStore
 from resources.usage.pricing import RULES_VERSION
 from tests.conftest import SAMPLE_PROJECT
@@ -91,6 +92,10 @@ def test_each_partition_carries_what_it_holds_and_a_no_op_run_leaves_it(instance
     assert totals["cost_usd"] == pytest.approx(sum(e[2] for e in expected.values()), abs=1e-6)
     assert "| `small` |" not in totals["week_by_project"], "2025 usage is not this week's"
     assert "(no usage this week)" in totals["week_by_model"]
+    alone = dg.materialize([usage_totals], instance=instance, resources={"state": StateResource()},
+                           selection=[USAGE_TOTALS])  # the UI's "Materialize" on the asset: no external badge
+    [event] = alone.get_asset_materialization_events()
+    assert event.materialization.metadata["responses"].value == totals["responses"]
 
     before = {(a, p): _latest_record(instance, a, p).storage_id
               for a in PROCESSOR_ASSETS for p in projects}
@@ -124,6 +129,32 @@ def test_code_versions_come_from_the_rules_and_a_rules_change_marks_partitions_c
     assert cause.reason == "has a new code version"
 
 
+def test_each_partition_records_the_session_files_it_was_computed_from(instance, settings):
+    """The UI's "unsynced" status compares a processor partition with its own session_files partition: in
+    sync after a run, behind once session_files changed without it, in sync again after the next run."""
+    instance.add_dynamic_partitions(projects_partitions.name, [SAMPLE_PROJECT])
+    _run(instance, [SAMPLE_PROJECT])
+
+    def causes() -> list[str]:
+        resolver = get_stale_status_resolver(instance, [ingest_projects])
+        return [c.reason for c in resolver.get_stale_causes(dg.AssetKey("usage_messages"), SAMPLE_PROJECT)]
+
+    assert causes() == []
+    files = _latest_record(instance, "session_files", SAMPLE_PROJECT).asset_materialization.tags
+    assert len(files["dagster/data_version"]) == 24  # the digest the session sensor compares
+    path = next(settings.sessions_dir.rglob(f"{SAMPLE_PROJECT}/*.jsonl"))
+    with open(path, "a") as f:
+        f.write('{"type": "summary", "summary": "later"}\n')
+    request = partition_run_request(instance.get_dynamic_partitions(projects_partitions.name), [SAMPLE_PROJECT])
+    only_files = defs.resolve_job_def("ingest_sessions").execute_in_process(
+        instance=instance, run_config=request.run_config, tags={"dagster/partition": SAMPLE_PROJECT},
+        asset_selection=[dg.AssetKey("session_files")])
+    assert only_files.success
+    assert causes() == ["has a new dependency materialization"]
+    _run(instance, [SAMPLE_PROJECT])
+    assert causes() == []
+
+
 def test_every_table_the_code_writes_is_an_asset_with_its_lineage():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -132,6 +163,7 @@ def test_every_table_the_code_writes_is_an_asset_with_its_lineage():
             "recall_provenance"} <= keys
     parents = {k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys} for k in keys}
     assert parents[USAGE_TOTALS] == {"usage_messages", "team_sessions"}
+    assert graph.get(dg.AssetKey(USAGE_TOTALS)).is_materializable
     assert parents["consolidated_packs"] == {"session_archive"}
     assert parents["lance_storage"] >= {"memory_records", "capture_records", "team_sessions", "recall_provenance"}
     assert parents["lance_events"] >= {"memory_records", "lance_storage"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -104,6 +104,19 @@ def _walk_dir(directory: str, project: str, rel: str) -> Iterator[SessionFile]:
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield SessionFile(entry_rel, entry.path, project, st.st_size, st.st_mtime_ns)
+
+
+def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:
+    """Per project, a digest of every file's (key, size, mtime_ns): what the session sensor compares, and
+    the data version of the project's ``session_files`` partition (stats only: the walk reads no file but
+    a new Codex rollout's first line, once, for its project)."""
+    entries: dict[str, list[str]] = {}
+    for f in files:
+        entries.setdefault(f.project, []).append(f"{f.key}\0{f.size}\0{f.mtime_ns}")
+    return {
+        project: hashlib.blake2b("\n".join(lines).encode(), digest_size=12).hexdigest()
+        for project, lines in entries.items()
+    }
 
 
 def compute_file_hash(path: Path | str, size: int | None = None) -> str:

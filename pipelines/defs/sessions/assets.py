@@ -4,6 +4,13 @@ and the three processor assets, and its files_ingested checks."""
 from importlib.metadata import version
 
 import dagster as dg
+from dagster._core.definitions.data_version import (
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    compute_logical_data_version,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
 
 from pipelines.defs.partitions import ProjectsConfig, projects_partitions, selected_projects
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
@@ -14,6 +21,7 @@ from pipelines.instance.run_recovery import claim_run
 from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
 from resources.ingest.retry_marks import record_failures
 from resources.ingest.runner import iter_processors
+from resources.ingest.session_files import project_fingerprints
 from resources.memory.schema import EVENTS
 from resources.memory.schema import SCHEMA_VERSION as RECORDS_SCHEMA_VERSION
 from resources.sources import found_sources, walk_all
@@ -183,6 +191,7 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     backfill = BACKFILL_TAG in context.run.tags
     files = list(walk_all(found_sources(settings), set(projects)))
+    versions = project_fingerprints(files)
     if "session_files" in selected:
         with state.store().connect() as conn:
             scan = scan_session_files(conn, files, set(projects))
@@ -190,6 +199,7 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
             numbers = {label: dg.MetadataValue.int(scan[project][key]) for key, label in SESSION_FILES_LABELS.items()}
             if backfill or scan[project]["new"] or scan[project]["changed"] or scan[project]["missing"]:
                 yield dg.AssetMaterialization("session_files", partition=project,
+                                              tags=_files_version_tags(versions.get(project, NO_FILES)),
                                               metadata={**numbers, "dagster/row_count": numbers["files"]})
             else:
                 yield dg.AssetObservation("session_files", partition=project, metadata=numbers)
@@ -197,6 +207,8 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
     if not processors:
         return
     by_name = {p.name: p for p in processors}  # usage first: its rows are reported while memory and archive run
+    inputs = context.instance.get_latest_storage_id_by_partition(
+        dg.AssetKey("session_files"), dg.DagsterEventType.ASSET_MATERIALIZATION, set(projects))
     verify = config.verify_content or backfill
     for name, stats in iter_processors(processors, settings.sessions_dir, state.store(), projects=set(projects),
                                        logger=context.log, files=files, verify=verify):
@@ -208,8 +220,9 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
             per = stats["by_project"].get(project) or {**dict.fromkeys(PROCESSOR_LABELS, 0), "items_extracted": 0}
             record_failures(settings.retry_dir, processor.name, project, per.get("failed_files", []))
             run_numbers = processor_metadata(processor.name, per)
+            tags = _provenance_tags(asset, versions.get(project, NO_FILES), inputs.get(project))
             if project in changed:
-                yield dg.AssetMaterialization(asset, partition=project, tags=_code_version_tag(asset),
+                yield dg.AssetMaterialization(asset, partition=project, tags=tags,
                                               metadata={**held.get(project, {}), **run_numbers})
                 continue
             # Nothing in it changed: the run's zeros go to an observation, so the partition's plots keep its
@@ -217,8 +230,7 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
             # unmaterialized as failed), with what it holds and under the current code version.
             yield dg.AssetObservation(asset, partition=project, metadata=run_numbers)
             if backfill:
-                yield dg.AssetMaterialization(asset, partition=project, tags=_code_version_tag(asset),
-                                              metadata=held.get(project, {}))
+                yield dg.AssetMaterialization(asset, partition=project, tags=tags, metadata=held.get(project, {}))
         if stats["errors"]:
             context.log.warning(f"{processor.name}: {stats['errors']} file(s) failed; retried by the session sensor")
         unpriced = getattr(processor, "unpriced_models", None) or {}
@@ -253,6 +265,31 @@ def _code_version_tag(asset: str) -> dict[str, str]:
     return {"dagster/code_version": CODE_VERSIONS[asset]}
 
 
+NO_FILES = "no-files"
+"""The data version of a project with no session file left on disk."""
+
+
+def _files_version_tags(fingerprint: str) -> dict[str, str]:
+    """A session_files partition's data version: the digest of its files' (key, size, mtime_ns), the one the
+    session sensor compares."""
+    return {DATA_VERSION_TAG: fingerprint, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+
+
+def _provenance_tags(asset: str, files_version: str, files_event: int | None) -> dict[str, str]:
+    """The data provenance Dagster records on an output's materialization (code version, the session_files
+    version and event it was computed from, and the data version that follows), so the UI's "unsynced"
+    status compares this partition with its own session_files partition instead of reporting a new
+    dependency."""
+    tags = _code_version_tag(asset)
+    if files_event is None:  # session_files was never materialized for it: nothing to point at
+        return tags
+    upstream = {dg.AssetKey("session_files"): dg.DataVersion(files_version)}
+    return {**tags,
+            get_input_data_version_tag(dg.AssetKey("session_files")): files_version,
+            get_input_event_pointer_tag(dg.AssetKey("session_files")): str(files_event),
+            DATA_VERSION_TAG: compute_logical_data_version(CODE_VERSIONS[asset], upstream).value}
+
+
 def _changed(per: dict | None) -> bool:
     """Whether a run changed what a processor asset holds for a project: a file processed, failed or gone."""
     return bool(per) and bool(per["processed"] or per["errors"] or per["vanished"])
@@ -273,10 +310,14 @@ def _holdings(name: str, projects: list[str], state: StateResource, lance: Lance
     return holdings.archive_holdings(packs.store().repos_stats(projects))
 
 
-usage_totals_spec = dg.AssetSpec(
-    USAGE_TOTALS, deps=["usage_messages", "team_sessions"], group_name="sessions", kinds={"duckdb"},
+@dg.asset(
+    name=USAGE_TOTALS, deps=["usage_messages", "team_sessions"], group_name="sessions", kinds={"duckdb"},
     code_version=CODE_VERSIONS["usage_messages"],
     description="The whole usage warehouse: responses, tokens and cost (as `sessionlake usage` reports them by "
                 "default), and this week's spend by project and by model as tables. Materialized by every run "
-                "that changed usage rows, session or team ingest alike.",
+                "that changed usage rows, session or team ingest alike; materializing it alone recomputes the "
+                "totals from what is stored (a new week's tables, say).",
 )
+def usage_totals(state: StateResource) -> dg.MaterializeResult:
+    with state.store().connect() as conn:
+        return dg.MaterializeResult(metadata=holdings.usage_totals(conn))

@@ -9,7 +9,6 @@ covering every changed project."""
 
 import hashlib
 import time
-from collections.abc import Iterable
 
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
@@ -25,7 +24,7 @@ from pipelines.instance.home import missing_settings_message
 from pipelines.instance.run_recovery import reap_dead_runs
 from resources.config.settings import Settings
 from resources.ingest.retry_marks import due_retries
-from resources.ingest.session_files import SessionFile
+from resources.ingest.session_files import project_fingerprints
 from resources.sources import found_sources, walk_all
 from resources.state.sensor_state import SensorState, load_state, save_state, sensor_store
 from resources.state.store import is_lock_conflict
@@ -35,18 +34,6 @@ FRESHNESS_LOCK_WAIT_SEC = 10.0
 SENSOR_NAME = "session_files_sensor"
 
 NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
-
-
-def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:
-    """Per project, a digest of every file's (key, size, mtime_ns) (stats only: the walk reads no file
-    but a new Codex rollout's first line, once, for its project)."""
-    entries: dict[str, list[str]] = {}
-    for f in files:
-        entries.setdefault(f.project, []).append(f"{f.key}\0{f.size}\0{f.mtime_ns}")
-    return {
-        project: hashlib.blake2b("\n".join(lines).encode(), digest_size=12).hexdigest()
-        for project, lines in entries.items()
-    }
 
 
 def partition_run_request(order: list[str], projects: list[str], run_key: str | None = None,
