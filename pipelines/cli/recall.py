@@ -2,7 +2,9 @@
 
 Each hit shows rank, score, agent, project, session, time, role and a snippet with the cue words
 highlighted (bold on a terminal, ``**word**`` otherwise and in ``--json``). Every hit gets a
-provenance entry naming ``--caller`` (default ``cli``), written before the command exits. ``--project``
+provenance entry naming ``--caller`` (default ``cli``), written by the write-behind queue
+(`resources.memory.provenance_queue`) while the hits are printed; the command returns once it has
+landed, or has been spilled to ``provenance-overflow/`` when the store refused it. ``--project``
 names are resolved as every command resolves them: an unknown one exits 1 with the closest names.
 
 The query takes plain words, ``"a phrase"``, ``prefix*``, ``+must``, ``-not``, ``AND``/``OR``/``NOT``
@@ -26,6 +28,8 @@ from pipelines.cli.options import add_project_option, add_session_option, descri
 SNIPPET_WIDTH = 160
 CONTEXT_WIDTH = 240
 """Characters of each --context message in the output."""
+PROVENANCE_WAIT_SEC = 30.0
+"""How long the command waits for its provenance write before spilling it to ``provenance-overflow/``."""
 
 
 def _since(value: str) -> datetime:
@@ -61,23 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import sys
 
-    from pipelines.cli.projects import resolve_projects
     from resources.config.settings import Settings
-    from resources.memory.fts_query import QuerySyntaxError, parse_query
-    from resources.memory.hits import (
-        ALL_FIELDS,
-        MINIMAL_FIELDS,
-        compact_json,
-        context_around,
-        describe,
-        fit_budget,
-        scope_filter,
-    )
-    from resources.memory.lance import LanceStore, LanceTableUnreadable
-    from resources.memory.recall import recall
+    from resources.memory.lance import LanceStore
     from resources.memory.table_ledger import lost_tables_line
 
     settings = Settings.from_env()
@@ -91,6 +82,32 @@ def run(args: argparse.Namespace) -> int:
         return exits.FAILED
     settings.check_storage()
     store = LanceStore.from_settings(settings)
+    store.enable_provenance_queue(coalesce_ms=0)  # the hits' provenance is written while they are printed
+    try:
+        return _answer(args, settings, store)
+    finally:
+        store.disable_provenance_queue(timeout=PROVENANCE_WAIT_SEC)
+
+
+def _answer(args: argparse.Namespace, settings, store) -> int:
+    """Run the query on ``store`` and print the hits; the exit status."""
+    import json
+    import sys
+
+    from pipelines.cli.projects import resolve_projects
+    from resources.memory.fts_query import QuerySyntaxError, parse_query
+    from resources.memory.hits import (
+        ALL_FIELDS,
+        MINIMAL_FIELDS,
+        compact_json,
+        context_around,
+        describe,
+        fit_budget,
+        scope_filter,
+    )
+    from resources.memory.lance import LanceTableUnreadable
+    from resources.memory.recall import recall
+
     try:
         where = scope_filter(agent=args.agent, session=args.session, role=args.role)
         words = parse_query(args.query).text
