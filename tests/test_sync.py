@@ -377,23 +377,165 @@ def test_the_team_central_ingest_reads_sync_files_beside_pushed_packs(tmp_path, 
     assert set(by) == {"chip@laptop", "bob@desk"} and sum(by.values()) == union[0]
 
 
-def test_a_machine_s_many_files_are_compacted_into_one_that_readers_merge_once(tmp_path):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    uri = str(shared)
+def _grow_and_sync(home: Path, uri: str, days: range) -> dict:
+    """One new session and one sync per day: one file of this machine per day."""
+    report = {}
+    for n in days:
+        generate_corpus(home / ".claude" / "projects" / f"-day-{n}", sessions=1, projects=1, seed=300 + n, turns=1)
+        report = _sync(home, uri)
+    return report
+
+
+def _laptop_files(uri: str) -> list[FileName]:
+    return sorted((FileName.parse(n) for n in _location_files(uri) if n.startswith("usage/laptop/")),
+                  key=lambda n: (n.first, n.last))
+
+
+def test_a_machine_s_many_files_are_compacted_into_one_that_readers_merge_once(tmp_path, sync_uri):
     a = _machine(tmp_path, "laptop", 23, sessions=1)
     b = _machine(tmp_path, "desk", 24, sessions=1)
-    for n in range(17):  # one file per sync; the 17th makes more than 16: compacted
-        generate_corpus(a / ".claude" / "projects" / f"-day-{n}", sessions=1, projects=1, seed=300 + n, turns=1)
-        report = _sync(a, uri)
-        if n == 4:
-            _sync(b, uri)  # desk has read laptop's first five files
+    _grow_and_sync(a, sync_uri, range(5))
+    _sync(b, sync_uri)  # desk has read laptop's first five files
+    report = _grow_and_sync(a, sync_uri, range(5, 17))  # the 17th file makes more than 16: compacted
     assert report["compacted"] == 17
-    [merged] = [name for name in _location_files(uri) if name.startswith("usage/laptop/")]
-    assert FileName.parse(merged).first == 1 and FileName.parse(merged).last == 17
+    [merged] = _laptop_files(sync_uri)
+    assert (merged.first, merged.last) == (1, 17)
     union = _union_totals(tmp_path, [a, b])
-    assert _sync(b, uri)["pulled_files"] == 1 and _totals(b) == union
-    assert _sync(a, uri)["pulled_files"] == 0 and _totals(a) == union  # its own merged file: read already
+    assert _sync(b, sync_uri)["pulled_files"] == 1 and _totals(b) == union
+    assert _sync(a, sync_uri)["pulled_files"] == 0 and _totals(a) == union  # its own merged file: read already
     c = _machine(tmp_path, "spare", 25, sessions=1)
-    _sync(c, uri)
+    _sync(c, sync_uri)
     assert _totals(c) == _union_totals(tmp_path / "with-spare", [a, b, c])
+
+
+def _sync_killed_before_delete(home: Path, uri: str, n: int) -> None:
+    """A sync SIGKILLed in its compaction, after the compacted file is written and ``n`` deletes (`sync_child`)."""
+    child = subprocess.Popen([sys.executable, str(REPO / "tests" / "sync_child.py"), str(n)], cwd=REPO,
+                             env=_env(home, uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == f"AT {n}", child.stderr.read()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+
+
+def test_a_compaction_killed_half_way_is_finished_by_the_next_sync_and_counts_nothing_twice(tmp_path, sync_uri):
+    a = _machine(tmp_path, "laptop", 26, sessions=1)
+    b = _machine(tmp_path, "desk", 27, sessions=1)
+    _grow_and_sync(a, sync_uri, range(5))
+    _sync(b, sync_uri)  # desk has read laptop's first five files
+    _grow_and_sync(a, sync_uri, range(5, 16))
+    generate_corpus(a / ".claude" / "projects" / "-day-16", sessions=1, projects=1, seed=316, turns=1)
+    _sync_killed_before_delete(a, sync_uri, 0)  # the 17th file and the compacted one written, nothing deleted
+    files = _laptop_files(sync_uri)
+    assert len(files) == 18 and [(n.first, n.last) for n in files if n.first < n.last] == [(1, 17)]
+    union = _union_totals(tmp_path, [a, b])
+    c = _machine(tmp_path, "spare", 28, sessions=1)
+    union_c = _union_totals(tmp_path / "with-spare", [a, b, c])
+    # Readers that list the parts and the compacted file together count every response once.
+    _sync(b, sync_uri)
+    assert _totals(b) == union
+    _sync(c, sync_uri)
+    assert _totals(c) == union_c
+
+    _sync_killed_before_delete(a, sync_uri, 6)  # the next sync killed while it deletes the parts
+    assert len(_laptop_files(sync_uri)) == 12
+    done = _sync(a, sync_uri)  # and the one after finishes it
+    [merged] = _laptop_files(sync_uri)
+    assert (merged.first, merged.last) == (1, 17) and done["pushed_rows"] == 0
+    keys = _own_keys(sync_uri, "laptop")
+    assert len(keys) == len(set(keys))  # every response of laptop in the location once
+    for home, want in ((a, union_c), (b, union_c), (c, union_c)):
+        _sync(home, sync_uri)
+        assert _totals(home) == want
+        assert _sync(home, sync_uri)["pulled_files"] == 0  # nothing left to read twice
+
+
+MARKER = "calibrate the quokka telemetry harness"
+
+
+def _marker_session(home: Path) -> Path:
+    """A session on ``home`` whose text no other machine has: what recall on another machine must find."""
+    lines = [
+        {"type": "user", "uuid": "u-quokka-1", "parentUuid": None, "sessionId": "s-quokka", "cwd": "/home/dev/quokka",
+         "timestamp": "2026-12-01T10:00:00.000Z", "message": {"role": "user", "content": f"how do I {MARKER}?"}},
+        {"type": "assistant", "uuid": "a-quokka-1", "parentUuid": "u-quokka-1", "sessionId": "s-quokka",
+         "timestamp": "2026-12-01T10:00:05.000Z", "requestId": "req_quokka_1",
+         "message": {"id": "msg_quokka_1", "model": "claude-sonnet-4-20250514", "role": "assistant",
+                     "content": [{"type": "text", "text": "Run the zero-drift routine on the quokka harness first."}],
+                     "usage": {"input_tokens": 1200, "output_tokens": 300, "cache_creation_input_tokens": 0,
+                               "cache_read_input_tokens": 0}}},
+    ]
+    path = home / ".claude" / "projects" / "-home-dev-quokka" / "s-quokka.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def _recall(home: Path, uri: str) -> subprocess.CompletedProcess:
+    return _cli(home, uri, "recall", "quokka telemetry", "--json")
+
+
+def _with_transcripts(home: Path, uri: str) -> dict:
+    done = _cli(home, uri, "sync", "--with-transcripts", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["transcripts"]
+
+
+def test_with_transcripts_another_machine_s_sessions_join_this_archive_and_memory_counted_once(tmp_path, sync_uri):
+    a = _machine(tmp_path, "laptop", 29, sessions=2, samples=True)
+    b = _machine(tmp_path, "desk", 30, sessions=2)
+    marker = _marker_session(a)
+    union = _union_totals(tmp_path, [a, b])
+    assert _with_transcripts(a, sync_uri)["received"]["packs_received"] == 0  # nobody else's yet
+
+    assert _sync(b, sync_uri)["pulled_files"] == 1  # a plain sync: usage only, in and out
+    assert _recall(b, sync_uri).returncode == 1
+    assert not [n for n in _location_files(sync_uri) if n.startswith("manifests/")
+                and json.loads(_location_files(sync_uri)[n])["machine"] == "desk"]
+
+    got = _with_transcripts(b, sync_uri)
+    received = got["received"]
+    assert got["packs_sent"] > 0 and received["manifests"] == 1 and received["packs_received"] > 0
+    assert received["versions"] > 0 and received["records"] > 0 and received["errors"] == []
+    hits = _recall(b, sync_uri)
+    assert hits.returncode == 0, hits.stderr
+    assert MARKER in hits.stdout  # laptop's text, found on desk as soon as the sync returned
+
+    restored = tmp_path / "restored"
+    done = _cli(b, sync_uri, "restore", "--project", "-home-dev-quokka", "--to", str(restored))
+    assert done.returncode == 0, done.stderr
+    assert (restored / "-home-dev-quokka" / "s-quokka.jsonl").read_bytes() == marker.read_bytes()
+    done = _cli(b, sync_uri, "restore", "--project", SAMPLE_PROJECT, "--to", str(restored))
+    assert done.returncode == 0, done.stderr
+    originals = sorted(p.relative_to(a / ".claude" / "projects")
+                       for p in (a / ".claude" / "projects" / SAMPLE_PROJECT).rglob("*") if p.is_file())
+    assert originals
+    for rel in originals:
+        assert (restored / rel).read_bytes() == (a / ".claude" / "projects" / rel).read_bytes(), rel
+    listed = json.loads(_cli(b, sync_uri, "archive", "ls", "--project", "-home-dev-quokka", "--json").stdout)
+    assert [(s["session"], s["machine"]) for s in listed["sessions"]] == [("-home-dev-quokka/s-quokka.jsonl",
+                                                                            "chip@laptop")]
+    own = json.loads(_cli(b, sync_uri, "archive", "ls", "--project", "-home-dev-project-000", "--json").stdout)
+    assert {s["machine"] for s in own["sessions"]} >= {"(this machine)"}
+
+    # Counted once: the usage rows come from laptop's sync file, never from its packs.
+    assert _totals(b) == union
+    with StateStore(b / ".sessionlake" / "state.duckdb").connect() as conn:
+        assert conn.execute("SELECT count(*) FROM usage_messages WHERE starts_with(session_key, ?)",
+                            ["-home-dev-quokka/"]).fetchone()[0] == 0
+
+    # Reruns are idle: nothing taken in twice, nothing sent back; laptop takes in desk's once.
+    again = _with_transcripts(b, sync_uri)
+    assert (again["packs_sent"], again["manifests"]) == (0, [])
+    assert (again["received"]["manifests"], again["received"]["packs_received"], again["received"]["versions"]) \
+        == (0, 0, 0)
+    back = _with_transcripts(a, sync_uri)["received"]
+    assert back["manifests"] == 1 and back["packs_received"] > 0
+    assert _with_transcripts(a, sync_uri)["received"]["manifests"] == 0
+    for home in (a, b):
+        assert _totals(home) == union
+    machines = [json.loads(data)["machine"] for name, data in _location_files(sync_uri).items()
+                if name.startswith("manifests/")]
+    assert sorted(machines) == ["desk", "laptop"]

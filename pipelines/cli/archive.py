@@ -113,13 +113,16 @@ def run_ls(args: argparse.Namespace) -> int:
                      archived_at=v.archived_at.isoformat(timespec="seconds"))
     for seen in store.timeline(project):  # the version last seen on disk (A after A -> B -> A), as restore has it
         sessions[seen.snapshot.session_key].update(size=seen.snapshot.size, file_hash=seen.snapshot.file_hash)
+    origins = store.origins(project)
+    for entry in sessions.values():  # who it comes from: a machine that pushed it, or this one
+        entry["machine"] = origins.get((entry["session"], entry["file_hash"]), "(this machine)")
     if args.json:
         print(json.dumps({"packs": packs, "sessions": list(sessions.values())}, indent=2, default=str))
         return 0
     _table(("key", "state", "bytes", "object_count", "snapshot_count", "created_at"),
            [{**p, "created_at": p["created_at"].isoformat(timespec="seconds")} for p in packs])
     print()
-    _table(("session", "versions", "size", "archived_at"), list(sessions.values()))
+    _table(("session", "machine", "versions", "size", "archived_at"), list(sessions.values()))
     return 0
 
 

@@ -4,7 +4,10 @@ Reads the sessions on disk (usage only, no Dagster), pulls every other machine's
 the local warehouse, and pushes this machine's new usage rows: models, token counts, cost, times,
 agent, session and message ids, project names (``SESSIONLAKE_SYNC_PROJECTS=hash``: a keyed hash).
 Never a prompt, a response, a path or a credential. ``--with-transcripts`` also sends the session
-archive's packs there (``sessionlake push``'s path), which hold whole transcripts; it says so.
+archive's packs there (``sessionlake push``'s path), which hold whole transcripts, and says so; and it
+takes in the packs other machines sent: their sessions join this machine's archive (``archive ls``,
+``restore``) and memory (``recall``) before the command returns. Their usage comes from their sync
+files only, counted once.
 Set up once per machine, for instance as a Stop hook or a cron line: ``sessionlake sync --quiet``.
 
 Exit status: 0 done; 1 done, but a file in the sync location could not be read (it is named, skipped
@@ -29,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something failed")
     p.add_argument("--with-transcripts", action="store_true",
-                   help="also send the session archive (whole transcripts: prompts, responses, paths) there")
+                   help="also send the session archive (whole transcripts: prompts, responses, paths) there, "
+                        "and take in the other machines' into this archive and memory")
     p.set_defaults(handler=run)
 
 
@@ -61,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     say = (lambda _m: None) if args.json or args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
-        report = sync(settings, blobs, opts, say)
-        if args.with_transcripts:
-            from resources.sync.transcripts import push_transcripts
-
-            report["transcripts"] = push_transcripts(settings, location, opts.user, opts.machine, say)
+        report = sync(settings, blobs, opts, say, transcripts=location if args.with_transcripts else None)
     except SyncBusy as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
@@ -78,17 +78,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: not a sync file, left alone: {name}", file=sys.stderr)
     for error in report["errors"]:
         print(f"{prog}: skipped {error} (tried again next sync)", file=sys.stderr)
-    for error in report.get("transcripts", {}).get("archive_errors", []):
+    transcripts = report.get("transcripts", {})
+    for error in transcripts.get("archive_errors", []):
         print(f"{prog}: archive: {error['file']}: {error['error']}", file=sys.stderr)
-    failed = bool(report["errors"] or report["ingest"]["errors"] or report.get("transcripts", {}).get("archive_errors"))
+    for error in transcripts.get("received", {}).get("errors", []):
+        print(f"{prog}: transcripts: {error['what']}: {error['error']} (tried again next sync)", file=sys.stderr)
+    failed = bool(report["errors"] or report["ingest"]["errors"] or transcripts.get("archive_errors")
+                  or transcripts.get("received", {}).get("errors"))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     elif not args.quiet:
         print(summary(report, settings.sync))
         if "transcripts" in report:
             t = report["transcripts"]
+            r = t["received"]
             print(f"transcripts: {t['packs_sent']} packs sent ({t['bytes_sent']:,} bytes), {t['packs_present']} "
-                  f"already there")
+                  f"already there; {r['packs_received']} packs taken in ({r['bytes_received']:,} bytes) from "
+                  f"{r['manifests']} push(es) of other machines: {r['versions']} session versions, "
+                  f"{r['records']:,} memory records")
         print(machines_line(report["machines"]), file=sys.stderr)
     return 1 if failed else 0
 

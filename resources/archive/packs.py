@@ -205,6 +205,15 @@ class PackStore:
         rows = conn.execute(sql, [repo, session_key, session_key]).fetchall()
         return [ArchivedVersion(Snapshot(r[0], r[1], r[2], r[3], tuple(r[4])), r[5], r[6]) for r in rows]
 
+    def origins(self, repo: str) -> dict[tuple[str, str], str]:
+        """``{(session_key, file_hash): "user@machine"}`` of the versions of ``repo`` that came in a pack another
+        machine pushed (the first to push each, ``team_snapshots``); a version not in it is this archive's own."""
+        with self.state.connect() as conn:
+            rows = conn.execute(
+                """SELECT t.session_key, t.file_hash, t.user_name || '@' || t.machine FROM team_snapshots t
+                   JOIN snapshots s USING (session_key, file_hash) WHERE s.repo = ?""", [repo]).fetchall()
+        return {(k, h): who for k, h, who in rows}
+
     def timeline(self, repo: str, session_key: str | None = None) -> list[Observation]:
         """Every observation of ``repo``'s versions (or one session's), by session key then time seen."""
         with self.state.connect() as conn:

@@ -15,7 +15,10 @@ Contract:
   it, the next sync reads the file back. Either way nothing is lost or counted twice.
 - Then, when this machine has more than ``compact_at`` files, they are merged into one file covering
   all their numbers (per response the best copy, stamped with its first clock), and the others are
-  deleted. A reader that read them all skips the merged file by its numbers.
+  deleted. A reader that read them all skips the merged file by its numbers; a reader that lists both
+  the merged file and some of its parts (a compaction under way, or killed half way) merges the same
+  rows twice, which counts nothing twice. A compaction killed before it deleted every part is finished
+  by the next sync, which deletes every file of this machine that a compacted one covers.
 """
 
 from __future__ import annotations
@@ -72,12 +75,15 @@ class SyncOptions:
     compact_at: int = COMPACT_AT
 
 
-def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None] = lambda _m: None) -> dict:
+def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None] = lambda _m: None,
+         transcripts=None) -> dict:
     """One sync against ``blobs`` (a `Blobs` or `FolderBlobs`); returns what it did:
     ``ingest`` (session files read, with `fresh_warehouse`, which says their errors on stderr),
     ``pulled_files``, ``pulled_rows``, ``pushed_rows``, ``pushed_bytes``,
     ``pushed_file``, ``compacted`` (files merged, or 0), ``errors`` and ``foreign`` (names),
-    ``machines`` (every other writer read here, with when it last synced)."""
+    ``machines`` (every other writer read here, with when it last synced); with ``transcripts`` (the
+    location, as `sync_location` gives it), ``transcripts``: the packs sent and taken in
+    (`resources.sync.transcripts`)."""
     state = StateStore.from_settings(settings)
     report = {"pulled_files": 0, "pulled_rows": 0, "pushed_rows": 0, "pushed_bytes": 0, "pushed_file": None,
               "compacted": 0, "errors": [], "foreign": []}
@@ -106,8 +112,14 @@ def sync(settings: Settings, blobs, opts: SyncOptions, log: Callable[[str], None
             report["machines"] = other_machines(conn)
         if pushed is not None:
             own.append(pushed)
+        own = _drop_superseded(blobs, own, log)
         if len(own) > opts.compact_at:
             report["compacted"] = _compact(blobs, header, own, log)
+        if transcripts is not None:  # under the same lock: two syncs of one home never exchange packs at once
+            from resources.sync.transcripts import pull_transcripts, push_transcripts
+
+            report["transcripts"] = push_transcripts(settings, transcripts, opts.user, opts.machine, log)
+            report["transcripts"]["received"] = pull_transcripts(settings, transcripts, log)
     return report
 
 
@@ -202,6 +214,21 @@ def _compact(blobs, header: Header, own: list[FileName], log) -> int:
             blobs.delete(name.name)
     log(f"compacted {len(own)} files of this machine into {file} ({merged.num_rows} responses)")
     return len(own)
+
+
+def _drop_superseded(blobs, own: list[FileName], log) -> list[FileName]:
+    """Delete this machine's files that a compacted file of its own covers (a compaction killed before it
+    deleted them all: the compacted file was written from them, so it holds their rows); the others."""
+    merged = [n for n in own if n.first < n.last]
+    left = []
+    for name in own:
+        if any(m.first <= name.first and name.last <= m.last and ((m.first, -m.last, m.name) < (name.first, -name.last,
+               name.name)) for m in merged):  # of two files with one range, the first by name stays
+            blobs.delete(name.name)
+            log(f"deleted {name.name}: a compacted file of this machine holds its rows")
+        else:
+            left.append(name)
+    return left
 
 
 def _covered(ranges: list[tuple[int, int]], first: int, last: int) -> bool:
