@@ -539,3 +539,28 @@ def test_with_transcripts_another_machine_s_sessions_join_this_archive_and_memor
     machines = [json.loads(data)["machine"] for name, data in _location_files(sync_uri).items()
                 if name.startswith("manifests/")]
     assert sorted(machines) == ["desk", "laptop"]
+
+
+def test_with_transcripts_a_damaged_pack_is_named_and_taken_in_by_the_next_sync(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    uri = str(shared)
+    a = _machine(tmp_path, "laptop", 31, sessions=1)
+    b = _machine(tmp_path, "desk", 32, sessions=1)
+    _marker_session(a)
+    _with_transcripts(a, uri)
+    pack = sorted((shared / "packs").iterdir())[0]
+    good = pack.read_bytes()
+    pack.write_bytes(good[: len(good) // 2])  # a sync copy of the folder that stopped half way
+
+    done = _cli(b, uri, "sync", "--with-transcripts")
+    assert done.returncode == 1
+    assert "transcripts: manifests/" in done.stderr and "chip@laptop" in done.stderr
+    assert "tried again next sync" in done.stderr and "Traceback" not in done.stderr
+    assert not list((b / ".sessionlake" / "packs").glob(".*"))  # no half pack left behind
+    assert _totals(b) == _union_totals(tmp_path, [a, b])  # usage does not wait for transcripts
+
+    pack.write_bytes(good)
+    again = _with_transcripts(b, uri)["received"]
+    assert again["manifests"] == 1 and again["errors"] == []
+    assert MARKER in _recall(b, uri).stdout
