@@ -3,7 +3,9 @@ source adapter can use it on the report path."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def utcnow() -> datetime:
@@ -33,3 +35,10 @@ def as_utc(value: datetime | str | None) -> datetime | None:
             raise ValueError(f"{value!r} is not an ISO-8601 time")
         return parsed.astimezone(UTC)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_from_us(micros: int) -> datetime:
+    """An aware UTC datetime from microseconds since the epoch (DuckDB's ``epoch_us(ts)``). Reports fetch times
+    this way: DuckDB hands a TIMESTAMPTZ to Python through pytz, whose import and zone load cost a fresh
+    process more than the report query."""
+    return _EPOCH + timedelta(microseconds=micros)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,15 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name for this uid (a container)
         return f"uid-{os.getuid()}"
+
+
+def _hostname() -> str:
+    """The machine's name, as ``socket.gethostname()`` gives it (without importing socket where uname tells it)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def _env_int(name: str, default: int, floor: int | None = None, *, above: bool = False) -> int:
@@ -314,7 +322,7 @@ class Settings:
             storage_uri=os.environ.get("SESSIONLAKE_STORAGE_URI") or None,
             team_uri=os.environ.get("SESSIONLAKE_TEAM_URI") or None,
             user=os.environ.get("SESSIONLAKE_USER") or _login(),
-            machine=os.environ.get("SESSIONLAKE_MACHINE") or socket.gethostname(),
+            machine=os.environ.get("SESSIONLAKE_MACHINE") or _hostname(),
             sync_uri=os.environ.get("SESSIONLAKE_SYNC_URI") or None,
             sync_projects=_env_choice("SESSIONLAKE_SYNC_PROJECTS", SYNC_PROJECTS),
             sync_key=os.environ.get("SESSIONLAKE_SYNC_KEY") or None,

@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resources.environment import environment_failure
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.files_to_read import FileToRead
-from resources.ingest.parallel_reads import ParallelReads, WorkerRead
 from resources.ingest.session_files import (
     MalformedLine,
     SessionFile,
@@ -49,6 +49,9 @@ from resources.state.store import (
     record_session_files,
     unstable_files,
 )
+
+if TYPE_CHECKING:  # the worker pool is imported where files are read in parallel: a report's top-up never is
+    from resources.ingest.parallel_reads import WorkerRead
 
 FILES_PER_CONNECTION = 1000
 BYTES_PER_CONNECTION = 64 << 20
@@ -264,6 +267,8 @@ def _execute(
     done_bytes = 0
     chunks = list(_connection_chunks(tasks))
     parallel = workers > 1 and processor.parallel_reads and len(tasks) > 1
+    if parallel:
+        from resources.ingest.parallel_reads import ParallelReads
     with ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext() as reads:
         for n, chunk in enumerate(chunks):
             outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened

@@ -26,16 +26,19 @@ then, since what is watched and archived is the main file.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from resources.ingest.session_files import MalformedLine, ParseStats, SessionFile
 from resources.sources.base import MemoryItem, Source, UsageItem, count, parse_time, project_name, usage_row
 from resources.sources.walk import walk_files
+
+if TYPE_CHECKING:
+    import sqlite3
 
 AGENT = "opencode"
 DB_PROJECT = f"{AGENT}:db"
@@ -179,7 +182,10 @@ def _text_parts(path: Path, stats: ParseStats) -> Iterator[tuple[dict, dict, int
 
 
 def _open_db(path: Path, stats: ParseStats) -> sqlite3.Connection:
-    """The database, read only (a live OpenCode keeps writing it)."""
+    """The database, read only (a live OpenCode keeps writing it). sqlite3 is imported here: a report that
+    reads no OpenCode database never loads it."""
+    import sqlite3
+
     size = path.stat().st_size
     stats.bytes_read += size
     stats.end_offset = size

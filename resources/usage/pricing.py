@@ -30,7 +30,9 @@ providers count it); within a band every token of the request is billed at the b
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
@@ -103,8 +105,13 @@ class PriceTable:
     def __init__(self, overrides: dict[str, tuple[PriceBand, ...]] | None = None,
                  supplement: dict[str, tuple[PriceBand, ...]] | None = None):
         self.overrides = dict(overrides or {})
-        self.supplement = dict(supplement if supplement is not None else _shipped_supplement())
+        self._supplement = None if supplement is None else dict(supplement)
+        """None: the shipped one, parsed when a name first needs it (a report that prices nothing new never does)."""
         self._cache: dict[str, ModelPrice | None] = {}
+
+    @property
+    def supplement(self) -> dict[str, tuple[PriceBand, ...]]:
+        return _shipped_supplement() if self._supplement is None else self._supplement
 
     @classmethod
     def load(cls, override: Path | None = None) -> PriceTable:
@@ -129,11 +136,12 @@ class PriceTable:
         return {m: p for m in models if (p := self.lookup(m)) is not None}
 
     def fingerprint(self) -> str:
-        """Changes whenever any name could get another price: database version, override, supplement, rules."""
-        from importlib.metadata import version  # not the package itself: loading its data takes ~0.3 s
-
-        body = json.dumps([RULES_VERSION, version("genai-prices"), _entries_json(self.overrides),
-                           _entries_json(self.supplement)], sort_keys=True, default=str)
+        """Changes whenever any name could get another price: database, override, supplement, rules. Every
+        report computes it, so it is made of what is cheap to tell: the database's file as installed (see
+        `_database_identity`) and the shipped supplement's text, not their parsed entries."""
+        supplement = _shipped_text() if self._supplement is None else _entries_json(self._supplement)
+        body = json.dumps([RULES_VERSION, _database_identity(), _entries_json(self.overrides), supplement],
+                          sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def _find(self, model: str) -> ModelPrice | None:
@@ -223,9 +231,29 @@ def _undated(model: str) -> str | None:
 
 
 @cache
+def _shipped_text() -> str:
+    return importlib_resources.files("resources.usage").joinpath("prices.json").read_text()
+
+
+@cache
 def _shipped_supplement() -> dict[str, tuple[PriceBand, ...]]:
-    text = importlib_resources.files("resources.usage").joinpath("prices.json").read_text()
-    return parse_price_file(text, "resources/usage/prices.json")
+    return parse_price_file(_shipped_text(), "resources/usage/prices.json")
+
+
+def _database_identity() -> list:
+    """genai-prices' database as installed: the size and mtime of its data module, found without importing
+    the package (loading its data takes ~0.3 s; even asking importlib.metadata for its version lists
+    site-packages). Any install or upgrade changes them, so stored rows are re-costed after one."""
+    spec = importlib.util.find_spec("genai_prices")
+    if spec is None or not spec.submodule_search_locations:
+        return ["genai-prices not installed"]
+    try:
+        st = os.stat(os.path.join(spec.submodule_search_locations[0], "data.py"))
+    except OSError:  # laid out otherwise: its version, the slower way
+        from importlib.metadata import version
+
+        return [version("genai-prices")]
+    return [st.st_size, st.st_mtime_ns]
 
 
 @cache

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +30,6 @@ import duckdb
 
 from resources.config.settings import Settings
 from resources.ingest.processors.usage import UsageProcessor
-from resources.ingest.runner import run_processors, top_up_files
 from resources.ingest.session_files import SessionFile
 from resources.sources import found_sources, walk_all
 from resources.state.store import Connection, StateStore, fetch_one, is_lock_conflict, migrate, unstable_files
@@ -95,10 +92,15 @@ def _refreshed(store: StateStore, settings: Settings, refresh: bool, prices: Pri
     with store.connect() as conn:
         if refresh:
             stale = unstable_files(conn, UsageProcessor.name, list(walk_all(found_sources(settings))))
+        if not stale:
+            yield _outcome(conn, None)
+            return
+        # only now: a report that finds nothing new never loads the runner and its worker pool
+        from resources.ingest.runner import run_processors, top_up_files
+
         if sum(f.size for f in stale) <= PARALLEL_READ_BYTES:
-            stats = top_up_files(UsageProcessor(prices or PriceTable.load(settings.price_file)), stale, conn) \
-                if stale else None
-            yield _outcome(conn, stats)
+            yield _outcome(conn, top_up_files(UsageProcessor(prices or PriceTable.load(settings.price_file)),
+                                              stale, conn))
             return
     # a large read: workers read without the connection, which the runner opens per chunk to commit
     with _ProgressLine(stderr, sum(f.size for f in stale)) as progress:
@@ -128,6 +130,9 @@ def _stored_copy(settings: Settings) -> Iterator[Connection]:
 
     DuckDB lets no other process open a file that one holds, not even to read; the copy shows what was
     committed, and is deleted afterwards."""
+    import shutil
+    import tempfile
+
     folder = tempfile.mkdtemp(prefix="sessionlake-report-")
     try:
         copy = os.path.join(folder, "state.duckdb")

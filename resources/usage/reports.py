@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from resources.times import utc_from_us
 from resources.usage.blocks import BLOCK_HOURS, BlockEntry, build_blocks, iso_z, token_limit_status
 from resources.usage.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
 from resources.usage.warehouse import sync_prices
@@ -208,7 +209,7 @@ def session_usage(conn: duckdb.DuckDBPyConnection, session_id: str, flt: ReportF
     where, params = _prepare(conn, flt, prices)
     rows = _query(
         conn,
-        f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
+        f"""SELECT epoch_us(ts), coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
                    cache_read_tokens, cost_usd, {COST_SQL[flt.mode]}, extra_output_tokens
             FROM usage_messages WHERE {where} AND coalesce(session_id, session_key) = $session
             ORDER BY ts, session_key, line_offset""",
@@ -217,7 +218,7 @@ def session_usage(conn: duckdb.DuckDBPyConnection, session_id: str, flt: ReportF
     if not rows:
         return None
     # costUSD per entry is the transcript's own figure (0 when it has none), as ccusage prints it.
-    entries = [{"timestamp": iso_z(ts), "model": model, "inputTokens": inp, "outputTokens": out,
+    entries = [{"timestamp": iso_z(utc_from_us(ts)), "model": model, "inputTokens": inp, "outputTokens": out,
                 "cacheCreationTokens": cw, "cacheReadTokens": cr, "costUSD": float(file_cost or 0.0)}
                for ts, model, inp, out, cw, cr, file_cost, _, _ in rows]
     return {"sessionId": session_id, "totalCost": sum(float(r[7]) for r in rows),
@@ -248,13 +249,16 @@ def _query(conn, sql: str, params: dict) -> list[tuple]:
 def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts: ReportOptions) -> dict:
     instances = opts.instances and kind in PERIOD_REPORTS
     week_start = WEEKDAYS.index(opts.start_of_week or DEFAULT_START_OF_WEEK.get(opts.view, "sunday")) + 1
+    # the order models first appear in, for rows that list them so (see _finish); an "all" period row sorts them
+    sorted_models = opts.view == "all" and kind in PERIOD_REPORTS and not (opts.by_agent or opts.by_machine)
+    first_seen = "NULL" if sorted_models else \
+        "min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset))"
     rows = _query(
         conn,
         f"""SELECT {_PERIOD_SQL[kind]}, {"project" if instances else "NULL"}, coalesce(model, 'unknown'),
                    sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
-                   sum(CAST({COST_SQL[flt.mode]} AS {EXACT_COST})), min(ts), max(ts), any_value(project), count(*),
-                   bool_or({UNPRICED_SQL[flt.mode]}),
-                   min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset)),
+                   sum(CAST({COST_SQL[flt.mode]} AS {EXACT_COST})), epoch_us(min(ts)), epoch_us(max(ts)),
+                   any_value(project), count(*), bool_or({UNPRICED_SQL[flt.mode]}), {first_seen},
                    agent, sum(extra_output_tokens), {_PERIOD_SQL["machine"] if opts.by_machine else "NULL"},
                    sum(reasoning_output_tokens)
             FROM usage_messages WHERE {where}
@@ -267,13 +271,14 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
     entries: dict[tuple, dict] = {}
     for (period, group, model, inp, out, cw, cr, cost, first, last, project, responses, unpriced, seen, agent,
          extra, machine, reasoning) in rows:
+        first, last = utc_from_us(first), utc_from_us(last)
         entry = _entry(entries, (group, period, agent if per_agent else None), field, period, first, last, project)
         if group is not None:
             entry["project"] = group
         elif len(flt.projects) == 1 and kind in PERIOD_REPORTS:
             entry["project"] = flt.projects[0]
         numbers = ((int(inp), int(out), int(cw), int(cr)), int(extra), cost, int(responses), unpriced,
-                   (seen["d"], seen["k"], seen["o"]), first, last)
+                   seen and (seen["d"], seen["k"], seen["o"]), first, last)
         targets = [entry]
         if opts.by_agent:
             targets.append(_entry(entry["_by_agent"], agent, field, period, first, last, project))
@@ -326,7 +331,7 @@ def _add(entry: dict, model: str, tokens: tuple[int, int, int, int], extra: int,
     same["cost"] += cost
     if unpriced and model not in UNPRICED_MODELS:
         same["missingPricing"] = True
-    entry["_seen"][model] = min(entry["_seen"].get(model, seen), seen)
+    entry["_seen"][model] = min(entry["_seen"].get(model, seen), seen) if seen else None
     entry["_first"], entry["_last"] = min(entry["_first"], first), max(entry["_last"], last)
 
 
@@ -420,14 +425,15 @@ def _codex(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts: R
         f"""SELECT {_PERIOD_SQL[kind]}, coalesce(model, 'unknown'), sum(input_tokens), sum(cache_creation_tokens),
                    sum(cache_read_tokens), sum(output_tokens), sum(reasoning_output_tokens),
                    sum(input_tokens + cache_creation_tokens + cache_read_tokens + output_tokens
-                       + extra_output_tokens), sum(CAST({COST_SQL[flt.mode]} AS {EXACT_COST})), max(ts),
+                       + extra_output_tokens), sum(CAST({COST_SQL[flt.mode]} AS {EXACT_COST})), epoch_us(max(ts)),
                    bool_or({UNPRICED_SQL[flt.mode]})
             FROM usage_messages WHERE {where} GROUP BY ALL ORDER BY 1, 2""",
         params,
     )
     list_name, field = _SHAPE["claude"][kind]
     groups: dict[str, dict] = {}
-    for period, model, *counts, cost, last, _ in rows:
+    for period, model, *counts, cost, last_us, _ in rows:
+        last = utc_from_us(last_us)
         group = groups.setdefault(period, {field: period, **dict.fromkeys(_CODEX_COUNTS, 0), "costUSD": 0.0,
                                            "models": {}, "_last": last})
         numbers = dict(zip(_CODEX_COUNTS, map(int, counts), strict=True))
@@ -465,11 +471,12 @@ def _blocks(conn, flt: ReportFilter, prices: PriceTable | None, opts: ReportOpti
     where, params = _prepare(conn, flt, prices)
     rows = _query(
         conn,
-        f"""SELECT ts, coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
+        f"""SELECT epoch_us(ts), coalesce(model, 'unknown'), input_tokens, output_tokens, cache_creation_tokens,
                    cache_read_tokens, {COST_SQL[flt.mode]}, {UNPRICED_SQL[flt.mode]}, extra_output_tokens
             FROM usage_messages WHERE {where} ORDER BY ts, session_key, line_offset""",
         params,
     )
+    rows = [(utc_from_us(r[0]), *r[1:]) for r in rows]
     now = opts.now or datetime.now(UTC)
     blocks = build_blocks((BlockEntry(*r[:6], float(r[6]), r[8]) for r in rows), now, opts.block_hours)
     if days != (None, None):
