@@ -32,6 +32,17 @@ const shots = [
     },
   },
   {
+    name: 'usage-plots-tokens',
+    path: '/assets/usage_messages',
+    ready: async (page) => {
+      await page.getByText('Plots', { exact: true }).click({ timeout: TIMEOUT_MS });
+      await page.getByText('total_tokens', { exact: true }).first().waitFor({ timeout: TIMEOUT_MS });
+      await page.locator('canvas').first().waitFor({ timeout: TIMEOUT_MS });
+      await settle(page);
+      await scrollTo(page, 'responses');
+    },
+  },
+  {
     name: 'usage-totals',
     path: '/assets/usage_totals',
     ready: async (page) => {
