@@ -22,13 +22,11 @@ from resources.config.settings import SettingError, Settings
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    """The code location's definitions for ``settings`` (which set the sensors' intervals)."""
+    """The code location's definitions for ``settings`` (which set the sensors' intervals and the assets'
+    owners)."""
+    domains = [sessions.build_defs(settings), capture.defs, archive.defs, lance.build_defs(settings), team.defs]
     return dg.Definitions.merge(
-        sessions.build_defs(settings),
-        capture.defs,
-        archive.defs,
-        lance.build_defs(settings),
-        team.defs,
+        *(_owned_by(settings.owners, domain) for domain in domains),
         dg.Definitions(
             # Every job without an executor of its own runs its steps in the run's process, above all the
             # implicit asset job that UI materializations and GraphQL/UI backfills run as: without this, a
@@ -43,6 +41,16 @@ def build_defs(settings: Settings) -> dg.Definitions:
             }
         ),
     )
+
+
+def _owned_by(owners: tuple[str, ...], domain: dg.Definitions) -> dg.Definitions:
+    """A domain's definitions with ``owners`` on every asset (the domains define assets, checks, jobs,
+    sensors and schedules only; jobs select assets by key, so they follow)."""
+    if not owners:
+        return domain
+    return dg.Definitions(
+        assets=dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=list(owners)), domain.assets or []),
+        asset_checks=domain.asset_checks, jobs=domain.jobs, sensors=domain.sensors, schedules=domain.schedules)
 
 
 @functools.cache

@@ -22,6 +22,7 @@ BAD_VALUES = {
     "SESSIONLAKE_COST_MODE": "cheapest",
     "SESSIONLAKE_DAGSTER_STORAGE": "mysql",
     "SESSIONLAKE_POOL_WAIT_SEC": "-5",
+    "SESSIONLAKE_OWNERS": "ana@example.com,data-team",
 }
 
 IMPORT_EVERYTHING = """
@@ -154,3 +155,14 @@ def test_the_sensor_intervals_are_the_settings_of_the_loaded_location(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["15", "100"]
+
+
+@pytest.mark.integration  # another process
+def test_every_asset_of_the_loaded_location_has_the_owners_set(tmp_path):
+    script = ("from pipelines.definitions import defs\ngraph = defs.resolve_asset_graph()\n"
+              "print(sorted({','.join(graph.get(k).owners) for k in graph.get_all_asset_keys()}))")
+    env = _env(tmp_path, SESSIONLAKE_OWNERS="ana@example.com, team:data")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['ana@example.com,team:data']"

@@ -68,6 +68,15 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _env_owners(name: str) -> tuple[str, ...]:
+    """Dagster asset owners from a comma-separated variable: e-mail addresses or ``team:NAME``."""
+    owners = tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+    for owner in owners:
+        if not (owner.startswith("team:") and len(owner) > 5) and "@" not in owner.strip("@"):
+            raise SettingError(f"{name}={os.environ[name]!r}: {owner!r} is neither an e-mail address nor team:NAME")
+    return owners
+
+
 def _env_list(name: str) -> list[Path] | None:
     """The folders of a comma-separated variable (``~`` expanded), or None when it is not set."""
     value = os.environ.get(name)
@@ -168,6 +177,8 @@ class Settings:
     """How project names leave the machine in a sync (SESSIONLAKE_SYNC_PROJECTS): ``name``, or ``hash`` (keyed
     with ``sync_key``)."""
     sync_key: str | None = None
+    owners: tuple[str, ...] = ()
+    """The owners every asset shows in the Dagster UI (SESSIONLAKE_OWNERS: e-mail addresses or team:NAME)."""
     """The key of hashed project names (SESSIONLAKE_SYNC_KEY), the same on every machine of one person."""
 
     more_roots: tuple[tuple[str, Path], ...] = ()
@@ -326,6 +337,7 @@ class Settings:
             sync_uri=os.environ.get("SESSIONLAKE_SYNC_URI") or None,
             sync_projects=_env_choice("SESSIONLAKE_SYNC_PROJECTS", SYNC_PROJECTS),
             sync_key=os.environ.get("SESSIONLAKE_SYNC_KEY") or None,
+            owners=_env_owners("SESSIONLAKE_OWNERS"),
         )
         if settings.sync_projects == "hash" and not settings.sync_key:
             raise SettingError("SESSIONLAKE_SYNC_PROJECTS=hash needs SESSIONLAKE_SYNC_KEY (any secret phrase, the same "
