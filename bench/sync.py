@@ -9,6 +9,10 @@ the machines before it pushed), round 2 (pull the rest), round 3 (nothing new).
 The floor (``baseline``) is a plain copy of the same usage rows as Parquet: each machine exports the
 rows it pushed (DuckDB ``COPY ... TO`` zstd Parquet) into a folder, then reads every other machine's
 file into a table, each a subprocess too. Bytes: everything in the sync folder against the plain files.
+Transcripts: box0 runs ``sync --with-transcripts`` (archives its tree, sends its packs), then box1
+twice: once before (its own packs out, nothing to take in yet) and once after, taking in box0's
+packs into its archive and memory. That second run is set against its floor, the memory processor
+over box0's tree read where it lies (one process, called directly, into an empty memory).
 The report on the merged warehouse (``usage daily --json`` on the last machine) is checked against one
 usage ingest of the union of the trees, and timed against ccusage 20.0.24's ``daily --json`` over that
 union (bench/ccusage.py; skipped with a message without node).
@@ -132,6 +136,53 @@ def _plain_copy(homes: list[Path], plain: Path) -> list:
     return measured
 
 
+_MEMORY = """
+import sys
+from pathlib import Path
+from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.runner import run_processors
+from resources.memory.lance import LanceStore
+from resources.state.store import StateStore
+work = Path(sys.argv[2])
+memory = MemoryProcessor(LanceStore(work / "lance"))
+print(run_processors([memory], Path(sys.argv[1]), StateStore(work / "state.duckdb"))["memory"]["items_extracted"])
+"""
+
+
+def _transcripts(homes: list[Path], shared: Path, work: Path) -> list[dict]:
+    """box1 takes in box0's transcripts (see the module doc), against the memory processor over box0's tree."""
+    def with_transcripts(home: Path):
+        done = run_measured([sys.executable, "-m", "pipelines.cli.main", "sync", "--with-transcripts", "--json"],
+                            _env(home, shared))
+        if done.returncode != 0:
+            raise AssertionError(f"sync --with-transcripts on {home.name} exited {done.returncode}: "
+                                 f"{done.stderr[-2000:]}")
+        return done, json.loads(done.stdout)["transcripts"]
+
+    with_transcripts(homes[1])
+    with_transcripts(homes[0])
+    took, report = with_transcripts(homes[1])
+    got = report["received"]
+    floor = run_measured([sys.executable, "-c", _MEMORY, str(homes[0] / ".claude" / "projects"),
+                          str(work / "floor")], _env(homes[0], shared))
+    if floor.returncode != 0:
+        raise AssertionError(f"memory floor failed: {floor.stderr[-2000:]}")
+    records = int(floor.stdout.strip())
+    files = sum(1 for _ in (homes[0] / ".claude" / "projects").rglob("*.jsonl"))
+    return [
+        {"metric": "transcripts: box1 takes in box0's, CPU / memory over box0's tree in place",
+         "value": round(took.cpu_sec, 2), "unit": "s",
+         "baseline": round(floor.cpu_sec, 2), "ratio": round(took.cpu_sec / floor.cpu_sec, 2)},
+        {"metric": "  the same, wall", "value": round(took.elapsed_sec, 2), "unit": "s",
+         "baseline": round(floor.elapsed_sec, 2), "ratio": round(took.elapsed_sec / floor.elapsed_sec, 2)},
+        {"metric": "  session versions taken in / box0's session files", "value": got["versions"], "unit": "files",
+         "baseline": files, "ok": got["versions"] >= files},
+        {"metric": "  memory records taken in / extracted in place", "value": got["records"], "unit": "records",
+         "baseline": records, "ok": got["records"] == records},
+        {"metric": "  bytes taken in (packs)", "value": got["bytes_received"], "unit": "bytes"},
+    ]
+
+
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -152,7 +203,7 @@ def _run(work: Path, sessions: int) -> list[dict]:
     plain = _plain_copy(homes, work / "plain")
     sync_sec = sum(m.elapsed_sec for measured, _ in rounds[:2] for m in measured)
     plain_sec = sum(m.elapsed_sec for m in plain)
-    sync_bytes, plain_bytes = _folder_bytes(shared), _folder_bytes(work / "plain")
+    sync_bytes, plain_bytes = _folder_bytes(shared), _folder_bytes(work / "plain")  # before any transcripts
     pushed = sum(r["pushed_rows"] for _, reports in rounds for r in reports)
     equal = all(_totals(home / ".sessionlake" / "state.duckdb") == expected for home in homes)
 
@@ -183,6 +234,7 @@ def _run(work: Path, sessions: int) -> list[dict]:
         {"metric": "merged report totalTokens equals the union ingest", "value": ours_total,
          "unit": "tokens", "baseline": sum(expected[1:]), "ok": ours_total == sum(expected[1:])},
     ]
+    rows += _transcripts(homes, shared, work)
     launcher, why = ccusage_launcher()
     if launcher is None:
         print(f"bench sync: ccusage skipped: {why}", file=sys.stderr)
