@@ -19,6 +19,7 @@ from resources.memory.lance import (
     RECORDS_SCHEMA,
     TABLE_NAMES,
     TEXT_INDEX,
+    TEXT_INDEX_PARAMS,
     LanceStore,
     edge_id,
     new_record,
@@ -160,6 +161,19 @@ def test_fts_is_rebuilt_by_policy_and_unindexed_rows_are_found_meanwhile(store):
     assert (stats.num_unindexed_rows, stats.num_indexed_rows, stats.num_indices) == (0, 21 + INDEX_DELTA_ROWS, 2)
     assert [i for i, _ in _fts(store, "zebra")] == ["r100"]
     assert {i: s for i, s in _fts(store, "bulk row 7", k=3)}.keys() >= {"r1007"}
+
+
+def test_the_full_text_index_is_built_as_lancedb_built_it(store):
+    """Writes build the index through pylance with `TEXT_INDEX_PARAMS`: LanceDB's FTS(with_position=True),
+    which built the indexes of existing homes (their segments are merged with new ones). A LanceDB
+    upgrade that changes its defaults fails here."""
+    from lancedb.index import FTS
+
+    lancedb_fts = vars(FTS(with_position=True))
+    assert {key: lancedb_fts[key] for key in TEXT_INDEX_PARAMS} == TEXT_INDEX_PARAMS
+    store.upsert_records([_rec(i) for i in range(3)])
+    params = store.dataset(RECORDS).stats.index_stats(TEXT_INDEX)["segments"][0]["params"]
+    assert {key: params[key] for key in TEXT_INDEX_PARAMS} == TEXT_INDEX_PARAMS
 
 
 def test_events_newest_first_with_filters(store):

@@ -1,7 +1,8 @@
 """A command imports what its work needs, decided before the heavy imports: Dagster only for a run,
-pylance (never LanceDB, never a namespace REST client) for recall, neither pyarrow nor Lance for a
-report. Each command runs as a fresh process, as a user runs it, and its imports are read from
-``-X importtime``; a library upgrade that brings an eager import back fails here."""
+pylance (never LanceDB, never a namespace REST client) for recall and for an ingest that writes the
+memory, neither pyarrow nor Lance for a report. Each command runs as a fresh process, as a user runs
+it, and its imports are read from ``-X importtime``; a library upgrade that brings an eager import
+back fails here."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ def _run(settings, tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, s
 
 
 def test_each_command_imports_only_what_its_work_needs(settings, tmp_path):
+    lancedb = {"lancedb", "lance_namespace", "lance_namespace_urllib3_client"}
     ingest, imported = _run(settings, tmp_path, "ingest")
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     assert "dagster" in imported  # a run was made, on the instance
+    assert "lance" in imported and not imported & lancedb, sorted(imported & lancedb)  # memory written with pylance
 
     again, imported = _run(settings, tmp_path, "ingest")
     assert again.returncode == 0 and "nothing to ingest" in again.stdout, again.stderr[-3000:]

@@ -26,7 +26,7 @@ def write_event(store: LanceStore, kind: str, data: dict | None = None, severity
     event_id = new_ulid()
     row = {"id": event_id, "ts": utcnow(), "kind": kind, "severity": severity,
            "data": orjson.dumps(data or {}, default=str).decode()}
-    store.open_table(EVENTS).add(pa.Table.from_pylist([row], schema=EVENTS_SCHEMA))
+    store.for_write(EVENTS).insert(pa.Table.from_pylist([row], schema=EVENTS_SCHEMA))
     return event_id
 
 

@@ -21,44 +21,43 @@ from resources.memory.schema import (
     RECORD_ID_INDEX,
     RECORDS,
     TEXT_INDEX,
+    TEXT_INDEX_PARAMS,
 )
 
 if TYPE_CHECKING:
     from resources.memory.lance import LanceStore
 
 
-def refresh_indexes(store: LanceStore, name: str, *, min_unindexed: int, tiered: bool, table=None) -> bool:
+def refresh_indexes(store: LanceStore, name: str, *, min_unindexed: int, tiered: bool) -> bool:
     """Apply the index policy to table ``name``; True when it committed anything.
 
     Creates the table's indexes if missing (once it has rows): ``records`` gets a B-tree on ``id``
-    and the full-text index on ``text``, ``provenance`` a B-tree on ``record_id``. Without
-    ``tiered`` (the write path), indexes the rows outside an index as a new segment once there are
-    ``min_unindexed`` of them. With ``tiered`` (maintenance), every index ends as at most two
-    segments: the base and one recent segment, into which the newer segments and the unindexed
-    rows (all of them for full text, from ``INDEX_DELTA_ROWS`` on for a B-tree) are merged, a
-    rewrite of those rows only; once the recent rows reach ``INDEX_TIER_RATIO`` of the base,
-    everything is merged into one (the only full rewrite).
+    and the full-text index on ``text`` (tokenized as `TEXT_INDEX_PARAMS` says), ``provenance`` a
+    B-tree on ``record_id``. Without ``tiered`` (the write path), indexes the rows outside an index
+    as a new segment once there are ``min_unindexed`` of them. With ``tiered`` (maintenance), every
+    index ends as at most two segments: the base and one recent segment, into which the newer
+    segments and the unindexed rows (all of them for full text, from ``INDEX_DELTA_ROWS`` on for a
+    B-tree) are merged, a rewrite of those rows only; once the recent rows reach
+    ``INDEX_TIER_RATIO`` of the base, everything is merged into one (the only full rewrite).
+    Everything goes through pylance: no lancedb import.
     """
-    from lancedb.index import FTS, BTree
-
-    wanted = {RECORDS: {ID_INDEX: ("id", BTree()), TEXT_INDEX: ("text", FTS(with_position=True))},
-              PROVENANCE: {RECORD_ID_INDEX: ("record_id", BTree())}}.get(name, {})
-    table = table if table is not None else store.open_table(name)
-    existing = [index.name for index in table.list_indices()]
+    wanted = {RECORDS: {ID_INDEX: ("id", "BTREE", {}), TEXT_INDEX: ("text", "INVERTED", TEXT_INDEX_PARAMS)},
+              PROVENANCE: {RECORD_ID_INDEX: ("record_id", "BTREE", {})}}.get(name, {})
+    dataset = store.dataset(name)
+    existing = [index.name for index in dataset.describe_indices()]
     changed = False
-    if any(n not in existing for n in wanted) and table.count_rows() > 0:
-        for index_name, (column, config) in wanted.items():
+    if any(n not in existing for n in wanted) and dataset.count_rows() > 0:
+        for index_name, (column, index_type, params) in wanted.items():
             if index_name not in existing:
-                table.create_index(column, config=config, name=index_name)
+                dataset.create_scalar_index(column, index_type, name=index_name, **params)
                 changed = True
-    dataset = table.to_lance()
     by_merge: dict[int, list[str]] = {}
     for index_name in existing:
         merge = _segments_to_merge(dataset, index_name, max(min_unindexed, 1), tiered)
         if merge is not None:
             by_merge.setdefault(merge, []).append(index_name)
     for merge, names in by_merge.items():  # one commit per distinct merge, so usually one
-        store.open_table(name).to_lance().optimize.optimize_indices(index_names=names, num_indices_to_merge=merge)
+        store.dataset(name).optimize.optimize_indices(index_names=names, num_indices_to_merge=merge)
     return changed or bool(by_merge)
 
 

@@ -13,6 +13,9 @@ Contract:
   ``sessionlake memory rebuild`` can re-derive it.
 - ``upsert_records`` / ``upsert_edges`` write a whole batch in ONE commit (``merge_insert`` on ``id``),
   and nothing at all for an empty batch: a retried run changes nothing and versions stay few.
+  Writes, index builds and the reads of the write path go through pylance (`for_write`, `dataset`),
+  so an ingest never imports lancedb (about 1 s, most of it its namespace REST client); only
+  ``records`` with an embedder is written through LanceDB, which fills the vectors.
   Re-upserting a record keeps its provenance and ``created_at``.
 - Indexes: a write never rebuilds one; new rows are indexed as a segment once ``INDEX_DELTA_ROWS`` are
   outside it, and maintenance keeps each index at two segments (`resources.memory.indexes`).
@@ -59,6 +62,7 @@ from resources.memory.schema import (
     SCHEMAS,
     TABLE_NAMES,
     TEXT_INDEX,
+    TEXT_INDEX_PARAMS,
     VECTOR_COLUMN,
     LanceTableLost,
     LanceTableUnreadable,
@@ -91,6 +95,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TABLE_NAMES",
     "TEXT_INDEX",
+    "TEXT_INDEX_PARAMS",
     "VECTOR_COLUMN",
     "edge_id",
     "new_edge",
@@ -256,6 +261,15 @@ class LanceStore:
             self._remember(name)
         return dataset
 
+    def for_write(self, name: str):
+        """The table ``name`` to write to, recorded in the ledger as `open_table` records it: a pylance
+        dataset, or for ``records`` with an embedder a LanceDB table (LanceDB computes the vectors)."""
+        if name == RECORDS and self.embedding is not None:
+            return self.open_table(name)
+        dataset = self.dataset(name)
+        self._remember(name)
+        return dataset
+
     def forget(self, name: str) -> None:
         """Let the next ``open_table`` create table ``name`` afresh (``memory rebuild`` re-derives it)."""
         if self.ledger is not None:
@@ -306,11 +320,11 @@ class LanceStore:
         return self.db.create_table(name, schema=schema, exist_ok=True, embedding_functions=functions)
 
     def count(self, name: str) -> int:
-        return self.open_table(name).count_rows()
+        return self.dataset(name).count_rows()
 
     def version(self, name: str) -> int:
         """The table's current Lance version number (each commit adds one)."""
-        return self.open_table(name).version
+        return self.dataset(name).version
 
     def projects(self) -> list[str]:
         """Every project some record names, sorted (reads that one column)."""
@@ -333,7 +347,7 @@ class LanceStore:
         if not rows:
             return 0
         rows = _dedupe(rows)
-        table = self.open_table(RECORDS)
+        table = self.for_write(RECORDS)
         created = self.rows_by_id(table, [r["id"] for r in rows], ["id", "created_at"])
         prepared = []
         for row in rows:
@@ -346,14 +360,14 @@ class LanceStore:
         data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         if index:
-            self.index_new_records(table)
+            self.index_new_records()
         return len(prepared)
 
-    def index_new_records(self, table=None) -> None:
+    def index_new_records(self) -> None:
         """The write path's index policy on ``records``: create the indexes on the first rows, then index
         new rows as a segment once ``INDEX_DELTA_ROWS`` are outside them."""
         try:
-            self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS, table=table)
+            self.refresh_indexes(RECORDS, min_unindexed=INDEX_DELTA_ROWS)
         except Exception as exc:
             from resources.memory.conflicts import is_commit_conflict
 
@@ -371,17 +385,16 @@ class LanceStore:
                          "weight": float(r.get("weight", 1.0)), "updated_at": r.get("updated_at") or utcnow()}
                         for r in rows])
         data = pa.Table.from_pylist(rows, schema=EDGES_SCHEMA)
-        table = self.open_table(EDGES)
+        table = self.for_write(EDGES)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         return len(rows)
 
-    def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, tiered: bool = False,
-                        table=None) -> bool:
+    def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, tiered: bool = False) -> bool:
         """Apply the index policy to table ``name``; True when it committed anything (see
         `resources.memory.indexes.refresh_indexes`)."""
         from resources.memory.indexes import refresh_indexes
 
-        return refresh_indexes(self, name, min_unindexed=min_unindexed, tiered=tiered, table=table)
+        return refresh_indexes(self, name, min_unindexed=min_unindexed, tiered=tiered)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -417,11 +430,7 @@ class LanceStore:
 
     def records_where(self, where: str, columns: list[str] | None = None) -> list[dict]:
         """Every record matching a Lance SQL filter (records columns only, no provenance)."""
-        table = self.open_table(RECORDS)
-        query = table.search().where(where).limit(None)
-        if columns:
-            query = query.select(columns)
-        return query.to_arrow().to_pylist()
+        return self.dataset(RECORDS).to_table(columns=columns or None, filter=where).to_pylist()
 
     # -- provenance (resources.memory.provenance) ------------------------------------------------------
 

@@ -18,6 +18,11 @@ from resources.times import as_utc, utcnow
 
 SCHEMA_VERSION = 1
 TEXT_INDEX = "text_idx"
+TEXT_INDEX_PARAMS = {"with_position": True, "base_tokenizer": "simple", "language": "English", "max_token_length": 40,
+                     "lower_case": True, "stem": True, "remove_stop_words": True, "ascii_folding": True}
+"""How the full-text index tokenizes (pylance's ``create_scalar_index`` arguments): LanceDB's
+``FTS(with_position=True)``, which built the index before writes went through pylance; a test
+compares them with the installed LanceDB's defaults."""
 ID_INDEX = "id_idx"
 VECTOR_COLUMN = "vector"
 RECORD_ID_INDEX = "record_id_idx"

@@ -12,7 +12,7 @@ def records_per_project(store, projects: Sequence[str]) -> dict[str, int]:
     ``project`` column; a project without records is absent."""
     if not projects or not store.table_exists(RECORDS):
         return {}
-    table = store.open_table(RECORDS).to_lance()
+    table = store.dataset(RECORDS)
     wanted = ", ".join(sql_str(p) for p in projects)
     counts = table.to_table(columns=["project"], filter=f"project IN ({wanted})").group_by("project").aggregate(
         [("project", "count")])

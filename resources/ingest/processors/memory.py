@@ -167,7 +167,8 @@ class MemoryProcessor(SessionProcessor):
                           if leaf and hash(leaf) in self._run_line_sessions}
             session_of.update((r["id"], r["session_id"]) for r in records)
             missing = [leaf for leaf, _, _ in self._pending_summaries if leaf and leaf not in session_of]
-            for rid, row in self.store.get_many(missing).items():
+            stored = self.store.rows_by_id(self.store.dataset(RECORDS), missing, ["id", "session_id"])
+            for rid, row in stored.items():
                 session_of[rid] = row["session_id"]
             waiting = []
             for leaf, text, own_session in self._pending_summaries:
