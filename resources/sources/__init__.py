@@ -3,32 +3,44 @@ which one a session key belongs to."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from resources.config.settings import Settings
-from resources.ingest.session_files import SessionFile
-from resources.sources.base import Source
-from resources.sources.claude import ClaudeSource
-from resources.sources.codex import CodexSource
-from resources.sources.gemini import GeminiSource
-from resources.sources.opencode import OpenCodeSource
-from resources.sources.qwen import QwenSource
+if TYPE_CHECKING:
+    from resources.config.settings import Settings
+    from resources.ingest.session_files import SessionFile
+    from resources.sources.base import Source
 
-SOURCE_TYPES: dict[str, type[Source]] = {
-    "claude": ClaudeSource, "codex": CodexSource, "gemini": GeminiSource, "opencode": OpenCodeSource,
-    "qwen": QwenSource}
-AGENTS = tuple(SOURCE_TYPES)
+AGENTS = ("claude", "codex", "gemini", "opencode", "qwen")
+"""Every agent, in ccusage's order. Naming a session's agent (`agent_of`: every recall hit) imports
+no adapter; `source_types` does, and holds one adapter per name."""
+
+
+@functools.cache
+def source_types() -> dict[str, type[Source]]:
+    """``{agent: its Source class}``, in `AGENTS` order."""
+    from resources.sources.claude import ClaudeSource
+    from resources.sources.codex import CodexSource
+    from resources.sources.gemini import GeminiSource
+    from resources.sources.opencode import OpenCodeSource
+    from resources.sources.qwen import QwenSource
+
+    types = {cls.agent: cls for cls in (ClaudeSource, CodexSource, GeminiSource, OpenCodeSource, QwenSource)}
+    if tuple(types) != AGENTS:
+        raise RuntimeError(f"the adapters name agents {tuple(types)}, AGENTS names {AGENTS}")
+    return types
 
 
 def agent_of(session_key: str) -> str:
     """The agent of a session key: ``<agent>:...`` for every agent but Claude Code, whose keys (its
     project folder names never hold a ``:``) are unchanged."""
     head, sep, _ = session_key.partition(":")
-    return head if sep and head in SOURCE_TYPES else "claude"
+    return head if sep and head in AGENTS else "claude"
 
 
 def source_type(session_key: str) -> type[Source]:
-    return SOURCE_TYPES[agent_of(session_key)]
+    return source_types()[agent_of(session_key)]
 
 
 def path_under_root(session_key: str) -> str:
@@ -39,7 +51,8 @@ def path_under_root(session_key: str) -> str:
 def found_sources(settings: Settings) -> list[Source]:
     """A source for each folder of each agent that is a folder (`Settings.all_agent_roots`, in
     ccusage's order); a missing one is skipped."""
-    return [SOURCE_TYPES[agent](root) for agent, root in settings.all_agent_roots() if root.is_dir()]
+    types = source_types()
+    return [types[agent](root) for agent, root in settings.all_agent_roots() if root.is_dir()]
 
 
 def walk_all(sources: list[Source], projects: set[str] | None = None) -> Iterator[SessionFile]:
