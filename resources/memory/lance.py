@@ -4,9 +4,10 @@ Contract:
 - Four tables with explicit schemas, created on first use. ``open_table(name)`` always returns a
   fresh handle, so a caller sees the latest version.
 - A table is created only when its folder does not exist and it never existed: a store opened from
-  settings records in the warehouse every table it creates or opens through LanceDB (`open_table`;
-  `dataset`, the read path of recall, reads no warehouse: `resources.memory.table_ledger`), and a recorded
-  table whose folder (or bucket prefix) is gone raises `LanceTableLost` instead of coming back empty.
+  settings records in the warehouse every table it creates, writes (`for_write`) or opens through LanceDB
+  (`open_table`); `dataset` alone, recall's read path, reads no warehouse (`resources.memory.table_ledger`),
+  and a recorded table whose folder (or bucket prefix) is gone raises `LanceTableLost` instead of
+  coming back empty.
   A folder Lance cannot open (``_versions/`` missing or unreadable) raises `LanceTableUnreadable` and
   is never written over: the memory it held is not silently replaced by an empty table.
   ``set_aside(name)`` moves such a folder out of the way (kept under ``broken/``) so
@@ -257,7 +258,7 @@ class LanceStore:
                 dataset = lance.dataset(self.table_uri(name), storage_options=options)
             except Exception as exc:
                 raise LanceTableUnreadable(name, self.table_uri(name), exc) from exc
-        if create:  # an existing table is recorded by `open_table`, so a read here never opens the warehouse
+        if create:  # an existing table is recorded by `for_write` and `open_table`: a read opens no warehouse
             self._remember(name)
         return dataset
 

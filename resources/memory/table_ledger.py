@@ -3,15 +3,16 @@ folder or bucket prefix has gone is reported as lost instead of being recreated 
 
 Contract:
 - One row per (location, table): the Lance root (a folder's absolute path, or ``s3://bucket/prefix/lance``)
-  and the table name. `LanceStore` records a table when it creates it or first opens it, and forgets it
-  only when ``sessionlake memory rebuild`` sets it aside or re-creates it.
+  and the table name. `LanceStore` records a table when it creates it, writes it or opens it through
+  LanceDB, and forgets it only when ``sessionlake memory rebuild`` sets it aside or re-creates it.
 - `lost_tables` tells which recorded tables are gone without importing lancedb or pyarrow: a stat per
   table on disk, one listing request per table in a bucket. Commands call it before anything else.
   Only `LanceStore` records tables, and only the four of ``resources.memory.schema.TABLE_NAMES``, so
   when all four are there nothing can be lost and the warehouse is not read: the common case costs
   four stats and no DuckDB (recall in a fresh process never imports duckdb).
-- A home written before the ledger existed records its tables the first time LanceDB opens them
-  (`LanceStore.open_table`: every ingest, ``maintain`` and the health sensor).
+- A home written before the ledger existed records its tables the first time they are written or
+  opened through LanceDB (`LanceStore.for_write`, `LanceStore.open_table`: every ingest that writes
+  the memory, ``maintain``, the health sensor); recall's reads (`LanceStore.dataset`) do not.
 """
 
 from __future__ import annotations
