@@ -19,7 +19,8 @@ PARTITIONS = [f"p{i}" for i in range(30)]
 @dg.op
 def emit(context):
     for key in PARTITIONS:
-        context.log_event(dg.AssetMaterialization(asset_key="x", partition=key, metadata={"rows": len(key)}))
+        context.log_event(dg.AssetMaterialization(asset_key="x", partition=key, metadata={"rows": len(key)},
+                                                  tags={"dagster/data_version": "v1"}))
 
 
 @dg.job(executor_def=dg.in_process_executor)
@@ -49,6 +50,9 @@ def test_the_shipped_instance_writes_through_the_pool_and_the_default_storage_re
         assert len(default.all_logs(result.run_id)) == logged
         records = default.fetch_materializations(dg.AssetKey("x"), limit=100).records
         assert sorted(r.partition_key for r in records) == sorted(PARTITIONS)
+        # every event's tags were written (the pooled log asks once whether their table is there)
+        tags = default.get_event_tags_for_asset(dg.AssetKey("x"), filter_tags={"dagster/data_version": "v1"})
+        assert len(tags) == len(PARTITIONS)
 
 
 def test_pool_slots_are_claimed_and_freed_through_the_pooled_storage(home):
