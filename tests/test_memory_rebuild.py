@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from resources.memory.lance import EDGES, RECORDS, LanceStore
+from resources.memory.lance import EDGES, PROVENANCE, RECORDS, LanceStore
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +100,18 @@ def test_a_table_prefix_wiped_from_the_bucket_is_lost_not_empty(s3_location, tmp
     recall = _cli("recall", "prompt", env=dict(os.environ))
     assert recall.returncode == 2 and "sessionlake memory rebuild" in recall.stderr, recall.stderr
     assert next(iter(blobs.list(f"lance/{RECORDS}.lance/")), None) is None
+
+
+def test_recall_refuses_when_the_table_it_writes_to_is_gone(settings, tmp_path):
+    """Recall reads the ledger only when a table folder is missing; the provenance table it appends
+    to is then refused, not created afresh (its entries are not re-derivable)."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    assert _cli("ingest", env=env).returncode == 0
+    assert _cli("recall", "push to github", env=env).returncode == 0  # creates and records provenance
+    table = settings.lance_dir / f"{PROVENANCE}.lance"
+    assert table.is_dir()
+    shutil.rmtree(table)
+    out = _cli("recall", "push to github", env=env)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert out.stderr.startswith(f"sessionlake recall: Lance table 'provenance' at {table} is gone"), out.stderr
+    assert not table.exists(), "recall recreated the lost provenance table empty"
