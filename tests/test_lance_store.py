@@ -13,6 +13,7 @@ from resources.memory.events import query_events, write_event
 from resources.memory.lance import (
     EDGES,
     EVENTS,
+    ID_LOOKUP_CHUNK,
     INDEX_DELTA_ROWS,
     PROVENANCE,
     RECORDS,
@@ -64,6 +65,23 @@ def test_upsert_is_one_commit_per_call_and_idempotent(store):
     assert store.count(RECORDS) == 500
     assert store.upsert_records([]) == 0
     assert store.upsert_edges([]) == 0
+
+
+@pytest.mark.parametrize("stored", [ID_LOOKUP_CHUNK + 1, 20 * (ID_LOOKUP_CHUNK + 1)])
+def test_a_large_reupsert_keeps_created_at_whether_its_ids_are_looked_up_or_scanned(store, stored):
+    """A batch of more than ID_LOOKUP_CHUNK ids is matched in one scan when it is a large share of the
+    table (a first ingest's commits), by id lookups when it is small beside it: either way the stored
+    records keep their created_at and the new ones get theirs."""
+    store.upsert_records([_rec(i) for i in range(stored)], index=False)
+    first = {r["id"]: r["created_at"] for r in store.records_where("TRUE", ["id", "created_at"])}
+    time.sleep(0.01)
+    again = [_rec(i, f"edited {i}") for i in range(stored - ID_LOOKUP_CHUNK - 1, stored + 5)]
+    store.upsert_records(again, index=False)
+    after = {r["id"]: (r["created_at"], r["text"]) for r in store.records_where("TRUE", ["id", "created_at", "text"])}
+    assert len(after) == stored + 5
+    assert all(after[i][0] == created for i, created in first.items())
+    assert all(after[r["id"]][0] > max(first.values()) for r in again[-5:])
+    assert after[f"r{stored - 1}"][1] == f"edited {stored - 1}"
 
 
 def test_empty_batch_commits_nothing(store):

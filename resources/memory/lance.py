@@ -112,6 +112,11 @@ def _id_filter(ids: Sequence[str]) -> str:
     return "id IN (" + ",".join(sql_str(i) for i in ids) + ")"
 
 
+_RECORD_FIELDS = frozenset(RECORDS_SCHEMA.names)
+SCAN_SHARE = 10
+"""`LanceStore._created_at` reads the whole id column once the ids to find are over a tenth of the rows."""
+
+
 def _dedupe(rows: list[dict]) -> list[dict]:
     """Last row per id wins (merge_insert rejects a source with duplicate keys)."""
     return list({row["id"]: row for row in rows}.values())
@@ -349,20 +354,39 @@ class LanceStore:
             return 0
         rows = _dedupe(rows)
         table = self.for_write(RECORDS)
-        created = self.rows_by_id(table, [r["id"] for r in rows], ["id", "created_at"])
+        created = self._created_at([r["id"] for r in rows])
         prepared = []
         for row in rows:
-            full = {**new_record(row["id"], row.get("text") or "", tier=row.get("tier") or "episodic"), **row}
+            if row.keys() >= _RECORD_FIELDS:  # a whole row (`new_record`'s): nothing to fill in
+                full = dict(row)
+            else:
+                full = {**new_record(row["id"], row.get("text") or "", tier=row.get("tier") or "episodic"), **row}
             full["timestamp"] = as_utc(full.get("timestamp"))
             old = created.get(row["id"])
             if old is not None:
-                full["created_at"] = old["created_at"]
+                full["created_at"] = old
             prepared.append(full)
         data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         if index:
             self.index_new_records()
         return len(prepared)
+
+    def _created_at(self, ids: list[str]) -> dict:
+        """``{id: created_at}`` of the stored records among ``ids``: looked up by id for a batch that is small
+        beside the table, read in one scan of two columns for a large one (the commits of a first ingest,
+        whose table is not indexed before the run ends: lookups would scan it once per chunk of ids)."""
+        dataset = self.dataset(RECORDS)
+        stored_rows = dataset.count_rows()
+        if not stored_rows:
+            return {}
+        if len(ids) <= ID_LOOKUP_CHUNK or len(ids) * SCAN_SHARE < stored_rows:
+            return {i: row["created_at"] for i, row in self.rows_by_id(dataset, ids, ["id", "created_at"]).items()}
+        import pyarrow.compute as pc
+
+        stored = dataset.to_table(columns=["id", "created_at"])
+        stored = stored.filter(pc.is_in(stored["id"], value_set=pa.array(ids, pa.string())))
+        return dict(zip(stored["id"].to_pylist(), stored["created_at"].to_pylist(), strict=True))
 
     def index_new_records(self) -> None:
         """The write path's index policy on ``records``: create the indexes on the first rows, then index
@@ -379,10 +403,11 @@ class LanceStore:
             # maintenance indexes them.
 
     def upsert_edges(self, rows: list[dict]) -> int:
-        """Insert or update edges by their stable id (hash of src, dst, edge_type) in one commit."""
+        """Insert or update edges by their stable id (hash of src, dst, edge_type; `new_edge` made it, or it is
+        made here) in one commit."""
         if not rows:
             return 0
-        rows = _dedupe([{**r, "id": edge_id(r["src"], r["dst"], r["edge_type"]),
+        rows = _dedupe([{**r, "id": r.get("id") or edge_id(r["src"], r["dst"], r["edge_type"]),
                          "weight": float(r.get("weight", 1.0)), "updated_at": r.get("updated_at") or utcnow()}
                         for r in rows])
         data = pa.Table.from_pylist(rows, schema=EDGES_SCHEMA)
