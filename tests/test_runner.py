@@ -308,3 +308,36 @@ def test_usage_is_reported_ready_before_memory_runs(samples_root, settings, tmp_
     assert json.loads(report.stdout)["totals"]["totalTokens"] > 0
     assert store.count(RECORDS) == 0
     assert [n for n, _ in steps] == ["memory"] and store.count(RECORDS) > 0
+
+
+def _warehouse(store):
+    with store.connect() as conn:
+        return (
+            conn.execute("SELECT * EXCLUDE (computed_cost_usd) FROM usage_messages ORDER BY dedup_key").fetchall(),
+            conn.execute("""SELECT session_file, items_extracted, file_hash, file_size, byte_offset, tail_hash
+                            FROM session_processor_state ORDER BY ALL""").fetchall(),
+            conn.execute("SELECT path, size, mtime_ns, file_hash FROM session_files ORDER BY path").fetchall(),
+        )
+
+
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # imported by an earlier test; workers only parse
+def test_worker_reads_store_what_a_serial_run_stores(samples_root, tmp_path):
+    """Files new to a processor that reads in worker processes are hashed and fingerprinted by the workers;
+    the rows, the marks and session_files are those of a run that reads everything in this process, and a
+    file that vanished before its worker got to it is counted, not marked."""
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.session_files import compute_file_hash, walk_sessions
+    from resources.state.store import StateStore
+
+    files = list(walk_sessions(samples_root))
+    gone = _write(samples_root, f"{SAMPLE_PROJECT}/gone.jsonl", ['{"type": "user"}'])
+    with_gone = list(walk_sessions(samples_root))
+    gone.unlink()
+    serial, parallel = StateStore(tmp_path / "serial.duckdb"), StateStore(tmp_path / "parallel.duckdb")
+    run_processors([UsageProcessor()], samples_root, serial, files=files)
+    stats = run_processors([UsageProcessor()], samples_root, parallel, files=with_gone, workers=2)["usage"]
+    assert (stats["processed"], stats["vanished"], stats["errors"]) == (len(files), 1, 0)
+    rows, marks, seen = _warehouse(parallel)
+    assert (rows, marks) == _warehouse(serial)[:2] and len(rows) > 0
+    assert {m[0]: m[2] for m in marks} == {f.key: compute_file_hash(f.fspath) for f in files}
+    assert [s for s in seen if s[0] != gone.relative_to(samples_root).as_posix()] == _warehouse(serial)[2]

@@ -73,6 +73,10 @@ class SessionProcessor:
         """Add what `read_session` returned for one file to the batch; only for ``parallel_reads``."""
         raise NotImplementedError
 
+    def while_reading(self) -> None:
+        """Called once the worker processes of a ``parallel_reads`` run have started reading: work the
+        commits will need, done while this process would otherwise wait for the first files."""
+
     def commit(self, conn: Connection) -> None:
         """Write everything batched since the last commit. Called with a fresh short-lived connection."""
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from resources.ingest.contract import SessionProcessor
+from resources.ingest.session_files import compute_file_hash, tail_fingerprint
 
 READ_BATCH_FILES = 16
 """Files per message to a worker process when files are read in parallel."""
@@ -17,20 +18,33 @@ READ_BATCH_FILES = 16
 
 @dataclass
 class WorkerRead:
-    """What a worker read of one file (or the exception it raised), and when the read began."""
+    """What a worker read of one file (or the exception it raised), and when the read began; with the
+    file's hash when the runner left it to the worker (a file new to the processor), and the tail
+    fingerprint before where the read ended (`SessionFile.tail`)."""
 
     started: datetime
     value: object = None
     error: BaseException | None = None
+    file_hash: str | None = None
+    tail: str | None = None
 
 
-def _read_files(processor_type: type[SessionProcessor], files: list[tuple[str, str, str, int]]) -> list[WorkerRead]:
-    """In a worker process: `SessionProcessor.read_session` of each ``(path, project, key, offset)``."""
+def _read_files(processor_type: type[SessionProcessor],
+                files: list[tuple[str, str, str, int, int, bool]]) -> list[WorkerRead]:
+    """In a worker process: `SessionProcessor.read_session` of each ``(path, project, key, offset, size,
+    hash_it)``, hashing the file's first ``size`` bytes first when ``hash_it``."""
     reads = []
-    for path, project, key, offset in files:
+    for path, project, key, offset, size, hash_it in files:
         started = datetime.now(UTC)
         try:
-            reads.append(WorkerRead(started, processor_type.read_session(Path(path), project, key, offset)))
+            file_hash = compute_file_hash(path, size) if hash_it else None
+            value, result = processor_type.read_session(Path(path), project, key, offset)
+            end = result.end_offset if result.end_offset is not None else size
+            try:
+                tail = tail_fingerprint(path, end) if end > 0 else None
+            except OSError:  # as SessionFile.tail: no fingerprint, the next change reads the file again
+                tail = None
+            reads.append(WorkerRead(started, (value, result), file_hash=file_hash, tail=tail))
         except Exception as exc:
             reads.append(WorkerRead(started, error=exc))
     return reads
@@ -58,7 +72,8 @@ class ParallelReads:
 
     def _submit(self, n: int) -> None:
         if n < len(self.chunks) and n not in self.submitted:
-            files = [(t.file.fspath, t.file.project, t.file.key, t.start_offset) for t in self.chunks[n]]
+            files = [(t.file.fspath, t.file.project, t.file.key, t.start_offset, t.file.size, t.file_hash is None)
+                     for t in self.chunks[n]]
             self.submitted[n] = [self.pool.submit(_read_files, self.processor_type, files[i:i + READ_BATCH_FILES])
                                  for i in range(0, len(files), READ_BATCH_FILES)]
 

@@ -5,6 +5,11 @@ Rules (each one tested in ``tests/test_runner.py``):
   unless the run verifies content (``verify``): then every file is hashed, so a same-size rewrite
   whose mtime was put back (``touch -r``) is read again;
 - a file whose content hash equals the stored one is skipped (its processed_at moves forward);
+- a file new to a processor that reads in worker processes is hashed (and its tail fingerprinted) by
+  the worker that reads it, not while planning: there is no stored hash to compare, and the main
+  process, which takes and commits every file's rows, is what a large first read waits for;
+- every file seen is recorded in ``session_files`` before any is marked processed (while the workers
+  read, when they do; the hashes they computed are recorded after);
 - a file that only grew (size larger, the 4 KiB before the stored offset unchanged) is read from the
   stored offset if its agent only appends (`resources.sources.base.Source.append_only`); anything
   else is read from byte 0;
@@ -71,11 +76,14 @@ Progress = Callable[[int, int, int], None]
 @dataclass
 class _Task:
     file: FileToRead
-    file_hash: str
+    file_hash: str | None
+    """None: not hashed yet, left to the worker process that reads the file (see `_plan`)."""
     start_offset: int
     items_before: int
     origin: dict[str, str] = field(default_factory=dict)
     """Who the file comes from (`SessionProcessor.origin`): empty for this machine's own files."""
+    hashed_late: bool = False
+    """Hashed when read, not when planned."""
 
 
 @dataclass
@@ -145,18 +153,42 @@ def iter_processors(
         return
     hashes: dict[str, str | OSError | None] = {}
     work: dict[str, list[_Task]] = {}
+    first = processors[0] if processors else None
     with state.connect() as conn:  # one short connection for all planning: opening one costs tens of ms
         for processor in processors:
             stats = results[processor.name]
             for f in files:
                 count_stat(stats, f.project, "scanned")
             previous = load_processor_state(conn, processor.name)
-            work[processor.name], unchanged = _plan(files, previous, hashes, stats, verify)
+            work[processor.name], unchanged = _plan(files, previous, hashes, stats, verify,
+                                                    workers_hash=_reads_in_parallel(processor, workers))
             mark_processed(conn, processor.name, unchanged)
-        record_session_files(conn, _session_file_rows(files, hashes))
+        for tasks in work.values():  # a hash another processor's planning computed is not computed again
+            for task in tasks:
+                if task.file_hash is None and isinstance(hashes.get(task.file.key), str):
+                    task.file_hash = hashes[task.file.key]
+        overlap = first is not None and _reads_in_parallel(first, workers, work[first.name])
+        if not overlap:
+            record_session_files(conn, _session_file_rows(files, hashes))
+
+    def record_seen() -> None:
+        """Every file seen recorded while the first processor's workers read (and this process would wait),
+        before any file is marked processed."""
+        with state.connect() as conn:
+            record_session_files(conn, _session_file_rows(files, hashes))
+
     for processor in processors:
-        _execute(processor, work[processor.name], state, results[processor.name], logger, workers, progress)
+        tasks = work[processor.name]
+        _execute(processor, tasks, state, results[processor.name], logger, workers, progress,
+                 reading=record_seen if overlap and processor is first else None)
+        for task in tasks:  # the hashes the workers computed, for session_files
+            if task.file_hash is not None:
+                hashes.setdefault(task.file.key, task.file_hash)
         yield processor.name, results[processor.name]
+    late = {t.file.key for tasks in work.values() for t in tasks if t.hashed_late}
+    if late:  # their hashes, which the first record of them could not hold
+        with state.connect() as conn:
+            record_session_files(conn, _session_file_rows([f for f in files if f.key in late], hashes))
 
 
 def top_up_files(processor: SessionProcessor, files: Sequence[SessionFile], conn: Connection,
@@ -198,9 +230,12 @@ def _plan(
     hashes: dict[str, str | OSError | None],
     stats: dict,
     verify: bool = False,
+    workers_hash: bool = False,
 ) -> tuple[list[_Task], list[ProcessedMark]]:
     """Split files into work to do and unchanged-content files whose processed_at only moves forward
-    (``verify``: by content hash alone, never by stat)."""
+    (``verify``: by content hash alone, never by stat). With ``workers_hash``, a file the processor has
+    no state for is not hashed here: nothing is compared with its hash, which only goes into its mark,
+    so the worker process that reads it hashes it (in parallel, and while the file is in the page cache)."""
     tasks: list[_Task] = []
     unchanged: list[ProcessedMark] = []
     now = datetime.now(UTC)
@@ -208,6 +243,9 @@ def _plan(
         prev = previous.get(f.key)
         if not verify and is_stable(prev, f):
             count_stat(stats, f.project, "skipped")
+            continue
+        if prev is None and workers_hash and f.key not in hashes:
+            tasks.append(_Task(f, None, 0, 0))
             continue
         if f.key not in hashes:
             hashes[f.key] = _hash_or_error(f)
@@ -259,17 +297,24 @@ def _execute(
     logger: logging.Logger,
     workers: int = 1,
     progress: Progress | None = None,
+    reading: Callable[[], None] | None = None,
 ) -> None:
+    """Process and commit ``tasks``; ``reading()`` is called once the worker processes read (or at once when
+    this process reads), with work this process would otherwise do before the reads or wait through."""
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[_Done] = []
     done = 0
     done_bytes = 0
     chunks = list(_connection_chunks(tasks))
-    parallel = workers > 1 and processor.parallel_reads and len(tasks) > 1
+    parallel = _reads_in_parallel(processor, workers, tasks)
     if parallel:
         from resources.ingest.parallel_reads import ParallelReads
     with ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext() as reads:
+        if reading is not None:
+            reading()
+        if reads:
+            processor.while_reading()
         for n, chunk in enumerate(chunks):
             outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened
             with state.connect() as conn:
@@ -285,6 +330,11 @@ def _execute(
                     if progress is not None:
                         progress(done, len(tasks), done_bytes)
     stats.update(processor.end_run())
+
+
+def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[_Task] | None = None) -> bool:
+    """Whether ``processor`` reads in worker processes (``tasks``: these; None: any more than one)."""
+    return workers > 1 and processor.parallel_reads and (tasks is None or len(tasks) > 1)
 
 
 def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
@@ -307,6 +357,14 @@ def _process_one(processor, task: _Task, conn, stats: dict, logger, read: Worker
     processor.origin = task.origin
     try:
         if read is None:
+            if task.file_hash is None:  # left to a worker that did not read it (a run of one file): hash it now
+                task.file_hash = _hash_or_error(f)
+                task.hashed_late = True
+                if task.file_hash is None:
+                    raise FileNotFoundError(f.key)
+                if isinstance(task.file_hash, OSError):
+                    error, task.file_hash = task.file_hash, None
+                    raise error
             with f.opened(task.start_offset) as path:
                 result = processor.process_session(path, f.project, f.key, conn, start_offset=task.start_offset)
         elif read.error is not None:
@@ -314,6 +372,8 @@ def _process_one(processor, task: _Task, conn, stats: dict, logger, read: Worker
         else:
             value, result = read.value
             processor.take(value)
+            if task.file_hash is None:
+                task.file_hash, task.hashed_late = read.file_hash, True
     except FileNotFoundError:
         count_stat(stats, f.project, "vanished")
         logger.warning("%s: %s vanished while being read; it will be picked up if it returns", processor.name, f.key)
@@ -326,7 +386,7 @@ def _process_one(processor, task: _Task, conn, stats: dict, logger, read: Worker
         logger.warning("%s returned %r for %s; counting 0 items", processor.name, type(result).__name__, f.key)
         result = ProcessorResult(items_count=0)
     end_offset = result.end_offset if result.end_offset is not None else f.size
-    tail = f.tail(end_offset)
+    tail = f.tail(end_offset) if read is None else read.tail  # a worker fingerprints what it read
     items = task.items_before + _as_count(result.items_count)
     mark = ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
     return _Done(task, mark, list(result.malformed), result.bytes_read)

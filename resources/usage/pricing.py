@@ -131,6 +131,10 @@ class PriceTable:
             self._cache[model] = self._find(model)
         return self._cache[model]
 
+    def load_database(self) -> None:
+        """Load genai-prices' database now (~0.3 s; otherwise when a name first needs it)."""
+        _database_models()
+
     def resolve(self, models: set[str]) -> dict[str, ModelPrice]:
         """Prices for each of ``models`` that has one (what gets written to DuckDB's model_prices)."""
         return {m: p for m in models if (p := self.lookup(m)) is not None}
