@@ -68,10 +68,10 @@ def _machine(tmp_path: Path, name: str, seed: int, sessions: int = 5, samples: b
 
 def _env(home: Path, uri: str, **extra: str) -> dict:
     env = {**os.environ, "HOME": str(home), "SESSIONLAKE_HOME": str(home / ".sessionlake"),
-           "SESSIONLAKE_SYNC_URI": uri, "SESSIONLAKE_MACHINE": home.name, "SESSIONLAKE_USER": "chip", **extra}
+           "SESSIONLAKE_SYNC_URI": uri, "SESSIONLAKE_MACHINE": home.name, "SESSIONLAKE_USER": "chip"}
     for name in ("SESSIONLAKE_SESSIONS_DIR", "SESSIONLAKE_STORAGE_URI", "SESSIONLAKE_TEAM_URI", "DAGSTER_HOME"):
         env.pop(name, None)
-    return env
+    return {**env, **extra}
 
 
 def _cli(home: Path, uri: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
@@ -564,3 +564,26 @@ def test_with_transcripts_a_damaged_pack_is_named_and_taken_in_by_the_next_sync(
     again = _with_transcripts(b, uri)["received"]
     assert again["manifests"] == 1 and again["errors"] == []
     assert MARKER in _recall(b, uri).stdout
+
+
+def test_with_transcripts_into_an_archive_and_memory_kept_in_a_bucket(tmp_path, s3_location):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    uri = str(shared)
+    a = _machine(tmp_path, "laptop", 33, sessions=1)
+    b = _machine(tmp_path, "desk", 34, sessions=1)
+    marker = _marker_session(a)
+    store = {"SESSIONLAKE_STORAGE_URI": f"{s3_location.uri}/desk-store"}  # desk keeps packs and Lance in a bucket
+    _with_transcripts(a, uri)
+    got = _cli(b, uri, "sync", "--with-transcripts", "--json", **store)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["transcripts"]["received"]["packs_received"] > 0
+    received = list((shared / "packs").iterdir())
+    stored = {b.name for b in s3_location.child("desk-store", "packs").blobs().list("")}
+    assert {p.name for p in received} <= stored  # laptop's packs, put in desk's bucket whole
+    hits = _cli(b, uri, "recall", "quokka telemetry", "--json", **store)
+    assert hits.returncode == 0 and MARKER in hits.stdout, hits.stderr
+    done = _cli(b, uri, "restore", "--project", "-home-dev-quokka", "--to", str(tmp_path / "r"), **store)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r" / "-home-dev-quokka" / "s-quokka.jsonl").read_bytes() == marker.read_bytes()
+    assert _totals(b) == _union_totals(tmp_path, [a, b])
