@@ -28,7 +28,7 @@ from pipelines.cli import exits
 from pipelines.cli.projects import UnknownProject
 from resources.config.private_home import make_private
 from resources.config.settings import SettingError, Settings
-from resources.objectstore.location import StorageUnavailable
+from resources.config.errors import StorageUnavailable
 
 COMMAND_MODULES = (
     "archive",
