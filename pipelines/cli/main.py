@@ -26,9 +26,9 @@ import sys
 
 from pipelines.cli import exits
 from pipelines.cli.projects import UnknownProject
+from resources.config.errors import StorageUnavailable
 from resources.config.private_home import make_private
 from resources.config.settings import SettingError, Settings
-from resources.config.errors import StorageUnavailable
 
 COMMAND_MODULES = (
     "archive",
