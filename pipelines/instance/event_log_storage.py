@@ -50,7 +50,8 @@ DAGSTER_MINOR = "1.13"
 DAGSTER_INTERNALS = {
     "dagster._core.storage.event_log.sqlite.sqlite_event_log": (
         "INDEX_SHARD_NAME", "SQLITE_BUSY_TIMEOUT_SECONDS", "SqliteEventLogStorage", "SqliteEventLogStorageWatchdog"),
-    "SqliteEventLogStorage": ("_connect", "_initdb", "conn_string_for_shard", "has_table", "watch", "wipe", "dispose"),
+    "SqliteEventLogStorage": ("_connect", "_initdb", "conn_string_for_shard", "has_table",
+                              "_has_asset_key_col_on_connection", "watch", "wipe", "dispose"),
     "SqliteEventLogStorage instance": ("_db_lock", "_initialized_dbs", "_obs", "_watchers", "_base_dir"),
     "SqliteEventLogStorageWatchdog instance": ("_patterns", "_log_path"),
     "SqliteEventLogStorageWatchdog": ("_process_log", "on_modified"),
@@ -76,7 +77,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
         self._engines: OrderedDict[str, sa.Engine] = OrderedDict()
         self._engines_lock = threading.Lock()
-        self._tables_seen: set[str] = set()
+        self._schema_seen: set[str] = set()
+        """Tables and asset_keys columns found in the index database (migrations only ever add them)."""
         super().__init__(os.path.join(base_dir, "history", "runs", ""), inst_data=inst_data)
         _live_storages.add(self)
 
@@ -111,11 +113,20 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         """Whether the index database has ``table_name``. Dagster asks before writing the tags of every asset
         event (400 times in a first ingest of 100 projects), each time through a new engine and connection;
         a table once there stays (migrations only add tables, `wipe` forgets them), so a yes is kept."""
-        if table_name in self._tables_seen:
-            return True
-        if not super().has_table(table_name):
-            return False
-        self._tables_seen.add(table_name)
+        if table_name not in self._schema_seen:
+            if not super().has_table(table_name):
+                return False
+            self._schema_seen.add(table_name)
+        return True
+
+    def _has_asset_key_col_on_connection(self, conn, column_name: str) -> bool:
+        """Whether ``asset_keys`` has ``column_name``: asked for every asset event, a schema reflection each
+        time; a yes is kept, as in `has_table`."""
+        seen = f"asset_keys.{column_name}"
+        if seen not in self._schema_seen:
+            if not super()._has_asset_key_col_on_connection(conn, column_name):
+                return False
+            self._schema_seen.add(seen)
         return True
 
     @contextmanager
@@ -145,7 +156,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def wipe(self) -> None:
         self.close_connections()
-        self._tables_seen.clear()
+        self._schema_seen.clear()
         super().wipe()
 
     def dispose(self) -> None:
