@@ -115,3 +115,26 @@ def test_recall_refuses_when_the_table_it_writes_to_is_gone(settings, tmp_path):
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert out.stderr.startswith(f"sessionlake recall: Lance table 'provenance' at {table} is gone"), out.stderr
     assert not table.exists(), "recall recreated the lost provenance table empty"
+
+
+def test_recall_answers_while_another_process_holds_the_warehouse(settings, tmp_path):
+    """With every table folder there, the lost-table check reads no warehouse: a recall during an
+    ingest (which holds state.duckdb) answers at once instead of waiting for the lock."""
+    import duckdb
+
+    from resources.ingest.processors.memory import MemoryProcessor
+    from resources.ingest.runner import run_processors
+    from resources.state.store import StateStore
+
+    store = LanceStore.from_settings(settings)
+    assert run_processors([MemoryProcessor(store)], settings.sessions_dir,
+                          StateStore.from_settings(settings))["memory"]["errors"] == 0
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster"), "SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC": "1"}
+    first = _cli("recall", "push to github", "--json", env=env)  # creates and records provenance
+    assert first.returncode == 0, first.stderr
+    held = duckdb.connect(str(settings.state_path))
+    try:
+        again = _cli("recall", "push to github", "--json", env=env)
+    finally:
+        held.close()
+    assert again.returncode == 0 and again.stdout == first.stdout, again.stderr
