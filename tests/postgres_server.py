@@ -53,6 +53,8 @@ class PostgresServer:
     def __init__(self, bindir: Path, folder: Path, port: int, user: pwd.struct_passwd | None):
         self.bindir, self.folder, self.port, self.user = bindir, folder, port, user
         self.host = "127.0.0.1"
+        self.running = False
+        self._options = ""
 
     @classmethod
     def start(cls, bindir: Path | None = None, fsync: bool = False) -> PostgresServer:
@@ -72,13 +74,23 @@ class PostgresServer:
                 os.chown(folder / "pwfile", user.pw_uid, user.pw_gid)
             server._run("initdb", "-D", str(folder / "data"), "-U", SUPERUSER, "--pwfile", str(folder / "pwfile"),
                         "--auth", "scram-sha-256", "-E", "UTF8", "--no-sync")
-            options = f"-h {server.host} -p {server.port} -k {folder}" + ("" if fsync else " -c fsync=off")
-            server._run("pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "server.log"), "-w", "-t", "60",
-                        "-o", options, "start")
+            server._options = f"-h {server.host} -p {server.port} -k {folder}" + ("" if fsync else " -c fsync=off")
+            server.resume()
         except BaseException:
             server._remove()
             raise
         return server
+
+    def resume(self) -> None:
+        """Start the server (again, after `halt`) on the same port and data."""
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "server.log"), "-w", "-t", "60",
+                  "-o", self._options, "start")
+        self.running = True
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or a lost host would (``-m immediate``), keeping its data."""
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop")
+        self.running = False
 
     def _run(self, tool: str, *args: str) -> None:
         kwargs = {} if self.user is None else {"user": self.user.pw_uid, "group": self.user.pw_gid,
@@ -109,7 +121,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop")
+            if self.running:
+                self.halt()
         finally:
             self._remove()
 

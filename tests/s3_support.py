@@ -32,12 +32,14 @@ def free_port() -> int:
 class S3Server:
     """moto's S3 API on ``http://127.0.0.1:<port>``; ``env`` is what a client needs to reach it."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        """``port``: that of a server stopped before, to bring its endpoint back (the buckets live in
+        this process, not in the server: they are still there)."""
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 

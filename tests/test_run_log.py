@@ -45,3 +45,24 @@ def test_a_run_that_warns_forty_times_and_fails_prints_five_first_lines():
 def test_a_quiet_run_needs_no_summary():
     terminal = TerminalLog(stream=io.StringIO())
     assert terminal.summary("run") is None
+
+
+def test_held_back_keeps_what_libraries_print_off_the_terminal_and_in_a_file(tmp_path, capfd):
+    import logging
+    import os
+    import sys
+
+    from pipelines.cli.run_log import held_back
+
+    handlers = list(logging.getLogger().handlers)
+    with held_back(tmp_path / "logs" / "ingest.log") as terminal:
+        logging.warning("Retrying failed database connection")
+        print("from python", file=sys.stderr)
+        os.write(2, b"WARNING:  terminating connection due to immediate shutdown command\n")  # as libpq does
+        terminal.stream.write("warning: for the terminal\n")
+    print("after", file=sys.stderr)
+    assert capfd.readouterr().err == "warning: for the terminal\nafter\n"
+    held = (tmp_path / "logs" / "ingest.log").read_text()
+    for text in ("Retrying failed database connection", "from python", "immediate shutdown command"):
+        assert text in held, held
+    assert logging.getLogger().handlers == handlers

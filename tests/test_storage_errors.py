@@ -175,3 +175,45 @@ def test_memory_rebuild_sets_a_broken_table_in_a_bucket_aside_and_rebuilds_it(se
     prefix = aside[len(f"{s3_location.uri}/lance/"):] + "/"
     assert {b.name[len(prefix):]: b.size for b in tables.list(prefix)} == kept, "every object kept, byte for byte"
     assert LanceStore.from_settings(remote).count(RECORDS) == records, "records re-derived from the archive"
+
+
+def test_an_endpoint_lost_mid_run_ends_ingest_in_one_line_and_the_next_run_completes(settings, tmp_path):
+    from tests.s3_support import S3Server
+    from tests.test_live_daemon import write_tree
+
+    sessions = tmp_path / "tree"  # "projects" holds the samples
+    expected = write_tree(sessions)
+    files = sum(fig["files"] for fig in expected.values())
+    server = S3Server().start()  # one of its own: this test closes its endpoint
+    try:
+        bucket = server.new_bucket("lost-mid-run")
+        blobs = server.location(bucket).blobs()
+        env = {**_env(settings, SESSIONLAKE_STORAGE_URI=f"s3://{bucket}/me", AWS_ENDPOINT_URL=server.endpoint),
+               "SESSIONLAKE_SESSIONS_DIR": str(sessions)}
+        env.pop("SESSIONLAKE_DEBUG", None)
+        ingest = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=env, cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not list(blobs.list("me/")) and time.monotonic() < deadline:  # the run has begun to write
+                time.sleep(0.02)
+            server.stop()
+            out, err = ingest.communicate(timeout=300)
+        finally:
+            ingest.kill()
+        assert ingest.returncode == 2, (out, err)
+        [line] = err.splitlines()
+        assert line.startswith("sessionlake ingest: ") and "Traceback" not in err, err
+        assert f"cannot reach the storage bucket at {server.endpoint}" in line, line
+
+        server = S3Server(port=server.port).start()  # the endpoint is back, the bucket as it was left
+        again = _cli("ingest", "--json", env=env, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["success"]
+    finally:
+        server.stop()
+    with StateStore.from_settings(settings).connect(read_only=True) as conn:
+        done = dict(conn.execute("SELECT processor_name, count(*) FROM session_processor_state GROUP BY 1").fetchall())
+        responses = conn.execute("SELECT count(*) FROM usage_messages").fetchone()[0]
+    assert done == {"usage": files, "memory": files, "archive": files}, done
+    assert responses == sum(fig["responses"] for fig in expected.values())

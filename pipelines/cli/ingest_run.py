@@ -26,6 +26,10 @@ DEBUG_LOG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 logs to the terminal through `pipelines.cli.run_log.TerminalLog` (a few lines); its full event log is on
 the instance (and in the UI)."""
 
+HELD_BACK_LOG = "logs/ingest.log"
+"""Under the data home: what else the last run printed or logged (a library's warnings), held back from the
+terminal without ``--debug`` (`pipelines.cli.run_log.held_back`)."""
+
 
 class SessionsNotFound(RuntimeError):
     """The sessions tree to ingest is not there (named by the user and missing, or no data at the default)."""
@@ -139,7 +143,7 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     prepare_dagster_home(settings)
     import dagster as dg
 
-    from pipelines.cli.run_log import TerminalLog
+    from pipelines.cli.run_log import held_back
     from pipelines.definitions import defs
     from pipelines.defs.partitions import projects_partitions
     from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME, STEP_NAME
@@ -167,11 +171,13 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         terminal = None
         if debug:
             run_config.update(DEBUG_LOG)
+            outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config,
+                                             raise_on_error=False)
         else:
-            terminal = TerminalLog()
-            job = job.with_logger_defs(terminal.logger_defs())
             run_config["loggers"] = {"console": {}}  # a job's loggers log only when configured
-        outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+            with held_back(settings.home / HELD_BACK_LOG) as terminal:
+                outcome = job.with_logger_defs(terminal.logger_defs()).execute_in_process(
+                    instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
     result["run_id"] = outcome.run_id
     result["success"] = outcome.success
     if terminal is not None and terminal.summary(outcome.run_id):

@@ -5,14 +5,22 @@ Dagster's console logger prints each warning with its traceback and a failed ste
 the instance anyway (the Dagster UI shows it by run id), and the command reports the outcome itself
 (the failed files' table, or one line for a failed run). So `TerminalLog` gives the run a logger that
 prints the first line of each warning or error the run's code logs, at most `MAX_LINES` of them, and none
-of Dagster's own events (a step or run failure is the command's to report). ``--debug`` keeps Dagster's
-console logger instead.
+of Dagster's own events (a step or run failure is the command's to report). What else would reach the
+terminal while the run executes (a library's warnings, such as a Postgres client retrying a lost
+server six times, libpq's notice that the server shuts down, Dagster's own complaints written to
+stderr) goes to a file instead (`held_back`).
+``--debug`` keeps Dagster's console logger and the terminal as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 MAX_LINES = 5
 """Warnings printed per run; `TerminalLog.more` counts the rest."""
@@ -62,3 +70,35 @@ class TerminalLog(logging.Handler):
             return None
         return (f"... and {self.more} more warning(s): the run's full log is run {run_id} in the Dagster UI "
                 "(`sessionlake dev`), or run the command again with --debug")
+
+
+@contextlib.contextmanager
+def held_back(path: Path) -> Iterator[TerminalLog]:
+    """While the block runs, a `TerminalLog` that prints on the terminal's stderr, and everything else
+    written to file descriptor 2 held back: Python's stderr and root logger, and what C libraries print
+    there (libpq's notices of a server shutting down), the run's worker processes too. Written to ``path``
+    when there was any (the last run's only; nothing when the disk is full)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = TerminalLog(stream=os.fdopen(os.dup(saved), "w", buffering=1))
+    root = logging.getLogger()
+    with tempfile.TemporaryFile() as held, open(held.fileno(), "w", buffering=1, closefd=False) as held_text:
+        catch = logging.StreamHandler(held_text)  # a root logger with a handler: `logging.warning` adds none
+        catch.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        os.dup2(held.fileno(), 2)
+        root.addHandler(catch)
+        try:
+            with contextlib.redirect_stderr(held_text):
+                yield terminal
+        finally:
+            root.removeHandler(catch)
+            held_text.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            terminal.stream.close()
+            held.seek(0)
+            text = held.read()
+            if text:
+                with contextlib.suppress(OSError):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(text)
