@@ -31,17 +31,22 @@ class LanceTableLedger:
     """The recorded tables of one Lance ``location``, read from the warehouse once and cached.
 
     ``state`` is the warehouse (a `StateStore`), or its file's path: then duckdb is imported and the
-    store made only when the ledger is first read or written."""
+    store made (waiting up to ``lock_wait_sec`` for a warehouse another process holds, or the store's
+    default) only when the ledger is first read or written."""
 
-    def __init__(self, state: StateStore | Path, location: str):
+    def __init__(self, state: StateStore | Path, location: str, lock_wait_sec: float | None = None):
         self._state, self.location = state, location
+        self._lock_wait_sec = lock_wait_sec
         self._known: dict[str, datetime] | None = None
 
     @functools.cached_property
     def state(self) -> StateStore:
         from resources.state.store import StateStore
 
-        return self._state if isinstance(self._state, StateStore) else StateStore(self._state)
+        if isinstance(self._state, StateStore):
+            return self._state
+        wait = {} if self._lock_wait_sec is None else {"lock_wait_sec": self._lock_wait_sec}
+        return StateStore(self._state, **wait)
 
     def known(self) -> dict[str, datetime]:
         """``{table: first seen}`` for every table recorded at this location."""
@@ -81,7 +86,7 @@ def ledger_location(settings) -> tuple[str, Path | object]:
 
 def ledger_for(settings) -> LanceTableLedger:
     """The ledger of the home's Lance root; the warehouse is opened when the ledger is first used."""
-    return LanceTableLedger(settings.state_path, ledger_location(settings)[0])
+    return LanceTableLedger(settings.state_path, ledger_location(settings)[0], settings.warehouse_lock_wait_sec)
 
 
 def lost_tables(settings) -> list:
