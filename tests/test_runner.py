@@ -341,3 +341,77 @@ def test_worker_reads_store_what_a_serial_run_stores(samples_root, tmp_path):
     assert (rows, marks) == _warehouse(serial)[:2] and len(rows) > 0
     assert {m[0]: m[2] for m in marks} == {f.key: compute_file_hash(f.fspath) for f in files}
     assert [s for s in seen if s[0] != gone.relative_to(samples_root).as_posix()] == _warehouse(serial)[2]
+
+
+class BesideCounter(LineCounter):
+    """A LineCounter the runner may run in a thread beside the others; it notes the thread of each file."""
+
+    runs_beside = True
+
+    def __init__(self, *args, started=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.threads: set[str] = set()
+        self.started = started
+
+    def process_session(self, session_path, project, session_key, conn, *, start_offset=0):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        if self.started is not None:
+            self.started.set()
+        return super().process_session(session_path, project, session_key, conn, start_offset=start_offset)
+
+
+def test_a_processor_that_runs_beside_runs_in_its_own_thread_and_is_reported_in_its_turn(
+        samples_root, state, caplog):
+    import threading
+
+    key = next(samples_root.rglob("fed8ce56*.jsonl")).relative_to(samples_root).as_posix()
+    first, beside = LineCounter("first"), BesideCounter("beside", fail_on={key})
+    with caplog.at_level("WARNING"):
+        order = [name for name, _ in runner.iter_processors([first, beside], samples_root, state)]
+    assert order == ["first", "beside"]
+    assert beside.threads == {"sessionlake-beside"} != {threading.current_thread().name}
+    stats = run_processors([BesideCounter("beside")], samples_root, state)["beside"]  # alone: nothing beside it
+    assert stats["processed"] == 1 and stats["skipped"] == 3  # the file it failed on is read again
+    # its warning about the failed file came out on the caller's logger, with the traceback
+    failed = [r for r in caplog.records if key in r.getMessage() and "beside failed" in r.getMessage()]
+    assert failed and failed[0].exc_info and failed[0].exc_info[0] is ValueError
+    with state.connect() as conn:
+        assert all(key in load_processor_state(conn, name) for name in ("first", "beside"))
+
+
+def test_an_error_beside_is_raised_in_its_turn_and_stopping_early_stops_the_thread(
+        samples_root, state, monkeypatch):
+    import threading
+
+    class Broken(BesideCounter):
+        def commit(self, conn):
+            raise OSError(28, "No space left on device")  # the environment's: raised, not split
+
+    with pytest.raises(OSError, match="No space left"):
+        run_processors([LineCounter("first"), Broken("broken")], samples_root, state)
+
+    # a caller that stops after the first processor: the thread stops before its next chunk of files
+    monkeypatch.setattr(runner, "FILES_PER_CONNECTION", 1)
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(BesideCounter):
+        def process_session(self, *args, **kwargs):
+            result = super().process_session(*args, **kwargs)
+            release.wait(5)
+            return result
+
+    slow = Slow("slow", started=started)
+    run = runner.iter_processors([LineCounter("first"), slow], samples_root, state)
+    assert next(run)[0] == "first"
+    started.wait(5)
+    closing = threading.Thread(target=run.close)
+    closing.start()
+    time.sleep(0.2)
+    release.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert len(slow.calls) == 1 and slow.committed == []  # one file read, none committed or marked
+    with state.connect() as conn:
+        assert load_processor_state(conn, "slow") == {}

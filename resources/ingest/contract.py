@@ -58,6 +58,11 @@ class SessionProcessor:
     ) -> ProcessorResult:
         raise NotImplementedError
 
+    runs_beside: bool = False
+    """True when the processor's work mostly leaves the GIL (file reads, hashing, compression, writes), so
+    the runner may run it in a thread beside the processors that parse (`resources.ingest.beside`). It
+    shares no state with them; its rows go to tables of its own."""
+
     parallel_reads: bool = False
     """True when `process_session` is `read_session` (reads the file and nothing else, so it may run in a
     worker process) followed by `take` (adds what was read to the batch): the runner may then read many

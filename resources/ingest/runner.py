@@ -14,6 +14,8 @@ Rules (each one tested in ``tests/test_runner.py``):
   stored offset if its agent only appends (`resources.sources.base.Source.append_only`); anything
   else is read from byte 0;
 - a processor that raises on a file leaves it unmarked (retried next run); the other files go on;
+- a processor that `runs_beside` (the archive) runs in a thread from the start of the run, beside the
+  others (`resources.ingest.beside`); it is reported in its turn, its log and errors come out then;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
   a failure of the environment (`resources.environment`: a full disk, a lost server) is raised instead,
@@ -25,7 +27,9 @@ Rules (each one tested in ``tests/test_runner.py``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resources.environment import environment_failure
+from resources.ingest.beside import Beside, HeldLog
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.files_to_read import FileToRead
 from resources.ingest.session_files import (
@@ -177,14 +182,23 @@ def iter_processors(
         with state.connect() as conn:
             record_session_files(conn, _session_file_rows(files, hashes))
 
-    for processor in processors:
-        tasks = work[processor.name]
-        _execute(processor, tasks, state, results[processor.name], logger, workers, progress,
-                 reading=record_seen if overlap and processor is first else None)
-        for task in tasks:  # the hashes the workers computed, for session_files
-            if task.file_hash is not None:
-                hashes.setdefault(task.file.key, task.file_hash)
-        yield processor.name, results[processor.name]
+    beside = {p.name: Beside(functools.partial(_execute_beside, p, work[p.name], state, results[p.name]), p.name)
+              for p in _run_beside(processors, work, workers, progress)}
+    try:
+        for processor in processors:
+            tasks = work[processor.name]
+            if processor.name in beside:
+                beside.pop(processor.name).join(logger)
+            else:
+                _execute(processor, tasks, state, results[processor.name], logger, workers, progress,
+                         reading=record_seen if overlap and processor is first else None)
+            for task in tasks:  # the hashes the workers computed, for session_files
+                if task.file_hash is not None:
+                    hashes.setdefault(task.file.key, task.file_hash)
+            yield processor.name, results[processor.name]
+    finally:  # the caller stopped early (an interrupt, an error): the threads stop before their next chunk
+        for running in beside.values():
+            running.cancel()
     late = {t.file.key for tasks in work.values() for t in tasks if t.hashed_late}
     if late:  # their hashes, which the first record of them could not hold
         with state.connect() as conn:
@@ -298,9 +312,11 @@ def _execute(
     workers: int = 1,
     progress: Progress | None = None,
     reading: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Process and commit ``tasks``; ``reading()`` is called once the worker processes read (or at once when
-    this process reads), with work this process would otherwise do before the reads or wait through."""
+    this process reads), with work this process would otherwise do before the reads or wait through.
+    Once ``stop`` is set, no further chunk of files is read (what was not committed stays unmarked)."""
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[_Done] = []
@@ -316,6 +332,8 @@ def _execute(
         if reads:
             processor.while_reading()
         for n, chunk in enumerate(chunks):
+            if stop is not None and stop.is_set():
+                break
             outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened
             with state.connect() as conn:
                 for task, outcome in zip(chunk, outcomes, strict=True):
@@ -330,6 +348,21 @@ def _execute(
                     if progress is not None:
                         progress(done, len(tasks), done_bytes)
     stats.update(processor.end_run())
+
+
+def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[_Task]], workers: int,
+                progress: Progress | None) -> list[SessionProcessor]:
+    """The processors to run in a thread beside the others (`SessionProcessor.runs_beside`): not the first
+    (the others wait for nothing it does), and none when a processor reads in worker processes (no fork
+    while a thread runs) or progress is shown (it counts one processor's files at a time)."""
+    if progress is not None or any(_reads_in_parallel(p, workers, work[p.name]) for p in processors):
+        return []
+    return [p for p in processors[1:] if p.runs_beside and work[p.name]]
+
+
+def _execute_beside(processor: SessionProcessor, tasks: list[_Task], state: StateStore, stats: dict,
+                    log: HeldLog, stop: threading.Event) -> None:
+    _execute(processor, tasks, state, stats, log, stop=stop)
 
 
 def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[_Task] | None = None) -> bool:

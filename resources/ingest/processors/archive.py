@@ -76,6 +76,7 @@ class ArchiveProcessor(SessionProcessor):
 
     name = "archive"
     commit_every_files = None
+    runs_beside = True
 
     def __init__(self, store: PackStore):
         self.store = store
