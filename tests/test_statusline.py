@@ -169,3 +169,25 @@ def test_statusline_imports_neither_dagster_nor_lancedb(settings):
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()
                if line.startswith("import time:")}
     assert "duckdb" in modules and not modules & {"dagster", "lancedb", "lance"}
+
+
+def test_the_day_and_session_cost_are_the_reports_exact_sums_whatever_the_row_order(tmp_path):
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from resources.usage.now import live_usage
+    from resources.usage.reports import ReportFilter, usage_report
+    from tests.test_usage import _shuffled_warehouse
+
+    rng = random.Random(11)
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    rows = [(f"k{i}", day + timedelta(seconds=rng.randrange(86400)), "s1", "-p", "model-1",
+             rng.random() * 10 ** rng.randrange(-4, 3), i) for i in range(3000)]
+    seen = set()
+    for seed in range(3):
+        with _shuffled_warehouse(tmp_path / f"state-{seed}.duckdb", rows, seed).connect() as conn:
+            live = live_usage(conn, "s1", day, day + timedelta(days=1), day + timedelta(days=1), mode="display")
+            report = usage_report(conn, "daily", ReportFilter(mode="display"))
+        assert live.day_cost == live.session_cost == report["totals"]["totalCost"]
+        seen.add(live.day_cost)
+    assert len(seen) == 1

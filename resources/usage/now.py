@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from resources.usage.blocks import BLOCK_HOURS, BlockEntry, active_block, build_blocks
-from resources.usage.reports import COST_SQL
+from resources.usage.reports import COST_SQL, EXACT_COST
 
 LOOKBACK_DAYS = 7
 """Rows older than this are not read; only a week of use without one 5-hour pause would shift the block."""
@@ -34,7 +34,7 @@ class LiveUsage:
 
 def live_usage(conn: duckdb.DuckDBPyConnection, session_id: str | None, day_start: datetime, day_end: datetime,
                now: datetime, mode: str = "auto", agent: str = "claude") -> LiveUsage:
-    cost = COST_SQL[mode]
+    cost = f"CAST({COST_SQL[mode]} AS {EXACT_COST})"  # summed exactly, as the reports sum: the same total
     session_cost, day_cost = conn.execute(
         f"""SELECT coalesce(sum({cost}) FILTER (WHERE coalesce(session_id, session_key) = $session), 0),
                    coalesce(sum({cost}) FILTER (WHERE ts >= $day_start AND ts < $day_end), 0)
