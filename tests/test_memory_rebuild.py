@@ -70,7 +70,8 @@ def test_a_table_folder_that_is_gone_is_an_error_everywhere_until_rebuilt(settin
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         [line] = out.stderr.splitlines()
         assert line.startswith(f"sessionlake {args[0]}: Lance table 'records' at {table} is gone"), line
-        assert "sessionlake memory rebuild" in line
+        assert line.endswith("run `sessionlake memory rebuild` to re-derive records and edges from the archive "
+                             "(it holds all 4 session files the memory was built from)"), line
         assert not table.exists(), f"{args[0]} recreated the lost table empty"
     assert _cli("ingest", "--only", "usage", env=env).returncode == 0  # the warehouse does not need memory
 
@@ -138,3 +139,12 @@ def test_recall_answers_while_another_process_holds_the_warehouse(settings, tmp_
     finally:
         held.close()
     assert again.returncode == 0 and again.stdout == first.stdout, again.stderr
+
+
+def test_a_lost_table_says_how_much_of_the_memory_the_archive_holds(settings, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    assert _cli("ingest", "--only", "memory", env=env).returncode == 0  # memory written, nothing archived
+    shutil.rmtree(settings.lance_dir / f"{RECORDS}.lance")
+    out = _cli("recall", "push to github", env=env)
+    assert out.returncode == 2
+    assert out.stderr.rstrip().endswith("(it holds 0 of the 4 session files the memory was built from)"), out.stderr

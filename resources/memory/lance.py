@@ -86,6 +86,7 @@ __all__ = [
     "ID_LOOKUP_CHUNK",
     "INDEX_DELTA_ROWS",
     "INDEX_TIER_RATIO",
+    "LanceTableLost",
     "LanceTableUnreadable",
     "OPEN_RETRY_SEC",
     "PROVENANCE",
@@ -219,7 +220,7 @@ class LanceStore:
     def _refuse_lost(self, name: str) -> None:
         """`LanceTableLost` when the ledger recorded table ``name`` (its folder is known to be missing)."""
         if self.ledger is not None and name in self.ledger.known():
-            raise LanceTableLost(name, self.table_uri(name), self.ledger.known()[name])
+            raise self.ledger.lost(name, self.table_uri(name))
 
     def _remember(self, name: str) -> None:
         if self.ledger is not None:

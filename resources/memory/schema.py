@@ -147,9 +147,21 @@ class LanceTableUnreadable(RuntimeError):
 class LanceTableLost(LanceTableUnreadable):
     """A table that existed (the warehouse recorded it) has no folder or bucket prefix any more."""
 
-    def __init__(self, name: str, path: Path | str, first_seen: datetime | None = None):
+    def __init__(self, name: str, path: Path | str, first_seen: datetime | None = None,
+                 archive: tuple[int, int] | None = None):
+        """``archive``: ``(archived, read)``, how many of the session files the memory was built from the
+        archive holds (`LanceTableLedger.archive_coverage`), said in the message when given."""
         self.table, self.path = name, path
         since = f" (it existed since {first_seen:%Y-%m-%d %H:%M} UTC)" if first_seen else ""
         RuntimeError.__init__(
             self, f"Lance table {name!r} at {path} is gone{since}; it is not recreated empty: run "
-                  "`sessionlake memory rebuild` to re-derive records and edges from the archive")
+                  f"`sessionlake memory rebuild` to re-derive records and edges from the archive{held_by(archive)}")
+
+
+def held_by(archive: tuple[int, int] | None) -> str:
+    """``" (it holds all N session files the memory was built from)"``, or ``A of the N``, or "" when unknown."""
+    if archive is None:
+        return ""
+    archived, read = archive
+    held = f"all {read:,}" if archived >= read else f"{archived:,} of the {read:,}"
+    return f" (it holds {held} session files the memory was built from)"

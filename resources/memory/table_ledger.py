@@ -69,6 +69,27 @@ class LanceTableLedger:
                              [self.location, name])
         self.known()[name] = seen[0] if seen else now
 
+    def archive_coverage(self) -> tuple[int, int]:
+        """``(archived, read)``: of the session files the memory processor has read, how many the archive
+        holds (both from the warehouse's processor state), so a lost table's message can say whether
+        ``sessionlake memory rebuild`` re-derives all of them."""
+        with self.state.connect() as conn:
+            archived, read = conn.execute(
+                """SELECT count(a.session_file), count(*) FROM session_processor_state m
+                   LEFT JOIN session_processor_state a
+                          ON a.processor_name = 'archive' AND a.session_file = m.session_file
+                   WHERE m.processor_name = 'memory'""").fetchall()[0]
+        return int(archived), int(read)
+
+    def lost(self, name: str, uri: str):
+        """The `LanceTableLost` of recorded table ``name`` at ``uri``; for a table the rebuild re-derives
+        (records, edges), it says how much of the memory the archive holds."""
+        from resources.memory.schema import LanceTableLost
+        from resources.memory.table_names import EDGES, RECORDS
+
+        coverage = self.archive_coverage() if name in (RECORDS, EDGES) else None
+        return LanceTableLost(name, uri, self.known()[name], coverage)
+
     def forget(self, name: str) -> None:
         with self.state.connect() as conn:
             conn.execute("DELETE FROM lance_tables WHERE location = ? AND name = ?", [self.location, name])
@@ -105,12 +126,8 @@ def lost_tables(settings) -> list:
     missing = {name for name in TABLE_NAMES if gone(name)}
     if not missing:  # every table the ledger can hold is there
         return []
-    known = ledger_for(settings).known()
-    lost = sorted(missing & set(known))
-    if lost:
-        from resources.memory.schema import LanceTableLost
-
-    return [LanceTableLost(name, f"{key}/{name}.lance", known[name]) for name in lost]
+    ledger = ledger_for(settings)
+    return [ledger.lost(name, f"{key}/{name}.lance") for name in sorted(missing & set(ledger.known()))]
 
 
 def lost_tables_line(settings) -> str | None:
@@ -118,6 +135,11 @@ def lost_tables_line(settings) -> str | None:
     lost = lost_tables(settings)
     if len(lost) <= 1:
         return str(lost[0]) if lost else None
-    where = ledger_location(settings)[0]
-    return (f"Lance tables {', '.join(e.table for e in lost)} under {where} are gone; they are not recreated "
-            "empty: run `sessionlake memory rebuild` to re-derive records and edges from the archive")
+    from resources.memory.schema import held_by
+    from resources.memory.table_names import EDGES, RECORDS
+
+    where = ledger_location(settings)
+    coverage = ledger_for(settings).archive_coverage() if {e.table for e in lost} & {RECORDS, EDGES} else None
+    return (f"Lance tables {', '.join(e.table for e in lost)} under {where[0]} are gone; they are not recreated "
+            f"empty: run `sessionlake memory rebuild` to re-derive records and edges from the archive"
+            f"{held_by(coverage)}")
