@@ -59,6 +59,13 @@ def test_a_full_disk_is_one_line_naming_the_file_system(full_home, tmp_path):
     debug = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "usage", "daily", "--debug"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+    # the empty file the first command's DuckDB could create but not write is no "invalid database" later
+    for command in (["usage", "daily"], ["ingest"], ["recall", "anything"]):
+        again = subprocess.run([sys.executable, "-m", "pipelines.cli.main", *command], env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 2, (command, again.stderr)
+        [line] = again.stderr.splitlines()
+        assert line.startswith(f"sessionlake {command[0]}: No space left on device: "), line
 
 
 def test_a_disk_that_fills_during_an_ingest_run_blames_no_session_file(nearly_full_home, tmp_path):

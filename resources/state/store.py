@@ -200,10 +200,26 @@ class StateStore:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as exc:
+                if self._drop_empty_file(exc):
+                    continue
                 if not is_lock_conflict(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
+
+    def _drop_empty_file(self, exc: duckdb.Error) -> bool:
+        """Remove a zero-byte warehouse file DuckDB refused as invalid (what a full disk leaves when DuckDB
+        created the file and could not write its header): it holds nothing, and no process uses it (DuckDB
+        checks the file's lock before its header). True when removed, so the open is tried again."""
+        if "not a valid DuckDB database file" not in str(exc):
+            return False
+        try:
+            if self.path.stat().st_size:
+                return False
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        return True
 
     def schema_version(self) -> int:
         with self.connect() as conn:
