@@ -6,9 +6,11 @@ a temp tree of 12 projects, driven and inspected through GraphQL, with DuckDB re
 2. a backfill over all partitions launched through GraphQL runs as ONE run and succeeds;
 3. after appending to 2 projects, the next sensor run ingests exactly those 2 (only their partitions
    get new materializations, files_processed is what changed);
-4. every process started is stopped by pid;
+4. the sensor's run for a big new session is killed in its step (its process group, SIGKILL), then
+   every process started is stopped by pid;
 5. `dagster dev -w workspace.yaml` on the same DAGSTER_HOME sees the same location `sessionlake`: the
-   sensor's tick history and cursor carry over, so nothing is ingested again.
+   sensor's tick history and cursor carry over; the killed run is marked failed and the sensor's next
+   run ingests its project (done when a run succeeded, not when it was asked for), and nothing else.
 
 Slow machines are expected: waits are bounded but generous, and fail with the dagster dev log tail.
 """
@@ -16,12 +18,15 @@ Slow machines are expected: waits are bounded but generous, and fail with the da
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from pipelines.instance.run_recovery import PROCESS_TAG
 from resources.config.settings import Settings
 from resources.state.store import StateStore
 from tests.live_dagster import LiveDagster, marked_pids
@@ -30,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 PROJECTS = [f"-home-dev-live-{i:02d}" for i in range(12)]
 CHANGED = [PROJECTS[3], PROJECTS[8]]
+KILLED = PROJECTS[5]
 PROCESSOR_ASSETS = ("usage_messages", "memory_records", "session_archive")
 ALL_ASSETS = ("session_files", *PROCESSOR_ASSETS)
 RUN_WAIT_SEC = 300.0
@@ -263,28 +269,57 @@ def test_live_daemon_ingests_backfills_and_reingests_only_what_changed(tmp_path:
         failed = [t for t in ticks if t["status"] == "FAILURE"]
         assert not failed, f"failed sensor ticks: {failed[:3]}"
         assert report["sensor_cursor_bytes"] < 32, ticks[0]["sensorCursor"]  # "<generation>:<digest>", any size
+
+        # 4. a big new session in KILLED; the sensor's run for it is killed in its step (the step tags the
+        # run with its process first), by process group, then the whole `sessionlake dev` goes down
+        before_kill = {r["runId"] for r in live.runs()}
+        lines, big_totals = session_lines(KILLED, 7, range(1500))
+        (sessions_dir / KILLED / "session-7.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        killed = live.wait(lambda: next((r for r in live.runs() if r["runId"] not in before_kill
+                                         and r["jobName"] == "ingest_sessions" and PROCESS_TAG in r["tags"]), None),
+                           RUN_WAIT_SEC, "the sensor's run for the big session, in its step", poll_sec=0.1)
+        worker = int(killed["tags"][PROCESS_TAG].split(":")[0])
+        group = os.getpgid(worker)
+        if group == live.proc.pid:  # the worker shares `sessionlake dev`'s group: the worker alone, then the rest
+            os.kill(worker, signal.SIGKILL)
+        else:
+            os.killpg(group, signal.SIGKILL)
         assert len(marked_pids(marker)) > 0
     assert not marked_pids(marker), "every process the harness started is gone"
+
+    # 5. `dagster dev -w workspace.yaml` from the repo root loads the same location on the same instance:
+    # the sensor resumes from its stored cursor (no second cold run), with the tick history of the first.
+    # The killed run is marked failed (its process is gone) and the sensor's next run finishes KILLED:
+    # a project counts as ingested when its run succeeded, not when the run was asked for.
+    with LiveDagster(home=home, sessions_dir=sessions_dir, sensor_interval_sec=5, command="dagster") as live:
+        stored = live.sensor_ticks(limit=200)
+        assert len(stored) >= len(ticks), "tick history of the location `sessionlake` is shared"
+        redo = live.wait(lambda: next((r for r in live.runs() if r["jobName"] == "ingest_sessions"
+                                       and r["runId"] not in before_kill | {killed["runId"]}
+                                       and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")), None),
+                         RUN_WAIT_SEC, "the sensor's run asking again for the killed run's project")
+        assert redo["status"] == "SUCCESS" and redo["tags"].get("dagster/sensor_name") == "session_files_sensor", redo
+        [after] = [r for r in live.runs() if r["runId"] == killed["runId"]]
+        assert after["status"] == "FAILURE", after
+        for asset in ALL_ASSETS:  # materialized where the killed run left work, observed where it had done it
+            got = [m["partition"] for m in live.materializations(asset) + live.observations(asset)
+                   if m["runId"] == redo["runId"]]
+            assert got == [KILLED], f"{asset}: partitions the run after the kill covered: {got}"
+        last = max(t["timestamp"] for t in live.sensor_ticks(limit=5))
+        tick = live.wait(lambda: next((t for t in live.sensor_ticks(limit=5) if t["timestamp"] > last
+                                       and t["status"] != "STARTED"), None), RUN_WAIT_SEC, "a sensor tick")
+        assert tick["status"] == "SKIPPED" and tick["skipReason"] == f"no changes in {len(PROJECTS)} project(s)", tick
+        assert [r["runId"] for r in live.runs() if r["jobName"] == "ingest_sessions" and r["runId"] not in seen
+                and r["runId"] not in rerun_ids] == [redo["runId"], killed["runId"]], "one run after the restart"
+        marker = live.marker
+    assert not marked_pids(marker)
 
     # the warehouse holds each project's own figures (read-only, after the daemon is gone)
     expected[CHANGED[0]] = {k: v + extra_totals.get(k, 0) for k, v in expected[CHANGED[0]].items()}
     expected[CHANGED[1]] = {k: v + new_totals.get(k, 0) for k, v in expected[CHANGED[1]].items()}
+    expected[KILLED] = {k: v + big_totals.get(k, 0) for k, v in expected[KILLED].items()}
     rows = warehouse(home, sessions_dir)
     assert rows == {p: {k: fig[k] for k in ("responses", "input", "output")} for p, fig in expected.items()}
-
-    # 5. `dagster dev -w workspace.yaml` from the repo root loads the same location on the same instance:
-    # the sensor resumes from its stored cursor (no second cold run), with the tick history of the first
-    with LiveDagster(home=home, sessions_dir=sessions_dir, sensor_interval_sec=5, command="dagster") as live:
-        stored = live.sensor_ticks(limit=200)
-        assert len(stored) >= len(ticks), "tick history of the location `sessionlake` is shared"
-        last = stored[0]["timestamp"]
-        tick = live.wait(lambda: next((t for t in live.sensor_ticks(limit=5) if t["timestamp"] > last
-                                       and t["status"] != "STARTED"), None), RUN_WAIT_SEC, "a sensor tick")
-        assert tick["status"] == "SKIPPED" and tick["skipReason"] == f"no changes in {len(PROJECTS)} project(s)", tick
-        assert not [r for r in live.runs() if r["jobName"] == "ingest_sessions" and r["runId"] not in seen
-                    and r["runId"] not in rerun_ids], "no new ingest run after a restart under the other command"
-        marker = live.marker
-    assert not marked_pids(marker)
     report["total_sec"] = round(time.monotonic() - started, 1)
     print("live daemon report:", json.dumps(report))
     (tmp_path / "report.json").write_text(json.dumps(report, indent=2))
