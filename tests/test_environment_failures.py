@@ -66,6 +66,12 @@ def test_a_full_disk_is_one_line_naming_the_file_system(full_home, tmp_path):
         assert again.returncode == 2, (command, again.stderr)
         [line] = again.stderr.splitlines()
         assert line.startswith(f"sessionlake {command[0]}: No space left on device: "), line
+    capture = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "capture", "--text", "a note"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert capture.returncode == 2
+    [line] = capture.stderr.splitlines()
+    assert line.startswith("sessionlake capture: could not append: No space left on device: ") and \
+        f"file system at {full_home}" in line, line
 
 
 def test_a_disk_that_fills_during_an_ingest_run_blames_no_session_file(nearly_full_home, tmp_path):

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from resources.config.private_home import make_private
     from resources.config.settings import Settings
 
+    settings = None
     try:
         settings = Settings.from_env(check_uris=False)  # the inbox is local: a bad bucket URI must not lose a record
         make_private(settings)
@@ -71,10 +72,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"sessionlake capture: {exc}", file=sys.stderr)
         return exits.FAILED if args.from_hook else exits.BAD_USAGE
     except (OSError, ValueError) as exc:  # unwritable home, disk full, bad SESSIONLAKE_* value
-        print(f"sessionlake capture: could not append: {exc}", file=sys.stderr)
+        print(f"sessionlake capture: could not append: {_named(exc, settings)}", file=sys.stderr)
         return exits.FAILED if args.from_hook else exits.BAD_USAGE
     print(ulid, file=sys.stderr if args.from_hook else sys.stdout)
     return 0
+
+
+def _named(exc: Exception, settings) -> str:
+    """A full or read-only disk as `resources.environment` names it (the inbox's path and file system,
+    when the error does not carry a path); any other error as it is."""
+    if not isinstance(exc, OSError):
+        return str(exc)
+    from resources.environment import environment_failure
+
+    if exc.filename is None and settings is not None:
+        exc.filename = str(settings.capture_dir)
+    return environment_failure(exc) or str(exc)
 
 
 def _read_stdin(limit: int) -> bytes:
