@@ -302,36 +302,33 @@ def _wait_for_a_started_run(server, db_name: str, timeout_sec: float = 120.0) ->
     raise AssertionError("no run started")
 
 
-def test_a_server_lost_mid_run_ends_ingest_in_one_line_and_the_next_run_completes(tmp_path, monkeypatch):
+def test_a_server_lost_mid_run_ends_ingest_in_one_line_and_the_next_run_completes(tmp_path, server, pg_env):
     from tests.test_live_daemon import warehouse, write_tree
 
     sessions = tmp_path / "projects"
     expected = write_tree(sessions)
-    with PostgresServer.start() as server:  # a server of its own: this test stops it
-        env = {**os.environ, **server.env(server.create_database("lost")), "SESSIONLAKE_DAGSTER_STORAGE": "postgres",
-               "SESSIONLAKE_HOME": str(tmp_path / "home"), "SESSIONLAKE_SESSIONS_DIR": str(sessions),
-               "DAGSTER_HOME": str(tmp_path / "dagster")}
-        env.pop("SESSIONLAKE_DEBUG", None)
-        for key in server.env("lost"):
-            monkeypatch.setenv(key, env[key])
-        ingest = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            _wait_for_a_started_run(server, "lost")
-            server.halt()
-            out, err = ingest.communicate(timeout=300)
-        finally:
-            ingest.kill()
-        assert ingest.returncode == 2 and out == "", (out, err)
-        [line] = err.splitlines()
-        assert line.startswith("sessionlake ingest: ") and "lost the Dagster instance's Postgres server" in line, line
+    env = {**os.environ, **pg_env, "SESSIONLAKE_HOME": str(tmp_path / "home"),
+           "SESSIONLAKE_SESSIONS_DIR": str(sessions), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    env.pop("SESSIONLAKE_DEBUG", None)
+    ingest = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_a_started_run(server, pg_env["DAGSTER_PG_DB"])
+        server.halt()  # the module's server: started again below, whatever happens
+        out, err = ingest.communicate(timeout=300)
+    finally:
+        ingest.kill()
+        if not server.running:
+            server.resume()
+    assert ingest.returncode == 2 and out == "", (out, err)
+    [line] = err.splitlines()
+    assert line.startswith("sessionlake ingest: ") and "lost the Dagster instance's Postgres server" in line, line
 
-        server.resume()
-        again = _cli("ingest", "--json", env=env)
-        assert again.returncode == 0, again.stderr
-        assert json.loads(again.stdout)["success"]
-        with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
-            runs = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME))
-            assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+    again = _cli("ingest", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["success"]
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name=JOB_NAME))
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
     rows = warehouse(tmp_path / "home", sessions)
     assert rows == {p: {k: fig[k] for k in ("responses", "input", "output")} for p, fig in expected.items()}
