@@ -6,6 +6,11 @@ the storage bucket (SESSIONLAKE_STORAGE_URI) cannot be reached or used (checked 
 which does not touch it), a Lance table that existed is gone (unless ``--only`` leaves memory out;
 `sessionlake memory rebuild` repairs it), there is no sessions tree to read, the Dagster instance cannot be opened
 (say, its Postgres server), or a pool slot stayed taken by another live run.
+
+The terminal gets a few lines whatever the run's size: the first line of each of the run's warnings (at
+most 5), the files that failed, and one line for a failed run. The run's full log is on the Dagster instance
+(the UI shows it under the run's id); what else the run printed is kept in $SESSIONLAKE_HOME/logs/ingest.log.
+``--debug`` prints Dagster's log of the run as it goes, with tracebacks.
 """
 
 from __future__ import annotations
