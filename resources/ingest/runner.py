@@ -234,7 +234,7 @@ def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
 def projects_with_work(processor_names: Sequence[str], files: Sequence[SessionFile], state: StateStore) -> set[str]:
     """Projects of ``files`` holding one that one of ``processor_names`` has not processed at its
     current size and mtime (stat only, no reads): the ones a run would have anything to do for."""
-    with state.connect() as conn:  # compared inside DuckDB: the state tables are not read into Python
+    with state.connect() as conn:  # stored sizes and times only, no row objects (see unstable_files)
         return {f.project for name in processor_names for f in unstable_files(conn, name, files)}
 
 

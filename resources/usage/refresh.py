@@ -2,10 +2,11 @@
 
 `fresh_warehouse` is what ``sessionlake usage`` and ``sessionlake statusline`` open. It walks every
 agent's folder, asks the warehouse which files the usage processor has not processed at their current
-size and mtime (one query; the stored state is not read into Python), reads only those with the
-usage processor through the runner (from the stored offset for a file that grew), commits, and hands
-the same connection to the report. No Dagster run and no Lance table are involved: memory and
-archive catch up in the next sensor run or ``sessionlake ingest``, which finds usage already current.
+size and mtime (one query for the stored sizes and times, compared in Python), reads only those with
+the usage processor through the runner (from the stored offset for a file that grew), commits, and hands
+the same connection to the report; a report that finds nothing new never imports the runner. No Dagster
+run and no Lance table are involved: memory and archive catch up in the next sensor run or ``sessionlake
+ingest``, which finds usage already current.
 
 A large read (a first report on a home with months of sessions) runs in worker processes, one per
 core, with a progress line on stderr when stderr is a terminal; a few changed files are read in the
