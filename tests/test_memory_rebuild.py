@@ -115,6 +115,7 @@ def test_recall_refuses_when_the_table_it_writes_to_is_gone(settings, tmp_path):
     out = _cli("recall", "push to github", env=env)
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert out.stderr.startswith(f"sessionlake recall: Lance table 'provenance' at {table} is gone"), out.stderr
+    assert "start it again, empty (what it held is not in the archive)" in out.stderr, out.stderr
     assert not table.exists(), "recall recreated the lost provenance table empty"
 
 

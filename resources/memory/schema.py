@@ -153,9 +153,13 @@ class LanceTableLost(LanceTableUnreadable):
         archive holds (`LanceTableLedger.archive_coverage`), said in the message when given."""
         self.table, self.path = name, path
         since = f" (it existed since {first_seen:%Y-%m-%d %H:%M} UTC)" if first_seen else ""
+        if name in (RECORDS, EDGES):
+            repair = f"to re-derive records and edges from the archive{held_by(archive)}"
+        else:  # recall provenance and memory events are not in the archive
+            repair = "to start it again, empty (what it held is not in the archive), and re-derive records and edges"
         RuntimeError.__init__(
             self, f"Lance table {name!r} at {path} is gone{since}; it is not recreated empty: run "
-                  f"`sessionlake memory rebuild` to re-derive records and edges from the archive{held_by(archive)}")
+                  f"`sessionlake memory rebuild` {repair}")
 
 
 def held_by(archive: tuple[int, int] | None) -> str:
