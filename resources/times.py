@@ -27,6 +27,8 @@ def parse_iso(value) -> datetime | None:
 def as_utc(value: datetime | str | None) -> datetime | None:
     """An ISO-8601 string (see `parse_iso`) or a datetime (naive: UTC) as an aware UTC datetime; None (or "")
     stays None; ValueError for a string that is not a time."""
+    if value.__class__ is datetime and value.tzinfo is UTC:  # already one: the common case, kept cheap
+        return value
     if value is None or value == "":
         return None
     if isinstance(value, str):

@@ -67,12 +67,14 @@ def test_upsert_is_one_commit_per_call_and_idempotent(store):
     assert store.upsert_edges([]) == 0
 
 
-@pytest.mark.parametrize("stored", [ID_LOOKUP_CHUNK + 1, 20 * (ID_LOOKUP_CHUNK + 1)])
-def test_a_large_reupsert_keeps_created_at_whether_its_ids_are_looked_up_or_scanned(store, stored):
+@pytest.mark.parametrize(("stored", "indexed"), [(ID_LOOKUP_CHUNK + 1, True), (20 * (ID_LOOKUP_CHUNK + 1), False),
+                                                 (20 * (ID_LOOKUP_CHUNK + 1), True)])
+def test_a_large_reupsert_keeps_created_at_whether_its_ids_are_looked_up_or_scanned(store, stored, indexed):
     """A batch of more than ID_LOOKUP_CHUNK ids is matched in one scan when it is a large share of the
-    table (a first ingest's commits), by id lookups when it is small beside it: either way the stored
-    records keep their created_at and the new ones get theirs."""
-    store.upsert_records([_rec(i) for i in range(stored)], index=False)
+    table or the table has no id index yet (a first ingest's commits), by id lookups when it is small
+    beside an indexed table: either way the stored records keep their created_at and the new ones get
+    theirs."""
+    store.upsert_records([_rec(i) for i in range(stored)], index=indexed)
     first = {r["id"]: r["created_at"] for r in store.records_where("TRUE", ["id", "created_at"])}
     time.sleep(0.01)
     again = [_rec(i, f"edited {i}") for i in range(stored - ID_LOOKUP_CHUNK - 1, stored + 5)]

@@ -115,7 +115,8 @@ def _id_filter(ids: Sequence[str]) -> str:
 
 _RECORD_FIELDS = frozenset(RECORDS_SCHEMA.names)
 SCAN_SHARE = 10
-"""`LanceStore._created_at` reads the whole id column once the ids to find are over a tenth of the rows."""
+"""`LanceStore._created_at` reads the whole id column once the ids to find are over a tenth of the rows
+(or the table has no id index)."""
 
 
 def _dedupe(rows: list[dict]) -> list[dict]:
@@ -374,14 +375,16 @@ class LanceStore:
         return len(prepared)
 
     def _created_at(self, ids: list[str]) -> dict:
-        """``{id: created_at}`` of the stored records among ``ids``: looked up by id for a batch that is small
-        beside the table, read in one scan of two columns for a large one (the commits of a first ingest,
-        whose table is not indexed before the run ends: lookups would scan it once per chunk of ids)."""
+        """``{id: created_at}`` of the stored records among ``ids``: looked up by id for a batch of one lookup,
+        or one that is small beside a table with its id index; otherwise read in one scan of two columns
+        (the commits of a first ingest, whose table has no index before the run ends: each lookup of
+        `ID_LOOKUP_CHUNK` ids would scan it)."""
         dataset = self.dataset(RECORDS)
         stored_rows = dataset.count_rows()
         if not stored_rows:
             return {}
-        if len(ids) <= ID_LOOKUP_CHUNK or len(ids) * SCAN_SHARE < stored_rows:
+        indexed = any(index.name == ID_INDEX for index in dataset.describe_indices())
+        if len(ids) <= ID_LOOKUP_CHUNK or (indexed and len(ids) * SCAN_SHARE < stored_rows):
             return {i: row["created_at"] for i, row in self.rows_by_id(dataset, ids, ["id", "created_at"]).items()}
         import pyarrow.compute as pc
 
