@@ -29,6 +29,7 @@ providers count it); within a band every token of the request is billed at the b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -141,7 +142,7 @@ class PriceTable:
 
     def fingerprint(self) -> str:
         """Changes whenever any name could get another price: database, override, supplement, rules. Every
-        report computes it, so it is made of what is cheap to tell: the database's file as installed (see
+        report computes it, so it is made of what is cheap to tell: the database's version (see
         `_database_identity`) and the shipped supplement's text, not their parsed entries."""
         supplement = _shipped_text() if self._supplement is None else _entries_json(self._supplement)
         body = json.dumps([RULES_VERSION, _database_identity(), _entries_json(self.overrides), supplement],
@@ -244,20 +245,22 @@ def _shipped_supplement() -> dict[str, tuple[PriceBand, ...]]:
     return parse_price_file(_shipped_text(), "resources/usage/prices.json")
 
 
-def _database_identity() -> list:
-    """genai-prices' database as installed: the size and mtime of its data module, found without importing
-    the package (loading its data takes ~0.3 s; even asking importlib.metadata for its version lists
-    site-packages). Any install or upgrade changes them, so stored rows are re-costed after one."""
+def _database_identity() -> str:
+    """genai-prices' version, read from the name of its ``dist-info`` folder beside the package, found without
+    importing it (loading its data takes ~0.3 s): what ``importlib.metadata.version`` says, without its scan
+    of every path entry. Two installs of one version agree, so a warehouse that several installs share is
+    not re-costed by each in turn. importlib.metadata answers when that folder is not found."""
     spec = importlib.util.find_spec("genai_prices")
-    if spec is None or not spec.submodule_search_locations:
-        return ["genai-prices not installed"]
-    try:
-        st = os.stat(os.path.join(spec.submodule_search_locations[0], "data.py"))
-    except OSError:  # laid out otherwise: its version, the slower way
-        from importlib.metadata import version
+    if spec is not None and spec.submodule_search_locations:
+        with contextlib.suppress(OSError):
+            site = os.path.dirname(spec.submodule_search_locations[0])
+            found = [name for name in os.listdir(site)
+                     if name.startswith("genai_prices-") and name.endswith(".dist-info")]
+            if len(found) == 1:
+                return found[0].removeprefix("genai_prices-").removesuffix(".dist-info")
+    from importlib.metadata import version
 
-        return [version("genai-prices")]
-    return [st.st_size, st.st_mtime_ns]
+    return version("genai-prices")
 
 
 @cache
