@@ -67,11 +67,10 @@ CLAUDE = "claude"
 LOCAL_ORIGIN = "(this machine)"
 """The user and machine of rows ingested from this machine's own sessions folder (not pushed)."""
 
-_PERIOD_SQL = {
-    "daily": "strftime(timezone($tz, ts), '%Y-%m-%d')",
-    "weekly": "strftime(CAST(timezone($tz, ts) AS DATE)"
-              " - CAST((isodow(timezone($tz, ts)) - $week_start + 7) % 7 AS INTEGER), '%Y-%m-%d')",
-    "monthly": "strftime(timezone($tz, ts), '%Y-%m')",
+_PERIOD_SQL = {  # periods are grouped as dates, formatted once per row of the result (`_period_text`), not per row read
+    "daily": "CAST(timezone($tz, ts) AS DATE)",
+    "weekly": "CAST(timezone($tz, ts) AS DATE) - CAST((isodow(timezone($tz, ts)) - $week_start + 7) % 7 AS INTEGER)",
+    "monthly": "date_trunc('month', CAST(timezone($tz, ts) AS DATE))",
     "session": "coalesce(session_id, session_key)",
     "project": "project",
     "model": "coalesce(model, 'unknown')",
@@ -271,7 +270,7 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
     entries: dict[tuple, dict] = {}
     for (period, group, model, inp, out, cw, cr, cost, first, last, project, responses, unpriced, seen, agent,
          extra, machine, reasoning) in rows:
-        first, last = utc_from_us(first), utc_from_us(last)
+        period, first, last = _period_text(kind, period), utc_from_us(first), utc_from_us(last)
         entry = _entry(entries, (group, period, agent if per_agent else None), field, period, first, last, project)
         if group is not None:
             entry["project"] = group
@@ -301,6 +300,14 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
         result = {"projects": dict(sorted(by_project.items()))}
     result["totals"] = _totals((r[2], *r[3:8], r[12], r[15]) for r in rows)
     return result
+
+
+def _period_text(kind: str, value):
+    """A period as reports print it: ``YYYY-MM-DD`` for a day or a week's first day, ``YYYY-MM`` for a month;
+    any other report's group value as it is."""
+    if kind == "monthly":
+        return f"{value.year:04d}-{value.month:02d}"
+    return value.isoformat() if kind in ("daily", "weekly") else value
 
 
 def _entry(entries: dict, key, field: str, period, first, last, project) -> dict:
@@ -433,7 +440,7 @@ def _codex(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts: R
     list_name, field = _SHAPE["claude"][kind]
     groups: dict[str, dict] = {}
     for period, model, *counts, cost, last_us, _ in rows:
-        last = utc_from_us(last_us)
+        period, last = _period_text(kind, period), utc_from_us(last_us)
         group = groups.setdefault(period, {field: period, **dict.fromkeys(_CODEX_COUNTS, 0), "costUSD": 0.0,
                                            "models": {}, "_last": last})
         numbers = dict(zip(_CODEX_COUNTS, map(int, counts), strict=True))
