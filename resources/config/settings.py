@@ -219,16 +219,20 @@ class Settings:
     @property
     def storage(self):
         """The `StorageLocation` of ``storage_uri``, or None when everything stays under ``home``."""
+        if not self.storage_uri:  # nothing to parse: every command checks, most have no URI set
+            return None
         from resources.objectstore.location import StorageLocation
 
-        return StorageLocation.parse(self.storage_uri, setting="SESSIONLAKE_STORAGE_URI") if self.storage_uri else None
+        return StorageLocation.parse(self.storage_uri, setting="SESSIONLAKE_STORAGE_URI")
 
     @property
     def team(self):
         """The `StorageLocation` of ``team_uri``, or None."""
+        if not self.team_uri:
+            return None
         from resources.objectstore.location import StorageLocation
 
-        return StorageLocation.parse(self.team_uri, setting="SESSIONLAKE_TEAM_URI") if self.team_uri else None
+        return StorageLocation.parse(self.team_uri, setting="SESSIONLAKE_TEAM_URI")
 
     def check_storage(self) -> None:
         """With a storage URI, one request to its bucket: `StorageUnavailable` (naming the setting to fix) when
@@ -240,9 +244,11 @@ class Settings:
     @property
     def sync(self) -> str | None:
         """``sync_uri`` checked (`StorageUriError` naming the variable): an ``s3://`` URI or an absolute folder."""
+        if not self.sync_uri:
+            return None
         from resources.sync.location import parse_sync_uri
 
-        return parse_sync_uri(self.sync_uri) if self.sync_uri else None
+        return parse_sync_uri(self.sync_uri)
 
     @property
     def capture_dir(self) -> Path:
