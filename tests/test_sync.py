@@ -391,6 +391,7 @@ def _laptop_files(uri: str) -> list[FileName]:
                   key=lambda n: (n.first, n.last))
 
 
+@pytest.mark.parametrize("sync_uri", ["folder"], indirect=True)  # on S3, the killed compaction below finishes one
 def test_a_machine_s_many_files_are_compacted_into_one_that_readers_merge_once(tmp_path, sync_uri):
     a = _machine(tmp_path, "laptop", 23, sessions=1)
     b = _machine(tmp_path, "desk", 24, sessions=1)
@@ -420,6 +421,7 @@ def _sync_killed_before_delete(home: Path, uri: str, n: int) -> None:
         child.wait(timeout=30)
 
 
+@pytest.mark.parametrize("sync_uri", ["s3"], indirect=True)  # the folder runs the compaction above, unkilled
 def test_a_compaction_killed_half_way_is_finished_by_the_next_sync_and_counts_nothing_twice(tmp_path, sync_uri):
     a = _machine(tmp_path, "laptop", 26, sessions=1)
     b = _machine(tmp_path, "desk", 27, sessions=1)
