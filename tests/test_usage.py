@@ -179,11 +179,13 @@ def _shuffled_warehouse(path, rows, seed):
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     store = StateStore(path)
-    with store.connect() as conn:
-        conn.executemany(
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    with store.connect() as conn:  # one statement, rows in the shuffled order (executemany is a statement per row)
+        conn.execute(
             """INSERT INTO usage_messages (dedup_key, ts, session_key, project, model, is_sidechain, input_tokens,
                    output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, line_offset)
-               VALUES (?, ?, ?, ?, ?, false, 1, 1, 0, 0, ?, ?)""", rows)
+               SELECT unnest(?::VARCHAR[]), unnest(?::TIMESTAMPTZ[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]),
+                      unnest(?::VARCHAR[]), false, 1, 1, 0, 0, unnest(?::DOUBLE[]), unnest(?::BIGINT[])""", columns)
     return store
 
 
