@@ -57,7 +57,14 @@ def found_sources(settings: Settings) -> list[Source]:
 
 def walk_all(sources: list[Source], projects: set[str] | None = None) -> Iterator[SessionFile]:
     """Every session file of every source (of ``projects`` when given). Two folders of one agent that
-    hold a file at the same path under them (a copy) give it once: the first folder's."""
+    hold a file at the same path under them (a copy) give it once: the first folder's. One source (the
+    usual home) is passed through: its walk yields each key once, and the set costs 15 ms at 20,000 files."""
+    if len(sources) == 1:
+        return sources[0].walk(projects)
+    return _first_of_each_key(sources, projects)
+
+
+def _first_of_each_key(sources: list[Source], projects: set[str] | None) -> Iterator[SessionFile]:
     seen: set[str] = set()
     for source in sources:
         for file in source.walk(projects):
