@@ -212,6 +212,21 @@ def _claude_line(ts: datetime, msg: str, **extra) -> str:
                            "input_tokens": 100, "output_tokens": 1000}}, **extra}, separators=(",", ":"))
 
 
+def test_utc_days_split_at_midnight_as_in_any_other_zone(tmp_path, user_home, monkeypatch):
+    # a UTC daily report groups by integer day numbers; Etc/Greenwich (UTC too) goes through the zone conversion
+    live = user_home / ".claude" / "projects" / "-home-me-midnight" / "live.jsonl"
+    live.parent.mkdir(parents=True)
+    times = [datetime(2026, 1, 14, 23, 59, 59, 999000, tzinfo=UTC), datetime(2026, 1, 15, tzinfo=UTC),
+             datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)]
+    live.write_text("".join(_claude_line(ts, f"m{i}") + "\n" for i, ts in enumerate(times)))
+    env = _env(tmp_path, user_home)
+    _ingest(env, monkeypatch)
+    days = {d["period"]: d["totalTokens"] for d in _json(env, "daily", "--project", "-home-me-midnight")["daily"]}
+    assert days == {"1969-12-31": 1100, "2026-01-14": 1100, "2026-01-15": 1100}
+    for zone in ("GMT", "Etc/Greenwich"):
+        assert _json(env, "daily", "-z", zone) == _json(env, "daily")
+
+
 def test_blocks_are_claude_codes_windows_over_the_whole_history_then_filtered(tmp_path, user_home, monkeypatch):
     env = _env(tmp_path, user_home)
     _ingest(env, monkeypatch)

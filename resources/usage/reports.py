@@ -78,6 +78,11 @@ _PERIOD_SQL = {  # periods are grouped as dates, formatted once per row of the r
     "user": f"coalesce(user_name, '{LOCAL_ORIGIN}')",
     "machine": f"coalesce(user_name || '@' || machine, '{LOCAL_ORIGIN}')",
 }
+_UTC_DAY_SQL = "epoch_us(ts) // 86400000000 - CAST(epoch_us(ts) % 86400000000 < 0 AS BIGINT)"
+"""A UTC day as days since 1970-01-01 (floored), for ``daily`` in UTC: integer arithmetic, where
+``timezone($tz, ts)`` converts every row through ICU (a daily report at 240,000 rows: 30 against 69 ms)."""
+_UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT"})
+_EPOCH_DAY = date(1970, 1, 1)
 # (list name, period field) per view and report.
 _SHAPE = {
     "claude": {"daily": ("daily", "date"), "weekly": ("weekly", "week"), "monthly": ("monthly", "month"),
@@ -254,7 +259,7 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
         "min(struct_pack(d := CAST(timezone($tz, ts) AS DATE), k := session_key, o := line_offset))"
     rows = _query(
         conn,
-        f"""SELECT {_PERIOD_SQL[kind]}, {"project" if instances else "NULL"}, coalesce(model, 'unknown'),
+        f"""SELECT {_period_sql(kind, params["tz"])}, {"project" if instances else "NULL"}, coalesce(model, 'unknown'),
                    sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
                    sum(CAST({COST_SQL[flt.mode]} AS {EXACT_COST})), epoch_us(min(ts)), epoch_us(max(ts)),
                    any_value(project), count(*), bool_or({UNPRICED_SQL[flt.mode]}), {first_seen},
@@ -302,9 +307,15 @@ def _grouped(conn, kind: str, where: str, params: dict, flt: ReportFilter, opts:
     return result
 
 
+def _period_sql(kind: str, tz: str) -> str:
+    return _UTC_DAY_SQL if kind == "daily" and tz in _UTC_ZONES else _PERIOD_SQL[kind]
+
+
 def _period_text(kind: str, value):
-    """A period as reports print it: ``YYYY-MM-DD`` for a day or a week's first day, ``YYYY-MM`` for a month;
-    any other report's group value as it is."""
+    """A period as reports print it: ``YYYY-MM-DD`` for a day or a week's first day, ``YYYY-MM`` for a month
+    (a day given as days since 1970-01-01 too, see `_UTC_DAY_SQL`); any other report's group value as it is."""
+    if type(value) is int:
+        value = _EPOCH_DAY + timedelta(days=value)
     if kind == "monthly":
         return f"{value.year:04d}-{value.month:02d}"
     return value.isoformat() if kind in ("daily", "weekly") else value
