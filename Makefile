@@ -21,10 +21,10 @@ dev: install  ## the Dagster UI and daemon on 127.0.0.1:3000
 
 # The Postgres tests (tests/test_postgres_instance.py) start a server of their own from initdb and pg_ctl:
 # Debian's postgresql is installed when neither is found and this runs as root; otherwise they skip, saying why.
-test: install  ## the test suite, on both cores (most tests wait on subprocesses, servers and the daemon)
+test: install  ## the test suite: three workers on two cores, since the longest tests mostly wait (daemon, servers)
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
 		|| { apt-get update && apt-get install -y --no-install-recommends postgresql; }
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 3
 
 test-fast: install  ## the unit tests only: the inner loop (no subprocess, server or Dagster run)
 	$(BIN)/pytest -n 2 -m "unit and not integration and not e2e"

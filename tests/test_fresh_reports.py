@@ -185,3 +185,15 @@ def test_a_small_write_loads_neither_pyarrow_nor_numpy(home, argv, stdin):
     after = _totals(home, "--no-refresh")  # what the call above wrote
     assert after["inputTokens"] == first["inputTokens"] + 7
     assert after["outputTokens"] == first["outputTokens"] + 11
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`sessionlake usage session --json | head -c 100`: the closed pipe ends the command quietly, exit 0."""
+    home = tmp_path / "user"
+    generate_corpus(home / ".claude" / "projects", sessions=300, projects=3, turns=1)
+    reader = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "usage", "session", "--json"],
+                              env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert len(reader.stdout.read(100)) == 100
+    reader.stdout.close()  # the output is larger than a pipe holds: the command's next write finds it closed
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr

@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         return exits.FAILED
     except KeyboardInterrupt:
         return exits.INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say, and nothing went wrong
+        return exits.DONE
     except Exception as exc:  # a full disk, a lost server: one line naming it (--debug: the traceback)
         from resources.environment import environment_failure
 
@@ -184,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{command.prog}: {line}", file=sys.stderr)
         return exits.BAD_USAGE
-    except BrokenPipeError:
-        return exits.DONE
 
 
 if __name__ == "__main__":
