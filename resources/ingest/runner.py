@@ -40,6 +40,7 @@ from resources.environment import environment_failure
 from resources.ingest.beside import Beside, HeldLog
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.files_to_read import FileToRead
+from resources.ingest.run_stats import count_stat, empty_stats, report_error
 from resources.ingest.session_files import (
     MalformedLine,
     SessionFile,
@@ -67,7 +68,6 @@ FILES_PER_CONNECTION = 1000
 BYTES_PER_CONNECTION = 64 << 20
 """A DuckDB connection is held for at most this many files or bytes of session data, so other
 processes get the database in between (opening and checkpointing one costs tens of ms)."""
-MAX_ERRORS_REPORTED = 20
 SPLIT_BUDGET = 4
 """Splitting a failed commit re-processes at most this many times its files: one bad file costs about
 2x, and a failure that is no file's fault (a full disk) gives up after a few rounds, not one commit per file."""
@@ -99,28 +99,6 @@ class _Done:
     mark: ProcessedMark
     malformed: list[MalformedLine]
     bytes_read: int
-
-
-COUNTS = ("scanned", "processed", "skipped", "errors", "items_extracted", "lines_malformed", "bytes_read", "vanished")
-"""The numbers the runner counts per processor, for the whole run and for each project."""
-
-
-def empty_stats() -> dict:
-    """Run totals (`COUNTS`), the failures, and ``by_project``: the same counts and failures per project."""
-    return {**dict.fromkeys(COUNTS, 0), "error_files": [], "failed_files": [], "by_project": {}}
-
-
-def _project_stats(stats: dict, project: str) -> dict:
-    per = stats["by_project"].get(project)
-    if per is None:
-        per = stats["by_project"][project] = {**dict.fromkeys(COUNTS, 0), "error_files": [], "failed_files": []}
-    return per
-
-
-def count_stat(stats: dict, project: str, key: str, n: int = 1) -> None:
-    """Add ``n`` to counter ``key`` in the run totals and in ``project``'s."""
-    stats[key] += n
-    _project_stats(stats, project)[key] += n
 
 
 def run_processors(*args, **kwargs) -> dict[str, dict]:
@@ -505,16 +483,6 @@ class Batch:
         """Commit what was read since the last commit; the marks of the files committed."""
         pending, self.pending = self.pending, []
         return _commit(self.processor, conn, pending, self.stats, self.logger, mark=self.mark) if pending else []
-
-
-def report_error(stats: dict, project: str, key: str, exc: BaseException, prefix: str = "") -> None:
-    """Count and describe the failure of file ``key``, in the run totals and in its project's."""
-    count_stat(stats, project, "errors")
-    error = {"file": key, "error": f"{prefix}{type(exc).__name__}: {exc}"}
-    for bucket in (stats, _project_stats(stats, project)):
-        bucket["failed_files"].append(key)
-        if len(bucket["error_files"]) < MAX_ERRORS_REPORTED:
-            bucket["error_files"].append(error)
 
 
 def _session_file_rows(files: list[SessionFile], hashes: dict) -> list[dict]:

@@ -35,7 +35,8 @@ from resources.archive.packs import ObjectReader, PackStore
 from resources.archive.restore import write_version
 from resources.ingest.files_to_read import ArchivedFile
 from resources.ingest.processors.memory import MemoryProcessor
-from resources.ingest.runner import Batch, empty_stats
+from resources.ingest.run_stats import empty_stats
+from resources.ingest.runner import Batch
 from resources.ingest.session_files import SessionFile
 from resources.memory.lance import TABLE_NAMES, LanceStore, LanceTableLost
 from resources.sources import source_type
@@ -50,7 +51,7 @@ def rebuild_memory(lance: LanceStore, packs: PackStore) -> dict:
 
     Returns ``{set_aside: {table: path}, recreated: [lost table], projects, versions, records_written, edges_written,
     lines_malformed, errors: [{project, session_key, error}]}``; a version that fails is reported
-    (at most `resources.ingest.runner.MAX_ERRORS_REPORTED` per project) and the others are still used.
+    (at most `resources.ingest.run_stats.MAX_ERRORS_REPORTED` per project) and the others are still used.
     """
     broken = lance.unreadable_tables(TABLE_NAMES)
     lost = sorted(name for name, exc in broken.items() if isinstance(exc, LanceTableLost))

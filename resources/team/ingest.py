@@ -44,7 +44,8 @@ from resources.archive.packs import PackStore
 from resources.archive.restore import safe_relative
 from resources.ingest.contract import SessionProcessor
 from resources.ingest.files_to_read import ArchivedFile
-from resources.ingest.runner import Batch, count_stat, empty_stats
+from resources.ingest.run_stats import count_stat, empty_stats
+from resources.ingest.runner import Batch
 from resources.sources import agent_of, path_under_root, source_type
 from resources.state.store import ProcessorFileState, insert_rows, load_processor_state, transaction
 from resources.team.manifests import Manifest
