@@ -105,3 +105,14 @@ hypothesis_settings.register_profile(
     "explore", derandomize=False, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 hypothesis_settings.load_profile(os.environ.get("SESSIONLAKE_HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(params=["folder", "s3"])
+def sync_uri(request, tmp_path: Path) -> str:
+    """A sync location shared by the machines of a test: a folder, then a bucket on the moto S3 server."""
+    if request.param == "folder":
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        return str(shared)
+    location = request.getfixturevalue("s3_location")
+    return f"s3://{location.bucket}/{location.prefix}"
