@@ -19,29 +19,24 @@ async function scrollTo(page, text) {
   await page.getByText(text, { exact: true }).first().evaluate((e) => e.scrollIntoView({ block: 'start' }));
 }
 
+// usage_messages' metadata plots: waits for the plot of `shown`, then scrolls so `top` heads the picture.
+function usagePlots(name, shown, top) {
+  return {
+    name,
+    path: '/assets/usage_messages',
+    ready: async (page) => {
+      await page.getByText('Plots', { exact: true }).click({ timeout: TIMEOUT_MS });
+      await page.getByText(shown, { exact: true }).first().waitFor({ timeout: TIMEOUT_MS });
+      await page.locator('canvas').first().waitFor({ timeout: TIMEOUT_MS });
+      await settle(page);
+      await scrollTo(page, top);
+    },
+  };
+}
+
 const shots = [
-  {
-    name: 'usage-plots',
-    path: '/assets/usage_messages',
-    ready: async (page) => {
-      await page.getByText('Plots', { exact: true }).click({ timeout: TIMEOUT_MS });
-      await page.getByText('cost_usd', { exact: true }).first().waitFor({ timeout: TIMEOUT_MS });
-      await page.locator('canvas').first().waitFor({ timeout: TIMEOUT_MS });
-      await settle(page);
-      await scrollTo(page, 'cost_usd');
-    },
-  },
-  {
-    name: 'usage-plots-tokens',
-    path: '/assets/usage_messages',
-    ready: async (page) => {
-      await page.getByText('Plots', { exact: true }).click({ timeout: TIMEOUT_MS });
-      await page.getByText('total_tokens', { exact: true }).first().waitFor({ timeout: TIMEOUT_MS });
-      await page.locator('canvas').first().waitFor({ timeout: TIMEOUT_MS });
-      await settle(page);
-      await scrollTo(page, 'responses');
-    },
-  },
+  usagePlots('usage-plots', 'cost_usd', 'cost_usd'),
+  usagePlots('usage-plots-tokens', 'total_tokens', 'responses'),
   {
     name: 'usage-totals',
     path: '/assets/usage_totals',
