@@ -186,3 +186,44 @@ def test_summaries_that_retag_a_stored_session_write_it_in_bounded_batches(tmp_p
     tags = {r["id"]: r["tags"] for r in store.records_where(f"session_id = '{PUSH_SESSION}'", ["id", "tags"])}
     assert set(tags) >= {*stored, "u-late"}
     assert all(t == ["Pushing to GitHub"] for t in tags.values()), tags
+
+
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # imported by an earlier test; the worker only parses
+def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores(tmp_path, samples_root, monkeypatch):
+    """Run after usage, memory's files are read ahead in a worker process (chunk by chunk, here two files a
+    chunk, committed every two); its records, edges, summary tags, marks and malformed lines are those of
+    memory run alone."""
+    from resources.ingest import runner
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.state.store import load_processor_state
+
+    (samples_root / PROJECT / "bad.jsonl").write_bytes(
+        b'{"type":"user","uuid":"b1","sessionId":"sb","message":{"role":"user","content":"kept"}}\n{not json\n')
+    monkeypatch.setattr(runner, "READ_AHEAD_MIN_BYTES", 0)
+    monkeypatch.setattr(runner, "FILES_PER_CONNECTION", 2)
+    started = []
+    start = runner._start_read_ahead
+    monkeypatch.setattr(runner, "_start_read_ahead", lambda *a: started.append(sorted(reads := start(*a))) or reads)
+    alone, ahead = LanceStore(tmp_path / "alone"), LanceStore(tmp_path / "ahead")
+    alone_state, ahead_state = StateStore(tmp_path / "alone.duckdb"), StateStore(tmp_path / "ahead.duckdb")
+    run_processors([MemoryProcessor(alone)], samples_root, alone_state)
+    memory = MemoryProcessor(ahead)
+    memory.commit_every_files = 2
+    stats = run_processors([UsageProcessor(), memory], samples_root, ahead_state)["memory"]
+    assert started == [[], ["memory"]]  # alone, nothing runs before it; after usage, it is read ahead
+    assert stats["errors"] == 0 and stats["lines_malformed"] == 1 and stats["commits"] >= 2
+
+    def stored(store: LanceStore, state: StateStore):
+        records = {r.pop("id"): r for r in store.records_where("TRUE")}
+        for r in records.values():
+            del r["created_at"], r["updated_at"]
+        edges = sorted((e["src"], e["dst"]) for e in store.dataset(EDGES).to_table().to_pylist())
+        with state.connect() as conn:
+            marks = {k: (m.items_extracted, m.file_hash, m.byte_offset, m.tail_hash)
+                     for k, m in load_processor_state(conn, "memory").items()}
+            malformed = conn.execute("SELECT session_key, byte_offset, error FROM malformed_lines").fetchall()
+        return records, edges, marks, malformed
+
+    expected = stored(alone, alone_state)
+    assert any(r["tags"] for r in expected[0].values()), "the samples carry summaries"
+    assert stored(ahead, ahead_state) == expected

@@ -53,10 +53,12 @@ def _read_files(processor_type: type[SessionProcessor],
 class ParallelReads:
     """Reads the files of connection chunk n+1 in worker processes while chunk n is taken and committed,
     so at most two chunks of read rows are held at once. Files go to workers in small batches: one
-    message per file would cost more than reading a small file."""
+    message per file would cost more than reading a small file. ``ahead``: chunks submitted on entering
+    (2 for a read ahead that starts before the runner gets to the processor)."""
 
-    def __init__(self, processor: SessionProcessor, chunks: list[list], workers: int):
+    def __init__(self, processor: SessionProcessor, chunks: list[list], workers: int, ahead: int = 1):
         self.processor_type = type(processor)
+        self.ahead = ahead
         self.chunks = chunks
         # fork: a worker needs no imports of its own and starts in milliseconds; elsewhere the platform's default
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
@@ -64,7 +66,8 @@ class ParallelReads:
         self.submitted: dict[int, list] = {}
 
     def __enter__(self) -> ParallelReads:
-        self._submit(0)
+        for n in range(self.ahead):
+            self._submit(n)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,6 +16,9 @@ Rules (each one tested in ``tests/test_runner.py``):
 - a processor that raises on a file leaves it unmarked (retried next run); the other files go on;
 - a processor that `runs_beside` (the archive) runs in a thread from the start of the run, beside the
   others (`resources.ingest.beside`); it is reported in its turn, its log and errors come out then;
+- a later processor with `parallel_reads` (memory) has its files read ahead in one worker process from
+  the start of a run of at least `READ_AHEAD_MIN_BYTES`, on the other core while the first processor
+  works in this one; it takes and commits them in its turn, as it would have read them;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
   a failure of the environment (`resources.environment`: a full disk, a lost server) is raised instead,
@@ -29,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,12 +67,15 @@ from resources.state.store import (
 )
 
 if TYPE_CHECKING:  # the worker pool is imported where files are read in parallel: a report's top-up never is
-    from resources.ingest.parallel_reads import WorkerRead
+    from resources.ingest.parallel_reads import ParallelReads, WorkerRead
 
 FILES_PER_CONNECTION = 1000
 BYTES_PER_CONNECTION = 64 << 20
 """A DuckDB connection is held for at most this many files or bytes of session data, so other
 processes get the database in between (opening and checkpointing one costs tens of ms)."""
+READ_AHEAD_MIN_BYTES = 8 << 20
+"""Bytes of a later processor's files from which they are read ahead in a worker process (see the
+module docstring); below, starting the worker and passing the rows back cost about what it saves."""
 SPLIT_BUDGET = 4
 """Splitting a failed commit re-processes at most this many times its files: one bad file costs about
 2x, and a failure that is no file's fault (a full disk) gives up after a few rounds, not one commit per file."""
@@ -160,6 +168,7 @@ def iter_processors(
         with state.connect() as conn:
             record_session_files(conn, _session_file_rows(files, hashes))
 
+    ahead = _start_read_ahead(processors, work, workers)  # forks its worker before any thread starts
     beside = {p.name: Beside(functools.partial(_execute_beside, p, work[p.name], state, results[p.name]), p.name)
               for p in _run_beside(processors, work, workers, progress)}
     try:
@@ -169,7 +178,8 @@ def iter_processors(
                 beside.pop(processor.name).join(logger)
             else:
                 _execute(processor, tasks, state, results[processor.name], logger, workers, progress,
-                         reading=record_seen if overlap and processor is first else None)
+                         reading=record_seen if overlap and processor is first else None,
+                         ahead=ahead.pop(processor.name, None))
             for task in tasks:  # the hashes the workers computed, for session_files
                 if task.file_hash is not None:
                     hashes.setdefault(task.file.key, task.file_hash)
@@ -177,6 +187,8 @@ def iter_processors(
     finally:  # the caller stopped early (an interrupt, an error): the threads stop before their next chunk
         for running in beside.values():
             running.cancel()
+        for reads in ahead.values():
+            reads.__exit__(None, None, None)
     late = {t.file.key for tasks in work.values() for t in tasks if t.hashed_late}
     if late:  # their hashes, which the first record of them could not hold
         with state.connect() as conn:
@@ -291,20 +303,22 @@ def _execute(
     progress: Progress | None = None,
     reading: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
+    ahead: ParallelReads | None = None,
 ) -> None:
     """Process and commit ``tasks``; ``reading()`` is called once the worker processes read (or at once when
     this process reads), with work this process would otherwise do before the reads or wait through.
-    Once ``stop`` is set, no further chunk of files is read (what was not committed stays unmarked)."""
+    Once ``stop`` is set, no further chunk of files is read (what was not committed stays unmarked).
+    ``ahead``: the worker reads of ``tasks`` started earlier (`_start_read_ahead`), taken in their chunks."""
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[_Done] = []
     done = 0
     done_bytes = 0
-    chunks = list(_connection_chunks(tasks))
-    parallel = _reads_in_parallel(processor, workers, tasks)
+    chunks = ahead.chunks if ahead is not None else list(_connection_chunks(tasks))
+    parallel = ahead is None and _reads_in_parallel(processor, workers, tasks)
     if parallel:
         from resources.ingest.parallel_reads import ParallelReads
-    with ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext() as reads:
+    with ahead or (ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext()) as reads:
         if reading is not None:
             reading()
         if reads:
@@ -336,6 +350,27 @@ def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[_Ta
     if progress is not None or any(_reads_in_parallel(p, workers, work[p.name]) for p in processors):
         return []
     return [p for p in processors[1:] if p.runs_beside and work[p.name]]
+
+
+def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[_Task]],
+                      workers: int) -> dict[str, ParallelReads]:
+    """Worker reads, started now, of the processors after the first that have `parallel_reads` and at least
+    `READ_AHEAD_MIN_BYTES` to read: one worker process reads them while the first processor works in this
+    one. Not on one core, and not when this run reads in worker processes already (``workers`` > 1)."""
+    if workers > 1 or (os.cpu_count() or 1) < 2:
+        return {}
+    ahead: dict[str, ParallelReads] = {}
+    for processor in processors[1:]:
+        tasks = work[processor.name]
+        if (processor.parallel_reads and len(tasks) > 1
+                and sum(t.file.size - t.start_offset for t in tasks) >= READ_AHEAD_MIN_BYTES):
+            from resources.ingest.parallel_reads import ParallelReads
+
+            with warnings.catch_warnings():  # pylance warns at any fork; the worker only parses, it never opens Lance
+                warnings.filterwarnings("ignore", "lance is not fork-safe")
+                reads = ParallelReads(processor, list(_connection_chunks(tasks)), 1, ahead=2).__enter__()
+            ahead[processor.name] = reads
+    return ahead
 
 
 def _execute_beside(processor: SessionProcessor, tasks: list[_Task], state: StateStore, stats: dict,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from resources.ids import stable_id
 from resources.ingest.contract import ProcessorResult, SessionProcessor
@@ -42,11 +43,23 @@ FILES_PER_COMMIT = 1000
 """Records of this many files are held before a commit (a run over 20,000 sessions held all of them)."""
 
 
+class FileRead(NamedTuple):
+    """What `MemoryProcessor.read_session` takes from one file (picklable: a worker process may read it)."""
+
+    records: list[dict]
+    edges: list[dict]
+    summaries: list[tuple[str | None, str, str | None]]
+    """``(leaf uuid, text, the file's own session)`` of each summary line."""
+    line_sessions: dict[str, str]
+    """The session of every line with a uuid."""
+
+
 class MemoryProcessor(SessionProcessor):
     """Batches records and edges per commit and summaries per run; ``commit`` writes each table once."""
 
     name = "memory"
     commit_every_files = FILES_PER_COMMIT
+    parallel_reads = True
 
     def __init__(self, store: LanceStore):
         self.store = store
@@ -77,6 +90,15 @@ class MemoryProcessor(SessionProcessor):
         *,
         start_offset: int = 0,
     ) -> ProcessorResult:
+        read, result = self.read_session(session_path, project, session_key, start_offset)
+        self.take(read)
+        return result
+
+    @staticmethod
+    def read_session(session_path: Path, project: str, session_key: str, start_offset: int = 0,
+                     ) -> tuple[FileRead, ProcessorResult]:
+        """A file's records, edges, summaries and line sessions (`FileRead`), touching no store: a worker
+        process may read it (see `parallel_reads`)."""
         stats = ParseStats()
         records: list[dict] = []
         parents: dict[str, str | None] = {}
@@ -92,7 +114,7 @@ class MemoryProcessor(SessionProcessor):
             if item.id:
                 parents[item.id] = item.parent
                 if item.session_id:
-                    line_sessions[item.id] = sys.intern(item.session_id)
+                    line_sessions[item.id] = item.session_id
             file_session = file_session or item.session_id
             if item.record is None:
                 continue
@@ -105,12 +127,17 @@ class MemoryProcessor(SessionProcessor):
             if item.parent:
                 links.append((record_id, item.parent))
         edges = [new_edge(src, _nearest_record(parent, parents, record_ids), "reply_to") for src, parent in links]
-        self._records.update((r["id"], r) for r in records)
-        self._edges.extend(edges)
-        self._summaries.extend((leaf, text, file_session) for leaf, text in summaries)
-        self._line_sessions.update(line_sessions)
-        return ProcessorResult(items_count=len(records), end_offset=stats.end_offset, bytes_read=stats.bytes_read,
-                               malformed=stats.malformed)
+        read = FileRead(records, edges, [(leaf, text, file_session) for leaf, text in summaries], line_sessions)
+        return read, ProcessorResult(items_count=len(records), end_offset=stats.end_offset,
+                                     bytes_read=stats.bytes_read, malformed=stats.malformed)
+
+    def take(self, read: FileRead) -> None:
+        """Add one file's `read_session` to the batch."""
+        self._records.update((r["id"], r) for r in read.records)
+        self._edges.extend(read.edges)
+        self._summaries.extend(read.summaries)
+        intern = sys.intern  # sessions are interned: a run holds one per line (see ``_run_line_sessions``)
+        self._line_sessions.update((uuid, intern(session)) for uuid, session in read.line_sessions.items())
 
     def commit(self, conn: Connection) -> None:
         self._run_line_sessions.update((hash(uuid), session) for uuid, session in self._line_sessions.items())
