@@ -24,7 +24,7 @@ from pipelines.cli import exits
 from pipelines.cli.options import add_project_option, add_session_option, hidden_alias, positive
 from pipelines.cli.table import format_table
 from resources.usage.blocks import BLOCK_HOURS
-from resources.usage.reports import (
+from resources.usage.report_kinds import (
     AGENT_REPORTS,
     DEFAULT_START_OF_WEEK,
     ORDERS,
@@ -212,18 +212,11 @@ def _last_since(kind: str, n: int, today: date, start_of_week: str) -> date:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from pipelines.cli.projects import resolve_projects
-    from pipelines.cli.sync import machines_line
     from resources.config.settings import Settings
     from resources.sources import AGENTS
-    from resources.sync.machines import other_machines
-    from resources.usage.pricing import PriceTable
-    from resources.usage.refresh import fresh_warehouse
-    from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
     from resources.usage.zone import resolve_zone
 
     view, kind = _view_and_report(args.parser, args.words)
@@ -244,6 +237,77 @@ def run(args: argparse.Namespace) -> int:
     if args.last is not None:
         start_of_week = args.start_of_week or DEFAULT_START_OF_WEEK.get(view, "sunday")
         since = _last_since(kind, args.last, datetime.now(ZoneInfo(zone)).date(), start_of_week)
+    stored = StoredReports(settings, args, view, kind, zone, since)
+    report = stored.get()
+    if report is None:
+        report = _report(args, settings, view, kind, zone, since, stored)
+    sys.stdout.write(report.stdout)
+    sys.stderr.write(report.stderr)
+    return report.code
+
+
+class StoredReports:
+    """The stored report for this command line (resources/usage/report_cache.py): which question it asks,
+    the session files it sees (walked once, and handed to the refresh on a miss), and whether it may be
+    stored (not ``blocks``, which depends on the clock; not with SESSIONLAKE_REPORT_CACHE=off)."""
+
+    def __init__(self, settings, args: argparse.Namespace, view: str, kind: str, zone: str, since: date | None):
+        from pathlib import Path
+
+        from resources.sources import found_sources, walk_all
+        from resources.usage import report_cache
+
+        self.settings = settings
+        self.cache = report_cache.ReportCache(settings.home / "reports")
+        self.files = list(walk_all(found_sources(settings))) if args.refresh else None
+        self.listing = None if self.files is None else report_cache.listing_digest(self.files)
+        self.question = None
+        if settings.report_cache and kind != "blocks":
+            options = {k: v for k, v in vars(args).items() if k not in ("handler", "parser")}
+            self.question = report_cache.question_key(
+                report_cache.code_stamp(Path(report_cache.__file__).parents[1], Path(__file__).parent),
+                repr(settings), report_cache.file_stat(settings.price_file) if settings.price_file else None,
+                view, kind, zone, since, options)
+
+    def get(self):
+        """The stored report, when this question was answered for the same files and warehouse."""
+        from resources.usage.report_cache import warehouse_stat
+
+        if self.question is None:
+            return None
+        return self.cache.get(self.question, self.listing, warehouse_stat(self.settings.state_path))
+
+    def refreshed_at(self) -> list | None:
+        """The warehouse stat at which every file of this listing was last read in (the refresh can skip
+        asking which files changed while the warehouse still has it), or None."""
+        return None if self.listing is None else self.cache.refreshed_at(self.listing)
+
+    def put(self, report, held_stat: list | None) -> None:
+        """Keep ``report``, computed from a warehouse that had ``held_stat`` while the report held it, if
+        closing it left that unchanged."""
+        from resources.usage.report_cache import warehouse_stat
+
+        if held_stat is None or warehouse_stat(self.settings.state_path) != held_stat:
+            return
+        if self.listing is not None:
+            self.cache.mark_refreshed(self.listing, held_stat)
+        if self.question is not None:
+            self.cache.put(self.question, self.listing, held_stat, report)
+
+
+def _report(args: argparse.Namespace, settings, view: str, kind: str, zone: str, since: date | None,
+            stored: StoredReports):
+    """Compute the report from the warehouse (brought up to date first), and store it when it may be reused."""
+    from dataclasses import replace
+
+    from pipelines.cli.projects import resolve_projects
+    from pipelines.cli.sync import machines_line
+    from resources.sync.machines import other_machines
+    from resources.usage.pricing import PriceTable
+    from resources.usage.refresh import fresh_warehouse
+    from resources.usage.report_cache import CachedReport
+    from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
+
     try:
         flt = ReportFilter(since=since, until=args.until, timezone=zone,
                            mode=args.mode or settings.cost_mode, agent=args.agent, user=args.user,
@@ -253,7 +317,8 @@ def run(args: argparse.Namespace) -> int:
                              active=args.active, recent=args.recent, block_hours=args.session_length or BLOCK_HOURS,
                              token_limit=args.token_limit)
         prices = PriceTable.load(settings.price_file)
-        with fresh_warehouse(settings, refresh=args.refresh, prices=prices, command="sessionlake usage") as fresh:
+        with fresh_warehouse(settings, refresh=args.refresh, prices=prices, command="sessionlake usage",
+                             files=stored.files, refreshed_at=stored.refreshed_at()) as fresh:
             conn = fresh.conn
             if args.project:  # a typo would otherwise print an all-zero report
                 flt = replace(flt, projects=tuple(resolve_projects(args.project, known_projects(conn), "usage")))
@@ -266,27 +331,31 @@ def run(args: argparse.Namespace) -> int:
             else:
                 report = usage_report(conn, kind, flt, prices, opts)
             synced = other_machines(conn)
+            held_stat = fresh.settled_stat()
     except ValueError as exc:  # bad mode, bad price file: one line, not a traceback
-        print(f"sessionlake usage: {exc}", file=sys.stderr)
-        return exits.BAD_USAGE
+        return CachedReport("", f"sessionlake usage: {exc}\n", exits.BAD_USAGE)
+    errors = []
     if report is None:  # nothing found: exit 1 (ccusage exits 0), after the null ccusage prints
-        print(f"sessionlake usage: no responses for session {args.session!r}", file=sys.stderr)
+        errors.append(f"sessionlake usage: no responses for session {args.session!r}")
     if args.no_cost:
         strip_cost(report)
     if args.json or report is None:
-        print(_json_text(report))
+        out = [_json_text(report)]
     elif args.session is not None:
-        print(format_session(report))
+        out = [format_session(report)]
     else:
-        for section in args.sections or [kind]:
-            print(format_report(section, _section(report, section, view), breakdown=args.breakdown,
-                                aliases=args.project_aliases, by_agent=args.by_agent, by_machine=args.by_machine))
-    for model in (report or {}).get("totals", {}).get("unpricedModels", []):
-        print(f"warning: no price for model {model} (its responses are counted at $0); "
-              "add it with SESSIONLAKE_PRICE_FILE", file=sys.stderr)
+        out = [format_report(section, _section(report, section, view), breakdown=args.breakdown,
+                             aliases=args.project_aliases, by_agent=args.by_agent, by_machine=args.by_machine)
+               for section in args.sections or [kind]]
+    errors += [f"warning: no price for model {model} (its responses are counted at $0); add it with "
+               "SESSIONLAKE_PRICE_FILE" for model in (report or {}).get("totals", {}).get("unpricedModels", [])]
     if synced:
-        print(machines_line(synced), file=sys.stderr)
-    return exits.FAILED if report is None or fresh.errors else exits.DONE
+        errors.append(machines_line(synced))
+    done = CachedReport("".join(f"{text}\n" for text in out), "".join(f"{line}\n" for line in errors),
+                        exits.FAILED if report is None or fresh.errors else exits.DONE)
+    if not fresh.errors and not fresh.held:
+        stored.put(done, held_stat)
+    return done
 
 
 _COST_FIELDS = ("totalCost", "costUSD", "cost")

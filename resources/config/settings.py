@@ -141,6 +141,9 @@ class Settings:
     warehouse_lock_wait_sec: float = 120.0
     """How long a command waits for the warehouse while another process holds it (DuckDB allows one writer
     at a time) before it gives up saying which process (SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC)."""
+    report_cache: bool = True
+    """``sessionlake usage`` prints a stored report again when nothing it depends on changed
+    (resources/usage/report_cache.py); SESSIONLAKE_REPORT_CACHE=off computes every report."""
     sensor_interval_sec: int = 60
     """How often the session sensor looks for changed files (SESSIONLAKE_SENSOR_INTERVAL_SEC)."""
     lance_optimize_interval_sec: float = 3600.0
@@ -326,6 +329,7 @@ class Settings:
             sensor_max_new_partitions=_env_int("SESSIONLAKE_SENSOR_MAX_NEW_PARTITIONS", 500, 0, above=True),
             pool_wait_sec=_env_float("SESSIONLAKE_POOL_WAIT_SEC", 600.0, 0),
             warehouse_lock_wait_sec=_env_float("SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC", 120.0, 0),
+            report_cache=_env_choice("SESSIONLAKE_REPORT_CACHE", ("on", "off")) == "on",
             sensor_interval_sec=_env_int("SESSIONLAKE_SENSOR_INTERVAL_SEC", 60, 0, above=True),
             lance_optimize_interval_sec=_env_float("SESSIONLAKE_LANCE_OPTIMIZE_INTERVAL_SEC", 3600.0, 0, above=True),
             lance_optimize_retention_sec=_env_float("SESSIONLAKE_LANCE_OPTIMIZE_RETENTION_SEC", 86400.0, 0),

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 import duckdb
@@ -35,6 +36,7 @@ from resources.ingest.session_files import SessionFile
 from resources.sources import found_sources, walk_all
 from resources.state.store import Connection, StateStore, fetch_one, is_lock_conflict, migrate, unstable_files
 from resources.usage.pricing import PriceTable
+from resources.usage.report_cache import warehouse_stat
 
 REPORT_LOCK_WAIT_SEC = 5.0
 """How long a report waits for a warehouse another process holds before it reports from a copy."""
@@ -58,13 +60,29 @@ class FreshWarehouse:
     """Set when the warehouse was held by another process: the report reads a copy, as stored at this time
     (None there too when nothing was ever stored)."""
     held: bool = False
+    path: Path | None = None
+    """The warehouse file the connection holds (None for a copy)."""
+
+    def settled_stat(self) -> list | None:
+        """The warehouse's `warehouse_stat` while this connection holds it, after a checkpoint of what it wrote
+        (so closing it writes nothing more); None for a copy of a held warehouse."""
+        if self.held or self.path is None:
+            return None
+        if os.path.exists(f"{self.path}.wal"):
+            self.conn.execute("CHECKPOINT")
+        return warehouse_stat(self.path)
 
 
 @contextlib.contextmanager
 def fresh_warehouse(settings: Settings, *, refresh: bool = True, lock_wait_sec: float = REPORT_LOCK_WAIT_SEC,
-                    prices: PriceTable | None = None, command: str = "sessionlake",
-                    stderr: TextIO | None = None) -> Iterator[FreshWarehouse]:
+                    prices: PriceTable | None = None, command: str = "sessionlake", stderr: TextIO | None = None,
+                    files: list[SessionFile] | None = None,
+                    refreshed_at: list | None = None) -> Iterator[FreshWarehouse]:
     """A connection to the usage warehouse, first brought up to date from disk (not with ``refresh=False``).
+
+    ``files``: the session files, when the caller has walked them already. ``refreshed_at``: the
+    `warehouse_stat` the warehouse had when every one of ``files`` was last read in; while the
+    warehouse still has it, nothing is asked of it (the processor state is not read).
 
     File errors and a held warehouse are said on ``stderr`` (default ``sys.stderr``), one line each,
     prefixed with ``command``; the caller decides the exit status from `FreshWarehouse.errors`.
@@ -73,7 +91,7 @@ def fresh_warehouse(settings: Settings, *, refresh: bool = True, lock_wait_sec: 
     store = StateStore(settings.state_path, lock_wait_sec=lock_wait_sec)
     with contextlib.ExitStack() as stack:
         try:
-            fresh = stack.enter_context(_refreshed(store, settings, refresh, prices, stderr))
+            fresh = stack.enter_context(_refreshed(store, settings, refresh, prices, stderr, files, refreshed_at))
         except duckdb.Error as exc:
             if not is_lock_conflict(exc):
                 raise
@@ -87,34 +105,36 @@ def fresh_warehouse(settings: Settings, *, refresh: bool = True, lock_wait_sec: 
 
 @contextlib.contextmanager
 def _refreshed(store: StateStore, settings: Settings, refresh: bool, prices: PriceTable | None,
-               stderr: TextIO) -> Iterator[FreshWarehouse]:
+               stderr: TextIO, files: list[SessionFile] | None,
+               refreshed_at: list | None) -> Iterator[FreshWarehouse]:
     """Refresh and yield the connection; raises DuckDB's lock conflict (before yielding) when held."""
     stale: list[SessionFile] = []
     with store.connect() as conn:
-        if refresh:
-            stale = unstable_files(conn, UsageProcessor.name, list(walk_all(found_sources(settings))))
+        if refresh and (refreshed_at is None or warehouse_stat(store.path) != refreshed_at):
+            files = list(walk_all(found_sources(settings))) if files is None else files
+            stale = unstable_files(conn, UsageProcessor.name, files)
         if not stale:
-            yield _outcome(conn, None)
+            yield _outcome(conn, None, store.path)
             return
         # only now: a report that finds nothing new never loads the runner and its worker pool
         from resources.ingest.runner import run_processors, top_up_files
 
         if sum(f.size for f in stale) <= PARALLEL_READ_BYTES:
             yield _outcome(conn, top_up_files(UsageProcessor(prices or PriceTable.load(settings.price_file)),
-                                              stale, conn))
+                                              stale, conn), store.path)
             return
     # a large read: workers read without the connection, which the runner opens per chunk to commit
     with _ProgressLine(stderr, sum(f.size for f in stale)) as progress:
         stats = run_processors([UsageProcessor(prices or PriceTable.load(settings.price_file))],
                                settings.sessions_dir, store, files=stale, workers=_workers(), progress=progress)
     with store.connect() as conn:
-        yield _outcome(conn, stats["usage"])
+        yield _outcome(conn, stats["usage"], store.path)
 
 
-def _outcome(conn: Connection, stats: dict | None) -> FreshWarehouse:
+def _outcome(conn: Connection, stats: dict | None, path: Path) -> FreshWarehouse:
     if stats is None:
-        return FreshWarehouse(conn)
-    return FreshWarehouse(conn, files_read=stats["processed"], errors=stats["error_files"])
+        return FreshWarehouse(conn, path=path)
+    return FreshWarehouse(conn, files_read=stats["processed"], errors=stats["error_files"], path=path)
 
 
 def _workers() -> int:

@@ -43,22 +43,17 @@ import duckdb
 from resources.times import utc_from_us
 from resources.usage.blocks import BLOCK_HOURS, BlockEntry, build_blocks, iso_z, token_limit_status
 from resources.usage.pricing import COST_MODES, UNPRICED_MODELS, PriceTable
+from resources.usage.report_kinds import (
+    AGENT_REPORTS,
+    DEFAULT_START_OF_WEEK,
+    ORDERS,
+    PERIOD_REPORTS,
+    REPORTS,
+    VIEWS,
+    WEEKDAYS,
+)
 from resources.usage.warehouse import sync_prices
 
-REPORTS = ("daily", "weekly", "monthly", "session", "project", "model", "branch", "user", "machine", "blocks")
-PERIOD_REPORTS = ("daily", "weekly", "monthly")
-VIEWS = ("all", "claude", "codex", "gemini", "opencode", "qwen")
-AGENT_REPORTS = {"claude": ("daily", "weekly", "monthly", "session", "blocks"),
-                 "codex": ("daily", "monthly", "session"), "gemini": ("daily", "monthly", "session"),
-                 "opencode": ("daily", "weekly", "monthly", "session"), "qwen": ("daily", "monthly", "session")}
-"""The reports of each agent's own view (``ccusage codex daily``, ...): the view of every agent but
-``all`` holds that agent's rows only, in the JSON ccusage 20 prints for that agent."""
-ORDERS = ("asc", "desc")
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-"""In ISO order (``isodow`` 1-7)."""
-DEFAULT_START_OF_WEEK = {"all": "monday", "opencode": "monday"}
-"""What ccusage 20.0.24 does: ``ccusage weekly`` and ``ccusage opencode weekly`` start weeks on Monday,
-``ccusage claude weekly`` on Sunday."""
 RECENT_DAYS = 3
 """``blocks --recent``: blocks started this many days before now, as ccusage."""
 CLAUDE = "claude"
