@@ -1,7 +1,9 @@
 """The pooled SQLite event log (pipelines/instance/event_log_storage.py) on a real instance made from the shipped
 dagster.yaml: runs, materializations and pool slots work, Dagster's default storage reads the same files,
-and a run's live log watch fires while its commits still sit in the WAL."""
+a batch of events is stored as Dagster's default stores them one by one, and a run's live log watch fires
+while its commits still sit in the WAL."""
 
+import sqlite3
 import threading
 import time
 
@@ -53,6 +55,72 @@ def test_the_shipped_instance_writes_through_the_pool_and_the_default_storage_re
         # every event's tags were written (the pooled log asks once whether their table is there)
         tags = default.get_event_tags_for_asset(dg.AssetKey("x"), filter_tags={"dagster/data_version": "v1"})
         assert len(tags) == len(PARTITIONS)
+
+
+@dg.op
+def emit_mixed(context):
+    """Materializations (two of each partition), observations and an asset check evaluation of two assets."""
+    for round_ in range(2):
+        for key in PARTITIONS[:5]:
+            context.log_event(dg.AssetMaterialization(asset_key="x", partition=key, metadata={"round": round_},
+                                                      tags={"dagster/data_version": f"{key}-{round_}"}))
+            context.log_event(dg.AssetObservation(asset_key="y", partition=key, metadata={"round": round_},
+                                                  tags={"dagster/data_version": key}))
+    context.log_event(dg.AssetCheckEvaluation(asset_key=dg.AssetKey("x"), check_name="c", passed=True))
+    context.log_event(dg.AssetMaterialization(asset_key="y", metadata={"last": True}))
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def mixed_job():
+    emit_mixed()
+
+
+def _tables(folder, run_id) -> dict[str, list]:
+    """What the event log holds in its index and run databases, ids included, creation times left out."""
+    tables = {}
+    for db, names in (("index", ("event_logs", "asset_keys", "asset_event_tags", "asset_check_executions")),
+                      (run_id, ("event_logs",))):
+        with sqlite3.connect(folder / "history" / "runs" / f"{db}.db") as conn:
+            for name in names:
+                cursor = conn.execute(f"SELECT * FROM {name} ORDER BY id")
+                columns = [c[0] for c in cursor.description]
+                tables[f"{'index' if db == 'index' else 'run'}.{name}"] = [
+                    {c: v for c, v in zip(columns, row, strict=True) if c not in ("create_timestamp",
+                                                                                   "updated_timestamp")}
+                    for row in cursor.fetchall()]
+    return tables
+
+
+def test_a_batch_is_stored_as_the_default_storage_stores_its_events_one_by_one(tmp_path, home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    with dg.DagsterInstance.from_config(str(home)) as source:
+        run_id = mixed_job.execute_in_process(instance=source).run_id
+        entries = source.all_logs(run_id)
+    stored = {}
+    for name, pooled in (("default", False), ("pooled", True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        install_instance_yaml(folder)
+        if not pooled:
+            (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        with dg.DagsterInstance.from_config(str(folder)) as instance:
+            storage = instance.event_log_storage
+            assert isinstance(storage, PooledSqliteEventLogStorage) == pooled
+            batch = [e for e in entries if e.is_dagster_event and (
+                e.dagster_event.asset_key or e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION")]
+            assert len(batch) == 22
+            for entry in entries:
+                if entry not in batch:
+                    storage.store_event(entry)
+                elif pooled and entry is batch[0]:
+                    storage.store_event_batch(batch)
+                elif not pooled:
+                    storage.store_event(entry)
+            latest = instance.get_latest_materialization_event(dg.AssetKey("x"))
+            assert (latest.dagster_event.partition, latest.asset_materialization.metadata["round"].value) == ("p4", 1)
+        stored[name] = _tables(folder, run_id)
+    assert stored["pooled"] == stored["default"]
+    assert len(stored["pooled"]["index.asset_event_tags"]) == 20
 
 
 def test_pool_slots_are_claimed_and_freed_through_the_pooled_storage(home):

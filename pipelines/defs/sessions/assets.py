@@ -16,6 +16,7 @@ from pipelines.defs.partitions import ProjectsConfig, projects_partitions, selec
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
 from pipelines.defs.sessions import holdings
 from pipelines.defs.sessions.checks import FRESH_CHECK, FRESH_CHECK_SPECS, freshness_results
+from pipelines.defs.sessions.event_batch import batched
 from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS, QUEUE_TAG
 from pipelines.instance.run_recovery import claim_run
 from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
@@ -195,14 +196,7 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
     if "session_files" in selected:
         with state.store().connect() as conn:
             scan = scan_session_files(conn, files, set(projects))
-        for project in projects:
-            numbers = {label: dg.MetadataValue.int(scan[project][key]) for key, label in SESSION_FILES_LABELS.items()}
-            if backfill or scan[project]["new"] or scan[project]["changed"] or scan[project]["missing"]:
-                yield dg.AssetMaterialization("session_files", partition=project,
-                                              tags=_files_version_tags(versions.get(project, NO_FILES)),
-                                              metadata={**numbers, "dagster/row_count": numbers["files"]})
-            else:
-                yield dg.AssetObservation("session_files", partition=project, metadata=numbers)
+        yield from batched(context, _session_files_events(projects, scan, versions, backfill))
     processors = _processors(selected, state, lance, packs)
     if not processors:
         return
@@ -216,21 +210,24 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
         asset = PROCESSOR_ASSETS[processor.name]
         changed = [p for p in projects if _changed(stats["by_project"].get(p))]
         held = _holdings(processor.name, projects if backfill else changed, state, lance, packs)
+        events = []
         for project in projects:
             per = stats["by_project"].get(project) or {**dict.fromkeys(PROCESSOR_LABELS, 0), "items_extracted": 0}
             record_failures(settings.retry_dir, processor.name, project, per.get("failed_files", []))
             run_numbers = processor_metadata(processor.name, per)
             tags = _provenance_tags(asset, versions.get(project, NO_FILES), inputs.get(project))
             if project in changed:
-                yield dg.AssetMaterialization(asset, partition=project, tags=tags,
-                                              metadata={**held.get(project, {}), **run_numbers})
+                events.append(dg.AssetMaterialization(asset, partition=project, tags=tags,
+                                                      metadata={**held.get(project, {}), **run_numbers}))
                 continue
             # Nothing in it changed: the run's zeros go to an observation, so the partition's plots keep its
             # numbers. A backfill still materializes it (Dagster counts a requested partition left
             # unmaterialized as failed), with what it holds and under the current code version.
-            yield dg.AssetObservation(asset, partition=project, metadata=run_numbers)
+            events.append(dg.AssetObservation(asset, partition=project, metadata=run_numbers))
             if backfill:
-                yield dg.AssetMaterialization(asset, partition=project, tags=tags, metadata=held.get(project, {}))
+                events.append(dg.AssetMaterialization(asset, partition=project, tags=tags,
+                                                      metadata=held.get(project, {})))
+        yield from batched(context, events)
         if stats["errors"]:
             context.log.warning(f"{processor.name}: {stats['errors']} file(s) failed; retried by the session sensor")
         unpriced = getattr(processor, "unpriced_models", None) or {}
@@ -245,6 +242,19 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
             context.log_event(dg.AssetMaterialization("lance_events", metadata={
                 "dagster/row_count": dg.MetadataValue.int(lance.store().count(EVENTS))}))
     yield from _freshness(context, settings, state, files, [p.name for p in processors])
+
+
+def _session_files_events(projects: list[str], scan: dict, versions: dict[str, str], backfill: bool):
+    """session_files' event of each project: a materialization where its files changed (or in a backfill),
+    an observation of its numbers where they did not."""
+    for project in projects:
+        numbers = {label: dg.MetadataValue.int(scan[project][key]) for key, label in SESSION_FILES_LABELS.items()}
+        if backfill or scan[project]["new"] or scan[project]["changed"] or scan[project]["missing"]:
+            yield dg.AssetMaterialization("session_files", partition=project,
+                                          tags=_files_version_tags(versions.get(project, NO_FILES)),
+                                          metadata={**numbers, "dagster/row_count": numbers["files"]})
+        else:
+            yield dg.AssetObservation("session_files", partition=project, metadata=numbers)
 
 
 def _freshness(context: dg.AssetExecutionContext, settings, state: StateResource, files: list,
