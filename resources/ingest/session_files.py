@@ -7,7 +7,6 @@ yet is left for the next read (the writer is probably mid-line).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -16,8 +15,6 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 from typing import NamedTuple
-
-import orjson
 
 TAIL_FINGERPRINT_BYTES = 4096
 """How many bytes before a stored offset are re-read to tell an appended file from a rewritten one."""
@@ -110,6 +107,8 @@ def project_fingerprints(files: Iterable[SessionFile]) -> dict[str, str]:
     """Per project, a digest of every file's (key, size, mtime_ns): what the session sensor compares, and
     the data version of the project's ``session_files`` partition (stats only: the walk reads no file but
     a new Codex rollout's first line, once, for its project)."""
+    import hashlib  # here, as in the functions below: walking a tree (a stored report's check) hashes nothing
+
     entries: dict[str, list[str]] = {}
     for f in files:
         entries.setdefault(f.project, []).append(f"{f.key}\0{f.size}\0{f.mtime_ns}")
@@ -125,6 +124,8 @@ def compute_file_hash(path: Path | str, size: int | None = None) -> str:
     Hashing exactly the size that was stat-ed keeps the hash consistent with that size while the
     file keeps growing under us.
     """
+    import hashlib
+
     with open(path, "rb") as f:
         if size is None:
             return hashlib.file_digest(f, "sha256").hexdigest()
@@ -138,6 +139,8 @@ def compute_file_hash(path: Path | str, size: int | None = None) -> str:
 
 def tail_fingerprint(path: Path | str, offset: int) -> str | None:
     """SHA-256 of the up-to-4 KiB just before ``offset``; None when the file is shorter than that."""
+    import hashlib
+
     start = max(0, offset - TAIL_FINGERPRINT_BYTES)
     with open(path, "rb") as f:
         f.seek(start)
@@ -172,6 +175,8 @@ class ParseStats:
     def reject(self, line: JsonLine, error: str) -> None:
         """Count a line that parsed but that a reader cannot use (a value out of range, a wrong type)
         as malformed, with its offset and a preview, like a line that is not JSON."""
+        import orjson
+
         self.malformed.append(MalformedLine(line.offset, line.size, error, _preview(orjson.dumps(line.obj))))
 
 
@@ -195,6 +200,8 @@ def iter_jsonl(
     With ``contains``, complete lines without those bytes are passed over unparsed (a reader that
     only wants some lines need not pay for decoding the rest; it also does not see their defects).
     """
+    import orjson
+
     stats = stats if stats is not None else ParseStats()
     offset = start_offset
     lines = 0

@@ -13,14 +13,12 @@ threading follows ``parentUuid``; ``summary`` lines name a leaf uuid.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from resources.ingest.session_files import ParseStats, SessionFile, iter_jsonl, walk_sessions
 from resources.sources.base import MemoryItem, Source, UsageItem
 from resources.times import as_utc, parse_iso
-from resources.usage.pricing import FAST_SUFFIX
 
 AGENT = "claude"
 MAX_TOKENS = 2**63 - 1
@@ -68,6 +66,8 @@ def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[i
     elif message_id:
         key = message_id
     else:  # nothing to de-duplicate on: the line's own position is its identity
+        import hashlib  # here: walking the folders (a stored report's check) loads no hash
+
         key = "pos:" + hashlib.sha256(f"{session_key}\0{offset}".encode()).hexdigest()[:32]
     return key, (0 if obj.get("isSidechain") else 1, total)
 
@@ -121,8 +121,10 @@ def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) 
 
 def billed_model(model, usage: dict) -> str | None:
     """The model name a response is reported and priced under: ``<model>-fast`` for fast mode, as ccusage does."""
-    if model and usage.get("speed") == "fast" and not model.endswith(FAST_SUFFIX):
-        return model + FAST_SUFFIX
+    if model and usage.get("speed") == "fast":
+        from resources.usage.pricing import FAST_SUFFIX  # here: walking the folders loads no price table
+
+        return model if model.endswith(FAST_SUFFIX) else model + FAST_SUFFIX
     return model
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-import orjson
 
 from resources.config.settings import Settings
 from resources.ingest.session_files import MalformedLine, SessionFile
@@ -111,6 +110,8 @@ def staged_rows(conn: duckdb.DuckDBPyConnection, name: str, rows: Sequence[dict]
         with registered(conn, name, pa.Table.from_pylist(rows, schema=arrow_schema(columns))):
             yield
         return
+    import orjson  # here: a report that writes nothing never loads it (and its uuid and platform imports)
+
     structure = {column: "TIMESTAMPTZ" if kind == TIMESTAMPTZ_MS else kind for column, kind in columns}
     truncated = [column for column, kind in columns if kind == TIMESTAMPTZ_MS]
     if truncated:  # as Arrow's timestamp[ms] does
@@ -283,6 +284,8 @@ def unstable_files(conn: duckdb.DuckDBPyConnection, processor: str,
 
 def _json_list(values: list) -> str:
     """A long list as one JSON parameter: DuckDB binds a Python list of 20,000 values in seconds, the text in ms."""
+    import orjson
+
     return orjson.dumps(values).decode()
 
 

@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
-from importlib import resources as importlib_resources
 from pathlib import Path
 
 COST_MODES = ("auto", "calculate", "display")
@@ -237,7 +236,7 @@ def _undated(model: str) -> str | None:
 
 @cache
 def _shipped_text() -> str:
-    return importlib_resources.files("resources.usage").joinpath("prices.json").read_text()
+    return Path(__file__).with_name("prices.json").read_text()  # beside this module (importlib.resources: +4 ms)
 
 
 @cache
