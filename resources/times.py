@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def utcnow() -> datetime:
@@ -37,6 +38,19 @@ def as_utc(value: datetime | str | None) -> datetime | None:
             raise ValueError(f"{value!r} is not an ISO-8601 time")
         return parsed.astimezone(UTC)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def epoch_ms(value: datetime | None) -> int | None:
+    """Milliseconds since the epoch of ``value`` (naive: UTC), below a millisecond dropped as Arrow's
+    ``timestamp[ms]`` drops it; None stays None. `utc_from_ms` turns it back."""
+    if value is None:
+        return None
+    return ((value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH) // _MILLISECOND
+
+
+def utc_from_ms(millis: int) -> datetime:
+    """An aware UTC datetime from milliseconds since the epoch (see `epoch_ms`)."""
+    return _EPOCH + timedelta(milliseconds=millis)
 
 
 def utc_from_us(micros: int) -> datetime:

@@ -343,6 +343,41 @@ def test_worker_reads_store_what_a_serial_run_stores(samples_root, tmp_path):
     assert [s for s in seen if s[0] != gone.relative_to(samples_root).as_posix()] == _warehouse(serial)[2]
 
 
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # imported by an earlier test; workers only parse
+def test_a_large_batch_keeps_the_best_copy_across_files_read_by_workers(tmp_path):
+    """Above `SMALL_BATCH_ROWS` the batch is written through Arrow: the same response in two files keeps
+    its best copy (a larger total wins, of equal ones the first file's), as in a serial run."""
+    import orjson
+
+    from bench.corpus import generate_corpus
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.state.store import SMALL_BATCH_ROWS, StateStore
+
+    root = tmp_path / "tree"
+    corpus = generate_corpus(root, sessions=120, projects=2, turns=10)
+    original = sorted((root / "-home-dev-project-000").glob("*.jsonl"))[0]
+    lines = [orjson.loads(line) for line in original.read_bytes().splitlines()]
+    responses = [line for line in lines if line.get("type") == "assistant"]
+    bigger = {**responses[-1], "message": {**responses[-1]["message"], "usage": {
+        **responses[-1]["message"]["usage"], "output_tokens": 10**6}}}
+    # a later file: every line of the original again (equal copies: the original's rows stay), one bigger copy
+    _write(root, "-home-dev-project-001/zz-copy.jsonl", [orjson.dumps(line).decode() for line in [*lines, bigger]])
+    serial, parallel = StateStore(tmp_path / "serial.duckdb"), StateStore(tmp_path / "parallel.duckdb")
+    run_processors([UsageProcessor()], root, serial)
+    run_processors([UsageProcessor()], root, parallel, workers=2)
+    rows = _warehouse(parallel)[0]
+    assert len(rows) == corpus["files"] * 10 > SMALL_BATCH_ROWS
+    assert _warehouse(parallel)[:2] == _warehouse(serial)[:2]
+    with parallel.connect() as conn:
+        by_file = dict(conn.execute("""SELECT session_key, count(*) FROM usage_messages
+                                       WHERE session_key LIKE '%zz-copy.jsonl' OR session_key = ? GROUP BY 1""",
+                                    [original.relative_to(root).as_posix()]).fetchall())
+        output = conn.execute("SELECT sum(output_tokens) FROM usage_messages").fetchone()[0]
+    assert by_file == {original.relative_to(root).as_posix(): 9, "-home-dev-project-001/zz-copy.jsonl": 1}
+    final = [r for r in responses if r["message"]["id"] == bigger["message"]["id"]][-1]["message"]["usage"]
+    assert output == corpus["output"] - final["output_tokens"] + 10**6
+
+
 class BesideCounter(LineCounter):
     """A LineCounter the runner may run in a thread beside the others; it notes the thread of each file."""
 

@@ -2,22 +2,106 @@
 
 Agent-neutral: the file's source adapter (resources/sources/) turns its lines into keyed, ranked
 rows; this keeps the best copy per key across the files of a commit and writes the batch.
+
+Rows travel column by column (`UsageRows`): a worker process that read a file sends lists of strings
+and integers, which pickle and unpickle several times faster than a dict per row, and the batch
+becomes an Arrow table one column at a time, without a Python object per row in the main process.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import ParseStats
 from resources.sources import source_type
 from resources.sources.base import UsageItem
-from resources.state.store import Connection
+from resources.state.store import SMALL_BATCH_ROWS, Connection
+from resources.times import epoch_ms, utc_from_ms
 from resources.usage.pricing import PriceTable
-from resources.usage.warehouse import sync_prices, unpriced_models, upsert_usage, usage_schema
+from resources.usage.warehouse import USAGE_COLUMNS, sync_prices, unpriced_models, upsert_usage, usage_schema
 
 FILES_PER_COMMIT = 5000
 """Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest)."""
+
+_NAMES = tuple(name for name, _ in USAGE_COLUMNS)
+_TS = _NAMES.index("ts")
+_MODEL = _NAMES.index("model")
+_REPEATED = frozenset(_NAMES.index(name) for name in ("session_id", "model", "git_branch", "cwd", "agent_id"))
+"""Columns whose values repeat within a file: sent as one string object each, which pickle writes once."""
+
+
+@dataclass
+class UsageRows:
+    """Usage rows column by column: ``keys`` and ``ranks`` (see `UsageItem`), and ``columns`` in
+    `USAGE_COLUMNS` order, ``ts`` as milliseconds since the epoch (what its Arrow column holds)."""
+
+    keys: list[str] = field(default_factory=list)
+    ranks: list[tuple[int, int]] = field(default_factory=list)
+    columns: list[list] = field(default_factory=lambda: [[] for _ in _NAMES])
+
+    @classmethod
+    def of(cls, items: list[UsageItem]) -> UsageRows:
+        rows = [item.row for item in items]
+        columns = []
+        for i, name in enumerate(_NAMES):
+            column = [row.get(name) for row in rows]
+            if i == _TS:
+                column = [epoch_ms(ts) for ts in column]
+            elif i in _REPEATED:
+                same: dict = {}
+                column = [same.setdefault(value, value) for value in column]
+            columns.append(column)
+        return cls([item.key for item in items], [item.rank for item in items], columns)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class UsageBatch:
+    """The rows of one commit: every file's rows appended column by column, and for each key the
+    position of its best copy (the first of equal rank wins, as within a file)."""
+
+    def __init__(self):
+        self.rows = UsageRows()
+        self.best: dict[str, tuple[tuple[int, int], int]] = {}
+
+    def add(self, read: UsageRows, origin: dict[str, str]) -> None:
+        best = self.best
+        for position, key, rank in zip(count(len(self.rows)), read.keys, read.ranks, strict=False):
+            current = best.get(key)
+            if current is None or rank > current[0]:
+                best[key] = (rank, position)
+        self.rows.keys += read.keys
+        self.rows.ranks += read.ranks
+        for i, (column, added) in enumerate(zip(self.rows.columns, read.columns, strict=True)):
+            name = _NAMES[i]
+            column += [origin[name]] * len(read) if name in origin else added
+
+    def models(self) -> list[str]:
+        model = self.rows.columns[_MODEL]
+        return sorted({model[p] for _, p in self.best.values() if model[p]})
+
+    def table(self):
+        """The best copy of each key, in the order the keys were first seen: an Arrow table when large,
+        else dicts (a small batch is written without loading pyarrow, see `staged_rows`)."""
+        positions = [p for _, p in self.best.values()]
+        if len(positions) <= SMALL_BATCH_ROWS:
+            columns = self.rows.columns
+            return [{name: utc_from_ms(columns[i][p]) if i == _TS and columns[i][p] is not None else columns[i][p]
+                     for i, name in enumerate(_NAMES)} for p in positions]
+        import pyarrow as pa
+
+        schema = usage_schema()
+        table = pa.Table.from_arrays([pa.array(column, type=schema.field(i).type)
+                                      for i, column in enumerate(self.rows.columns)], schema=schema)
+        return table if positions == list(range(len(self.rows))) else table.take(positions)
+
+    def clear(self) -> None:
+        self.rows = UsageRows()
+        self.best.clear()
 
 
 class UsageProcessor(SessionProcessor):
@@ -29,7 +113,7 @@ class UsageProcessor(SessionProcessor):
 
     def __init__(self, prices: PriceTable | None = None):
         self.prices = prices or PriceTable.load()
-        self._batch: dict[str, tuple[tuple[int, int], dict]] = {}
+        self._batch = UsageBatch()
         self.rows_written = 0
         self.unpriced_models: dict[str, int] = {}
         """Models of this run's rows that have no price, with their unpriced responses (whole warehouse)."""
@@ -41,23 +125,20 @@ class UsageProcessor(SessionProcessor):
 
     def process_session(self, session_path: Path, project: str, session_key: str,
                         conn: Connection, *, start_offset: int = 0) -> ProcessorResult:
-        items, result = self.read_session(session_path, project, session_key, start_offset)
-        self.take(items)
+        rows, result = self.read_session(session_path, project, session_key, start_offset)
+        self.take(rows)
         return result
 
     @staticmethod
     def read_session(session_path: Path, project: str, session_key: str, start_offset: int = 0,
-                     ) -> tuple[list[UsageItem], ProcessorResult]:
+                     ) -> tuple[UsageRows, ProcessorResult]:
         stats = ParseStats()
         items = list(source_type(session_key).usage(session_path, session_key, project, start_offset, stats))
-        return items, ProcessorResult(items_count=len(items), end_offset=stats.end_offset,
-                                      bytes_read=stats.bytes_read, malformed=stats.malformed)
+        return UsageRows.of(items), ProcessorResult(items_count=len(items), end_offset=stats.end_offset,
+                                                    bytes_read=stats.bytes_read, malformed=stats.malformed)
 
-    def take(self, read: list[UsageItem]) -> None:
-        for key, rank, row in read:
-            current = self._batch.get(key)
-            if current is None or rank > current[0]:
-                self._batch[key] = (rank, {**row, **self.origin} if self.origin else row)
+    def take(self, read: UsageRows) -> None:
+        self._batch.add(read, self.origin)
 
     def while_reading(self) -> None:
         """Load pyarrow (a large batch is written through Arrow) and the price database (a first run meets
@@ -67,9 +148,8 @@ class UsageProcessor(SessionProcessor):
 
     def commit(self, conn: Connection) -> None:
         sync_prices(conn, self.prices)
-        rows = [row for _, row in self._batch.values()]
-        self.rows_written += upsert_usage(conn, rows, self.prices)
-        models = sorted({r["model"] for r in rows if r["model"]})
+        self.rows_written += upsert_usage(conn, self._batch.table(), self.prices)
+        models = self._batch.models()
         if models:
             for item in unpriced_models(conn, "list_contains($models, model)", {"models": models}):
                 self.unpriced_models[item["model"]] = item["responses"]
