@@ -328,6 +328,8 @@ def _execute(
                 break
             outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened
             with state.connect() as conn:
+                if reads:  # the worker processes hold the cores: DuckDB's own threads would only contend with
+                    conn.execute("SET threads = 1")  # them (a batch's upsert costs 2-3x the CPU with two)
                 for task, outcome in zip(chunk, outcomes, strict=True):
                     taken = _process_one(processor, task, conn, stats, logger, outcome)
                     if taken is not None:
