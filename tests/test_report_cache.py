@@ -146,7 +146,7 @@ def test_another_zone_price_file_or_version_computes_the_report_again(user, tmp_
     finally:
         os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert "duckdb" in loaded and upgraded == base
-    packages = tmp_path / "site"
+    packages = tmp_path / "site-packages"
     packages.mkdir()
     env = {"PYTHONPATH": str(packages)}
     _report(user, *argv, env=env)

@@ -28,7 +28,8 @@ import json
 import os
 import sys
 from _blake2 import blake2b  # hashlib's own blake2b; hashlib itself loads OpenSSL first (3 ms)
-from collections.abc import Iterable
+from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,10 +54,14 @@ def question_key(*parts) -> str:
     return blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def listing_digest(files: Iterable) -> str:
-    """A digest of session files (objects with ``fspath``, ``size`` and ``mtime_ns``, in walk order)."""
-    text = "\n".join([f"{f.fspath}\0{f.size}\0{f.mtime_ns}" for f in files])
-    return blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+def listing_digest(files: Sequence) -> str:
+    """A digest of session files (objects with ``fspath``, ``size`` and ``mtime_ns``, in walk order): the
+    paths as one text, the sizes and times as 64-bit integers (20,000 files: 5 ms, where a line of text per
+    file takes 40)."""
+    digest = blake2b(digest_size=16)
+    digest.update("\n".join([f.fspath for f in files]).encode("utf-8", "surrogateescape"))
+    digest.update(array("q", [n for f in files for n in (f.size, f.mtime_ns)]).tobytes())
+    return digest.hexdigest()
 
 
 def file_stat(path: Path | str) -> list[int] | None:
@@ -74,14 +79,15 @@ def warehouse_stat(path: Path | str) -> list | None:
 
 
 def code_stamp(*folders: Path | str) -> list:
-    """What changes when the code that makes a report changes: the size and mtime of every ``.py`` and
-    ``.json`` file under ``folders`` (an edit, an upgrade), and the mtime of each folder of ``sys.path``
-    (installing or removing any package there, genai-prices and DuckDB among them, changes it)."""
-    stamp: list = []
+    """What changes when the code that makes a report changes: Python's version, the size and mtime of every
+    ``.py`` and ``.json`` file under ``folders`` (an edit, an upgrade), and the mtime of each package folder
+    of ``sys.path`` (installing or removing any package there, genai-prices and DuckDB among them, changes it;
+    the working directory, also on ``sys.path`` under ``python -m``, is left out)."""
+    stamp: list = [sys.version]
     for folder in folders:
         _stamp_tree(str(folder), stamp)
     for entry in sys.path:
-        if entry and (st := file_stat(entry)) is not None:
+        if os.path.basename(entry) in ("site-packages", "dist-packages") and (st := file_stat(entry)) is not None:
             stamp.append([entry, st[1]])
     return stamp
 
