@@ -91,6 +91,14 @@ def test_entries_are_private_and_bounded(user, tmp_path):
     assert len(kept) == KEEP and "q0" not in kept and f"q{KEEP + 4}" in kept
 
 
+def test_a_report_is_printed_when_it_cannot_be_stored(user):
+    (user / ".sessionlake").mkdir(mode=0o700)
+    (user / ".sessionlake" / "reports").write_text("a file where the folder would be")
+    first, _ = _report(user, "daily")
+    assert first[0] == 0 and "total" in first[1], first[2]
+    assert _report(user, "daily") == (first, ["duckdb"])
+
+
 def _totals(result: tuple) -> dict:
     assert result[0] == 0, result[2]
     return json.loads(result[1])["totals"]

@@ -9,8 +9,9 @@ absence) it was computed for; `ReportCache.get` returns it only when both are th
 
 The warehouse's stat is taken while the report still holds its connection (no other process can open
 the file meanwhile) and after a checkpoint, and the output is stored only if closing the connection
-left the stat unchanged (`stable`): any later writer opens the file afterwards, and its write makes a
-``.wal`` and changes the file's size or mtime.
+left the stat unchanged: any later writer opens the file afterwards, and its write makes a ``.wal`` and
+changes the file's size or mtime (its checkpoint comes at least one DuckDB open, milliseconds, after ours:
+longer than the file system's timestamp granularity).
 
 `ReportCache.mark_refreshed` also keeps, beside the entries, the listing and warehouse stat of the last
 refresh that read every changed file without error: while both hold, a report of another question can
@@ -143,13 +144,19 @@ class ReportCache:
             self._write(_LAST_REFRESH, {"listing": listing, "warehouse": warehouse})
 
     def _write(self, name: str, entry: dict) -> None:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
+        """Write an entry (a temp file, renamed); one that cannot be written (a full disk, a read-only home)
+        is not kept, and the report it belongs to is printed all the same."""
         path = self.folder / name
         temp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(json.dumps(entry).encode())
-        os.replace(temp, path)
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.folder, 0o700)
+            with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(json.dumps(entry).encode())
+            os.replace(temp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temp.unlink()
 
     def _prune(self) -> None:
         try:
