@@ -123,6 +123,31 @@ def test_a_batch_is_stored_as_the_default_storage_stores_its_events_one_by_one(t
     assert len(stored["pooled"]["index.asset_event_tags"]) == 20
 
 
+def test_an_instance_opened_by_the_cli_keeps_every_sqlite_database_in_wal_with_normal_sync(tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    from pipelines.instance.home import open_instance
+
+    folder = tmp_path / "dagster"
+    folder.mkdir()
+    install_instance_yaml(folder)
+    monkeypatch.setenv("DAGSTER_HOME", str(folder))
+    with open_instance() as instance:
+        assert emit_job.execute_in_process(instance=instance).success
+        with instance.run_storage.connect() as conn:  # Dagster's own run storage, one connection per use
+            assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    databases = sorted(folder.rglob("*.db"))
+    assert {p.name for p in databases} >= {"runs.db", "index.db", "schedules.db"}
+    for path in databases:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal", path
+    elsewhere = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")  # a database outside the instance
+    with elsewhere.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2  # FULL, SQLite's default
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "delete"
+    elsewhere.dispose()
+
+
 def test_pool_slots_are_claimed_and_freed_through_the_pooled_storage(home):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.event_log_storage.set_concurrency_slots("some_pool", 1)

@@ -4,8 +4,8 @@ Dagster's `SqliteEventLogStorage` opens a new engine and connection for every wr
 Closing the last connection to a WAL database checkpoints it and deletes its WAL: measured here, 11
 fsyncs and 4 file deletions per event, about 23 ms, which made Dagster's event log the largest cost of
 an ingest run. `PooledSqliteEventLogStorage` keeps one pooled engine per database (the cross-run
-index and the most recent run databases) and writes with ``synchronous=NORMAL``, the setting SQLite
-recommends for WAL: a commit no longer waits for the disk, a killed process loses nothing, and an OS
+index and the most recent run databases) and writes with ``synchronous=NORMAL`` (`sqlite_settings`), the
+setting SQLite recommends for WAL: a commit no longer waits for the disk, a killed process loses nothing, and an OS
 crash or power cut can lose only the last commits, never corrupt the file.
 
 It also writes a batch of events (`store_event_batch`) in one transaction per database, where Dagster's
@@ -54,6 +54,8 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorageWatchdog,
 )
 
+from pipelines.instance import sqlite_settings
+
 DAGSTER_MINOR = "1.13"
 """The Dagster minor whose internals this module was written and checked against."""
 
@@ -87,12 +89,6 @@ _ASSET_KEYS = SqlEventLogStorageTable.metadata.tables["asset_keys"]
 _live_storages: weakref.WeakSet[PooledSqliteEventLogStorage] = weakref.WeakSet()
 
 
-def _wal_synchronous_normal(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     """`SqliteEventLogStorage` that reuses one connection per database (see the module docstring)."""
 
@@ -101,6 +97,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines_lock = threading.Lock()
         self._schema_seen: set[str] = set()
         """Tables and asset_keys columns found in the index database (migrations only ever add them)."""
+        sqlite_settings.use_for(base_dir)  # WAL and synchronous=NORMAL from each database's first statement
         super().__init__(os.path.join(base_dir, "history", "runs", ""), inst_data=inst_data)
         _live_storages.add(self)
         os.environ.setdefault(BATCH_SIZE_ENV, str(EVENT_BATCH_SIZE))
@@ -125,7 +122,6 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 max_overflow=2,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
             )
-            sa.event.listen(engine, "connect", _wal_synchronous_normal)
             self._engines[shard] = engine
             run_shards = [name for name in self._engines if name != INDEX_SHARD_NAME]
             for name in run_shards[:-OPEN_RUN_DATABASES]:

@@ -131,9 +131,14 @@ def _check_driver(path: Path, url: str) -> None:
 
 def open_instance():
     """``DagsterInstance.get()`` for the home that `prepare_dagster_home` set, with a failure to open it
-    (an unreachable or refusing server, after Dagster's own retries) as an `InstanceConfigError`."""
+    (an unreachable or refusing server, after Dagster's own retries) as an `InstanceConfigError`. Its SQLite
+    databases, if it keeps them there, get WAL and ``synchronous=NORMAL`` from their first statement on
+    (`pipelines.instance.sqlite_settings`)."""
     import dagster as dg
 
+    from pipelines.instance import sqlite_settings
+
+    sqlite_settings.use_for(os.environ["DAGSTER_HOME"])
     try:
         return dg.DagsterInstance.get()
     except Exception as exc:
