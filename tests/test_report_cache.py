@@ -174,6 +174,17 @@ def test_a_warehouse_written_by_another_process_is_read_again(user):
     assert _report(user, "daily", "--json") == (after, [])
 
 
+def test_unchanged_files_are_read_again_into_a_warehouse_another_process_emptied(user):
+    """The refresh skips asking which files changed only while the warehouse is the one it left."""
+    before, _ = _report(user, "daily", "--json")
+    with StateStore(user / ".sessionlake" / "state.duckdb").connect() as conn:
+        conn.execute("DELETE FROM usage_messages")
+        conn.execute("DELETE FROM session_processor_state")
+    weekly, loaded = _report(user, "weekly", "--json")  # another question, the same session files
+    assert "duckdb" in loaded and _totals(weekly) == _totals(before)
+    assert _report(user, "daily", "--json")[0] == before
+
+
 def test_a_report_with_a_file_error_or_of_blocks_is_never_stored(user):
     name = _claude_session(user).name
     failed, _ = _report(user, "daily", patch=_UNREADABLE.format(name=name))
