@@ -191,8 +191,10 @@ def test_summaries_that_retag_a_stored_session_write_it_in_bounded_batches(tmp_p
 @pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # imported by an earlier test; the worker only parses
 def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores(tmp_path, samples_root, monkeypatch):
     """Run after usage, memory's files are read ahead in a worker process (chunk by chunk, here two files a
-    chunk, committed every two); its records, edges, summary tags, marks and malformed lines are those of
+    chunk, committed every two) and taken in a thread beside usage; its records, edges, summary tags, marks and malformed lines are those of
     memory run alone."""
+    import threading
+
     from resources.ingest import runner
     from resources.ingest.processors.usage import UsageProcessor
     from resources.state.store import load_processor_state
@@ -209,8 +211,12 @@ def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores
     run_processors([MemoryProcessor(alone)], samples_root, alone_state)
     memory = MemoryProcessor(ahead)
     memory.commit_every_files = 2
+    threads = set()
+    take = memory.take
+    monkeypatch.setattr(memory, "take", lambda read: threads.add(threading.current_thread().name) or take(read))
     stats = run_processors([UsageProcessor(), memory], samples_root, ahead_state)["memory"]
     assert started == [[], ["memory"]]  # alone, nothing runs before it; after usage, it is read ahead
+    assert threads == {"sessionlake-memory"}  # and taken and committed in a thread beside usage
     assert stats["errors"] == 0 and stats["lines_malformed"] == 1 and stats["commits"] >= 2
 
     def stored(store: LanceStore, state: StateStore):

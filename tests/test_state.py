@@ -107,3 +107,30 @@ def test_connect_gives_up_after_its_deadline(tmp_path):
             assert "lock" in str(exc).lower()
     finally:
         holder.kill()
+
+
+def test_threads_opening_and_closing_connections_at_once_wait_for_each_other(tmp_path):
+    """A thread that opens the file while another closes its last connection (DuckDB still holds the file,
+    checkpointing) waits and gets a connection, as when another process holds it: the ingest's processors
+    beside each other open and close connections at the same time."""
+    import threading
+
+    store = StateStore(tmp_path / "state.duckdb")
+    with store.connect():
+        pass
+    errors: list[str] = []
+
+    def open_and_close() -> None:
+        for _ in range(300):
+            try:
+                with store.connect() as conn:
+                    conn.execute("SELECT 1").fetchall()
+            except Exception as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

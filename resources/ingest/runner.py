@@ -18,7 +18,8 @@ Rules (each one tested in ``tests/test_runner.py``):
   others (`resources.ingest.beside`); it is reported in its turn, its log and errors come out then;
 - a later processor with `parallel_reads` (memory) has its files read ahead in one worker process from
   the start of a run of at least `READ_AHEAD_MIN_BYTES`, on the other core while the first processor
-  works in this one; it takes and commits them in its turn, as it would have read them;
+  works in this one; it takes and commits them in a thread beside (its work in this process is taking
+  what was read and writing it), as it would have read them, and is reported in its turn;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
   a failure of the environment (`resources.environment`: a full disk, a lost server) is raised instead,
@@ -169,8 +170,9 @@ def iter_processors(
             record_session_files(conn, _session_file_rows(files, hashes))
 
     ahead = _start_read_ahead(processors, work, workers)  # forks its worker before any thread starts
-    beside = {p.name: Beside(functools.partial(_execute_beside, p, work[p.name], state, results[p.name]), p.name)
-              for p in _run_beside(processors, work, workers, progress)}
+    beside = {p.name: Beside(functools.partial(_execute_beside, p, work[p.name], state, results[p.name],
+                                               ahead.pop(p.name, None)), p.name)
+              for p in _run_beside(processors, work, workers, progress, ahead)}
     try:
         for processor in processors:
             tasks = work[processor.name]
@@ -345,13 +347,14 @@ def _execute(
 
 
 def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[_Task]], workers: int,
-                progress: Progress | None) -> list[SessionProcessor]:
-    """The processors to run in a thread beside the others (`SessionProcessor.runs_beside`): not the first
-    (the others wait for nothing it does), and none when a processor reads in worker processes (no fork
-    while a thread runs) or progress is shown (it counts one processor's files at a time)."""
+                progress: Progress | None, ahead: dict[str, ParallelReads]) -> list[SessionProcessor]:
+    """The processors to run in a thread beside the others (`SessionProcessor.runs_beside`, or read ``ahead``
+    in a worker process, which forked before any thread started): not the first (the others wait for
+    nothing it does), and none when a processor reads in worker processes of the run's own (no fork while
+    a thread runs) or progress is shown (it counts one processor's files at a time)."""
     if progress is not None or any(_reads_in_parallel(p, workers, work[p.name]) for p in processors):
         return []
-    return [p for p in processors[1:] if p.runs_beside and work[p.name]]
+    return [p for p in processors[1:] if (p.runs_beside or p.name in ahead) and work[p.name]]
 
 
 def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[_Task]],
@@ -376,8 +379,12 @@ def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, li
 
 
 def _execute_beside(processor: SessionProcessor, tasks: list[_Task], state: StateStore, stats: dict,
-                    log: HeldLog, stop: threading.Event) -> None:
-    _execute(processor, tasks, state, stats, log, stop=stop)
+                    ahead: ParallelReads | None, log: HeldLog, stop: threading.Event) -> None:
+    try:
+        _execute(processor, tasks, state, stats, log, stop=stop, ahead=ahead)
+    finally:  # its worker ends with it, also when it raised before taking a chunk
+        if ahead is not None:
+            ahead.__exit__(None, None, None)
 
 
 def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[_Task] | None = None) -> bool:

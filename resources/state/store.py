@@ -35,10 +35,13 @@ LOCK_WAIT_SEC = 120.0
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
-    """True for the errors DuckDB raises while another process or writer holds the file."""
+    """True for the errors DuckDB raises while another process or writer holds the file, or while another
+    thread of this process closes its last connection to it (the file is still attached as it checkpoints;
+    the ingest's processors beside each other open and close connections at once)."""
     text = str(exc)
     return isinstance(exc, duckdb.Error) and (
         "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
+        or "Unique file handle conflict" in text
     )
 
 

@@ -27,6 +27,7 @@ from resources.archive.pack_format import (
     Snapshot,
     compress,
     iter_chunks,
+    key_hex,
     object_id,
 )
 from resources.archive.packs import PackStore
@@ -52,8 +53,9 @@ class _Spool:
         self._f = os.fdopen(fd, "w+b")
         self.entries: dict[str, ObjectEntry] = {}
 
-    def add(self, chunk: bytes) -> PendingObject:
-        oid = object_id(chunk)
+    def add(self, chunk: bytes, oid: str | None = None) -> PendingObject:
+        """Spool ``chunk`` (``oid``: its `object_id` when the caller has hashed it already)."""
+        oid = oid or object_id(chunk)
         if oid not in self.entries:
             codec, content = compress(chunk)
             self._f.seek(0, os.SEEK_END)
@@ -123,10 +125,15 @@ class ArchiveProcessor(SessionProcessor):
                     f.seek(0)
                     digest = hashlib.sha256()
             new: list[PendingObject] = []
-            for chunk in iter_chunks(f, size - f.tell()):
-                digest.update(chunk)
-                new.append(self._spool.add(chunk))
-        snapshot = Snapshot(session_key, size, digest.hexdigest(), st.st_mtime_ns,
+            file_hash, start = None, f.tell()
+            for chunk in iter_chunks(f, size - start):
+                if start == 0 and len(chunk) == size:  # the file is this one chunk: its hash is the chunk's
+                    new.append(self._spool.add(chunk, oid := object_id(chunk)))
+                    file_hash = key_hex(oid)
+                else:
+                    digest.update(chunk)
+                    new.append(self._spool.add(chunk))
+        snapshot = Snapshot(session_key, size, file_hash or digest.hexdigest(), st.st_mtime_ns,
                             tuple(base) + tuple(o.object_id for o in new))
         batch = self._batch.setdefault(repo, _RepoBatch())
         batch.objects.update((o.object_id, o) for o in new)
