@@ -191,8 +191,8 @@ def test_summaries_that_retag_a_stored_session_write_it_in_bounded_batches(tmp_p
 @pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # imported by an earlier test; the worker only parses
 def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores(tmp_path, samples_root, monkeypatch):
     """Run after usage, memory's files are read ahead in a worker process (chunk by chunk, here two files a
-    chunk, committed every two) and taken in a thread beside usage; its records, edges, summary tags, marks and malformed lines are those of
-    memory run alone."""
+    chunk, committed every two) and taken in a thread beside usage; its records, edges, summary tags, marks
+    and malformed lines are those of memory run alone."""
     import threading
 
     from resources.ingest import runner
