@@ -54,7 +54,8 @@ class ParallelReads:
     """Reads the files of connection chunk n+1 in worker processes while chunk n is taken and committed,
     so at most two chunks of read rows are held at once. Files go to workers in small batches: one
     message per file would cost more than reading a small file. ``ahead``: chunks submitted on entering
-    (2 for a read ahead that starts before the runner gets to the processor)."""
+    (2 when the runner has work of its own before it takes the first chunk, or for a read ahead that starts
+    before the runner gets to the processor)."""
 
     def __init__(self, processor: SessionProcessor, chunks: list[list], workers: int, ahead: int = 1):
         self.processor_type = type(processor)

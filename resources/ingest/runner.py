@@ -320,7 +320,10 @@ def _execute(
     parallel = ahead is None and _reads_in_parallel(processor, workers, tasks)
     if parallel:
         from resources.ingest.parallel_reads import ParallelReads
-    with ahead or (ParallelReads(processor, chunks, workers) if parallel else contextlib.nullcontext()) as reads:
+    # two chunks from the start: this process records the files seen and loads what commits need before it
+    # takes the first, and with one the workers would wait for it before reading the second
+    with ahead or (ParallelReads(processor, chunks, workers, ahead=2) if parallel else contextlib.nullcontext()) \
+            as reads:
         if reading is not None:
             reading()
         if reads:
