@@ -266,6 +266,11 @@ class PackStore:
     # -- writes (the archive processor) -----------------------------------------------------------
 
     @staticmethod
+    def observed_repos(conn: duckdb.DuckDBPyConnection) -> set[str]:
+        """The repos with any version seen (`latest_snapshots` of any other is empty), in one query."""
+        return {r[0] for r in conn.execute("SELECT DISTINCT repo FROM snapshot_observations").fetchall()}
+
+    @staticmethod
     def latest_snapshots(conn: duckdb.DuckDBPyConnection, repo: str) -> dict[str, Snapshot]:
         """The version of each session file of ``repo`` seen last, by session key, so an ingest stores
         only the new tail of a grown file."""

@@ -85,6 +85,7 @@ class ArchiveProcessor(SessionProcessor):
         self._spool: _Spool | None = None
         self._batch: dict[str, _RepoBatch] = {}
         self._latest: dict[str, dict[str, Snapshot]] = {}
+        self._observed: set[str] | None = None
         self._stats = self._zero_stats()
 
     @staticmethod
@@ -96,6 +97,7 @@ class ArchiveProcessor(SessionProcessor):
         self._spool = _Spool(self.store.packs_dir)
         self._batch = {}
         self._latest = {}
+        self._observed = None
         self._stats = self._zero_stats()
 
     def process_session(
@@ -110,8 +112,10 @@ class ArchiveProcessor(SessionProcessor):
         if self._spool is None:
             self.begin_run()
         repo = project  # for Claude Code, the first part of the key (`repo_of`)
+        if self._observed is None:  # one query per run: a project with nothing archived needs no timeline
+            self._observed = PackStore.observed_repos(conn)
         if repo not in self._latest:  # one query per project and run, not one per file
-            self._latest[repo] = PackStore.latest_snapshots(conn, repo)
+            self._latest[repo] = PackStore.latest_snapshots(conn, repo) if repo in self._observed else {}
         previous = self._latest[repo].get(session_key)
         with open(session_path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -156,6 +160,7 @@ class ArchiveProcessor(SessionProcessor):
         """Forget the batch; its chunks stay unreferenced in the spool until the run ends."""
         self._batch = {}
         self._latest = {}
+        self._observed = None
 
     def end_run(self) -> dict:
         self._close_spool()
