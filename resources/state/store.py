@@ -144,23 +144,28 @@ def migrate(conn: duckdb.DuckDBPyConnection, migrations: Sequence[Migration] = M
     """Bring the schema to the last of ``migrations`` (the warehouse's by default); safe on every start
     and on a database at any older version.
 
-    Returns the version the database was at before.
+    Returns the version the database was at before. A new database gets its whole schema in one
+    transaction (one write to disk instead of one per version: a first report waits for it).
     """
     try:  # one read on a database that is up to date (every report opens one)
         current = fetch_one(conn, "SELECT coalesce(max(version), 0) FROM schema_version")[0]
     except duckdb.CatalogException:  # a new database
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)"
-        )
-        current = 0
-    for version, statements in migrations:
-        if version <= current:
-            continue
         with transaction(conn):
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (?, ?)", [version, datetime.now(UTC)])
+            conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)")
+            for version, statements in migrations:
+                _apply(conn, version, statements)
+        return 0
+    for version, statements in migrations:
+        if version > current:
+            with transaction(conn):
+                _apply(conn, version, statements)
     return current
+
+
+def _apply(conn: duckdb.DuckDBPyConnection, version: int, statements: Sequence[str]) -> None:
+    for statement in statements:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (?, ?)", [version, datetime.now(UTC)])
 
 
 class StateStore:

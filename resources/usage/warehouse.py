@@ -88,10 +88,10 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
         columns = [c for c, _ in USAGE_COLUMNS]
         models = {r["model"] for r in rows if r.get("model")}
         staged = staged_rows(conn, "_usage_batch", rows, USAGE_COLUMNS)
-    _store_prices(conn, prices, models)
     priced = f"""SELECT {", ".join("b." + c for c in columns)}, {_COMPUTED_COST} AS computed_cost_usd
                  FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
     with staged, transaction(conn):
+        _store_prices(conn, prices, models)  # in the transaction: one write to disk, not one per band
         conn.execute(
             f"""UPDATE usage_messages SET {", ".join(_assign(c) for c in columns if c != "dedup_key")},
                    computed_cost_usd = n.computed_cost_usd
