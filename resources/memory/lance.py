@@ -119,9 +119,17 @@ SCAN_SHARE = 10
 (or the table has no id index)."""
 
 
-def _dedupe(rows: list[dict]) -> list[dict]:
-    """Last row per id wins (merge_insert rejects a source with duplicate keys)."""
-    return list({row["id"]: row for row in rows}.values())
+def _joined(table: pa.Table | None, rows: list[dict], schema: pa.Schema) -> pa.Table | None:
+    """``table`` then ``rows`` as one table of ``schema``, one row per id: each id where it first comes, with
+    its last row (merge_insert rejects a source with duplicate keys); None when there is no row."""
+    parts = [t for t in (table, pa.Table.from_pylist(rows, schema=schema) if rows else None)
+             if t is not None and t.num_rows]
+    if not parts:
+        return None
+    data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    ids = data["id"].to_pylist()
+    last = {i: n for n, i in enumerate(ids)}
+    return data if len(last) == len(ids) else data.take(list(last.values()))
 
 
 class LanceStore:
@@ -343,8 +351,10 @@ class LanceStore:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def upsert_records(self, rows: list[dict], *, index: bool = True) -> int:
+    def upsert_records(self, rows: list[dict], *, index: bool = True, table: pa.Table | None = None) -> int:
         """Insert or update ``rows`` by id in one commit, keep existing created_at; apply the FTS policy.
+        ``table``: more records, whole rows of ``RECORDS_SCHEMA`` (`record_table`'s), written before
+        ``rows`` in the same commit (an ingest hands its records over as columns).
 
         Provenance lives in its own table, so an updated record keeps every entry appended to it, even
         concurrently. The first upsert creates the indexes; later ones index new rows as a segment
@@ -352,11 +362,6 @@ class LanceStore:
         writes more batches and calls `index_new_records` once after the last (an ingest run), so a
         large run builds each index once instead of once per batch.
         """
-        if not rows:
-            return 0
-        rows = _dedupe(rows)
-        table = self.for_write(RECORDS)
-        created = self._created_at([r["id"] for r in rows])
         prepared = []
         for row in rows:
             if row.keys() >= _RECORD_FIELDS:  # a whole row (`new_record`'s): nothing to fill in
@@ -364,15 +369,21 @@ class LanceStore:
             else:
                 full = {**new_record(row["id"], row.get("text") or "", tier=row.get("tier") or "episodic"), **row}
             full["timestamp"] = as_utc(full.get("timestamp"))
-            old = created.get(row["id"])
-            if old is not None:
-                full["created_at"] = old
             prepared.append(full)
-        data = pa.Table.from_pylist(prepared, schema=RECORDS_SCHEMA)
-        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        data = _joined(table, prepared, RECORDS_SCHEMA)
+        if data is None:
+            return 0
+        ids = data["id"].to_pylist()
+        created = self._created_at(ids)
+        if created:
+            column = data.schema.get_field_index("created_at")
+            kept = [created.get(i, now) for i, now in zip(ids, data["created_at"].to_pylist(), strict=True)]
+            data = data.set_column(column, "created_at", pa.array(kept, data.schema.field(column).type))
+        target = self.for_write(RECORDS)
+        target.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         if index:
             self.index_new_records()
-        return len(prepared)
+        return data.num_rows
 
     def _created_at(self, ids: list[str]) -> dict:
         """``{id: created_at}`` of the stored records among ``ids``: looked up by id for a batch of one lookup,
@@ -406,18 +417,18 @@ class LanceStore:
             # upserts both create them). Unindexed rows are still found, and the next write or
             # maintenance indexes them.
 
-    def upsert_edges(self, rows: list[dict]) -> int:
+    def upsert_edges(self, rows: list[dict], *, table: pa.Table | None = None) -> int:
         """Insert or update edges by their stable id (hash of src, dst, edge_type; `new_edge` made it, or it is
-        made here) in one commit."""
-        if not rows:
+        made here) in one commit; ``table``: more edges, whole rows of ``EDGES_SCHEMA`` (`edge_table`'s),
+        written before ``rows``."""
+        rows = [{**r, "id": r.get("id") or edge_id(r["src"], r["dst"], r["edge_type"]),
+                 "weight": float(r.get("weight", 1.0)), "updated_at": r.get("updated_at") or utcnow()} for r in rows]
+        data = _joined(table, rows, EDGES_SCHEMA)
+        if data is None:
             return 0
-        rows = _dedupe([{**r, "id": r.get("id") or edge_id(r["src"], r["dst"], r["edge_type"]),
-                         "weight": float(r.get("weight", 1.0)), "updated_at": r.get("updated_at") or utcnow()}
-                        for r in rows])
-        data = pa.Table.from_pylist(rows, schema=EDGES_SCHEMA)
-        table = self.for_write(EDGES)
-        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        return len(rows)
+        target = self.for_write(EDGES)
+        target.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        return data.num_rows
 
     def refresh_indexes(self, name: str = RECORDS, *, min_unindexed: int = 1, tiered: bool = False) -> bool:
         """Apply the index policy to table ``name``; True when it committed anything (see

@@ -24,17 +24,21 @@ prompt or answer, and how lines thread, is the adapter's: Claude Code's is in ``
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+import pyarrow as pa
 
 from resources.ids import stable_id
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import ParseStats
 from resources.memory.events import write_event
-from resources.memory.lance import EDGES, RECORDS, LanceStore, new_edge, new_record, sql_str
+from resources.memory.lance import EDGES, RECORDS, LanceStore, edge_id, sql_str
+from resources.memory.schema import RECORD_COLUMNS, edge_table, record_table
 from resources.sources import source_type
 from resources.state.store import Connection
+from resources.times import as_utc
 
 SUMMARY_SESSIONS_PER_QUERY = 500
 RETAGGED_PER_WRITE = 10_000
@@ -44,10 +48,13 @@ FILES_PER_COMMIT = 1000
 
 
 class FileRead(NamedTuple):
-    """What `MemoryProcessor.read_session` takes from one file (picklable: a worker process may read it)."""
+    """What `MemoryProcessor.read_session` takes from one file (picklable: a worker process may read it).
+    Records and edges come as columns, which cost a fraction of as many dicts to pass from the worker."""
 
-    records: list[dict]
-    edges: list[dict]
+    records: dict[str, list]
+    """A list per name of `RECORD_COLUMNS`, a record per position."""
+    edges: tuple[list[str], list[str], list[str]]
+    """The ``reply_to`` edges' ids, sources and destinations."""
     summaries: list[tuple[str | None, str, str | None]]
     """``(leaf uuid, text, the file's own session)`` of each summary line."""
     line_sessions: dict[str, str]
@@ -63,8 +70,8 @@ class MemoryProcessor(SessionProcessor):
 
     def __init__(self, store: LanceStore):
         self.store = store
-        self._records: dict[str, dict] = {}
-        self._edges: list[dict] = []
+        self._records = _Records()
+        self._edges: tuple[list[str], list[str], list[str]] = ([], [], [])
         self._summaries: list[tuple[str | None, str, str | None]] = []
         self._pending_summaries: list[tuple[str | None, str, str | None]] = []
         self._tags: dict[str, set[str]] = {}
@@ -100,7 +107,7 @@ class MemoryProcessor(SessionProcessor):
         """A file's records, edges, summaries and line sessions (`FileRead`), touching no store: a worker
         process may read it (see `parallel_reads`)."""
         stats = ParseStats()
-        records: list[dict] = []
+        records: dict[str, list] = {name: [] for name in RECORD_COLUMNS}
         parents: dict[str, str | None] = {}
         record_ids: set[str] = set()
         links: list[tuple[str, str]] = []
@@ -118,23 +125,25 @@ class MemoryProcessor(SessionProcessor):
             file_session = file_session or item.session_id
             if item.record is None:
                 continue
-            fields = dict(item.record)
-            role, text = fields.pop("role"), fields.pop("text")
             record_id = item.id or stable_id(session_key, item.offset)
-            records.append(new_record(record_id, text, tier="episodic", role=role, session_key=session_key,
-                                      project=project, **fields))
+            for name, value in zip(RECORD_COLUMNS, _record_values(record_id, session_key, project, item.record),
+                                   strict=True):
+                records[name].append(value)
             record_ids.add(record_id)
             if item.parent:
                 links.append((record_id, item.parent))
-        edges = [new_edge(src, _nearest_record(parent, parents, record_ids), "reply_to") for src, parent in links]
+        dsts = [_nearest_record(parent, parents, record_ids) for _, parent in links]
+        srcs = [src for src, _ in links]
+        edges = ([edge_id(src, dst, "reply_to") for src, dst in zip(srcs, dsts, strict=True)], srcs, dsts)
         read = FileRead(records, edges, [(leaf, text, file_session) for leaf, text in summaries], line_sessions)
-        return read, ProcessorResult(items_count=len(records), end_offset=stats.end_offset,
+        return read, ProcessorResult(items_count=len(records["id"]), end_offset=stats.end_offset,
                                      bytes_read=stats.bytes_read, malformed=stats.malformed)
 
     def take(self, read: FileRead) -> None:
         """Add one file's `read_session` to the batch."""
-        self._records.update((r["id"], r) for r in read.records)
-        self._edges.extend(read.edges)
+        self._records.extend(read.records)
+        for mine, theirs in zip(self._edges, read.edges, strict=True):
+            mine.extend(theirs)
         self._summaries.extend(read.summaries)
         intern = sys.intern  # sessions are interned: a run holds one per line (see ``_run_line_sessions``)
         self._line_sessions.update((uuid, intern(session)) for uuid, session in read.line_sessions.items())
@@ -142,37 +151,40 @@ class MemoryProcessor(SessionProcessor):
     def commit(self, conn: Connection) -> None:
         self._run_line_sessions.update((hash(uuid), session) for uuid, session in self._line_sessions.items())
         self._pending_summaries.extend(self._summaries)
-        records = list(self._records.values())
-        grown = self._attach_summaries(records, final=False)
-        self._write_retagged(grown, records, self._edges)
+        columns = self._records.columns
+        grown = self._attach_summaries(zip(columns["id"], columns["session_id"], strict=True), final=False)
+        tags = [sorted(extra) if (extra := self._tags.get(session)) else [] for session in columns["session_id"]]
+        self._write_retagged(grown, set(self._records.row_of), record_table(columns, tags, tier="episodic"),
+                             edge_table(*self._edges, "reply_to"))
         self.discard()
 
     def discard(self) -> None:
         """Forget the batch (its files are read again); summary state of committed files stays."""
-        self._records, self._edges, self._summaries, self._line_sessions = {}, [], [], {}
+        self._records, self._edges, self._summaries, self._line_sessions = _Records(), ([], [], []), [], {}
 
-    def _write(self, records: list[dict], edges: list[dict]) -> None:
-        self._stats["records_written"] += self.store.upsert_records(records, index=False)
-        self._stats["edges_written"] += self.store.upsert_edges(edges)
+    def _write(self, rows: list[dict], records: pa.Table | None = None, edges: pa.Table | None = None) -> None:
+        self._stats["records_written"] += self.store.upsert_records(rows, index=False, table=records)
+        self._stats["edges_written"] += self.store.upsert_edges([], table=edges)
         self._stats["commits"] += 1
 
-    def _write_retagged(self, sessions: list[str], records: list[dict], edges: list[dict]) -> None:
-        """Write ``records`` and ``edges`` with the stored records of ``sessions`` re-tagged, at most
-        `RETAGGED_PER_WRITE` re-tagged records per Lance commit: one commit when they fit (the usual
-        case), more in bounded memory when summaries re-tag many stored sessions at once (the end of
-        a first run over a large tree held them all: +500 MB at 20,000 sessions)."""
-        batched = {r["id"] for r in records}
+    def _write_retagged(self, sessions: list[str], batched: set[str], records: pa.Table | None = None,
+                        edges: pa.Table | None = None) -> None:
+        """Write ``records`` and ``edges`` (this commit's; ``batched``: the records' ids) with the stored
+        records of ``sessions`` re-tagged, at most `RETAGGED_PER_WRITE` re-tagged records per Lance
+        commit: one commit when they fit (the usual case), more in bounded memory when summaries re-tag
+        many stored sessions at once (the end of a first run over a large tree held them all: +500 MB
+        at 20,000 sessions)."""
         batch: list[dict] = []
         for row in self._retagged(sessions, batched):
             batch.append(row)
             if len(batch) >= RETAGGED_PER_WRITE:
-                self._write(batch, [])
+                self._write(batch)
                 batch = []
-        self._write(records + batch, edges)
+        self._write(batch, records, edges)
 
     def end_run(self) -> dict:
         if self._pending_summaries:  # leaves found nowhere in the run or the store: their own session
-            self._write_retagged(self._attach_summaries([], final=True), [], [])
+            self._write_retagged(self._attach_summaries((), final=True), set())
         if self._stats.get("records_written"):
             self.store.index_new_records()  # once per run: a first ingest builds each index once
         stats = dict(self._stats)
@@ -184,15 +196,16 @@ class MemoryProcessor(SessionProcessor):
             write_event(self.store, "memory_ingest", stats)
         return stats
 
-    def _attach_summaries(self, records: list[dict], final: bool) -> list[str]:
-        """Resolve what pending summaries can be, tag ``records`` (this commit's) with every tag known
-        so far, and return the sessions whose tags grew (`_retagged` re-tags their stored records).
-        ``final``: summaries still unresolved go to their own file's session."""
+    def _attach_summaries(self, records: Iterable[tuple[str, str | None]], final: bool) -> list[str]:
+        """Resolve what pending summaries can be (``records``: this commit's, as ``(id, session)``) and
+        return the sessions whose tags grew (`_retagged` re-tags their stored records; the commit tags
+        its records with every tag known). ``final``: summaries still unresolved go to their own file's
+        session."""
         grown: dict[str, set[str]] = {}
         if self._pending_summaries:
             session_of = {leaf: self._run_line_sessions[hash(leaf)] for leaf, _, _ in self._pending_summaries
                           if leaf and hash(leaf) in self._run_line_sessions}
-            session_of.update((r["id"], r["session_id"]) for r in records)
+            session_of.update(records)
             missing = [leaf for leaf, _, _ in self._pending_summaries if leaf and leaf not in session_of]
             stored = self.store.rows_by_id(self.store.dataset(RECORDS), missing, ["id", "session_id"])
             for rid, row in stored.items():
@@ -210,10 +223,6 @@ class MemoryProcessor(SessionProcessor):
                         self._tags.setdefault(session, set()).add(text)
                         grown.setdefault(session, set()).add(text)
             self._pending_summaries = waiting
-        for record in records:
-            extra = self._tags.get(record["session_id"])
-            if extra:
-                record["tags"] = sorted(set(record["tags"]) | extra)
         return sorted(grown)
 
     def _retagged(self, sessions: list[str], batched: set[str]) -> Iterator[dict]:
@@ -226,6 +235,37 @@ class MemoryProcessor(SessionProcessor):
                 new_tags = set(row["tags"] or []) | self._tags[row["session_id"]]
                 if row["id"] not in batched and new_tags != set(row["tags"] or []):
                     yield {**row, "tags": sorted(new_tags)}
+
+
+class _Records:
+    """A commit's records as columns (`RECORD_COLUMNS`), one row per id: a later record of an id takes the
+    place of the earlier one, as in a dict keyed by id."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list] = {name: [] for name in RECORD_COLUMNS}
+        self.row_of: dict[str, int] = {}
+
+    def extend(self, columns: dict[str, list]) -> None:
+        ids = columns["id"]
+        if self.row_of.keys().isdisjoint(ids) and len(set(ids)) == len(ids):  # the usual case: all new
+            start = len(self.row_of)
+            self.row_of.update(zip(ids, range(start, start + len(ids)), strict=True))
+            for name, values in columns.items():
+                self.columns[name].extend(values)
+            return
+        for n, record_id in enumerate(ids):
+            at = self.row_of.setdefault(record_id, len(self.row_of))
+            for name, values in columns.items():
+                if at == len(self.columns[name]):
+                    self.columns[name].append(values[n])
+                else:
+                    self.columns[name][at] = values[n]
+
+
+def _record_values(record_id: str, session_key: str, project: str, record: dict) -> tuple:
+    """A source's record (``{role, text, session_id, timestamp, model, git_branch}``) in `RECORD_COLUMNS` order."""
+    return (record_id, record["text"], record["role"], record.get("session_id"), session_key, project,
+            as_utc(record.get("timestamp")), record.get("model"), record.get("git_branch"))
 
 
 def _nearest_record(parent: str, parents: dict[str, str | None], record_ids: set[str]) -> str:
