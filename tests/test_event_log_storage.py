@@ -123,6 +123,26 @@ def test_a_batch_is_stored_as_the_default_storage_stores_its_events_one_by_one(t
     assert len(stored["pooled"]["index.asset_event_tags"]) == 20
 
 
+def test_a_batch_that_fails_takes_back_what_it_wrote_so_dagster_can_store_its_events_one_by_one(home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run_id = mixed_job.execute_in_process(instance=instance).run_id
+        storage = instance.event_log_storage
+        batch = [e for e in instance.all_logs(run_id) if e.is_dagster_event and e.dagster_event.asset_key]
+        before = _tables(home, run_id)
+        with sqlite3.connect(home / "history" / "runs" / "index.db") as conn:  # the asset rows cannot be written
+            conn.execute("ALTER TABLE asset_keys RENAME TO asset_keys_away")
+        with pytest.raises(Exception, match="asset_keys"):
+            storage.store_event_batch(batch)
+        with sqlite3.connect(home / "history" / "runs" / "index.db") as conn:
+            conn.execute("ALTER TABLE asset_keys_away RENAME TO asset_keys")
+        assert _tables(home, run_id) == before
+        storage.store_event_batch(batch)  # stored again, once
+        after = _tables(home, run_id)
+        assert len(after["run.event_logs"]) == len(before["run.event_logs"]) + len(batch)
+        assert len(after["index.event_logs"]) == len(before["index.event_logs"]) + len(batch)
+
+
 def test_an_instance_opened_by_the_cli_keeps_every_sqlite_database_in_wal_with_normal_sync(tmp_path, monkeypatch):
     import sqlalchemy as sa
 

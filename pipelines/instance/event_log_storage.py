@@ -36,11 +36,11 @@ Shipped in ``pipelines/instance/dagster.yaml``::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
 from collections import OrderedDict
-from contextlib import contextmanager
 
 import sqlalchemy as sa
 from dagster import StringSource
@@ -85,6 +85,8 @@ every event; 0, its default, writes every event alone)."""
 
 _ASSET_KEYS = SqlEventLogStorageTable.metadata.tables["asset_keys"]
 """Dagster's table of one row per asset (its latest materialization, run and event time)."""
+_ASSET_EVENT_TAGS = SqlEventLogStorageTable.metadata.tables["asset_event_tags"]
+"""Dagster's table of the indexed tags of each asset event."""
 
 _live_storages: weakref.WeakSet[PooledSqliteEventLogStorage] = weakref.WeakSet()
 
@@ -148,7 +150,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._schema_seen.add(seen)
         return True
 
-    @contextmanager
+    @contextlib.contextmanager
     def _connect(self, shard: str):
         with self._db_lock:
             engine = self._engine(shard)
@@ -171,27 +173,42 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             super().store_event_batch(events)
             return
         rows = [self._event_to_row(event) for event in events]
-        for run_id in dict.fromkeys(event.run_id for event in events):
-            with self.run_connection(run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert(),
-                             [row for row, event in zip(rows, events, strict=True) if event.run_id == run_id])
-        indexed = [(row, event) for row, event in zip(rows, events, strict=True) if event.is_dagster_event]
-        if not indexed:
-            return
-        with self.index_transaction() as conn:  # every asset and asset check event is mirrored here, in order
-            ids = self._insert_index_rows(conn, [row for row, _ in indexed])
-            assets = [(event, event_id) for (_, event), event_id in zip(indexed, ids, strict=True)
-                      if event.dagster_event_type in ASSET_EVENTS]
-            if assets:
-                self._store_asset_event_tags(conn, [event for event, _ in assets], [event_id for _, event_id in assets])
-                self._update_asset_rows(conn, [event for event, _ in assets], [event_id for _, event_id in assets])
-        for (_, event), event_id in zip(indexed, ids, strict=True):
-            if event.dagster_event_type in ASSET_CHECK_EVENTS:
-                self.store_asset_check_event(event, event_id)
+        written: dict[str, list[int]] = {}  # the ids this batch wrote, by database (a run's id, or the index)
+        try:
+            for run_id in dict.fromkeys(event.run_id for event in events):
+                with self.run_connection(run_id) as conn:
+                    written[run_id] = self._insert_rows(
+                        conn, [row for row, event in zip(rows, events, strict=True) if event.run_id == run_id])
+            indexed = [(row, event) for row, event in zip(rows, events, strict=True) if event.is_dagster_event]
+            if not indexed:
+                return
+            with self.index_transaction() as conn:  # every asset and asset check event is mirrored here, in order
+                ids = written[INDEX_SHARD_NAME] = self._insert_rows(conn, [row for row, _ in indexed])
+                assets = [(event, event_id) for (_, event), event_id in zip(indexed, ids, strict=True)
+                          if event.dagster_event_type in ASSET_EVENTS]
+                if assets:
+                    asset_events, asset_ids = [event for event, _ in assets], [event_id for _, event_id in assets]
+                    self._store_asset_event_tags(conn, asset_events, asset_ids)
+                    self._update_asset_rows(conn, asset_events, asset_ids)
+            for (_, event), event_id in zip(indexed, ids, strict=True):
+                if event.dagster_event_type in ASSET_CHECK_EVENTS:
+                    self.store_asset_check_event(event, event_id)
+        except Exception:
+            # Dagster stores a batch that raised one event at a time: without its rows here, not twice
+            self._take_back(written)
+            raise
+
+    def _take_back(self, written: dict[str, list[int]]) -> None:
+        """Delete the event rows (and their asset tags) a failed batch wrote, as far as the databases let."""
+        for shard, ids in written.items():
+            with contextlib.suppress(Exception), self._connect(shard) as conn:
+                if shard == INDEX_SHARD_NAME and self.has_table(_ASSET_EVENT_TAGS.name):
+                    conn.execute(_ASSET_EVENT_TAGS.delete().where(_ASSET_EVENT_TAGS.c.event_id.in_(ids)))
+                conn.execute(SqlEventLogStorageTable.delete().where(SqlEventLogStorageTable.c.id.in_(ids)))
 
     @staticmethod
-    def _insert_index_rows(conn, rows: list[dict]) -> list[int]:
-        """Insert event rows into the index database; their ids, in the order of ``rows``."""
+    def _insert_rows(conn, rows: list[dict]) -> list[int]:
+        """Insert event rows; their ids, in the order of ``rows``."""
         insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
         return [row[0] for row in conn.execute(insert, rows)]
 
