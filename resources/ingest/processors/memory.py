@@ -153,7 +153,8 @@ class MemoryProcessor(SessionProcessor):
         self._pending_summaries.extend(self._summaries)
         columns = self._records.columns
         grown = self._attach_summaries(zip(columns["id"], columns["session_id"], strict=True), final=False)
-        tags = [sorted(extra) if (extra := self._tags.get(session)) else [] for session in columns["session_id"]]
+        tagged = {session: sorted(tags) for session, tags in self._tags.items()}  # sorted once per session
+        tags = [tagged.get(session, []) for session in columns["session_id"]]
         self._write_retagged(grown, set(self._records.row_of), record_table(columns, tags, tier="episodic"),
                              edge_table(*self._edges, "reply_to"))
         self.discard()
