@@ -56,7 +56,13 @@ class SessionProcessor:
         *,
         start_offset: int = 0,
     ) -> ProcessorResult:
-        raise NotImplementedError
+        """Turn the file's lines from ``start_offset`` into batched rows; for a processor with
+        ``parallel_reads``, `read_session` then `take`."""
+        if not self.parallel_reads:
+            raise NotImplementedError
+        read, result = self.read_session(session_path, project, session_key, start_offset)
+        self.take(read)
+        return result
 
     runs_beside: bool = False
     """True when the processor's work mostly leaves the GIL (file reads, hashing, compression, writes), so

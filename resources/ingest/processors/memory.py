@@ -88,19 +88,6 @@ class MemoryProcessor(SessionProcessor):
         self._stats = {"records_written": 0, "edges_written": 0, "summaries_attached": 0, "commits": 0}
         self._versions_before = {t: self.store.version(t) for t in (RECORDS, EDGES)}
 
-    def process_session(
-        self,
-        session_path: Path,
-        project: str,
-        session_key: str,
-        conn: Connection,
-        *,
-        start_offset: int = 0,
-    ) -> ProcessorResult:
-        read, result = self.read_session(session_path, project, session_key, start_offset)
-        self.take(read)
-        return result
-
     @staticmethod
     def read_session(session_path: Path, project: str, session_key: str, start_offset: int = 0,
                      ) -> tuple[FileRead, ProcessorResult]:

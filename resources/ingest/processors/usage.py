@@ -123,12 +123,6 @@ class UsageProcessor(SessionProcessor):
         self.rows_written = 0
         self.unpriced_models = {}
 
-    def process_session(self, session_path: Path, project: str, session_key: str,
-                        conn: Connection, *, start_offset: int = 0) -> ProcessorResult:
-        rows, result = self.read_session(session_path, project, session_key, start_offset)
-        self.take(rows)
-        return result
-
     @staticmethod
     def read_session(session_path: Path, project: str, session_key: str, start_offset: int = 0,
                      ) -> tuple[UsageRows, ProcessorResult]:
