@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 from bench.corpus import generate_corpus
@@ -64,7 +63,7 @@ def _direct_in_process(home: Path, root: Path) -> tuple[float, dict]:
     from bench.direct import ingest_direct
     from resources.config.settings import Settings
 
-    settings = replace(Settings.from_env(), home=home, sessions_dir=root)
+    settings = Settings.from_env()._replace(home=home, sessions_dir=root)
     started = time.perf_counter()
     totals = ingest_direct(settings)
     return time.perf_counter() - started, totals

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -154,7 +153,7 @@ def test_a_missing_bucket_is_named(settings, tmp_path, s3_server):
 
 def test_memory_rebuild_sets_a_broken_table_in_a_bucket_aside_and_rebuilds_it(settings, tmp_path, s3_location):
     env = _env(settings, SESSIONLAKE_STORAGE_URI=s3_location.uri, AWS_ENDPOINT_URL=s3_location.options["endpoint"])
-    remote = replace(settings, storage_uri=s3_location.uri)
+    remote = settings._replace(storage_uri=s3_location.uri)
     lance = LanceStore.from_settings(remote)
     run_processors([MemoryProcessor(lance), ArchiveProcessor(PackStore.from_settings(remote))],
                    remote.sessions_dir, StateStore.from_settings(remote))

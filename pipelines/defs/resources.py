@@ -9,7 +9,6 @@ builds the plain object on demand.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -36,7 +35,7 @@ class SessionlakeResource(dg.ConfigurableResource):
         settings = Settings.from_env()
         for name in ("home", "sessions_dir", "codex_home", "gemini_dir", "opencode_dir", "qwen_dir"):
             if getattr(self, name):
-                settings = replace(settings, **{name: Path(getattr(self, name)).expanduser().resolve()})
+                settings = settings._replace(**{name: Path(getattr(self, name)).expanduser().resolve()})
         return settings
 
 

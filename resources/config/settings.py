@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from resources.config.errors import SettingError
 
@@ -119,9 +119,10 @@ COST_MODES = ("auto", "calculate", "display")
 """How a cost is found (resources/usage/pricing.py): the first is the default."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Resolved configuration. Paths are absolute; derived folders hang off ``home``."""
+class Settings(NamedTuple):
+    """Resolved configuration. Paths are absolute; derived folders hang off ``home``. Immutable; a copy with
+    other values is ``settings._replace(name=value)``. A named tuple, not a dataclass: every command reads the
+    settings, and ``dataclasses`` (with ``inspect``) and building a frozen dataclass cost 10 ms a start."""
 
     home: Path
     sessions_dir: Path

@@ -11,7 +11,6 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 from typing import NamedTuple
@@ -150,23 +149,30 @@ def tail_fingerprint(path: Path | str, offset: int) -> str | None:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass
-class MalformedLine:
+class MalformedLine(NamedTuple):
     byte_offset: int
     length: int
     error: str
     preview: str
 
 
-@dataclass
 class ParseStats:
-    """What a read saw: lines yielded, blank and malformed lines skipped, bytes consumed."""
+    """What a read saw: lines yielded, blank and malformed lines skipped, bytes consumed. (A plain class: this
+    module is on the path of a stored report's check, which loads no ``dataclasses``.)"""
 
-    lines: int = 0
-    blank: int = 0
-    malformed: list[MalformedLine] = field(default_factory=list)
-    bytes_read: int = 0
-    end_offset: int = 0
+    __slots__ = ("lines", "blank", "malformed", "bytes_read", "end_offset")
+
+    def __init__(self, lines: int = 0, blank: int = 0, malformed: list[MalformedLine] | None = None,
+                 bytes_read: int = 0, end_offset: int = 0):
+        self.lines = lines
+        self.blank = blank
+        self.malformed: list[MalformedLine] = [] if malformed is None else malformed
+        self.bytes_read = bytes_read
+        self.end_offset = end_offset
+
+    def __repr__(self) -> str:
+        return (f"ParseStats(lines={self.lines}, blank={self.blank}, malformed={self.malformed!r}, "
+                f"bytes_read={self.bytes_read}, end_offset={self.end_offset})")
 
     @property
     def malformed_count(self) -> int:
