@@ -156,6 +156,11 @@ def test_an_instance_opened_by_the_cli_keeps_every_sqlite_database_in_wal_with_n
         assert emit_job.execute_in_process(instance=instance).success
         with instance.run_storage.connect() as conn:  # Dagster's own run storage, one connection per use
             assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        # Dagster's connection per use of the run database never closed the last one: no checkpoint
+        # deleted its WAL, and what the WAL holds is what any other connection reads
+        assert (folder / "history" / "runs.db-wal").stat().st_size > 0
+        with sqlite3.connect(folder / "history" / "runs.db") as conn:
+            assert conn.execute("SELECT status FROM runs").fetchall() == [("SUCCESS",)]
     databases = sorted(folder.rglob("*.db"))
     assert {p.name for p in databases} >= {"runs.db", "index.db", "schedules.db"}
     for path in databases:
