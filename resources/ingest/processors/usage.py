@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import count
+from operator import itemgetter
 from pathlib import Path
 
 from resources.ingest.contract import ProcessorResult, SessionProcessor
@@ -44,20 +45,30 @@ class UsageRows:
 
     @classmethod
     def of(cls, items: list[UsageItem]) -> UsageRows:
-        rows = [item.row for item in items]
-        columns = []
-        for i, name in enumerate(_NAMES):
-            column = [row.get(name) for row in rows]
-            if i == _TS:
-                column = [epoch_ms(ts) for ts in column]
-            elif i in _REPEATED:
-                same: dict = {}
-                column = [same.setdefault(value, value) for value in column]
-            columns.append(column)
-        return cls([item.key for item in items], [item.rank for item in items], columns)
+        if not items:
+            return cls()
+        keys, ranks, rows = zip(*items, strict=True)
+        columns = _transposed(rows)
+        columns[_TS] = [epoch_ms(ts) for ts in columns[_TS]]
+        for i in _REPEATED:
+            same: dict = {}
+            columns[i] = [same.setdefault(value, value) for value in columns[i]]
+        return cls(list(keys), list(ranks), columns)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def _transposed(rows: tuple[dict, ...]) -> list[list]:
+    """The rows' values column by column, in `USAGE_COLUMNS` order (a missing key is None). Rows of one
+    file have the same keys (one adapter made them): then the values are picked and transposed in C."""
+    present = rows[0].keys()
+    if any(row.keys() != present for row in rows):
+        return [[row.get(name) for row in rows] for name in _NAMES]
+    names = [name for name in _NAMES if name in present]
+    picked = dict(zip(names, map(list, zip(*map(itemgetter(*names), rows), strict=True)), strict=True)) \
+        if len(names) > 1 else {name: [row[name] for row in rows] for name in names}
+    return [picked[name] if name in picked else [None] * len(rows) for name in _NAMES]
 
 
 class UsageBatch:
