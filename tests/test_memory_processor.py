@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import orjson
@@ -197,7 +198,6 @@ def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores
 
     from resources.ingest import runner
     from resources.ingest.processors.usage import UsageProcessor
-    from resources.state.store import load_processor_state
 
     (samples_root / PROJECT / "bad.jsonl").write_bytes(
         b'{"type":"user","uuid":"b1","sessionId":"sb","message":{"role":"user","content":"kept"}}\n{not json\n')
@@ -219,17 +219,43 @@ def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores
     assert threads == {"sessionlake-memory"}  # and taken and committed in a thread beside usage
     assert stats["errors"] == 0 and stats["lines_malformed"] == 1 and stats["commits"] >= 2
 
-    def stored(store: LanceStore, state: StateStore):
-        records = {r.pop("id"): r for r in store.records_where("TRUE")}
-        for r in records.values():
-            del r["created_at"], r["updated_at"]
-        edges = sorted((e["src"], e["dst"]) for e in store.dataset(EDGES).to_table().to_pylist())
-        with state.connect() as conn:
-            marks = {k: (m.items_extracted, m.file_hash, m.byte_offset, m.tail_hash)
-                     for k, m in load_processor_state(conn, "memory").items()}
-            malformed = conn.execute("SELECT session_key, byte_offset, error FROM malformed_lines").fetchall()
-        return records, edges, marks, malformed
-
-    expected = stored(alone, alone_state)
+    expected = _stored(alone, alone_state)
     assert any(r["tags"] for r in expected[0].values()), "the samples carry summaries"
-    assert stored(ahead, ahead_state) == expected
+    assert _stored(ahead, ahead_state) == expected
+
+
+def _stored(store: LanceStore, state: StateStore):
+    """Records (but write times), edges, memory's marks and the malformed lines, to compare two runs."""
+    from resources.state.store import load_processor_state
+
+    records = {r.pop("id"): r for r in store.records_where("TRUE")}
+    for r in records.values():
+        del r["created_at"], r["updated_at"]
+    edges = sorted((e["src"], e["dst"]) for e in store.dataset(EDGES).to_table().to_pylist())
+    with state.connect() as conn:
+        marks = {k: (m.items_extracted, m.file_hash, m.byte_offset, m.tail_hash)
+                 for k, m in load_processor_state(conn, "memory").items()}
+        malformed = conn.execute("SELECT session_key, byte_offset, error FROM malformed_lines").fetchall()
+    return records, edges, marks, malformed
+
+
+def _worker_dies(*args):
+    os._exit(9)  # as a worker the kernel killed
+
+
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")
+def test_a_read_ahead_worker_that_dies_leaves_the_reading_to_this_process(tmp_path, samples_root, monkeypatch,
+                                                                         caplog):
+    from resources.ingest import parallel_reads, runner
+    from resources.ingest.processors.usage import UsageProcessor
+
+    monkeypatch.setattr(runner, "READ_AHEAD_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_reads, "_read_files", _worker_dies)
+    alone, ahead = LanceStore(tmp_path / "alone"), LanceStore(tmp_path / "ahead")
+    alone_state, ahead_state = StateStore(tmp_path / "alone.duckdb"), StateStore(tmp_path / "ahead.duckdb")
+    run_processors([MemoryProcessor(alone)], samples_root, alone_state)
+    with caplog.at_level("WARNING"):
+        stats = run_processors([UsageProcessor(), MemoryProcessor(ahead)], samples_root, ahead_state)["memory"]
+    assert stats["errors"] == 0 and stats["processed"] == stats["scanned"] > 0
+    assert any("worker process reading files ended" in r.getMessage() for r in caplog.records)
+    assert _stored(ahead, ahead_state) == _stored(alone, alone_state)

@@ -19,7 +19,8 @@ Rules (each one tested in ``tests/test_runner.py``):
 - a later processor with `parallel_reads` (memory) has its files read ahead in one worker process from
   the start of a run of at least `READ_AHEAD_MIN_BYTES`, on the other core while the first processor
   works in this one; it takes and commits them in a thread beside (its work in this process is taking
-  what was read and writing it), as it would have read them, and is reported in its turn;
+  what was read and writing it), as it would have read them, and is reported in its turn; when a
+  worker process dies (killed), this process reads the files it did not hand back;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
   a failure of the environment (`resources.environment`: a full disk, a lost server) is raised instead,
@@ -37,6 +38,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -331,7 +333,11 @@ def _execute(
         for n, chunk in enumerate(chunks):
             if stop is not None and stop.is_set():
                 break
-            outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened
+            try:
+                outcomes = reads.chunk(n) if reads else [None] * len(chunk)  # read before the connection is opened
+            except BrokenExecutor as exc:  # a worker process died (killed): this process reads the rest itself
+                logger.warning("%s: a worker process reading files ended (%s); reading them here", processor.name, exc)
+                reads, outcomes = None, [None] * len(chunk)
             with state.connect() as conn:
                 if reads:  # the worker processes hold the cores: DuckDB's own threads would only contend with
                     conn.execute("SET threads = 1")  # them (a batch's upsert costs 2-3x the CPU with two)
