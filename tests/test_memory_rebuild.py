@@ -119,6 +119,20 @@ def test_recall_refuses_when_the_table_it_writes_to_is_gone(settings, tmp_path):
     assert not table.exists(), "recall recreated the lost provenance table empty"
 
 
+def test_a_table_created_and_recorded_after_the_folder_check_is_not_lost(settings):
+    """The interleaving of an ingest with a first recall (the MCP test met it under load): this process
+    finds no provenance folder, then another creates the table and records it in the ledger before this
+    one reads the ledger. The table is there: nothing is lost."""
+    from resources.memory.table_ledger import lost_tables
+
+    ingest, recall = LanceStore.from_settings(settings), LanceStore.from_settings(settings)
+    assert not ingest.table_exists(PROVENANCE)
+    recall.dataset(PROVENANCE)  # creates the table and records it
+    ingest._refuse_lost(PROVENANCE)  # the ledger now names it: raised LanceTableLost before the fix
+    assert ingest.open_table(PROVENANCE).count_rows() == 0
+    assert lost_tables(settings) == []
+
+
 def test_recall_answers_while_another_process_holds_the_warehouse(settings, tmp_path):
     """With every table folder there, the lost-table check reads no warehouse: a recall during an
     ingest (which holds state.duckdb) answers at once instead of waiting for the lock."""

@@ -227,8 +227,11 @@ class LanceStore:
         return table
 
     def _refuse_lost(self, name: str) -> None:
-        """`LanceTableLost` when the ledger recorded table ``name`` (its folder is known to be missing)."""
-        if self.ledger is not None and name in self.ledger.known():
+        """`LanceTableLost` when the ledger recorded table ``name`` and its folder is missing.
+
+        The folder is looked for again after the ledger is read: another process may have created the
+        table (and recorded it) since the caller found no folder."""
+        if self.ledger is not None and name in self.ledger.known() and not self.table_exists(name):
             raise self.ledger.lost(name, self.table_uri(name))
 
     def _remember(self, name: str) -> None:

@@ -127,7 +127,9 @@ def lost_tables(settings) -> list:
     if not missing:  # every table the ledger can hold is there
         return []
     ledger = ledger_for(settings)
-    return [ledger.lost(name, f"{key}/{name}.lance") for name in sorted(missing & set(ledger.known()))]
+    # looked for again after the ledger is read: a table created (and recorded) meanwhile is not lost
+    recorded = sorted(name for name in missing & set(ledger.known()) if gone(name))
+    return [ledger.lost(name, f"{key}/{name}.lance") for name in recorded]
 
 
 def lost_tables_line(settings) -> str | None:
