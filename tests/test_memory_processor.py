@@ -222,6 +222,11 @@ def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores
     expected = _stored(alone, alone_state)
     assert any(r["tags"] for r in expected[0].values()), "the samples carry summaries"
     assert _stored(ahead, ahead_state) == expected
+    # more than READ_AHEAD_MAX_BYTES to read: memory reads in its turn, in this process
+    monkeypatch.setattr(runner, "READ_AHEAD_MAX_BYTES", 1)
+    run_processors([UsageProcessor(), MemoryProcessor(LanceStore(tmp_path / "big"))], samples_root,
+                   StateStore(tmp_path / "big.duckdb"))
+    assert started[-1] == []
 
 
 def _stored(store: LanceStore, state: StateStore):

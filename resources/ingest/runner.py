@@ -17,7 +17,7 @@ Rules (each one tested in ``tests/test_runner.py``):
 - a processor that `runs_beside` (the archive) runs in a thread from the start of the run, beside the
   others (`resources.ingest.beside`); it is reported in its turn, its log and errors come out then;
 - a later processor with `parallel_reads` (memory) has its files read ahead in one worker process from
-  the start of a run of at least `READ_AHEAD_MIN_BYTES`, on the other core while the first processor
+  the start of a run of `READ_AHEAD_MIN_BYTES` to `READ_AHEAD_MAX_BYTES`, on the other core while the first processor
   works in this one; it takes and commits them in a thread beside (its work in this process is taking
   what was read and writing it), as it would have read them, and is reported in its turn; when a
   worker process dies (killed), this process reads the files it did not hand back;
@@ -79,6 +79,9 @@ processes get the database in between (opening and checkpointing one costs tens 
 READ_AHEAD_MIN_BYTES = 8 << 20
 """Bytes of a later processor's files from which they are read ahead in a worker process (see the
 module docstring); below, starting the worker and passing the rows back cost about what it saves."""
+READ_AHEAD_MAX_BYTES = 256 << 20
+"""Bytes above which they are not: a read ahead runs the processor beside the first, so both hold a batch
+at once (a cold ingest of 20,000 sessions, 1.2 GB, peaked at 939 MB in one process read ahead, 690 MB not)."""
 SPLIT_BUDGET = 4
 """Splitting a failed commit re-processes at most this many times its files: one bad file costs about
 2x, and a failure that is no file's fault (a full disk) gives up after a few rounds, not one commit per file."""
@@ -368,16 +371,17 @@ def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[_Ta
 
 def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[_Task]],
                       workers: int) -> dict[str, ParallelReads]:
-    """Worker reads, started now, of the processors after the first that have `parallel_reads` and at least
-    `READ_AHEAD_MIN_BYTES` to read: one worker process reads them while the first processor works in this
-    one. Not on one core, and not when this run reads in worker processes already (``workers`` > 1)."""
+    """Worker reads, started now, of the processors after the first that have `parallel_reads` and
+    `READ_AHEAD_MIN_BYTES` to `READ_AHEAD_MAX_BYTES` to read: one worker process reads them while the first
+    processor works in this one. Not on one core, and not when this run reads in worker processes already
+    (``workers`` > 1)."""
     if workers > 1 or (os.cpu_count() or 1) < 2:
         return {}
     ahead: dict[str, ParallelReads] = {}
     for processor in processors[1:]:
         tasks = work[processor.name]
         if (processor.parallel_reads and len(tasks) > 1
-                and sum(t.file.size - t.start_offset for t in tasks) >= READ_AHEAD_MIN_BYTES):
+                and READ_AHEAD_MIN_BYTES <= sum(t.file.size - t.start_offset for t in tasks) <= READ_AHEAD_MAX_BYTES):
             from resources.ingest.parallel_reads import ParallelReads
 
             with warnings.catch_warnings():  # pylance warns at any fork; the worker only parses, it never opens Lance
