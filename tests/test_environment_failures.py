@@ -85,7 +85,10 @@ def test_a_disk_that_fills_during_an_ingest_run_blames_no_session_file(nearly_fu
     assert f"file system at {nearly_full_home}" in line
     debug = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "ingest", "--debug"], env=env,
                            capture_output=True, text=True, timeout=300)
-    assert debug.returncode != 0 and "STEP_FAILURE" in debug.stderr and "Traceback" in debug.stderr
+    # Dagster's own log: the step's failure, or the run's when the disk is full before the step starts
+    # (where a nearly full disk fills first depends on when SQLite checkpoints)
+    assert debug.returncode != 0 and ("STEP_FAILURE" in debug.stderr or "RUN_FAILURE" in debug.stderr), debug.stderr
+    assert "No space left on device" in debug.stderr, debug.stderr
 
 
 def test_an_ingest_gives_up_on_a_held_warehouse_in_one_line_and_the_next_one_completes(tmp_path):
