@@ -30,7 +30,8 @@ from resources.memory.lance import LanceStore
 from resources.sources import found_sources, walk_all
 from resources.state.migrations import LATEST_VERSION, MIGRATIONS
 from resources.state.store import StateStore
-from resources.usage.reports import ReportOptions, usage_report
+from resources.usage.report_query import ReportOptions
+from resources.usage.reports import usage_report
 from tests.conftest import agent_settings
 
 pytestmark = pytest.mark.integration

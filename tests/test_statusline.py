@@ -176,7 +176,8 @@ def test_the_day_and_session_cost_are_the_reports_exact_sums_whatever_the_row_or
     from datetime import UTC, datetime, timedelta
 
     from resources.usage.now import live_usage
-    from resources.usage.reports import ReportFilter, usage_report
+    from resources.usage.report_query import ReportFilter
+    from resources.usage.reports import usage_report
     from tests.test_usage import _shuffled_warehouse
 
     rng = random.Random(11)

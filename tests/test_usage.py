@@ -9,7 +9,8 @@ import pytest
 from resources.ingest.processors.usage import UsageProcessor
 from resources.ingest.runner import run_processors
 from resources.usage.pricing import PriceTable
-from resources.usage.reports import ReportFilter, usage_report
+from resources.usage.report_query import ReportFilter
+from resources.usage.reports import usage_report
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,8 @@ import pytest
 
 from resources.ingest.processors.usage import UsageProcessor
 from resources.ingest.runner import run_processors
-from resources.usage.reports import ReportOptions, session_usage, usage_report
+from resources.usage.report_query import ReportOptions
+from resources.usage.reports import session_usage, usage_report
 
 pytestmark = pytest.mark.integration
 

@@ -297,7 +297,8 @@ def usage_summary(settings, period: str = "all", agent: str | None = None, timez
     from resources.sources import AGENTS
     from resources.usage.pricing import PriceTable
     from resources.usage.refresh import fresh_warehouse
-    from resources.usage.reports import ReportFilter, ReportOptions, usage_report
+    from resources.usage.report_query import ReportFilter, ReportOptions
+    from resources.usage.reports import usage_report
 
     if period not in PERIODS:
         raise ValueError(f"period {period!r}: expected one of {', '.join(PERIODS)}")

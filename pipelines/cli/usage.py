@@ -5,7 +5,8 @@
 ``sessionlake usage claude daily --json`` is ``ccusage claude daily --json`` (``date``, ``sessions[]``
 with ``firstActivity``; Claude Code's rows only); ``codex``, ``gemini``, ``opencode`` and ``qwen`` give
 those agents' own reports (``ccusage codex daily --json``, ...). ``--agent A`` keeps one agent's rows,
-``--by-agent`` adds a per-agent breakdown to every row. See resources/usage/reports.py for the shapes.
+``--by-agent`` adds a per-agent breakdown to every row. The shapes are described in resources/usage/reports.py,
+codex_report.py and block_report.py.
 
 Days (and ``--since``/``--until``/``--last``) are in the system's time zone unless ``-z`` names one.
 Every flag ccusage 20.0.24 takes is taken: implemented, or accepted and ignored where it has no meaning
@@ -306,7 +307,8 @@ def _report(args: argparse.Namespace, settings, view: str, kind: str, zone: str,
     from resources.usage.pricing import PriceTable
     from resources.usage.refresh import fresh_warehouse
     from resources.usage.report_cache import CachedReport
-    from resources.usage.reports import ReportFilter, ReportOptions, known_projects, session_usage, usage_report
+    from resources.usage.report_query import ReportFilter, ReportOptions
+    from resources.usage.reports import known_projects, session_usage, usage_report
 
     try:
         flt = ReportFilter(since=since, until=args.until, timezone=zone,

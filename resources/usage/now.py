@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from resources.usage.blocks import BLOCK_HOURS, BlockEntry, active_block, build_blocks
-from resources.usage.reports import COST_SQL, EXACT_COST
+from resources.usage.report_query import COST_SQL, EXACT_COST
 
 LOOKBACK_DAYS = 7
 """Rows older than this are not read; only a week of use without one 5-hour pause would shift the block."""

@@ -11,7 +11,8 @@ from datetime import date, timedelta
 
 import duckdb
 
-from resources.usage.reports import COST_SQL, EXACT_COST, ReportFilter, usage_report
+from resources.usage.report_query import COST_SQL, EXACT_COST, ReportFilter
+from resources.usage.reports import usage_report
 
 _SUMS = f"""count(*), sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens),
             sum(extra_output_tokens), sum(CAST({COST_SQL['auto']} AS {EXACT_COST})),
