@@ -88,13 +88,13 @@ def test_ingest_without_sessions_is_an_error_that_says_where_it_looked(tmp_path)
 
 FAILING_INGEST = """
 import sys
-import resources.ingest.runner as runner
-real = runner.compute_file_hash
+import resources.ingest.plan as plan
+real = plan.compute_file_hash
 def unreadable(path, size=None):  # an I/O error on one file, as a full or failing disk gives
     if "ba79134d" in str(path):
         raise OSError(5, "Input/output error", str(path))
     return real(path, size)
-runner.compute_file_hash = unreadable
+plan.compute_file_hash = unreadable
 from pipelines.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """

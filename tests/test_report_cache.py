@@ -35,13 +35,13 @@ with open(sys.argv[1], "w") as f:
     f.write(repr(sorted({{m.split(".")[0] for m in sys.modules}} & {{"duckdb", "pyarrow", "numpy"}})))
 sys.exit(status)
 """
-_UNREADABLE = """import resources.ingest.runner as runner
-real = runner.compute_file_hash
+_UNREADABLE = """import resources.ingest.plan as plan
+real = plan.compute_file_hash
 def unreadable(path, size=None):
     if str(path).endswith({name!r}):
         raise PermissionError(13, "Permission denied", str(path))
     return real(path, size)
-runner.compute_file_hash = unreadable
+plan.compute_file_hash = unreadable
 """
 
 

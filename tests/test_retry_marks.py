@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-import resources.ingest.runner as runner
+import resources.ingest.plan as plan
 from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
 from pipelines.defs.resources import LanceResource, PackResource, StateResource
@@ -42,7 +42,7 @@ def instance():
 
 
 def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, monkeypatch):
-    real = runner.compute_file_hash
+    real = plan.compute_file_hash
     locked = next(settings.sessions_dir.rglob("ba79134d*.jsonl"))
 
     def unreadable(path, size=None):
@@ -50,7 +50,7 @@ def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, 
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, size)
 
-    monkeypatch.setattr(runner, "compute_file_hash", unreadable)
+    monkeypatch.setattr(plan, "compute_file_hash", unreadable)
     resources = {"state": StateResource(), "lance": LanceResource(), "packs": PackResource()}
 
     def ingest_usage():
@@ -80,7 +80,7 @@ def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, 
     assert request.partition_key == SAMPLE_PROJECT
     assert request.run_config["ops"][STEP_NAME]["config"]["projects"] == [SAMPLE_PROJECT]
 
-    monkeypatch.setattr(runner, "compute_file_hash", real)  # the file became readable
+    monkeypatch.setattr(plan, "compute_file_hash", real)  # the file became readable
     assert ingest_usage().get_asset_check_evaluations()[0].passed
     assert list(settings.retry_dir.glob("*.json")) == []
     assert tick(due.cursor).run_requests == []

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import resources.ingest.plan as plan
 import resources.ingest.runner as runner
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.runner import run_processors
@@ -65,8 +66,8 @@ def test_first_run_processes_everything_second_run_nothing(samples_root, state):
 def test_stable_files_are_not_hashed(samples_root, state, monkeypatch):
     run_processors([LineCounter()], samples_root, state)
     hashed = []
-    real = runner.compute_file_hash
-    monkeypatch.setattr(runner, "compute_file_hash", lambda p, size=None: hashed.append(p) or real(p, size))
+    real = plan.compute_file_hash
+    monkeypatch.setattr(plan, "compute_file_hash", lambda p, size=None: hashed.append(p) or real(p, size))
     run_processors([LineCounter()], samples_root, state)
     assert hashed == []
 
@@ -166,7 +167,7 @@ def test_file_deleted_mid_run_is_reported_not_failed(samples_root, state):
 
 
 def test_unreadable_file_is_reported_and_retried(samples_root, state, monkeypatch):
-    real = runner.compute_file_hash
+    real = plan.compute_file_hash
     locked = next(samples_root.rglob("ba79134d*.jsonl"))
 
     def unreadable(path, size=None):
@@ -174,11 +175,11 @@ def test_unreadable_file_is_reported_and_retried(samples_root, state, monkeypatc
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, size)
 
-    monkeypatch.setattr(runner, "compute_file_hash", unreadable)
+    monkeypatch.setattr(plan, "compute_file_hash", unreadable)
     stats = run_processors([LineCounter()], samples_root, state)["lines"]
     assert (stats["processed"], stats["errors"]) == (3, 1)
     assert "Permission denied" in stats["error_files"][0]["error"]
-    monkeypatch.setattr(runner, "compute_file_hash", real)
+    monkeypatch.setattr(plan, "compute_file_hash", real)
     assert run_processors([LineCounter()], samples_root, state)["lines"]["processed"] == 1
 
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 from pipelines.cli.projects import resolve_projects
 from resources.config.settings import Settings
+from resources.ingest.plan import projects_with_work
 from resources.ingest.retry_marks import due_retries
-from resources.ingest.runner import projects_with_work
 from resources.sources import found_sources, walk_all
 from resources.state.store import StateStore
 

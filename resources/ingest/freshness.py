@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from resources.ingest.runner import is_stable
+from resources.ingest.plan import is_stable
 from resources.ingest.session_files import SessionFile
 from resources.state.store import load_processor_state
 

@@ -39,7 +39,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,25 +48,21 @@ from resources.environment import environment_failure
 from resources.ingest.beside import Beside, HeldLog
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.files_to_read import FileToRead
+from resources.ingest.plan import Task, hash_or_error, plan
 from resources.ingest.run_stats import count_stat, empty_stats, report_error
 from resources.ingest.session_files import (
     MalformedLine,
     SessionFile,
-    compute_file_hash,
-    tail_fingerprint,
     walk_sessions,
 )
-from resources.sources import source_type
 from resources.state.store import (
     Connection,
     ProcessedMark,
-    ProcessorFileState,
     StateStore,
     load_processor_state,
     mark_processed,
     record_malformed_lines,
     record_session_files,
-    unstable_files,
 )
 
 if TYPE_CHECKING:  # the worker pool is imported where files are read in parallel: a report's top-up never is
@@ -93,23 +89,10 @@ Progress = Callable[[int, int, int], None]
 
 
 @dataclass
-class _Task:
-    file: FileToRead
-    file_hash: str | None
-    """None: not hashed yet, left to the worker process that reads the file (see `_plan`)."""
-    start_offset: int
-    items_before: int
-    origin: dict[str, str] = field(default_factory=dict)
-    """Who the file comes from (`SessionProcessor.origin`): empty for this machine's own files."""
-    hashed_late: bool = False
-    """Hashed when read, not when planned."""
-
-
-@dataclass
 class _Done:
     """A file the processor took, waiting for the commit that holds its rows."""
 
-    task: _Task
+    task: Task
     mark: ProcessedMark
     malformed: list[MalformedLine]
     bytes_read: int
@@ -149,7 +132,7 @@ def iter_processors(
         yield from results.items()
         return
     hashes: dict[str, str | OSError | None] = {}
-    work: dict[str, list[_Task]] = {}
+    work: dict[str, list[Task]] = {}
     first = processors[0] if processors else None
     with state.connect() as conn:  # one short connection for all planning: opening one costs tens of ms
         for processor in processors:
@@ -157,7 +140,7 @@ def iter_processors(
             for f in files:
                 count_stat(stats, f.project, "scanned")
             previous = load_processor_state(conn, processor.name)
-            work[processor.name], unchanged = _plan(files, previous, hashes, stats, verify,
+            work[processor.name], unchanged = plan(files, previous, hashes, stats, verify,
                                                     workers_hash=_reads_in_parallel(processor, workers))
             mark_processed(conn, processor.name, unchanged)
         for tasks in work.values():  # a hash another processor's planning computed is not computed again
@@ -212,7 +195,7 @@ def top_up_files(processor: SessionProcessor, files: Sequence[SessionFile], conn
     stats = empty_stats()
     for f in files:
         count_stat(stats, f.project, "scanned")
-    tasks, unchanged = _plan(list(files), load_processor_state(conn, processor.name, [f.key for f in files]), {},
+    tasks, unchanged = plan(list(files), load_processor_state(conn, processor.name, [f.key for f in files]), {},
                              stats)
     mark_processed(conn, processor.name, unchanged)
     processor.begin_run()
@@ -223,86 +206,9 @@ def top_up_files(processor: SessionProcessor, files: Sequence[SessionFile], conn
     return stats
 
 
-def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
-    """Unchanged since it was processed, by stat alone: same size and not modified since."""
-    return prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at)
-
-
-def projects_with_work(processor_names: Sequence[str], files: Sequence[SessionFile], state: StateStore) -> set[str]:
-    """Projects of ``files`` holding one that one of ``processor_names`` has not processed at its
-    current size and mtime (stat only, no reads): the ones a run would have anything to do for."""
-    with state.connect() as conn:  # stored sizes and times only, no row objects (see unstable_files)
-        return {f.project for name in processor_names for f in unstable_files(conn, name, files)}
-
-
-def _plan(
-    files: list[SessionFile],
-    previous: dict[str, ProcessorFileState],
-    hashes: dict[str, str | OSError | None],
-    stats: dict,
-    verify: bool = False,
-    workers_hash: bool = False,
-) -> tuple[list[_Task], list[ProcessedMark]]:
-    """Split files into work to do and unchanged-content files whose processed_at only moves forward
-    (``verify``: by content hash alone, never by stat). With ``workers_hash``, a file the processor has
-    no state for is not hashed here: nothing is compared with its hash, which only goes into its mark,
-    so the worker process that reads it hashes it (in parallel, and while the file is in the page cache)."""
-    tasks: list[_Task] = []
-    unchanged: list[ProcessedMark] = []
-    now = datetime.now(UTC)
-    for f in files:
-        prev = previous.get(f.key)
-        if not verify and is_stable(prev, f):
-            count_stat(stats, f.project, "skipped")
-            continue
-        if prev is None and workers_hash and f.key not in hashes:
-            tasks.append(_Task(f, None, 0, 0))
-            continue
-        if f.key not in hashes:
-            hashes[f.key] = _hash_or_error(f)
-        file_hash = hashes[f.key]
-        if isinstance(file_hash, OSError):
-            report_error(stats, f.project, f.key, file_hash)
-            continue
-        if file_hash is None:
-            count_stat(stats, f.project, "vanished")
-            continue
-        if prev is not None and prev.is_processed(file_hash):
-            count_stat(stats, f.project, "skipped")
-            unchanged.append(
-                ProcessedMark(f.key, f.project, prev.items_extracted, file_hash, f.size, prev.byte_offset,
-                              prev.tail_hash, now)
-            )
-            continue
-        offset = _resume_offset(f, prev)
-        tasks.append(_Task(f, file_hash, offset, prev.items_extracted if offset and prev else 0))
-    return tasks, unchanged
-
-
-def _hash_or_error(f: SessionFile) -> str | OSError | None:
-    try:
-        return compute_file_hash(f.fspath, f.size)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return exc
-
-
-def _resume_offset(f: SessionFile, prev: ProcessorFileState | None) -> int:
-    # Only a file that grew can be resumed, and only if its agent only appends; same size with a new
-    # hash was rewritten in place.
-    if prev is None or prev.byte_offset <= 0 or f.size <= prev.file_size or not source_type(f.key).append_only:
-        return 0
-    try:
-        same_prefix = tail_fingerprint(f.fspath, prev.byte_offset) == prev.tail_hash
-    except OSError:
-        return 0
-    return prev.byte_offset if same_prefix else 0
-
-
 def _execute(
     processor: SessionProcessor,
-    tasks: list[_Task],
+    tasks: list[Task],
     state: StateStore,
     stats: dict,
     logger: logging.Logger,
@@ -358,7 +264,7 @@ def _execute(
     stats.update(processor.end_run())
 
 
-def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[_Task]], workers: int,
+def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[Task]], workers: int,
                 progress: Progress | None, ahead: dict[str, ParallelReads]) -> list[SessionProcessor]:
     """The processors to run in a thread beside the others (`SessionProcessor.runs_beside`, or read ``ahead``
     in a worker process, which forked before any thread started): not the first (the others wait for
@@ -369,7 +275,7 @@ def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[_Ta
     return [p for p in processors[1:] if (p.runs_beside or p.name in ahead) and work[p.name]]
 
 
-def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[_Task]],
+def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[Task]],
                       workers: int) -> dict[str, ParallelReads]:
     """Worker reads, started now, of the processors after the first that have `parallel_reads` and
     `READ_AHEAD_MIN_BYTES` to `READ_AHEAD_MAX_BYTES` to read: one worker process reads them while the first
@@ -391,7 +297,7 @@ def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, li
     return ahead
 
 
-def _execute_beside(processor: SessionProcessor, tasks: list[_Task], state: StateStore, stats: dict,
+def _execute_beside(processor: SessionProcessor, tasks: list[Task], state: StateStore, stats: dict,
                     ahead: ParallelReads | None, log: HeldLog, stop: threading.Event) -> None:
     try:
         _execute(processor, tasks, state, stats, log, stop=stop, ahead=ahead)
@@ -400,13 +306,13 @@ def _execute_beside(processor: SessionProcessor, tasks: list[_Task], state: Stat
             ahead.__exit__(None, None, None)
 
 
-def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[_Task] | None = None) -> bool:
+def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[Task] | None = None) -> bool:
     """Whether ``processor`` reads in worker processes (``tasks``: these; None: any more than one)."""
     return workers > 1 and processor.parallel_reads and (tasks is None or len(tasks) > 1)
 
 
-def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
-    chunk: list[_Task] = []
+def _connection_chunks(tasks: list[Task]) -> Iterator[list[Task]]:
+    chunk: list[Task] = []
     size = 0
     for task in tasks:
         chunk.append(task)
@@ -418,7 +324,7 @@ def _connection_chunks(tasks: list[_Task]) -> Iterator[list[_Task]]:
         yield chunk
 
 
-def _process_one(processor, task: _Task, conn, stats: dict, logger, read: WorkerRead | None = None) -> _Done | None:
+def _process_one(processor, task: Task, conn, stats: dict, logger, read: WorkerRead | None = None) -> _Done | None:
     """Process ``task``'s file, or take what a worker ``read`` of it (see `ParallelReads`)."""
     f = task.file
     started = read.started if read is not None else datetime.now(UTC)
@@ -426,7 +332,7 @@ def _process_one(processor, task: _Task, conn, stats: dict, logger, read: Worker
     try:
         if read is None:
             if task.file_hash is None:  # left to a worker that did not read it (a run of one file): hash it now
-                task.file_hash = _hash_or_error(f)
+                task.file_hash = hash_or_error(f)
                 task.hashed_late = True
                 if task.file_hash is None:
                     raise FileNotFoundError(f.key)
@@ -529,7 +435,7 @@ class Batch:
              items_before: int = 0, origin: dict[str, str] | None = None) -> ProcessedMark | None:
         """Process ``file`` from ``start_offset`` into the batch; its mark-to-be, or None when it failed
         (reported) or vanished."""
-        taken = _process_one(self.processor, _Task(file, file_hash, start_offset, items_before, origin or {}),
+        taken = _process_one(self.processor, Task(file, file_hash, start_offset, items_before, origin or {}),
                              conn, self.stats, self.logger)
         if taken is None:
             return None
@@ -549,7 +455,3 @@ def _session_file_rows(files: list[SessionFile], hashes: dict) -> list[dict]:
          "file_hash": h if isinstance(h := hashes.get(f.key), str) else None, "byte_offset": None}
         for f in files
     ]
-
-
-def _ns(ts: datetime) -> int:
-    return int(ts.timestamp() * 1_000_000) * 1000

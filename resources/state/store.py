@@ -274,7 +274,7 @@ def load_processor_state(
 def unstable_files(conn: duckdb.DuckDBPyConnection, processor: str,
                    files: Sequence[SessionFile]) -> list[SessionFile]:
     """The ``files`` `processor` has not processed at their current size and mtime (the stat-only test of
-    ``resources.ingest.runner.is_stable``). The stored size and time of every file are fetched as plain
+    ``resources.ingest.plan.is_stable``). The stored size and time of every file are fetched as plain
     tuples, one query, and compared in Python: about 3x cheaper than sending the listing to DuckDB as
     JSON to join there (20 against 60 ms CPU at 20,000 files), and no row objects are built."""
     if not files:
