@@ -247,9 +247,9 @@ def _execute(
             except BrokenExecutor as exc:  # a worker process died (killed): this process reads the rest itself
                 logger.warning("%s: a worker process reading files ended (%s); reading them here", processor.name, exc)
                 reads, outcomes = None, [None] * len(chunk)
-            with state.connect() as conn:
-                if reads:  # the worker processes hold the cores: DuckDB's own threads would only contend with
-                    conn.execute("SET threads = 1")  # them (a batch's upsert costs 2-3x the CPU with two)
+            # the worker processes hold the cores: DuckDB's own threads would only contend with them (a batch's
+            # upsert costs 2-3x the CPU with two)
+            with state.connect() as conn, _single_threaded(conn) if reads else contextlib.nullcontext():
                 for task, outcome in zip(chunk, outcomes, strict=True):
                     taken = _process_one(processor, task, conn, stats, logger, outcome)
                     if taken is not None:
@@ -262,6 +262,17 @@ def _execute(
                     if progress is not None:
                         progress(done, len(tasks), done_bytes)
     stats.update(processor.end_run())
+
+
+@contextlib.contextmanager
+def _single_threaded(conn: Connection) -> Iterator[None]:
+    """DuckDB runs on one thread meanwhile. The setting is the database's, shared by every connection this
+    process has open to it (a report's refresh holds one), so it is reset afterwards."""
+    conn.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        conn.execute("RESET threads")
 
 
 def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[Task]], workers: int,

@@ -10,7 +10,10 @@ ingest``, which finds usage already current.
 
 A large read (a first report on a home with months of sessions) runs in worker processes, one per
 core, with a progress line on stderr when stderr is a terminal; a few changed files are read in the
-report's own connection.
+report's own connection. The report holds that connection through a large read too: the runner's
+connections then share its database (DuckDB keeps one per file in a process), so none of them opens
+the file again or checkpoints when it closes, and an ingest run waits for the whole read instead of
+taking the warehouse between two chunks of it.
 
 A report never fails or hangs because another process (an ingest run) holds the warehouse: after
 ``lock_wait_sec`` it reads a copy of the stored file instead, and says on stderr how old that is.
@@ -123,11 +126,9 @@ def _refreshed(store: StateStore, settings: Settings, refresh: bool, prices: Pri
             yield _outcome(conn, top_up_files(UsageProcessor(prices or PriceTable.load(settings.price_file)),
                                               stale, conn), store.path)
             return
-    # a large read: workers read without the connection, which the runner opens per chunk to commit
-    with _ProgressLine(stderr, sum(f.size for f in stale)) as progress:
-        stats = run_processors([UsageProcessor(prices or PriceTable.load(settings.price_file))],
-                               settings.sessions_dir, store, files=stale, workers=_workers(), progress=progress)
-    with store.connect() as conn:
+        with _ProgressLine(stderr, sum(f.size for f in stale)) as progress:
+            stats = run_processors([UsageProcessor(prices or PriceTable.load(settings.price_file))],
+                                   settings.sessions_dir, store, files=stale, workers=_workers(), progress=progress)
         yield _outcome(conn, stats["usage"], store.path)
 
 
