@@ -86,7 +86,7 @@ class Workload:
         """Wall time each store spent in its writes: what a writer feels."""
 
     def seed(self) -> None:
-        from resources.memory.lance import new_record
+        from resources.memory.schema import new_record
 
         rng = random.Random(1)
         rows = [new_record(f"r{i}", _text(rng), tier="episodic", session_id=f"s{i % 97}")
@@ -96,7 +96,7 @@ class Workload:
 
     def _next_op(self):
         from resources.memory.events import write_event
-        from resources.memory.lance import new_edge, new_record
+        from resources.memory.schema import new_edge, new_record
 
         rng = self.rng
         roll = rng.random()
@@ -192,7 +192,8 @@ class SensorPolicy:
 
 def _ideal_copy(source, dest: Path):
     """(c): every table of ``source`` written in one commit, then its indexes built once."""
-    from resources.memory.lance import TABLE_NAMES, LanceStore
+    from resources.memory.lance import LanceStore
+    from resources.memory.schema import TABLE_NAMES
 
     ideal = LanceStore(dest)
     for name in TABLE_NAMES:
@@ -222,7 +223,7 @@ def _cold_query_sec(paths: list[Path], reps: int = 5) -> tuple[list[float], list
 
 def _shape(store) -> tuple[int, int]:
     from resources.memory import maintenance as lm
-    from resources.memory.lance import TABLE_NAMES
+    from resources.memory.schema import TABLE_NAMES
 
     health = [lm.measure_table(store, name) for name in TABLE_NAMES]
     return sum(h.versions for h in health), sum(h.size_bytes for h in health)
@@ -264,8 +265,9 @@ def _bytes_by_folder(store) -> dict[str, int]:
 
 def bytes_per_write(root: Path, seed_records: int) -> dict[str, float]:
     """Bytes on disk added per provenance entry (alone, and in a batch of 100) and per new record."""
-    from resources.memory.lance import INDEX_DELTA_ROWS, TABLE_NAMES, LanceStore, new_record
+    from resources.memory.lance import LanceStore
     from resources.memory.maintenance import folder_bytes, table_dir
+    from resources.memory.schema import INDEX_DELTA_ROWS, TABLE_NAMES, new_record
 
     store = LanceStore(root)
     Workload(seed_records, [store]).seed()

@@ -62,7 +62,7 @@ def _ingest(corpus: Path, home: Path):
 
 
 def _top_up(store, target: int, rng: random.Random) -> int:
-    from resources.memory.lance import RECORDS, new_record
+    from resources.memory.schema import RECORDS, new_record
 
     rows = [new_record(f"bench-{i}", " ".join(rng.choice(TOP_UP_WORDS) for _ in range(rng.randint(8, 60))),
                        tier="capture", project=f"-bench-topup-{i % 20:02d}", session_id=f"topup-{i // 50}",
@@ -81,7 +81,7 @@ def _cues(rng: random.Random, n: int) -> list[str]:
 
 def _versions(store) -> int:
     """Versions of the tables a recall writes to: provenance, and records (which it must leave alone)."""
-    from resources.memory.lance import PROVENANCE, RECORDS
+    from resources.memory.schema import PROVENANCE, RECORDS
 
     return store.version(RECORDS) + store.version(PROVENANCE)
 
@@ -120,7 +120,7 @@ def _provenance_read_ms(store, hits: list[list[str]]) -> list[float]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from resources.memory.lance import INDEX_DELTA_ROWS, PROVENANCE, RECORDS, TEXT_INDEX
+    from resources.memory.schema import INDEX_DELTA_ROWS, PROVENANCE, RECORDS, TEXT_INDEX
 
     sessions, target, n_recalls = (200, 20_000, 200) if quick else (2000, 100_000, 1000)
     rng = random.Random(11)

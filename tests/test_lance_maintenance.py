@@ -16,7 +16,8 @@ from lance.commit import CommitConflictError
 
 from resources.memory import maintenance as lm
 from resources.memory.events import query_events, write_event
-from resources.memory.lance import (
+from resources.memory.lance import LanceStore
+from resources.memory.schema import (
     EDGES,
     EVENTS,
     ID_INDEX,
@@ -27,7 +28,6 @@ from resources.memory.lance import (
     RECORDS,
     TABLE_NAMES,
     TEXT_INDEX,
-    LanceStore,
     new_edge,
     new_record,
 )
@@ -261,7 +261,8 @@ def test_commit_conflict_is_retried_with_backoff_then_reported(monkeypatch):
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from resources.memory.lance import LanceStore, new_record
+from resources.memory.lance import LanceStore
+from resources.memory.schema import new_record
 store = LanceStore(sys.argv[1])
 stop = Path(sys.argv[2])
 batch = 0

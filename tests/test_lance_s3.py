@@ -13,7 +13,8 @@ import pytest
 
 from resources.config.settings import Settings
 from resources.memory import maintenance as lm
-from resources.memory.lance import EDGES, RECORDS, TABLE_NAMES, LanceStore, new_record
+from resources.memory.lance import LanceStore
+from resources.memory.schema import EDGES, RECORDS, TABLE_NAMES, new_record
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,8 @@ ROWS_PER_WRITER = 8
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from resources.memory.lance import LanceStore, new_record
+from resources.memory.lance import LanceStore
+from resources.memory.schema import new_record
 from resources.objectstore.location import StorageLocation
 store = LanceStore(StorageLocation.parse(sys.argv[1]))
 name, go, n = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])

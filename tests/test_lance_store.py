@@ -10,7 +10,8 @@ import pytest
 from resources.config.settings import Settings
 from resources.ids import new_ulid
 from resources.memory.events import query_events, write_event
-from resources.memory.lance import (
+from resources.memory.lance import LanceStore
+from resources.memory.schema import (
     EDGES,
     EVENTS,
     ID_LOOKUP_CHUNK,
@@ -21,7 +22,6 @@ from resources.memory.lance import (
     TABLE_NAMES,
     TEXT_INDEX,
     TEXT_INDEX_PARAMS,
-    LanceStore,
     edge_id,
     new_record,
 )

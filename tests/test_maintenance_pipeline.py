@@ -19,7 +19,7 @@ from pipelines.defs.tags import POOL_LANCE_MAINTENANCE
 from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.events import query_events, write_event
-from resources.memory.lance import EDGES, RECORDS, new_edge, new_record
+from resources.memory.schema import EDGES, RECORDS, new_edge, new_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:optimize")]
 

@@ -12,7 +12,8 @@ from resources.ids import stable_id
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.runner import run_processors
 from resources.memory.events import query_events
-from resources.memory.lance import EDGES, ID_INDEX, RECORDS, TEXT_INDEX, LanceStore, edge_id
+from resources.memory.lance import LanceStore
+from resources.memory.schema import EDGES, ID_INDEX, RECORDS, TEXT_INDEX, edge_id
 from resources.state.store import StateStore
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from resources.memory.lance import EDGES, PROVENANCE, RECORDS, LanceStore
+from resources.memory.lance import LanceStore
+from resources.memory.schema import EDGES, PROVENANCE, RECORDS
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ def test_a_table_folder_that_is_gone_is_an_error_everywhere_until_rebuilt(settin
 
 def test_a_table_prefix_wiped_from_the_bucket_is_lost_not_empty(s3_location, tmp_path, monkeypatch):
     from resources.config.settings import Settings
-    from resources.memory.lance import LanceTableLost, new_record
+    from resources.memory.schema import LanceTableLost, new_record
 
     monkeypatch.setenv("SESSIONLAKE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SESSIONLAKE_STORAGE_URI", s3_location.uri)

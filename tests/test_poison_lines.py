@@ -11,7 +11,8 @@ import pytest
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.processors.usage import UsageProcessor
 from resources.ingest.runner import run_processors
-from resources.memory.lance import RECORDS, LanceStore
+from resources.memory.lance import LanceStore
+from resources.memory.schema import RECORDS
 from tests.test_usage import SAMPLE_TOTALS, _assistant, _totals
 
 pytestmark = pytest.mark.integration

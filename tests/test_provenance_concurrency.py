@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from resources.memory import maintenance as lm
-from resources.memory.lance import PROVENANCE, LanceStore, new_record
+from resources.memory.lance import LanceStore
+from resources.memory.schema import PROVENANCE, new_record
 
 pytestmark = pytest.mark.integration
 

@@ -9,16 +9,9 @@ import pytest
 from lancedb.index import FTS, BTree
 
 from resources.memory import provenance_migration as pm
-from resources.memory.lance import (
-    ID_INDEX,
-    PROVENANCE,
-    RECORDS,
-    RECORDS_SCHEMA,
-    TEXT_INDEX,
-    LanceStore,
-    new_record,
-)
+from resources.memory.lance import LanceStore
 from resources.memory.recall import recall
+from resources.memory.schema import ID_INDEX, PROVENANCE, RECORDS, RECORDS_SCHEMA, TEXT_INDEX, new_record
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from resources.memory import provenance_queue as pq
-from resources.memory.lance import PROVENANCE, RECORDS, LanceStore, new_record
+from resources.memory.lance import LanceStore
 from resources.memory.provenance_queue import ProvenanceWriteQueue
+from resources.memory.schema import PROVENANCE, RECORDS, new_record
 
 pytestmark = pytest.mark.unit
 

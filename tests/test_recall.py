@@ -14,8 +14,9 @@ from lancedb.embeddings import TextEmbeddingFunction, register
 from pipelines.cli.main import main
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.runner import run_processors
-from resources.memory.lance import PROVENANCE, RECORDS, TEXT_INDEX, VECTOR_COLUMN, LanceStore, new_record
+from resources.memory.lance import LanceStore
 from resources.memory.recall import recall, snippet
+from resources.memory.schema import PROVENANCE, RECORDS, TEXT_INDEX, VECTOR_COLUMN, new_record
 from resources.state.store import StateStore
 
 pytestmark = pytest.mark.unit

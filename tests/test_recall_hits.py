@@ -16,7 +16,8 @@ import pytest
 from pipelines.cli.mcp import caller_of
 from resources.memory.fts_query import QuerySyntaxError, parse_query
 from resources.memory.hits import ALL_FIELDS, MINIMAL_FIELDS, fit_budget, parse_since
-from resources.memory.lance import RECORDS, LanceStore, sql_str
+from resources.memory.lance import LanceStore
+from resources.memory.schema import RECORDS, sql_str
 from tests.conftest import SAMPLE_PROJECT, SAMPLES, writable_copy
 
 pytestmark = pytest.mark.integration

@@ -294,7 +294,8 @@ def test_usage_is_reported_ready_before_memory_runs(samples_root, settings, tmp_
     from resources.ingest.processors.memory import MemoryProcessor
     from resources.ingest.processors.usage import UsageProcessor
     from resources.ingest.runner import iter_processors
-    from resources.memory.lance import RECORDS, LanceStore
+    from resources.memory.lance import LanceStore
+    from resources.memory.schema import RECORDS
     from resources.state.store import StateStore
 
     store = LanceStore(settings.lance_dir)

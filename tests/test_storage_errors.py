@@ -20,7 +20,8 @@ from resources.config.settings import Settings
 from resources.ingest.processors.archive import ArchiveProcessor
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.runner import run_processors
-from resources.memory.lance import RECORDS, LanceStore
+from resources.memory.lance import LanceStore
+from resources.memory.schema import RECORDS
 from resources.state.store import StateStore
 from tests.s3_support import CREDENTIALS
 

@@ -197,8 +197,8 @@ def build_server(memory: Memory):
         from pipelines.cli.projects import UnknownProject, resolve_projects
         from resources.memory.fts_query import QuerySyntaxError
         from resources.memory.hits import HIT_FIELDS, describe, parse_since, scope_filter
-        from resources.memory.lance import LanceTableUnreadable
         from resources.memory.recall import recall as run_recall
+        from resources.memory.schema import LanceTableUnreadable
 
         who, _ = caller(ctx)
         try:
@@ -226,7 +226,7 @@ def build_server(memory: Memory):
     ) -> dict[str, Any]:
         from resources.archive.packs import PackStore
         from resources.memory.hits import context_around
-        from resources.memory.lance import LanceTableUnreadable
+        from resources.memory.schema import LanceTableUnreadable
 
         try:
             found = context_around(memory.store(), handle, before, after,

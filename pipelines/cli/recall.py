@@ -105,8 +105,8 @@ def _answer(args: argparse.Namespace, settings, store) -> int:
         fit_budget,
         scope_filter,
     )
-    from resources.memory.lance import LanceTableUnreadable
     from resources.memory.recall import recall
+    from resources.memory.schema import LanceTableUnreadable
 
     try:
         where = scope_filter(agent=args.agent, session=args.session, role=args.role)

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from resources.archive.packs import PackStore
     from resources.config.settings import Settings
     from resources.memory.hits import load_session, message, read_handle
-    from resources.memory.lance import LanceStore, LanceTableUnreadable
+    from resources.memory.lance import LanceStore
+    from resources.memory.schema import LanceTableUnreadable
 
     settings = Settings.from_env()
     settings.check_storage()

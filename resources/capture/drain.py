@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass
 
 from resources.capture.queue import DEFAULT_BATCH_SIZE, CaptureQueue, Envelope
-from resources.memory.lance import LanceStore, as_utc, new_record
+from resources.memory.lance import LanceStore
+from resources.memory.schema import new_record
+from resources.times import as_utc
 
 CAPTURE_TIER = "capture"
 _TEXT_COLUMNS = ("role", "session_id", "session_key", "project", "model", "git_branch", "language")

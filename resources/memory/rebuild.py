@@ -38,7 +38,8 @@ from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.run_stats import empty_stats
 from resources.ingest.runner import Batch
 from resources.ingest.session_files import SessionFile
-from resources.memory.lance import TABLE_NAMES, LanceStore, LanceTableLost
+from resources.memory.lance import LanceStore
+from resources.memory.schema import TABLE_NAMES, LanceTableLost
 from resources.sources import source_type
 
 NO_STATE = None

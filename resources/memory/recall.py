@@ -23,7 +23,9 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from resources.memory.lance import RECORDS, VECTOR_COLUMN, LanceStore, as_utc, sql_str, utcnow
+from resources.memory.lance import LanceStore
+from resources.memory.schema import RECORDS, VECTOR_COLUMN, sql_str
+from resources.times import as_utc, utcnow
 
 CANDIDATE_FACTOR = 3
 MIN_CANDIDATES = 30

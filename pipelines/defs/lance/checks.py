@@ -10,7 +10,7 @@ from pipelines.defs.lance.assets import ERROR_FACTOR, lance_storage
 from pipelines.defs.resources import LanceResource
 from resources.memory import maintenance as lm
 from resources.memory.events import query_events
-from resources.memory.lance import EDGES, EVENTS, PROVENANCE, RECORDS
+from resources.memory.schema import EDGES, EVENTS, PROVENANCE, RECORDS
 
 
 def _threshold_result(counts: dict[str, int], threshold: int, what: str) -> dg.AssetCheckResult:

@@ -34,8 +34,8 @@ from resources.ids import stable_id
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import ParseStats
 from resources.memory.events import write_event
-from resources.memory.lance import EDGES, RECORDS, LanceStore, edge_id, sql_str
-from resources.memory.schema import RECORD_COLUMNS, edge_table, record_table
+from resources.memory.lance import LanceStore
+from resources.memory.schema import EDGES, RECORD_COLUMNS, RECORDS, edge_id, edge_table, record_table, sql_str
 from resources.sources import source_type
 from resources.state.store import Connection
 from resources.times import as_utc
