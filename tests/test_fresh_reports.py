@@ -126,12 +126,25 @@ def test_a_report_while_another_process_holds_the_warehouse_shows_what_is_stored
     assert _totals(home)["outputTokens"] == stored["outputTokens"] + 50  # released: read at the next report
 
 
+SLOW_DISK = """
+import sys, time
+import resources.ingest.parallel_reads as reads
+read_files = reads._read_files
+def slow_read_files(processor_type, files):  # a slow disk: 5 ms a file, so the read outlasts the line's delay
+    time.sleep(0.005 * len(files))
+    return read_files(processor_type, files)
+reads._read_files = slow_read_files
+from pipelines.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_long_first_read_shows_progress_on_a_terminal_only(tmp_path):
     home = tmp_path / "user"
     generate_corpus(home / ".claude" / "projects", sessions=400)  # ~23 MB: read in worker processes
     ours, theirs = pty.openpty()
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "usage", "monthly", "--json"],
+    try:  # however fast the machine, the read takes over a second (see SLOW_DISK)
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_DISK, "usage", "monthly", "--json"],
                                 env=_env(home), stdout=subprocess.PIPE, stderr=theirs, cwd=REPO)
         os.close(theirs)
         out, _ = proc.communicate(timeout=300)
