@@ -1,8 +1,9 @@
 """Run a command as a child process and measure it: wall time and the peak RSS of its process tree.
 
-The tree's RSS is the sum over the child and its descendants, polled from /proc; ``ru_maxrss`` from
-``wait4`` (the largest single process, in the kernel's own accounting) is reported beside it, so a
-peak between two polls is not missed.
+The tree's RSS is the sum over the child and its descendants, polled from /proc in a thread; ``ru_maxrss``
+from ``wait4`` (the largest single process, in the kernel's own accounting) is reported beside it, so a
+peak between two polls is not missed. The wall time ends when the blocking ``wait4`` returns, not at the
+next poll (polling quantized it to 50 ms steps, which a 0.1 s command cannot afford).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,18 +68,24 @@ def run_measured(args: list[str], env: dict[str, str], poll_sec: float = POLL_SE
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
-        peak = 0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            peak = max(peak, tree_rss(proc.pid))
-            time.sleep(poll_sec)
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], tree_rss(proc.pid))
+                done.wait(poll_sec)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
+        done.set()
+        sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Measured(elapsed, peak, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, proc.returncode,
+        return Measured(elapsed, peak[0], usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, proc.returncode,
                         out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
