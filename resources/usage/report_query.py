@@ -63,6 +63,15 @@ UNPRICED_SQL = {  # a row whose cost is counted at $0 for want of a price, per c
     "display": "FALSE",
 }
 TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
+_FILTER_SQL = (  # each field of a ReportFilter that narrows the rows, and its clause (bound to a parameter of its name)
+    ("since", "CAST(timezone($tz, ts) AS DATE) >= $since"),
+    ("until", "CAST(timezone($tz, ts) AS DATE) <= $until"),
+    ("projects", "list_contains($projects, project)"),
+    ("agent", "agent = $agent"),
+    ("user", "user_name = $user"),
+    ("machine", "(machine = $machine OR user_name || '@' || machine = $machine)"),  # as the machine report names it
+)
+
 
 @dataclass(frozen=True)
 class ReportFilter:
@@ -82,24 +91,11 @@ class ReportFilter:
         if self.mode not in COST_MODES:
             raise ValueError(f"cost mode {self.mode!r}: expected one of {', '.join(COST_MODES)}")
         clauses, params = ["TRUE"], {"tz": self.timezone}
-        if self.since:
-            clauses.append("CAST(timezone($tz, ts) AS DATE) >= $since")
-            params["since"] = self.since
-        if self.until:
-            clauses.append("CAST(timezone($tz, ts) AS DATE) <= $until")
-            params["until"] = self.until
-        if self.projects:
-            clauses.append("list_contains($projects, project)")
-            params["projects"] = list(self.projects)
-        if self.agent:
-            clauses.append("agent = $agent")
-            params["agent"] = self.agent
-        if self.user:
-            clauses.append("user_name = $user")
-            params["user"] = self.user
-        if self.machine:  # a machine's name, or user@machine as the machine report shows it
-            clauses.append("(machine = $machine OR user_name || '@' || machine = $machine)")
-            params["machine"] = self.machine
+        for name, clause in _FILTER_SQL:
+            value = getattr(self, name)
+            if value:
+                clauses.append(clause)
+                params[name] = list(value) if isinstance(value, tuple) else value  # a tuple binds as a STRUCT
         return " AND ".join(clauses), params
 
 
