@@ -452,3 +452,29 @@ def test_an_error_beside_is_raised_in_its_turn_and_stopping_early_stops_the_thre
     assert len(slow.calls) == 1 and slow.committed == []  # one file read, none committed or marked
     with state.connect() as conn:
         assert load_processor_state(conn, "slow") == {}
+
+
+def test_a_run_holds_the_collector_back_and_puts_it_back_after(samples_root, state):
+    """During a run, what was alive at its start is frozen and young collections wait for more objects;
+    after it (also when it raised) the collector is as before."""
+    import gc
+
+    from resources.ingest.fewer_collections import YOUNG_THRESHOLD
+
+    class Watching(LineCounter):
+        def process_session(self, *args, **kwargs):
+            seen.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+            return super().process_session(*args, **kwargs)
+
+    class Broken(LineCounter):
+        def commit(self, conn):
+            raise OSError(28, "No space left on device")
+
+    before = gc.get_threshold()
+    seen: list[tuple[int, bool]] = []
+    run_processors([Watching("watching")], samples_root, state)
+    assert seen and set(seen) == {(max(before[0], YOUNG_THRESHOLD), True)}
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, 0)
+    with pytest.raises(OSError):
+        run_processors([Broken("broken")], samples_root, state)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, 0)

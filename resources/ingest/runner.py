@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 from resources.environment import environment_failure
 from resources.ingest.beside import Beside, HeldLog
 from resources.ingest.contract import ProcessorResult, SessionProcessor
+from resources.ingest.fewer_collections import fewer_collections
 from resources.ingest.files_to_read import FileToRead
 from resources.ingest.plan import Task, hash_or_error, plan
 from resources.ingest.run_stats import count_stat, empty_stats, report_error
@@ -124,7 +125,14 @@ def iter_processors(
     ``workers`` > 1 reads files in that many worker processes for a processor with ``parallel_reads``;
     ``progress(files_done, files_total, bytes_done)`` is called after each file.
     ``verify`` hashes every file, not only those whose size or mtime changed (``ingest --all``).
+    The run holds Python's garbage collector back (`fewer_collections`).
     """
+    with fewer_collections():
+        yield from _iter_processors(processors, sessions_root, state, projects, logger, files, workers, progress,
+                                    verify)
+
+
+def _iter_processors(processors, sessions_root, state, projects, logger, files, workers, progress, verify):
     logger = logger or log
     files = list(walk_sessions(sessions_root, projects) if files is None else files)
     results = {p.name: empty_stats() for p in processors}
