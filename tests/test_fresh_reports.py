@@ -200,6 +200,21 @@ def test_a_small_write_loads_neither_pyarrow_nor_numpy(home, argv, stdin):
     assert after["outputTokens"] == first["outputTokens"] + 11
 
 
+def test_a_first_read_in_worker_processes_loads_neither_pyarrow_nor_numpy(tmp_path):
+    """The rows the workers read reach DuckDB as JSON lines (resources/state/store.py `staged_rows`), the files
+    seen and the marks too: importing pyarrow (DuckDB's Arrow scan loads its dataset module and numpy) cost a
+    first report 0.2 s of CPU beside the workers."""
+    home = tmp_path / "user"
+    corpus = generate_corpus(home / ".claude" / "projects", sessions=320, projects=8)  # ~19 MB: read by workers
+    assert _exit_and_imports(home, ["usage", "daily", "--json"], None, ("pyarrow", "numpy")) == "(0, [])"
+    totals = _totals(home, "--no-refresh")  # what the call above wrote
+    assert [totals[k] for k in ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")] == \
+        [corpus["input"], corpus["output"], corpus["cache_creation"], corpus["cache_read"]]
+    with duckdb.connect(str(home / ".sessionlake" / "state.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM session_processor_state WHERE processor_name = 'usage'"
+                            ).fetchall() == [(320,)]
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
     """`sessionlake usage session --json | head -c 100`: the closed pipe ends the command quietly, exit 0."""
     home = tmp_path / "user"

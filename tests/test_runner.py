@@ -347,7 +347,7 @@ def test_worker_reads_store_what_a_serial_run_stores(samples_root, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # imported by an earlier test; workers only parse
 def test_a_large_batch_keeps_the_best_copy_across_files_read_by_workers(tmp_path):
-    """Above `SMALL_BATCH_ROWS` the batch is written through Arrow: the same response in two files keeps
+    """Above `SMALL_BATCH_ROWS` the batch is written through a JSON-lines file: the same response in two files keeps
     its best copy (a larger total wins, of equal ones the first file's), as in a serial run."""
     import orjson
 

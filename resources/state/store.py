@@ -69,13 +69,19 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table,
 
 
 SMALL_BATCH_ROWS = 1000
-"""`staged_rows` sends batches up to this size to DuckDB as one JSON text (about 3 ms for 100 rows), larger
-ones as Arrow. Registering any Arrow table makes DuckDB import pyarrow's dataset module and numpy, about
-0.3 s of CPU in every process that writes, however small the batch; DuckDB's JSON reader is about twice
-as slow per row as Arrow, so big batches keep Arrow."""
+"""`staged_rows` sends batches up to this size to DuckDB as one JSON parameter (about 3 ms for 100 rows), larger
+ones as a JSON-lines file that DuckDB's JSON reader reads (a parameter of megabytes parses several times slower:
+0.4 s for 24,000 usage rows, against 0.06 s from a file). Neither loads pyarrow: registering any Arrow table makes
+DuckDB import pyarrow's dataset module and numpy, about 0.2-0.3 s of CPU in every process that writes."""
 
 TIMESTAMPTZ_MS = "TIMESTAMPTZ_MS"
 """A column type of `staged_rows`: TIMESTAMPTZ truncated to milliseconds (Arrow ``timestamp[ms, UTC]``)."""
+
+
+class JsonRows(list):
+    """Rows already encoded for `staged_rows`: one JSON object (bytes) each, with the columns' values (a
+    timestamp as ISO-8601 text, truncated as its column type says). A worker process that read the rows
+    encodes them, so the process that writes them neither decodes nor re-encodes a row."""
 
 
 def arrow_schema(columns: Sequence[tuple[str, str]]) -> pa.Schema:
@@ -99,31 +105,37 @@ def registered(conn: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> I
 
 
 @contextlib.contextmanager
-def staged_rows(conn: duckdb.DuckDBPyConnection, name: str, rows: Sequence[dict],
+def staged_rows(conn: duckdb.DuckDBPyConnection, name: str, rows: Sequence[dict] | JsonRows,
                 columns: Sequence[tuple[str, str]]) -> Iterator[None]:
-    """Make ``rows`` (dicts; a missing key is NULL, a naive datetime is UTC) readable in SQL as the
-    relation ``name`` with ``columns`` (see `arrow_schema`) while the block runs.
-
-    Up to `SMALL_BATCH_ROWS` rows go as one JSON parameter into a temporary table, so a small write
-    never loads pyarrow; more go through Arrow.
+    """Make ``rows`` (dicts: a missing key is NULL, a naive datetime is UTC; or `JsonRows`) readable in SQL
+    as the temporary table ``name`` with ``columns`` (see `arrow_schema`) while the block runs, through
+    DuckDB's JSON reader (see `SMALL_BATCH_ROWS`), without loading pyarrow.
     """
-    if len(rows) > SMALL_BATCH_ROWS:
-        import pyarrow as pa
-
-        with registered(conn, name, pa.Table.from_pylist(rows, schema=arrow_schema(columns))):
-            yield
-        return
     import orjson  # here: a report that writes nothing never loads it (and its uuid and platform imports)
 
     structure = {column: "TIMESTAMPTZ" if kind == TIMESTAMPTZ_MS else kind for column, kind in columns}
-    truncated = [column for column, kind in columns if kind == TIMESTAMPTZ_MS]
-    if truncated:  # as Arrow's timestamp[ms] does
-        rows = [{**r, **{c: r[c].replace(microsecond=r[c].microsecond // 1000 * 1000)
-                         for c in truncated if r.get(c) is not None}} for r in rows]
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT unnest(from_json(?::JSON, ?), recursive := true)",
-        [orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode(), orjson.dumps([structure]).decode()],
-    )
+    if not isinstance(rows, JsonRows):
+        truncated = [column for column, kind in columns if kind == TIMESTAMPTZ_MS]
+        if truncated:  # as Arrow's timestamp[ms] does
+            rows = [{**r, **{c: r[c].replace(microsecond=r[c].microsecond // 1000 * 1000)
+                             for c in truncated if r.get(c) is not None}} for r in rows]
+        rows = [orjson.dumps(r, option=orjson.OPT_NAIVE_UTC) for r in rows]
+    if len(rows) <= SMALL_BATCH_ROWS:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT unnest(from_json(?::JSON, ?), recursive := true)",
+                     [(b"[%b]" % b",".join(rows)).decode(), orjson.dumps([structure]).decode()])
+    else:
+        import os
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="sessionlake-rows-", suffix=".jsonl")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\n".join(rows))
+            conn.execute(f"""CREATE OR REPLACE TEMP TABLE {name} AS
+                             SELECT * FROM read_json(?, format = 'newline_delimited', columns = ?)""",
+                         [path, structure])
+        finally:
+            os.unlink(path)
     try:
         yield
     finally:

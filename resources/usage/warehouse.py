@@ -65,8 +65,8 @@ _BAND_MATCH = f"""p.model = b.model
 
 
 def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> int:
-    """Write ``rows`` (one per key, already the best copy within the batch: dicts, or an Arrow table in
-    `usage_schema`); returns rows written.
+    """Write ``rows`` (one per key, already the best copy within the batch: dicts or `JsonRows` in
+    `USAGE_COLUMNS`, or an Arrow table in `usage_schema`); returns rows written.
 
     A stored row is replaced only by a better copy, by an equal copy of the same file under
     another project folder (the folder was renamed: the row follows it), or by an equal copy that
@@ -82,15 +82,14 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
         return 0
     if arrow:
         columns = rows.column_names
-        models = {m for m in rows.column("model").to_pylist() if m}
         staged = registered(conn, "_usage_batch", rows)
     else:
         columns = [c for c, _ in USAGE_COLUMNS]
-        models = {r["model"] for r in rows if r.get("model")}
         staged = staged_rows(conn, "_usage_batch", rows, USAGE_COLUMNS)
     priced = f"""SELECT {", ".join("b." + c for c in columns)}, {_COMPUTED_COST} AS computed_cost_usd
                  FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
     with staged, transaction(conn):
+        models = {m for (m,) in conn.execute("SELECT DISTINCT model FROM _usage_batch WHERE model <> ''").fetchall()}
         _store_prices(conn, prices, models)  # in the transaction: one write to disk, not one per band
         conn.execute(
             f"""UPDATE usage_messages SET {", ".join(_assign(c) for c in columns if c != "dedup_key")},

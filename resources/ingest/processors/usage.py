@@ -3,77 +3,68 @@
 Agent-neutral: the file's source adapter (resources/sources/) turns its lines into keyed, ranked
 rows; this keeps the best copy per key across the files of a commit and writes the batch.
 
-Rows travel column by column (`UsageRows`): a worker process that read a file sends lists of strings
-and integers, which pickle and unpickle several times faster than a dict per row, and the batch
-becomes an Arrow table one column at a time, without a Python object per row in the main process.
+A row travels as the JSON object DuckDB's JSON reader takes it in (`JsonRows`), encoded where the file was
+read: a worker process sends bytes, which pickle and unpickle at the speed of a copy, and the process that
+writes the batch hands the best copies to DuckDB as they are, without pyarrow (whose import alone costs that
+process 0.2 s of CPU) and without a Python object per column value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC
 from itertools import count
-from operator import itemgetter
 from pathlib import Path
 
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import ParseStats
 from resources.sources import source_type
 from resources.sources.base import UsageItem
-from resources.state.store import SMALL_BATCH_ROWS, Connection
+from resources.state.store import Connection, JsonRows
 from resources.times import epoch_ms, utc_from_ms
 from resources.usage.pricing import PriceTable
-from resources.usage.warehouse import USAGE_COLUMNS, sync_prices, unpriced_models, upsert_usage, usage_schema
+from resources.usage.warehouse import sync_prices, unpriced_models, upsert_usage
 
 FILES_PER_COMMIT = 5000
 """Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest)."""
 
-_NAMES = tuple(name for name, _ in USAGE_COLUMNS)
-_TS = _NAMES.index("ts")
-_MODEL = _NAMES.index("model")
-_REPEATED = frozenset(_NAMES.index(name) for name in ("session_id", "model", "git_branch", "cwd", "agent_id"))
-"""Columns whose values repeat within a file: sent as one string object each, which pickle writes once."""
-
 
 @dataclass
 class UsageRows:
-    """Usage rows column by column: ``keys`` and ``ranks`` (see `UsageItem`), and ``columns`` in
-    `USAGE_COLUMNS` order, ``ts`` as milliseconds since the epoch (what its Arrow column holds)."""
+    """Usage rows: ``keys`` and ``ranks`` (see `UsageItem`), each row's ``model``, and the rows as ``lines``
+    (one JSON object each, `JsonRows`; ``ts`` in UTC truncated to the millisecond, as its column holds it)."""
 
     keys: list[str] = field(default_factory=list)
     ranks: list[tuple[int, int]] = field(default_factory=list)
-    columns: list[list] = field(default_factory=lambda: [[] for _ in _NAMES])
+    models: list[str | None] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
 
     @classmethod
     def of(cls, items: list[UsageItem]) -> UsageRows:
-        if not items:
-            return cls()
-        keys, ranks, rows = zip(*items, strict=True)
-        columns = _transposed(rows)
-        columns[_TS] = [epoch_ms(ts) for ts in columns[_TS]]
-        for i in _REPEATED:
-            same: dict = {}
-            columns[i] = [same.setdefault(value, value) for value in columns[i]]
-        return cls(list(keys), list(ranks), columns)
+        import orjson  # here: a stored report's check never loads it
+
+        dumps = orjson.dumps
+        rows = cls()
+        for key, rank, row in items:
+            rows.keys.append(key)
+            rows.ranks.append(rank)
+            rows.models.append(row.get("model"))
+            ts = row.get("ts")
+            rows.lines.append(dumps(row if ts is None else {**row, "ts": _in_column(ts)}))
+        return rows
 
     def __len__(self) -> int:
         return len(self.keys)
 
 
-def _transposed(rows: tuple[dict, ...]) -> list[list]:
-    """The rows' values column by column, in `USAGE_COLUMNS` order (a missing key is None). Rows of one
-    file have the same keys (one adapter made them): then the values are picked and transposed in C."""
-    present = rows[0].keys()
-    if any(row.keys() != present for row in rows):
-        return [[row.get(name) for row in rows] for name in _NAMES]
-    names = [name for name in _NAMES if name in present]
-    picked = dict(zip(names, map(list, zip(*map(itemgetter(*names), rows), strict=True)), strict=True)) \
-        if len(names) > 1 else {name: [row[name] for row in rows] for name in names}
-    return [picked[name] if name in picked else [None] * len(rows) for name in _NAMES]
+def _in_column(ts):
+    """``ts`` (naive: UTC) as the ``timestamp[ms]`` column holds it: in UTC, below a millisecond dropped."""
+    return utc_from_ms(epoch_ms(ts)) if ts.microsecond % 1000 or ts.tzinfo is not UTC else ts
 
 
 class UsageBatch:
-    """The rows of one commit: every file's rows appended column by column, and for each key the
-    position of its best copy (the first of equal rank wins, as within a file)."""
+    """The rows of one commit: every file's rows appended, and for each key the position of its best copy
+    (the first of equal rank wins, as within a file)."""
 
     def __init__(self):
         self.rows = UsageRows()
@@ -87,28 +78,22 @@ class UsageBatch:
                 best[key] = (rank, position)
         self.rows.keys += read.keys
         self.rows.ranks += read.ranks
-        for i, (column, added) in enumerate(zip(self.rows.columns, read.columns, strict=True)):
-            name = _NAMES[i]
-            column += [origin[name]] * len(read) if name in origin else added
+        self.rows.models += read.models
+        if origin:  # a pushed file's rows carry who they come from (rare: re-encoded)
+            import orjson
+
+            self.rows.lines += [orjson.dumps({**orjson.loads(line), **origin}) for line in read.lines]
+        else:
+            self.rows.lines += read.lines
 
     def models(self) -> list[str]:
-        model = self.rows.columns[_MODEL]
+        model = self.rows.models
         return sorted({model[p] for _, p in self.best.values() if model[p]})
 
-    def table(self):
-        """The best copy of each key, in the order the keys were first seen: an Arrow table when large,
-        else dicts (a small batch is written without loading pyarrow, see `staged_rows`)."""
-        positions = [p for _, p in self.best.values()]
-        if len(positions) <= SMALL_BATCH_ROWS:
-            columns = self.rows.columns
-            return [{name: utc_from_ms(columns[i][p]) if i == _TS and columns[i][p] is not None else columns[i][p]
-                     for i, name in enumerate(_NAMES)} for p in positions]
-        import pyarrow as pa
-
-        schema = usage_schema()
-        table = pa.Table.from_arrays([pa.array(column, type=schema.field(i).type)
-                                      for i, column in enumerate(self.rows.columns)], schema=schema)
-        return table if positions == list(range(len(self.rows))) else table.take(positions)
+    def table(self) -> JsonRows:
+        """The best copy of each key, in the order the keys were first seen."""
+        lines = self.rows.lines
+        return JsonRows(lines[p] for _, p in self.best.values())
 
     def clear(self) -> None:
         self.rows = UsageRows()
@@ -146,9 +131,8 @@ class UsageProcessor(SessionProcessor):
         self._batch.add(read, self.origin)
 
     def while_reading(self) -> None:
-        """Load pyarrow (a large batch is written through Arrow) and the price database (a first run meets
-        models it has not priced yet), ~0.3 s of CPU a first run would otherwise spend after the reads."""
-        usage_schema()
+        """Load the price database (a first run meets models it has not priced yet), ~0.15 s of CPU a first
+        run would otherwise spend after the reads."""
         self.prices.load_database()
 
     def commit(self, conn: Connection) -> None:
