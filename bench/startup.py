@@ -4,7 +4,8 @@ Every command runs as a user runs it, a new process each time (median of ``REPEA
 floors of any Python command (``python -c pass``) and of any report (``python -c "import duckdb"``),
 with the import time of its modules (``-X importtime``, top-level modules summed). Side by side in
 the same run, on one generated tree of 2,000 sessions (``--quick``: 200) under a throwaway $HOME:
-- ``sessionlake recall`` (fresh process) against ``grep -r`` of the same word over the raw files;
+- ``sessionlake recall`` (fresh process) against ``grep -r`` of the same word over the raw files, and
+  against ``python -c "import lance"``, the floor of any process that reads a Lance table;
 - ``sessionlake ingest`` with nothing to do;
 - the first full ingest (usage, memory, archive) against ccusage's ``daily`` over the same tree, and
   against the same processors called directly in a subprocess (`bench.direct`), and what it adds to
@@ -155,9 +156,13 @@ def run(quick: bool = False) -> list[dict]:
                                   ok=idle <= NOTHING_TO_DO_SEC)]
 
         grep = _median(["grep", "-r", "-c", CUE, str(big / ".claude/projects")], env, repeat)
+        lance_floor, lance_floor_cpu = _medians([py, "-c", "import lance"], env, repeat)
         recall, recall_rows = _command_rows(f"recall {CUE!r}", [*cli, "recall", CUE], env, repeat, floors)
         rows += [*recall_rows,
                  _row(f"floor: grep -r -c {CUE!r} over the raw files (median of {repeat})", grep),
+                 _row(f"floor: python -c 'import lance', what any Lance read imports (median of {repeat})",
+                      lance_floor, bare, cpu_sec=lance_floor_cpu),
+                 _row(f"recall {CUE!r}: vs python -c 'import lance'", recall, lance_floor),
                  _row(f"recall {CUE!r}: vs grep -r", recall, grep, f"<= {RECALL_GREP_RATIO}x",
                       recall / grep <= RECALL_GREP_RATIO),
                  _row(f"recall {CUE!r}: target", recall, target=f"<= {RECALL_TARGET_SEC} s",
