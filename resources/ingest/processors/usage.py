@@ -25,8 +25,11 @@ from resources.times import epoch_ms, utc_from_ms
 from resources.usage.pricing import PriceTable
 from resources.usage.warehouse import sync_prices, unpriced_models, upsert_usage
 
-FILES_PER_COMMIT = 5000
-"""Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest)."""
+FILES_PER_COMMIT = 2500
+"""Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest). A batch
+is held as JSON lines and staged through DuckDB's JSON reader: 5,000 files lifted the peak of a cold
+20,000-session ingest by 160-330 MB (direct call: 733 MB at 2,500, 894 MB at 5,000); a first report of up to
+2,500 sessions still commits once."""
 
 
 @dataclass
