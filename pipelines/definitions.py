@@ -15,7 +15,14 @@ import dagster as dg
 from pipelines.defs.archive import definitions as archive
 from pipelines.defs.capture import definitions as capture
 from pipelines.defs.lance import definitions as lance
-from pipelines.defs.resources import CaptureQueueResource, LanceResource, PackResource, StateResource, TeamResource
+from pipelines.defs.resources import (
+    NO_PREFETCH,
+    CaptureQueueResource,
+    LanceResource,
+    PackResource,
+    StateResource,
+    TeamResource,
+)
 from pipelines.defs.sessions import definitions as sessions
 from pipelines.defs.team import definitions as team
 from resources.config.settings import SettingError, Settings
@@ -38,6 +45,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 "packs": PackResource(),
                 "capture_queue": CaptureQueueResource(),
                 "team": TeamResource(),
+                "prefetch": NO_PREFETCH,
             }
         ),
     )

@@ -129,11 +129,11 @@ def test_a_report_while_another_process_holds_the_warehouse_shows_what_is_stored
 SLOW_DISK = """
 import sys, time
 import resources.ingest.parallel_reads as reads
-read_files = reads._read_files
+read_files = reads.read_files
 def slow_read_files(processor_type, files):  # a slow disk: 5 ms a file, so the read outlasts the line's delay
     time.sleep(0.005 * len(files))
     return read_files(processor_type, files)
-reads._read_files = slow_read_files
+reads.read_files = slow_read_files
 from pipelines.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -256,7 +256,7 @@ def test_a_read_ahead_worker_that_dies_leaves_the_reading_to_this_process(tmp_pa
     from resources.ingest.processors.usage import UsageProcessor
 
     monkeypatch.setattr(runner, "READ_AHEAD_MIN_BYTES", 0)
-    monkeypatch.setattr(parallel_reads, "_read_files", _worker_dies)
+    monkeypatch.setattr(parallel_reads, "read_files", _worker_dies)
     alone, ahead = LanceStore(tmp_path / "alone"), LanceStore(tmp_path / "ahead")
     alone_state, ahead_state = StateStore(tmp_path / "alone.duckdb"), StateStore(tmp_path / "ahead.duckdb")
     run_processors([MemoryProcessor(alone)], samples_root, alone_state)

@@ -8,7 +8,7 @@ import pytest
 import resources.ingest.plan as plan
 from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
-from pipelines.defs.resources import LanceResource, PackResource, StateResource
+from pipelines.defs.resources import NO_PREFETCH, LanceResource, PackResource, StateResource
 from pipelines.defs.sessions.assets import STEP_NAME, ingest_projects
 from resources.ingest.retry_marks import MAX_ATTEMPTS, RETRY_BASE_SEC, due_retries, record_failures
 from tests.conftest import SAMPLE_PROJECT
@@ -51,7 +51,8 @@ def test_unreadable_file_leaves_a_marker_the_sensor_retries(instance, settings, 
         return real(path, size)
 
     monkeypatch.setattr(plan, "compute_file_hash", unreadable)
-    resources = {"state": StateResource(), "lance": LanceResource(), "packs": PackResource()}
+    resources = {"state": StateResource(), "lance": LanceResource(), "packs": PackResource(),
+                 "prefetch": NO_PREFETCH}
 
     def ingest_usage():
         return dg.materialize([ingest_projects], selection=["session_files", "usage_messages"], instance=instance,

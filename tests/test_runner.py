@@ -478,3 +478,18 @@ def test_a_run_holds_the_collector_back_and_puts_it_back_after(samples_root, sta
     with pytest.raises(OSError):
         run_processors([Broken("broken")], samples_root, state)
     assert (gc.get_threshold(), gc.get_freeze_count()) == (before, 0)
+
+
+def test_a_run_inside_a_caller_that_holds_the_collector_back_freezes_what_came_alive_since():
+    """The command line holds the collector back before it imports Dagster; the run inside freezes Dagster's
+    objects too, and the outermost exit unfreezes everything."""
+    import gc
+
+    from resources.ingest.fewer_collections import fewer_collections
+
+    with fewer_collections():
+        outer = gc.get_freeze_count()
+        alive = [[n] for n in range(1000)]
+        with fewer_collections():
+            assert gc.get_freeze_count() >= outer + len(alive)
+    assert gc.get_freeze_count() == 0

@@ -14,7 +14,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from pipelines.definitions import defs
 from pipelines.defs.partitions import projects_partitions
-from pipelines.defs.resources import LanceResource, PackResource, StateResource
+from pipelines.defs.resources import NO_PREFETCH, LanceResource, PackResource, StateResource
 from pipelines.defs.sessions.assets import CODE_VERSIONS, USAGE_TOTALS, ingest_projects, usage_totals
 from pipelines.defs.sessions.sensors import partition_run_request
 from resources.memory.lance import LanceStore
@@ -201,7 +201,8 @@ def test_a_ui_backfill_evaluates_every_check_it_plans(instance, settings):
     """Materializing the session assets as the UI does (checks included): no check is left skipped."""
     instance.add_dynamic_partitions(projects_partitions.name, [SAMPLE_PROJECT])
     result = dg.materialize([ingest_projects], instance=instance, partition_key=SAMPLE_PROJECT,
-                            resources={"state": StateResource(), "lance": LanceResource(), "packs": PackResource()})
+                            resources={"state": StateResource(), "lance": LanceResource(), "packs": PackResource(),
+                                       "prefetch": NO_PREFETCH})
     assert result.success
     checks = {(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations()}
     assert checks == {(a, name) for a in PROCESSOR_ASSETS for name in ("files_ingested", "files_fresh")}

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 from pipelines.cli.projects import resolve_projects
 from resources.config.settings import Settings
-from resources.ingest.plan import projects_with_work
+from resources.ingest.fewer_collections import fewer_collections
+from resources.ingest.plan import files_with_work
 from resources.ingest.retry_marks import due_retries
 from resources.sources import found_sources, walk_all
 from resources.state.store import StateStore
@@ -100,7 +101,9 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
 
     Only projects with something to do are run: a file some selected processor has not processed at
     its current size and mtime, or failed files awaiting a retry. ``everything`` runs them all and hashes
-    every file, so a same-size rewrite whose mtime was put back is read again. The run's warnings reach
+    every file, so a same-size rewrite whose mtime was put back is read again. The files new to usage and
+    memory are read in a worker process while Dagster starts, and the run takes those reads
+    (`resources.ingest.prefetch`). The run's warnings reach
     stderr as a few lines (`TerminalLog`), or, with ``debug``, through Dagster's console logger.
     With nothing to run it still asks the instance (`started_runs`, no Dagster import): its server must
     answer, and a run left STARTED by a lost process or server is marked failed.
@@ -120,10 +123,11 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
     on_disk = sorted({f.project for f in files})
     wanted = sorted(resolve_projects(projects, on_disk, "sessions")) if projects else on_disk
     assets = list(PROCESSOR_ASSETS.values()) if assets is None else assets
+    names = [name for name, asset in PROCESSOR_ASSETS.items() if asset in assets]
+    chosen = set(wanted)
+    work = files_with_work(names, [f for f in files if f.project in chosen], StateStore.from_settings(settings))
     if not everything:
-        names = [name for name, asset in PROCESSOR_ASSETS.items() if asset in assets]
-        chosen = set(wanted)
-        todo = projects_with_work(names, [f for f in files if f.project in chosen], StateStore.from_settings(settings))
+        todo = {f.project for unstable in work.values() for f in unstable}
         todo |= set(due_retries(settings.retry_dir, now=math.inf))
         wanted = sorted(set(wanted) & todo)
     result = {"run_id": None, "success": True, "agents": [s.agent for s in sources], "projects": wanted,
@@ -136,6 +140,65 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
             _reap_dead_runs()
         result["elapsed_sec"] = time.perf_counter() - started
         return result
+    # Dagster's imports, its instance and the run's start allocate enough for Python's collector to take ~0.8 s
+    # of CPU, as many rows would; the new files are read in a worker process (on the other core) meanwhile
+    with fewer_collections(), _reads_ahead(names, work, settings) as prefetch:
+        outcome, terminal = _execute(settings, assets, on_disk, wanted, everything, say, debug, prefetch)
+    result["run_id"] = outcome.run_id
+    result["success"] = outcome.success
+    if terminal is not None and terminal.summary(outcome.run_id):
+        say(terminal.summary(outcome.run_id))
+    if not outcome.success:
+        result["error"] = _step_failure(outcome)
+    # a partition the run changed is materialized (what it holds, and the run's counters); one it did not
+    # change is observed (the run's counters only): the summary adds both up
+    events = [e.materialization for e in outcome.get_asset_materialization_events()] + [
+        e.asset_observation_data.asset_observation for e in outcome.get_asset_observation_events()]
+    for event in events:
+        totals = result["assets"].setdefault(event.asset_key.to_user_string(), {})
+        for key, value in event.metadata.items():
+            if isinstance(value.value, int | float) and not isinstance(value.value, bool) and "/" not in key:
+                totals[key] = totals.get(key, 0) + value.value
+    for evaluation in outcome.get_asset_check_evaluations():
+        if not evaluation.passed:
+            table = evaluation.metadata.get("failed_files")
+            result["failures"][evaluation.asset_key.to_user_string()] = table.value if table else evaluation.description
+            result["errors"] += int(evaluation.metadata["files_failed"].value)
+    result["success"] = result["success"] and not result["errors"]
+    result["elapsed_sec"] = time.perf_counter() - started
+    return result
+
+
+@contextmanager
+def _reads_ahead(names: list[str], work: dict[str, list], settings: Settings):
+    """Reads of the run's new files, started now for the processors that read in workers
+    (`resources.ingest.prefetch`), or None; the worker ends on leaving. Memory's first: after its reads it has
+    the most left to do in the run (its commits, then the full-text index), while usage only commits."""
+    from resources.ingest.prefetch import start_prefetch
+    from resources.ingest.runner import READ_AHEAD_MAX_BYTES, READ_AHEAD_MIN_BYTES
+
+    types = []
+    if "memory" in names:
+        from resources.ingest.processors.memory import MemoryProcessor
+
+        types.append(MemoryProcessor)
+    if "usage" in names:
+        from resources.ingest.processors.usage import UsageProcessor
+
+        types.append(UsageProcessor)
+    prefetch = start_prefetch(types, work, StateStore.from_settings(settings), READ_AHEAD_MIN_BYTES,
+                              READ_AHEAD_MAX_BYTES)
+    try:
+        yield prefetch
+    finally:
+        if prefetch is not None:
+            prefetch.close()
+
+
+def _execute(settings: Settings, assets: list[str], on_disk: list[str], wanted: list[str], everything: bool, say,
+             debug: bool, prefetch):
+    """The run of `ingest` over ``wanted`` on the instance (``prefetch``: its files read ahead, or None): its
+    outcome, and the terminal log that held its output back (None with ``debug``)."""
     # the Dagster home (its dagster.yaml read and checked) and Dagster itself (about 1 s to import) only now
     # that there is a run to make
     from pipelines.instance.home import open_instance, prepare_dagster_home
@@ -169,35 +232,14 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
         step_config = {**request.run_config["ops"][STEP_NAME]["config"], "verify_content": everything}
         run_config = {**request.run_config, "ops": {STEP_NAME: {"config": step_config}}}
         terminal = None
+        resources = {"prefetch": dg.ResourceDefinition.hardcoded_resource(prefetch)}  # what was read ahead
         if debug:
             run_config.update(DEBUG_LOG)
             outcome = job.execute_in_process(instance=instance, tags=tags, run_config=run_config,
-                                             raise_on_error=False)
+                                             raise_on_error=False, resources=resources)
         else:
             run_config["loggers"] = {"console": {}}  # a job's loggers log only when configured
             with held_back(settings.home / HELD_BACK_LOG) as terminal:
                 outcome = job.with_logger_defs(terminal.logger_defs()).execute_in_process(
-                    instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
-    result["run_id"] = outcome.run_id
-    result["success"] = outcome.success
-    if terminal is not None and terminal.summary(outcome.run_id):
-        say(terminal.summary(outcome.run_id))
-    if not outcome.success:
-        result["error"] = _step_failure(outcome)
-    # a partition the run changed is materialized (what it holds, and the run's counters); one it did not
-    # change is observed (the run's counters only): the summary adds both up
-    events = [e.materialization for e in outcome.get_asset_materialization_events()] + [
-        e.asset_observation_data.asset_observation for e in outcome.get_asset_observation_events()]
-    for event in events:
-        totals = result["assets"].setdefault(event.asset_key.to_user_string(), {})
-        for key, value in event.metadata.items():
-            if isinstance(value.value, int | float) and not isinstance(value.value, bool) and "/" not in key:
-                totals[key] = totals.get(key, 0) + value.value
-    for evaluation in outcome.get_asset_check_evaluations():
-        if not evaluation.passed:
-            table = evaluation.metadata.get("failed_files")
-            result["failures"][evaluation.asset_key.to_user_string()] = table.value if table else evaluation.description
-            result["errors"] += int(evaluation.metadata["files_failed"].value)
-    result["success"] = result["success"] and not result["errors"]
-    result["elapsed_sec"] = time.perf_counter() - started
-    return result
+                    instance=instance, tags=tags, run_config=run_config, raise_on_error=False, resources=resources)
+    return outcome, terminal

@@ -83,3 +83,10 @@ class TeamResource(SessionlakeResource):
         and SESSIONLAKE_STORAGE_URI equal to it), else None: a machine that only pushes ingests nothing."""
         settings = self.settings()
         return settings.team if settings.team_uri and settings.storage_uri == settings.team_uri else None
+
+
+NO_PREFETCH = dg.ResourceDefinition.none_resource(
+    description="Reads of the run's new files started before the run (`resources.ingest.prefetch`): only "
+                "`sessionlake ingest` starts them, for the run it makes in its own process; any other run (the "
+                "sensor's, a backfill, the UI's) reads its files itself.")
+"""The ``prefetch`` resource of the session ingest step: none, unless the command that makes the run gives it one."""

@@ -28,7 +28,8 @@ _froze = False
 @contextlib.contextmanager
 def fewer_collections() -> Iterator[None]:
     """Freeze what is alive and raise the young threshold until the outermost exit, which puts both back
-    (objects someone else froze before stay frozen: nothing is frozen or unfrozen then)."""
+    (objects someone else froze before stay frozen: nothing is frozen or unfrozen then). An inner entry
+    freezes what came alive since (the run inside a command that imported Dagster meanwhile)."""
     global _depth, _saved, _froze
     with _lock:
         if _depth == 0:
@@ -37,6 +38,8 @@ def fewer_collections() -> Iterator[None]:
             if _froze:
                 gc.freeze()
             gc.set_threshold(max(_saved[0], YOUNG_THRESHOLD), *_saved[1:])
+        elif _froze:
+            gc.freeze()
         _depth += 1
     try:
         yield

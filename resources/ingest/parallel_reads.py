@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from resources.ingest.session_files import compute_file_hash, tail_fingerprint
 
 READ_BATCH_FILES = 16
 """Files per message to a worker process when files are read in parallel."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when its parent ends."""
 
 
 @dataclass
@@ -29,8 +32,8 @@ class WorkerRead:
     tail: str | None = None
 
 
-def _read_files(processor_type: type[SessionProcessor],
-                files: list[tuple[str, str, str, int, int, bool]]) -> list[WorkerRead]:
+def read_files(processor_type: type[SessionProcessor],
+               files: list[tuple[str, str, str, int, int, bool]]) -> list[WorkerRead]:
     """In a worker process: `SessionProcessor.read_session` of each ``(path, project, key, offset, size,
     hash_it)``, hashing the file's first ``size`` bytes first when ``hash_it``."""
     reads = []
@@ -50,6 +53,26 @@ def _read_files(processor_type: type[SessionProcessor],
     return reads
 
 
+def fork_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes that read files. Forked on Linux: a worker needs no imports of its own
+    and starts in milliseconds (elsewhere the platform's default). A worker ends with this process, even
+    killed: one left blocked on a result nobody reads would live on."""
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),))
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a worker process: be killed when the process that forked it ends (Linux; elsewhere nothing)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the line above
+        os._exit(1)
+
+
 class ParallelReads:
     """Reads the files of connection chunk n+1 in worker processes while chunk n is taken and committed,
     so at most two chunks of read rows are held at once. Files go to workers in small batches: one
@@ -61,9 +84,7 @@ class ParallelReads:
         self.processor_type = type(processor)
         self.ahead = ahead
         self.chunks = chunks
-        # fork: a worker needs no imports of its own and starts in milliseconds; elsewhere the platform's default
-        context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-        self.pool = ProcessPoolExecutor(workers, mp_context=context)
+        self.pool = fork_pool(workers)
         self.submitted: dict[int, list] = {}
 
     def __enter__(self) -> ParallelReads:
@@ -78,7 +99,7 @@ class ParallelReads:
         if n < len(self.chunks) and n not in self.submitted:
             files = [(t.file.fspath, t.file.project, t.file.key, t.start_offset, t.file.size, t.file_hash is None)
                      for t in self.chunks[n]]
-            self.submitted[n] = [self.pool.submit(_read_files, self.processor_type, files[i:i + READ_BATCH_FILES])
+            self.submitted[n] = [self.pool.submit(read_files, self.processor_type, files[i:i + READ_BATCH_FILES])
                                  for i in range(0, len(files), READ_BATCH_FILES)]
 
     def chunk(self, n: int) -> list[WorkerRead]:

@@ -2,8 +2,8 @@
 
 `plan` splits the files into tasks (read from byte 0, or from the stored offset of a file that only
 grew) and unchanged files whose mark only moves forward; `is_stable` is the stat-only test that skips a
-file without reading it; `projects_with_work` asks the same of every processor at once, for the
-command line's "anything to do?" before it imports Dagster.
+file without reading it; `files_with_work` asks the same of every processor at once, for the command
+line's "anything to do?" before it imports Dagster.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ def is_stable(prev: ProcessorFileState | None, f: SessionFile) -> bool:
     return prev is not None and prev.file_size == f.size and f.mtime_ns <= _ns(prev.processed_at)
 
 
-def projects_with_work(processor_names: Sequence[str], files: Sequence[SessionFile], state: StateStore) -> set[str]:
-    """Projects of ``files`` holding one that one of ``processor_names`` has not processed at its
-    current size and mtime (stat only, no reads): the ones a run would have anything to do for."""
+def files_with_work(processor_names: Sequence[str], files: Sequence[SessionFile],
+                    state: StateStore) -> dict[str, list[SessionFile]]:
+    """Per processor of ``processor_names``, the ``files`` it has not processed at their current size and
+    mtime (stat only, no reads): the ones a run would have anything to do for."""
     with state.connect() as conn:  # stored sizes and times only, no row objects (see unstable_files)
-        return {f.project for name in processor_names for f in unstable_files(conn, name, files)}
+        return {name: unstable_files(conn, name, files) for name in processor_names}
 
 
 def plan(

@@ -21,6 +21,9 @@ Rules (each one tested in ``tests/test_runner.py``):
   works in this one; it takes and commits them in a thread beside (its work in this process is taking
   what was read and writing it), as it would have read them, and is reported in its turn; when a
   worker process dies (killed), this process reads the files it did not hand back;
+- reads started before the run (``prefetch``, `resources.ingest.prefetch`) are taken instead, by the first
+  processor in this thread and by a later one in a thread beside, for the files whose read is the one the
+  run plans; the run reads the others itself;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
   a failure of the environment (`resources.environment`: a full disk, a lost server) is raised instead,
@@ -68,6 +71,7 @@ from resources.state.store import (
 
 if TYPE_CHECKING:  # the worker pool is imported where files are read in parallel: a report's top-up never is
     from resources.ingest.parallel_reads import ParallelReads, WorkerRead
+    from resources.ingest.prefetch import Prefetch, PrefetchedReads
 
 FILES_PER_CONNECTION = 1000
 BYTES_PER_CONNECTION = 64 << 20
@@ -116,6 +120,7 @@ def iter_processors(
     workers: int = 1,
     progress: Progress | None = None,
     verify: bool = False,
+    prefetch: Prefetch | None = None,
 ) -> Iterator[tuple[str, dict]]:
     """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``),
     yielding each one's ``(name, stats)`` as soon as it has run, in the order given: the ingest step
@@ -125,14 +130,15 @@ def iter_processors(
     ``workers`` > 1 reads files in that many worker processes for a processor with ``parallel_reads``;
     ``progress(files_done, files_total, bytes_done)`` is called after each file.
     ``verify`` hashes every file, not only those whose size or mtime changed (``ingest --all``).
+    ``prefetch``: reads of the run's new files started before it (`resources.ingest.prefetch.start_prefetch`).
     The run holds Python's garbage collector back (`fewer_collections`).
     """
     with fewer_collections():
         yield from _iter_processors(processors, sessions_root, state, projects, logger, files, workers, progress,
-                                    verify)
+                                    verify, prefetch)
 
 
-def _iter_processors(processors, sessions_root, state, projects, logger, files, workers, progress, verify):
+def _iter_processors(processors, sessions_root, state, projects, logger, files, workers, progress, verify, prefetch):
     logger = logger or log
     files = list(walk_sessions(sessions_root, projects) if files is None else files)
     results = {p.name: empty_stats() for p in processors}
@@ -165,7 +171,7 @@ def _iter_processors(processors, sessions_root, state, projects, logger, files, 
         with state.connect() as conn:
             record_session_files(conn, _session_file_rows(files, hashes))
 
-    ahead = _start_read_ahead(processors, work, workers)  # forks its worker before any thread starts
+    ahead = _start_read_ahead(processors, work, workers, prefetch)  # forks its worker before any thread starts
     beside = {p.name: Beside(functools.partial(_execute_beside, p, work[p.name], state, results[p.name],
                                                ahead.pop(p.name, None)), p.name)
               for p in _run_beside(processors, work, workers, progress, ahead)}
@@ -224,12 +230,13 @@ def _execute(
     progress: Progress | None = None,
     reading: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
-    ahead: ParallelReads | None = None,
+    ahead: ParallelReads | PrefetchedReads | None = None,
 ) -> None:
     """Process and commit ``tasks``; ``reading()`` is called once the worker processes read (or at once when
     this process reads), with work this process would otherwise do before the reads or wait through.
     Once ``stop`` is set, no further chunk of files is read (what was not committed stays unmarked).
-    ``ahead``: the worker reads of ``tasks`` started earlier (`_start_read_ahead`), taken in their chunks."""
+    ``ahead``: the worker reads of ``tasks`` started earlier (`_start_read_ahead`), taken in their chunks (a
+    task without one is read here)."""
     processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[_Done] = []
@@ -284,7 +291,7 @@ def _single_threaded(conn: Connection) -> Iterator[None]:
 
 
 def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[Task]], workers: int,
-                progress: Progress | None, ahead: dict[str, ParallelReads]) -> list[SessionProcessor]:
+                progress: Progress | None, ahead: dict[str, ParallelReads | PrefetchedReads]) -> list[SessionProcessor]:
     """The processors to run in a thread beside the others (`SessionProcessor.runs_beside`, or read ``ahead``
     in a worker process, which forked before any thread started): not the first (the others wait for
     nothing it does), and none when a processor reads in worker processes of the run's own (no fork while
@@ -294,18 +301,24 @@ def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[Tas
     return [p for p in processors[1:] if (p.runs_beside or p.name in ahead) and work[p.name]]
 
 
-def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[Task]],
-                      workers: int) -> dict[str, ParallelReads]:
-    """Worker reads, started now, of the processors after the first that have `parallel_reads` and
-    `READ_AHEAD_MIN_BYTES` to `READ_AHEAD_MAX_BYTES` to read: one worker process reads them while the first
+def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[Task]], workers: int,
+                      prefetch: Prefetch | None = None) -> dict[str, ParallelReads | PrefetchedReads]:
+    """The reads of each processor with `parallel_reads` that were started before the run (``prefetch``), and
+    worker reads, started now, of the processors after the first that have `READ_AHEAD_MIN_BYTES` to
+    `READ_AHEAD_MAX_BYTES` to read and none started: one worker process reads them while the first
     processor works in this one. Not on one core, and not when this run reads in worker processes already
     (``workers`` > 1)."""
     if workers > 1 or (os.cpu_count() or 1) < 2:
         return {}
-    ahead: dict[str, ParallelReads] = {}
+    ahead: dict[str, ParallelReads | PrefetchedReads] = {}
+    for processor in processors:
+        if prefetch is not None and processor.parallel_reads and work[processor.name]:
+            started = prefetch.reads(processor.name, list(_connection_chunks(work[processor.name])))
+            if started is not None:
+                ahead[processor.name] = started
     for processor in processors[1:]:
         tasks = work[processor.name]
-        if (processor.parallel_reads and len(tasks) > 1
+        if (processor.name not in ahead and processor.parallel_reads and len(tasks) > 1
                 and READ_AHEAD_MIN_BYTES <= sum(t.file.size - t.start_offset for t in tasks) <= READ_AHEAD_MAX_BYTES):
             from resources.ingest.parallel_reads import ParallelReads
 
@@ -317,7 +330,7 @@ def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, li
 
 
 def _execute_beside(processor: SessionProcessor, tasks: list[Task], state: StateStore, stats: dict,
-                    ahead: ParallelReads | None, log: HeldLog, stop: threading.Event) -> None:
+                    ahead: ParallelReads | PrefetchedReads | None, log: HeldLog, stop: threading.Event) -> None:
     try:
         _execute(processor, tasks, state, stats, log, stop=stop, ahead=ahead)
     finally:  # its worker ends with it, also when it raised before taking a chunk

@@ -302,6 +302,12 @@ def unstable_files(conn: duckdb.DuckDBPyConnection, processor: str,
     return unstable
 
 
+def known_files(conn: duckdb.DuckDBPyConnection, processor: str) -> set[str]:
+    """The session files `processor` has a state row for (processed at some size, or marked unchanged)."""
+    return {key for (key,) in conn.execute(
+        "SELECT session_file FROM session_processor_state WHERE processor_name = ?", [processor]).fetchall()}
+
+
 def _json_list(values: list) -> str:
     """A long list as one JSON parameter: DuckDB binds a Python list of 20,000 values in seconds, the text in ms."""
     import orjson

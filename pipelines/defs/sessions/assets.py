@@ -20,6 +20,7 @@ from pipelines.defs.sessions.event_batch import batched
 from pipelines.defs.tags import POOL_INGEST, PROCESSOR_ASSETS, QUEUE_TAG
 from pipelines.instance.run_recovery import claim_run
 from resources.archive.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION
+from resources.ingest.prefetch import Prefetch
 from resources.ingest.retry_marks import record_failures
 from resources.ingest.runner import iter_processors
 from resources.ingest.session_files import project_fingerprints
@@ -182,7 +183,7 @@ def _check_result(name: str, stats: dict, projects: list[str], retry_dir,
     description="Scan the selected projects once and run every selected processor over their new and changed files.",
 )
 def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, state: StateResource,
-                    lance: LanceResource, packs: PackResource):
+                    lance: LanceResource, packs: PackResource, prefetch: dg.ResourceParam[Prefetch | None]):
     claim_run(context.instance, context.run.run_id)
     if BACKFILL_TAG in context.run.tags and QUEUE_TAG not in context.run.tags:
         # Dagster gives an asset backfill's runs no job tags; label its lane as the job's own runs have it
@@ -205,7 +206,7 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
         dg.AssetKey("session_files"), dg.DagsterEventType.ASSET_MATERIALIZATION, set(projects))
     verify = config.verify_content or backfill
     for name, stats in iter_processors(processors, settings.sessions_dir, state.store(), projects=set(projects),
-                                       logger=context.log, files=files, verify=verify):
+                                       logger=context.log, files=files, verify=verify, prefetch=prefetch):
         processor = by_name[name]
         asset = PROCESSOR_ASSETS[processor.name]
         changed = [p for p in projects if _changed(stats["by_project"].get(p))]
@@ -241,6 +242,8 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
         if processor.name == "memory" and changed:  # its run summary is a row of the events table
             context.log_event(dg.AssetMaterialization("lance_events", metadata={
                 "dagster/row_count": dg.MetadataValue.int(lance.store().count(EVENTS))}))
+    if prefetch is not None:
+        context.log.info(prefetch.summary())
     yield from _freshness(context, settings, state, files, [p.name for p in processors])
 
 
