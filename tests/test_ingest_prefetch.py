@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -115,3 +116,34 @@ def test_a_file_that_changed_after_it_was_read_ahead_is_read_again_by_the_run(tm
     assert stored == _stored(direct)
     assert any(row[1] == "msg_appended" for row in stored["usage"])
     assert any("PARSER" in record["text"] for record in stored["records"])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc (Linux)")
+def test_the_reading_worker_ends_when_the_command_is_killed(tmp_path, tree):
+    env = _env(tmp_path, tree, "cli")
+    cli = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (workers := _children(cli.pid)) and cli.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert workers, "the command started no worker process"
+    cli.kill()  # the command only: not its process group
+    cli.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)
