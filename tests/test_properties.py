@@ -16,6 +16,7 @@ ten times the examples.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from resources.ingest.processors.usage import UsageProcessor
@@ -333,3 +334,115 @@ def test_usage_totals_equal_the_reference_however_files_grow_and_are_rewritten(c
         assert (totals["inputTokens"], totals["outputTokens"], totals["cacheCreationTokens"],
                 totals["cacheReadTokens"]) == tuple(sum(col) for col in zip(*(r.expected() for r in responses),
                                                                           strict=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Claude Code's usage reader: the typed decoding of its common lines (resources/sources/claude_usage_lines.py)
+# changes neither the rows, which copy wins, nor which lines are malformed and why: the same file read with
+# every line parsed by orjson and checked on the dict (`response_key`, the reader before it) gives the same.
+
+def _any_value():
+    big = st.sampled_from([2**62, 2**63 - 1, 2**63, 2**64, 10**30, -1, 0])
+    return st.one_of(st.none(), st.booleans(), st.integers(0, 5000), big, st.floats(allow_nan=False, width=32),
+                     st.text(max_size=6), st.lists(st.integers(0, 3), max_size=2), st.just({}))
+
+
+_FIELDS = (("type",), ("requestId",), ("sessionId",), ("gitBranch",), ("cwd",), ("agentId",), ("isSidechain",),
+           ("costUSD",), ("timestamp",), ("message",), ("message", "id"), ("message", "model"), ("message", "usage"),
+           ("message", "usage", "input_tokens"), ("message", "usage", "output_tokens"),
+           ("message", "usage", "cache_creation_input_tokens"), ("message", "usage", "cache_read_input_tokens"),
+           ("message", "usage", "speed"), ("message", "usage", "cache_creation"),
+           ("message", "usage", "cache_creation", "ephemeral_1h_input_tokens"))
+
+
+@st.composite
+def _usage_line(draw):
+    """A line as Claude Code writes it (a response's copy, a user or progress line), then maybe one of its fields
+    set to any value (or left out), and written as JSON, as ASCII or not, or garbage."""
+    count = st.integers(0, 5000)
+    obj = {"type": draw(st.sampled_from(["assistant", "assistant", "assistant", "user", "progress"])),
+           "requestId": draw(st.sampled_from(["r1", "r2"])), "sessionId": "s", "gitBranch": draw(st.sampled_from(
+               ["main", "é ü"])), "cwd": "/w", "isSidechain": draw(st.booleans()),
+           "timestamp": draw(st.sampled_from(["2025-06-10T13:00:00.000Z", "2025-06-10T13:00:00+05:30", "2025-06-10"])),
+           "message": {"id": draw(st.sampled_from(["m1", "m2", "m3"])), "model": "claude-sonnet-4-20250514",
+                       "content": draw(st.sampled_from(["hi", "日本", [{"type": "text", "text": "x"}]])),
+                       "usage": {"input_tokens": draw(count), "output_tokens": draw(count),
+                                 "cache_creation_input_tokens": draw(count), "cache_read_input_tokens": draw(count),
+                                 "cache_creation": {"ephemeral_5m_input_tokens": draw(count),
+                                                    "ephemeral_1h_input_tokens": draw(count)}}}}
+    if draw(st.booleans()):
+        obj["agentId"] = "a1"
+    if draw(st.booleans()):
+        obj["costUSD"] = draw(st.one_of(st.integers(0, 3), st.floats(0, 3)))
+    for _ in range(draw(st.integers(0, 2))):  # one or two fields set to anything, or removed
+        *parents, name = draw(st.sampled_from(_FIELDS))
+        holder = obj
+        for parent in parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            value = draw(st.one_of(st.just(KeyError), _any_value()))
+            if value is KeyError:
+                holder.pop(name, None)
+            else:
+                holder[name] = value
+    how = draw(st.sampled_from(["ascii", "ascii", "utf-8", "invalid utf-8", "garbage"]))
+    if how == "garbage":
+        return draw(st.binary(max_size=20)) + b'"usage"'
+    encoded = json.dumps(obj, ensure_ascii=how == "ascii").encode()
+    return encoded.replace(b"}", b',"x":"\xff"}', 1) if how == "invalid utf-8" else encoded
+
+
+def _reference_usage(path, session_key):
+    """The reader before the typed decoding: every usage line parsed by orjson and checked on the dict."""
+    from resources.sources.claude import MalformedUsage, response_key, usage_row
+
+    stats, best = ParseStats(), {}
+    for line in iter_jsonl(path, 0, stats, contains=b'"usage"'):
+        try:
+            keyed = response_key(line.obj, line.offset, session_key)
+        except MalformedUsage as exc:
+            stats.reject(line, str(exc))
+            continue
+        if keyed is not None and (keyed[0] not in best or keyed[1] > best[keyed[0]][0]):
+            best[keyed[0]] = (keyed[1], line.offset, line.obj)
+    return [(k, r, usage_row(k, o, off, session_key, "p")) for k, (r, off, o) in best.items()], stats
+
+
+def _edge(**change) -> bytes:
+    """A valid response line with ``change`` applied (``message`` and ``usage`` entries merged into theirs)."""
+    obj = {"type": "assistant", "requestId": "r1", "sessionId": "s", "timestamp": "2025-06-10T13:00:00.000Z",
+           "message": {"id": "m1", "model": "claude-sonnet-4-20250514",
+                       "usage": {"input_tokens": 1, "output_tokens": 2, **change.pop("usage", {})},
+                       **change.pop("message", {})}}
+    return json.dumps({**obj, **change}).encode()
+
+
+EDGE_LINES = [  # each beside a valid copy of its response: the copy wins, or the edge line is malformed
+    _edge(), _edge(timestamp="soon"), _edge(timestamp=None), _edge(timestamp=20250610),
+    _edge(usage={"input_tokens": 2**62, "output_tokens": 2**62}), _edge(usage={"output_tokens": 2**63}),
+    _edge(usage={"cache_creation": {"ephemeral_5m_input_tokens": 2**62, "ephemeral_1h_input_tokens": 2**62}}),
+    _edge(usage={"input_tokens": True}), _edge(usage={"input_tokens": 1.0}), _edge(usage={"input_tokens": -1}),
+    _edge(usage={"cache_creation": [1]}), _edge(usage={"speed": 1}), _edge(usage={"speed": "fast"}),
+    _edge(isSidechain="yes"), _edge(isSidechain=None), _edge(costUSD=True), _edge(costUSD=2), _edge(type=None),
+    _edge(type="user", usage={"input_tokens": -1}), _edge(message={"model": 42}), _edge(gitBranch=["main"]),
+    _edge(message={"id": None}), _edge(requestId=None), _edge().replace(b"}", b',"x":"\xff"}', 1),
+    json.dumps({"type": "assistant", "timestamp": "2025-06-10T13:00:00Z", "x": "日本",
+                "message": {"id": "m1", "usage": {"input_tokens": 1}}}, ensure_ascii=False).encode(),
+]
+
+
+@settings(max_examples=_examples(300))
+@given(st.lists(_usage_line(), min_size=1, max_size=12))
+@example(EDGE_LINES)
+def test_typed_usage_lines_read_as_the_dict_path_reads_them(lines):
+    from resources.sources.claude import ClaudeSource
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "s.jsonl"
+        path.write_bytes(b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines))
+        stats = ParseStats()
+        items = [tuple(item) for item in ClaudeSource.usage(path, "p/s.jsonl", "p", 0, stats)]
+        want, want_stats = _reference_usage(path, "p/s.jsonl")
+    assert items == want
+    assert stats.malformed == want_stats.malformed
+    assert (stats.lines, stats.end_offset) == (want_stats.lines, want_stats.end_offset)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from operator import attrgetter
 from pathlib import Path
@@ -191,11 +191,17 @@ class JsonLine(NamedTuple):
 
     offset: int
     obj: dict
+    """A dict, or the object a reader's own ``loads`` made of it (see `iter_jsonl`)."""
     size: int
 
 
+_NOT_OBJECTS = frozenset({list, str, int, float, bool, type(None)})
+"""What a JSON text that is not an object decodes to."""
+
+
 def iter_jsonl(
-    path: Path | str, start_offset: int = 0, stats: ParseStats | None = None, contains: bytes | None = None
+    path: Path | str, start_offset: int = 0, stats: ParseStats | None = None, contains: bytes | None = None,
+    loads: Callable[[bytes], object] | None = None,
 ) -> Iterator[JsonLine]:
     """Stream the JSON objects of ``path`` from ``start_offset``, one line at a time.
 
@@ -205,13 +211,15 @@ def iter_jsonl(
     a line still being written (``1`` of ``10`` is a valid number, yet only the start of a line).
     With ``contains``, complete lines without those bytes are passed over unparsed (a reader that
     only wants some lines need not pay for decoding the rest; it also does not see their defects).
+    ``loads`` decodes a line instead of ``orjson.loads``: into a dict or an object of the reader's own for a JSON
+    object, raising orjson's error where orjson raises (resources/sources/claude_usage_lines.py).
     """
     import orjson
 
     stats = stats if stats is not None else ParseStats()
     offset = start_offset
     lines = 0
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    loads, decode_error = loads or orjson.loads, orjson.JSONDecodeError
     try:
         with open(path, "rb") as f:
             f.seek(start_offset)
@@ -233,11 +241,11 @@ def iter_jsonl(
                         stats.blank += 1
                     offset += size
                     continue
-                if not complete and type(obj) is not dict:
+                if not complete and type(obj) in _NOT_OBJECTS:
                     break  # ``1`` of ``10`` or ``"a"`` of ``"a"b``: a valid prefix of a longer line, not a line
                 line_offset = offset
                 offset += size
-                if type(obj) is not dict:
+                if type(obj) in _NOT_OBJECTS:
                     stats.malformed.append(
                         MalformedLine(line_offset, size, f"not a JSON object: {type(obj).__name__}", _preview(raw))
                     )

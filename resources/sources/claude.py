@@ -59,17 +59,19 @@ def response_key(obj: dict, offset: int, session_key: str) -> tuple[str, tuple[i
             raise MalformedUsage(_wrong_string(obj, message))
     if parse_iso(obj.get("timestamp")) is None:
         raise MalformedUsage(f"timestamp is not an ISO-8601 time: {obj.get('timestamp')!r}"[:200])
-    message_id = message.get("id")
-    request_id = obj.get("requestId")
-    if message_id and request_id:
-        key = f"{message_id}:{request_id}"
-    elif message_id:
-        key = message_id
-    else:  # nothing to de-duplicate on: the line's own position is its identity
-        import hashlib  # here: walking the folders (a stored report's check) loads no hash
+    return dedup_key(message.get("id"), obj.get("requestId"), offset, session_key), \
+        (0 if obj.get("isSidechain") else 1, total)
 
-        key = "pos:" + hashlib.sha256(f"{session_key}\0{offset}".encode()).hexdigest()[:32]
-    return key, (0 if obj.get("isSidechain") else 1, total)
+
+def dedup_key(message_id: str | None, request_id: str | None, offset: int, session_key: str) -> str:
+    """(message.id, requestId), else message.id, else the line's own position (nothing to de-duplicate on)."""
+    if message_id and request_id:
+        return f"{message_id}:{request_id}"
+    if message_id:
+        return message_id
+    import hashlib  # here: walking the folders (a stored report's check) loads no hash
+
+    return "pos:" + hashlib.sha256(f"{session_key}\0{offset}".encode()).hexdigest()[:32]
 
 
 def _check_counts(counts: dict, keys: tuple[str, ...], prefix: str) -> int:
@@ -185,20 +187,30 @@ class ClaudeSource(Source):
     @classmethod
     def usage(cls, path: Path, session_key: str, project: str, start_offset: int,
               stats: ParseStats) -> Iterator[UsageItem]:
-        best: dict[str, tuple[tuple[int, int], int, dict]] = {}
-        for line in iter_jsonl(path, start_offset, stats, contains=b'"usage"'):
-            try:
-                keyed = response_key(line.obj, line.offset, session_key)
-            except MalformedUsage as exc:
-                stats.reject(line, str(exc))
-                continue
+        from resources.sources.claude_usage_lines import UsageLine, as_dict, decode, usage_total
+
+        best: dict[str, tuple[tuple[int, int], int, dict | UsageLine]] = {}
+        for line in iter_jsonl(path, start_offset, stats, contains=b'"usage"', loads=decode):
+            obj = line.obj
+            if obj.__class__ is UsageLine:  # decoded and checked in C (the common case)
+                total = usage_total(obj)
+                keyed = None if total is None else (
+                    dedup_key(obj.message.id, obj.requestId, line.offset, session_key),
+                    (0 if obj.isSidechain else 1, total))
+            else:
+                try:
+                    keyed = response_key(obj, line.offset, session_key)
+                except MalformedUsage as exc:
+                    stats.reject(line, str(exc))
+                    continue
             if keyed is not None:
                 key, rank = keyed
                 current = best.get(key)
                 if current is None or rank > current[0]:
-                    best[key] = (rank, line.offset, line.obj)
+                    best[key] = (rank, line.offset, obj)
         for key, (rank, offset, obj) in best.items():
-            yield UsageItem(key, rank, usage_row(key, obj, offset, session_key, project))
+            row = usage_row(key, as_dict(obj) if obj.__class__ is UsageLine else obj, offset, session_key, project)
+            yield UsageItem(key, rank, row)
 
     @classmethod
     def memory(cls, path: Path, session_key: str, project: str, start_offset: int,
