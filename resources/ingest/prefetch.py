@@ -30,10 +30,15 @@ from resources.ingest.plan import Task
 from resources.ingest.session_files import SessionFile
 from resources.state.store import StateStore, known_files
 
+BATCHES = 16
+"""Messages to the worker per processor: each costs both processes a call, a pickle and a pipe (see
+`resources.ingest.parallel_reads.BATCHES_PER_WORKER`), and the run takes a batch once it is read whole."""
+
 
 class Prefetch:
     """Reads of ``files`` (per processor name, the files to read for it) started in one worker process, in
-    batches of `READ_BATCH_FILES`: every file of the first of ``types`` (hashed and read), then the next's."""
+    `BATCHES` batches (of at least `READ_BATCH_FILES`): every file of the first of ``types`` (hashed and read),
+    then the next's."""
 
     def __init__(self, types: Sequence[type[SessionProcessor]], files: dict[str, list[SessionFile]]):
         self.files = {t.name: len(files[t.name]) for t in types}
@@ -46,8 +51,9 @@ class Prefetch:
         for processor_type in types:
             where = self._where[processor_type.name] = {}
             todo = files[processor_type.name]
-            for start in range(0, len(todo), READ_BATCH_FILES):
-                batch = todo[start:start + READ_BATCH_FILES]
+            size = max(READ_BATCH_FILES, -(-len(todo) // BATCHES))
+            for start in range(0, len(todo), size):
+                batch = todo[start:start + size]
                 future = self.pool.submit(_read_pickled, processor_type,
                                           [(f.fspath, f.project, f.key, 0, f.size, True) for f in batch])
                 where.update((f.key, (f, future, position)) for position, f in enumerate(batch))
