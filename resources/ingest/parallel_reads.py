@@ -57,6 +57,13 @@ def read_files(processor_type: type[SessionProcessor],
     return reads
 
 
+def batches(items: list, messages: int) -> list[list]:
+    """``items`` cut into about ``messages`` consecutive batches of at least `READ_BATCH_FILES` each: one message
+    to a worker process per batch."""
+    size = max(READ_BATCH_FILES, -(-len(items) // messages))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def fork_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes that read files. Forked on Linux: a worker needs no imports of its own
     and starts in milliseconds (elsewhere the platform's default). A worker ends with this process, even
@@ -104,9 +111,8 @@ class ParallelReads:
         if n < len(self.chunks) and n not in self.submitted:
             files = [(t.file.fspath, t.file.project, t.file.key, t.start_offset, t.file.size, t.file_hash is None)
                      for t in self.chunks[n]]
-            batch = max(READ_BATCH_FILES, len(files) // (self.workers * BATCHES_PER_WORKER))
-            self.submitted[n] = [self.pool.submit(read_files, self.processor_type, files[i:i + batch])
-                                 for i in range(0, len(files), batch)]
+            self.submitted[n] = [self.pool.submit(read_files, self.processor_type, batch)
+                                 for batch in batches(files, self.workers * BATCHES_PER_WORKER)]
 
     def chunk(self, n: int) -> list[WorkerRead]:
         self._submit(n)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 
 from resources.ingest.contract import SessionProcessor
-from resources.ingest.parallel_reads import READ_BATCH_FILES, WorkerRead, fork_pool, read_files
+from resources.ingest.parallel_reads import WorkerRead, batches, fork_pool, read_files
 from resources.ingest.plan import Task
 from resources.ingest.session_files import SessionFile
 from resources.state.store import StateStore, known_files
@@ -37,8 +37,8 @@ BATCHES = 16
 
 class Prefetch:
     """Reads of ``files`` (per processor name, the files to read for it) started in one worker process, in
-    `BATCHES` batches (of at least `READ_BATCH_FILES`): every file of the first of ``types`` (hashed and read),
-    then the next's."""
+    `BATCHES` batches (`resources.ingest.parallel_reads.batches`): every file of the first of ``types``
+    (hashed and read), then the next's."""
 
     def __init__(self, types: Sequence[type[SessionProcessor]], files: dict[str, list[SessionFile]]):
         self.files = {t.name: len(files[t.name]) for t in types}
@@ -50,10 +50,7 @@ class Prefetch:
         self._loaded: dict[Future, list[WorkerRead | None]] = {}
         for processor_type in types:
             where = self._where[processor_type.name] = {}
-            todo = files[processor_type.name]
-            size = max(READ_BATCH_FILES, -(-len(todo) // BATCHES))
-            for start in range(0, len(todo), size):
-                batch = todo[start:start + size]
+            for batch in batches(files[processor_type.name], BATCHES):
                 future = self.pool.submit(_read_pickled, processor_type,
                                           [(f.fspath, f.project, f.key, 0, f.size, True) for f in batch])
                 where.update((f.key, (f, future, position)) for position, f in enumerate(batch))
