@@ -11,7 +11,8 @@ import sys
 import orjson
 import pytest
 
-from resources.usage.pricing import PriceTable
+from resources.usage.prices_ahead import PricesAhead
+from resources.usage.pricing import PriceTable, database_prices
 from tests.conftest import FIXTURES, SAMPLE_PROJECT
 
 pytestmark = pytest.mark.integration
@@ -158,6 +159,19 @@ def test_names_match_exactly_or_as_a_date_stamped_alias(model, source, matched):
                                    "claude-haiku-4-5-fast", "claude", "<synthetic>", ""])
 def test_no_family_prefix_or_guessed_fast_rate(model):
     assert PriceTable(overrides={}).lookup(model) is None
+
+
+def test_prices_a_forked_process_loaded_are_the_prices_loaded_here():
+    """A first report takes the database's prices from a process it forked (resources/usage/prices_ahead.py):
+    every name the database lists, fast, date-stamped and provider-prefixed, gets the same price from it."""
+    names = sorted(database_prices())
+    models = [*names, *(f"{n}-fast" for n in names), *(f"{n}-20250514" for n in names),
+              *(f"anthropic/{n}" for n in names), *(m for m, *_ in CASES.values()), "claude-opus-4-10", "<synthetic>"]
+    ahead = PricesAhead.start()
+    assert ahead is not None and ahead.prices() is not None  # it did not fail (a report would load them itself)
+    here, there = PriceTable(overrides={}), PriceTable(overrides={}, database=ahead)
+    assert [there.lookup(m) for m in models] == [here.lookup(m) for m in models]
+    assert sum(here.lookup(m) is not None for m in models) > len(names)  # priced, not all None on both sides
 
 
 def test_provider_prefixed_model_ids_are_priced_as_the_model_they_name(tmp_path):

@@ -238,10 +238,19 @@ def run(args: argparse.Namespace) -> int:
     if args.last is not None:
         start_of_week = args.start_of_week or DEFAULT_START_OF_WEEK.get(view, "sunday")
         since = _last_since(kind, args.last, datetime.now(ZoneInfo(zone)).date(), start_of_week)
-    stored = StoredReports(settings, args, view, kind, zone, since)
-    report = stored.get()
-    if report is None:
-        report = _report(args, settings, view, kind, zone, since, stored)
+    ahead = None
+    if args.refresh and not settings.state_path.exists():  # a new home: every model it meets needs a price
+        from resources.usage.prices_ahead import PricesAhead
+
+        ahead = PricesAhead.start()
+    try:
+        stored = StoredReports(settings, args, view, kind, zone, since)
+        report = stored.get()
+        if report is None:
+            report = _report(args, settings, view, kind, zone, since, stored, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
     sys.stdout.write(report.stdout)
     sys.stderr.write(report.stderr)
     return report.code
@@ -297,8 +306,9 @@ class StoredReports:
 
 
 def _report(args: argparse.Namespace, settings, view: str, kind: str, zone: str, since: date | None,
-            stored: StoredReports):
-    """Compute the report from the warehouse (brought up to date first), and store it when it may be reused."""
+            stored: StoredReports, prices_ahead=None):
+    """Compute the report from the warehouse (brought up to date first), and store it when it may be reused;
+    ``prices_ahead``: the price database being loaded in another process (`resources.usage.prices_ahead`)."""
     from dataclasses import replace
 
     from pipelines.cli.projects import resolve_projects
@@ -318,7 +328,7 @@ def _report(args: argparse.Namespace, settings, view: str, kind: str, zone: str,
                              instances=args.instances, by_agent=args.by_agent, by_machine=args.by_machine,
                              active=args.active, recent=args.recent, block_hours=args.session_length or BLOCK_HOURS,
                              token_limit=args.token_limit)
-        prices = PriceTable.load(settings.price_file)
+        prices = PriceTable.load(settings.price_file, database=prices_ahead)
         with fresh_warehouse(settings, refresh=args.refresh, prices=prices, command="sessionlake usage",
                              files=stored.files, refreshed_at=stored.refreshed_at()) as fresh:
             conn = fresh.conn

@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 COST_MODES = ("auto", "calculate", "display")
 """auto: costUSD from the file where present, else computed; calculate: always computed; display: costUSD only."""
@@ -90,6 +91,23 @@ class PriceBand:
 
 
 @dataclass(frozen=True)
+class DatabasePrice:
+    """What genai-prices' database says of one of its names: the model's ``id`` and its bands (`_database_bands`)
+    at standard and at fast-mode rates (None: none)."""
+
+    id: str
+    bands: tuple[PriceBand, ...] | None
+    fast_bands: tuple[PriceBand, ...] | None
+
+
+class DatabaseSource(Protocol):
+    """The database's prices computed elsewhere (`resources.usage.prices_ahead.PricesAhead`)."""
+
+    def prices(self) -> dict[str, DatabasePrice] | None:
+        """`database_prices()` as computed there, or None when that failed."""
+
+
+@dataclass(frozen=True)
 class ModelPrice:
     """The price ``model`` gets: its bands, the entry it matched and where that came from (one of `SOURCES`)."""
 
@@ -103,10 +121,13 @@ class PriceTable:
     """Resolves model names to prices by the rules in this module's docstring; `lookup` is cached per name."""
 
     def __init__(self, overrides: dict[str, tuple[PriceBand, ...]] | None = None,
-                 supplement: dict[str, tuple[PriceBand, ...]] | None = None):
+                 supplement: dict[str, tuple[PriceBand, ...]] | None = None, database: DatabaseSource | None = None):
         self.overrides = dict(overrides or {})
         self._supplement = None if supplement is None else dict(supplement)
         """None: the shipped one, parsed when a name first needs it (a report that prices nothing new never does)."""
+        self._database = database
+        """Where the database's prices come from when a name first needs them (`database_prices` computed in
+        another process, `resources.usage.prices_ahead`); None: genai-prices loaded in this process."""
         self._cache: dict[str, ModelPrice | None] = {}
 
     @property
@@ -114,15 +135,16 @@ class PriceTable:
         return _shipped_supplement() if self._supplement is None else self._supplement
 
     @classmethod
-    def load(cls, override: Path | None = None) -> PriceTable:
-        """The database and the shipped supplement, with the entries of the ``override`` file over them."""
+    def load(cls, override: Path | None = None, database: DatabaseSource | None = None) -> PriceTable:
+        """The database and the shipped supplement, with the entries of the ``override`` file over them
+        (``database``: see `PriceTable.__init__`)."""
         if override is None:
-            return cls()
+            return cls(database=database)
         try:
             text = Path(override).read_text()
         except OSError as exc:
             raise ValueError(f"price file {override}: {exc}") from exc
-        return cls(parse_price_file(text, str(override)))
+        return cls(parse_price_file(text, str(override)), database=database)
 
     def lookup(self, model: str | None) -> ModelPrice | None:
         if not model or model in UNPRICED_MODELS:
@@ -132,8 +154,16 @@ class PriceTable:
         return self._cache[model]
 
     def load_database(self) -> None:
-        """Load genai-prices' database now (~0.3 s; otherwise when a name first needs it)."""
-        _database_models()
+        """Load genai-prices' database now (~0.17 s of CPU; otherwise when a name first needs it), or take it
+        from the process that loaded it ahead."""
+        if self._database_prices() is None:
+            _database_models()
+
+    def _database_prices(self) -> dict[str, DatabasePrice] | None:
+        """The database's prices taken from another process (None: none, or it failed; use this one's)."""
+        if self._database is not None and not isinstance(self._database, dict):
+            self._database = self._database.prices()  # waits for it once
+        return self._database
 
     def resolve(self, models: set[str]) -> dict[str, ModelPrice]:
         """Prices for each of ``models`` that has one (what gets written to DuckDB's model_prices)."""
@@ -157,13 +187,14 @@ class PriceTable:
             return ModelPrice(model, price.matched, price.source, price.bands)
         fast = model.endswith(FAST_SUFFIX)
         base = model[: -len(FAST_SUFFIX)] if fast else model
+        database = self._database_prices()
         for name, source in ((base, "database"), (_undated(base), "alias")):
             if name is None:
                 continue
-            info = _database_models().get(name.lower())
-            bands = _database_bands(info, fast=fast) if info is not None else None
+            found = database.get(name.lower()) if database is not None else _database_price(name.lower())
+            bands = found and (found.fast_bands if fast else found.bands)
             if bands:
-                return ModelPrice(model, info.id + (FAST_SUFFIX if fast else ""), source, bands)
+                return ModelPrice(model, found.id + (FAST_SUFFIX if fast else ""), source, bands)
         found = _find_entry(self.supplement, model)
         if found:
             return ModelPrice(model, found[0], "supplement", found[1])
@@ -279,6 +310,27 @@ def _database_models() -> dict:
             for name in (info.id, *listed):
                 names.setdefault(name.lower(), info)
     return names
+
+
+def _database_price(name: str) -> DatabasePrice | None:
+    """The database's price of the (lower-case) ``name``, or None when it lists no such name."""
+    info = _database_models().get(name)
+    if info is None:
+        return None
+    return DatabasePrice(info.id, _database_bands(info, fast=False), _database_bands(info, fast=True))
+
+
+def database_prices() -> dict[str, DatabasePrice]:
+    """Every name of the database (lower case) with its price, computed once per model: what another process
+    hands a `PriceTable` (``database``), ~90 KB pickled."""
+    by_model: dict[int, DatabasePrice] = {}
+    prices = {}
+    for name, info in _database_models().items():
+        if id(info) not in by_model:
+            by_model[id(info)] = DatabasePrice(info.id, _database_bands(info, fast=False),
+                                               _database_bands(info, fast=True))
+        prices[name] = by_model[id(info)]
+    return prices
 
 
 def _database_bands(info, *, fast: bool) -> tuple[PriceBand, ...] | None:
