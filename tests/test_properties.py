@@ -446,3 +446,92 @@ def test_typed_usage_lines_read_as_the_dict_path_reads_them(lines):
     assert items == want
     assert stats.malformed == want_stats.malformed
     assert (stats.lines, stats.end_offset) == (want_stats.lines, want_stats.end_offset)
+
+
+# --------------------------------------------------------------------------------------------------
+# Claude Code's memory reader: the typed decoding of its lines (resources/sources/claude_memory_lines.py) changes
+# neither the items (ids, parents, sessions, records, summaries) nor which lines are malformed and why: the same
+# file read with every line parsed by orjson and taken by the dict path (`dict_memory_item`) gives the same.
+
+_MEMORY_FIELDS = (("type",), ("uuid",), ("parentUuid",), ("sessionId",), ("isMeta",), ("timestamp",),
+                  ("gitBranch",), ("summary",), ("leafUuid",), ("message",), ("message", "role"),
+                  ("message", "model"), ("message", "content"))
+
+
+@st.composite
+def _memory_line(draw):
+    """A prompt, an answer (text, thinking and tool blocks), a summary or a progress line as Claude Code writes
+    them, then maybe a field or a content block set to any value (or left out), written as JSON, as ASCII or
+    not, or garbage."""
+    kind = draw(st.sampled_from(["user", "assistant", "summary", "progress", None]))
+    block = st.one_of(st.fixed_dictionaries({"type": st.just("text"), "text": st.sampled_from(["a b", " ", "c"])}),
+                      st.just({"type": "thinking", "thinking": "t"}),
+                      st.just({"type": "tool_result", "content": [{"type": "text", "text": "r"}]}),
+                      _any_value())
+    content = draw(st.one_of(st.sampled_from(["hi there", "  ", "日本"]), st.lists(block, max_size=3)))
+    obj = {"uuid": draw(st.sampled_from(["u1", "u2", "u3"])), "parentUuid": draw(st.sampled_from([None, "u1", "u2"])),
+           "sessionId": "s", "gitBranch": draw(st.sampled_from(["main", "", "é"])),
+           "timestamp": draw(st.sampled_from(["2025-06-10T13:00:00.000Z", "2025-06-10T13:00:00+05:30", "2025-06-10",
+                                              ""])),
+           "message": {"role": draw(st.sampled_from(["user", "assistant"])), "model": "claude-sonnet-4-20250514",
+                       "content": content}}
+    if kind is not None:
+        obj["type"] = kind
+    if kind == "summary":
+        obj.update(summary=draw(st.sampled_from(["a summary", "  "])), leafUuid=draw(st.sampled_from(["u1", "x"])))
+    if draw(st.booleans()):
+        obj["isMeta"] = draw(st.booleans())
+    for _ in range(draw(st.integers(0, 2))):
+        *parents, name = draw(st.sampled_from(_MEMORY_FIELDS))
+        holder = obj if not parents else obj.get("message")
+        if isinstance(holder, dict):
+            value = draw(st.one_of(st.just(KeyError), _any_value()))
+            if value is KeyError:
+                holder.pop(name, None)
+            else:
+                holder[name] = value
+    how = draw(st.sampled_from(["ascii", "ascii", "utf-8", "invalid utf-8", "garbage"]))
+    if how == "garbage":
+        return draw(st.binary(max_size=20))
+    encoded = json.dumps(obj, ensure_ascii=how == "ascii").encode()
+    return encoded.replace(b"}", b',"x":"\xff"}', 1) if how == "invalid utf-8" else encoded
+
+
+MEMORY_EDGE_LINES = [  # the dict path reads these without complaint, or counts them malformed
+    b'{"type":null,"uuid":"u1","message":{"role":"user","content":"x"}}',
+    b'{"type":"user","uuid":5,"parentUuid":[1],"sessionId":3,"message":{"role":"user","content":"x"}}',
+    b'{"type":"user","isMeta":null,"timestamp":"0001-01-01T00:00:00+01:00","message":{"role":"user","content":"x"}}',
+    b'{"type":"user","timestamp":"soon","message":{"role":"user","content":"x"}}',
+    b'{"type":"user","gitBranch":0,"message":{"role":"user","content":"x"}}',
+    b'{"message":{"role":"assistant","content":[{"type":"text","text":"a"},"b",{"type":"text","text":5}]}}',
+    b'{"type":"assistant","message":{"model":5,"content":[{"type":5},{"type":"text","text":" c "}]}}',
+    b'{"type":"summary","summary":5,"leafUuid":"u1"}', b'{"type":"summary","summary":" s ","leafUuid":9}',
+    b'{"uuid":"d","uuid":"e","type":"user","message":{"role":"user","content":"dup"}}', b'[1]', b'7', b'',
+    b'{"type":"user","message":"text"}', b'{"type":"user","message":{"role":"user","content":5}}',
+]
+
+
+def _reference_memory(path):
+    """The reader before the typed decoding: every line parsed by orjson and taken by the dict path."""
+    from resources.sources.claude import dict_memory_item
+
+    stats = ParseStats()
+    items = [item for line in iter_jsonl(path, 0, stats) if (item := dict_memory_item(line, stats)) is not None]
+    return items, stats
+
+
+@settings(max_examples=_examples(300))
+@given(st.lists(_memory_line(), min_size=1, max_size=12))
+@example(MEMORY_EDGE_LINES)
+def test_typed_memory_lines_read_as_the_dict_path_reads_them(lines):
+    from resources.sources.claude import ClaudeSource
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "s.jsonl"
+        path.write_bytes(b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines))
+        stats = ParseStats()
+        items = list(ClaudeSource.memory(path, "p/s.jsonl", "p", 0, stats))
+        want, want_stats = _reference_memory(path)
+    assert items == want
+    assert stats.malformed == want_stats.malformed
+    assert (stats.lines, stats.end_offset) == (want_stats.lines, want_stats.end_offset)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from resources.ingest.session_files import ParseStats, SessionFile, iter_jsonl, walk_sessions
+from resources.ingest.session_files import JsonLine, ParseStats, SessionFile, iter_jsonl, walk_sessions
 from resources.sources.base import MemoryItem, Source, UsageItem
 from resources.times import as_utc, parse_iso
 
@@ -215,23 +215,35 @@ class ClaudeSource(Source):
     @classmethod
     def memory(cls, path: Path, session_key: str, project: str, start_offset: int,
                stats: ParseStats) -> Iterator[MemoryItem]:
-        for line in iter_jsonl(path, start_offset, stats):
-            obj = line.obj
-            if obj.get("type") == "summary":
-                if isinstance(obj.get("summary"), str) and obj["summary"].strip():
-                    yield MemoryItem(line.offset, summary=(obj.get("leafUuid"), obj["summary"].strip()))
-                continue
-            uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
-            parent = obj.get("parentUuid") if isinstance(obj.get("parentUuid"), str) else None
-            session_id = obj.get("sessionId") if isinstance(obj.get("sessionId"), str) else None
-            found = line_text(obj)
-            record = None
-            if found is not None:
-                try:
-                    record = {"role": found[0], "text": found[1], **record_fields(obj)}
-                except ValueError as exc:
-                    stats.reject(line, str(exc))
-            yield MemoryItem(line.offset, uuid, parent, session_id, record)
+        from resources.sources.claude_memory_lines import MemoryLine, decode, memory_item
+
+        for line in iter_jsonl(path, start_offset, stats, loads=decode):
+            # decoded and checked in C (the common case), or parsed by orjson
+            item = memory_item(line.obj, line.offset) if line.obj.__class__ is MemoryLine else dict_memory_item(
+                line, stats)
+            if item is not None:
+                yield item
+
+
+def dict_memory_item(line: JsonLine, stats: ParseStats) -> MemoryItem | None:
+    """The `MemoryItem` of a line orjson parsed (None for a summary without text); a prompt or answer whose
+    fields cannot be stored is counted malformed in ``stats`` and kept as an item without a record."""
+    obj = line.obj
+    if obj.get("type") == "summary":
+        if isinstance(obj.get("summary"), str) and obj["summary"].strip():
+            return MemoryItem(line.offset, summary=(obj.get("leafUuid"), obj["summary"].strip()))
+        return None
+    uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
+    parent = obj.get("parentUuid") if isinstance(obj.get("parentUuid"), str) else None
+    session_id = obj.get("sessionId") if isinstance(obj.get("sessionId"), str) else None
+    found = line_text(obj)
+    record = None
+    if found is not None:
+        try:
+            record = {"role": found[0], "text": found[1], **record_fields(obj)}
+        except ValueError as exc:
+            stats.reject(line, str(exc))
+    return MemoryItem(line.offset, uuid, parent, session_id, record)
 
 
 def _wrong_string(obj: dict, message: dict) -> str:
