@@ -493,3 +493,33 @@ def test_a_run_inside_a_caller_that_holds_the_collector_back_freezes_what_came_a
         with fewer_collections():
             assert gc.get_freeze_count() >= outer + len(alive)
     assert gc.get_freeze_count() == 0
+
+
+def test_a_worker_hashes_a_file_once_for_two_processors_and_again_once_it_changed(tmp_path, monkeypatch):
+    """`read_files` in one process for memory, then usage (what the prefetch's worker does): the second read
+    reuses the hash and tail fingerprint; a file rewritten since (new mtime) is hashed again."""
+    import resources.ingest.parallel_reads as parallel_reads
+    from resources.ingest.processors.memory import MemoryProcessor
+    from resources.ingest.processors.usage import UsageProcessor
+    from resources.ingest.session_files import compute_file_hash, tail_fingerprint
+
+    path = tmp_path / "p" / "s.jsonl"
+    path.parent.mkdir()
+    line = b'{"type":"user","uuid":"u1","sessionId":"s","message":{"role":"user","content":"%s"}}\n'
+    path.write_bytes(line % b"first" * 200)
+    args = [(str(path), "p", "p/s.jsonl", 0, path.stat().st_size, True)]
+    hashed = []
+    monkeypatch.setattr(parallel_reads, "compute_file_hash",
+                        lambda p, size: hashed.append(p) or compute_file_hash(p, size))
+
+    memory, usage = (parallel_reads.read_files(t, args)[0] for t in (MemoryProcessor, UsageProcessor))
+    assert len(hashed) == 1
+    assert memory.file_hash == usage.file_hash == compute_file_hash(path)
+    assert memory.tail == usage.tail == tail_fingerprint(path, path.stat().st_size)
+    before = path.stat().st_mtime_ns
+    path.write_bytes(line % b"other" * 200)  # same size, new content, a later mtime
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+    again = parallel_reads.read_files(UsageProcessor, args)[0]
+    assert len(hashed) == 2
+    assert again.file_hash == compute_file_hash(path) != memory.file_hash
+    assert again.tail == tail_fingerprint(path, path.stat().st_size) != memory.tail
