@@ -180,13 +180,15 @@ def _shuffled_warehouse(path, rows, seed):
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     store = StateStore(path)
-    columns = [list(column) for column in zip(*rows, strict=True)]
+    # each column as one JSON text: DuckDB binds a Python list value by value, trying to import pandas for each
+    columns = [orjson.dumps(list(column)).decode() for column in zip(*rows, strict=True)]
     with store.connect() as conn:  # one statement, rows in the shuffled order (executemany is a statement per row)
         conn.execute(
             """INSERT INTO usage_messages (dedup_key, ts, session_key, project, model, is_sidechain, input_tokens,
                    output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, line_offset)
-               SELECT unnest(?::VARCHAR[]), unnest(?::TIMESTAMPTZ[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]),
-                      unnest(?::VARCHAR[]), false, 1, 1, 0, 0, unnest(?::DOUBLE[]), unnest(?::BIGINT[])""", columns)
+               SELECT unnest(?::JSON::VARCHAR[]), unnest(?::JSON::TIMESTAMPTZ[]), unnest(?::JSON::VARCHAR[]),
+                      unnest(?::JSON::VARCHAR[]), unnest(?::JSON::VARCHAR[]), false, 1, 1, 0, 0,
+                      unnest(?::JSON::DOUBLE[]), unnest(?::JSON::BIGINT[])""", columns)
     return store
 
 
