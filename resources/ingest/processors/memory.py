@@ -94,7 +94,7 @@ class MemoryProcessor(SessionProcessor):
         """A file's records, edges, summaries and line sessions (`FileRead`), touching no store: a worker
         process may read it (see `parallel_reads`)."""
         stats = ParseStats()
-        records: dict[str, list] = {name: [] for name in RECORD_COLUMNS}
+        rows: list[tuple] = []  # in `RECORD_COLUMNS` order, made columns once at the end
         parents: dict[str, str | None] = {}
         record_ids: set[str] = set()
         links: list[tuple[str, str]] = []
@@ -113,15 +113,15 @@ class MemoryProcessor(SessionProcessor):
             if item.record is None:
                 continue
             record_id = item.id or stable_id(session_key, item.offset)
-            for name, value in zip(RECORD_COLUMNS, _record_values(record_id, session_key, project, item.record),
-                                   strict=True):
-                records[name].append(value)
+            rows.append(_record_values(record_id, session_key, project, item.record))
             record_ids.add(record_id)
             if item.parent:
                 links.append((record_id, item.parent))
         dsts = [_nearest_record(parent, parents, record_ids) for _, parent in links]
         srcs = [src for src, _ in links]
         edges = ([edge_id(src, dst, "reply_to") for src, dst in zip(srcs, dsts, strict=True)], srcs, dsts)
+        records = dict(zip(RECORD_COLUMNS, map(list, zip(*rows, strict=True)), strict=True)) if rows else {
+            name: [] for name in RECORD_COLUMNS}
         read = FileRead(records, edges, [(leaf, text, file_session) for leaf, text in summaries], line_sessions)
         return read, ProcessorResult(items_count=len(records["id"]), end_offset=stats.end_offset,
                                      bytes_read=stats.bytes_read, malformed=stats.malformed)
