@@ -36,7 +36,7 @@ from resources.archive.pack_format import (
 )
 from resources.archive.restore import UnsafeTarget, restore_file, safe_relative, write_version
 from resources.config.settings import Settings
-from resources.state.store import StateStore
+from resources.state.store import StateStore, json_list
 
 
 class ObjectReader:
@@ -158,8 +158,9 @@ class PackStore:
         """``{object_id: pack_key}`` for the ids the index knows in ``repo``."""
         with self.state.connect() as conn:
             rows = conn.execute(
-                "SELECT object_id, pack_key FROM pack_index WHERE repo = ? AND object_id IN (SELECT unnest(?))",
-                [repo, list(object_ids)],
+                "SELECT object_id, pack_key FROM pack_index WHERE repo = ? "
+                "AND object_id IN (SELECT unnest(?::JSON::VARCHAR[]))",
+                [repo, json_list(list(object_ids))],
             ).fetchall()
         return dict(rows)
 

@@ -27,7 +27,7 @@ import duckdb
 
 from resources.config.settings import Settings
 from resources.state.migrations import Migration
-from resources.state.store import StateStore, fetch_one, transaction
+from resources.state.store import StateStore, fetch_one, json_list, transaction
 
 KEEP_GENERATIONS = 8
 LOCK_WAIT_SEC = 10.0
@@ -148,16 +148,16 @@ def save_state(conn: duckdb.DuckDBPyConnection, sensor: str, state: SensorState)
         if projects:
             conn.execute(
                 """INSERT INTO sensor_projects
-                   SELECT ?, ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[])""",
-                [sensor, generation, projects, [state.digests.get(p) for p in projects],
-                 [state.gave_up.get(p) for p in projects]])
+                   SELECT ?, ?, unnest(?::JSON::VARCHAR[]), unnest(?::JSON::VARCHAR[]), unnest(?::JSON::VARCHAR[])""",
+                [sensor, generation, json_list(projects), json_list([state.digests.get(p) for p in projects]),
+                 json_list([state.gave_up.get(p) for p in projects])])
         if requests:
             keys, ats, names, fingerprints = (list(column) for column in zip(*requests, strict=True))
             conn.execute(
                 """INSERT INTO sensor_requests
-                   SELECT ?, ?, unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), unnest(?::VARCHAR[]),
-                          unnest(?::VARCHAR[])""",
-                [sensor, generation, keys, ats, names, fingerprints])
+                   SELECT ?, ?, unnest(?::JSON::VARCHAR[]), unnest(?::JSON::DOUBLE[]), unnest(?::JSON::VARCHAR[]),
+                          unnest(?::JSON::VARCHAR[])""",
+                [sensor, generation, *map(json_list, (keys, ats, names, fingerprints))])
         for table in ("sensor_generations", "sensor_projects", "sensor_requests"):
             conn.execute(f"DELETE FROM {table} WHERE sensor = ? AND generation <= ?",
                          [sensor, generation - KEEP_GENERATIONS])

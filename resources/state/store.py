@@ -280,7 +280,7 @@ def load_processor_state(
         if not wanted:
             return {}
         sql += " AND session_file IN (SELECT unnest(?::JSON::VARCHAR[]))"
-        params.append(_json_list(wanted))
+        params.append(json_list(wanted))
     return {r[0]: ProcessorFileState(r[1], r[2], r[3] or 0, r[4] or 0, r[5], r[6])
             for r in conn.execute(sql, params).fetchall()}
 
@@ -310,8 +310,10 @@ def known_files(conn: duckdb.DuckDBPyConnection, processor: str) -> set[str]:
         "SELECT session_file FROM session_processor_state WHERE processor_name = ?", [processor]).fetchall()}
 
 
-def _json_list(values: list) -> str:
-    """A long list as one JSON parameter: DuckDB binds a Python list of 20,000 values in seconds, the text in ms."""
+def json_list(values: list) -> str:
+    """A list as one JSON parameter, read with ``?::JSON::<TYPE>[]``: DuckDB binds a Python list value by value
+    (each value tries to import pandas, a search of ``sys.path`` when it is not installed), 20,000 values in
+    seconds; the text binds in ms."""
     import orjson
 
     return orjson.dumps(values).decode()

@@ -47,7 +47,7 @@ from resources.ingest.files_to_read import ArchivedFile
 from resources.ingest.run_stats import count_stat, empty_stats
 from resources.ingest.runner import Batch
 from resources.sources import agent_of, path_under_root, source_type
-from resources.state.store import ProcessorFileState, insert_rows, load_processor_state, transaction
+from resources.state.store import ProcessorFileState, insert_rows, json_list, load_processor_state, transaction
 from resources.team.manifests import Manifest
 
 FILES_PER_COMMIT = 1000
@@ -307,8 +307,9 @@ class _Scratch:
 def _indexed(conn, repo: str, object_ids: list[str]) -> list[tuple[str, str, int]]:
     """``(object_id, pack_key, size)`` of the ones of ``object_ids`` that ``repo``'s index holds."""
     return conn.execute(
-        "SELECT object_id, pack_key, size FROM pack_index WHERE repo = ? AND object_id IN (SELECT unnest(?))",
-        [repo, object_ids]).fetchall()
+        "SELECT object_id, pack_key, size FROM pack_index WHERE repo = ? "
+        "AND object_id IN (SELECT unnest(?::JSON::VARCHAR[]))",
+        [repo, json_list(object_ids)]).fetchall()
 
 
 def _insert(conn, table: str, columns: list[str], rows: list[list]) -> None:
