@@ -251,3 +251,34 @@ def test_gc_refuses_an_altered_pack_and_changes_nothing(store, samples_root):
     assert store.live_packs(SAMPLE_PROJECT) == packs
     assert _index_rows(store) == rows
     assert len(list(store.packs_dir.glob("*.mpack"))) == 3 and not list(store.packs_dir.glob(".*"))
+
+
+def test_every_pack_of_a_commit_is_durable_before_it_is_registered_with_one_folder_fsync(store, samples_root,
+                                                                                        monkeypatch):
+    """Three projects make three packs in one commit: each pack file is fsynced, then the packs folder once for
+    all their names, and only then does the index register them."""
+    import resources.archive.pack_index as pack_index
+
+    for n in (1, 2):
+        shutil.copytree(samples_root / SAMPLE_PROJECT, samples_root / f"{SAMPLE_PROJECT}-{n}")
+    events: list[tuple[str, str]] = []
+    fsync, register = os.fsync, pack_index.register
+
+    def recording_fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("dir" if os.path.isdir(path) else "file", path))
+        return fsync(fd)
+
+    def recording_register(conn, packs, **kwargs):
+        events.append(("register", ",".join(sorted(p.key for p in packs))))
+        return register(conn, packs, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(pack_index, "register", recording_register)
+    stats = ingest(store, samples_root)
+    packs_dir = str(store.packs_dir.resolve())
+    mine = [(kind, path) for kind, path in events if kind == "register" or path.startswith(packs_dir)]
+    assert stats["packs_written"] == 3
+    assert [kind for kind, _ in mine] == ["file", "file", "file", "dir", "register"]
+    assert mine[3][1] == packs_dir
+    assert len(list(store.packs_dir.glob("*.mpack"))) == 3

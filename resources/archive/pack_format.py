@@ -243,7 +243,9 @@ class PackWriter:
         self._snapshots_left -= 1
         self._last_snapshot = snap.sort_key()
 
-    def finish(self) -> tuple[str, Path, int]:
+    def finish(self, sync_dir: bool = True) -> tuple[str, Path, int]:
+        """Make the pack durable under its key. Not ``sync_dir``: the folder is not fsynced, and the pack's name
+        is durable only once the caller fsyncs it (`fsync_dir`), which one call does for many packs."""
         if self._objects_left or self._snapshots_left:
             raise ValueError("pack finished before all declared entries were written")
         self._file.flush()
@@ -252,7 +254,8 @@ class PackWriter:
         key = "sha256:" + self._hash.hexdigest()
         path = pack_path(self.directory, key)
         os.replace(self._temp, path)
-        fsync_dir(self.directory)
+        if sync_dir:
+            fsync_dir(self.directory)
         return key, path, self.bytes
 
     def close(self) -> None:
@@ -269,14 +272,15 @@ class PackWriter:
 
 
 def write_pack(directory: Path, objects: Iterable[StoredObject | ObjectRef], object_count: int,
-               snapshots: Iterable[Snapshot], snapshot_count: int) -> tuple[str, Path, int]:
-    """Write a whole pack from two streams (objects in id order, snapshots in sort order)."""
+               snapshots: Iterable[Snapshot], snapshot_count: int, sync_dir: bool = True) -> tuple[str, Path, int]:
+    """Write a whole pack from two streams (objects in id order, snapshots in sort order); ``sync_dir``: see
+    `PackWriter.finish`."""
     with PackWriter(directory, object_count, snapshot_count) as writer:
         for obj in objects:
             writer.add_object(obj)
         for snap in snapshots:
             writer.add_snapshot(snap)
-        return writer.finish()
+        return writer.finish(sync_dir)
 
 
 class _Stream:

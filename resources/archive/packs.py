@@ -31,6 +31,7 @@ from resources.archive.pack_format import (
     PackListing,
     Snapshot,
     StoredObject,
+    fsync_dir,
     scan_pack_file,
     write_pack,
 )
@@ -146,9 +147,11 @@ class PackStore:
         return cls(settings.packs_dir, StateStore.from_settings(settings), settings.pack_gc_grace_sec, files)
 
     def write_pack(self, objects: Iterable[StoredObject | ObjectRef], object_count: int,
-                   snapshots: Iterable[Snapshot], snapshot_count: int) -> tuple[str, int]:
-        """Write a pack (`write_pack`) where this store keeps them; returns ``(key, bytes)`` once it is durable."""
-        key, path, nbytes = write_pack(self.files.write_dir, objects, object_count, snapshots, snapshot_count)
+                   snapshots: Iterable[Snapshot], snapshot_count: int, sync_dir: bool = True) -> tuple[str, int]:
+        """Write a pack (`write_pack`) where this store keeps them; returns ``(key, bytes)`` once it is durable
+        (not ``sync_dir``: once the caller has fsynced the local folder, `PackWriter.finish`)."""
+        key, path, nbytes = write_pack(self.files.write_dir, objects, object_count, snapshots, snapshot_count,
+                                       sync_dir)
         self.files.publish(key, path)
         return key, nbytes
 
@@ -291,8 +294,8 @@ class PackStore:
         observation (the timeline), new or not. What the index already holds is looked up once for
         every repo, and every pack is registered in ONE transaction (three inserts, however many
         projects: one each per pack made 300 statements of a 100-project ingest), after every pack
-        file is durable. Returns ``{repo: {key, bytes, object_count, snapshot_count}}`` for the repos
-        that needed a pack.
+        file is durable (each file fsynced, then the folder once for all their names). Returns
+        ``{repo: {key, bytes, object_count, snapshot_count}}`` for the repos that needed a pack.
         """
         known_objects = pack_index.known_objects(conn, {r: [o.object_id for o in b[0]] for r, b in batches.items()})
         known_versions = pack_index.known_versions(conn, {r: b[1] for r, b in batches.items()})
@@ -307,8 +310,10 @@ class PackStore:
             if not new_objects and not new_snapshots:  # known versions seen again (a file reverted): the timeline
                 continue
             key, nbytes = self.write_pack((load(o.object_id) for o in new_objects), len(new_objects),
-                                          new_snapshots, len(new_snapshots))
+                                          new_snapshots, len(new_snapshots), sync_dir=False)
             packs.append(pack_index.PackRows(repo, key, nbytes, new_objects, new_snapshots))
+        if packs and not self.files.in_bucket:  # one fsync makes every new pack's name durable
+            fsync_dir(self.files.write_dir)
         seen = {repo: snapshots for repo, (_, snapshots) in batches.items()}
         if packs:
             pack_index.register(conn, packs, seen=seen, now=now, revive=True)
