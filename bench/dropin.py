@@ -2,7 +2,8 @@
 
 Every call is a fresh process, as a user types it, on a generated Claude Code home (bench/corpus.py:
 2,000 sessions, about 117 MB; 200 with --quick) with ``HOME`` pointing at it; each figure is the
-median of 5 calls, and the ratio is ours over ccusage's for the same state of the tree:
+median of 5 calls (ours and ccusage's in turns), and the ratio is ours over ccusage's for the same state
+of the tree:
 
 - first report on a new home: ``sessionlake usage daily --json`` with no data home yet (it reads every
   session), against ``ccusage daily --json --offline`` (which reads every session on every call);
@@ -98,7 +99,22 @@ class _Tools:
 
 def _medians(calls: Callable[[], Measured], reps: int = REPS) -> tuple[float, float]:
     """Median wall and median CPU seconds (the process tree's user + system) of ``reps`` calls."""
-    done = [calls() for _ in range(reps)]
+    return _median_of([calls() for _ in range(reps)])
+
+
+def _in_turns(ours: Callable[[], Measured], theirs: Callable[[], Measured] | None,
+              reps: int = REPS) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """`_medians` of ``ours`` and of ``theirs`` (None: ours only), called in turns, so that a change of the
+    machine's speed during the run (it moves ccusage's own time by a third here) moves both alike."""
+    mine, peer = [], []
+    for _ in range(reps):
+        if theirs is not None:
+            peer.append(theirs())
+        mine.append(ours())
+    return _median_of(mine), _median_of(peer) if peer else None
+
+
+def _median_of(done: list[Measured]) -> tuple[float, float]:
     return statistics.median(d.elapsed_sec for d in done), statistics.median(d.cpu_sec for d in done)
 
 
@@ -156,8 +172,9 @@ def _at_2000(work: Path, sessions: int, ccusage: str | None) -> list[dict]:
             raise AssertionError(f"first report counted {_totals(done)}, the corpus holds {want}")
         return done
 
-    theirs = _medians(tools.ccusage) if ccusage else None
-    rows += _rows(f"first report, new home, {sessions:,} sessions", _medians(first), theirs, "first")
+    peer_call = tools.ccusage if ccusage else None
+    ours, theirs = _in_turns(first, peer_call)
+    rows += _rows(f"first report, new home, {sessions:,} sessions", ours, theirs, "first")
     rows += _before(tools, data, theirs)
 
     added = [0]
@@ -167,11 +184,8 @@ def _at_2000(work: Path, sessions: int, ccusage: str | None) -> list[dict]:
         generate_corpus(home / ".claude" / "projects", sessions=10, projects=10, seed=100 + added[0])
         return tools.report()
 
-    ours = _medians(ten_new)
-    rows += _rows("report after 10 new sessions in 10 projects", ours, _medians(tools.ccusage) if ccusage else None,
-                  "new10")
-    ours = _medians(tools.report)
-    theirs = _medians(tools.ccusage) if ccusage else None
+    rows += _rows("report after 10 new sessions in 10 projects", *_in_turns(ten_new, peer_call), "new10")
+    ours, theirs = _in_turns(tools.report, peer_call)
     rows += _rows(f"report, nothing new, {sessions:,} sessions (the stored report)", ours, theirs, "nothing")
     rows += _rows(f"  report, nothing new, {sessions:,} sessions, computed (SESSIONLAKE_REPORT_CACHE=off)",
                   _medians(tools.computed), theirs, "nothing")

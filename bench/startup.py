@@ -8,8 +8,8 @@ the same run, on one generated tree of 2,000 sessions (``--quick``: 200) under a
   against ``python -c "import lance"``, the floor of any process that reads a Lance table;
 - ``sessionlake ingest`` with nothing to do;
 - the first full ingest (usage, memory, archive; the median of `FIRST_INGEST_REPEAT` new homes) against
-  ccusage's ``daily`` over the same tree, and against the same processors called directly in a
-  subprocess (`bench.direct`, as many times, in turns), and what it adds to them in seconds, wall and CPU;
+  ccusage's ``daily`` over the same tree and against the same processors called directly in a subprocess
+  (`bench.direct`), as many times each, in turns, and what it adds to them in seconds, wall and CPU;
 - ``sessionlake usage daily`` on 50 sessions, warm, against the duckdb floor: the stored report (no
   DuckDB), and the same report computed (``SESSIONLAKE_REPORT_CACHE=off``);
 - ``sessionlake capture`` (the hot path of hooks).
@@ -95,17 +95,22 @@ def _command_rows(name: str, args: list[str], env: dict, repeat: int, floors: di
                   _row(f"{name}: of which imports", imports, floors["duckdb_imports"], unit="s import")]
 
 
-def _first_ingests(cli: list[str], env: dict[str, str], tmp: Path, repeat: int) -> tuple[Measured, Measured]:
-    """The median (by wall time) of ``repeat`` first ingests on new homes, and of as many direct calls of the
-    processors (`bench.direct`), taken in turns so a change of load meets both. The last ingest is into the
+def _first_ingests(cli: list[str], env: dict[str, str], tmp: Path, repeat: int,
+                   peer: list[str] | None) -> tuple[float | None, Measured, Measured]:
+    """The median wall time of ``peer`` (ccusage's command; None: not measured) and the median (by wall time)
+    of ``repeat`` first ingests on new homes and of as many direct calls of the processors (`bench.direct`),
+    all taken in turns so a change of the machine's speed meets each alike. The last ingest is into the
     home of ``env``, which the commands after it use."""
-    directs, firsts = [], []
+    peers, directs, firsts = [], [], []
     for i in range(repeat):
+        if peer:
+            peers.append(_checked(peer, env).elapsed_sec)
         directs.append(_checked([cli[0], "-m", "bench.direct"], {**env, "SESSIONLAKE_HOME": str(tmp / f"direct-{i}")}))
         home = Path(env["SESSIONLAKE_HOME"]) if i == repeat - 1 else tmp / f"first-{i}"
         firsts.append(_checked([*cli, "ingest", "--json"],
                                {**env, "SESSIONLAKE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}))
-    return tuple(sorted(runs, key=lambda m: m.elapsed_sec)[len(runs) // 2] for runs in (directs, firsts))
+    direct, first = (sorted(runs, key=lambda m: m.elapsed_sec)[len(runs) // 2] for runs in (directs, firsts))
+    return (statistics.median(peers) if peers else None), direct, first
 
 
 def _phase_rows(env: dict[str, str], repeat: int) -> list[dict]:
@@ -148,10 +153,11 @@ def run(quick: bool = False) -> list[dict]:
 
         n = f"{corpus['files']:,} sessions ({corpus['bytes'] / 1e6:.0f} MB, 100 projects)"
         launcher, why = ccusage_launcher()
-        peer = _median([launcher, "daily", "--json", "--offline"], env, repeat) if launcher else None
-        direct, first = _first_ingests(cli, env, tmp, FIRST_INGEST_REPEAT)
+        peer, direct, first = _first_ingests(cli, env, tmp, FIRST_INGEST_REPEAT,
+                                             [launcher, "daily", "--json", "--offline"] if launcher else None)
         rows += [
-            _row(f"{n}: ccusage {'daily --json' if peer else 'skipped: ' + why} (median of {repeat})", peer or 0.0),
+            _row(f"{n}: ccusage {'daily --json' if peer else 'skipped: ' + why} (median of {FIRST_INGEST_REPEAT}, "
+                 "in turns with the ingests)", peer or 0.0),
             _row(f"{n}: first full ingest (usage, memory, archive), median of {FIRST_INGEST_REPEAT} new homes, "
                  "vs ccusage daily", first.elapsed_sec, peer,
                  f"<= {FIRST_INGEST_CCUSAGE_RATIO}x",
