@@ -57,17 +57,19 @@ class LanceTableLedger:
             self._known = dict(rows)
         return self._known
 
-    def record(self, name: str) -> None:
-        from resources.state.store import fetch_one
-
-        if name in self.known():
+    def record(self, *names: str) -> None:
+        """Record the tables ``names`` that are not recorded yet, in one connection."""
+        known = self.known()
+        missing = [name for name in dict.fromkeys(names) if name not in known]
+        if not missing:
             return
         now = datetime.now(UTC)
         with self.state.connect() as conn:
-            conn.execute("INSERT INTO lance_tables VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [self.location, name, now])
-            seen = fetch_one(conn, "SELECT first_seen FROM lance_tables WHERE location = ? AND name = ?",
-                             [self.location, name])
-        self.known()[name] = seen[0] if seen else now
+            conn.executemany("INSERT INTO lance_tables VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                             [[self.location, name, now] for name in missing])
+            seen = dict(conn.execute("SELECT name, first_seen FROM lance_tables WHERE location = ? AND "
+                                     "name IN (SELECT unnest(?))", [self.location, missing]).fetchall())
+        known.update((name, seen.get(name, now)) for name in missing)
 
     def archive_coverage(self) -> tuple[int, int]:
         """``(archived, read)``: of the session files the memory processor has read, how many the archive

@@ -35,7 +35,7 @@ from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.session_files import ParseStats
 from resources.memory.events import write_event
 from resources.memory.lance import LanceStore
-from resources.memory.schema import EDGES, RECORD_COLUMNS, RECORDS, edge_id, edge_table, record_table, sql_str
+from resources.memory.schema import EDGES, EVENTS, RECORD_COLUMNS, RECORDS, edge_id, edge_table, record_table, sql_str
 from resources.sources import source_type
 from resources.state.store import Connection
 from resources.times import as_utc
@@ -86,6 +86,7 @@ class MemoryProcessor(SessionProcessor):
         self.discard()
         self._pending_summaries, self._tags, self._run_line_sessions = [], {}, {}
         self._stats = {"records_written": 0, "edges_written": 0, "summaries_attached": 0, "commits": 0}
+        self.store.prepare_for_write((RECORDS, EDGES, EVENTS))  # a first run creates them: one warehouse connection
         self._versions_before = {t: self.store.version(t) for t in (RECORDS, EDGES)}
 
     @staticmethod
