@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -27,9 +28,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from resources.ingest.processors.usage import UsageProcessor
+from resources.ingest.processors.usage import UsageProcessor, UsageRows
 from resources.ingest.runner import run_processors, top_up_files
 from resources.ingest.session_files import ParseStats, iter_jsonl, session_file_at
+from resources.sources.base import UsageItem
 from resources.state.store import StateStore
 from resources.usage.pricing import PriceTable
 from resources.usage.reports import usage_report
@@ -408,6 +410,14 @@ def _reference_usage(path, session_key):
     return [(k, r, usage_row(k, o, off, session_key, "p")) for k, (r, off, o) in best.items()], stats
 
 
+def _staged(key, rank, row) -> tuple:
+    """``(key, rank, row)`` with the row as the warehouse takes it in: its JSON line (`UsageRows.of`) read back,
+    the timestamp as the instant it names (a typed row keeps the transcript's text, a dict row has a datetime)."""
+    rows = UsageRows.of([UsageItem(key, rank, row)])
+    columns = orjson.loads(rows.lines[0])
+    return key, rank, rows.models[0], {**columns, "ts": datetime.fromisoformat(columns["ts"])}
+
+
 def _edge(**change) -> bytes:
     """A valid response line with ``change`` applied (``message`` and ``usage`` entries merged into theirs)."""
     obj = {"type": "assistant", "requestId": "r1", "sessionId": "s", "timestamp": "2025-06-10T13:00:00.000Z",
@@ -428,6 +438,12 @@ EDGE_LINES = [  # each beside a valid copy of its response: the copy wins, or th
     _edge(message={"id": None}), _edge(requestId=None), _edge().replace(b"}", b',"x":"\xff"}', 1),
     json.dumps({"type": "assistant", "timestamp": "2025-06-10T13:00:00Z", "x": "日本",
                 "message": {"id": "m1", "usage": {"input_tokens": 1}}}, ensure_ascii=False).encode(),
+    # responses of their own (other keys), each its own row: timestamps in other forms than Claude Code's, fast mode
+    *(_edge(requestId=f"r-{n}", timestamp=ts) for n, ts in enumerate(
+        ["2025-06-10T13:00:00.123456Z", "2025-06-10T15:00:00.123+02:00", "2025-06-10 13:00:00.123Z",
+         "2025-06-10T13:00:00.123", "2025-06-10T13:00:00.999Z"])),
+    _edge(requestId="r-fast", usage={"speed": "fast", "cache_creation": {"ephemeral_1h_input_tokens": 5}},
+          costUSD=0.5, gitBranch="", cwd="/w", agentId="a1", isSidechain=True),
 ]
 
 
@@ -441,9 +457,9 @@ def test_typed_usage_lines_read_as_the_dict_path_reads_them(lines):
         path = Path(folder) / "s.jsonl"
         path.write_bytes(b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines))
         stats = ParseStats()
-        items = [tuple(item) for item in ClaudeSource.usage(path, "p/s.jsonl", "p", 0, stats)]
+        items = [_staged(*item) for item in ClaudeSource.usage(path, "p/s.jsonl", "p", 0, stats)]
         want, want_stats = _reference_usage(path, "p/s.jsonl")
-    assert items == want
+    assert items == [_staged(*item) for item in want]
     assert stats.malformed == want_stats.malformed
     assert (stats.lines, stats.end_offset) == (want_stats.lines, want_stats.end_offset)
 

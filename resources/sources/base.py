@@ -55,7 +55,9 @@ class MemoryItem(NamedTuple):
 
 
 class UsageItem(NamedTuple):
-    """A usage row, its de-duplication key and its best-copy rank (higher wins)."""
+    """A usage row, its de-duplication key and its best-copy rank (higher wins). The row is a dict of its
+    columns' values, or an object with the row's ``model`` and a ``json()`` that encodes it as the staging reads
+    it (`resources.sources.claude_usage_lines.Row`)."""
 
     key: str
     rank: tuple[int, int]

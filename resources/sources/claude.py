@@ -103,7 +103,7 @@ def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) 
         "session_id": obj.get("sessionId"),
         "session_key": session_key,
         "project": project,
-        "model": billed_model(message.get("model"), usage),
+        "model": billed_model(message.get("model"), usage.get("speed")),
         "git_branch": obj.get("gitBranch") or None,
         "cwd": obj.get("cwd"),
         "is_sidechain": bool(obj.get("isSidechain", False)),
@@ -121,9 +121,10 @@ def usage_row(key: str, obj: dict, offset: int, session_key: str, project: str) 
     }
 
 
-def billed_model(model, usage: dict) -> str | None:
-    """The model name a response is reported and priced under: ``<model>-fast`` for fast mode, as ccusage does."""
-    if model and usage.get("speed") == "fast":
+def billed_model(model, speed) -> str | None:
+    """The model name a response is reported and priced under: ``<model>-fast`` for fast mode (``usage.speed``
+    ``"fast"``), as ccusage does."""
+    if model and speed == "fast":
         from resources.usage.pricing import FAST_SUFFIX  # here: walking the folders loads no price table
 
         return model if model.endswith(FAST_SUFFIX) else model + FAST_SUFFIX
@@ -187,7 +188,7 @@ class ClaudeSource(Source):
     @classmethod
     def usage(cls, path: Path, session_key: str, project: str, start_offset: int,
               stats: ParseStats) -> Iterator[UsageItem]:
-        from resources.sources.claude_usage_lines import UsageLine, as_dict, decode, usage_total
+        from resources.sources.claude_usage_lines import UsageLine, as_dict, decode, typed_row, usage_total
 
         best: dict[str, tuple[tuple[int, int], int, dict | UsageLine]] = {}
         for line in iter_jsonl(path, start_offset, stats, contains=b'"usage"', loads=decode):
@@ -209,7 +210,9 @@ class ClaudeSource(Source):
                 if current is None or rank > current[0]:
                     best[key] = (rank, line.offset, obj)
         for key, (rank, offset, obj) in best.items():
-            row = usage_row(key, as_dict(obj) if obj.__class__ is UsageLine else obj, offset, session_key, project)
+            row = typed_row(key, obj, offset, session_key, project) if obj.__class__ is UsageLine else None
+            if row is None:
+                row = usage_row(key, as_dict(obj) if obj.__class__ is UsageLine else obj, offset, session_key, project)
             yield UsageItem(key, rank, row)
 
     @classmethod

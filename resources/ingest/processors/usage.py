@@ -51,6 +51,10 @@ class UsageRows:
         for key, rank, row in items:
             rows.keys.append(key)
             rows.ranks.append(rank)
+            if row.__class__ is not dict:  # encodes itself (see `UsageItem`)
+                rows.models.append(row.model)
+                rows.lines.append(row.json())
+                continue
             rows.models.append(row.get("model"))
             ts = row.get("ts")
             rows.lines.append(dumps(row if ts is None else {**row, "ts": _in_column(ts)}))
