@@ -74,7 +74,8 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
     key index (maintaining one made bulk loads several times slower), so uniqueness of ``dedup_key``
     is this function's job: one transaction, run only under DuckDB's single-writer lock. A row without
     a user and machine (read from this machine's files) keeps those of the row it replaces: a better
-    copy read here of a response another machine synced first stays attributed to that machine.
+    copy read here of a response another machine synced first stays attributed to that machine. The same
+    transaction re-costs the stored rows first when the price table changed (`sync_prices`).
     """
     arrow = not isinstance(rows, list | tuple)
     count = rows.num_rows if arrow else len(rows)
@@ -89,19 +90,22 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
     priced = f"""SELECT {", ".join("b." + c for c in columns)}, {_COMPUTED_COST} AS computed_cost_usd
                  FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
     with staged, transaction(conn):
+        stored = fetch_one(conn, "SELECT 1 FROM usage_messages LIMIT 1") is not None
+        _resync_prices(conn, prices, stored)
         models = {m for (m,) in conn.execute("SELECT DISTINCT model FROM _usage_batch WHERE model <> ''").fetchall()}
         _store_prices(conn, prices, models)  # in the transaction: one write to disk, not one per band
-        conn.execute(
-            f"""UPDATE usage_messages SET {", ".join(_assign(c) for c in columns if c != "dedup_key")},
-                   computed_cost_usd = n.computed_cost_usd
-                FROM ({priced}) n
-                WHERE usage_messages.dedup_key = n.dedup_key
-                  AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
-                       OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
-                           AND ((n.project <> usage_messages.project
-                                 AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")})
-                                OR n.reasoning_output_tokens > usage_messages.reasoning_output_tokens)))"""
-        )
+        if stored:  # nothing to replace in a new warehouse (a first report): the join is skipped
+            conn.execute(
+                f"""UPDATE usage_messages SET {", ".join(_assign(c) for c in columns if c != "dedup_key")},
+                       computed_cost_usd = n.computed_cost_usd
+                    FROM ({priced}) n
+                    WHERE usage_messages.dedup_key = n.dedup_key
+                      AND ({_RANK.format(t="n")} > {_RANK.format(t="usage_messages")}
+                           OR ({_RANK.format(t="n")} = {_RANK.format(t="usage_messages")}
+                               AND ((n.project <> usage_messages.project
+                                     AND {_IN_PROJECT.format(t="n")} = {_IN_PROJECT.format(t="usage_messages")})
+                                    OR n.reasoning_output_tokens > usage_messages.reasoning_output_tokens)))"""
+            )
         conn.execute(
             f"""INSERT INTO usage_messages ({", ".join(columns)}, computed_cost_usd)
                 SELECT * FROM ({priced}) n
@@ -117,25 +121,39 @@ def _assign(column: str) -> str:
 
 
 def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
-    """Re-cost every stored row if the price table changed since the last sync; True if it did."""
+    """Re-cost every stored row if the price table changed since the last sync; True if it did. (`upsert_usage`
+    does this in its own transaction.)"""
+    if _price_fingerprint_changed(conn, prices) is None:
+        return False
+    with transaction(conn):
+        _resync_prices(conn, prices)
+    return True
+
+
+def _price_fingerprint_changed(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> str | None:
+    """The price table's fingerprint when the warehouse's rows were costed by another one, else None."""
     fingerprint = prices.fingerprint()
     row = fetch_one(conn, "SELECT value FROM meta WHERE key = 'price_fingerprint'")
-    if row and row[0] == fingerprint:
-        return False
-    rows = conn.execute("SELECT DISTINCT model FROM usage_messages WHERE model IS NOT NULL").fetchall()
-    models = {r[0] for r in rows}
-    with transaction(conn):
-        conn.execute("DELETE FROM price_bands")
-        _store_prices(conn, prices, models)
+    return None if row and row[0] == fingerprint else fingerprint
+
+
+def _resync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable, stored: bool = True) -> None:
+    """In a transaction: `sync_prices`' work (``stored``: whether usage_messages has rows to re-cost)."""
+    fingerprint = _price_fingerprint_changed(conn, prices)
+    if fingerprint is None:
+        return
+    conn.execute("DELETE FROM price_bands")
+    if stored:
+        rows = conn.execute("SELECT DISTINCT model FROM usage_messages WHERE model IS NOT NULL").fetchall()
+        _store_prices(conn, prices, {r[0] for r in rows})
         conn.execute(
             f"""UPDATE usage_messages b SET computed_cost_usd = (
                     SELECT {_COMPUTED_COST} FROM price_bands p WHERE {_BAND_MATCH})"""
         )
-        conn.execute(
-            "INSERT INTO meta VALUES ('price_fingerprint', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [fingerprint],
-        )
-    return True
+    conn.execute(
+        "INSERT INTO meta VALUES ('price_fingerprint', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [fingerprint],
+    )
 
 
 def unpriced_models(conn: duckdb.DuckDBPyConnection, where: str = "TRUE", params: dict | None = None) -> list[dict]:

@@ -23,7 +23,7 @@ from resources.sources.base import UsageItem
 from resources.state.store import Connection, JsonRows
 from resources.times import epoch_ms, utc_from_ms
 from resources.usage.pricing import PriceTable
-from resources.usage.warehouse import sync_prices, unpriced_models, upsert_usage
+from resources.usage.warehouse import unpriced_models, upsert_usage
 
 FILES_PER_COMMIT = 2500
 """Rows of this many files are written per DuckDB transaction (bounded memory on a huge first ingest). A batch
@@ -143,7 +143,6 @@ class UsageProcessor(SessionProcessor):
         self.prices.load_database()
 
     def commit(self, conn: Connection) -> None:
-        sync_prices(conn, self.prices)
         self.rows_written += upsert_usage(conn, self._batch.table(), self.prices)
         models = self._batch.models()
         if models:
