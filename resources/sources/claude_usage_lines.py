@@ -8,8 +8,9 @@ line is about half that of a full orjson parse and the checks on the dict.
 
 A line it cannot take so is parsed by orjson instead, and the reader's dict path decides about it with its own
 messages, so which copy of a response wins and which line is malformed stay as they were: a value of another
-type, a count or a sum out of range, a bad timestamp, a line that is not JSON, and any line that is not ASCII
-(orjson refuses invalid UTF-8 anywhere in a line; a skipped field is not checked for it).
+type, a count or a sum out of range, a bad timestamp, a line that is not JSON, and any line that is not valid
+UTF-8 (orjson refuses invalid UTF-8 anywhere in a line; msgspec checks only the fields it decodes, so a line
+that is not ASCII is checked first).
 
 One line is read differently: a number beyond a double's range (``1e400``) in a field this does not read. The
 JSON grammar allows it and Claude Code (JavaScript's JSON.stringify) never writes it; orjson refuses the whole
@@ -113,7 +114,7 @@ _MILLISECOND_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").fullmat
 
 def decode(raw: bytes) -> UsageLine | object:
     """A checked `UsageLine` for ``raw``, or what ``orjson.loads(raw)`` returns (raising as it raises)."""
-    if raw.isascii():
+    if raw.isascii() or _is_utf8(raw):
         try:
             line = _decoder.decode(raw)
         except (msgspec.MsgspecError, RecursionError):
@@ -151,6 +152,16 @@ def typed_row(key: str, line: UsageLine, offset: int, session_key: str, project:
 def as_dict(line: UsageLine) -> dict:
     """The line as the dict orjson would have made of its fields (absent ones as null)."""
     return msgspec.to_builtins(line)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` is valid UTF-8 throughout, as orjson requires of a whole line (msgspec checks only the
+    strings it decodes)."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _fits(line: UsageLine) -> bool:
