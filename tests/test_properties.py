@@ -376,8 +376,14 @@ def _usage_line(draw):
         obj["agentId"] = "a1"
     if draw(st.booleans()):
         obj["costUSD"] = draw(st.one_of(st.integers(0, 3), st.floats(0, 3)))
-    for _ in range(draw(st.integers(0, 2))):  # one or two fields set to anything, or removed
-        *parents, name = draw(st.sampled_from(_FIELDS))
+    return _spoiled(draw, obj, _FIELDS, b'"usage"')
+
+
+def _spoiled(draw, obj: dict, fields, garbage_tail: bytes = b"") -> bytes:
+    """``obj`` with one or two of ``fields`` (paths of keys) set to anything or removed, written as JSON, as ASCII
+    or not, with invalid UTF-8, or garbage (ending ``garbage_tail``)."""
+    for _ in range(draw(st.integers(0, 2))):
+        *parents, name = draw(st.sampled_from(fields))
         holder = obj
         for parent in parents:
             holder = holder.get(parent) if isinstance(holder, dict) else None
@@ -389,7 +395,7 @@ def _usage_line(draw):
                 holder[name] = value
     how = draw(st.sampled_from(["ascii", "ascii", "utf-8", "invalid utf-8", "garbage"]))
     if how == "garbage":
-        return draw(st.binary(max_size=20)) + b'"usage"'
+        return draw(st.binary(max_size=20)) + garbage_tail
     encoded = json.dumps(obj, ensure_ascii=how == "ascii").encode()
     return encoded.replace(b"}", b',"x":"\xff"}', 1) if how == "invalid utf-8" else encoded
 
@@ -453,13 +459,20 @@ EDGE_LINES = [  # each beside a valid copy of its response: the copy wins, or th
 def test_typed_usage_lines_read_as_the_dict_path_reads_them(lines):
     from resources.sources.claude import ClaudeSource
 
+    _assert_read_alike(lines, lambda path, stats: [_staged(*item) for item in ClaudeSource.usage(
+        path, "p/s.jsonl", "p", 0, stats)], lambda path: _reference_usage(path, "p/s.jsonl"), _staged)
+
+
+def _assert_read_alike(lines: list[bytes], typed, reference, same=lambda *item: item) -> None:
+    """``lines`` as one session file: ``typed(path, stats)`` (the reader) gives what ``reference(path)`` (the dict
+    path: its items and stats) gives, each of its items made ``same(*item)``, and counts the same lines."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "s.jsonl"
         path.write_bytes(b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines))
         stats = ParseStats()
-        items = [_staged(*item) for item in ClaudeSource.usage(path, "p/s.jsonl", "p", 0, stats)]
-        want, want_stats = _reference_usage(path, "p/s.jsonl")
-    assert items == [_staged(*item) for item in want]
+        items = list(typed(path, stats))
+        want, want_stats = reference(path)
+    assert items == [same(*item) for item in want]
     assert stats.malformed == want_stats.malformed
     assert (stats.lines, stats.end_offset) == (want_stats.lines, want_stats.end_offset)
 
@@ -497,20 +510,7 @@ def _memory_line(draw):
         obj.update(summary=draw(st.sampled_from(["a summary", "  "])), leafUuid=draw(st.sampled_from(["u1", "x"])))
     if draw(st.booleans()):
         obj["isMeta"] = draw(st.booleans())
-    for _ in range(draw(st.integers(0, 2))):
-        *parents, name = draw(st.sampled_from(_MEMORY_FIELDS))
-        holder = obj if not parents else obj.get("message")
-        if isinstance(holder, dict):
-            value = draw(st.one_of(st.just(KeyError), _any_value()))
-            if value is KeyError:
-                holder.pop(name, None)
-            else:
-                holder[name] = value
-    how = draw(st.sampled_from(["ascii", "ascii", "utf-8", "invalid utf-8", "garbage"]))
-    if how == "garbage":
-        return draw(st.binary(max_size=20))
-    encoded = json.dumps(obj, ensure_ascii=how == "ascii").encode()
-    return encoded.replace(b"}", b',"x":"\xff"}', 1) if how == "invalid utf-8" else encoded
+    return _spoiled(draw, obj, _MEMORY_FIELDS)
 
 
 MEMORY_EDGE_LINES = [  # the dict path reads these without complaint, or counts them malformed
@@ -540,14 +540,8 @@ def _reference_memory(path):
 @given(st.lists(_memory_line(), min_size=1, max_size=12))
 @example(MEMORY_EDGE_LINES)
 def test_typed_memory_lines_read_as_the_dict_path_reads_them(lines):
+    from resources.sources.base import MemoryItem
     from resources.sources.claude import ClaudeSource
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "s.jsonl"
-        path.write_bytes(b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines))
-        stats = ParseStats()
-        items = list(ClaudeSource.memory(path, "p/s.jsonl", "p", 0, stats))
-        want, want_stats = _reference_memory(path)
-    assert items == want
-    assert stats.malformed == want_stats.malformed
-    assert (stats.lines, stats.end_offset) == (want_stats.lines, want_stats.end_offset)
+    _assert_read_alike(lines, lambda path, stats: ClaudeSource.memory(path, "p/s.jsonl", "p", 0, stats),
+                       _reference_memory, MemoryItem)
