@@ -65,6 +65,7 @@ from resources.state.store import (
     StateStore,
     load_processor_state,
     mark_processed,
+    record_file_hashes,
     record_malformed_lines,
     record_session_files,
 )
@@ -193,10 +194,11 @@ def _iter_processors(processors, sessions_root, state, projects, logger, files, 
             running.cancel()
         for reads in ahead.values():
             reads.__exit__(None, None, None)
-    late = {t.file.key for tasks in work.values() for t in tasks if t.hashed_late}
+    late = {key: h for key in {t.file.key for tasks in work.values() for t in tasks if t.hashed_late}
+            if isinstance(h := hashes.get(key), str)}
     if late:  # their hashes, which the first record of them could not hold
         with state.connect() as conn:
-            record_session_files(conn, _session_file_rows([f for f in files if f.key in late], hashes))
+            record_file_hashes(conn, late)
 
 
 def top_up_files(processor: SessionProcessor, files: Sequence[SessionFile], conn: Connection,
