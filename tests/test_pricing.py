@@ -174,6 +174,22 @@ def test_prices_a_forked_process_loaded_are_the_prices_loaded_here():
     assert sum(here.lookup(m) is not None for m in models) > len(names)  # priced, not all None on both sides
 
 
+def test_a_failed_or_unused_forked_load_leaves_prices_to_this_process():
+    """A forked load that failed (None) leaves the database to this process; one never taken is ended and
+    reaped when the report is done, not left running or as a zombie."""
+
+    class Failed:
+        def prices(self):
+            return None
+
+    assert PriceTable(overrides={}, database=Failed()).lookup("claude-opus-4-6") == \
+        PriceTable(overrides={}).lookup("claude-opus-4-6")
+    ahead = PricesAhead.start()
+    ahead.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(ahead.pid, os.WNOHANG)
+
+
 def test_provider_prefixed_model_ids_are_priced_as_the_model_they_name(tmp_path):
     home = tmp_path / "user"
     storage = home / ".local" / "share" / "opencode" / "storage"
