@@ -9,10 +9,11 @@ becoming a Python object. `memory_item` then makes the same `MemoryItem` that
 A line it cannot take so is parsed by orjson instead, and the reader's dict path decides about it with its
 own messages, so what counts as a record and which line is malformed stay as they were: a field of another
 type than the dict path reads without complaint (a number where an id is, a text block whose text is not a
-string), a timestamp that is not ISO-8601, a line that is not JSON, and any line that is not ASCII (orjson
-refuses invalid UTF-8 anywhere in a line; a skipped field is not checked for it). The one exception is the
-usage reader's (`resources.sources.claude_usage_lines`): a number beyond a double's range in a field this
-does not read, which orjson refuses and this reads.
+string), a timestamp that is not ISO-8601, a line that is not JSON, and any line that is not valid UTF-8
+(orjson refuses invalid UTF-8 anywhere in a line; msgspec checks only the fields it decodes, so a line that is
+not ASCII is checked first, as the usage reader checks it). The one exception is the usage reader's
+(`resources.sources.claude_usage_lines`): a number beyond a double's range in a field this does not read,
+which orjson refuses and this reads.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import msgspec
 import orjson
 
 from resources.sources.base import MemoryItem
+from resources.sources.claude_usage_lines import _is_utf8
 from resources.times import as_utc
 
 
@@ -58,7 +60,7 @@ _decoder = msgspec.json.Decoder(MemoryLine)
 
 def decode(raw: bytes) -> MemoryLine | object:
     """A checked `MemoryLine` for ``raw``, or what ``orjson.loads(raw)`` returns (raising as it raises)."""
-    if raw.isascii():
+    if raw.isascii() or _is_utf8(raw):
         try:
             line = _decoder.decode(raw)
         except (msgspec.MsgspecError, RecursionError):
