@@ -19,10 +19,9 @@ which orjson refuses and this reads.
 from __future__ import annotations
 
 import msgspec
-import orjson
 
 from resources.sources.base import MemoryItem
-from resources.sources.claude_usage_lines import _is_utf8
+from resources.sources.claude_usage_lines import typed_or_parsed
 from resources.times import as_utc
 
 
@@ -60,20 +59,19 @@ _decoder = msgspec.json.Decoder(MemoryLine)
 
 def decode(raw: bytes) -> MemoryLine | object:
     """A checked `MemoryLine` for ``raw``, or what ``orjson.loads(raw)`` returns (raising as it raises)."""
-    if raw.isascii() or _is_utf8(raw):
-        try:
-            line = _decoder.decode(raw)
-        except (msgspec.MsgspecError, RecursionError):
-            pass
-        else:
-            if line.timestamp is None or line.timestamp.__class__ is str:
-                try:
-                    line.timestamp = as_utc(line.timestamp)
-                except (ValueError, OverflowError):  # the dict path says why the line is malformed
-                    pass
-                else:
-                    return line
-    return orjson.loads(raw)
+    return typed_or_parsed(raw, _decoder, _timed)
+
+
+def _timed(line: MemoryLine) -> bool:
+    """Whether ``line``'s timestamp is null or an ISO-8601 string, which it then holds as UTC; otherwise the dict
+    path says why the line is malformed."""
+    if line.timestamp is not None and line.timestamp.__class__ is not str:
+        return False
+    try:
+        line.timestamp = as_utc(line.timestamp)
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 def memory_item(line: MemoryLine, offset: int) -> MemoryItem | None:

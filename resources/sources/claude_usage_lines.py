@@ -26,6 +26,7 @@ Claude Code's own goes through `usage_row`, which converts it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -114,13 +115,19 @@ _MILLISECOND_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").fullmat
 
 def decode(raw: bytes) -> UsageLine | object:
     """A checked `UsageLine` for ``raw``, or what ``orjson.loads(raw)`` returns (raising as it raises)."""
+    return typed_or_parsed(raw, _decoder, _fits)
+
+
+def typed_or_parsed(raw: bytes, decoder: msgspec.json.Decoder, fits: Callable[[object], bool]) -> object:
+    """What ``decoder`` makes of ``raw`` when ``raw`` is valid UTF-8 and decodes and ``fits`` takes the result;
+    otherwise what ``orjson.loads(raw)`` returns (raising as it raises): the rule of the typed line readers."""
     if raw.isascii() or _is_utf8(raw):
         try:
-            line = _decoder.decode(raw)
+            line = decoder.decode(raw)
         except (msgspec.MsgspecError, RecursionError):
             pass
         else:
-            if _fits(line):
+            if fits(line):
                 return line
     return orjson.loads(raw)
 
