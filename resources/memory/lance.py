@@ -88,6 +88,11 @@ def _joined(table: pa.Table | None, rows: list[dict], schema: pa.Schema) -> pa.T
     return data if len(last) == len(ids) else data.take(list(last.values()))
 
 
+def _check_name(name: str) -> None:
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+
+
 class LanceStore:
     """The Lance database under ``path`` (a folder or a `StorageLocation`); see the module docstring."""
 
@@ -172,8 +177,7 @@ class LanceStore:
         Raises `LanceTableUnreadable` when the folder exists and Lance cannot open it, `LanceTableLost`
         when the ledger recorded the table and its folder is gone.
         """
-        if name not in SCHEMAS:
-            raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+        _check_name(name)
         if not self.table_exists(name):
             self._refuse_lost(name)
             table = self._create_table(name)
@@ -212,8 +216,7 @@ class LanceStore:
         opened raises `LanceTableUnreadable`, as in `open_table`."""
         import lance
 
-        if name not in SCHEMAS:
-            raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+        _check_name(name)
         options = self.location.lance_options() if self.location is not None else None
         create = self._create_missing(name)
         try:
@@ -251,8 +254,7 @@ class LanceStore:
         each cost a first ingest's memory ~0.1 s apiece, mostly DuckDB's fsyncs)."""
         names = list(names)
         for name in names:
-            if name not in SCHEMAS:
-                raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+            _check_name(name)
             self._create_missing(name)
         if self.ledger is not None:
             self.ledger.record(*names)

@@ -91,7 +91,9 @@ def upsert_usage(conn: duckdb.DuckDBPyConnection, rows, prices: PriceTable) -> i
                  FROM _usage_batch b LEFT JOIN price_bands p ON {_BAND_MATCH}"""
     with staged, transaction(conn):
         stored = fetch_one(conn, "SELECT 1 FROM usage_messages LIMIT 1") is not None
-        _resync_prices(conn, prices, stored)
+        fingerprint = _price_fingerprint_changed(conn, prices)
+        if fingerprint is not None:
+            _resync_prices(conn, prices, fingerprint, stored)
         models = {m for (m,) in conn.execute("SELECT DISTINCT model FROM _usage_batch WHERE model <> ''").fetchall()}
         _store_prices(conn, prices, models)  # in the transaction: one write to disk, not one per band
         if stored:  # nothing to replace in a new warehouse (a first report): the join is skipped
@@ -123,10 +125,11 @@ def _assign(column: str) -> str:
 def sync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable) -> bool:
     """Re-cost every stored row if the price table changed since the last sync; True if it did. (`upsert_usage`
     does this in its own transaction.)"""
-    if _price_fingerprint_changed(conn, prices) is None:
+    fingerprint = _price_fingerprint_changed(conn, prices)
+    if fingerprint is None:
         return False
     with transaction(conn):
-        _resync_prices(conn, prices)
+        _resync_prices(conn, prices, fingerprint)
     return True
 
 
@@ -137,11 +140,10 @@ def _price_fingerprint_changed(conn: duckdb.DuckDBPyConnection, prices: PriceTab
     return None if row and row[0] == fingerprint else fingerprint
 
 
-def _resync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable, stored: bool = True) -> None:
-    """In a transaction: `sync_prices`' work (``stored``: whether usage_messages has rows to re-cost)."""
-    fingerprint = _price_fingerprint_changed(conn, prices)
-    if fingerprint is None:
-        return
+def _resync_prices(conn: duckdb.DuckDBPyConnection, prices: PriceTable, fingerprint: str,
+                   stored: bool = True) -> None:
+    """In a transaction: `sync_prices`' work, the rows costed by the table whose fingerprint changed to
+    ``fingerprint`` (``stored``: whether usage_messages has rows to re-cost)."""
     conn.execute("DELETE FROM price_bands")
     if stored:
         rows = conn.execute("SELECT DISTINCT model FROM usage_messages WHERE model IS NOT NULL").fetchall()
