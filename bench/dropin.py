@@ -5,6 +5,8 @@ Every call is a fresh process, as a user types it, on a generated Claude Code ho
 median of 5 calls (ours and ccusage's in turns), and the ratio is ours over ccusage's for the same state
 of the tree:
 
+- the parse a first report runs, in one process, against a plain orjson pass over every line (CPU seconds;
+  the one figure not against ccusage);
 - first report on a new home: ``sessionlake usage daily --json`` with no data home yet (it reads every
   session), against ``ccusage daily --json --offline`` (which reads every session on every call);
 - after 10 new sessions in 10 projects: the next report, which reads only those;
@@ -44,6 +46,8 @@ REPS = 5
 CCUSAGE_VERSION = "20.0.24"
 DEFAULT_NPM_PREFIX = "/work/tools/node"
 TARGETS = {"first": 2.0, "new10": 0.5, "nothing": 0.3, "statusline": 0.2, "nothing20k": 0.05, "memory20k": 1.5}
+PARSE_TARGET = 2.0
+"""The first report's parse against a plain orjson pass over every line (the issue's floor), in CPU seconds."""
 
 
 def ccusage_bin() -> tuple[str | None, str]:
@@ -160,6 +164,7 @@ def _at_2000(work: Path, sessions: int, ccusage: str | None) -> list[dict]:
              "baseline": round(corpus["bytes"] / 1e6, 1), "target": "MB (baseline column)"}]
     cc = tools.ccusage() if ccusage else None  # warms the page cache for both
     tools.report()
+    rows += _parse_rows(home / ".claude" / "projects")
     if cc is not None:
         assert _totals(cc) == (corpus["input"], corpus["output"], corpus["cache_creation"], corpus["cache_read"]), \
             "ccusage counts another total than the corpus holds"
@@ -191,6 +196,39 @@ def _at_2000(work: Path, sessions: int, ccusage: str | None) -> list[dict]:
                   _medians(tools.computed), theirs, "nothing")
     rows.append(_statusline(tools, home, ccusage))
     return rows
+
+
+def _parse_rows(root: Path, reps: int = REPS) -> list[dict]:
+    """The parse a first report's workers run (`UsageProcessor.read_session`: each file's lines decoded and its
+    responses' rows built, no hashing) over every session in this process, against a plain ``orjson.loads`` of
+    every line, in turns: median CPU seconds of each."""
+    import orjson
+
+    from resources.ingest.processors.usage import UsageProcessor
+
+    files = sorted(root.rglob("*.jsonl"))
+
+    def plain() -> None:
+        for path in files:
+            with open(path, "rb") as f:
+                for line in f:
+                    orjson.loads(line)
+
+    def parse() -> None:
+        for path in files:
+            UsageProcessor.read_session(path, path.parent.name, path.stem, 0)
+
+    cpu: dict = {plain: [], parse: []}
+    for _ in range(reps):
+        for step in cpu:
+            started = time.process_time()
+            step()
+            cpu[step].append(time.process_time() - started)
+    floor, ours = statistics.median(cpu[plain]), statistics.median(cpu[parse])
+    return [{"metric": "floor: orjson.loads of every line, one process, CPU s", "value": round(floor, 3), "unit": "s"},
+            {"metric": "parse of every session (read_session, no hashing), one process, CPU s", "value": round(ours, 3),
+             "unit": "s", "baseline": round(floor, 3), "ratio": round(ours / floor, 3),
+             "target": f"<= {PARSE_TARGET}x floor", "ok": ours / floor <= PARSE_TARGET}]
 
 
 def _before(tools: _Tools, data: Path, peer: tuple[float, float] | None) -> list[dict]:
