@@ -418,6 +418,36 @@ def test_a_processor_that_runs_beside_runs_in_its_own_thread_and_is_reported_in_
         assert all(key in load_processor_state(conn, name) for name in ("first", "beside"))
 
 
+class HeldBesideCounter(BesideCounter):
+    """A BesideCounter whose first file waits (up to 30 s) until ``release`` is set."""
+
+    def __init__(self, *args, release=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    def process_session(self, session_path, project, session_key, conn, *, start_offset=0):
+        self.release.wait(timeout=30)
+        return super().process_session(session_path, project, session_key, conn, start_offset=start_offset)
+
+
+def test_processors_beside_are_reported_in_the_order_they_finish_each_run_once(samples_root, state):
+    import threading
+
+    release = threading.Event()
+    first = LineCounter("first")
+    slow = HeldBesideCounter("slow", release=release)
+    fast = BesideCounter("fast")
+    order = []
+    for name, stats in runner.iter_processors([first, slow, fast], samples_root, state):
+        order.append((name, stats["processed"]))
+        if name == "fast":  # the slow one goes on only once the fast one was reported
+            release.set()
+    assert order == [("first", 4), ("fast", 4), ("slow", 4)]
+    assert len(first.calls) == len(slow.calls) == len(fast.calls) == 4  # none ran twice
+    assert slow.threads == {"sessionlake-slow"} and fast.threads == {"sessionlake-fast"}
+
+
+
 def test_an_error_beside_is_raised_in_its_turn_and_stopping_early_stops_the_thread(
         samples_root, state, monkeypatch):
     import threading

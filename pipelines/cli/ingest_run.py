@@ -164,9 +164,17 @@ def ingest(projects: list[str] | None = None, assets: list[str] | None = None,
             table = evaluation.metadata.get("failed_files")
             result["failures"][evaluation.asset_key.to_user_string()] = table.value if table else evaluation.description
             result["errors"] += int(evaluation.metadata["files_failed"].value)
+    # the step reports the processors beside usage as they finish; the summary keeps one order
+    order = ["session_files", *PROCESSOR_ASSETS.values()]
+    for key in ("assets", "failures"):
+        result[key] = dict(sorted(result[key].items(), key=lambda item: _position(order, item[0])))
     result["success"] = result["success"] and not result["errors"]
     result["elapsed_sec"] = time.perf_counter() - started
     return result
+
+
+def _position(order: list[str], asset: str) -> int:
+    return order.index(asset) if asset in order else len(order)
 
 
 @contextmanager

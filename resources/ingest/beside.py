@@ -6,13 +6,15 @@ them, the archive takes the second core instead of adding its time after theirs.
 
 `Beside` starts the work at once. Its log calls are held and replayed on the caller's thread when it
 is joined (a Dagster run's log is written from the step's thread), and whatever it raised is raised
-there. `cancel` asks it to stop before its next chunk of files and waits: what it did not commit stays
-unmarked and is read again by the next run, as after a kill.
+there. When several run beside, each puts its name on a shared ``finished`` queue as it ends, so the
+caller can join them in the order they finish. `cancel` asks it to stop before its next chunk of files
+and waits: what it did not commit stays unmarked and is read again by the next run, as after a kill.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -46,18 +48,23 @@ class HeldLog:
 class Beside:
     """``work(log, stop)`` running in its own thread (see the module docstring)."""
 
-    def __init__(self, work: Callable[[HeldLog, threading.Event], None], name: str):
+    def __init__(self, work: Callable[[HeldLog, threading.Event], None], name: str,
+                 finished: queue.SimpleQueue | None = None):
         self.log = HeldLog()
         self.stop = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(work,), name=f"sessionlake-{name}")
+        self._thread = threading.Thread(target=self._run, args=(work, name, finished), name=f"sessionlake-{name}")
         self._thread.start()
 
-    def _run(self, work: Callable[[HeldLog, threading.Event], None]) -> None:
+    def _run(self, work: Callable[[HeldLog, threading.Event], None], name: str,
+             finished: queue.SimpleQueue | None) -> None:
         try:
             work(self.log, self.stop)
         except BaseException as exc:  # raised again on the caller's thread by `join`
             self._error = exc
+        finally:
+            if finished is not None:
+                finished.put(name)
 
     def join(self, logger: logging.Logger) -> None:
         """Wait for the work, replay its log on ``logger``, and raise what it raised."""

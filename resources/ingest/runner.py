@@ -38,6 +38,7 @@ import contextlib
 import functools
 import logging
 import os
+import queue
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -124,8 +125,10 @@ def iter_processors(
     prefetch: Prefetch | None = None,
 ) -> Iterator[tuple[str, dict]]:
     """Run every processor over the new and changed files under ``sessions_root`` (of ``projects``),
-    yielding each one's ``(name, stats)`` as soon as it has run, in the order given: the ingest step
-    reports the usage warehouse done (reports read it) while memory and the archive are still written.
+    yielding each one's ``(name, stats)`` as soon as it has run: those run in this thread in the order
+    given, and in the turns of those run beside, these in the order they finish. The ingest step reports
+    the usage warehouse done (reports read it) while memory and the archive are still written, and reports
+    the archive while memory still builds its full-text index (the archive usually ends first).
 
     ``files`` is the walk of those projects when the caller already has it (one walk per run).
     ``workers`` > 1 reads files in that many worker processes for a processor with ``parallel_reads``;
@@ -173,19 +176,21 @@ def _iter_processors(processors, sessions_root, state, projects, logger, files, 
             record_session_files(conn, _session_file_rows(files, hashes))
 
     ahead = _start_read_ahead(processors, work, workers, prefetch)  # forks its worker before any thread starts
+    finished: queue.SimpleQueue[str] = queue.SimpleQueue()
     beside = {p.name: Beside(functools.partial(_execute_beside, p, work[p.name], state, results[p.name],
-                                               ahead.pop(p.name, None)), p.name)
+                                               ahead.pop(p.name, None)), p.name, finished)
               for p in _run_beside(processors, work, workers, progress, ahead)}
+    by_name, in_turns = {p.name: p for p in processors}, set(beside)
     try:
         for processor in processors:
-            tasks = work[processor.name]
-            if processor.name in beside:
+            if processor.name in in_turns:  # its turn goes to the first of those beside to finish
+                processor = by_name[finished.get()]
                 beside.pop(processor.name).join(logger)
             else:
-                _execute(processor, tasks, state, results[processor.name], logger, workers, progress,
+                _execute(processor, work[processor.name], state, results[processor.name], logger, workers, progress,
                          reading=record_seen if overlap and processor is first else None,
                          ahead=ahead.pop(processor.name, None))
-            for task in tasks:  # the hashes the workers computed, for session_files
+            for task in work[processor.name]:  # the hashes the workers computed, for session_files
                 if task.file_hash is not None:
                     hashes.setdefault(task.file.key, task.file_hash)
             yield processor.name, results[processor.name]
