@@ -553,3 +553,24 @@ def test_a_worker_hashes_a_file_once_for_two_processors_and_again_once_it_change
     assert len(hashed) == 2
     assert again.file_hash == compute_file_hash(path) != memory.file_hash
     assert again.tail == tail_fingerprint(path, path.stat().st_size) != memory.tail
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/fs/pipe-max-size"), reason="Linux pipes only")
+def test_the_reading_workers_send_their_reads_through_a_wide_pipe(samples_root):
+    import fcntl
+    from pathlib import Path
+
+    from resources.ingest.parallel_reads import RESULT_PIPE_BYTES, fork_pool, read_files
+    from resources.ingest.processors.memory import MemoryProcessor
+
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < RESULT_PIPE_BYTES:
+        pytest.skip("the system caps pipes below 1 MiB")
+    path = next(samples_root.rglob("*.jsonl"))
+    pool = fork_pool(1)
+    try:
+        F_GETPIPE_SZ = 1032
+        assert fcntl.fcntl(pool._result_queue._reader.fileno(), F_GETPIPE_SZ) == RESULT_PIPE_BYTES
+        read = pool.submit(read_files, MemoryProcessor, [(str(path), "p", "p/k.jsonl", 0, path.stat().st_size, True)])
+        assert read.result()[0].error is None  # the reads still arrive whole
+    finally:
+        pool.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -21,6 +22,14 @@ message costs both processes a call, a pickle and a pipe, and 2,000 sessions in 
 cost the workers 0.05-0.1 s of CPU less (and end as evenly: a batch is ~60 ms of work)."""
 PR_SET_PDEATHSIG = 1
 """prctl(2): the signal a process gets when its parent ends."""
+F_SETPIPE_SZ = 1031
+"""fcntl(2), Linux: set a pipe's capacity."""
+RESULT_PIPE_BYTES = 1 << 20
+"""The capacity asked for the pipe that carries the workers' reads back (Linux's default: 64 KiB). The pool's
+thread in this process reads a message one pipe's worth at a time and takes Python's lock for each part:
+while this process's main thread is busy (Dagster starting, during the prefetch) it waits for it up to the
+switch interval, and the worker waits on a full pipe meanwhile. 1 MiB is the most an unprivileged process
+may ask (``/proc/sys/fs/pipe-max-size``)."""
 
 _digests: dict[tuple[str, str, int], tuple[tuple[int, int, int], str | None]] = {}
 """In a worker process: the hashes and tail fingerprints it computed, by ``(kind, path, bytes)``, with the file's
@@ -87,7 +96,21 @@ def fork_pool(workers: int) -> ProcessPoolExecutor:
     and starts in milliseconds (elsewhere the platform's default). A worker ends with this process, even
     killed: one left blocked on a result nobody reads would live on."""
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),))
+    _widen_result_pipe(pool)
+    return pool
+
+
+def _widen_result_pipe(pool: ProcessPoolExecutor) -> None:
+    """Ask for a `RESULT_PIPE_BYTES` pipe for ``pool``'s results (Linux). The pipe is the executor's own (a
+    private attribute): where it is not there, or the system refuses, the pipe keeps its size."""
+    reader = getattr(getattr(pool, "_result_queue", None), "_reader", None)
+    if sys.platform != "linux" or reader is None:
+        return
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(reader.fileno(), F_SETPIPE_SZ, RESULT_PIPE_BYTES)
 
 
 def _end_with_parent(parent: int) -> None:
