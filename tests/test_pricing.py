@@ -161,12 +161,6 @@ def test_no_family_prefix_or_guessed_fast_rate(model):
     assert PriceTable(overrides={}).lookup(model) is None
 
 
-# The forked process only loads genai-prices; Lance, imported into this test process by other tests, warns at
-# any fork (the report's own process never imports it).
-FORK_AFTER_LANCE = pytest.mark.filterwarnings("ignore:lance is not fork-safe:UserWarning")
-
-
-@FORK_AFTER_LANCE
 def test_prices_a_forked_process_loaded_are_the_prices_loaded_here():
     """A first report takes the database's prices from a process it forked (resources/usage/prices_ahead.py):
     every name the database lists, fast, date-stamped and provider-prefixed, gets the same price from it."""
@@ -180,7 +174,6 @@ def test_prices_a_forked_process_loaded_are_the_prices_loaded_here():
     assert sum(here.lookup(m) is not None for m in models) > len(names)  # priced, not all None on both sides
 
 
-@FORK_AFTER_LANCE
 def test_a_failed_or_unused_forked_load_leaves_prices_to_this_process():
     """A forked load that failed (None) leaves the database to this process; one never taken is ended and
     reaped when the report is done, not left running or as a zombie."""
