@@ -28,8 +28,8 @@ RESULT_PIPE_BYTES = 1 << 20
 """The capacity asked for the pipe that carries the workers' reads back (Linux's default: 64 KiB). The pool's
 thread in this process reads a message one pipe's worth at a time and takes Python's lock for each part:
 while this process's main thread is busy (Dagster starting, during the prefetch) it waits for it up to the
-switch interval, and the worker waits on a full pipe meanwhile. 1 MiB is the most an unprivileged process
-may ask (``/proc/sys/fs/pipe-max-size``)."""
+switch interval, and the worker waits on a full pipe meanwhile. 1 MiB is Linux's default cap for an
+unprivileged process; a system that caps pipes lower gets its cap (`result_pipe_bytes`)."""
 
 _digests: dict[tuple[str, str, int], tuple[tuple[int, int, int], str | None]] = {}
 """In a worker process: the hashes and tail fingerprints it computed, by ``(kind, path, bytes)``, with the file's
@@ -101,16 +101,26 @@ def fork_pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
+def result_pipe_bytes() -> int:
+    """The capacity the workers' result pipe is given on Linux: `RESULT_PIPE_BYTES`, or the system's cap
+    (``/proc/sys/fs/pipe-max-size``) when that is lower."""
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            return min(RESULT_PIPE_BYTES, int(f.read()))
+    except (OSError, ValueError):
+        return RESULT_PIPE_BYTES
+
+
 def _widen_result_pipe(pool: ProcessPoolExecutor) -> None:
-    """Ask for a `RESULT_PIPE_BYTES` pipe for ``pool``'s results (Linux). The pipe is the executor's own (a
-    private attribute): where it is not there, or the system refuses, the pipe keeps its size."""
+    """Give ``pool``'s result pipe `result_pipe_bytes` (Linux). The pipe is the executor's own (a private
+    attribute): where it is not there, or the system refuses, the pipe keeps its size."""
     reader = getattr(getattr(pool, "_result_queue", None), "_reader", None)
     if sys.platform != "linux" or reader is None:
         return
     import fcntl
 
     with contextlib.suppress(OSError):
-        fcntl.fcntl(reader.fileno(), F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+        fcntl.fcntl(reader.fileno(), F_SETPIPE_SZ, result_pipe_bytes())
 
 
 def _end_with_parent(parent: int) -> None:
