@@ -54,7 +54,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorageWatchdog,
 )
 
-from pipelines.instance import sqlite_settings
+from pipelines.instance import migration_scripts, sqlite_settings
 
 DAGSTER_MINOR = "1.13"
 """The Dagster minor whose internals this module was written and checked against."""
@@ -100,6 +100,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._schema_seen: set[str] = set()
         """Tables and asset_keys columns found in the index database (migrations only ever add them)."""
         sqlite_settings.use_for(base_dir)  # WAL and synchronous=NORMAL from each database's first statement
+        migration_scripts.read_once()  # each run's database is checked and stamped: one read of the scripts
         super().__init__(os.path.join(base_dir, "history", "runs", ""), inst_data=inst_data)
         _live_storages.add(self)
         os.environ.setdefault(BATCH_SIZE_ENV, str(EVENT_BATCH_SIZE))

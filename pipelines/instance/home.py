@@ -133,12 +133,14 @@ def open_instance():
     """``DagsterInstance.get()`` for the home that `prepare_dagster_home` set, with a failure to open it
     (an unreachable or refusing server, after Dagster's own retries) as an `InstanceConfigError`. Its SQLite
     databases, if it keeps them there, get WAL and ``synchronous=NORMAL`` from their first statement on
-    (`pipelines.instance.sqlite_settings`)."""
+    (`pipelines.instance.sqlite_settings`), and Dagster's migration scripts are read once per process
+    (`pipelines.instance.migration_scripts`)."""
     import dagster as dg
 
-    from pipelines.instance import sqlite_settings
+    from pipelines.instance import migration_scripts, sqlite_settings
 
     sqlite_settings.use_for(os.environ["DAGSTER_HOME"])
+    migration_scripts.read_once()
     try:
         return dg.DagsterInstance.get()
     except Exception as exc:
