@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -228,6 +229,57 @@ def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores
     run_processors([UsageProcessor(), MemoryProcessor(LanceStore(tmp_path / "big"))], samples_root,
                    StateStore(tmp_path / "big.duckdb"))
     assert started[-1] == []
+
+
+def test_records_a_worker_sends_are_the_records_read_here(tmp_path, samples_root):
+    """A worker process sends memory's records and edges as Arrow tables of its batch (`for_sending`), the
+    run takes them beside files it reads itself; either way a commit writes the same records, edges and
+    summary tags, and an id read twice (a session copied into another project) keeps its last record."""
+    import pickle
+    import shutil
+
+    from resources.ingest.parallel_reads import read_files
+    from resources.ingest.processors.memory import Span
+
+    copy = samples_root / "-Users-chip-dev-copy"
+    copy.mkdir()
+    shutil.copy(samples_root / PROJECT / f"{PUSH_SESSION}.jsonl", copy / "fz-copied.jsonl")
+    (copy / "bad.jsonl").write_bytes(b'{"type":"user","uuid":"b1","sessionId":"sb","timestamp":"then",'
+                                     b'"message":{"role":"user","content":"x"}}\n{not json\n')
+    files = sorted(samples_root.rglob("*.jsonl"), key=lambda path: path.name)  # the copy between the samples
+    args = [(str(path), path.parent.name, f"{path.parent.name}/{path.name}", 0, path.stat().st_size, False)
+            for path in files]
+    sent = pickle.loads(pickle.dumps(read_files(MemoryProcessor, args), protocol=pickle.HIGHEST_PROTOCOL))
+    assert all(isinstance(read.value[0].records, Span) for read in sent)
+
+    def committed(name: str, from_worker) -> tuple:
+        store = LanceStore(tmp_path / name)
+        memory = MemoryProcessor(store)
+        memory.begin_run()
+        results = []
+        for n, (read, (path, project, key, *_)) in enumerate(zip(sent, args, strict=True)):
+            if from_worker(n):
+                memory.take(read.value[0])
+                results.append(read.value[1])
+            else:
+                results.append(memory.process_session(Path(path), project, key, None))
+        memory.commit(None)
+        stats = memory.end_run()
+        records = {r.pop("id"): r for r in store.records_where("TRUE")}
+        for r in records.values():
+            del r["created_at"], r["updated_at"]
+        edges = sorted((e["id"], e["src"], e["dst"], e["edge_type"], e["weight"])
+                       for e in store.dataset(EDGES).to_table().to_pylist())
+        counts = {k: stats[k] for k in ("records_written", "edges_written", "summaries_attached")}
+        return records, edges, counts, [(r.items_count, r.end_offset, r.malformed) for r in results]
+
+    here = committed("here", lambda n: False)
+    assert here[0][PUSH_PROMPT]["project"] == "-Users-chip-dev-copy", "the copy comes after its original"
+    assert any(r["tags"] for r in here[0].values()), "the samples carry summaries"
+    assert sum(len(malformed) for *_, malformed in here[3]) == 2
+    assert committed("worker", lambda n: True) == here
+    assert committed("mixed", lambda n: n % 2 == 0) == here
+    assert committed("copies", lambda n: "copy" in args[n][1]) == here  # the original read here, its copy sent
 
 
 def _stored(store: LanceStore, state: StateStore):

@@ -80,6 +80,12 @@ class SessionProcessor:
         """What `take` needs of one file (picklable), and the result; only for ``parallel_reads``."""
         raise NotImplementedError
 
+    @staticmethod
+    def for_sending(reads: list) -> list:
+        """In a worker process: the `read_session` values of a batch of files it read, as they are sent to the
+        run (pickled) for `take`; as they are, unless the processor has a form cheaper to send and to take."""
+        return reads
+
     def take(self, read: object) -> None:
         """Add what `read_session` returned for one file to the batch; only for ``parallel_reads``."""
         raise NotImplementedError

@@ -52,7 +52,8 @@ class WorkerRead:
 def read_files(processor_type: type[SessionProcessor],
                files: list[tuple[str, str, str, int, int, bool]]) -> list[WorkerRead]:
     """In a worker process: `SessionProcessor.read_session` of each ``(path, project, key, offset, size,
-    hash_it)``, hashing the file's first ``size`` bytes first when ``hash_it``."""
+    hash_it)``, hashing the file's first ``size`` bytes first when ``hash_it``; the values as the processor
+    sends them (`SessionProcessor.for_sending`)."""
     reads = []
     for path, project, key, offset, size, hash_it in files:
         started = datetime.now(UTC)
@@ -67,6 +68,13 @@ def read_files(processor_type: type[SessionProcessor],
             reads.append(WorkerRead(started, (value, result), file_hash=file_hash, tail=tail))
         except Exception as exc:
             reads.append(WorkerRead(started, error=exc))
+    done = [read for read in reads if read.error is None]
+    try:
+        sent = processor_type.for_sending([read.value[0] for read in done])
+    except Exception:  # a value that form cannot hold: sent as read, the run's commit finds its file
+        return reads
+    for read, value in zip(done, sent, strict=True):
+        read.value = (value, read.value[1])
     return reads
 
 

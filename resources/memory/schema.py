@@ -120,27 +120,30 @@ def new_record(
 
 RECORD_COLUMNS = ("id", "text", "role", "session_id", "session_key", "project", "timestamp", "model", "git_branch")
 """The ``records`` columns that differ from record to record of an ingest (`record_table` fills the rest)."""
+RECORD_COLUMNS_SCHEMA = pa.schema([RECORDS_SCHEMA.field(name) for name in RECORD_COLUMNS])
+EDGE_COLUMNS_SCHEMA = pa.schema([EDGES_SCHEMA.field(name) for name in ("id", "src", "dst")])
+"""The ``edges`` columns that differ from edge to edge of an ingest (`edge_table` fills the rest)."""
 
 
-def record_table(columns: dict[str, list], tags: list[list[str]], *, tier: str) -> pa.Table:
-    """`new_record` for many records at once: ``columns`` holds a list per name of `RECORD_COLUMNS`
-    (timestamps aware UTC datetimes), ``tags`` each record's sorted tags; created/updated now."""
-    n = len(columns["id"])
+def record_table(columns: pa.Table, tags: list[list[str]], *, tier: str) -> pa.Table:
+    """`new_record` for many records at once: ``columns`` holds `RECORD_COLUMNS` (`RECORD_COLUMNS_SCHEMA`),
+    ``tags`` each record's sorted tags; created/updated now."""
+    n = columns.num_rows
     now = pa.scalar(utcnow(), _TS)
-    arrays = {**{name: pa.array(columns[name], RECORDS_SCHEMA.field(name).type) for name in RECORD_COLUMNS},
+    arrays = {**{name: columns.column(name) for name in RECORD_COLUMNS},
               "tier": pa.repeat(pa.scalar(tier), n), "tags": pa.array(tags, RECORDS_SCHEMA.field("tags").type),
               "language": pa.nulls(n, pa.string()), "created_at": pa.repeat(now, n), "updated_at": pa.repeat(now, n),
               "schema_version": pa.repeat(pa.scalar(SCHEMA_VERSION, pa.int32()), n)}
     return pa.Table.from_arrays([arrays[name] for name in RECORDS_SCHEMA.names], schema=RECORDS_SCHEMA)
 
 
-def edge_table(ids: list[str], srcs: list[str], dsts: list[str], edge_type: str) -> pa.Table:
-    """`new_edge` for many edges of one type at once (``ids``: their `edge_id`s), weight 1, updated now."""
-    n = len(ids)
+def edge_table(columns: pa.Table, edge_type: str) -> pa.Table:
+    """`new_edge` for many edges of one type at once (``columns``: `EDGE_COLUMNS_SCHEMA`, ids their `edge_id`s),
+    weight 1, updated now."""
+    n = columns.num_rows
     return pa.Table.from_arrays(
-        [pa.array(ids, pa.string()), pa.array(srcs, pa.string()), pa.array(dsts, pa.string()),
-         pa.repeat(pa.scalar(edge_type), n), pa.repeat(pa.scalar(1.0, pa.float32()), n),
-         pa.repeat(pa.scalar(utcnow(), _TS), n)], schema=EDGES_SCHEMA)
+        [columns.column("id"), columns.column("src"), columns.column("dst"), pa.repeat(pa.scalar(edge_type), n),
+         pa.repeat(pa.scalar(1.0, pa.float32()), n), pa.repeat(pa.scalar(utcnow(), _TS), n)], schema=EDGES_SCHEMA)
 
 
 def edge_id(src: str, dst: str, edge_type: str) -> str:
