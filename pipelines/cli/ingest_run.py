@@ -220,6 +220,7 @@ def _execute(settings: Settings, assets: list[str], on_disk: list[str], wanted: 
     from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME, STEP_NAME
     from pipelines.defs.sessions.sensors import partition_run_request
     from pipelines.defs.tags import LAUNCHED_BY_TAG, POOL_INGEST
+    from pipelines.instance.compute_logs import captured_at_end
     from pipelines.instance.run_recovery import process_tags, wait_for_pool
 
     with open_instance() as instance, _sigterm_interrupts():
@@ -247,7 +248,8 @@ def _execute(settings: Settings, assets: list[str], on_disk: list[str], wanted: 
                                              raise_on_error=False, resources=resources)
         else:
             run_config["loggers"] = {"console": {}}  # a job's loggers log only when configured
-            with held_back(settings.home / HELD_BACK_LOG) as terminal:
+            # the run's output is held back until it ends: copied there at the end, without Dagster's mirror processes
+            with held_back(settings.home / HELD_BACK_LOG) as terminal, captured_at_end(instance):
                 outcome = job.with_logger_defs(terminal.logger_defs()).execute_in_process(
                     instance=instance, tags=tags, run_config=run_config, raise_on_error=False, resources=resources)
     return outcome, terminal
