@@ -232,9 +232,10 @@ def test_memory_read_ahead_in_a_worker_stores_what_a_read_in_this_process_stores
 
 
 def test_records_a_worker_sends_are_the_records_read_here(tmp_path, samples_root):
-    """A worker process sends memory's records and edges as Arrow tables of its batch (`for_sending`), the
-    run takes them beside files it reads itself; either way a commit writes the same records, edges and
-    summary tags, and an id read twice (a session copied into another project) keeps its last record."""
+    """A worker process sends memory's records, edges and line sessions as Arrow tables of its batch
+    (`for_sending`), the run takes them beside files it reads itself; either way a commit writes the same
+    records, edges and summary tags, and an id read twice (a session copied into another project) keeps its
+    last record."""
     import pickle
     import shutil
 
@@ -246,6 +247,13 @@ def test_records_a_worker_sends_are_the_records_read_here(tmp_path, samples_root
     shutil.copy(samples_root / PROJECT / f"{PUSH_SESSION}.jsonl", copy / "fz-copied.jsonl")
     (copy / "bad.jsonl").write_bytes(b'{"type":"user","uuid":"b1","sessionId":"sb","timestamp":"then",'
                                      b'"message":{"role":"user","content":"x"}}\n{not json\n')
+    leaf = [{"type": "assistant", "uuid": "tool-line", "sessionId": "s-leaf", "timestamp": "2025-06-01T00:00:00Z",
+             "message": {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "x", "input": {}}]}},
+            {"type": "user", "uuid": "leaf-prompt", "parentUuid": "tool-line", "sessionId": "s-leaf",
+             "timestamp": "2025-06-01T00:00:01Z", "message": {"role": "user", "content": "a prompt"}}]
+    (copy / "leaf.jsonl").write_bytes(b"\n".join(orjson.dumps(line) for line in leaf) + b"\n")
+    (copy / "a-summary.jsonl").write_bytes(orjson.dumps({"type": "summary", "summary": "Found by its tool line",
+                                                         "leafUuid": "tool-line"}) + b"\n")
     files = sorted(samples_root.rglob("*.jsonl"), key=lambda path: path.name)  # the copy between the samples
     args = [(str(path), path.parent.name, f"{path.parent.name}/{path.name}", 0, path.stat().st_size, False)
             for path in files]
@@ -275,7 +283,7 @@ def test_records_a_worker_sends_are_the_records_read_here(tmp_path, samples_root
 
     here = committed("here", lambda n: False)
     assert here[0][PUSH_PROMPT]["project"] == "-Users-chip-dev-copy", "the copy comes after its original"
-    assert any(r["tags"] for r in here[0].values()), "the samples carry summaries"
+    assert here[0]["leaf-prompt"]["tags"] == ["Found by its tool line"], "a summary's leaf is any line of a file"
     assert sum(len(malformed) for *_, malformed in here[3]) == 2
     assert committed("worker", lambda n: True) == here
     assert committed("mixed", lambda n: n % 2 == 0) == here

@@ -83,9 +83,12 @@ def _joined(table: pa.Table | None, rows: list[dict], schema: pa.Schema) -> pa.T
     if not parts:
         return None
     data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    ids = data["id"].to_pylist()
-    last = {i: n for n, i in enumerate(ids)}
-    return data if len(last) == len(ids) else data.take(list(last.values()))
+    import pyarrow.compute as pc
+
+    if pc.count_distinct(data["id"]).as_py() == data.num_rows:  # the usual case, without a Python string per id
+        return data
+    last = {i: n for n, i in enumerate(data["id"].to_pylist())}
+    return data.take(list(last.values()))
 
 
 def _check_name(name: str) -> None:
@@ -355,11 +358,11 @@ class LanceStore:
         data = _joined(table, prepared, RECORDS_SCHEMA)
         if data is None:
             return 0
-        ids = data["id"].to_pylist()
-        created = self._created_at(ids)
+        created = self._created_at(data["id"])
         if created:
             column = data.schema.get_field_index("created_at")
-            kept = [created.get(i, now) for i, now in zip(ids, data["created_at"].to_pylist(), strict=True)]
+            kept = [created.get(i, now) for i, now in zip(data["id"].to_pylist(), data["created_at"].to_pylist(),
+                                                           strict=True)]
             data = data.set_column(column, "created_at", pa.array(kept, data.schema.field(column).type))
         target = self.for_write(RECORDS)
         target.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
@@ -367,7 +370,7 @@ class LanceStore:
             self.index_new_records()
         return data.num_rows
 
-    def _created_at(self, ids: list[str]) -> dict:
+    def _created_at(self, ids: pa.ChunkedArray) -> dict:
         """``{id: created_at}`` of the stored records among ``ids``: looked up by id for a batch of one lookup,
         or one that is small beside a table with its id index; otherwise read in one scan of two columns
         (the commits of a first ingest, whose table has no index before the run ends: each lookup of
@@ -378,11 +381,12 @@ class LanceStore:
             return {}
         indexed = any(index.name == ID_INDEX for index in dataset.describe_indices())
         if len(ids) <= ID_LOOKUP_CHUNK or (indexed and len(ids) * SCAN_SHARE < stored_rows):
-            return {i: row["created_at"] for i, row in self.rows_by_id(dataset, ids, ["id", "created_at"]).items()}
+            rows = self.rows_by_id(dataset, ids.to_pylist(), ["id", "created_at"])
+            return {i: row["created_at"] for i, row in rows.items()}
         import pyarrow.compute as pc
 
         stored = dataset.to_table(columns=["id", "created_at"])
-        stored = stored.filter(pc.is_in(stored["id"], value_set=pa.array(ids, pa.string())))
+        stored = stored.filter(pc.is_in(stored["id"], value_set=ids.combine_chunks()))
         return dict(zip(stored["id"].to_pylist(), stored["created_at"].to_pylist(), strict=True))
 
     def index_new_records(self) -> None:

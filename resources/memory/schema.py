@@ -125,13 +125,13 @@ EDGE_COLUMNS_SCHEMA = pa.schema([EDGES_SCHEMA.field(name) for name in ("id", "sr
 """The ``edges`` columns that differ from edge to edge of an ingest (`edge_table` fills the rest)."""
 
 
-def record_table(columns: pa.Table, tags: list[list[str]], *, tier: str) -> pa.Table:
+def record_table(columns: pa.Table, tags: pa.Array, *, tier: str) -> pa.Table:
     """`new_record` for many records at once: ``columns`` holds `RECORD_COLUMNS` (`RECORD_COLUMNS_SCHEMA`),
-    ``tags`` each record's sorted tags; created/updated now."""
+    ``tags`` each record's sorted tags (``RECORDS_SCHEMA``'s type); created/updated now."""
     n = columns.num_rows
     now = pa.scalar(utcnow(), _TS)
     arrays = {**{name: columns.column(name) for name in RECORD_COLUMNS},
-              "tier": pa.repeat(pa.scalar(tier), n), "tags": pa.array(tags, RECORDS_SCHEMA.field("tags").type),
+              "tier": pa.repeat(pa.scalar(tier), n), "tags": tags,
               "language": pa.nulls(n, pa.string()), "created_at": pa.repeat(now, n), "updated_at": pa.repeat(now, n),
               "schema_version": pa.repeat(pa.scalar(SCHEMA_VERSION, pa.int32()), n)}
     return pa.Table.from_arrays([arrays[name] for name in RECORDS_SCHEMA.names], schema=RECORDS_SCHEMA)

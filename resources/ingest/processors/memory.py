@@ -23,12 +23,12 @@ prompt or answer, and how lines thread, is the adapter's: Claude Code's is in ``
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from resources.ids import stable_id
 from resources.ingest.contract import ProcessorResult, SessionProcessor
@@ -42,6 +42,7 @@ from resources.memory.schema import (
     RECORD_COLUMNS,
     RECORD_COLUMNS_SCHEMA,
     RECORDS,
+    RECORDS_SCHEMA,
     edge_id,
     edge_table,
     record_table,
@@ -56,6 +57,8 @@ RETAGGED_PER_WRITE = 10_000
 """Stored records re-tagged by summaries, written per Lance commit (see `MemoryProcessor._write_retagged`)."""
 FILES_PER_COMMIT = 1000
 """Records of this many files are held before a commit (a run over 20,000 sessions held all of them)."""
+LINE_SESSIONS_SCHEMA = pa.schema([pa.field("uuid", pa.string()), pa.field("session", pa.string())])
+"""The session of each line with a uuid (`FileRead.line_sessions`), as a worker sends them."""
 
 
 class Span(NamedTuple):
@@ -79,8 +82,8 @@ class FileRead(NamedTuple):
     """The ``reply_to`` edges' ids, sources and destinations (or a `Span` of `EDGE_COLUMNS_SCHEMA`)."""
     summaries: list[tuple[str | None, str, str | None]]
     """``(leaf uuid, text, the file's own session)`` of each summary line."""
-    line_sessions: dict[str, str]
-    """The session of every line with a uuid."""
+    line_sessions: tuple[list[str], list[str]] | Span
+    """The uuid of every line with one, and its session (or a `Span` of `LINE_SESSIONS_SCHEMA`)."""
 
 
 class MemoryProcessor(SessionProcessor):
@@ -97,16 +100,16 @@ class MemoryProcessor(SessionProcessor):
         self._summaries: list[tuple[str | None, str, str | None]] = []
         self._pending_summaries: list[tuple[str | None, str, str | None]] = []
         self._tags: dict[str, set[str]] = {}
-        self._line_sessions: dict[str, str] = {}
-        self._run_line_sessions: dict[int, str] = {}
-        """Session of every line of the run's committed files, by ``hash(uuid)``: summary leaves may point
-        at any line, and a million uuid strings would cost hundreds of MB (sessions are interned)."""
+        self._line_sessions = _Rows(LINE_SESSIONS_SCHEMA)
+        self._run_line_sessions: list[pa.Table] = []
+        """Session of every line of the run's committed files (`LINE_SESSIONS_SCHEMA`, sessions dictionary-encoded),
+        one table per commit: summary leaves may point at any line; Arrow holds a million of them in ~45 MB."""
         self._stats: dict = {}
         self._versions_before: dict[str, int] = {}
 
     def begin_run(self) -> None:
         self.discard()
-        self._pending_summaries, self._tags, self._run_line_sessions = [], {}, {}
+        self._pending_summaries, self._tags, self._run_line_sessions = [], {}, []
         self._stats = {"records_written": 0, "edges_written": 0, "summaries_attached": 0, "commits": 0}
         self.store.prepare_for_write((RECORDS, EDGES, EVENTS))  # a first run creates them: one warehouse connection
         self._versions_before = {t: self.store.version(t) for t in (RECORDS, EDGES)}
@@ -145,27 +148,33 @@ class MemoryProcessor(SessionProcessor):
         edges = ([edge_id(src, dst, "reply_to") for src, dst in zip(srcs, dsts, strict=True)], srcs, dsts)
         records = dict(zip(RECORD_COLUMNS, map(list, zip(*rows, strict=True)), strict=True)) if rows else {
             name: [] for name in RECORD_COLUMNS}
-        read = FileRead(records, edges, [(leaf, text, file_session) for leaf, text in summaries], line_sessions)
+        read = FileRead(records, edges, [(leaf, text, file_session) for leaf, text in summaries],
+                        (list(line_sessions), list(line_sessions.values())))
         return read, ProcessorResult(items_count=len(records["id"]), end_offset=stats.end_offset,
                                      bytes_read=stats.bytes_read, malformed=stats.malformed)
 
     @staticmethod
     def for_sending(reads: list[FileRead]) -> list[FileRead]:
-        """In a worker process: the records and edges of a batch of files as one Arrow table each, every file's
-        a `Span` of them. The run takes them without a Python object per value (unpickling those, and then
-        building the tables from them, cost its process ~0.3 s at 2,000 sessions) and writes them as they are;
-        the tables are the ones `commit` would build from the same files read in the run's process."""
-        records, edges = _Rows(RECORD_COLUMNS_SCHEMA), _Rows(EDGE_COLUMNS_SCHEMA)
-        for read in reads:
-            records.add(read.records)
-            edges.add(read.edges)
-        record_rows, edge_rows = records.table(), edges.table()
-        sent, at_record, at_edge = [], 0, 0
-        for read in reads:
-            n_records, n_edges = len(read.records["id"]), len(read.edges[0])
-            sent.append(read._replace(records=Span(record_rows, at_record, at_record + n_records),
-                                      edges=Span(edge_rows, at_edge, at_edge + n_edges)))
-            at_record, at_edge = at_record + n_records, at_edge + n_edges
+        """In a worker process: the records, edges and line sessions of a batch of files as one Arrow table each,
+        every file's a `Span` of them. The run takes them without a Python object per value (unpickling those,
+        building the tables and the line sessions' dict from them cost its process ~0.5 s at 2,000 sessions) and
+        writes them as they are; the tables are the ones `commit` builds from the same files read in the run's
+        process."""
+        parts = [(read.records, read.edges, read.line_sessions) for read in reads]
+        tables = []
+        for n, schema in enumerate((RECORD_COLUMNS_SCHEMA, EDGE_COLUMNS_SCHEMA, LINE_SESSIONS_SCHEMA)):
+            rows = _Rows(schema)
+            for part in parts:
+                rows.add(part[n])
+            tables.append(rows.table())
+        sent, at = [], [0, 0, 0]
+        for read, part in zip(reads, parts, strict=True):
+            spans = []
+            for n, table in enumerate(tables):
+                count = len(part[n]["id"] if n == 0 else part[n][0])
+                spans.append(Span(table, at[n], at[n] + count))
+                at[n] += count
+            sent.append(read._replace(records=spans[0], edges=spans[1], line_sessions=spans[2]))
         return sent
 
     def take(self, read: FileRead) -> None:
@@ -173,17 +182,15 @@ class MemoryProcessor(SessionProcessor):
         self._records.add(read.records)
         self._edges.add(read.edges)
         self._summaries.extend(read.summaries)
-        intern = sys.intern  # sessions are interned: a run holds one per line (see ``_run_line_sessions``)
-        self._line_sessions.update((uuid, intern(session)) for uuid, session in read.line_sessions.items())
+        self._line_sessions.add(read.line_sessions)
 
     def commit(self, conn: Connection) -> None:
-        self._run_line_sessions.update((hash(uuid), session) for uuid, session in self._line_sessions.items())
+        lines = self._line_sessions.table()
+        self._run_line_sessions.append(lines.set_column(1, "session", pc.dictionary_encode(lines.column("session"))))
         self._pending_summaries.extend(self._summaries)
         records = self._records.table()  # an id read twice is written once, its last record (`upsert_records`)
-        grown = self._attach_summaries(_ids_and_sessions(records), final=False)
-        tagged = {session: sorted(tags) for session, tags in self._tags.items()}  # sorted once per session
-        tags = [tagged.get(session, []) for session in records.column("session_id").to_pylist()] if tagged else (
-            [[]] * records.num_rows)
+        grown = self._attach_summaries(records, final=False)
+        tags = _tags_of(records.column("session_id"), {session: sorted(tags) for session, tags in self._tags.items()})
         batched = set(records.column("id").to_pylist()) if grown else set()
         self._write_retagged(grown, batched, record_table(records, tags, tier="episodic"),
                              edge_table(self._edges.table(), "reply_to"))
@@ -192,7 +199,7 @@ class MemoryProcessor(SessionProcessor):
     def discard(self) -> None:
         """Forget the batch (its files are read again); summary state of committed files stays."""
         self._records, self._edges = _Rows(RECORD_COLUMNS_SCHEMA), _Rows(EDGE_COLUMNS_SCHEMA)
-        self._summaries, self._line_sessions = [], {}
+        self._summaries, self._line_sessions = [], _Rows(LINE_SESSIONS_SCHEMA)
 
     def _write(self, rows: list[dict], records: pa.Table | None = None, edges: pa.Table | None = None) -> None:
         self._stats["records_written"] += self.store.upsert_records(rows, index=False, table=records)
@@ -216,7 +223,7 @@ class MemoryProcessor(SessionProcessor):
 
     def end_run(self) -> dict:
         if self._pending_summaries:  # leaves found nowhere in the run or the store: their own session
-            self._write_retagged(self._attach_summaries((), final=True), set())
+            self._write_retagged(self._attach_summaries(None, final=True), set())
         if self._stats.get("records_written"):
             self.store.index_new_records()  # once per run: a first ingest builds each index once
         stats = dict(self._stats)
@@ -228,16 +235,16 @@ class MemoryProcessor(SessionProcessor):
             write_event(self.store, "memory_ingest", stats)
         return stats
 
-    def _attach_summaries(self, records: Iterable[tuple[str, str | None]], final: bool) -> list[str]:
-        """Resolve what pending summaries can be (``records``: this commit's, as ``(id, session)``) and
+    def _attach_summaries(self, records: pa.Table | None, final: bool) -> list[str]:
+        """Resolve what pending summaries can be (``records``: this commit's, `RECORD_COLUMNS_SCHEMA`) and
         return the sessions whose tags grew (`_retagged` re-tags their stored records; the commit tags
         its records with every tag known). ``final``: summaries still unresolved go to their own file's
         session."""
         grown: dict[str, set[str]] = {}
         if self._pending_summaries:
-            session_of = {leaf: self._run_line_sessions[hash(leaf)] for leaf, _, _ in self._pending_summaries
-                          if leaf and hash(leaf) in self._run_line_sessions}
-            session_of.update(records)
+            leaves = pa.array(sorted({leaf for leaf, _, _ in self._pending_summaries if leaf}), pa.string())
+            session_of = dict(_found(self._run_line_sessions, "uuid", "session", leaves))
+            session_of.update(_found([records] if records is not None else [], "id", "session_id", leaves))
             missing = [leaf for leaf, _, _ in self._pending_summaries if leaf and leaf not in session_of]
             stored = self.store.rows_by_id(self.store.dataset(RECORDS), missing, ["id", "session_id"])
             for rid, row in stored.items():
@@ -277,7 +284,8 @@ class _Rows:
     def __init__(self, schema: pa.Schema):
         self.schema = schema
         self._pieces: list[pa.Table] = []
-        self._span: Span | None = None
+        self._span: list | None = None
+        """The spans added last, of one table and consecutive: ``[table, start, stop]``."""
         self._values: list[list] = [[] for _ in schema]
 
     def add(self, rows: dict[str, list] | Sequence[list] | Span) -> None:
@@ -285,11 +293,11 @@ class _Rows:
         if isinstance(rows, Span):
             self._add_values()
             span = self._span
-            if span is not None and span.table is rows.table and span.stop == rows.start:
-                self._span = span._replace(stop=rows.stop)
+            if span is not None and span[0] is rows.table and span[2] == rows.start:
+                span[2] = rows.stop
             else:
                 self._add_span()
-                self._span = rows
+                self._span = list(rows)
             return
         self._add_span()
         if isinstance(rows, dict):
@@ -319,9 +327,20 @@ class _Rows:
             self._values = [[] for _ in self.schema]
 
 
-def _ids_and_sessions(records: pa.Table) -> Iterator[tuple[str, str | None]]:
-    """``(id, session)`` of each record, made Python values only when iterated (when summaries wait)."""
-    yield from zip(records.column("id").to_pylist(), records.column("session_id").to_pylist(), strict=True)
+def _found(tables: Iterable[pa.Table], key: str, value: str, wanted: pa.Array) -> Iterator[tuple]:
+    """``(key, value)`` of each row of ``tables`` whose ``key`` is one of ``wanted``, in order."""
+    for table in tables:
+        hits = table.filter(pc.is_in(table.column(key), value_set=wanted))
+        yield from zip(hits.column(key).to_pylist(), hits.column(value).to_pylist(), strict=True)
+
+
+def _tags_of(sessions: pa.ChunkedArray, tagged: dict[str, list[str]]) -> pa.Array:
+    """Each record's tags, by its session (``tagged``: the sorted tags of each session that has any; [] for
+    the others and for a record without a session), as ``records.tags`` values."""
+    encoded = pc.dictionary_encode(sessions.combine_chunks())
+    per_session = [tagged.get(session, []) for session in encoded.dictionary.to_pylist()] + [[]]
+    no_session = len(per_session) - 1
+    return pa.array(per_session, RECORDS_SCHEMA.field("tags").type).take(encoded.indices.fill_null(no_session))
 
 
 def _record_values(record_id: str, session_key: str, project: str, record: dict) -> tuple:
