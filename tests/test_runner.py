@@ -523,3 +523,34 @@ def test_a_run_inside_a_caller_that_holds_the_collector_back_freezes_what_came_a
         with fewer_collections():
             assert gc.get_freeze_count() >= outer + len(alive)
     assert gc.get_freeze_count() == 0
+
+
+def test_a_paused_block_is_not_collected_and_what_it_allocated_is_frozen_after():
+    """The command line imports Dagster and opens its instance with the collector paused: no young collection
+    walks their objects then, and they are frozen after, so none walks them later (0.21 -> 0.03 s of CPU in
+    collections over a first ingest); outside `fewer_collections` nothing is frozen."""
+    import gc
+
+    from resources.ingest.fewer_collections import collections_paused, fewer_collections
+
+    collected = []
+
+    def count(phase, info):
+        if phase == "stop":
+            collected.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        with fewer_collections():
+            outer = gc.get_freeze_count()
+            with collections_paused():
+                alive = [[n] for n in range(100_000)]  # twice the young threshold: collected twice otherwise
+                assert not gc.isenabled()
+            assert collected == [] and gc.isenabled()
+            assert gc.get_freeze_count() >= outer + len(alive)
+        assert gc.get_freeze_count() == 0
+        with collections_paused():
+            more = [[n] for n in range(1000)]
+        assert gc.get_freeze_count() == 0 and gc.isenabled() and len(more) == 1000
+    finally:
+        gc.callbacks.remove(count)

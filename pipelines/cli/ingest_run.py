@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from pipelines.cli.projects import resolve_projects
 from resources.config.settings import Settings
-from resources.ingest.fewer_collections import fewer_collections
+from resources.ingest.fewer_collections import collections_paused, fewer_collections
 from resources.ingest.plan import files_with_work
 from resources.ingest.retry_marks import due_retries
 from resources.sources import found_sources, walk_all
@@ -211,19 +211,21 @@ def _execute(settings: Settings, assets: list[str], on_disk: list[str], wanted: 
     # that there is a run to make
     from pipelines.instance.home import open_instance, prepare_dagster_home
 
-    prepare_dagster_home(settings)
-    import dagster as dg
+    with collections_paused():  # about a million objects, all alive after: no young collection walks them
+        prepare_dagster_home(settings)
+        import dagster as dg
 
-    from pipelines.cli.run_log import held_back
-    from pipelines.definitions import defs
-    from pipelines.defs.partitions import projects_partitions
-    from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME, STEP_NAME
-    from pipelines.defs.sessions.sensors import partition_run_request
-    from pipelines.defs.tags import LAUNCHED_BY_TAG, POOL_INGEST
-    from pipelines.instance.compute_logs import captured_at_end
-    from pipelines.instance.run_recovery import process_tags, wait_for_pool
+        from pipelines.cli.run_log import held_back
+        from pipelines.definitions import defs
+        from pipelines.defs.partitions import projects_partitions
+        from pipelines.defs.sessions.assets import FILES_CHECK, JOB_NAME, STEP_NAME
+        from pipelines.defs.sessions.sensors import partition_run_request
+        from pipelines.defs.tags import LAUNCHED_BY_TAG, POOL_INGEST
+        from pipelines.instance.compute_logs import captured_at_end
+        from pipelines.instance.run_recovery import process_tags, wait_for_pool
 
-    with open_instance() as instance, _sigterm_interrupts():
+        instance = open_instance()
+    with instance, _sigterm_interrupts():
         known = set(instance.get_dynamic_partitions(projects_partitions.name))
         new = [p for p in on_disk if p not in known]
         if new:
