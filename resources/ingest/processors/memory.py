@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from resources.ids import stable_id
 from resources.ingest.contract import ProcessorResult, SessionProcessor
@@ -185,6 +184,8 @@ class MemoryProcessor(SessionProcessor):
         self._line_sessions.add(read.line_sessions)
 
     def commit(self, conn: Connection) -> None:
+        import pyarrow.compute as pc  # not at the top: `sessionlake ingest` imports this module before it forks
+
         lines = self._line_sessions.table()
         self._run_line_sessions.append(lines.set_column(1, "session", pc.dictionary_encode(lines.column("session"))))
         self._pending_summaries.extend(self._summaries)
@@ -329,6 +330,8 @@ class _Rows:
 
 def _found(tables: Iterable[pa.Table], key: str, value: str, wanted: pa.Array) -> Iterator[tuple]:
     """``(key, value)`` of each row of ``tables`` whose ``key`` is one of ``wanted``, in order."""
+    import pyarrow.compute as pc
+
     for table in tables:
         hits = table.filter(pc.is_in(table.column(key), value_set=wanted))
         yield from zip(hits.column(key).to_pylist(), hits.column(value).to_pylist(), strict=True)
@@ -337,6 +340,8 @@ def _found(tables: Iterable[pa.Table], key: str, value: str, wanted: pa.Array) -
 def _tags_of(sessions: pa.ChunkedArray, tagged: dict[str, list[str]]) -> pa.Array:
     """Each record's tags, by its session (``tagged``: the sorted tags of each session that has any; [] for
     the others and for a record without a session), as ``records.tags`` values."""
+    import pyarrow.compute as pc
+
     encoded = pc.dictionary_encode(sessions.combine_chunks())
     per_session = [tagged.get(session, []) for session in encoded.dictionary.to_pylist()] + [[]]
     no_session = len(per_session) - 1
