@@ -21,13 +21,19 @@ dev: install  ## the Dagster UI and daemon on 127.0.0.1:3000
 
 # The Postgres tests (tests/test_postgres_instance.py) start a server of their own from initdb and pg_ctl:
 # Debian's postgresql is installed when neither is found and this runs as root; otherwise they skip, saying why.
+# The sources are compiled first: the suite starts several hundred Python processes, and where PYTHONDONTWRITEBYTECODE
+# is set (a fresh clone, CI) each of them would compile the modules it imports again (0.1-0.2 s of CPU each).
+# `--dist loadgroup` hands tests out one at a time (tests/conftest.py keeps a module whose tests share a server
+# or an ingested home on one worker), so the workers end together instead of one finishing a long chunk alone.
 test: install  ## the test suite: three workers on two cores, since the longest tests mostly wait (daemon, servers)
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
 		|| { apt-get update && apt-get install -y --no-install-recommends postgresql; }
-	$(BIN)/pytest -n 3
+	$(BIN)/python -m compileall -q pipelines resources bench tests
+	$(BIN)/pytest -n 3 --dist loadgroup
 
 test-fast: install  ## the unit tests only: the inner loop (no subprocess, server or Dagster run)
-	$(BIN)/pytest -n 2 -m "unit and not integration and not e2e"
+	$(BIN)/python -m compileall -q pipelines resources bench tests
+	$(BIN)/pytest -n 2 --dist loadgroup -m "unit and not integration and not e2e"
 
 bench: install  ## benchmarks: prints tables, writes bench/results/*.json
 	$(BIN)/python -m bench

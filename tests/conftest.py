@@ -24,14 +24,40 @@ pytest_plugins = ["tests.s3_support"]  # s3_server, s3_location: a loopback S3 A
 
 
 KINDS = ("unit", "integration", "e2e")
+ONE_WORKER_MODULES = ("tests/test_mcp.py", "tests/test_postgres_instance.py", "tests/test_recall_hits.py")
+"""The modules whose tests share a fixture made once per module (a Postgres server, an ingested home): under
+`make test` each runs on one worker, so that fixture is made once. A module with such a fixture belongs here."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test is marked unit, integration or e2e (pyproject.toml says what each means)."""
+    """Every test is marked unit, integration or e2e (pyproject.toml says what each means), and every module
+    with a module-scoped fixture is one of `ONE_WORKER_MODULES`."""
     unmarked = sorted({item.path.name for item in items if not any(item.get_closest_marker(k) for k in KINDS)})
     if unmarked:
         raise pytest.UsageError(f"mark these test files with pytestmark = pytest.mark.<{'|'.join(KINDS)}>: "
                                 f"{', '.join(unmarked)}")
+    shared = sorted({item.nodeid.split("::")[0] for item in items
+                     for defs in item._fixtureinfo.name2fixturedefs.values() if defs[-1].scope in ("module", "class")}
+                    - set(ONE_WORKER_MODULES))
+    if shared:
+        raise pytest.UsageError(f"add these modules to ONE_WORKER_MODULES in tests/conftest.py: {', '.join(shared)}")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` (`make test`): the tests are handed to the workers one at a time as each one
+    finishes, so the workers end together; the tests of a module in `ONE_WORKER_MODULES` go to one
+    worker together, and first. (xdist's own ``xdist_group`` marks do not group under pytest 9.2:
+    pytest-xdist issue 1386; they still work here if they ever do.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return module if module in ONE_WORKER_MODULES else super()._split_scope(nodeid)
+
+    return ModuleGroups(config, log)
 
 
 @pytest.fixture(autouse=True)
