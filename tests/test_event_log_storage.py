@@ -144,16 +144,33 @@ def test_a_batch_that_fails_takes_back_what_it_wrote_so_dagster_can_store_its_ev
 
 
 def test_an_instance_opened_by_the_cli_keeps_every_sqlite_database_in_wal_with_normal_sync(tmp_path, monkeypatch):
+    """Also: Dagster's migration scripts are read once (pipelines/instance/migration_scripts.py) and every
+    database is still stamped at Dagster's head."""
     import sqlalchemy as sa
+    from alembic.script import ScriptDirectory
 
+    import pipelines.instance.migration_scripts as migration_scripts
     from pipelines.instance.home import open_instance
 
+    loads = []
+    load_revisions = ScriptDirectory._load_revisions
+
+    def counted(self):
+        loads.append(self.dir)
+        yield from load_revisions(self)
+
+    monkeypatch.setattr(ScriptDirectory, "_load_revisions", counted)
+    monkeypatch.setattr(migration_scripts, "_scripts", {})  # as in a new process
     folder = tmp_path / "dagster"
     folder.mkdir()
     install_instance_yaml(folder)
     monkeypatch.setenv("DAGSTER_HOME", str(folder))
     with open_instance() as instance:
         assert emit_job.execute_in_process(instance=instance).success
+        # runs, schedules, the event log index and the run's own database, each checked and stamped: 9 loads
+        # without the cache; a Dagster that builds its ScriptDirectory other than through from_config fails here
+        assert len(loads) == 1, loads
+        head = instance.run_storage.alembic_version()[1]
         with instance.run_storage.connect() as conn:  # Dagster's own run storage, one connection per use
             assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1  # NORMAL
         # Dagster's connection per use of the run database never closed the last one: no checkpoint
@@ -163,9 +180,11 @@ def test_an_instance_opened_by_the_cli_keeps_every_sqlite_database_in_wal_with_n
             assert conn.execute("SELECT status FROM runs").fetchall() == [("SUCCESS",)]
     databases = sorted(folder.rglob("*.db"))
     assert {p.name for p in databases} >= {"runs.db", "index.db", "schedules.db"}
+    assert len(databases) >= 4  # the run's own too
     for path in databases:
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal", path
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)], path
     elsewhere = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")  # a database outside the instance
     with elsewhere.connect() as conn:
         assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2  # FULL, SQLite's default

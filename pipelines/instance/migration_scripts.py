@@ -14,8 +14,9 @@ stamped, checked or upgraded is exactly what Dagster asks for); any other script
 as before.
 
 It stands on names of Alembic and Dagster that are not Dagster's public API, listed in
-`DAGSTER_INTERNALS` and checked by tests/test_migration_scripts.py, which also fails when Dagster stops
-reading its scripts through ``from_config`` (the cache would then be silently unused).
+`DAGSTER_INTERNALS` and checked by tests/test_migration_scripts.py; tests/test_event_log_storage.py counts
+the loads of an instance opened as the CLI opens it, and fails when Dagster stops reading its scripts
+through ``from_config`` (the cache would then be silently unused).
 """
 
 from __future__ import annotations
