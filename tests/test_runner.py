@@ -484,6 +484,74 @@ def test_an_error_beside_is_raised_in_its_turn_and_stopping_early_stops_the_thre
         assert load_processor_state(conn, "slow") == {}
 
 
+class ReadingCounter(SessionProcessor):
+    """Counts each file's lines, read in a worker process (``parallel_reads``); notes where `begin_run` ran."""
+
+    name = "second"
+    parallel_reads = True
+
+    def __init__(self, begun=None, fail=False):
+        self.begun, self.fail = begun, fail
+        self.begin_threads: list[str] = []
+        self.taken = 0
+
+    def begin_run(self):
+        import threading
+
+        self.begin_threads.append(threading.current_thread().name)
+        if self.fail:
+            raise ValueError("no tables")
+        self.begun.set()
+
+    @staticmethod
+    def read_session(session_path, project, session_key, start_offset=0):
+        stats = ParseStats()
+        n = sum(1 for _ in iter_jsonl(session_path, start_offset, stats))
+        return n, ProcessorResult(items_count=n, end_offset=stats.end_offset, bytes_read=stats.bytes_read)
+
+    def take(self, read):
+        self.taken += 1
+
+
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")
+def test_a_processor_read_before_the_run_begins_while_the_run_plans(samples_root, state, monkeypatch):
+    """With a prefetch, a later processor's `begin_run` (memory imports Lance and creates its tables there)
+    starts in a thread of its own before the run plans, so it is done by the processor's turn; what it raises
+    is raised in that turn, and the thread never outlives the run."""
+    import threading
+
+    from resources.ingest.prefetch import start_prefetch
+    from resources.ingest.session_files import walk_sessions
+
+    files = list(walk_sessions(samples_root))
+    begun, planned_after_begin = threading.Event(), []
+    plan_files = runner.plan
+    monkeypatch.setattr(runner, "plan", lambda *a, **k: planned_after_begin.append(begun.wait(10)) or plan_files(
+        *a, **k))
+
+    def run(second):
+        prefetch = start_prefetch([ReadingCounter], {"second": files}, state, 0, 1 << 40)
+        try:
+            return run_processors([LineCounter("first"), second], samples_root, state, files=files,
+                                  prefetch=prefetch), prefetch
+        finally:
+            prefetch.close()
+
+    second = ReadingCounter(begun)
+    stats, prefetch = run(second)
+    assert planned_after_begin[0] is True, "begin_run ran before the run planned"
+    assert second.begin_threads == ["sessionlake-second-begin"]
+    assert stats["second"]["processed"] == second.taken == prefetch.taken["second"] == len(files)
+
+    failing = ReadingCounter(fail=True)
+    with state.connect() as conn:  # new files for it again
+        conn.execute("DELETE FROM session_processor_state WHERE processor_name = 'second'")
+    with pytest.raises(ValueError, match="no tables"):
+        run(failing)
+    assert failing.begin_threads == ["sessionlake-second-begin"]
+    assert not [t for t in threading.enumerate() if t.name.endswith("-begin")]
+
+
 def test_a_run_holds_the_collector_back_and_puts_it_back_after(samples_root, state):
     """During a run, what was alive at its start is frozen and young collections wait for more objects;
     after it (also when it raised) the collector is as before."""

@@ -24,6 +24,9 @@ Rules (each one tested in ``tests/test_runner.py``):
 - reads started before the run (``prefetch``, `resources.ingest.prefetch`) are taken instead, by the first
   processor in this thread and by a later one in a thread beside, for the files whose read is the one the
   run plans; the run reads the others itself;
+- a later processor whose files were read before the run begins (``begin_run``) in a thread of its own while
+  the run plans, and the run waits for it in that processor's turn (what it raised is raised there); it is
+  waited for before the run forks a reading worker, and no such thread outlives the run;
 - a commit that fails is split: its files are processed again in halves, each committed on its own,
   down to the file whose rows the commit cannot take; only that file stays unmarked and is reported;
   a failure of the environment (`resources.environment`: a full disk, a lost server) is raised instead,
@@ -149,6 +152,15 @@ def _iter_processors(processors, sessions_root, state, projects, logger, files, 
     if not files:
         yield from results.items()
         return
+    early = _begin_early(processors, workers, progress, prefetch)
+    try:
+        yield from _planned(processors, state, logger, files, workers, progress, verify, prefetch, results, early)
+    finally:  # a begin_run the run never got to is waited for: no thread outlives the run
+        for began in early.values():
+            began.join()
+
+
+def _planned(processors, state, logger, files, workers, progress, verify, prefetch, results, early):
     hashes: dict[str, str | OSError | None] = {}
     work: dict[str, list[Task]] = {}
     first = processors[0] if processors else None
@@ -175,10 +187,11 @@ def _iter_processors(processors, sessions_root, state, projects, logger, files, 
         with state.connect() as conn:
             record_session_files(conn, _session_file_rows(files, hashes))
 
-    ahead = _start_read_ahead(processors, work, workers, prefetch)  # forks its worker before any thread starts
+    # forks its worker before any thread starts (those begun early end first)
+    ahead = _start_read_ahead(processors, work, workers, prefetch, [b.join for b in early.values()])
     finished: queue.SimpleQueue[str] = queue.SimpleQueue()
     beside = {p.name: Beside(functools.partial(_execute_beside, p, work[p.name], state, results[p.name],
-                                               ahead.pop(p.name, None)), p.name, finished)
+                                               ahead.pop(p.name, None), early.pop(p.name, None)), p.name, finished)
               for p in _run_beside(processors, work, workers, progress, ahead)}
     by_name, in_turns = {p.name: p for p in processors}, set(beside)
     try:
@@ -189,7 +202,7 @@ def _iter_processors(processors, sessions_root, state, projects, logger, files, 
             else:
                 _execute(processor, work[processor.name], state, results[processor.name], logger, workers, progress,
                          reading=record_seen if overlap and processor is first else None,
-                         ahead=ahead.pop(processor.name, None))
+                         ahead=ahead.pop(processor.name, None), begun=early.pop(processor.name, None))
             for task in work[processor.name]:  # the hashes the workers computed, for session_files
                 if task.file_hash is not None:
                     hashes.setdefault(task.file.key, task.file_hash)
@@ -238,13 +251,17 @@ def _execute(
     reading: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
     ahead: ParallelReads | PrefetchedReads | None = None,
+    begun: BeganEarly | None = None,
 ) -> None:
     """Process and commit ``tasks``; ``reading()`` is called once the worker processes read (or at once when
     this process reads), with work this process would otherwise do before the reads or wait through.
     Once ``stop`` is set, no further chunk of files is read (what was not committed stays unmarked).
     ``ahead``: the worker reads of ``tasks`` started earlier (`_start_read_ahead`), taken in their chunks (a
-    task without one is read here)."""
-    processor.begin_run()
+    task without one is read here). ``begun``: the processor's `begin_run`, started before the run planned."""
+    if begun is not None:
+        begun.wait()
+    else:
+        processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
     pending: list[_Done] = []
     done = 0
@@ -309,12 +326,13 @@ def _run_beside(processors: Sequence[SessionProcessor], work: dict[str, list[Tas
 
 
 def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, list[Task]], workers: int,
-                      prefetch: Prefetch | None = None) -> dict[str, ParallelReads | PrefetchedReads]:
+                      prefetch: Prefetch | None = None, before_fork: Sequence[Callable[[], None]] = (),
+                      ) -> dict[str, ParallelReads | PrefetchedReads]:
     """The reads of each processor with `parallel_reads` that were started before the run (``prefetch``), and
     worker reads, started now, of the processors after the first that have `READ_AHEAD_MIN_BYTES` to
     `READ_AHEAD_MAX_BYTES` to read and none started: one worker process reads them while the first
     processor works in this one. Not on one core, and not when this run reads in worker processes already
-    (``workers`` > 1)."""
+    (``workers`` > 1). Each of ``before_fork`` is called before the first fork (no fork while a thread runs)."""
     if workers > 1 or (os.cpu_count() or 1) < 2:
         return {}
     ahead: dict[str, ParallelReads | PrefetchedReads] = {}
@@ -329,6 +347,8 @@ def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, li
                 and READ_AHEAD_MIN_BYTES <= sum(t.file.size - t.start_offset for t in tasks) <= READ_AHEAD_MAX_BYTES):
             from resources.ingest.parallel_reads import ParallelReads
 
+            for wait in before_fork:
+                wait()
             with warnings.catch_warnings():  # pylance warns at any fork; the worker only parses, it never opens Lance
                 warnings.filterwarnings("ignore", "lance is not fork-safe")
                 reads = ParallelReads(processor, list(_connection_chunks(tasks)), 1, ahead=2).__enter__()
@@ -337,12 +357,48 @@ def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, li
 
 
 def _execute_beside(processor: SessionProcessor, tasks: list[Task], state: StateStore, stats: dict,
-                    ahead: ParallelReads | PrefetchedReads | None, log: HeldLog, stop: threading.Event) -> None:
+                    ahead: ParallelReads | PrefetchedReads | None, begun: BeganEarly | None, log: HeldLog,
+                    stop: threading.Event) -> None:
     try:
-        _execute(processor, tasks, state, stats, log, stop=stop, ahead=ahead)
+        _execute(processor, tasks, state, stats, log, stop=stop, ahead=ahead, begun=begun)
     finally:  # its worker ends with it, also when it raised before taking a chunk
         if ahead is not None:
             ahead.__exit__(None, None, None)
+
+
+def _begin_early(processors: Sequence[SessionProcessor], workers: int, progress: Progress | None,
+                 prefetch: Prefetch | None) -> dict[str, BeganEarly]:
+    """`begin_run` of each processor after the first whose new files were read before the run (``prefetch``),
+    started now, while this thread plans: it needs no plan, and what it does first (memory imports Lance and
+    creates its tables, 0.2-0.5 s, mostly waits) is then done when the processor's turn beside the first comes.
+    None when nothing would run beside (workers of the run's own, progress shown)."""
+    if prefetch is None or workers > 1 or progress is not None or (os.cpu_count() or 1) < 2:
+        return {}
+    return {p.name: BeganEarly(p) for p in processors[1:] if p.name in prefetch.files}
+
+
+class BeganEarly:
+    """``processor.begin_run()`` in a thread of its own (`_begin_early`); `wait` joins it and raises what it
+    raised, `join` only joins."""
+
+    def __init__(self, processor: SessionProcessor):
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(processor,), name=f"sessionlake-{processor.name}-begin")
+        self._thread.start()
+
+    def _run(self, processor: SessionProcessor) -> None:
+        try:
+            processor.begin_run()
+        except BaseException as exc:  # raised again by `wait`, in the processor's turn
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[Task] | None = None) -> bool:
