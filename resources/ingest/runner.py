@@ -161,6 +161,8 @@ def _iter_processors(processors, sessions_root, state, projects, logger, files, 
 
 
 def _planned(processors, state, logger, files, workers, progress, verify, prefetch, results, early):
+    """`iter_processors` once the files are walked and the early `begin_run`s started (``early``): plan, then
+    run each processor."""
     hashes: dict[str, str | OSError | None] = {}
     work: dict[str, list[Task]] = {}
     first = processors[0] if processors else None
