@@ -30,8 +30,8 @@ from pipelines.cli.main import main
 
 start = prefetch.start_prefetch
 
-def start_then_change(*args):
-    prefetch = start(*args)
+def start_then_change(*args, **kwargs):
+    prefetch = start(*args, **kwargs)
     prefetch.pool.shutdown(wait=True)  # every file is read ahead: now two change before the run starts
     grown, rewritten = Path(sys.argv[1]), Path(sys.argv[2])
     with open(grown, "a") as f:
@@ -72,11 +72,13 @@ def _stored(env: dict) -> dict:
         marks = conn.execute("""SELECT processor_name, session_file, file_hash, file_size, byte_offset, tail_hash,
                                        items_extracted FROM session_processor_state ORDER BY ALL""").fetchall()
         malformed = conn.execute("SELECT count(*) FROM malformed_lines").fetchone()
+        prices = conn.execute("SELECT * FROM price_bands ORDER BY ALL").fetchall()
     lance = LanceStore.from_settings(settings)
     columns = ["id", "text", "role", "session_id", "session_key", "project", "timestamp", "model", "tags"]
     records = sorted(lance.records_where("true", columns), key=lambda r: r["id"])
     edges = sorted(row["id"] for row in lance.dataset(EDGES).to_table(columns=["id"]).to_pylist())
-    return {"usage": usage, "marks": marks, "malformed": malformed, "records": records, "edges": edges}
+    return {"usage": usage, "marks": marks, "malformed": malformed, "prices": prices, "records": records,
+            "edges": edges}
 
 
 def _read_ahead_line(env: dict) -> str:
@@ -90,7 +92,8 @@ def test_the_run_takes_the_reads_started_before_it_and_stores_what_a_run_without
     env = _env(tmp_path, tree, "cli")
     result = json.loads(_run(["-m", "pipelines.cli.main", "ingest", "--json"], env).stdout)
     assert result["success"] and result["assets"]["usage_messages"]["files_processed"] == 200
-    assert _read_ahead_line(env) == "files read before the run and taken by it: memory 200 of 200, usage 200 of 200"
+    assert _read_ahead_line(env) == ("files read before the run and taken by it: memory 200 of 200, usage 200 of 200;"
+                                     " and the price database's prices")  # usage's commits priced with them
 
     direct = _env(tmp_path, tree, "direct")  # the processors called directly: nothing read before a run
     _run(["-m", "bench.direct"], direct)
@@ -108,7 +111,8 @@ def test_a_file_that_changed_after_it_was_read_ahead_is_read_again_by_the_run(tm
     line["message"]["usage"]["output_tokens"] = 4321
     env = _env(tmp_path, tree, "cli")
     _run(["-c", CHANGE_AFTER_READ_AHEAD, str(grown), str(rewritten), json.dumps(line)], env)
-    assert _read_ahead_line(env) == "files read before the run and taken by it: memory 198 of 200, usage 198 of 200"
+    assert _read_ahead_line(env).startswith("files read before the run and taken by it: memory 198 of 200, usage 198 "
+                                            "of 200")
 
     direct = _env(tmp_path, tree, "direct")  # the same tree, read by the processors called directly
     _run(["-m", "bench.direct"], direct)

@@ -195,7 +195,7 @@ def _reads_ahead(names: list[str], work: dict[str, list], settings: Settings):
 
         types.append(UsageProcessor)
     prefetch = start_prefetch(types, work, StateStore.from_settings(settings), READ_AHEAD_MIN_BYTES,
-                              READ_AHEAD_MAX_BYTES)
+                              READ_AHEAD_MAX_BYTES, prices_for="usage")
     try:
         yield prefetch
     finally:

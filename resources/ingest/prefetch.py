@@ -13,6 +13,10 @@ where the run hashed the file, the same hash); any other file of the run, or one
 read by the run itself, as without a prefetch. `Prefetch.close` ends the worker (a run that never started,
 or one that is done).
 
+When the run has usage's files to read, the worker also computes the price database's prices between
+memory's reads and usage's (`Prefetch.prices`), so the run's process does not load genai-prices (about
+0.17 s of CPU under Python's lock, beside memory's and the archive's threads).
+
 Only `READ_AHEAD_MIN_BYTES` to `READ_AHEAD_MAX_BYTES` of new data are read ahead (the runner's bounds for a
 read ahead): below, a worker costs about what it saves; above, every read would be held at once.
 """
@@ -38,17 +42,26 @@ BATCHES = 16
 class Prefetch:
     """Reads of ``files`` (per processor name, the files to read for it) started in one worker process, in
     `BATCHES` batches (`resources.ingest.parallel_reads.batches`): every file of the first of ``types``
-    (hashed and read), then the next's."""
+    (hashed and read), then the next's; with ``prices_before``, the price database's prices
+    (`resources.usage.prices_ahead.pickled_prices`) are computed just before that processor's reads."""
 
-    def __init__(self, types: Sequence[type[SessionProcessor]], files: dict[str, list[SessionFile]]):
+    def __init__(self, types: Sequence[type[SessionProcessor]], files: dict[str, list[SessionFile]],
+                 prices_before: str | None = None):
         self.files = {t.name: len(files[t.name]) for t in types}
         """Per processor, the files read ahead."""
         self.taken = dict.fromkeys(self.files, 0)
         """Per processor, the reads the run took."""
+        self.prices_taken = False
+        """Whether the run took the prices the worker computed."""
         self.pool = fork_pool(1)
         self._where: dict[str, dict[str, tuple[SessionFile, Future, int]]] = {}
         self._loaded: dict[Future, list[WorkerRead | None]] = {}
+        self._prices: Future | None = None
         for processor_type in types:
+            if processor_type.name == prices_before:
+                from resources.usage.prices_ahead import pickled_prices
+
+                self._prices = self.pool.submit(pickled_prices)
             where = self._where[processor_type.name] = {}
             for batch in batches(files[processor_type.name], BATCHES):
                 future = self.pool.submit(_read_pickled, processor_type,
@@ -82,10 +95,24 @@ class Prefetch:
         self.taken[name] += 1
         return read
 
+    def prices(self) -> dict | None:
+        """The price database's prices the worker computed (a `resources.usage.pricing.DatabaseSource`); None
+        when it was not asked to or failed, and the run loads the database itself."""
+        if self._prices is None:
+            return None
+        try:
+            prices = pickle.loads(self._prices.result())
+        except Exception:  # a genai-prices release that breaks the bare import: only the speed is lost
+            return None
+        self.prices_taken = True
+        return prices
+
     def summary(self) -> str:
-        """One line for the run's log: per processor, how many files the run took as read before it."""
+        """One line for the run's log: per processor, how many files the run took as read before it (and whether
+        it took the prices)."""
         return "files read before the run and taken by it: " + ", ".join(
-            f"{name} {n:,} of {self.files[name]:,}" for name, n in self.taken.items())
+            f"{name} {n:,} of {self.files[name]:,}" for name, n in self.taken.items()) + (
+            "; and the price database's prices" if self.prices_taken else "")
 
     def close(self) -> None:
         """End the worker: what it has not read is not read."""
@@ -111,10 +138,11 @@ class PrefetchedReads:
 
 
 def start_prefetch(types: Sequence[type[SessionProcessor]], work: dict[str, list[SessionFile]], state: StateStore,
-                   min_bytes: int, max_bytes: int) -> Prefetch | None:
+                   min_bytes: int, max_bytes: int, prices_for: str | None = None) -> Prefetch | None:
     """Start reading the files of ``work`` (per processor name, the files it has work for) that are new to
     their processor, for each of ``types`` that reads in workers, in that order; None when that is not
-    ``min_bytes`` to ``max_bytes`` of files, or there is one core."""
+    ``min_bytes`` to ``max_bytes`` of files, or there is one core. ``prices_for``: the processor whose
+    commits price rows; when it has new files, the worker computes the prices before reading them."""
     types = [t for t in types if t.parallel_reads and work.get(t.name)]
     if not types or (os.cpu_count() or 1) < 2:
         return None
@@ -127,7 +155,7 @@ def start_prefetch(types: Sequence[type[SessionProcessor]], work: dict[str, list
             new[t.name] = [f for f in work[t.name] if f.key not in known]
     if not min_bytes <= sum({f.key: f.size for files in new.values() for f in files}.values()) <= max_bytes:
         return None
-    return Prefetch(types, new)
+    return Prefetch(types, new, prices_for if new.get(prices_for) else None)
 
 
 def _read_pickled(processor_type: type[SessionProcessor], files: list[tuple]) -> bytes:

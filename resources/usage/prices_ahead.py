@@ -78,13 +78,20 @@ def _send_prices(fd: int) -> None:
     code = 1
     try:
         gc.disable()
-        _skip_package_init()
-        data = pickle.dumps(database_prices(), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickled_prices()
         with os.fdopen(fd, "wb") as pipe:
             pipe.write(data)
         code = 0
     finally:
         os._exit(code)
+
+
+def pickled_prices() -> bytes:
+    """`database_prices`, pickled, computed in this process without running genai-prices' package ``__init__``
+    (`_skip_package_init`): for a process forked to compute them (here, or the read-ahead worker of an ingest,
+    `resources.ingest.prefetch`), never for one that goes on to use genai-prices itself."""
+    _skip_package_init()
+    return pickle.dumps(database_prices(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _skip_package_init() -> None:

@@ -113,15 +113,17 @@ CHECK_SPECS = [
 ]
 
 
-def _processors(selected: set[str], state: StateResource, lance: LanceResource, packs: PackResource) -> list:
+def _processors(selected: set[str], state: StateResource, lance: LanceResource, packs: PackResource,
+                prefetch: Prefetch | None) -> list:
     """The processors behind the selected assets, imported only when selected (lancedb costs seconds);
-    usage first, so the warehouse that reports read is done (and materialized) before the rest."""
+    usage first, so the warehouse that reports read is done (and materialized) before the rest. Usage takes
+    the price database's prices from ``prefetch``'s worker when it computed them."""
     processors = []
     if "usage_messages" in selected:
         from resources.ingest.processors.usage import UsageProcessor
         from resources.usage.pricing import PriceTable
 
-        processors.append(UsageProcessor(PriceTable.load(state.settings().price_file)))
+        processors.append(UsageProcessor(PriceTable.load(state.settings().price_file, database=prefetch)))
     if "memory_records" in selected:
         from resources.ingest.processors.memory import MemoryProcessor
 
@@ -198,7 +200,7 @@ def ingest_projects(context: dg.AssetExecutionContext, config: IngestConfig, sta
         with state.store().connect() as conn:
             scan = scan_session_files(conn, files, set(projects))
         yield from batched(context, _session_files_events(projects, scan, versions, backfill))
-    processors = _processors(selected, state, lance, packs)
+    processors = _processors(selected, state, lance, packs, prefetch)
     if not processors:
         return
     by_name = {p.name: p for p in processors}  # usage first: its rows are reported while memory and archive run
