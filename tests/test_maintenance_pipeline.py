@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import defs as all_defs
+from pipelines.defs import resources as dagster_resources
 from pipelines.defs.lance import definitions as maintenance
 from pipelines.defs.lance.assets import JOB_NAME, LOCATION_BOOT_ID, PHASE_TAG, lance_storage
 from pipelines.defs.lance.checks import memory_checks
@@ -113,6 +116,25 @@ def test_a_fresh_home_gets_no_startup_run_and_the_start_is_remembered(instance, 
     assert json.loads(first.cursor)["boot"] == LOCATION_BOOT_ID
     small_writes(lance.store(), 3)
     assert tick(instance, lance, first.cursor).run_requests == [], "startup is over: only thresholds and the interval"
+
+
+def test_a_tick_while_a_run_holds_the_new_homes_warehouse_skips_instead_of_failing(instance, lance, monkeypatch):
+    # a new home during its first ingest: no table folder yet, so the lost-table check reads the warehouse
+    monkeypatch.setattr(dagster_resources, "SENSOR_LOCK_WAIT_SEC", 0.3)
+    state = lance.settings().state_path
+    state.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(60)", str(state)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = tick(instance, lance, cursor="{}")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert not result.run_requests and "busy" in result.skip_message and result.cursor == "{}"
+    assert "not due" in tick(instance, lance).skip_message  # once it is free, the tick checks the tables
 
 
 def test_not_due_then_due_after_the_interval(instance, lance):

@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import defs as all_defs
+from pipelines.defs import resources as dagster_resources
 from pipelines.defs.archive import definitions as pack_pipelines
-from pipelines.defs.archive import sensors as archive_sensors
 from pipelines.defs.archive.assets import consolidated_packs
 from pipelines.defs.archive.schedules import pack_gc_daily
 from pipelines.defs.archive.sensors import pack_gc_sensor
@@ -178,7 +178,7 @@ def test_definitions_resolve_with_bound_resources(resources):
 def test_sensor_skips_while_another_process_holds_the_warehouse(settings, samples_root, instance, resources,
                                                                 monkeypatch):
     _ingests(settings, samples_root, 1)
-    monkeypatch.setattr(archive_sensors, "SENSOR_LOCK_WAIT_SEC", 0.3)
+    monkeypatch.setattr(dagster_resources, "SENSOR_LOCK_WAIT_SEC", 0.3)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
          "time.sleep(60)", str(settings.state_path)],

@@ -16,6 +16,10 @@ import dagster as dg
 from resources.config.private_home import make_private
 from resources.config.settings import Settings
 
+SENSOR_LOCK_WAIT_SEC = 15.0
+"""A sensor or schedule tick waits at most this long for a warehouse another process holds (a run), then skips:
+the next tick retries."""
+
 
 class SessionlakeResource(dg.ConfigurableResource):
     """Base: where the data home and the sessions tree are. Empty means "from the environment"."""
@@ -37,6 +41,12 @@ class SessionlakeResource(dg.ConfigurableResource):
             if getattr(self, name):
                 settings = settings._replace(**{name: Path(getattr(self, name)).expanduser().resolve()})
         return settings
+
+    def tick_settings(self) -> Settings:
+        """`settings` for a sensor or schedule tick: a warehouse another process holds is waited for at most
+        `SENSOR_LOCK_WAIT_SEC` (or SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC when shorter), so the tick can skip."""
+        settings = self.settings()
+        return settings._replace(warehouse_lock_wait_sec=min(settings.warehouse_lock_wait_sec, SENSOR_LOCK_WAIT_SEC))
 
 
 class StateResource(SessionlakeResource):

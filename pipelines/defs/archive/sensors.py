@@ -10,14 +10,12 @@ from pipelines.defs.partitions import projects_partitions, projects_run_request
 from pipelines.defs.resources import PackResource
 from resources.state.store import is_lock_conflict
 
-SENSOR_LOCK_WAIT_SEC = 15.0
-"""A sensor tick waits at most this long for the warehouse, then skips (the next tick retries)."""
-
 
 def store_for_tick(packs: PackResource):
-    store = packs.store()
-    store.state.lock_wait_sec = SENSOR_LOCK_WAIT_SEC
-    return store
+    """The pack store, for a tick: it waits for a held warehouse only briefly (`PackResource.tick_settings`)."""
+    from resources.archive.packs import PackStore
+
+    return PackStore.from_settings(packs.tick_settings())
 
 
 @dg.sensor(job=pack_gc, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -22,6 +22,7 @@ from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.events import write_event
 from resources.memory.table_ledger import lost_tables_line
+from resources.state.store import is_lock_conflict
 
 
 def blocking_reason(instance: dg.DagsterInstance,
@@ -60,14 +61,13 @@ def retention_refused(settings: Settings) -> str | None:
     return None
 
 
-def wanted_phase(cursor: dict, now: float, lance: LanceResource) -> tuple[str | None, str]:
-    """The phase a run is due for now (None: not due) and why, in words.
+def wanted_phase(cursor: dict, now: float, settings: Settings, store) -> tuple[str | None, str]:
+    """The phase a run is due for now (None: not due) and why, in words (``store``: the home's `LanceStore`).
 
     At code-location start an optimize runs only when it has work: a prunable version or more than
     one small fragment in some table. A fresh home has neither, and its first ingest runs alone.
     """
-    settings = lance.settings()
-    health = lm.measure_store(lance.store(), retention_sec=settings.lance_optimize_retention_sec)
+    health = lm.measure_store(store, retention_sec=settings.lance_optimize_retention_sec)
     if cursor.get("boot") != LOCATION_BOOT_ID and _has_work(health):
         return "startup", "first tick since the code location started"
     breaches = lm.threshold_breaches(health, settings.lance_versions_threshold,
@@ -111,20 +111,34 @@ def lance_health_sensor(settings: Settings) -> dg.SensorDefinition:
 
 
 def lance_health_tick(context: dg.SensorEvaluationContext, lance: LanceResource) -> dg.SensorResult:
-    """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run."""
-    settings = lance.settings()
+    """Optimize at startup, when a threshold is crossed, or every interval; wait while Lance writers run. A tick
+    that finds the warehouse (where the tables are recorded) held by another process skips: on a new home the
+    first ingest run holds it while the tables are created."""
+    try:
+        return _health_tick(context, lance.tick_settings())
+    except Exception as exc:
+        if is_lock_conflict(exc):
+            return dg.SensorResult(skip_reason="the warehouse is busy (a run holds it); the next tick retries",
+                                   cursor=context.cursor)
+        raise
+
+
+def _health_tick(context: dg.SensorEvaluationContext, settings: Settings) -> dg.SensorResult:
+    from resources.memory.lance import LanceStore
+
     cursor = _parse_cursor(context.cursor)
     refused = retention_refused(settings) or lost_tables_line(settings)
     if refused:
         return dg.SensorResult(skip_reason=refused, cursor=context.cursor)
     now = time.time()
-    phase, detail = wanted_phase(cursor, now, lance)
+    store = LanceStore.from_settings(settings)
+    phase, detail = wanted_phase(cursor, now, settings, store)
     if phase is None:
         return dg.SensorResult(skip_reason=f"not due: {detail}",
                                cursor=json.dumps({"last_request_ts": now, **cursor, "boot": LOCATION_BOOT_ID}))
     blocked = blocking_reason(context.instance, context.repository_def)
     if blocked:
-        return dg.SensorResult(skip_reason=record_skip(lance.store(), phase, *blocked), cursor=context.cursor)
+        return dg.SensorResult(skip_reason=record_skip(store, phase, *blocked), cursor=context.cursor)
     context.log.info(f"requesting a {phase} optimize: {detail}")
     return dg.SensorResult(run_requests=[maintenance_run_request(phase, now, detail, settings)],
                            cursor=json.dumps({"boot": LOCATION_BOOT_ID, "last_request_ts": now}))
