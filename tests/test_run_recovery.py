@@ -95,6 +95,25 @@ def _hold_the_pool(tmp_path, holder_pid: int) -> str:
         return run.run_id
 
 
+def test_a_run_failed_elsewhere_whose_process_is_gone_frees_its_slot_at_once(tmp_path):
+    (tmp_path / "tree" / "p").mkdir(parents=True)
+    (tmp_path / "tree" / "p" / "s.jsonl").write_text('{"type": "summary", "summary": "x"}\n')
+    env = _env(tmp_path, SESSIONLAKE_POOL_WAIT_SEC="2")
+    assert _cli("ingest", "--only", "usage", env=env).returncode == 0  # makes the instance
+    (tmp_path / "tree" / "p" / "t.jsonl").write_text('{"type": "summary", "summary": "y"}\n')
+    holder = subprocess.Popen(["sleep", "120"])
+    run_id = _hold_the_pool(tmp_path, holder.pid)
+    holder.kill()
+    holder.wait()
+    with _instance(tmp_path) as instance:  # as Dagster's run monitoring fails it: the slot stays claimed
+        instance.report_run_failed(instance.get_run_by_id(run_id))
+        assert instance.event_log_storage.get_concurrency_info(POOL_INGEST).active_run_ids == {run_id}
+    result = _cli("ingest", "--only", "usage", "--json", env=env, timeout=120)
+    assert result.returncode == 0 and "waiting for pool" not in result.stderr, result.stderr
+    with _instance(tmp_path) as instance:
+        assert instance.event_log_storage.get_concurrency_info(POOL_INGEST).active_run_ids == set()
+
+
 def test_a_slot_held_by_a_live_run_is_waited_for_named_and_given_up_on(tmp_path):
     (tmp_path / "tree" / "p").mkdir(parents=True)
     (tmp_path / "tree" / "p" / "s.jsonl").write_text('{"type": "summary", "summary": "x"}\n')

@@ -74,9 +74,11 @@ def claim_run(instance: dg.DagsterInstance, run_id: str) -> None:
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark every active run whose recorded process on this host is gone as failed, and free its pool
-    slots. Returns the run ids reaped."""
+    slots; free the slots still held by runs that ended and whose process on this host is gone (see
+    `_free_slots_of_ended_runs`). Returns the run ids marked failed."""
     reaped = []
-    runs = instance.get_runs(dg.RunsFilter(statuses=ACTIVE, tags={HOST_TAG: socket.gethostname()}))
+    host = socket.gethostname()
+    runs = instance.get_runs(dg.RunsFilter(statuses=ACTIVE, tags={HOST_TAG: host}))
     for run in runs:
         tag = run.tags.get(PROCESS_TAG)
         if not tag or process_alive(tag):
@@ -86,7 +88,25 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
                                                 f"{run.tags[HOST_TAG]}) is gone; marked failed, pool slots freed")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(run.run_id)
+    _free_slots_of_ended_runs(instance, host)
     return reaped
+
+
+def _free_slots_of_ended_runs(instance: dg.DagsterInstance, host: str) -> None:
+    """Free the pool slots (claimed or pending) of every run that ended while holding them and whose recorded
+    process on ``host`` is gone. Dagster's run monitoring fails a run whose worker died without freeing its
+    slots, and frees them only ``free_slots_after_run_end_seconds`` (60 s) after the run's end, in case a step
+    process of it still runs; a run of ours records the process that runs its steps, so once that is gone the
+    slots are freed at once, and the next run does not wait a minute after a crash."""
+    storage = instance.event_log_storage
+    holders: set[str] = set()
+    for pool in storage.get_concurrency_keys():
+        info = storage.get_concurrency_info(pool)
+        holders |= info.active_run_ids | info.pending_run_ids
+    for run in instance.get_runs(dg.RunsFilter(run_ids=sorted(holders))) if holders else ():
+        tag = run.tags.get(PROCESS_TAG)
+        if run.is_finished and run.tags.get(HOST_TAG) == host and tag and not process_alive(tag):
+            storage.free_concurrency_slots_for_run(run.run_id)
 
 
 def slot_holders(instance: dg.DagsterInstance, pool: str) -> list[dg.DagsterRun] | None:
