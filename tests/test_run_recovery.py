@@ -95,12 +95,19 @@ def _hold_the_pool(tmp_path, holder_pid: int) -> str:
         return run.run_id
 
 
-def test_a_run_failed_elsewhere_whose_process_is_gone_frees_its_slot_at_once(tmp_path):
+def _home_with_a_new_file(tmp_path) -> dict:
+    """The environment of a home with one file ingested (its instance made) and one new file to ingest, whose
+    ingest waits at most 2 s for the pool."""
     (tmp_path / "tree" / "p").mkdir(parents=True)
     (tmp_path / "tree" / "p" / "s.jsonl").write_text('{"type": "summary", "summary": "x"}\n')
     env = _env(tmp_path, SESSIONLAKE_POOL_WAIT_SEC="2")
-    assert _cli("ingest", "--only", "usage", env=env).returncode == 0  # makes the instance
+    assert _cli("ingest", "--only", "usage", env=env).returncode == 0
     (tmp_path / "tree" / "p" / "t.jsonl").write_text('{"type": "summary", "summary": "y"}\n')
+    return env
+
+
+def test_a_run_failed_elsewhere_whose_process_is_gone_frees_its_slot_at_once(tmp_path):
+    env = _home_with_a_new_file(tmp_path)
     holder = subprocess.Popen(["sleep", "120"])
     run_id = _hold_the_pool(tmp_path, holder.pid)
     holder.kill()
@@ -115,11 +122,7 @@ def test_a_run_failed_elsewhere_whose_process_is_gone_frees_its_slot_at_once(tmp
 
 
 def test_a_slot_held_by_a_live_run_is_waited_for_named_and_given_up_on(tmp_path):
-    (tmp_path / "tree" / "p").mkdir(parents=True)
-    (tmp_path / "tree" / "p" / "s.jsonl").write_text('{"type": "summary", "summary": "x"}\n')
-    env = _env(tmp_path, SESSIONLAKE_POOL_WAIT_SEC="2")
-    assert _cli("ingest", "--only", "usage", env=env).returncode == 0  # makes the instance
-    (tmp_path / "tree" / "p" / "t.jsonl").write_text('{"type": "summary", "summary": "y"}\n')
+    env = _home_with_a_new_file(tmp_path)
     holder = subprocess.Popen(["sleep", "120"])
     try:
         run_id = _hold_the_pool(tmp_path, holder.pid)
