@@ -1,4 +1,5 @@
-"""A processor run in a thread beside the others, for a processor whose work mostly leaves the GIL.
+"""A processor run in a thread beside the others, for a processor whose work mostly leaves the GIL; and a
+processor's ``begin_run`` started in a thread while the run plans (`BeganEarly`).
 
 The archive's work is reading files, SHA-256, zstd, writing and fsyncing packs and DuckDB statements,
 all of which release the GIL; the usage and memory processors parse JSON, which holds it. Run beside
@@ -18,6 +19,10 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from resources.ingest.contract import SessionProcessor
 
 
 class HeldLog:
@@ -77,3 +82,28 @@ class Beside:
         """Ask the work to stop before its next chunk of files, and wait for it."""
         self.stop.set()
         self._thread.join()
+
+
+class BeganEarly:
+    """``processor.begin_run()`` in a thread of its own, started while the run plans (the runner's
+    ``_begin_early``, for a processor whose files were read before the run); `wait` joins it and raises what
+    it raised, `join` only joins."""
+
+    def __init__(self, processor: SessionProcessor):
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(processor,), name=f"sessionlake-{processor.name}-begin")
+        self._thread.start()
+
+    def _run(self, processor: SessionProcessor) -> None:
+        try:
+            processor.begin_run()
+        except BaseException as exc:  # raised again by `wait`, in the processor's turn
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error

@@ -1,6 +1,6 @@
 """The runner: per processor, find the files it has not processed, run it on each, commit, mark.
 
-Rules (each one tested in ``tests/test_runner.py``):
+Rules (each one tested in ``tests/test_runner.py``, the threads' in ``tests/test_runner_threads.py``):
 - a stable file (size unchanged and mtime <= processed_at) is skipped without reading or hashing it,
   unless the run verifies content (``verify``): then every file is hashed, so a same-size rewrite
   whose mtime was put back (``touch -r``) is read again;
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resources.environment import environment_failure
-from resources.ingest.beside import Beside, HeldLog
+from resources.ingest.beside import BeganEarly, Beside, HeldLog
 from resources.ingest.contract import ProcessorResult, SessionProcessor
 from resources.ingest.fewer_collections import fewer_collections
 from resources.ingest.files_to_read import FileToRead
@@ -377,30 +377,6 @@ def _begin_early(processors: Sequence[SessionProcessor], workers: int, progress:
     if prefetch is None or workers > 1 or progress is not None or (os.cpu_count() or 1) < 2:
         return {}
     return {p.name: BeganEarly(p) for p in processors[1:] if p.name in prefetch.files}
-
-
-class BeganEarly:
-    """``processor.begin_run()`` in a thread of its own (`_begin_early`); `wait` joins it and raises what it
-    raised, `join` only joins."""
-
-    def __init__(self, processor: SessionProcessor):
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(processor,), name=f"sessionlake-{processor.name}-begin")
-        self._thread.start()
-
-    def _run(self, processor: SessionProcessor) -> None:
-        try:
-            processor.begin_run()
-        except BaseException as exc:  # raised again by `wait`, in the processor's turn
-            self._error = exc
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def wait(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[Task] | None = None) -> bool:
