@@ -1,6 +1,7 @@
 """The runner: per processor, find the files it has not processed, run it on each, commit, mark.
 
-Rules (each one tested in ``tests/test_runner.py``, the threads' in ``tests/test_runner_threads.py``):
+Rules (each one tested in ``tests/test_runner.py``, the threads' in ``tests/test_runner_threads.py``; taking a file and
+committing, split when a commit fails, are `resources.ingest.batch`'s):
 - a stable file (size unchanged and mtime <= processed_at) is skipped without reading or hashing it,
   unless the run verifies content (``verify``): then every file is hashed, so a same-size rewrite
   whose mtime was put back (``touch -r``) is read again;
@@ -46,36 +47,30 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resources.environment import environment_failure
+from resources.ingest.batch import Taken, commit_taken, take
 from resources.ingest.beside import BeganEarly, Beside, HeldLog
-from resources.ingest.contract import ProcessorResult, SessionProcessor
+from resources.ingest.contract import SessionProcessor
 from resources.ingest.fewer_collections import fewer_collections
-from resources.ingest.files_to_read import FileToRead
-from resources.ingest.plan import Task, hash_or_error, plan
-from resources.ingest.run_stats import count_stat, empty_stats, report_error
+from resources.ingest.plan import Task, plan
+from resources.ingest.run_stats import count_stat, empty_stats
 from resources.ingest.session_files import (
-    MalformedLine,
     SessionFile,
     walk_sessions,
 )
 from resources.state.store import (
     Connection,
-    ProcessedMark,
     StateStore,
     load_processor_state,
     mark_processed,
     record_file_hashes,
-    record_malformed_lines,
     record_session_files,
 )
 
 if TYPE_CHECKING:  # the worker pool is imported where files are read in parallel: a report's top-up never is
-    from resources.ingest.parallel_reads import ParallelReads, WorkerRead
+    from resources.ingest.parallel_reads import ParallelReads
     from resources.ingest.prefetch import Prefetch, PrefetchedReads
 
 FILES_PER_CONNECTION = 1000
@@ -88,24 +83,11 @@ module docstring); below, starting the worker and passing the rows back cost abo
 READ_AHEAD_MAX_BYTES = 256 << 20
 """Bytes above which they are not: a read ahead runs the processor beside the first, so both hold a batch
 at once (a cold ingest of 20,000 sessions, 1.2 GB, peaked at 939 MB in one process read ahead, 690 MB not)."""
-SPLIT_BUDGET = 4
-"""Splitting a failed commit re-processes at most this many times its files: one bad file costs about
-2x, and a failure that is no file's fault (a full disk) gives up after a few rounds, not one commit per file."""
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, int], None]
 """``progress(files_done, files_total, bytes_done)``."""
-
-
-@dataclass
-class _Done:
-    """A file the processor took, waiting for the commit that holds its rows."""
-
-    task: Task
-    mark: ProcessedMark
-    malformed: list[MalformedLine]
-    bytes_read: int
 
 
 def run_processors(*args, **kwargs) -> dict[str, dict]:
@@ -235,9 +217,9 @@ def top_up_files(processor: SessionProcessor, files: Sequence[SessionFile], conn
                              stats)
     mark_processed(conn, processor.name, unchanged)
     processor.begin_run()
-    taken = [t for t in (_process_one(processor, task, conn, stats, logger) for task in tasks) if t is not None]
+    taken = [t for t in (take(processor, task, conn, stats, logger) for task in tasks) if t is not None]
     if taken:
-        _commit(processor, conn, taken, stats, logger)
+        commit_taken(processor, conn, taken, stats, logger)
     stats.update(processor.end_run())
     return stats
 
@@ -265,7 +247,7 @@ def _execute(
     else:
         processor.begin_run()
     commit_every = processor.commit_every_files or max(len(tasks), 1)
-    pending: list[_Done] = []
+    pending: list[Taken] = []
     done = 0
     done_bytes = 0
     chunks = ahead.chunks if ahead is not None else list(_connection_chunks(tasks))
@@ -292,13 +274,13 @@ def _execute(
             # upsert costs 2-3x the CPU with two)
             with state.connect() as conn, _single_threaded(conn) if reads else contextlib.nullcontext():
                 for task, outcome in zip(chunk, outcomes, strict=True):
-                    taken = _process_one(processor, task, conn, stats, logger, outcome)
+                    taken = take(processor, task, conn, stats, logger, outcome)
                     if taken is not None:
                         pending.append(taken)
                     done += 1
                     done_bytes += task.file.size - task.start_offset
                     if pending and (len(pending) >= commit_every or done == len(tasks)):
-                        _commit(processor, conn, pending, stats, logger)
+                        commit_taken(processor, conn, pending, stats, logger)
                         pending = []
                     if progress is not None:
                         progress(done, len(tasks), done_bytes)
@@ -395,130 +377,6 @@ def _connection_chunks(tasks: list[Task]) -> Iterator[list[Task]]:
             chunk, size = [], 0
     if chunk:
         yield chunk
-
-
-def _process_one(processor, task: Task, conn, stats: dict, logger, read: WorkerRead | None = None) -> _Done | None:
-    """Process ``task``'s file, or take what a worker ``read`` of it (see `ParallelReads`)."""
-    f = task.file
-    started = read.started if read is not None else datetime.now(UTC)
-    processor.origin = task.origin
-    try:
-        if read is None:
-            if task.file_hash is None:  # left to a worker that did not read it (a run of one file): hash it now
-                task.file_hash = hash_or_error(f)
-                task.hashed_late = True
-                if task.file_hash is None:
-                    raise FileNotFoundError(f.key)
-                if isinstance(task.file_hash, OSError):
-                    error, task.file_hash = task.file_hash, None
-                    raise error
-            with f.opened(task.start_offset) as path:
-                result = processor.process_session(path, f.project, f.key, conn, start_offset=task.start_offset)
-        elif read.error is not None:
-            raise read.error
-        else:
-            value, result = read.value
-            processor.take(value)
-            if task.file_hash is None:
-                task.file_hash, task.hashed_late = read.file_hash, True
-    except FileNotFoundError:
-        count_stat(stats, f.project, "vanished")
-        logger.warning("%s: %s vanished while being read; it will be picked up if it returns", processor.name, f.key)
-        return None
-    except Exception as exc:  # failure isolation: one bad file never stops the others
-        report_error(stats, f.project, f.key, exc)
-        logger.warning("%s failed on %s (will retry next run): %s", processor.name, f.key, exc, exc_info=True)
-        return None
-    if not isinstance(result, ProcessorResult):
-        logger.warning("%s returned %r for %s; counting 0 items", processor.name, type(result).__name__, f.key)
-        result = ProcessorResult(items_count=0)
-    end_offset = result.end_offset if result.end_offset is not None else f.size
-    tail = f.tail(end_offset) if read is None else read.tail  # a worker fingerprints what it read
-    items = task.items_before + _as_count(result.items_count)
-    mark = ProcessedMark(f.key, f.project, items, task.file_hash, f.size, end_offset, tail, started)
-    return _Done(task, mark, list(result.malformed), result.bytes_read)
-
-
-def _as_count(value) -> int:
-    try:
-        return max(int(value or 0), 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _commit(processor, conn, pending: list[_Done], stats: dict, logger,
-            budget: list[int] | None = None, mark: bool = True) -> list[ProcessedMark]:
-    """Commit the processor's batch, then mark its files and keep their malformed lines (unless not
-    ``mark``); returns the marks of the files committed.
-
-    A failed commit is split to find the file it could not take: the batch is discarded, and each half
-    is processed again and committed on its own, down to single files. Only files whose own commit
-    fails stay unmarked and are reported; re-processing stops at `SPLIT_BUDGET` times the batch,
-    after which what is left is reported as failed together.
-    """
-    try:
-        processor.commit(conn)
-    except Exception as exc:
-        processor.discard()
-        if environment_failure(exc):  # a full disk, a lost server: no file is to blame, none is split out
-            raise
-        budget = [SPLIT_BUDGET * len(pending)] if budget is None else budget
-        if len(pending) == 1 or budget[0] < len(pending):
-            for taken in pending:
-                report_error(stats, taken.mark.project, taken.mark.session_file, exc, prefix="commit failed: ")
-            logger.error("%s commit failed; %d file(s) stay unprocessed: %s", processor.name, len(pending), exc,
-                         exc_info=True)
-            return []
-        logger.warning("%s commit of %d files failed (%s); committing them in halves to find the file",
-                       processor.name, len(pending), exc)
-        budget[0] -= len(pending)
-        middle = len(pending) // 2
-        committed: list[ProcessedMark] = []
-        for half in (pending[:middle], pending[middle:]):
-            again = [t for t in (_process_one(processor, p.task, conn, stats, logger) for p in half) if t]
-            if again:
-                committed += _commit(processor, conn, again, stats, logger, budget, mark)
-        return committed
-    if mark:
-        mark_processed(conn, processor.name, [t.mark for t in pending])
-        record_malformed_lines(conn, [(t.mark.session_file, m) for t in pending for m in t.malformed])
-    for t in pending:
-        project = t.mark.project
-        count_stat(stats, project, "processed")
-        # this run's items: the mark keeps the file's running total, and a grown file adds only its new ones
-        count_stat(stats, project, "items_extracted", t.mark.items_extracted - t.task.items_before)
-        count_stat(stats, project, "lines_malformed", len(t.malformed))
-        count_stat(stats, project, "bytes_read", t.bytes_read)
-    return [t.mark for t in pending]
-
-
-class Batch:
-    """One processor's files between two commits, for a caller that decides itself which files to read
-    and when to commit (the team ingest reads pushed versions pack by pack), with a run's rules: a file
-    the processor fails on is reported and left out; `commit` splits a failed commit down to the file
-    it could not take, marks the committed files processed (unless not ``mark``: a rebuild re-derives
-    rows of files already marked) and counts them in ``stats``."""
-
-    def __init__(self, processor: SessionProcessor, stats: dict, logger: logging.Logger | None = None,
-                 mark: bool = True):
-        self.processor, self.stats, self.logger, self.mark = processor, stats, logger or log, mark
-        self.pending: list[_Done] = []
-
-    def read(self, conn: Connection, file: FileToRead, file_hash: str, start_offset: int = 0,
-             items_before: int = 0, origin: dict[str, str] | None = None) -> ProcessedMark | None:
-        """Process ``file`` from ``start_offset`` into the batch; its mark-to-be, or None when it failed
-        (reported) or vanished."""
-        taken = _process_one(self.processor, Task(file, file_hash, start_offset, items_before, origin or {}),
-                             conn, self.stats, self.logger)
-        if taken is None:
-            return None
-        self.pending.append(taken)
-        return taken.mark
-
-    def commit(self, conn: Connection) -> list[ProcessedMark]:
-        """Commit what was read since the last commit; the marks of the files committed."""
-        pending, self.pending = self.pending, []
-        return _commit(self.processor, conn, pending, self.stats, self.logger, mark=self.mark) if pending else []
 
 
 def _session_file_rows(files: list[SessionFile], hashes: dict) -> list[dict]:

@@ -7,7 +7,7 @@ a table lost to a missing or unreadable ``_versions/`` can be rebuilt. `rebuild_
    ``lance/broken/``, never deleted; in a bucket, copied there and then deleted), and lets a table
    that is gone (`LanceTableLost`) be created again; a readable table is kept and merged into, so its
    provenance and captured records survive;
-2. runs the memory processor, through the runner (`resources.ingest.runner.Batch`: a version it fails
+2. runs the memory processor, through the runner (`resources.ingest.batch.Batch`: a version it fails
    on is reported and the others are used; a failed commit is split down to the version), over every
    observation of every archived session file in the order the archive saw them, across projects (so
    what an ingest saw last wins here too, for a record that several files hold), each version written
@@ -33,10 +33,10 @@ from pathlib import Path
 from resources.archive.pack_format import Snapshot
 from resources.archive.packs import ObjectReader, PackStore
 from resources.archive.restore import write_version
+from resources.ingest.batch import Batch
 from resources.ingest.files_to_read import ArchivedFile
 from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.run_stats import empty_stats
-from resources.ingest.runner import Batch
 from resources.ingest.session_files import SessionFile
 from resources.memory.lance import LanceStore
 from resources.memory.schema import TABLE_NAMES, LanceTableLost

@@ -16,7 +16,7 @@ before (by any manifest: a pack two machines pushed is read once):
 
 Processor state lives in ``session_processor_state`` under the session key, as for local files, so a
 version pushed twice (or by two machines) is processed once. Each version is read by the runner
-(`resources.ingest.runner.Batch`, as an `ArchivedFile`), with its rules: each processor commits after
+(`resources.ingest.batch.Batch`, as an `ArchivedFile`), with its rules: each processor commits after
 `FILES_PER_COMMIT` versions and at the end; a failed commit is split down to the version it could not
 take; only the versions committed are marked processed. A version a processor fails on (reading it, or
 committing its rows) is reported and its pack and manifest are not marked, so the next run retries
@@ -42,10 +42,10 @@ from resources.archive.adoption import adopt_pack
 from resources.archive.pack_format import PackError, Snapshot
 from resources.archive.packs import PackStore
 from resources.archive.restore import safe_relative
+from resources.ingest.batch import Batch
 from resources.ingest.contract import SessionProcessor
 from resources.ingest.files_to_read import ArchivedFile
 from resources.ingest.run_stats import count_stat, empty_stats
-from resources.ingest.runner import Batch
 from resources.sources import agent_of, path_under_root, source_type
 from resources.state.store import ProcessorFileState, insert_rows, json_list, load_processor_state, transaction
 from resources.team.manifests import Manifest
