@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import SAMPLES
+from tests.warehouse_holder import held_by_another_process
 
 pytestmark = pytest.mark.integration
 
@@ -95,16 +96,9 @@ def test_an_ingest_gives_up_on_a_held_warehouse_in_one_line_and_the_next_one_com
     env = {**_env(tmp_path, tmp_path), "SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC": "1"}
     state = tmp_path / "home" / "state.duckdb"
     state.parent.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('held', flush=True); time.sleep(120)", str(state)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(state) as holder:
         out = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "ingest"], env=env,
                              capture_output=True, text=True, timeout=120)
-    finally:
-        holder.kill()
-        holder.wait()
     assert out.returncode == 2 and out.stdout == "", out.stderr
     [line] = out.stderr.splitlines()
     assert line.startswith(f"sessionlake ingest: the warehouse {state} is held by process {holder.pid} "), line

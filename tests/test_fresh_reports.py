@@ -18,6 +18,7 @@ from bench.corpus import generate_corpus
 from tests.conftest import AGENT_SAMPLES, SAMPLES, writable_copy
 from tests.test_sources import EXPECTED
 from tests.test_usage import SAMPLE_TOTALS
+from tests.warehouse_holder import held_by_another_process
 
 pytestmark = pytest.mark.integration
 
@@ -104,20 +105,12 @@ def test_no_refresh_reports_only_what_is_stored(home):
 def test_a_report_while_another_process_holds_the_warehouse_shows_what_is_stored(home):
     stored = _totals(home)
     _append_response(_claude_session(home), "msg_while_held", 50)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys\n"
-                               "conn = duckdb.connect(sys.argv[1])\nprint('held', flush=True)\nsys.stdin.read()\n",
-         str(home / ".sessionlake" / "state.duckdb")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(home / ".sessionlake" / "state.duckdb"):
         started = time.monotonic()
         report = _sessionlake(home, "usage", "daily", "--json")
         waited = time.monotonic() - started
         line = _sessionlake(home, "statusline", "--no-cache", stdin=json.dumps(
             {"session_id": "fed8ce56", "transcript_path": str(_claude_session(home)), "model": {"id": "x"}}))
-    finally:
-        holder.communicate("", timeout=30)
     assert report.returncode == 0, report.stderr
     assert _rounded(json.loads(report.stdout)["totals"]) == stored  # the stored usage, without the append
     assert "held by another process" in report.stderr and " ago (" in report.stderr

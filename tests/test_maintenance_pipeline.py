@@ -23,6 +23,7 @@ from resources.config.settings import Settings
 from resources.memory import maintenance as lm
 from resources.memory.events import query_events, write_event
 from resources.memory.schema import EDGES, RECORDS, new_edge, new_record
+from tests.warehouse_holder import held_by_another_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:optimize")]
 
@@ -123,16 +124,8 @@ def test_a_tick_while_a_run_holds_the_new_homes_warehouse_skips_instead_of_faili
     monkeypatch.setattr(dagster_resources, "SENSOR_LOCK_WAIT_SEC", 0.3)
     state = lance.settings().state_path
     state.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-         "time.sleep(60)", str(state)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(state):
         result = tick(instance, lance, cursor="{}")
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
     assert not result.run_requests and "busy" in result.skip_message and result.cursor == "{}"
     assert "not due" in tick(instance, lance).skip_message  # once it is free, the tick checks the tables
 
@@ -349,8 +342,6 @@ def test_a_cli_ingest_in_progress_blocks_maintenance(settings, tmp_path, monkeyp
     the job writes. Once the command has created its run (after its last look at the warehouse before
     the run), this test takes the warehouse's lock, which holds the run inside its step."""
     import contextlib
-    import subprocess
-    import sys
 
     import duckdb
 

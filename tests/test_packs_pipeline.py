@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -19,6 +17,7 @@ from pipelines.defs.archive.sensors import pack_gc_sensor
 from pipelines.defs.resources import PackResource
 from tests.archive_support import grow, ingest, pack_store
 from tests.conftest import SAMPLE_PROJECT
+from tests.warehouse_holder import held_by_another_process
 
 pytestmark = pytest.mark.integration
 
@@ -179,16 +178,6 @@ def test_sensor_skips_while_another_process_holds_the_warehouse(settings, sample
                                                                 monkeypatch):
     _ingests(settings, samples_root, 1)
     monkeypatch.setattr(dagster_resources, "SENSOR_LOCK_WAIT_SEC", 0.3)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-         "time.sleep(60)", str(settings.state_path)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(settings.state_path):
         result = sensor_tick(instance, resources)
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
     assert not result.run_requests and "busy" in result.skip_message
