@@ -27,10 +27,8 @@ from resources.ingest.retry_marks import due_retries
 from resources.ingest.session_files import project_fingerprints
 from resources.sources import found_sources, walk_all
 from resources.state.sensor_state import SensorState, load_state, save_state, sensor_store
-from resources.state.store import is_lock_conflict
+from resources.state.store import StateStore, is_lock_conflict
 
-FRESHNESS_LOCK_WAIT_SEC = 10.0
-"""The freshness tick waits at most this long for the warehouse, then skips (the next tick checks again)."""
 SENSOR_NAME = "session_files_sensor"
 
 NOT_STARTED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
@@ -269,9 +267,8 @@ def session_freshness_sensor(settings: Settings) -> dg.SensorDefinition:
 
 def session_freshness_tick(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
     """One files_fresh evaluation per processor asset, over every session file found (stats only)."""
-    settings = state.settings()
-    store = state.store()
-    store.lock_wait_sec = FRESHNESS_LOCK_WAIT_SEC
+    settings = state.tick_settings()  # a held warehouse is waited for briefly, then the tick skips
+    store = StateStore.from_settings(settings)
     files = list(walk_all(found_sources(settings)))
     try:
         evaluations = freshness_results(settings, store, files, list(PROCESSOR_ASSETS))
