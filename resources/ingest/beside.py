@@ -1,5 +1,6 @@
-"""A processor run in a thread beside the others, for a processor whose work mostly leaves the GIL; and a
-processor's ``begin_run`` started in a thread while the run plans (`BeganEarly`).
+"""A processor run in a thread beside the others, for a processor whose work mostly leaves the GIL; and one
+call started in a thread of its own (`InThread`): a processor's ``begin_run`` while the run plans, memory's
+index build while it commits.
 
 The archive's work is reading files, SHA-256, zstd, writing and fsyncing packs and DuckDB statements,
 all of which release the GIL; the usage and memory processors parse JSON, which holds it. Run beside
@@ -19,10 +20,6 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from resources.ingest.contract import SessionProcessor
 
 
 class HeldLog:
@@ -84,20 +81,19 @@ class Beside:
         self._thread.join()
 
 
-class BeganEarly:
-    """``processor.begin_run()`` in a thread of its own, started while the run plans (the runner's
-    ``_begin_early``, for a processor whose files were read before the run); `wait` joins it and raises what
-    it raised, `join` only joins."""
+class InThread:
+    """``call()`` in a thread of its own, started at once; `wait` joins it and raises what it raised, `join`
+    only joins. The runner begins a processor's run this way while it plans (``_begin_early``)."""
 
-    def __init__(self, processor: SessionProcessor):
+    def __init__(self, call: Callable[[], object], name: str):
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(processor,), name=f"sessionlake-{processor.name}-begin")
+        self._thread = threading.Thread(target=self._run, args=(call,), name=name)
         self._thread.start()
 
-    def _run(self, processor: SessionProcessor) -> None:
+    def _run(self, call: Callable[[], object]) -> None:
         try:
-            processor.begin_run()
-        except BaseException as exc:  # raised again by `wait`, in the processor's turn
+            call()
+        except BaseException as exc:  # raised again by `wait`, where the caller takes the result
             self._error = exc
 
     def join(self) -> None:

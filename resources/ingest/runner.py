@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resources.ingest.batch import Taken, commit_taken, take
-from resources.ingest.beside import BeganEarly, Beside, HeldLog
+from resources.ingest.beside import Beside, HeldLog, InThread
 from resources.ingest.contract import SessionProcessor
 from resources.ingest.fewer_collections import fewer_collections
 from resources.ingest.plan import Task, plan
@@ -235,7 +235,7 @@ def _execute(
     reading: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
     ahead: ParallelReads | PrefetchedReads | None = None,
-    begun: BeganEarly | None = None,
+    begun: InThread | None = None,
 ) -> None:
     """Process and commit ``tasks``; ``reading()`` is called once the worker processes read (or at once when
     this process reads), with work this process would otherwise do before the reads or wait through.
@@ -341,7 +341,7 @@ def _start_read_ahead(processors: Sequence[SessionProcessor], work: dict[str, li
 
 
 def _execute_beside(processor: SessionProcessor, tasks: list[Task], state: StateStore, stats: dict,
-                    ahead: ParallelReads | PrefetchedReads | None, begun: BeganEarly | None, log: HeldLog,
+                    ahead: ParallelReads | PrefetchedReads | None, begun: InThread | None, log: HeldLog,
                     stop: threading.Event) -> None:
     try:
         _execute(processor, tasks, state, stats, log, stop=stop, ahead=ahead, begun=begun)
@@ -351,14 +351,15 @@ def _execute_beside(processor: SessionProcessor, tasks: list[Task], state: State
 
 
 def _begin_early(processors: Sequence[SessionProcessor], workers: int, progress: Progress | None,
-                 prefetch: Prefetch | None) -> dict[str, BeganEarly]:
+                 prefetch: Prefetch | None) -> dict[str, InThread]:
     """`begin_run` of each processor after the first whose new files were read before the run (``prefetch``),
     started now, while this thread plans: it needs no plan, and what it does first (memory imports Lance and
     creates its tables, 0.2-0.5 s, mostly waits) is then done when the processor's turn beside the first comes.
     None when nothing would run beside (workers of the run's own, progress shown)."""
     if prefetch is None or workers > 1 or progress is not None or (os.cpu_count() or 1) < 2:
         return {}
-    return {p.name: BeganEarly(p) for p in processors[1:] if p.name in prefetch.files}
+    return {p.name: InThread(p.begin_run, f"sessionlake-{p.name}-begin")
+            for p in processors[1:] if p.name in prefetch.files}
 
 
 def _reads_in_parallel(processor: SessionProcessor, workers: int, tasks: Sequence[Task] | None = None) -> bool:
