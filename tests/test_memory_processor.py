@@ -14,7 +14,7 @@ from resources.ingest.processors.memory import MemoryProcessor
 from resources.ingest.runner import run_processors
 from resources.memory.events import query_events
 from resources.memory.lance import LanceStore
-from resources.memory.schema import EDGES, ID_INDEX, RECORDS, TEXT_INDEX, edge_id
+from resources.memory.schema import EDGES, ID_INDEX, INDEX_DELTA_ROWS, RECORDS, TEXT_INDEX, edge_id
 from resources.state.store import StateStore
 
 pytestmark = pytest.mark.unit
@@ -158,11 +158,52 @@ def test_commits_every_file_give_the_same_records_and_summary_tags_as_one_commit
     expected = by_id(one)
     assert any(tags for _, _, tags in expected.values()), "the samples carry summaries"
     assert by_id(many) == expected
-    # the run's records are indexed once, after its last commit: one segment per index, nothing left out
+    # the run's records are indexed in at most two segments (the first commit's, built beside the next commits,
+    # and the rest's); what is left out is fewer rows than make a segment, and recall scans them
     table = many.open_table(RECORDS)
     for index in (TEXT_INDEX, ID_INDEX):
         stats = table.index_stats(index)
-        assert (stats.num_indices, stats.num_unindexed_rows, stats.num_indexed_rows) == (1, 0, many.count(RECORDS))
+        assert stats.num_indices <= 2 and stats.num_unindexed_rows < INDEX_DELTA_ROWS
+        assert stats.num_indexed_rows + stats.num_unindexed_rows == many.count(RECORDS)
+
+
+def test_the_first_commits_records_are_indexed_while_the_next_commits_are_written(tmp_path, samples_root,
+                                                                                   monkeypatch):
+    """The index build takes the first commit's records in a thread of its own, and the run's next commits
+    are written meanwhile (a first ingest built its whole index after the last commit, on one core); the end
+    of the run waits for it and indexes what the later commits added as one more segment. Here the second
+    commit waits until the build has begun, so the test fails if the build waits for the commits."""
+    import threading
+
+    import resources.memory.lance as lance_store
+
+    monkeypatch.setattr(lance_store, "INDEX_DELTA_ROWS", 1)  # a segment for the later commits' few records
+    store = LanceStore(tmp_path / "lance")
+    begun, upserts, builds = threading.Event(), [], []
+    index, upsert = store.index_new_records, store.upsert_records
+
+    def index_new_records():
+        builds.append((threading.current_thread().name, len(upserts)))
+        begun.set()
+        index()
+
+    def upsert_records(rows, **kw):
+        if upserts:
+            assert begun.wait(30), "the index build did not begin before the second commit"
+        upserts.append(len(rows))
+        return upsert(rows, **kw)
+
+    monkeypatch.setattr(store, "index_new_records", index_new_records)
+    monkeypatch.setattr(store, "upsert_records", upsert_records)
+    memory = MemoryProcessor(store)
+    memory.commit_every_files = 1
+    stats = run_processors([memory], samples_root, StateStore(tmp_path / "state.duckdb"))["memory"]
+    assert stats["errors"] == 0 and stats["commits"] >= 3
+    assert builds[0] == ("sessionlake-memory-index", 1)
+    assert [name for name, _ in builds[1:]] == [threading.current_thread().name]  # the rest, at the end
+    assert not any(t.name == "sessionlake-memory-index" for t in threading.enumerate())
+    text = store.open_table(RECORDS).index_stats(TEXT_INDEX)
+    assert (text.num_indices, text.num_unindexed_rows, text.num_indexed_rows) == (2, 0, store.count(RECORDS))
 
 
 def test_summaries_that_retag_a_stored_session_write_it_in_bounded_batches(tmp_path, samples_root, monkeypatch):
