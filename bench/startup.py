@@ -5,7 +5,8 @@ floors of any Python command (``python -c pass``) and of any report (``python -c
 with the import time of its modules (``-X importtime``, top-level modules summed). Side by side in
 the same run, on one generated tree of 2,000 sessions (``--quick``: 200) under a throwaway $HOME:
 - ``sessionlake recall`` (fresh process) against ``grep -r`` of the same word over the raw files, and
-  against ``python -c "import lance"``, the floor of any process that reads a Lance table;
+  against ``python -c "import lance"``, the floor of any process that reads a Lance table (and
+  ``python -c "import pyarrow"``, which that import begins with), each floor also beside ``grep -r``;
 - ``sessionlake ingest`` with nothing to do;
 - the first full ingest (usage, memory, archive; the median of `FIRST_INGEST_REPEAT` new homes) against
   ccusage's ``daily`` over the same tree and against the same processors called directly in a subprocess
@@ -178,11 +179,16 @@ def run(quick: bool = False) -> list[dict]:
 
         grep = _median(["grep", "-r", "-c", CUE, str(big / ".claude/projects")], env, repeat)
         lance_floor, lance_floor_cpu = _medians([py, "-c", "import lance"], env, repeat)
+        arrow_floor, arrow_floor_cpu = _medians([py, "-c", "import pyarrow"], env, repeat)
         recall, recall_rows = _command_rows(f"recall {CUE!r}", [*cli, "recall", CUE], env, repeat, floors)
         rows += [*recall_rows,
                  _row(f"floor: grep -r -c {CUE!r} over the raw files (median of {repeat})", grep),
                  _row(f"floor: python -c 'import lance', what any Lance read imports (median of {repeat})",
                       lance_floor, bare, cpu_sec=lance_floor_cpu),
+                 _row(f"floor: python -c 'import pyarrow', what pylance imports first (median of {repeat})",
+                      arrow_floor, bare, cpu_sec=arrow_floor_cpu),
+                 _row("floor: python -c 'import lance' vs grep -r", lance_floor, grep),
+                 _row("floor: python -c 'import pyarrow' vs grep -r", arrow_floor, grep),
                  _row(f"recall {CUE!r}: vs python -c 'import lance'", recall, lance_floor),
                  _row(f"recall {CUE!r}: vs grep -r", recall, grep, f"<= {RECALL_GREP_RATIO}x",
                       recall / grep <= RECALL_GREP_RATIO),
