@@ -344,8 +344,8 @@ class LanceStore:
         Provenance lives in its own table, so an updated record keeps every entry appended to it, even
         concurrently. The first upsert creates the indexes; later ones index new rows as a segment
         once ``INDEX_DELTA_ROWS`` are unindexed (see the module docstring). Not ``index``: the caller
-        writes more batches and calls `index_new_records` once after the last (an ingest run), so a
-        large run builds each index once instead of once per batch.
+        writes more batches and calls `index_new_records` itself (an ingest run: after its first commit,
+        beside the next ones, and once after the last), so a large run does not index once per batch.
         """
         prepared = []
         for row in rows:
