@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from resources.ids import stable_id
-from resources.ingest.processors.memory import MemoryProcessor
+from resources.ingest.processors.memory import EARLY_INDEX_MAX_COMMITS, MemoryProcessor
 from resources.ingest.runner import run_processors
 from resources.memory.events import query_events
 from resources.memory.lance import LanceStore
-from resources.memory.schema import EDGES, ID_INDEX, INDEX_DELTA_ROWS, RECORDS, TEXT_INDEX, edge_id
+from resources.memory.schema import EDGES, ID_INDEX, RECORDS, TEXT_INDEX, edge_id
 from resources.state.store import StateStore
 
 pytestmark = pytest.mark.unit
@@ -158,21 +158,22 @@ def test_commits_every_file_give_the_same_records_and_summary_tags_as_one_commit
     expected = by_id(one)
     assert any(tags for _, _, tags in expected.values()), "the samples carry summaries"
     assert by_id(many) == expected
-    # the run's records are indexed in at most two segments (the first commit's, built beside the next commits,
-    # and the rest's); what is left out is fewer rows than make a segment, and recall scans them
+    # more commits than EARLY_INDEX_MAX_COMMITS: the run's records are indexed once, after its last commit (one
+    # segment per index, nothing left out)
+    assert stats["commits"] > EARLY_INDEX_MAX_COMMITS
     table = many.open_table(RECORDS)
     for index in (TEXT_INDEX, ID_INDEX):
         stats = table.index_stats(index)
-        assert stats.num_indices <= 2 and stats.num_unindexed_rows < INDEX_DELTA_ROWS
-        assert stats.num_indexed_rows + stats.num_unindexed_rows == many.count(RECORDS)
+        assert (stats.num_indices, stats.num_unindexed_rows, stats.num_indexed_rows) == (1, 0, many.count(RECORDS))
 
 
 def test_the_first_commits_records_are_indexed_while_the_next_commits_are_written(tmp_path, samples_root,
                                                                                    monkeypatch):
-    """The index build takes the first commit's records in a thread of its own, and the run's next commits
-    are written meanwhile (a first ingest built its whole index after the last commit, on one core); the end
-    of the run waits for it and indexes what the later commits added as one more segment. Here the second
-    commit waits until the build has begun, so the test fails if the build waits for the commits."""
+    """In a run of at most EARLY_INDEX_MAX_COMMITS commits (here two), the index build takes the first commit's
+    records in a thread of its own, and the run's next commits are written meanwhile (a first ingest built its
+    whole index after the last commit, on one core); the end of the run waits for it and indexes what the later
+    commits added as one more segment. Here the second commit waits until the build has begun, so the test
+    fails if the build waits for the commits."""
     import threading
 
     import resources.memory.lance as lance_store
@@ -196,9 +197,9 @@ def test_the_first_commits_records_are_indexed_while_the_next_commits_are_writte
     monkeypatch.setattr(store, "index_new_records", index_new_records)
     monkeypatch.setattr(store, "upsert_records", upsert_records)
     memory = MemoryProcessor(store)
-    memory.commit_every_files = 1
+    memory.commit_every_files = 2
     stats = run_processors([memory], samples_root, StateStore(tmp_path / "state.duckdb"))["memory"]
-    assert stats["errors"] == 0 and stats["commits"] >= 3
+    assert stats["errors"] == 0 and 2 <= stats["commits"] <= EARLY_INDEX_MAX_COMMITS
     assert builds[0] == ("sessionlake-memory-index", 1)
     assert [name for name, _ in builds[1:]] == [threading.current_thread().name]  # the rest, at the end
     assert not any(t.name == "sessionlake-memory-index" for t in threading.enumerate())

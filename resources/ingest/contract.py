@@ -44,6 +44,10 @@ class SessionProcessor:
     """Who the next files come from (``user_name``, ``machine``): set per pack by a team ingest, empty for
     this machine's own sessions. A processor that writes rows may attribute them with it."""
 
+    files_in_run: int = 0
+    """How many files the run gives this processor: set by the runner before it takes the first (0: not known,
+    as in a team ingest). A processor may size what it does beside its commits by it."""
+
     def begin_run(self) -> None:
         """Called once before the first file of a run."""
 

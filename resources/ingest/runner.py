@@ -242,6 +242,7 @@ def _execute(
     Once ``stop`` is set, no further chunk of files is read (what was not committed stays unmarked).
     ``ahead``: the worker reads of ``tasks`` started earlier (`_start_read_ahead`), taken in their chunks (a
     task without one is read here). ``begun``: the processor's `begin_run`, started before the run planned."""
+    processor.files_in_run = len(tasks)
     if begun is not None:
         begun.wait()
     else:

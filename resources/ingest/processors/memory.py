@@ -13,10 +13,11 @@ prompt or answer, and how lines thread, is the adapter's: Claude Code's is in ``
   string) is malformed: counted and kept in ``malformed_lines``; the rest of the file is used.
 - Records and edges are written every `FILES_PER_COMMIT` files (one ``merge_insert`` per table per
   commit: a small run is one commit, a first ingest of a huge tree a few, in bounded memory); a grown
-  file is read from its stored offset only. The indexes take the first commit's records in a thread
-  while the next files are taken and written (the build is Lance's, outside Python's lock), and the
-  rest once, after the last commit: at most two index builds per run (recall finds a record before it
-  is indexed). Summary tags span commits: a summary
+  file is read from its stored offset only. The indexes take the run's new records once, after the
+  last commit; a run of at most `EARLY_INDEX_MAX_COMMITS` commits has its first commit's records
+  indexed in a thread while the next files are taken and written (the build is Lance's, outside
+  Python's lock), and the rest as one more segment after the last (recall finds a record before it is
+  indexed). Summary tags span commits: a summary
   whose leaf comes in a later file waits for it, tags resolved so far apply to every later record of
   their session, and what is still unresolved when the run ends goes to the summary's own session.
   Stored records re-tagged by summaries are written `RETAGGED_PER_WRITE` at a time, so no run holds
@@ -55,6 +56,10 @@ from resources.state.store import Connection
 from resources.times import as_utc
 
 SUMMARY_SESSIONS_PER_QUERY = 500
+EARLY_INDEX_MAX_COMMITS = 3
+"""Commits (the run's files over `FILES_PER_COMMIT`) up to which a run indexes its first commit's records beside
+the next commits. A larger run would still build nearly all of its index after the last commit, and its first
+segment would be small beside the rest: maintenance then rewrites the whole index (`INDEX_TIER_RATIO`)."""
 RETAGGED_PER_WRITE = 10_000
 """Stored records re-tagged by summaries, written per Lance commit (see `MemoryProcessor._write_retagged`)."""
 FILES_PER_COMMIT = 1000
@@ -109,7 +114,7 @@ class MemoryProcessor(SessionProcessor):
         self._stats: dict = {}
         self._versions_before: dict[str, int] = {}
         self._indexing: tuple[InThread, int] | None = None
-        """The index build started after the run's first commit, and the commits it took; waited for at the end."""
+        """The index build started after the run's first commit, and the run's commits then; waited for at its end."""
 
     def begin_run(self) -> None:
         self.discard()
@@ -202,9 +207,9 @@ class MemoryProcessor(SessionProcessor):
         self._write_retagged(grown, batched, record_table(records, tags, tier="episodic"),
                              edge_table(self._edges.table(), "reply_to"))
         self.discard()
-        if self._indexing is None and self._stats["records_written"]:
-            # a first ingest's next commits (and the archive, beside) leave a core idle while they take the lock:
-            # the first build of 2,000 sessions' index (0.8 s) used to start only after the last commit
+        if self._indexing is None and self._stats["records_written"] and self._indexes_early():
+            # the build is Lance's, outside Python's lock: beside the next commits, not after the last (a first
+            # ingest of 2,000 sessions ended on its whole 0.8 s build, alone on one core)
             self._indexing = InThread(self.store.index_new_records, "sessionlake-memory-index"), self._stats["commits"]
 
     def discard(self) -> None:
@@ -246,6 +251,11 @@ class MemoryProcessor(SessionProcessor):
         if stats.get("commits"):
             write_event(self.store, "memory_ingest", stats)
         return stats
+
+    def _indexes_early(self) -> bool:
+        """Whether this run's first commit is indexed beside the next ones (`EARLY_INDEX_MAX_COMMITS`)."""
+        per_commit = self.commit_every_files or self.files_in_run
+        return 0 < self.files_in_run <= EARLY_INDEX_MAX_COMMITS * per_commit
 
     def _wait_for_index(self) -> int:
         """Wait for the index build started after the first commit, if any, and raise what it raised; the
