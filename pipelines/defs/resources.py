@@ -35,45 +35,48 @@ class SessionlakeResource(dg.ConfigurableResource):
         """Make the data home private before a run, sensor or schedule writes anything in it."""
         make_private(self.settings())
 
-    def settings(self) -> Settings:
+    def settings(self, *, tick: bool = False) -> Settings:
+        """The environment's settings with this resource's paths. ``tick``: for a sensor or schedule tick, a
+        warehouse another process holds is waited for at most `SENSOR_LOCK_WAIT_SEC` (or
+        SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC when shorter), so the tick can skip."""
         settings = Settings.from_env()
         for name in ("home", "sessions_dir", "codex_home", "gemini_dir", "opencode_dir", "qwen_dir"):
             if getattr(self, name):
                 settings = settings._replace(**{name: Path(getattr(self, name)).expanduser().resolve()})
+        if tick:
+            settings = settings._replace(
+                warehouse_lock_wait_sec=min(settings.warehouse_lock_wait_sec, SENSOR_LOCK_WAIT_SEC))
         return settings
-
-    def tick_settings(self) -> Settings:
-        """`settings` for a sensor or schedule tick: a warehouse another process holds is waited for at most
-        `SENSOR_LOCK_WAIT_SEC` (or SESSIONLAKE_WAREHOUSE_LOCK_WAIT_SEC when shorter), so the tick can skip."""
-        settings = self.settings()
-        return settings._replace(warehouse_lock_wait_sec=min(settings.warehouse_lock_wait_sec, SENSOR_LOCK_WAIT_SEC))
 
 
 class StateResource(SessionlakeResource):
     """The DuckDB warehouse (`resources.state.store.StateStore`)."""
 
-    def store(self):
+    def store(self, *, tick: bool = False):
+        """The store, for a run or (``tick``) a sensor or schedule tick (see `settings`)."""
         from resources.state.store import StateStore
 
-        return StateStore.from_settings(self.settings())
+        return StateStore.from_settings(self.settings(tick=tick))
 
 
 class LanceResource(SessionlakeResource):
     """The Lance memory tables (`resources.memory.lance.LanceStore`)."""
 
-    def store(self):
+    def store(self, *, tick: bool = False):
+        """The store, for a run or (``tick``) a sensor or schedule tick (see `settings`)."""
         from resources.memory.lance import LanceStore
 
-        return LanceStore.from_settings(self.settings())
+        return LanceStore.from_settings(self.settings(tick=tick))
 
 
 class PackResource(SessionlakeResource):
     """The content-addressed archive (`resources.archive.packs.PackStore`)."""
 
-    def store(self):
+    def store(self, *, tick: bool = False):
+        """The store, for a run or (``tick``) a sensor or schedule tick (see `settings`)."""
         from resources.archive.packs import PackStore
 
-        return PackStore.from_settings(self.settings())
+        return PackStore.from_settings(self.settings(tick=tick))
 
 
 class CaptureQueueResource(SessionlakeResource):

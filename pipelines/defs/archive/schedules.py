@@ -4,7 +4,6 @@ import dagster as dg
 
 from pipelines.defs.archive.assets import STEP_NAME
 from pipelines.defs.archive.jobs import pack_gc
-from pipelines.defs.archive.sensors import store_for_tick
 from pipelines.defs.partitions import projects_partitions, projects_run_request
 from pipelines.defs.resources import PackResource
 from resources.state.store import is_lock_conflict
@@ -18,7 +17,7 @@ def pack_gc_daily(context: dg.ScheduleEvaluationContext, packs: PackResource):
     """Every day, one run over every known project with packs: GC leaves a consolidated project as it is
     but still materializes it with its numbers, so no partition shows as missing once it has a pack."""
     try:
-        counts = store_for_tick(packs).pack_counts()
+        counts = packs.store(tick=True).pack_counts()
     except Exception as exc:
         if is_lock_conflict(exc):
             return dg.SkipReason("the warehouse is busy; tomorrow's tick will catch up")

@@ -11,13 +11,6 @@ from pipelines.defs.resources import PackResource
 from resources.state.store import is_lock_conflict
 
 
-def store_for_tick(packs: PackResource):
-    """The pack store, for a tick: it waits for a held warehouse only briefly (`PackResource.tick_settings`)."""
-    from resources.archive.packs import PackStore
-
-    return PackStore.from_settings(packs.tick_settings())
-
-
 @dg.sensor(job=pack_gc, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Every 5 min: pack GC for a project once it has more than SESSIONLAKE_PACK_GC_LIVE_PACKS "
                        "live packs (default 8): one run for all of them, once per state of their packs.")
@@ -27,7 +20,7 @@ def pack_gc_sensor(context: dg.SensorEvaluationContext, packs: PackResource):
     live pack keys, so each state is requested once."""
     threshold = packs.settings().pack_gc_live_packs_threshold
     try:
-        counts = store_for_tick(packs).pack_counts()
+        counts = packs.store(tick=True).pack_counts()
     except Exception as exc:
         if is_lock_conflict(exc):
             return dg.SkipReason("the warehouse is busy; the next tick retries")

@@ -115,7 +115,7 @@ def lance_health_tick(context: dg.SensorEvaluationContext, lance: LanceResource)
     that finds the warehouse (where the tables are recorded) held by another process skips: on a new home the
     first ingest run holds it while the tables are created."""
     try:
-        return _health_tick(context, lance.tick_settings())
+        return _health_tick(context, lance.settings(tick=True))
     except Exception as exc:
         if is_lock_conflict(exc):
             return dg.SensorResult(skip_reason="the warehouse is busy (a run holds it); the next tick retries",

@@ -27,7 +27,7 @@ from resources.ingest.retry_marks import due_retries
 from resources.ingest.session_files import project_fingerprints
 from resources.sources import found_sources, walk_all
 from resources.state.sensor_state import SensorState, load_state, save_state, sensor_store
-from resources.state.store import StateStore, is_lock_conflict
+from resources.state.store import is_lock_conflict
 
 SENSOR_NAME = "session_files_sensor"
 
@@ -267,8 +267,8 @@ def session_freshness_sensor(settings: Settings) -> dg.SensorDefinition:
 
 def session_freshness_tick(context: dg.SensorEvaluationContext, state: StateResource) -> dg.SensorResult:
     """One files_fresh evaluation per processor asset, over every session file found (stats only)."""
-    settings = state.tick_settings()  # a held warehouse is waited for briefly, then the tick skips
-    store = StateStore.from_settings(settings)
+    settings = state.settings()
+    store = state.store(tick=True)  # a held warehouse is waited for briefly, then the tick skips
     files = list(walk_all(found_sources(settings)))
     try:
         evaluations = freshness_results(settings, store, files, list(PROCESSOR_ASSETS))
