@@ -80,10 +80,9 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     host = socket.gethostname()
     runs = instance.get_runs(dg.RunsFilter(statuses=ACTIVE, tags={HOST_TAG: host}))
     for run in runs:
-        tag = run.tags.get(PROCESS_TAG)
-        if not tag or process_alive(tag):
+        if not _process_gone(run, host):
             continue
-        pid = tag.split(":")[0]
+        pid = run.tags[PROCESS_TAG].split(":")[0]
         instance.report_run_failed(run, message=f"sessionlake: the process that ran this run (pid {pid} on "
                                                 f"{run.tags[HOST_TAG]}) is gone; marked failed, pool slots freed")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
@@ -104,9 +103,14 @@ def _free_slots_of_ended_runs(instance: dg.DagsterInstance, host: str) -> None:
         info = storage.get_concurrency_info(pool)
         holders |= info.active_run_ids | info.pending_run_ids
     for run in instance.get_runs(dg.RunsFilter(run_ids=sorted(holders))) if holders else ():
-        tag = run.tags.get(PROCESS_TAG)
-        if run.is_finished and run.tags.get(HOST_TAG) == host and tag and not process_alive(tag):
+        if run.is_finished and _process_gone(run, host):
             storage.free_concurrency_slots_for_run(run.run_id)
+
+
+def _process_gone(run: dg.DagsterRun, host: str) -> bool:
+    """Whether ``run`` recorded the process that runs it on ``host``, and that process is gone."""
+    tag = run.tags.get(PROCESS_TAG)
+    return run.tags.get(HOST_TAG) == host and bool(tag) and not process_alive(tag)
 
 
 def slot_holders(instance: dg.DagsterInstance, pool: str) -> list[dg.DagsterRun] | None:
